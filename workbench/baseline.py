@@ -1,0 +1,98 @@
+"""The float baseline: trained with fixed seeds, cached as safetensors under a fingerprint.
+
+The fingerprint covers the task, seed, training schedule, the data's bytes, the model's source
+code and the workbench version, so a second run loads the cached weights instead of training,
+and any change that could alter them trains anew.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import __version__
+from .evaluate import evaluate
+from .fileio import atomic_write_bytes
+
+
+def cache_dir() -> Path:
+    """``$WORKBENCH_CACHE`` or ``~/.cache/workbench``."""
+    return Path(os.environ.get("WORKBENCH_CACHE", Path.home() / ".cache" / "workbench"))
+
+
+def baseline_fingerprint(task, seed: int, epochs: int) -> str:
+    key = {
+        "task": task.name,
+        "seed": seed,
+        "epochs": epochs,
+        "lr": task.learning_rate,
+        "batch_size": task.batch_size,
+        "data": task.data.fingerprint(),
+        "model_code": task.code_fingerprint(),
+        "workbench": __version__,
+        "torch": torch.__version__,
+    }
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def train_float(model: nn.Module, task, seed: int, epochs: int, progress: bool = True) -> nn.Module:
+    """Adam with a cosine schedule; cross-entropy for classifiers, MSE for reconstruction."""
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    train = task.data.train
+    opt = torch.optim.Adam(model.parameters(), lr=task.learning_rate)
+    steps_per_epoch = math.ceil(len(train) / task.batch_size)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs * steps_per_epoch))
+    loss_fn = nn.CrossEntropyLoss() if task.is_classifier else nn.MSELoss()
+    model.train()
+    bar = tqdm(range(epochs), desc=f"train {task.name}", disable=not progress, leave=False)
+    for _ in bar:
+        order = torch.randperm(len(train), generator=gen)
+        total = 0.0
+        for i in range(0, len(train), task.batch_size):
+            idx = order[i : i + task.batch_size]
+            if len(idx) < 2:  # BatchNorm needs two samples
+                continue
+            x = train.x[idx]
+            target = train.y[idx] if task.is_classifier else x.flatten(1)
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(model(x), target)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += float(loss.detach()) * len(idx)
+        bar.set_postfix(loss=f"{total / len(train):.4f}")
+    model.eval()
+    return model
+
+
+def load_or_train_baseline(task, seed: int | None = None, epochs: int | None = None, progress: bool = True, cache: bool = True) -> nn.Module:
+    """The task's trained float model, from the cache when its fingerprint matches."""
+    model = task.create_model()
+    if task.pretrained:
+        return model.eval()
+    seed = task.seed if seed is None else seed
+    epochs = task.train_epochs if epochs is None else epochs
+    path = cache_dir() / "baselines" / f"{task.name}-{baseline_fingerprint(task, seed, epochs)}.safetensors"
+    if cache and path.exists():
+        model.load_state_dict(load_file(str(path)))
+        return model.eval()
+    model = train_float(model, task, seed, epochs, progress)
+    if cache:
+        state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+        from safetensors.torch import save
+
+        atomic_write_bytes(path, save(state, metadata={"task": task.name, "seed": str(seed), "epochs": str(epochs)}))
+    return model
+
+
+def baseline_metric(task, model: nn.Module) -> float:
+    return evaluate(model, task)

@@ -1,0 +1,101 @@
+"""``describe(qmodel)``: what a quantised model really holds, one row per layer, read from the
+model's own quantisers at run time (not from the spec that asked for it)."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import torch
+from torch import nn
+
+from .quantize import QUANT_LAYERS, QUANTISABLE
+
+COLUMNS = ["layer", "type", "weight_bits", "act_bits", "granularity", "scale_type", "params", "macs", "weight_bytes", "weight_bytes_fp"]
+
+
+def _is_po2(scale: torch.Tensor) -> bool:
+    e = torch.log2(scale.detach().abs().flatten().double())
+    return bool(torch.allclose(e, e.round(), atol=1e-6))
+
+
+def _bits(qt) -> int | None:
+    bw = getattr(qt, "bit_width", None)
+    return None if bw is None else int(round(float(bw)))
+
+
+def describe(model: nn.Module, example_input: torch.Tensor | None = None) -> pd.DataFrame:
+    """Per layer: type, weight bits, act bits (of the tensor it reads), weight-scale granularity and
+    type, parameters, MACs per sample, packed weight bytes and float32 bytes.
+
+    ``None`` bits mean float. Works on float models too (every layer then reads float).
+    """
+    if example_input is None:
+        shape = getattr(model, "workbench_input_shape", None)
+        if shape is None:
+            raise ValueError("describe() needs example_input for a model that was not calibrated by the workbench")
+        example_input = torch.zeros((1, *shape))
+    plan = getattr(model, "workbench_plan", None)
+    seen: dict[str, dict] = {}
+    hooks = []
+    for name, m in model.named_modules():
+        if not isinstance(m, QUANTISABLE):
+            continue
+
+        def hook(mod, args, out, name=name):
+            inp = args[0]
+            act_bits = _bits(inp) if hasattr(inp, "bit_width") else None
+            iq = getattr(mod, "input_quant", None)
+            if act_bits is None and iq is not None and iq.is_quant_enabled:
+                act_bits = int(round(float(iq.bit_width())))
+            value = out.value if hasattr(out, "value") else out
+            k = mod.weight[0].numel() if isinstance(mod, (nn.Conv1d, nn.Conv2d)) else mod.in_features
+            seen[name] = {"act_bits": act_bits, "macs": int(value[0].numel() * k)}
+
+        hooks.append(m.register_forward_hook(hook))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(example_input[:1])
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+
+    rows = []
+    for name, m in model.named_modules():
+        if not isinstance(m, QUANTISABLE):
+            continue
+        n_w = m.weight.numel()
+        n_b = 0 if m.bias is None else m.bias.numel()
+        w_bits = gran = scale_type = None
+        if isinstance(m, QUANT_LAYERS) and m.weight_quant.is_quant_enabled:
+            qw = m.quant_weight()
+            w_bits = _bits(qw)
+            gran = "per_channel" if qw.scale.numel() > 1 else "per_tensor"
+            scale_type = "po2" if _is_po2(qw.scale) else "float"
+        base = next(c for c in QUANTISABLE if isinstance(m, c))
+        depthwise = isinstance(m, (nn.Conv1d, nn.Conv2d)) and m.groups > 1 and m.groups == m.in_channels
+        rows.append(
+            {
+                "layer": name,
+                "type": base.__name__ + (" (depthwise)" if depthwise else ""),
+                "weight_bits": w_bits,
+                "act_bits": seen.get(name, {}).get("act_bits"),
+                "granularity": gran,
+                "scale_type": scale_type,
+                "params": n_w + n_b,
+                "macs": seen.get(name, {}).get("macs", 0),
+                "weight_bytes": (math.ceil(n_w * w_bits / 8) if w_bits else 4 * n_w) + 4 * n_b,
+                "weight_bytes_fp": 4 * (n_w + n_b),
+            }
+        )
+    for name, kind in (plan.unsupported.items() if plan else []):
+        n = sum(p.numel() for p in model.get_submodule(name).parameters(recurse=False))
+        rows.append({"layer": name, "type": f"{kind} (kept in float)", "weight_bits": None, "act_bits": None, "granularity": None,
+                     "scale_type": None, "params": n, "macs": 0, "weight_bytes": 4 * n, "weight_bytes_fp": 4 * n})
+    df = pd.DataFrame(rows, columns=COLUMNS)
+    for col in ("weight_bits", "act_bits"):
+        df[col] = df[col].astype("Int64")
+    return df

@@ -1,0 +1,43 @@
+"""Exception types raised by the workbench.
+
+Every error the workbench raises on bad input is a :class:`WorkbenchError` (itself a
+``ValueError``) with a one-line message naming what was wrong and what was expected.
+"""
+
+from __future__ import annotations
+
+
+class WorkbenchError(ValueError):
+    """Base class of every documented workbench error."""
+
+    def __init__(self, message: str):
+        # One line, always: multi-line messages are folded so a CLI prints a single line.
+        super().__init__(" ".join(str(message).split()))
+
+
+class SpecError(WorkbenchError):
+    """A quantisation spec is malformed or names layers the model does not have."""
+
+
+class UnsupportedLayerError(WorkbenchError):
+    """A spec asks to quantise a layer type the workbench cannot quantise."""
+
+
+class DatasetError(WorkbenchError):
+    """A dataset file is missing, corrupt, of the wrong shape or fails its checksum."""
+
+
+class TaskError(WorkbenchError):
+    """An unknown task name, or a task built from inconsistent parts."""
+
+
+class CalibrationError(WorkbenchError):
+    """Calibration data is empty or holds NaN / inf values."""
+
+
+class ExportError(WorkbenchError):
+    """A quantised model cannot be exported to the requested format."""
+
+
+class OutputPathError(WorkbenchError):
+    """An output path would escape its output directory."""

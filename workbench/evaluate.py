@@ -1,0 +1,29 @@
+"""Running a model over a split, and scoring it with the task's metric."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .data import Split
+
+
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """Outputs of ``model`` on ``x`` in eval mode, as a plain float tensor."""
+    was_training = model.training
+    model.eval()
+    outs = []
+    try:
+        with torch.no_grad():
+            for i in range(0, len(x), batch_size):
+                out = model(x[i : i + batch_size])
+                outs.append(out.value if hasattr(out, "value") else out)
+    finally:
+        model.train(was_training)
+    return torch.cat(outs).float()
+
+
+def evaluate(model: nn.Module, task, split: Split | None = None) -> float:
+    """The task metric of ``model`` on ``split`` (the task's eval split by default)."""
+    split = task.data.eval if split is None else split
+    return task.score(predict(model, split.x), split)

@@ -1,0 +1,337 @@
+"""Per-layer quantisation on Brevitas.
+
+Brevitas's ``quantize`` takes class-keyed maps only. :func:`quantize_model` runs Brevitas's
+graph (fx) path with the spec's defaults (it places activation quantisers, folds BatchNorm,
+aligns residual adds), then gives every layer instance exactly the settings its spec asks for:
+
+- weights: the layer's weight quantiser is rebuilt at its bits / granularity / scale type;
+- activations (the tensor a layer reads): the quantiser feeding the layer is changed in place
+  when every reader of it asks for the same setting, otherwise a dedicated requantiser is
+  inserted in front of the layer.
+
+Models that do not trace fall back to a per-module path (each layer quantises its own input).
+"""
+
+from __future__ import annotations
+
+import copy
+import operator
+import warnings
+from dataclasses import dataclass
+
+import brevitas.nn as qnn
+import torch
+from brevitas.core.function_wrapper.ops_ste import CeilSte
+from brevitas.core.restrict_val import RestrictValueType
+from brevitas.graph import quantize as bq
+from brevitas.quant import (
+    Int8ActPerTensorFloat,
+    Int8WeightPerChannelFloat,
+    Int8WeightPerTensorFloat,
+    Int32Bias,
+    NoneBiasQuant,
+    NoneWeightQuant,
+    Uint8ActPerTensorFloat,
+)
+from brevitas.quant.fixed_point import (
+    Int8ActPerTensorFixedPoint,
+    Int8WeightPerChannelFixedPoint,
+    Int8WeightPerTensorFixedPoint,
+    Uint8ActPerTensorFixedPoint,
+)
+from torch import nn
+
+from typing import Any as GraphModule, Any as Node  # Brevitas's backported torch.fx types
+
+from .errors import SpecError, UnsupportedLayerError
+from .spec import LayerQuant, QuantSpec, resolve
+
+
+class UnsupportedLayerWarning(UserWarning):
+    """A layer with parameters the workbench cannot quantise is kept in float."""
+
+
+QUANTISABLE = (nn.Conv1d, nn.Conv2d, nn.Linear)
+QUANT_LAYERS = (qnn.QuantConv1d, qnn.QuantConv2d, qnn.QuantLinear)
+NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)
+
+WEIGHT_QUANT = {
+    ("per_tensor", "float"): Int8WeightPerTensorFloat,
+    ("per_channel", "float"): Int8WeightPerChannelFloat,
+    ("per_tensor", "po2"): Int8WeightPerTensorFixedPoint,
+    ("per_channel", "po2"): Int8WeightPerChannelFixedPoint,
+}
+ACT_QUANT = {
+    (True, "float"): Int8ActPerTensorFloat,
+    (False, "float"): Uint8ActPerTensorFloat,
+    (True, "po2"): Int8ActPerTensorFixedPoint,
+    (False, "po2"): Uint8ActPerTensorFixedPoint,
+}
+PO2_ACT = {"restrict_scaling_type": RestrictValueType.POWER_OF_TWO, "restrict_value_float_to_int_impl": CeilSte}
+
+# Ops that hand a quantised tensor on unchanged (shape only), so the quantiser before them is the
+# one the next layer reads.
+_TRANSPARENT_FUNCS = {torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze, torch.transpose, torch.permute, operator.getitem}
+_TRANSPARENT_METHODS = {"flatten", "reshape", "view", "squeeze", "unsqueeze", "transpose", "permute", "contiguous"}
+_TRANSPARENT_MODULES = (nn.MaxPool1d, nn.MaxPool2d, nn.Flatten, nn.Identity, nn.Dropout)
+
+
+def weight_quantizer(bits: int, granularity: str, scale_type: str):
+    return WEIGHT_QUANT[(granularity, scale_type)].let(bit_width=bits)
+
+
+def act_quantizer(bits: int, signed: bool, scale_type: str):
+    return ACT_QUANT[(signed, scale_type)].let(bit_width=bits)
+
+
+def quantisable_layers(model: nn.Module) -> dict[str, tuple[str, bool]]:
+    """``{name: (type name, is depthwise)}`` of the layers the workbench quantises, in order."""
+    out = {}
+    for name, m in model.named_modules():
+        if isinstance(m, QUANTISABLE):
+            base = next(c for c in QUANTISABLE if isinstance(m, c))
+            depthwise = isinstance(m, (nn.Conv1d, nn.Conv2d)) and m.groups > 1 and m.groups == m.in_channels
+            out[name] = (base.__name__, depthwise)
+    return out
+
+
+def unsupported_layers(model: nn.Module) -> dict[str, str]:
+    """Modules holding their own parameters that the workbench cannot quantise (kept in float)."""
+    out = {}
+    for name, m in model.named_modules():
+        if isinstance(m, QUANTISABLE + NORM_TYPES + QUANT_LAYERS) or not name:
+            continue
+        if any(True for _ in m.parameters(recurse=False)):
+            out[name] = type(m).__name__
+    return out
+
+
+@dataclass(frozen=True)
+class QuantizationPlan:
+    """What :func:`quantize_model` decided: resolved settings per layer and the path it took."""
+
+    spec: QuantSpec
+    layers: dict[str, LayerQuant]
+    path: str  # "fx" or "layerwise"
+    unsupported: dict[str, str]
+    requantised: tuple[str, ...] = ()
+
+
+def quantize_model(model: nn.Module, spec: QuantSpec | dict | None = None, *, equalize_iters: int = 0, force_layerwise: bool = False) -> nn.Module:
+    """A Brevitas model of ``model`` in which every layer has exactly the settings of ``spec``.
+
+    The model must still be calibrated (:func:`workbench.ptq.calibrate`). The returned module
+    carries its :class:`QuantizationPlan` as ``workbench_plan``. The input model is not changed.
+    """
+    spec = QuantSpec() if spec is None else QuantSpec.parse(spec)
+    if not isinstance(model, nn.Module):
+        raise UnsupportedLayerError(f"model is a {type(model).__name__}; expected a torch.nn.Module")
+    layers = quantisable_layers(model)
+    unsupported = unsupported_layers(model)
+    if not layers:
+        kinds = ", ".join(sorted(set(unsupported.values()))) or "none with parameters"
+        raise UnsupportedLayerError(f"model has no Conv1d, Conv2d or Linear layer to quantise (layers found: {kinds})")
+    resolved = resolve(spec, layers, unsupported)
+    for name, kind in unsupported.items():
+        warnings.warn(f"layer {name} ({kind}) cannot be quantised by the workbench; it is kept in float", UnsupportedLayerWarning, stacklevel=2)
+
+    src = copy.deepcopy(model).eval()
+    qmodel, requantised, path = None, (), "layerwise"
+    if not force_layerwise:
+        try:
+            graph_model = bq.preprocess_for_quantize(src, equalize_iters=equalize_iters)
+        except Exception as exc:  # tracing failed: Brevitas raises many types here
+            warnings.warn(f"fx tracing failed ({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); using the per-module path", stacklevel=2)
+        else:
+            qmodel = _fx_quantize(graph_model, spec)
+            requantised = _apply_layer_settings(qmodel, resolved, spec)
+            path = "fx"
+    if qmodel is None:
+        qmodel = _layerwise_quantize(copy.deepcopy(model).eval(), resolved)
+    qmodel.eval()
+    qmodel.workbench_plan = QuantizationPlan(spec, resolved, path, unsupported, tuple(requantised))
+    return qmodel
+
+
+# ------------------------------------------------------------------------------ fx path
+
+
+def _fx_quantize(graph_model: GraphModule, spec: QuantSpec) -> GraphModule:
+    w_bits, a_bits = spec.weight_bits, spec.act_bits
+    w_bits = None if w_bits == "float" else w_bits
+    a_bits = None if a_bits == "float" else a_bits
+    wq = NoneWeightQuant if w_bits is None else weight_quantizer(w_bits, spec.weight_granularity, spec.scale_type)
+    bias = Int32Bias if (w_bits is not None and a_bits is not None) else None
+
+    def aq(signed):
+        return None if a_bits is None else act_quantizer(a_bits, signed, spec.scale_type)
+
+    rqt = a_bits is not None  # a quantiser that is off hands on plain tensors
+
+    compute_map = dict(bq.COMPUTE_LAYER_MAP)
+    for cls in QUANTISABLE:
+        qcls, kw = compute_map[cls]
+        compute_map[cls] = (qcls, {**kw, "weight_quant": wq, "bias_quant": bias, "return_quant_tensor": rqt and w_bits is not None})
+    act_map = {
+        nn.ReLU: (qnn.QuantReLU, {"act_quant": aq(False), "return_quant_tensor": rqt}),
+        nn.ReLU6: (qnn.QuantReLU, {"act_quant": aq(False), "max_val": 6.0, "return_quant_tensor": rqt}),
+        nn.Sigmoid: (qnn.QuantSigmoid, {"act_quant": aq(False), "return_quant_tensor": rqt}),
+        nn.Hardtanh: (qnn.QuantHardTanh, {"act_quant": aq(True), "max_val": lambda m: m.max_val, "min_val": lambda m: m.min_val, "return_quant_tensor": rqt}),
+    }
+    identity_map = {
+        "signed": (qnn.QuantIdentity, {"act_quant": aq(True), "return_quant_tensor": rqt}),
+        "unsigned": (qnn.QuantIdentity, {"act_quant": aq(False), "return_quant_tensor": rqt}),
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return bq.quantize(graph_model, quant_identity_map=identity_map, compute_layer_map=compute_map, quant_act_map=act_map)
+
+
+def _is_act_quantiser(module: nn.Module) -> bool:
+    return hasattr(module, "act_quant") and not isinstance(module, QUANT_LAYERS)
+
+
+def _is_transparent(gm: GraphModule, node: Node) -> bool:
+    if node.op == "call_function":
+        return node.target in _TRANSPARENT_FUNCS
+    if node.op == "call_method":
+        return node.target in _TRANSPARENT_METHODS
+    if node.op == "call_module":
+        return isinstance(gm.get_submodule(node.target), _TRANSPARENT_MODULES)
+    return False
+
+
+def _is_node(obj) -> bool:
+    # Brevitas traces with its own backport of torch.fx, whose Node is another class.
+    return hasattr(obj, "op") and hasattr(obj, "all_input_nodes")
+
+
+def _source_quantiser(gm: GraphModule, node) -> Node | None:
+    """The activation-quantiser node whose output reaches ``node`` through shape-only ops."""
+    while _is_node(node):
+        if node.op == "call_module" and _is_act_quantiser(gm.get_submodule(node.target)):
+            return node
+        if not _is_transparent(gm, node):
+            return None
+        node = node.args[0] if node.args else None
+    return None
+
+
+def _apply_layer_settings(gm: GraphModule, resolved: dict[str, LayerQuant], spec: QuantSpec) -> list[str]:
+    default = LayerQuant(
+        None if spec.weight_bits == "float" else spec.weight_bits,
+        None if spec.act_bits == "float" else spec.act_bits,
+        spec.weight_granularity,
+        spec.scale_type,
+    )
+    # Weights: rebuild the quantiser of every layer whose settings differ from the defaults.
+    for name, lq in resolved.items():
+        layer = gm.get_submodule(name)
+        if lq.weight_key != default.weight_key:
+            _set_weight_quant(layer, lq)
+        if lq.weight_bits is None or lq.act_bits is None:
+            inj = NoneBiasQuant
+            layer.bias_quant = inj.proxy_class(layer, inj)
+            if not layer.output_quant.is_quant_enabled:
+                layer.return_quant_tensor = False  # a float product is no quantised tensor
+
+    # Activations: group the layers by the quantiser they read.
+    layer_nodes = {n.target: n for n in gm.graph.nodes if n.op == "call_module" and n.target in resolved}
+    readers: dict[str, list[str]] = {}
+    no_source: list[str] = []
+    for name, node in layer_nodes.items():
+        src = _source_quantiser(gm, node.args[0])
+        if src is None:
+            no_source.append(name)
+        else:
+            readers.setdefault(src.target, []).append(name)
+    other_readers = set()
+    for node in gm.graph.nodes:
+        if node.op == "call_module" and node.target in resolved or _is_transparent(gm, node):
+            continue
+        for arg in node.all_input_nodes:
+            src = _source_quantiser(gm, arg)
+            if src is not None:
+                other_readers.add(src.target)
+
+    requantised = []
+    for src_name, names in readers.items():
+        wanted = {resolved[n].act_key for n in names}
+        quantiser = gm.get_submodule(src_name)
+        if len(wanted) == 1 and src_name not in other_readers:
+            (bits, scale_type), = wanted
+            if (bits, scale_type) != default.act_key:
+                _set_act_quant(quantiser, bits, scale_type)
+            continue
+        for n in names:
+            key = resolved[n].act_key
+            if key == default.act_key:
+                continue
+            if key[0] is None or (default.act_bits is not None and key[0] > default.act_bits):
+                shared = ", ".join(sorted(set(names) - {n})) or "a residual add"
+                want = "float" if key[0] is None else f"{key[0]} bits"
+                raise SpecError(
+                    f"layers.{n}.act_bits: the activation {n} reads is also read by {shared} at {default.act_bits} bits, "
+                    f"so it cannot be {want} for {n} alone; give the same act_bits to all of its readers"
+                )
+            _insert_requantiser(gm, layer_nodes[n], key, signed=bool(quantiser.act_quant.is_signed))
+            requantised.append(n)
+    for n in no_source:
+        key = resolved[n].act_key
+        if key != default.act_key and key[0] is not None:
+            _insert_requantiser(gm, layer_nodes[n], key, signed=True)
+            requantised.append(n)
+    gm.graph.lint()
+    gm.recompile()
+    return requantised
+
+
+def _set_weight_quant(layer: nn.Module, lq: LayerQuant) -> None:
+    inj = NoneWeightQuant if lq.weight_bits is None else weight_quantizer(lq.weight_bits, lq.weight_granularity, lq.scale_type)
+    layer.weight_quant = inj.proxy_class(layer, inj)
+
+
+def _set_act_quant(quantiser: nn.Module, bits: int | None, scale_type: str) -> None:
+    proxy = quantiser.act_quant
+    if bits is None:
+        inj = proxy.quant_injector.let(tensor_quant=None)
+        quantiser.return_quant_tensor = False
+    else:
+        extra = PO2_ACT if scale_type == "po2" else {"restrict_scaling_type": RestrictValueType.FP}
+        inj = proxy.quant_injector.let(bit_width=bits, **extra)
+    quantiser.act_quant = type(proxy)(quantiser, inj)
+    if bits is not None:
+        quantiser.return_quant_tensor = True
+
+
+def _insert_requantiser(gm: GraphModule, node: Node, key, signed: bool) -> None:
+    bits, scale_type = key
+    name = node.target.replace(".", "_") + "_input_requant"
+    gm.add_submodule(name, qnn.QuantIdentity(act_quant=act_quantizer(bits, signed, scale_type), return_quant_tensor=True))
+    src = node.args[0]
+    with gm.graph.inserting_before(node):
+        new = gm.graph.call_module(name, (src,))
+    node.replace_input_with(src, new)
+
+
+# ------------------------------------------------------------------------ per-module path
+
+
+def _layerwise_quantize(model: nn.Module, resolved: dict[str, LayerQuant]) -> nn.Module:
+    """Fallback for models fx cannot trace: each layer quantises its own input (signed)."""
+    from brevitas.graph.base import ModuleToModuleByInstance
+    from brevitas.graph.utils import set_module
+
+    qcls = {nn.Conv1d: qnn.QuantConv1d, nn.Conv2d: qnn.QuantConv2d, nn.Linear: qnn.QuantLinear}
+    for name, lq in resolved.items():
+        module = model.get_submodule(name)
+        base = next(c for c in QUANTISABLE if isinstance(module, c))
+        kwargs = {
+            "weight_quant": NoneWeightQuant if lq.weight_bits is None else weight_quantizer(lq.weight_bits, lq.weight_granularity, lq.scale_type),
+            "input_quant": None if lq.act_bits is None else act_quantizer(lq.act_bits, True, lq.scale_type),
+            "bias_quant": Int32Bias if (lq.weight_bits is not None and lq.act_bits is not None) else None,
+            "return_quant_tensor": False,
+        }
+        new = ModuleToModuleByInstance(module, qcls[base], **kwargs).init_new_module(old_module=module, name=name)
+        set_module(model, new, name)
+    return model

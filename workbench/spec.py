@@ -1,0 +1,217 @@
+"""Quantisation specs: global defaults plus per-layer overrides.
+
+A spec holds parameters only (what the user asks for); :func:`workbench.quantize.quantize_model`
+turns it into a Brevitas model. Overrides are keyed by a *selector*:
+
+- an exact module name, ``"stack2.conv1"``;
+- a glob over module names, ``"blocks.*"``;
+- a layer type, ``"type:Linear"`` (``Conv1d``, ``Conv2d``, ``Linear``; ``type:depthwise`` too).
+
+When several selectors match a layer, the more specific wins (type < glob < exact name), and
+among selectors of one kind the later one wins. Per layer: ``weight_bits`` (2-8 or 16, or
+``"float"`` for unquantised), ``act_bits`` (bits of the activation the layer reads, same
+choices), ``weight_granularity`` (``per_tensor`` | ``per_channel``) and ``scale_type``
+(``float`` | ``po2``, power-of-two scales for fixed-point hardware).
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
+
+from .errors import SpecError, UnsupportedLayerError
+
+ALLOWED_BITS = (2, 3, 4, 5, 6, 7, 8, 16)
+FLOAT = "float"
+Bits = Union[StrictInt, Literal["float"]]
+Granularity = Literal["per_tensor", "per_channel"]
+ScaleType = Literal["float", "po2"]
+SELECTOR_TYPES = ("Conv1d", "Conv2d", "Linear", "depthwise")
+
+
+def _check_bits(value, field: str):
+    if value is None or value == FLOAT:
+        return value
+    if value not in ALLOWED_BITS:
+        raise ValueError(f"expected an integer in 2-8 or 16, or 'float'; got {value!r}")
+    return value
+
+
+class LayerSettings(BaseModel):
+    """Per-layer override: every field optional, unset fields come from the spec's defaults."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    weight_bits: Bits | None = None
+    act_bits: Bits | None = None
+    weight_granularity: Granularity | None = None
+    scale_type: ScaleType | None = None
+
+    @field_validator("weight_bits", "act_bits", mode="before")
+    @classmethod
+    def _bits(cls, v, info):
+        return _check_bits(v, info.field_name)
+
+
+class QuantSpec(BaseModel):
+    """Global defaults plus per-layer overrides (see the module docstring for selectors)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    weight_bits: Bits = 8
+    act_bits: Bits = 8
+    weight_granularity: Granularity = "per_channel"
+    scale_type: ScaleType = "float"
+    layers: dict[str, LayerSettings] = Field(default_factory=dict)
+
+    @field_validator("weight_bits", "act_bits", mode="before")
+    @classmethod
+    def _bits(cls, v, info):
+        return _check_bits(v, info.field_name)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def parse(cls, obj: Any) -> "QuantSpec":
+        """Validate a dict (or a QuantSpec); errors become one-line :class:`SpecError`."""
+        if isinstance(obj, QuantSpec):
+            return obj
+        if not isinstance(obj, dict):
+            raise SpecError(f"spec is a {type(obj).__name__}; expected a mapping of spec fields")
+        try:
+            return cls.model_validate(obj)
+        except ValidationError as exc:
+            raise SpecError(format_validation_error(exc)) from None
+
+    @classmethod
+    def from_yaml(cls, text_or_path: str | Path) -> "QuantSpec":
+        text = Path(text_or_path).read_text() if isinstance(text_or_path, Path) or str(text_or_path).endswith((".yaml", ".yml")) else text_or_path
+        try:
+            obj = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise SpecError(f"spec is not valid YAML: {str(exc).splitlines()[0]}") from None
+        return cls.parse(obj)
+
+    @classmethod
+    def uniform(cls, weight_bits: int | str = 8, act_bits: int | str = 8, **kw) -> "QuantSpec":
+        return cls.parse({"weight_bits": weight_bits, "act_bits": act_bits, **kw})
+
+    def with_layers(self, layers: dict[str, dict | LayerSettings]) -> "QuantSpec":
+        """A copy with more overrides (later ones take precedence among equals)."""
+        merged = {**{k: v.model_dump(exclude_none=True) for k, v in self.layers.items()}}
+        for k, v in layers.items():
+            merged[k] = v.model_dump(exclude_none=True) if isinstance(v, LayerSettings) else dict(v)
+        return QuantSpec.parse({**self.to_dict(), "layers": merged})
+
+    def to_dict(self) -> dict:
+        d = self.model_dump(exclude={"layers"})
+        d["layers"] = {k: v.model_dump(exclude_none=True) for k, v in self.layers.items()}
+        return d
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
+    """First pydantic error as ``field.path: message; got VALUE`` on one line."""
+    err = exc.errors()[0]
+    path = ".".join(str(p) for p in err["loc"] if not str(p).startswith(("literal[", "int", "function-")))
+    path = f"{prefix}{path}" if path else (prefix.rstrip(".") or "spec")
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        msg = "unknown field"
+    elif err["type"] == "missing":
+        msg = "required field is missing"
+    got = err.get("input")
+    tail = "" if "got" in msg or err["type"] == "missing" else f"; got {got!r}"
+    more = len(exc.errors()) - 1
+    return f"{path}: {msg}{tail}" + (f" (and {more} more errors)" if more > 0 else "")
+
+
+# ---------------------------------------------------------------------------- resolution
+
+
+@dataclass(frozen=True)
+class LayerQuant:
+    """The resolved settings of one layer (``None`` bits = float / unquantised)."""
+
+    weight_bits: int | None
+    act_bits: int | None
+    weight_granularity: str
+    scale_type: str
+
+    @property
+    def weight_key(self):
+        return (self.weight_bits, self.weight_granularity, self.scale_type)
+
+    @property
+    def act_key(self):
+        return (self.act_bits, self.scale_type)
+
+
+def _bits(v):
+    return None if v == FLOAT else v
+
+
+def selector_kind(selector: str) -> int:
+    """0 = type, 1 = glob, 2 = exact name: the precedence order."""
+    if selector.startswith("type:"):
+        return 0
+    if any(c in selector for c in "*?["):
+        return 1
+    return 2
+
+
+def layer_type_matches(type_name: str, is_depthwise: bool, wanted: str) -> bool:
+    return wanted == type_name or (wanted == "depthwise" and is_depthwise)
+
+
+def resolve(spec: QuantSpec, layers: dict[str, tuple[str, bool]], unsupported: dict[str, str] | None = None) -> dict[str, LayerQuant]:
+    """Resolve ``spec`` against a model's quantisable layers ``{name: (type name, is_depthwise)}``.
+
+    Raises :class:`SpecError` for selectors matching nothing (with the closest valid names) and
+    :class:`UnsupportedLayerError` for exact names of layers the workbench cannot quantise.
+    """
+    unsupported = unsupported or {}
+    names = list(layers)
+    matches: dict[str, list[str]] = {}
+    for sel in spec.layers:
+        kind = selector_kind(sel)
+        if kind == 0:
+            wanted = sel[len("type:") :]
+            if wanted not in SELECTOR_TYPES:
+                raise SpecError(f"layers.{sel}: unknown layer type {wanted!r}; expected one of {', '.join('type:' + t for t in SELECTOR_TYPES)}")
+            hit = [n for n in names if layer_type_matches(layers[n][0], layers[n][1], wanted)]
+            if not hit:
+                present = sorted({t for t, _ in layers.values()})
+                raise SpecError(f"layers.{sel}: the model has no {wanted} layer; it has {', '.join(present)}")
+        elif kind == 1:
+            hit = [n for n in names if fnmatch.fnmatchcase(n, sel)]
+            if not hit:
+                raise SpecError(f"layers.{sel}: pattern matches no quantisable layer; layers are {', '.join(names[:8])}{'...' if len(names) > 8 else ''}")
+        else:
+            if sel in unsupported:
+                raise UnsupportedLayerError(f"layers.{sel}: {unsupported[sel]} layers cannot be quantised by the workbench; it stays in float")
+            if sel not in layers:
+                close = difflib.get_close_matches(sel, names, n=3, cutoff=0.4)
+                hint = f"closest: {', '.join(close)}" if close else f"layers are {', '.join(names[:8])}{'...' if len(names) > 8 else ''}"
+                raise SpecError(f"layers.{sel}: no such quantisable layer; {hint}")
+            hit = [sel]
+        matches[sel] = hit
+
+    ordered = sorted(spec.layers, key=lambda s: selector_kind(s))  # stable: dict order within a kind
+    resolved = {}
+    for name in names:
+        w, a, g, s = spec.weight_bits, spec.act_bits, spec.weight_granularity, spec.scale_type
+        for sel in ordered:
+            if name in matches[sel]:
+                o = spec.layers[sel]
+                w = o.weight_bits if o.weight_bits is not None else w
+                a = o.act_bits if o.act_bits is not None else a
+                g = o.weight_granularity or g
+                s = o.scale_type or s
+        resolved[name] = LayerQuant(_bits(w), _bits(a), g, s)
+    return resolved

@@ -1,0 +1,284 @@
+"""Tasks: a model factory + data + metric, kept in a registry (as timm's ``create_model``).
+
+>>> import workbench as wb
+>>> task = wb.create_task("digits-cnn")
+>>> wb.list_tasks()[:2]
+['ad-autoencoder', 'digits-cnn']
+
+Bring your own: :func:`make_task` turns any ``torch.nn.Module`` with calibration / evaluation
+data and a metric callable into a task.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import hashlib
+import inspect
+from dataclasses import dataclass, field
+from typing import Callable
+
+import pandas as pd
+import torch
+from torch import nn
+
+from . import builtin_data, models
+from .data import Split, TaskData
+from .errors import TaskError
+from .metrics import ACCURACY, AUC, Metric
+
+
+@dataclass
+class Task:
+    """What the workbench compresses: a model, its data and how to score it.
+
+    ``kind`` is ``"classification"`` (outputs are logits; agreement is top-1) or
+    ``"reconstruction"`` (outputs reconstruct the inputs; agreement is output error).
+    ``pretrained`` tasks come with trained weights; the others train a float baseline first.
+    """
+
+    name: str
+    model_factory: Callable[[], nn.Module]
+    data_factory: Callable[[], TaskData]
+    metric: Metric
+    kind: str = "classification"
+    input_shape: tuple[int, ...] = ()
+    data_source: str = ""
+    synthetic: bool = False
+    description: str = ""
+    pretrained: bool = False
+    train_epochs: int = 20
+    learning_rate: float = 3e-3
+    batch_size: int = 64
+    seed: int = 0
+    _data: TaskData | None = field(default=None, repr=False)
+
+    @property
+    def data(self) -> TaskData:
+        if self._data is None:
+            self._data = self.data_factory()
+            if self._data.input_shape != tuple(self.input_shape):
+                raise TaskError(f"task {self.name!r}: data has input shape {self._data.input_shape}; the task declares {tuple(self.input_shape)}")
+        return self._data
+
+    def with_data(self, data: TaskData) -> "Task":
+        """The same task on other data (a subset for quick runs, or the user's own files)."""
+        clone = copy.copy(self)
+        clone._data = data
+        clone.data_factory = lambda: data
+        clone.data_source = data.source
+        clone.synthetic = data.synthetic
+        return clone
+
+    def small(self, n_train: int = 256, n_calib: int = 64, n_eval: int = 128) -> "Task":
+        return self.with_data(self.data.subset(n_train, n_calib, n_eval))
+
+    def create_model(self) -> nn.Module:
+        model = self.model_factory()
+        if not isinstance(model, nn.Module):
+            raise TaskError(f"task {self.name!r}: model factory returned {type(model).__name__}; expected a torch.nn.Module")
+        return model
+
+    def example_input(self, batch: int = 1) -> torch.Tensor:
+        return self.data.calib.x[:batch].clone()
+
+    def score(self, outputs: torch.Tensor, split: Split) -> float:
+        return self.metric(outputs, split.y, split.x)
+
+    @property
+    def is_classifier(self) -> bool:
+        return self.kind == "classification"
+
+    def code_fingerprint(self) -> str:
+        """Hash of the model's source code: a baseline trained by other code is not reused."""
+        model_cls = type(self.create_model())
+        try:
+            src = inspect.getsource(model_cls)
+        except (OSError, TypeError):
+            src = model_cls.__qualname__
+        return hashlib.sha256(src.encode()).hexdigest()[:16]
+
+
+_REGISTRY: dict[str, Callable[..., Task]] = {}
+
+
+def register_task(name: str):
+    """Decorator: register ``fn(**kwargs) -> Task`` under ``name``."""
+
+    def deco(fn: Callable[..., Task]):
+        if name in _REGISTRY:
+            raise TaskError(f"a task named {name!r} is already registered")
+        _REGISTRY[name] = fn
+        return fn
+
+    return deco
+
+
+def list_tasks() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def create_task(name: str, **kwargs) -> Task:
+    """Build a registered task by name (``seed=`` is accepted by every built-in task)."""
+    if name not in _REGISTRY:
+        close = difflib.get_close_matches(name, list_tasks(), n=3, cutoff=0.3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise TaskError(f"unknown task {name!r}; expected one of {', '.join(list_tasks())}{hint}")
+    return _REGISTRY[name](**kwargs)
+
+
+def tasks_table() -> pd.DataFrame:
+    """One row per registered task: input shape, parameters, MACs, metric and data source."""
+    rows = []
+    for name in list_tasks():
+        task = create_task(name)
+        model = task.create_model().eval()
+        example = torch.zeros((1, *task.input_shape))
+        rows.append(
+            {
+                "task": name,
+                "input_shape": "x".join(map(str, task.input_shape)),
+                "params": models.count_params(model),
+                "macs": sum(models.count_macs(model, example).values()),
+                "metric": task.metric.name,
+                "data": "synthetic" if task.synthetic else "real",
+                "data_source": task.data_source,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def make_task(
+    model: nn.Module,
+    calib: torch.Tensor | Split,
+    eval: Split | tuple,
+    metric: Callable | Metric,
+    *,
+    name: str = "custom",
+    kind: str = "classification",
+    train: Split | tuple | None = None,
+    source: str = "user data",
+) -> Task:
+    """Bring your own model: a trained ``nn.Module`` + calibration inputs + eval (x, y) + metric.
+
+    ``metric`` is ``fn(outputs, targets)`` or ``fn(outputs, targets, inputs)`` returning a float.
+    """
+    if not isinstance(model, nn.Module):
+        raise TaskError(f"model is a {type(model).__name__}; expected a torch.nn.Module")
+    if kind not in ("classification", "reconstruction"):
+        raise TaskError(f"kind {kind!r}; expected 'classification' or 'reconstruction'")
+    calib_split = calib if isinstance(calib, Split) else Split(calib)
+    eval_split = eval if isinstance(eval, Split) else Split(*eval)
+    train_split = calib_split if train is None else (train if isinstance(train, Split) else Split(*train))
+    data = TaskData(train_split, calib_split, eval_split, source=source)
+    frozen = copy.deepcopy(model).eval()
+    return Task(
+        name=name,
+        model_factory=lambda: copy.deepcopy(frozen),
+        data_factory=lambda: data,
+        metric=Metric.wrap(metric),
+        kind=kind,
+        input_shape=data.input_shape,
+        data_source=source,
+        pretrained=True,
+        _data=data,
+    )
+
+
+# ----------------------------------------------------------------------------- built-in tasks
+
+
+@register_task("digits-cnn")
+def digits_cnn(seed: int = 0) -> Task:
+    return Task(
+        name="digits-cnn",
+        model_factory=models.DigitsCNN,
+        data_factory=lambda: builtin_data.digits_data(seed),
+        metric=ACCURACY,
+        input_shape=(1, 8, 8),
+        data_source="scikit-learn load_digits (real)",
+        description="Small CNN on scikit-learn's bundled 8x8 handwritten digits",
+        train_epochs=30,
+        seed=seed,
+    )
+
+
+@register_task("mnist1d-cnn")
+def mnist1d_cnn(seed: int = 0) -> Task:
+    return Task(
+        name="mnist1d-cnn",
+        model_factory=models.MNIST1DCNN,
+        data_factory=lambda: builtin_data.mnist1d_data(seed),
+        metric=ACCURACY,
+        input_shape=(1, 40),
+        data_source="mnist1d package, generated locally (real)",
+        description="1D CNN on MNIST-1D signals",
+        train_epochs=30,
+        seed=seed,
+    )
+
+
+@register_task("kws-dscnn")
+def kws_dscnn(seed: int = 0, n: int = 3000) -> Task:
+    return Task(
+        name="kws-dscnn",
+        model_factory=models.DSCNN,
+        data_factory=lambda: builtin_data.synthetic_classification("keyword-spotting MFCC", (1, 49, 10), 12, n, seed, coarse=3),
+        metric=ACCURACY,
+        input_shape=(1, 49, 10),
+        data_source="synthetic keyword-spotting MFCC stand-in (seeded)",
+        synthetic=True,
+        description="MLPerf Tiny keyword spotting: DS-CNN on 49x10 MFCC, 12 classes",
+        train_epochs=12,
+        seed=seed,
+    )
+
+
+@register_task("vww-mobilenet")
+def vww_mobilenet(seed: int = 0, n: int = 1500) -> Task:
+    return Task(
+        name="vww-mobilenet",
+        model_factory=models.MobileNetV1,
+        data_factory=lambda: builtin_data.synthetic_classification("visual-wake-words image", (3, 96, 96), 2, n, seed, coarse=8),
+        metric=ACCURACY,
+        input_shape=(3, 96, 96),
+        data_source="synthetic visual-wake-words image stand-in (seeded)",
+        synthetic=True,
+        description="MLPerf Tiny visual wake words: MobileNetV1 (alpha 0.25) on 96x96x3, 2 classes",
+        train_epochs=8,
+        seed=seed,
+    )
+
+
+@register_task("ic-resnet8")
+def ic_resnet8(seed: int = 0, n: int = 3000) -> Task:
+    return Task(
+        name="ic-resnet8",
+        model_factory=models.ResNet8,
+        data_factory=lambda: builtin_data.synthetic_classification("CIFAR-like image", (3, 32, 32), 10, n, seed),
+        metric=ACCURACY,
+        input_shape=(3, 32, 32),
+        data_source="synthetic CIFAR-like image stand-in (seeded)",
+        synthetic=True,
+        description="MLPerf Tiny image classification: ResNet-8 on 32x32x3, 10 classes",
+        train_epochs=10,
+        seed=seed,
+    )
+
+
+@register_task("ad-autoencoder")
+def ad_autoencoder(seed: int = 0) -> Task:
+    return Task(
+        name="ad-autoencoder",
+        model_factory=models.FCAutoencoder,
+        data_factory=lambda: builtin_data.synthetic_machine_sounds(seed=seed),
+        metric=AUC,
+        kind="reconstruction",
+        input_shape=(640,),
+        data_source="synthetic machine-sound stand-in (seeded)",
+        synthetic=True,
+        description="MLPerf Tiny anomaly detection: FC autoencoder on 640-d log-mel frames, AUC",
+        train_epochs=30,
+        learning_rate=1e-3,
+        seed=seed,
+    )
