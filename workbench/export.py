@@ -1,0 +1,187 @@
+"""Export to ONNX: QCDQ (QuantizeLinear-Clip-DequantizeLinear, for onnxruntime), QONNX (FPGA
+flows: FINN, hls4ml) and plain float ONNX. Files are written atomically; the batch axis is
+dynamic for QCDQ and float exports."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from onnx import numpy_helper
+from torch import nn
+
+from .errors import ExportError
+
+OPSET = 13
+INPUT_NAME, OUTPUT_NAME = "input", "output"
+
+
+@contextlib.contextmanager
+def _atomic_target(path: str | os.PathLike):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _quiet():
+    stack = contextlib.ExitStack()
+    stack.enter_context(warnings.catch_warnings())
+    warnings.simplefilter("ignore")
+    stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
+    return stack
+
+
+def _check_bits_exportable(qmodel: nn.Module, max_bits: int, fmt: str) -> None:
+    plan = getattr(qmodel, "workbench_plan", None)
+    if plan is None:
+        return
+    for name, lq in plan.layers.items():
+        for what, bits in (("weight_bits", lq.weight_bits), ("act_bits", lq.act_bits)):
+            if bits is not None and bits > max_bits:
+                raise ExportError(f"layers.{name}.{what} is {bits}; {fmt} export supports at most {max_bits} bits (use QONNX for wider integers)")
+
+
+WEIGHT_ENCODINGS = ("u8", "s8")
+
+
+def export_qcdq(qmodel: nn.Module, example_input: torch.Tensor, path: str | os.PathLike, weight_encoding: str = "u8") -> Path:
+    """QCDQ ONNX (opset 13) that onnxruntime fuses into integer kernels.
+
+    ``weight_encoding="u8"`` (default) stores each int8 weight tensor w as uint8 w + 128 with zero
+    point 128: the same real values, bit for bit, but onnxruntime then runs U8U8 kernels, which
+    are exact on every CPU. With ``"s8"`` (Brevitas's own int8 weights) onnxruntime picks U8S8
+    kernels, whose int16 intermediate sums saturate on x86 CPUs without VNNI (AVX2 only), so the
+    runtime can disagree with the simulation there; choose it for VNNI or ARM targets.
+    """
+    from brevitas.export import export_onnx_qcdq
+
+    if weight_encoding not in WEIGHT_ENCODINGS:
+        raise ExportError(f"weight_encoding {weight_encoding!r}; expected one of {', '.join(WEIGHT_ENCODINGS)}")
+    _check_bits_exportable(qmodel, 8, "QCDQ (onnxruntime)")
+    qmodel.eval()
+    with _atomic_target(path) as tmp, _quiet():
+        try:
+            export_onnx_qcdq(
+                qmodel, args=example_input[:1], export_path=tmp, opset_version=OPSET, dynamo=False,
+                input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            )
+            model = onnx.load(tmp)
+            if weight_encoding == "u8":
+                reencode_weights_u8(model)
+            prune_unused(model)
+            onnx.save(model, tmp)
+        except Exception as exc:
+            raise ExportError(f"QCDQ export failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from None
+    return Path(path)
+
+
+def export_qonnx(qmodel: nn.Module, example_input: torch.Tensor, path: str | os.PathLike) -> Path:
+    """QONNX (Quant nodes with arbitrary bit widths), cleaned up with qonnx, batch 1."""
+    from brevitas.export import export_qonnx as _export
+    from qonnx.util.cleanup import cleanup
+
+    qmodel.eval()
+    with _atomic_target(path) as tmp, _quiet():
+        try:
+            _export(qmodel, args=example_input[:1], export_path=tmp, dynamo=False, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME])
+            cleanup(tmp, out_file=tmp)
+        except Exception as exc:
+            raise ExportError(f"QONNX export failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from None
+    return Path(path)
+
+
+def export_float(model: nn.Module, example_input: torch.Tensor, path: str | os.PathLike) -> Path:
+    """The float model as ONNX, for latency and agreement baselines."""
+    model.eval()
+    with _atomic_target(path) as tmp, _quiet():
+        try:
+            torch.onnx.export(
+                model, (example_input[:1],), tmp, opset_version=OPSET, dynamo=False,
+                input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            )
+        except Exception as exc:
+            raise ExportError(f"float ONNX export failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from None
+    return Path(path)
+
+
+# ------------------------------------------------------------------------- graph rewrites
+
+
+def _constant(graph: onnx.GraphProto, name: str) -> np.ndarray | None:
+    for init in graph.initializer:
+        if init.name == name:
+            return numpy_helper.to_array(init)
+    for node in graph.node:
+        if node.op_type == "Constant" and node.output[0] == name:
+            return numpy_helper.to_array(node.attribute[0].t)
+    return None
+
+
+def reencode_weights_u8(model: onnx.ModelProto) -> int:
+    """Re-encode constant int8 weights feeding DequantizeLinear as uint8 (w + 128, zero point + 128).
+
+    ``(w_u8 - zp_u8) * s == (w_s8 - zp_s8) * s`` exactly, so the graph computes the same values.
+    A Clip between the constant and DequantizeLinear (Brevitas's narrow / sub-8-bit range) is
+    dropped: the constant already lies in its range. Returns the number of tensors re-encoded.
+    """
+    graph = model.graph
+    producer = {o: n for n in graph.node for o in n.output}
+    count = 0
+    for node in list(graph.node):
+        if node.op_type != "DequantizeLinear":
+            continue
+        src = node.input[0]
+        clip = producer.get(src)
+        if clip is not None and clip.op_type == "Clip":
+            src = clip.input[0]
+        w = _constant(graph, src)
+        if w is None or w.dtype != np.int8:
+            continue
+        zp = _constant(graph, node.input[2]) if len(node.input) > 2 and node.input[2] else np.zeros((), np.int8)
+        if zp is None:
+            continue
+        base = node.name or node.output[0]
+        w_name, zp_name = f"{base}/weight_u8", f"{base}/zero_point_u8"
+        graph.initializer.extend([
+            numpy_helper.from_array((w.astype(np.int16) + 128).astype(np.uint8), w_name),
+            numpy_helper.from_array((zp.astype(np.int16) + 128).astype(np.uint8), zp_name),
+        ])
+        node.input[0] = w_name
+        if len(node.input) > 2:
+            node.input[2] = zp_name
+        else:
+            node.input.append(zp_name)
+        count += 1
+    return count
+
+
+def prune_unused(model: onnx.ModelProto) -> None:
+    """Drop nodes and initializers whose outputs nothing reads."""
+    graph = model.graph
+    outputs = {o.name for o in graph.output}
+    while True:
+        used = {i for n in graph.node for i in n.input} | outputs
+        dead = [n for n in graph.node if not any(o in used for o in n.output)]
+        if not dead:
+            break
+        for n in dead:
+            graph.node.remove(n)
+    used = {i for n in graph.node for i in n.input} | outputs
+    for init in [i for i in graph.initializer if i.name not in used]:
+        graph.initializer.remove(init)

@@ -1,0 +1,100 @@
+"""A quantisation job: float baseline, one or more per-layer specs, export, verification and a
+report, written into one output directory (what ``workbench demo`` and ``workbench quantize`` run)."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from . import __version__
+from .baseline import load_or_train_baseline
+from .evaluate import predict
+from .fileio import atomic_write_json, atomic_write_text, inside
+from .pipeline import PTQConfig, Timer, evaluate_quantized, export_and_verify, export_float_model, quantize_task
+from .report import write_report
+from .spec import QuantSpec
+
+SUMMARY_KEYS = ("fp_metric", "quant_metric", "onnx_metric", "onnx_agreement", "max_abs_diff", "weight_bytes_fp", "weight_bytes_quant",
+                "onnx_file_bytes", "int_kernel_nodes", "latency_ms_p50_fp", "latency_ms_p50_quant")
+
+
+def run_job(task, variants: dict[str, QuantSpec | dict], out_dir: str | Path, *, ptq: PTQConfig = PTQConfig(), qonnx: bool = True,
+            latency_runs: int = 200, progress: bool = True, float_model: torch.nn.Module | None = None) -> dict:
+    """Run every variant; the first is the primary one (``model.onnx``, top-level summary keys).
+
+    Everything is built in a temporary folder beside ``out_dir`` and moved into place at the end,
+    so ``out_dir`` never holds a half-written result.
+    """
+    if not variants:
+        raise ValueError("run_job needs at least one variant spec")
+    specs = {name: QuantSpec.parse(spec) for name, spec in variants.items()}
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    timer = Timer()
+    steps = 2 + 2 * len(specs) + 1
+    bar = tqdm(total=steps, desc=task.name, disable=not progress)
+    try:
+        bar.set_postfix_str("float baseline")
+        model = float_model if float_model is not None else load_or_train_baseline(task, progress=progress)
+        fp_out = predict(model, task.data.eval.x)
+        fp_onnx = export_float_model(task, model, work)
+        bar.update()
+        variants_out, layers = {}, {}
+        for i, (name, spec) in enumerate(specs.items()):
+            bar.set_postfix_str(f"{name}: quantise + calibrate")
+            qmodel = quantize_task(task, model, spec, ptq)
+            ev = evaluate_quantized(task, model, qmodel, fp_outputs=fp_out)
+            bar.update()
+            bar.set_postfix_str(f"{name}: export + verify")
+            stem = "model" if i == 0 else f"model_{name}"
+            ver = export_and_verify(task, qmodel, work, stem, qonnx=qonnx, float_onnx=fp_onnx, latency_runs=latency_runs, sim_outputs=ev["sim_outputs"])
+            bar.update()
+            layers[name] = ev.pop("layers")
+            ev.pop("sim_outputs")
+            variants_out[name] = {"spec": spec.to_dict(), **ev, **ver}
+        primary = next(iter(variants_out.values()))
+        summary = {
+            "task": task.name,
+            "metric_name": task.metric.name,
+            "data_source": task.data_source,
+            "synthetic": task.synthetic,
+            **{k: primary[k] for k in SUMMARY_KEYS},
+            "latency_ms_p99_fp": primary.get("latency_ms_p99_fp"),
+            "latency_ms_p99_quant": primary.get("latency_ms_p99_quant"),
+            "primary_variant": next(iter(variants_out)),
+            "ptq": ptq.to_dict(),
+            "variants": variants_out,
+            "workbench_version": __version__,
+            "torch_version": torch.__version__,
+        }
+        bar.set_postfix_str("report")
+        for name, df in layers.items():
+            df.to_csv(inside(work, f"layers_{name}.csv"), index=False)
+        summary["seconds"] = timer()
+        atomic_write_json(inside(work, "summary.json"), summary)
+        atomic_write_text(inside(work, "report.html"), write_report(summary, layers))
+        bar.update()
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        work.rename(out_dir)
+    finally:
+        bar.close()
+        if work.exists():
+            shutil.rmtree(work, ignore_errors=True)
+    return summary
+
+
+DEMO_TASK = "digits-cnn"
+DEMO_VARIANTS = {"w8a8": QuantSpec.uniform(8, 8), "w4a8": QuantSpec.uniform(4, 8)}
+
+
+def run_demo(out_dir: str | Path, progress: bool = True, **kwargs) -> dict:
+    """The main job on the built-in default: digits-cnn, W8A8 and W4A8 PTQ, export, verification."""
+    from .tasks import create_task
+
+    return run_job(create_task(DEMO_TASK), DEMO_VARIANTS, out_dir, progress=progress, **kwargs)

@@ -1,0 +1,98 @@
+"""The quantise -> calibrate -> evaluate -> export -> verify flow, as plain functions.
+
+``PTQConfig`` holds parameters only; the calibrated model is what the functions return.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .describe import describe
+from .evaluate import predict
+from .export import export_float, export_qcdq, export_qonnx
+from .fileio import inside, sha256_file
+from .metrics import output_agreement
+from .ptq import bias_correction, calibrate
+from .quantize import quantize_model
+from .spec import QuantSpec
+from .verify import latency_ms, verify_qcdq, verify_qonnx
+
+
+@dataclass(frozen=True)
+class PTQConfig:
+    """Post-training quantisation parameters."""
+
+    calib_samples: int | None = 512  # None: the whole calibration split
+    bias_correction: bool = False
+    equalize_iters: int = 0  # cross-layer equalisation iterations (0 = off)
+    batch_size: int = 128
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def quantize_task(task, float_model: nn.Module, spec: QuantSpec | dict | None = None, ptq: PTQConfig = PTQConfig(), progress: bool = False) -> nn.Module:
+    """A calibrated Brevitas model of ``float_model`` under ``spec``."""
+    qmodel = quantize_model(float_model, spec, equalize_iters=ptq.equalize_iters)
+    x = task.data.calib.x if ptq.calib_samples is None else task.data.calib.x[: ptq.calib_samples]
+    calibrate(qmodel, x, batch_size=ptq.batch_size, progress=progress)
+    if ptq.bias_correction:
+        bias_correction(qmodel, x, batch_size=ptq.batch_size, progress=progress)
+    return qmodel
+
+
+def evaluate_quantized(task, float_model: nn.Module, qmodel: nn.Module, fp_outputs: torch.Tensor | None = None) -> dict:
+    """Task metric of the float and the quantised model on the eval split, sizes and agreement."""
+    split = task.data.eval
+    fp_out = predict(float_model, split.x) if fp_outputs is None else fp_outputs
+    q_out = predict(qmodel, split.x)
+    table = describe(qmodel)
+    cmp = output_agreement(q_out, fp_out, task.is_classifier)
+    return {
+        "fp_metric": task.score(fp_out, split),
+        "quant_metric": task.score(q_out, split),
+        "quant_fp_agreement": cmp["agreement"],
+        "quant_sqnr_db": cmp["sqnr_db"],
+        "weight_bytes_fp": int(table["weight_bytes_fp"].sum()),
+        "weight_bytes_quant": int(table["weight_bytes"].sum()),
+        "layers": table,
+        "sim_outputs": q_out,
+    }
+
+
+def export_and_verify(task, qmodel: nn.Module, out_dir: str | Path, stem: str = "model", *, qonnx: bool = True,
+                      float_onnx: str | Path | None = None, latency_runs: int = 200, qonnx_samples: int = 64,
+                      sim_outputs: torch.Tensor | None = None) -> dict:
+    """Export QCDQ (and QONNX), verify both against the simulation, measure latency."""
+    example = task.example_input()
+    onnx_path = export_qcdq(qmodel, example, inside(out_dir, f"{stem}.onnx"))
+    result = verify_qcdq(onnx_path, qmodel, task, sim_outputs=sim_outputs)
+    result["onnx_path"] = onnx_path.name
+    result["onnx_sha256"] = sha256_file(onnx_path)
+    lat = latency_ms(onnx_path, example, runs=latency_runs)
+    result["latency_ms_p50_quant"], result["latency_ms_p99_quant"] = lat["p50"], lat["p99"]
+    if float_onnx is not None:
+        lat = latency_ms(float_onnx, example, runs=latency_runs)
+        result["latency_ms_p50_fp"], result["latency_ms_p99_fp"] = lat["p50"], lat["p99"]
+    if qonnx:
+        qpath = export_qonnx(qmodel, example, inside(out_dir, f"{stem}.qonnx.onnx"))
+        result.update(verify_qonnx(qpath, qmodel, task, n=qonnx_samples))
+        result["qonnx_path"] = qpath.name
+    return result
+
+
+def export_float_model(task, float_model: nn.Module, out_dir: str | Path, stem: str = "model_fp32") -> Path:
+    return export_float(float_model, task.example_input(), inside(out_dir, f"{stem}.onnx"))
+
+
+class Timer:
+    def __init__(self):
+        self.t0 = time.perf_counter()
+
+    def __call__(self) -> float:
+        return round(time.perf_counter() - self.t0, 3)

@@ -1,0 +1,79 @@
+"""A self-contained HTML report (plotly.js inlined once, readable offline)."""
+
+from __future__ import annotations
+
+import html
+import json
+
+import pandas as pd
+import plotly.graph_objects as go
+
+from . import __version__
+
+PALETTE = ["#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#B279A2"]
+
+
+def metric_figure(summary: dict) -> go.Figure:
+    names, sim, onnx_ = [], [], []
+    for name, v in summary["variants"].items():
+        names.append(name)
+        sim.append(v["quant_metric"])
+        onnx_.append(v["onnx_metric"])
+    fig = go.Figure()
+    fig.add_bar(x=["float"] + names, y=[summary["fp_metric"]] + sim, name="PyTorch / Brevitas simulation", marker_color=PALETTE[0])
+    fig.add_bar(x=names, y=onnx_, name="onnxruntime (exported QCDQ)", marker_color=PALETTE[1])
+    fig.update_layout(title=f"{summary['metric_name']} on the held-out split", barmode="group", yaxis_title=summary["metric_name"], height=380)
+    return fig
+
+
+def layer_bytes_figure(layers: dict[str, pd.DataFrame]) -> go.Figure:
+    fig = go.Figure()
+    first = next(iter(layers.values()))
+    fig.add_bar(x=first["layer"], y=first["weight_bytes_fp"], name="float32", marker_color="#BBBBBB")
+    for i, (name, df) in enumerate(layers.items()):
+        text = [f"W{w if pd.notna(w) else 'fp'}A{a if pd.notna(a) else 'fp'}" for w, a in zip(df["weight_bits"], df["act_bits"])]
+        fig.add_bar(x=df["layer"], y=df["weight_bytes"], name=name, text=text, marker_color=PALETTE[i % len(PALETTE)])
+    fig.update_layout(title="Weight bytes per layer (packed at their bits)", barmode="group", yaxis_title="bytes", height=420)
+    return fig
+
+
+def latency_figure(summary: dict) -> go.Figure:
+    fig = go.Figure()
+    names = ["float"] + list(summary["variants"])
+    p50 = [summary["latency_ms_p50_fp"]] + [v["latency_ms_p50_quant"] for v in summary["variants"].values()]
+    p99 = [summary.get("latency_ms_p99_fp")] + [v["latency_ms_p99_quant"] for v in summary["variants"].values()]
+    fig.add_bar(x=names, y=p50, name="p50", marker_color=PALETTE[2])
+    fig.add_bar(x=names, y=p99, name="p99", marker_color=PALETTE[3])
+    fig.update_layout(title="onnxruntime latency, batch 1, one thread (ms)", barmode="group", yaxis_title="ms", height=360)
+    return fig
+
+
+def _table(df: pd.DataFrame) -> str:
+    return df.to_html(index=False, na_rep="float", border=0, classes="tbl")
+
+
+def write_report(summary: dict, layers: dict[str, pd.DataFrame]) -> str:
+    """The report as an HTML string."""
+    figs = [metric_figure(summary), layer_bytes_figure(layers), latency_figure(summary)]
+    parts = [f.to_html(full_html=False, include_plotlyjs=("inline" if i == 0 else False), config={"displaylogo": False}) for i, f in enumerate(figs)]
+    data_badge = " <span class='synthetic'>synthetic data</span>" if summary.get("synthetic") else ""
+    rows = []
+    for name, v in summary["variants"].items():
+        rows.append({
+            "variant": name, "metric (sim)": round(v["quant_metric"], 4), "metric (onnxruntime)": round(v["onnx_metric"], 4),
+            "agreement": v["onnx_agreement"], "max |diff|": f"{v['max_abs_diff']:.3g}", "weight bytes": v["weight_bytes_quant"],
+            "ONNX bytes": v["onnx_file_bytes"], "integer kernels": ", ".join(f"{k} x{c}" for k, c in v["int_kernels"].items()) or "none",
+            "QONNX agreement": v.get("qonnx_agreement"),
+        })
+    sections = "".join(f"<h3>{html.escape(name)}</h3>{_table(df)}" for name, df in layers.items())
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>workbench report: {html.escape(summary['task'])}</title>
+<style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}} .tbl{{border-collapse:collapse;font-size:13px}}
+.tbl td,.tbl th{{padding:3px 8px;border-bottom:1px solid #ddd;text-align:right}} .synthetic{{background:#fde2b8;padding:2px 6px;border-radius:4px;font-size:13px}}
+code{{background:#f4f4f4;padding:1px 4px}}</style></head><body>
+<h1>{html.escape(summary['task'])}{data_badge}</h1>
+<p>Data: {html.escape(summary.get('data_source', ''))}. Metric: <code>{html.escape(summary['metric_name'])}</code>.
+Float baseline {summary['fp_metric']:.4f}. Workbench {__version__}.</p>
+<h2>Variants</h2>{_table(pd.DataFrame(rows))}
+{parts[0]}{parts[2]}<h2>Per layer</h2>{parts[1]}{sections}
+<h2>summary.json</h2><pre>{html.escape(json.dumps({k: v for k, v in summary.items() if k != 'variants'}, indent=2, default=str))}</pre>
+</body></html>"""
