@@ -1,3 +1,58 @@
-"""Embedded-AI compression workbench: headless core (no Jupyter imports)."""
+"""Embedded-AI compression workbench: the headless core (no Jupyter imports).
+
+Quick tour::
+
+    import workbench as wb
+    task = wb.create_task("digits-cnn")                  # model factory + data + metric
+    model = wb.load_or_train_baseline(task)              # cached float baseline
+    spec = wb.QuantSpec(weight_bits=8, act_bits=8, layers={"features.3": {"weight_bits": 4}})
+    qmodel = wb.quantize_task(task, model, spec)         # Brevitas model, calibrated
+    wb.describe(qmodel)                                  # per-layer DataFrame
+    wb.export_qcdq(qmodel, task.example_input(), "model.onnx")
+    wb.verify_qcdq("model.onnx", qmodel, task)           # onnxruntime vs simulation
+"""
 
 __version__ = "0.1.0"
+
+import warnings as _warnings
+
+# Brevitas warns at import about an optional CUDA package that a CPU workbench never needs.
+_warnings.filterwarnings("ignore", message="fast_hadamard_transform package not found")
+
+from .baseline import load_or_train_baseline
+from .data import Split, TaskData
+from .describe import describe
+from .errors import (
+    CalibrationError,
+    DatasetError,
+    ExportError,
+    OutputPathError,
+    SpecError,
+    TaskError,
+    UnsupportedLayerError,
+    WorkbenchError,
+)
+from .evaluate import evaluate, predict
+from .export import export_float, export_qcdq, export_qonnx
+from .job import run_demo, run_job
+from .loaders import load_cifar10_binary, load_image_folder, load_mnist_idx, load_npz
+from .metrics import Metric
+from .pipeline import PTQConfig, evaluate_quantized, export_and_verify, quantize_task
+from .ptq import bias_correction, calibrate
+from .quantize import UnsupportedLayerWarning, quantisable_layers, quantize_model
+from .spec import LayerSettings, QuantSpec
+from .tasks import Task, create_task, list_tasks, make_task, register_task, tasks_table
+from .verify import latency_ms, optimized_op_counts, verify_qcdq, verify_qonnx
+
+__all__ = [
+    "__version__",
+    "CalibrationError", "DatasetError", "ExportError", "OutputPathError", "SpecError", "TaskError", "UnsupportedLayerError",
+    "WorkbenchError", "UnsupportedLayerWarning",
+    "Task", "TaskData", "Split", "Metric", "create_task", "list_tasks", "make_task", "register_task", "tasks_table",
+    "load_or_train_baseline", "evaluate", "predict",
+    "QuantSpec", "LayerSettings", "PTQConfig", "quantize_model", "quantisable_layers", "quantize_task", "calibrate", "bias_correction",
+    "describe", "evaluate_quantized",
+    "export_qcdq", "export_qonnx", "export_float", "verify_qcdq", "verify_qonnx", "optimized_op_counts", "latency_ms", "export_and_verify",
+    "load_mnist_idx", "load_cifar10_binary", "load_npz", "load_image_folder",
+    "run_job", "run_demo",
+]

@@ -1,0 +1,137 @@
+"""The ``workbench`` command line (typer)."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import sys
+import warnings
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Embedded-AI compression workbench: per-layer quantisation, export and verification.")
+
+
+def _default_out(name: str) -> Path:
+    return Path("runs") / f"{name}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def _fail(exc: Exception) -> None:
+    typer.echo(f"error: {exc}", err=True)
+    raise typer.Exit(2)
+
+
+def _quiet_libraries() -> None:
+    warnings.filterwarnings("ignore", module="brevitas")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+
+def _print_summary(summary: dict, out: Path) -> None:
+    keys = ["fp_metric", "quant_metric", "onnx_metric", "onnx_agreement", "max_abs_diff", "weight_bytes_fp", "weight_bytes_quant",
+            "onnx_file_bytes", "int_kernel_nodes", "latency_ms_p50_fp", "latency_ms_p50_quant"]
+    typer.echo(f"{summary['task']} ({summary['primary_variant']}, {summary['metric_name']}{', synthetic data' if summary['synthetic'] else ''})")
+    for k in keys:
+        v = summary[k]
+        typer.echo(f"  {k:22s} {v:.4f}" if isinstance(v, float) else f"  {k:22s} {v}")
+    for name, v in summary["variants"].items():
+        typer.echo(f"  variant {name:8s} metric {v['quant_metric']:.4f} (onnxruntime {v['onnx_metric']:.4f}, agreement {v['onnx_agreement']}), "
+                   f"{v['weight_bytes_quant']} weight bytes, integer kernels {v['int_kernels']}")
+    typer.echo(f"wrote {out / 'report.html'}, {out / 'summary.json'}, {out / 'model.onnx'}")
+
+
+@app.command()
+def tasks() -> None:
+    """List the registered tasks: input shape, parameters, MACs, metric and data source."""
+    _quiet_libraries()
+    from .tasks import tasks_table
+
+    typer.echo(tasks_table().to_string(index=False))
+
+
+@app.command()
+def demo(out: Optional[Path] = typer.Option(None, help="output directory (default: runs/demo-<time>)"),
+         latency_runs: int = typer.Option(200, min=10, help="timed runs per latency measurement")) -> None:
+    """The main job: digits-cnn float baseline, W8A8 and W4A8 PTQ, export and verification."""
+    _quiet_libraries()
+    from .errors import WorkbenchError
+    from .job import run_demo
+
+    out = out or _default_out("demo")
+    try:
+        summary = run_demo(out, latency_runs=latency_runs)
+    except WorkbenchError as exc:
+        _fail(exc)
+    _print_summary(summary, out)
+
+
+def _load_spec(spec: Optional[Path], weight_bits: str, act_bits: str):
+    from .spec import QuantSpec
+
+    def bits(v: str):
+        return v if v == "float" else (int(v) if v.lstrip("-").isdigit() else v)
+
+    if spec is not None:
+        if not spec.is_file():
+            from .errors import SpecError
+
+            raise SpecError(f"spec file {str(spec)!r} does not exist; expected a YAML quantisation spec")
+        return QuantSpec.from_yaml(spec)
+    return QuantSpec.parse({"weight_bits": bits(weight_bits), "act_bits": bits(act_bits)})
+
+
+@app.command()
+def quantize(task: str = typer.Argument(..., help="registered task name (see `workbench tasks`)"),
+             spec: Optional[Path] = typer.Option(None, help="YAML spec: defaults plus per-layer overrides"),
+             weight_bits: str = typer.Option("8", help="default weight bits when no --spec (2-8, 16 or float)"),
+             act_bits: str = typer.Option("8", help="default activation bits when no --spec"),
+             out: Optional[Path] = typer.Option(None, help="output directory (default: runs/<task>-<time>)"),
+             bias_correction: bool = typer.Option(False, help="apply bias correction after calibration"),
+             equalize_iters: int = typer.Option(0, min=0, help="cross-layer equalisation iterations"),
+             qonnx: bool = typer.Option(True, help="also export and verify QONNX")) -> None:
+    """Quantise a task with a spec, export to ONNX (QCDQ) and QONNX, verify, and report."""
+    _quiet_libraries()
+    from .errors import WorkbenchError
+    from .job import run_job
+    from .pipeline import PTQConfig
+    from .tasks import create_task
+
+    out = out or _default_out(task)
+    try:
+        t = create_task(task)
+        s = _load_spec(spec, weight_bits, act_bits)
+        summary = run_job(t, {"spec": s}, out, ptq=PTQConfig(bias_correction=bias_correction, equalize_iters=equalize_iters), qonnx=qonnx)
+    except WorkbenchError as exc:
+        _fail(exc)
+    _print_summary(summary, out)
+
+
+@app.command("describe")
+def describe_cmd(task: str = typer.Argument(..., help="registered task name"),
+                 spec: Optional[Path] = typer.Option(None, help="YAML spec"),
+                 weight_bits: str = typer.Option("8"), act_bits: str = typer.Option("8")) -> None:
+    """Print what a spec gives each layer (bits, granularity, bytes), from the built model."""
+    _quiet_libraries()
+    from .baseline import load_or_train_baseline
+    from .describe import describe
+    from .errors import WorkbenchError
+    from .pipeline import quantize_task
+    from .tasks import create_task
+
+    try:
+        t = create_task(task)
+        s = _load_spec(spec, weight_bits, act_bits)
+        qmodel = quantize_task(t, load_or_train_baseline(t), s)
+    except WorkbenchError as exc:
+        _fail(exc)
+    typer.echo(describe(qmodel).to_string(index=False, na_rep="float"))
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
