@@ -83,6 +83,7 @@ def export_qcdq(qmodel: nn.Module, example_input: torch.Tensor, path: str | os.P
             model = onnx.load(tmp)
             if weight_encoding == "u8":
                 reencode_weights_u8(model)
+            sink_dequantize_through_shape_ops(model)
             prune_unused(model)
             onnx.save(model, tmp)
         except Exception as exc:
@@ -185,3 +186,48 @@ def prune_unused(model: onnx.ModelProto) -> None:
     used = {i for n in graph.node for i in n.input} | outputs
     for init in [i for i in graph.initializer if i.name not in used]:
         graph.initializer.remove(init)
+
+
+SHAPE_OPS = ("Flatten", "Reshape", "Squeeze", "Unsqueeze")
+
+
+def sink_dequantize_through_shape_ops(model: onnx.ModelProto) -> int:
+    """Swap ``DequantizeLinear -> Flatten/Reshape`` into ``Flatten/Reshape -> DequantizeLinear``.
+
+    With a per-tensor scale and zero point, dequantising commutes exactly with a reshape. The
+    swap lets onnxruntime see ``DequantizeLinear -> Gemm`` and fuse a QGemm (it does not look
+    through Flatten itself). Returns the number of swaps.
+    """
+    graph = model.graph
+    consumers: dict[str, list] = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    outputs = {o.name for o in graph.output}
+    swaps = 0
+    for dq in list(graph.node):
+        if dq.op_type != "DequantizeLinear" or dq.output[0] in outputs:
+            continue
+        users = consumers.get(dq.output[0], [])
+        if len(users) != 1 or users[0].op_type not in SHAPE_OPS or users[0].input[0] != dq.output[0]:
+            continue
+        scale = _constant(graph, dq.input[1])
+        zp = _constant(graph, dq.input[2]) if len(dq.input) > 2 and dq.input[2] else np.zeros(())
+        if scale is None or zp is None or scale.size != 1 or zp.size != 1:
+            continue
+        shape_op = users[0]
+        q_in, f_out = dq.input[0], shape_op.output[0]
+        moved = f"{f_out}/quantized"
+        shape_op.input[0] = q_in
+        shape_op.output[0] = moved
+        dq.input[0] = moved
+        dq.output[0] = f_out
+        nodes = list(graph.node)
+        nodes.remove(dq)
+        nodes.insert(nodes.index(shape_op) + 1, dq)
+        del graph.node[:]
+        graph.node.extend(nodes)
+        for vi in [v for v in graph.value_info if v.name in (f_out, moved)]:
+            graph.value_info.remove(vi)
+        swaps += 1
+    return swaps

@@ -20,6 +20,7 @@ import warnings
 from dataclasses import dataclass
 
 import brevitas.nn as qnn
+from brevitas import config as brevitas_config
 import torch
 from brevitas.core.function_wrapper.ops_ste import CeilSte
 from brevitas.core.restrict_val import RestrictValueType
@@ -182,9 +183,12 @@ def _fx_quantize(graph_model: GraphModule, spec: QuantSpec) -> GraphModule:
         "signed": (qnn.QuantIdentity, {"act_quant": aq(True), "return_quant_tensor": rqt}),
         "unsigned": (qnn.QuantIdentity, {"act_quant": aq(False), "return_quant_tensor": rqt}),
     }
+    if a_bits is None:  # weights only: no activation quantiser anywhere
+        act_map, identity_map = {}, {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return bq.quantize(graph_model, quant_identity_map=identity_map, compute_layer_map=compute_map, quant_act_map=act_map)
+        return bq.quantize(graph_model, quant_identity_map=identity_map, compute_layer_map=compute_map, quant_act_map=act_map,
+                           requantize_layer_handler_output=a_bits is not None)
 
 
 def _is_act_quantiser(module: nn.Module) -> bool:
@@ -332,6 +336,10 @@ def _layerwise_quantize(model: nn.Module, resolved: dict[str, LayerQuant]) -> nn
             "bias_quant": Int32Bias if (lq.weight_bits is not None and lq.act_bits is not None) else None,
             "return_quant_tensor": False,
         }
-        new = ModuleToModuleByInstance(module, qcls[base], **kwargs).init_new_module(old_module=module, name=name)
+        previous, brevitas_config.IGNORE_MISSING_KEYS = brevitas_config.IGNORE_MISSING_KEYS, True  # quantiser state is new
+        try:
+            new = ModuleToModuleByInstance(module, qcls[base], **kwargs).init_new_module(old_module=module, name=name)
+        finally:
+            brevitas_config.IGNORE_MISSING_KEYS = previous
         set_module(model, new, name)
     return model

@@ -109,3 +109,33 @@ def verify_qonnx(qonnx_path: str | os.PathLike, qmodel: torch.nn.Module, task, n
         "qonnx_file_bytes": Path(qonnx_path).stat().st_size,
         "qonnx_quant_nodes": sum(1 for node in wrapper.graph.node if node.op_type in ("Quant", "BipolarQuant", "Trunc")),
     }
+
+
+def onnx_weight_integers(path: str | os.PathLike) -> dict[str, tuple[int, int]]:
+    """Per layer, the smallest and largest stored weight integer (relative to its zero point) in a
+    QCDQ file: what the deployed model really holds, e.g. (-7, 7) for narrow-range 4-bit weights."""
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    consts = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].HasField("t"):
+            consts[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+    producer = {o: n for n in model.graph.node for o in n.output}
+    out = {}
+    for node in model.graph.node:
+        if node.op_type != "DequantizeLinear" or "/weight_quant/" not in (node.name or node.output[0]):
+            continue
+        src = node.input[0]
+        if src in producer and producer[src].op_type == "Clip":
+            src = producer[src].input[0]
+        if src not in consts:
+            continue
+        w = consts[src].astype(np.int32)
+        zp = consts[node.input[2]].astype(np.int32) if len(node.input) > 2 and node.input[2] in consts else 0
+        if np.ndim(zp) == 1:
+            zp = zp.reshape((-1,) + (1,) * (w.ndim - 1))
+        ints = w - zp
+        layer = (node.name or node.output[0]).split("/weight_quant/")[0].strip("/")
+        out[layer] = (int(ints.min()), int(ints.max()))
+    return out
