@@ -76,10 +76,11 @@ def train_float(model: nn.Module, task, seed: int, epochs: int, progress: bool =
 
 def load_or_train_baseline(task, seed: int | None = None, epochs: int | None = None, progress: bool = True, cache: bool = True) -> nn.Module:
     """The task's trained float model, from the cache when its fingerprint matches."""
-    model = task.create_model()
     if task.pretrained:
-        return model.eval()
+        return task.create_model().eval()
     seed = task.seed if seed is None else seed
+    torch.manual_seed(seed)  # the initial weights are part of what the seed fixes
+    model = task.create_model()
     epochs = task.train_epochs if epochs is None else epochs
     path = cache_dir() / "baselines" / f"{task.name}-{baseline_fingerprint(task, seed, epochs)}.safetensors"
     if cache and path.exists():

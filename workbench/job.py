@@ -16,6 +16,7 @@ from .evaluate import predict
 from .fileio import atomic_write_json, atomic_write_text, inside
 from .pipeline import PTQConfig, Timer, evaluate_quantized, export_and_verify, export_float_model, quantize_task
 from .report import write_report
+from .quantize import validate_spec
 from .spec import QuantSpec
 
 SUMMARY_KEYS = ("fp_metric", "quant_metric", "onnx_metric", "onnx_agreement", "max_abs_diff", "weight_bytes_fp", "weight_bytes_quant",
@@ -32,6 +33,9 @@ def run_job(task, variants: dict[str, QuantSpec | dict], out_dir: str | Path, *,
     if not variants:
         raise ValueError("run_job needs at least one variant spec")
     specs = {name: QuantSpec.parse(spec) for name, spec in variants.items()}
+    probe = float_model if float_model is not None else task.create_model()
+    for spec in specs.values():
+        validate_spec(spec, probe)  # refuse bad layer names before training anything
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))

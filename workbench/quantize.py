@@ -118,6 +118,11 @@ class QuantizationPlan:
     requantised: tuple[str, ...] = ()
 
 
+def validate_spec(spec: QuantSpec | dict, model: nn.Module) -> dict[str, LayerQuant]:
+    """Resolve ``spec`` against ``model`` without building anything: fails fast on bad names."""
+    return resolve(QuantSpec.parse(spec), quantisable_layers(model), unsupported_layers(model))
+
+
 def quantize_model(model: nn.Module, spec: QuantSpec | dict | None = None, *, equalize_iters: int = 0, force_layerwise: bool = False) -> nn.Module:
     """A Brevitas model of ``model`` in which every layer has exactly the settings of ``spec``.
 

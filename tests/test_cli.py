@@ -1,0 +1,71 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+WORKBENCH = str(Path(sys.executable).parent / "workbench")
+
+
+def run(*args, cwd=None):
+    return subprocess.run([WORKBENCH, *args], capture_output=True, text=True, cwd=cwd, env={**os.environ}, timeout=600)
+
+
+def test_tasks_command_lists_every_task():
+    res = run("tasks")
+    assert res.returncode == 0, res.stderr
+    for name in ("digits-cnn", "mnist1d-cnn", "kws-dscnn", "vww-mobilenet", "ic-resnet8", "ad-autoencoder"):
+        assert name in res.stdout
+    assert "synthetic" in res.stdout and "77706" in res.stdout
+
+
+def test_demo_writes_report_summary_and_model(tmp_path):
+    out = tmp_path / "demo"
+    res = run("demo", "--out", str(out), "--latency-runs", "50")
+    assert res.returncode == 0, res.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert abs(summary["quant_metric"] - summary["fp_metric"]) <= 0.01
+    assert summary["onnx_agreement"] >= 0.99
+    assert summary["int_kernel_nodes"] > 0
+    for key in ("task", "metric_name", "fp_metric", "quant_metric", "onnx_metric", "onnx_agreement", "max_abs_diff", "weight_bytes_fp",
+                "weight_bytes_quant", "onnx_file_bytes", "int_kernel_nodes", "latency_ms_p50_fp", "latency_ms_p50_quant"):
+        assert key in summary
+    for key in ("fp_metric", "quant_metric", "onnx_metric", "onnx_agreement"):
+        assert 0.0 <= summary[key] <= 1.0
+    assert summary["weight_bytes_quant"] * 3 < summary["weight_bytes_fp"]
+    assert summary["onnx_file_bytes"] == (out / "model.onnx").stat().st_size
+    assert set(summary["variants"]) == {"w8a8", "w4a8"}
+    report = (out / "report.html").read_text()
+    assert "plotly" in report and "Weight bytes per layer" in report and "w4a8" in report
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".demo")]  # no temporary folder left
+
+
+@pytest.mark.parametrize("args,message", [
+    (["quantize", "digits-cnn", "--weight-bits", "0"], "weight_bits: expected an integer in 2-8 or 16, or 'float'; got 0"),
+    (["quantize", "digits-cnn", "--act-bits", "eight"], "act_bits: expected an integer in 2-8 or 16, or 'float'; got 'eight'"),
+    (["quantize", "digit-cnn"], "unknown task 'digit-cnn'"),
+    (["quantize", "digits-cnn", "--spec", "nowhere.yaml"], "spec file 'nowhere.yaml' does not exist"),
+])
+def test_bad_input_gets_one_line_error_and_exit_2(args, message, tmp_path):
+    res = run(*args, "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert res.returncode == 2
+    errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_quantize_with_a_spec_file(tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("weight_bits: 8\nact_bits: 8\nlayers:\n  features.3:\n    weight_bits: 4\n")
+    out = tmp_path / "q"
+    res = run("quantize", "digits-cnn", "--spec", str(spec), "--out", str(out), "--no-qonnx")
+    assert res.returncode == 0, res.stderr[-2000:]
+    layers = (out / "layers_spec.csv").read_text().splitlines()
+    assert any(line.startswith("features.3,") and ",4," in line for line in layers)
+
+    spec.write_text("layers:\n  features.4:\n    weight_bits: 4\n")
+    res = run("quantize", "digits-cnn", "--spec", str(spec), "--out", str(tmp_path / "bad"))
+    assert res.returncode == 2 and "layers.features.4: no such quantisable layer; closest: features.7, features.3, features.0" in res.stderr
+    assert "float baseline" not in res.stderr  # refused before any training
