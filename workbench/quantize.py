@@ -145,7 +145,9 @@ def quantize_model(model: nn.Module, spec: QuantSpec | dict | None = None, *, eq
     qmodel, requantised, path = None, (), "layerwise"
     if not force_layerwise:
         try:
-            graph_model = bq.preprocess_for_quantize(src, equalize_iters=equalize_iters)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # torch deprecations inside Brevitas's tracer
+                graph_model = bq.preprocess_for_quantize(src, equalize_iters=equalize_iters)
         except Exception as exc:  # tracing failed: Brevitas raises many types here
             warnings.warn(f"fx tracing failed ({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); using the per-module path", stacklevel=2)
         else:
