@@ -190,12 +190,17 @@ def _fx_quantize(graph_model: GraphModule, spec: QuantSpec) -> GraphModule:
         "signed": (qnn.QuantIdentity, {"act_quant": aq(True), "return_quant_tensor": rqt}),
         "unsigned": (qnn.QuantIdentity, {"act_quant": aq(False), "return_quant_tensor": rqt}),
     }
-    if a_bits is None:  # weights only: no activation quantiser anywhere
-        act_map, identity_map = {}, {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return bq.quantize(graph_model, quant_identity_map=identity_map, compute_layer_map=compute_map, quant_act_map=act_map,
-                           requantize_layer_handler_output=a_bits is not None)
+        if a_bits is None:  # weights only: swap the compute layers, place no activation quantiser
+            from brevitas.graph.quantize_impl import layer_handler
+
+            previous, brevitas_config.IGNORE_MISSING_KEYS = brevitas_config.IGNORE_MISSING_KEYS, True
+            try:
+                return layer_handler(graph_model.eval(), layer_map=compute_map, requantize_output=False, quant_identity_map={}, quant_act_map={}, unsigned_act_tuple=())
+            finally:
+                brevitas_config.IGNORE_MISSING_KEYS = previous
+        return bq.quantize(graph_model, quant_identity_map=identity_map, compute_layer_map=compute_map, quant_act_map=act_map)
 
 
 def _is_act_quantiser(module: nn.Module) -> bool:
@@ -229,22 +234,10 @@ def _source_quantiser(gm: GraphModule, node) -> Node | None:
 
 
 def _apply_layer_settings(gm: GraphModule, resolved: dict[str, LayerQuant], spec: QuantSpec) -> list[str]:
-    default = LayerQuant(
-        None if spec.weight_bits == "float" else spec.weight_bits,
-        None if spec.act_bits == "float" else spec.act_bits,
-        spec.weight_granularity,
-        spec.scale_type,
-    )
+    default = default_layer_quant(spec)
     # Weights: rebuild the quantiser of every layer whose settings differ from the defaults.
     for name, lq in resolved.items():
-        layer = gm.get_submodule(name)
-        if lq.weight_key != default.weight_key:
-            _set_weight_quant(layer, lq)
-        if lq.weight_bits is None or lq.act_bits is None:
-            inj = NoneBiasQuant
-            layer.bias_quant = inj.proxy_class(layer, inj)
-            if not layer.output_quant.is_quant_enabled:
-                layer.return_quant_tensor = False  # a float product is no quantised tensor
+        apply_weight_settings(gm.get_submodule(name), lq, default)
 
     # Activations: group the layers by the quantiser they read.
     layer_nodes = {n.target: n for n in gm.graph.nodes if n.op == "call_module" and n.target in resolved}
@@ -290,16 +283,50 @@ def _apply_layer_settings(gm: GraphModule, resolved: dict[str, LayerQuant], spec
     for n in no_source:
         key = resolved[n].act_key
         if key != default.act_key and key[0] is not None:
-            _insert_requantiser(gm, layer_nodes[n], key, signed=True)
+            _insert_requantiser(gm, layer_nodes[n], key, signed=not input_is_nonnegative(gm, layer_nodes[n].args[0]))
             requantised.append(n)
     gm.graph.lint()
     gm.recompile()
     return requantised
 
 
-def _set_weight_quant(layer: nn.Module, lq: LayerQuant) -> None:
-    inj = NoneWeightQuant if lq.weight_bits is None else weight_quantizer(lq.weight_bits, lq.weight_granularity, lq.scale_type)
-    layer.weight_quant = inj.proxy_class(layer, inj)
+_NONNEGATIVE_MODULES = (nn.ReLU, nn.ReLU6, nn.Sigmoid, nn.Hardsigmoid)
+
+
+def input_is_nonnegative(gm: GraphModule, node) -> bool:
+    """Whether ``node``'s value comes straight (through shape-only ops) from a ReLU-like op, so an
+    unsigned quantiser fits it."""
+    while _is_node(node):
+        if node.op == "call_module" and isinstance(gm.get_submodule(node.target), _NONNEGATIVE_MODULES):
+            return True
+        if node.op == "call_function" and node.target in (torch.relu, torch.nn.functional.relu, torch.sigmoid):
+            return True
+        if not _is_transparent(gm, node):
+            return False
+        node = node.args[0] if node.args else None
+    return False
+
+
+def apply_weight_settings(layer: nn.Module, lq: LayerQuant, default: LayerQuant) -> None:
+    """Give a Brevitas layer built at ``default`` settings the weight (and bias) quantisers of ``lq``."""
+    if lq.weight_key != default.weight_key:
+        inj = NoneWeightQuant if lq.weight_bits is None else weight_quantizer(lq.weight_bits, lq.weight_granularity, lq.scale_type)
+        layer.weight_quant = inj.proxy_class(layer, inj)
+    both = lq.weight_bits is not None and lq.act_bits is not None
+    if both != (default.weight_bits is not None and default.act_bits is not None):
+        inj = Int32Bias if both else NoneBiasQuant  # an int32 bias needs both input and weight scales
+        layer.bias_quant = inj.proxy_class(layer, inj)
+    if not both and not layer.output_quant.is_quant_enabled:
+        layer.return_quant_tensor = False  # a float product is no quantised tensor
+
+
+def default_layer_quant(spec: QuantSpec) -> LayerQuant:
+    return LayerQuant(
+        None if spec.weight_bits == "float" else spec.weight_bits,
+        None if spec.act_bits == "float" else spec.act_bits,
+        spec.weight_granularity,
+        spec.scale_type,
+    )
 
 
 def _set_act_quant(quantiser: nn.Module, bits: int | None, scale_type: str) -> None:
@@ -328,25 +355,37 @@ def _insert_requantiser(gm: GraphModule, node: Node, key, signed: bool) -> None:
 # ------------------------------------------------------------------------ per-module path
 
 
+_QUANT_CLASS = {nn.Conv1d: qnn.QuantConv1d, nn.Conv2d: qnn.QuantConv2d, nn.Linear: qnn.QuantLinear}
+
+
+def build_quant_layer(module: nn.Module, lq: LayerQuant, input_quant: bool = False, input_signed: bool = True) -> nn.Module:
+    """A Brevitas layer computing ``module`` (Conv1d/Conv2d/Linear) at the settings ``lq``.
+
+    With ``input_quant`` the layer quantises its own input at ``lq.act_bits``; otherwise it
+    expects its input already quantised (or float when ``lq.act_bits`` is None).
+    """
+    from brevitas.graph.base import ModuleToModuleByInstance
+
+    base = next(c for c in QUANTISABLE if isinstance(module, c))
+    both = lq.weight_bits is not None and lq.act_bits is not None
+    kwargs = {
+        "weight_quant": NoneWeightQuant if lq.weight_bits is None else weight_quantizer(lq.weight_bits, lq.weight_granularity, lq.scale_type),
+        "bias_quant": Int32Bias if both else None,
+        "return_quant_tensor": False,
+    }
+    if input_quant:
+        kwargs["input_quant"] = None if lq.act_bits is None else act_quantizer(lq.act_bits, input_signed, lq.scale_type)
+    previous, brevitas_config.IGNORE_MISSING_KEYS = brevitas_config.IGNORE_MISSING_KEYS, True  # quantiser state is new
+    try:
+        return ModuleToModuleByInstance(module, _QUANT_CLASS[base], **kwargs).init_new_module(old_module=module)
+    finally:
+        brevitas_config.IGNORE_MISSING_KEYS = previous
+
+
 def _layerwise_quantize(model: nn.Module, resolved: dict[str, LayerQuant]) -> nn.Module:
     """Fallback for models fx cannot trace: each layer quantises its own input (signed)."""
-    from brevitas.graph.base import ModuleToModuleByInstance
     from brevitas.graph.utils import set_module
 
-    qcls = {nn.Conv1d: qnn.QuantConv1d, nn.Conv2d: qnn.QuantConv2d, nn.Linear: qnn.QuantLinear}
     for name, lq in resolved.items():
-        module = model.get_submodule(name)
-        base = next(c for c in QUANTISABLE if isinstance(module, c))
-        kwargs = {
-            "weight_quant": NoneWeightQuant if lq.weight_bits is None else weight_quantizer(lq.weight_bits, lq.weight_granularity, lq.scale_type),
-            "input_quant": None if lq.act_bits is None else act_quantizer(lq.act_bits, True, lq.scale_type),
-            "bias_quant": Int32Bias if (lq.weight_bits is not None and lq.act_bits is not None) else None,
-            "return_quant_tensor": False,
-        }
-        previous, brevitas_config.IGNORE_MISSING_KEYS = brevitas_config.IGNORE_MISSING_KEYS, True  # quantiser state is new
-        try:
-            new = ModuleToModuleByInstance(module, qcls[base], **kwargs).init_new_module(old_module=module, name=name)
-        finally:
-            brevitas_config.IGNORE_MISSING_KEYS = previous
-        set_module(model, new, name)
+        set_module(model, build_quant_layer(model.get_submodule(name), lq, input_quant=True), name)
     return model

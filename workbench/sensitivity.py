@@ -1,0 +1,347 @@
+"""Per-layer sensitivity: what quantising each layer costs, one tidy DataFrame row per case.
+
+Modes:
+
+- ``quantise-one``: only layer L is quantised (weights at each of ``weight_bits``; its input at
+  each of ``act_bits``; ``None`` = float), the rest of the network stays float;
+- ``leave-one-float``: everything is quantised at the ``base`` spec except layer L's weights.
+
+Each case gives the task metric and label-free comparisons with the float outputs (SQNR, MSE,
+KL), so tasks without labels work too.
+
+The engine caches the activations at the input of layer L and runs only the network from L
+onward, swapping in a quantised (or float) L built on its own, instead of building, calibrating
+and running a whole quantised model per case. Activation quantisers are calibrated on float
+activations (as Brevitas's calibration mode does), so the result is identical to the full
+rebuild; ``engine="naive"`` runs that full rebuild and the tests check the two agree. Layers the
+graph cannot be cut at (untraceable models, reused modules) fall back to full runs, and their
+rows say ``engine="full"``.
+
+Results persist in a :class:`~workbench.store.ResultStore` keyed by a fingerprint of the model
+weights, the data, the configuration and the code version: a re-run returns stored rows, and a
+sweep killed mid-way resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from brevitas.graph.calibrate import calibration_mode
+from brevitas.graph import quantize as bq
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import __version__
+from .data import check_calibration
+from .errors import SpecError
+from .evaluate import predict
+from .graph_runner import GraphRunner
+from .metrics import output_agreement
+from .models import count_macs
+from .pipeline import PTQConfig, quantize_task
+from .quantize import (
+    act_quantizer,
+    apply_weight_settings,
+    build_quant_layer,
+    default_layer_quant,
+    input_is_nonnegative,
+    quantisable_layers,
+    validate_spec,
+)
+from .spec import ALLOWED_BITS, LayerQuant, QuantSpec
+from .store import ResultStore
+
+MODES = ("quantise-one", "leave-one-float")
+COLUMNS = ["layer", "layer_type", "depth", "params", "macs", "weight_bits", "act_bits", "mode", "metric", "metric_delta",
+           "sqnr_db", "output_mse", "kl", "seconds", "engine", "status"]
+SENSITIVITY_VERSION = "1"
+
+
+@dataclass(frozen=True)
+class SensitivityConfig:
+    """What to sweep (parameters only)."""
+
+    weight_bits: tuple = (2, 3, 4, 6, 8)  # None in the tuple = weights float
+    act_bits: tuple = (None,)  # bits of the activation L reads; None = float
+    mode: str = "quantise-one"
+    base: QuantSpec = field(default_factory=QuantSpec)  # leave-one-float: the rest; both: granularity and scale type
+    layers: tuple | None = None  # None: every quantisable layer
+    ptq: PTQConfig = field(default_factory=PTQConfig)
+    hessian: bool = False
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise SpecError(f"mode {self.mode!r}; expected one of {', '.join(MODES)}")
+        for what in ("weight_bits", "act_bits"):
+            bits = getattr(self, what)
+            if isinstance(bits, (int, str)) or bits is None:
+                raise SpecError(f"{what}: expected a list of bit-widths; got {bits!r}")
+            if not bits:
+                raise SpecError(f"{what}: expected at least one bit-width; got an empty list")
+            for i, b in enumerate(bits):
+                if b is not None and (isinstance(b, bool) or b not in ALLOWED_BITS):
+                    raise SpecError(f"{what}[{i}]: expected an integer in 2-8 or 16, or None for float; got {b!r}")
+        object.__setattr__(self, "base", QuantSpec.parse(self.base))
+
+    def cases(self) -> list[tuple]:
+        if self.mode == "leave-one-float":
+            return [(None, default_layer_quant(self.base).act_bits)]
+        return [(w, a) for w in self.weight_bits for a in self.act_bits if (w, a) != (None, None)]
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["base"] = self.base.to_dict()
+        return d
+
+
+def parse_bits(text: str, what: str = "bits") -> tuple:
+    """``"2,4,8"`` -> ``(2, 4, 8)``; ``float`` -> None; anything else raises :class:`SpecError`."""
+    out = []
+    for i, part in enumerate(p.strip() for p in str(text).split(",")):
+        if part == "float":
+            out.append(None)
+        elif part.isdigit() and int(part) in ALLOWED_BITS:
+            out.append(int(part))
+        else:
+            raise SpecError(f"{what}[{i}]: expected an integer in 2-8 or 16, or 'float'; got {part!r}")
+    return tuple(out)
+
+
+def _model_hash(model: nn.Module) -> str:
+    h = hashlib.sha256()
+    for k, v in model.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def sweep_fingerprint(task, model: nn.Module, config: SensitivityConfig) -> str:
+    key = {"model": _model_hash(model), "data": task.data.fingerprint(), "config": config.to_dict(), "task": task.name,
+           "metric": task.metric.name, "workbench": __version__, "sensitivity": SENSITIVITY_VERSION, "torch": torch.__version__}
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def case_key(layer: str, w, a, mode: str) -> str:
+    return f"{mode}|{layer}|w{w if w is not None else 'fp'}|a{a if a is not None else 'fp'}"
+
+
+def case_spec(config: SensitivityConfig, layer: str, w, a) -> QuantSpec:
+    """The full-model spec a case stands for (what the naive loop builds)."""
+    if config.mode == "leave-one-float":
+        return config.base.with_layers({layer: {"weight_bits": "float"}})
+    b = config.base
+    return QuantSpec.parse({"weight_bits": "float", "act_bits": "float", "weight_granularity": b.weight_granularity, "scale_type": b.scale_type,
+                            "layers": {layer: {"weight_bits": "float" if w is None else w, "act_bits": "float" if a is None else a}}})
+
+
+def compare_outputs(task, out: torch.Tensor, fp_out: torch.Tensor, fp_metric: float, split) -> dict:
+    """Task metric and label-free errors of ``out`` against the float outputs."""
+    if not torch.isfinite(out).all():
+        return {"metric": math.nan, "metric_delta": math.nan, "sqnr_db": math.nan, "output_mse": math.nan, "kl": math.nan, "status": "nonfinite"}
+    metric = task.score(out, split) if split.y is not None or not task.is_classifier else math.nan
+    cmp = output_agreement(out, fp_out, task.is_classifier)
+    kl = math.nan
+    if task.is_classifier:
+        kl = float(F.kl_div(F.log_softmax(out, 1), F.log_softmax(fp_out, 1), reduction="batchmean", log_target=True))
+    return {"metric": metric, "metric_delta": metric - fp_metric, "sqnr_db": cmp["sqnr_db"], "output_mse": float(((out - fp_out) ** 2).mean()),
+            "kl": kl, "status": "ok"}
+
+
+def _chunks(x: torch.Tensor, size: int) -> list[torch.Tensor]:
+    return [x[i : i + size] for i in range(0, len(x), size)]
+
+
+class _Engine:
+    """Cut-based evaluation of the cases of one sweep."""
+
+    EVAL_BATCH = 256  # the batch size of ``predict``: the same partition gives the same floats
+
+    def __init__(self, task, model: nn.Module, config: SensitivityConfig):
+        self.task, self.config = task, config
+        self.x_eval = task.data.eval.x
+        calib = task.data.calib.x
+        self.x_calib = calib if config.ptq.calib_samples is None else calib[: config.ptq.calib_samples]
+        check_calibration(self.x_calib)
+        self.graph = None
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                if config.mode == "quantise-one":
+                    self.graph = bq.preprocess_for_quantize(copy.deepcopy(model).eval(), equalize_iters=config.ptq.equalize_iters)
+                else:
+                    self.graph = quantize_task(task, model, config.base, config.ptq)
+        except Exception as exc:  # untraceable: every case runs in full
+            warnings.warn(f"the graph cannot be cut ({type(exc).__name__}); sensitivity falls back to full runs for every layer", stacklevel=3)
+        self.runner = None if self.graph is None or not hasattr(self.graph, "graph") else GraphRunner(self.graph)
+        if self.runner is not None:
+            self.eval_envs = [self.runner.start(x) for x in _chunks(self.x_eval, self.EVAL_BATCH)]
+            needs_calib = config.mode == "quantise-one" and any(a is not None for a in config.act_bits)
+            self.calib_envs = [self.runner.start(x) for x in _chunks(self.x_calib, config.ptq.batch_size)] if needs_calib else []
+
+    def can_cut(self, layer: str) -> bool:
+        return self.runner is not None and self.runner.can_cut_at(layer)
+
+    def move_to(self, layer: str) -> None:
+        stop = self.runner.index[self.runner.node_of(layer).name]
+        for env in self.eval_envs + self.calib_envs:
+            self.runner.advance(env, stop)
+
+    def _layer_at(self, layer: str, base: nn.Module, lq: LayerQuant) -> nn.Module:
+        """The quantised layer for ``lq``: built once per layer, later cases swap its quantisers."""
+        cached = getattr(self, "_built", None)
+        if cached is None or cached[0] != layer:
+            self._built = (layer, build_quant_layer(base, lq), lq)
+        else:
+            apply_weight_settings(cached[1], lq, cached[2])
+            self._built = (layer, cached[1], lq)
+        return self._built[1]
+
+    def run_case(self, layer: str, w, a) -> torch.Tensor:
+        node = self.runner.node_of(layer)
+        base = self.graph.get_submodule(layer)
+        if self.config.mode == "quantise-one":
+            b = self.config.base
+            lq = LayerQuant(w, a, b.weight_granularity, b.scale_type)
+            module = self._layer_at(layer, base, lq)
+            if a is not None:
+                from brevitas.nn import QuantIdentity
+
+                iq = QuantIdentity(act_quant=act_quantizer(a, not input_is_nonnegative(self.graph, node.args[0]), b.scale_type), return_quant_tensor=True)
+                iq.eval()
+                with torch.no_grad(), calibration_mode(iq):
+                    for env in self.calib_envs:
+                        iq(env[node.args[0].name])
+                module = nn.Sequential(iq, module)
+        else:
+            module = copy.deepcopy(base)
+            current = self.graph.workbench_plan.layers[layer]
+            apply_weight_settings(module, LayerQuant(None, current.act_bits, current.weight_granularity, current.scale_type), current)
+        module.eval()
+        return torch.cat([self.runner.run_from(env, {layer: module}) for env in self.eval_envs]).float()
+
+
+def naive_case(task, model: nn.Module, config: SensitivityConfig, layer: str, w, a) -> torch.Tensor:
+    """The reference: build, calibrate and run the whole model the case stands for."""
+    qmodel = quantize_task(task, model, case_spec(config, layer, w, a), config.ptq)
+    return predict(qmodel, task.data.eval.x)
+
+
+def sensitivity(task, model: nn.Module, config: SensitivityConfig | None = None, *, store: ResultStore | None | bool = None,
+                engine: str = "cut", progress: bool = True, on_row: Callable[[dict], None] | None = None) -> pd.DataFrame:
+    """Run a sensitivity sweep; one row per layer x case (see the module docstring).
+
+    ``store``: a :class:`ResultStore`, None for the default one in the cache folder, or False
+    for none. ``on_row(row)`` is called for every row, stored or new, in network order.
+    The DataFrame's ``attrs`` say how many rows were computed and how many came from the store.
+    """
+    config = config or SensitivityConfig()
+    if engine not in ("cut", "naive"):
+        raise SpecError(f"engine {engine!r}; expected 'cut' or 'naive'")
+    model = model.eval()
+    all_layers = quantisable_layers(model)
+    if config.mode == "leave-one-float":
+        validate_spec(config.base, model)
+    layers = list(all_layers) if config.layers is None else list(config.layers)
+    if config.layers is not None:
+        validate_spec(QuantSpec.parse({"layers": {n: {} for n in layers}}), model)  # unknown names: closest valid ones
+    store = ResultStore() if store is None else (None if store is False else store)
+    sweep = sweep_fingerprint(task, model, config)
+    done = store.rows(sweep) if store is not None else {}
+
+    split = task.data.eval
+    fp_out = predict(model, split.x)
+    fp_metric = task.score(fp_out, split)
+    macs = count_macs(model, task.example_input())
+    order = {name: i for i, name in enumerate(all_layers)}
+    hessian = hessian_traces(task, model, layers) if config.hessian else {}
+    cases = config.cases()
+    todo = sum(1 for layer in layers for (w, a) in cases if case_key(layer, w, a, config.mode) not in done)
+    eng = _Engine(task, model, config) if (engine == "cut" and todo) else None
+    if eng is not None and eng.runner is not None:
+        order = {name: i for i, name in enumerate(n.target for n in eng.runner.nodes if n.op == "call_module" and n.target in all_layers)}
+
+    rows, computed = [], 0
+    bar = tqdm(total=len(layers) * len(cases), desc=f"sensitivity {task.name}", disable=not progress)
+    for layer in sorted(layers, key=lambda n: order.get(n, 0)):
+        mod = model.get_submodule(layer)
+        info = {"layer": layer, "layer_type": all_layers[layer][0] + (" (depthwise)" if all_layers[layer][1] else ""), "depth": order.get(layer, 0),
+                "params": sum(p.numel() for p in mod.parameters(recurse=False)), "macs": macs.get(layer, 0)}
+        cut = eng is not None and eng.can_cut(layer)
+        moved = False
+        for w, a in cases:
+            key = case_key(layer, w, a, config.mode)
+            if key in done:
+                row = done[key]
+            else:
+                t0 = time.perf_counter()
+                try:
+                    if cut:
+                        if not moved:
+                            eng.move_to(layer)
+                            moved = True
+                        out = eng.run_case(layer, w, a)
+                    else:
+                        out = naive_case(task, model, config, layer, w, a)
+                    res = compare_outputs(task, out, fp_out, fp_metric, split)
+                except (RuntimeError, ValueError, FloatingPointError) as exc:
+                    if isinstance(exc, SpecError):
+                        raise
+                    res = {"metric": math.nan, "metric_delta": math.nan, "sqnr_db": math.nan, "output_mse": math.nan, "kl": math.nan,
+                           "status": f"error: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}"}
+                row = {**info, "weight_bits": w, "act_bits": a, "mode": config.mode, **res, "seconds": time.perf_counter() - t0,
+                       "engine": "cut" if cut else ("full" if engine == "cut" else "naive")}
+                if config.hessian:
+                    row["hessian_trace"] = hessian.get(layer, math.nan)
+                if store is not None:
+                    store.put(sweep, "sensitivity", key, row)
+                computed += 1
+            rows.append(row)
+            if on_row is not None:
+                on_row(row)
+            bar.update()
+    bar.close()
+    columns = COLUMNS + (["hessian_trace"] if config.hessian else [])
+    df = pd.DataFrame(rows, columns=columns)
+    for col in ("weight_bits", "act_bits"):
+        df[col] = df[col].astype("Int64")
+    df.attrs.update({"computed": computed, "from_store": len(rows) - computed, "fp_metric": fp_metric, "sweep": sweep, "task": task.name,
+                     "metric_name": task.metric.name})
+    return df
+
+
+def hessian_traces(task, model: nn.Module, layers: list[str], n_samples: int = 128, n_iter: int = 16, seed: int = 0) -> dict[str, float]:
+    """Mean Hessian trace per weight of each layer (Hutchinson's estimator, as in HAWQ): E[v^T H v] / n.
+
+    The loss is the task's training loss (cross-entropy, or MSE for reconstruction) on the first
+    ``n_samples`` calibration samples (labels from the float model's predictions when none exist).
+    """
+    model = copy.deepcopy(model).eval()
+    x = task.data.calib.x[:n_samples]
+    with torch.no_grad():
+        logits = model(x)
+    if task.is_classifier:
+        y = task.data.calib.y[:n_samples] if task.data.calib.y is not None else logits.argmax(1)
+        loss = F.cross_entropy(model(x), y)
+    else:
+        loss = F.mse_loss(model(x), x.flatten(1))
+    params = [model.get_submodule(n).weight for n in layers]
+    grads = torch.autograd.grad(loss, params, create_graph=True)
+    gen = torch.Generator().manual_seed(seed)
+    sums = [0.0] * len(params)
+    for _ in range(n_iter):
+        vs = [torch.randint(0, 2, p.shape, generator=gen).float() * 2 - 1 for p in params]
+        hvs = torch.autograd.grad(grads, params, grad_outputs=vs, retain_graph=True)
+        for i, (hv, v) in enumerate(zip(hvs, vs)):
+            sums[i] += float((hv * v).sum())
+    return {n: s / n_iter / p.numel() for n, s, p in zip(layers, sums, params)}
