@@ -1,5 +1,6 @@
 """ipywidgets layer of the workbench: thin widgets over ``workbench`` (which never imports this)."""
 
 from .bitwidth_table import BitWidthTable
+from .sensitivity_dashboard import SensitivityDashboard
 
-__all__ = ["BitWidthTable"]
+__all__ = ["BitWidthTable", "SensitivityDashboard"]

@@ -129,6 +129,50 @@ def describe_cmd(task: str = typer.Argument(..., help="registered task name"),
     typer.echo(describe(qmodel).to_string(index=False, na_rep="float"))
 
 
+@app.command()
+def sensitivity(task: str = typer.Argument(..., help="registered task name"),
+                weight_bits: str = typer.Option("2,3,4,6,8", help="comma-separated weight bits per case (float = weights float)"),
+                act_bits: Optional[str] = typer.Option(None, help="comma-separated bits of the activation the layer reads (default: float)"),
+                mode: str = typer.Option("quantise-one", help="quantise-one | leave-one-float"),
+                base: Optional[Path] = typer.Option(None, help="YAML spec of the rest of the model (leave-one-float; default W8A8)"),
+                layers: Optional[str] = typer.Option(None, help="comma-separated layer names (default: all)"),
+                hessian: bool = typer.Option(False, help="add a Hutchinson Hessian-trace column"),
+                no_store: bool = typer.Option(False, "--no-store", help="do not read or write the result store"),
+                out: Optional[Path] = typer.Option(None, help="output directory (default: runs/<task>-sensitivity-<time>)")) -> None:
+    """Per-layer sensitivity sweep: writes DIR/sensitivity.csv and DIR/sensitivity.html."""
+    _quiet_libraries()
+    from .baseline import load_or_train_baseline
+    from .errors import WorkbenchError
+    from .fileio import atomic_write_text, inside
+    from .report import write_sensitivity_report
+    from .sensitivity import SensitivityConfig, parse_bits
+    from .sensitivity import sensitivity as run_sensitivity
+    from .spec import QuantSpec
+    from .tasks import create_task
+
+    out = out or _default_out(f"{task}-sensitivity")
+    try:
+        config = SensitivityConfig(
+            weight_bits=parse_bits(weight_bits, "weight_bits"),
+            act_bits=(None,) if act_bits is None else parse_bits(act_bits, "act_bits"),
+            mode=mode,
+            base=_load_spec(base, "8", "8") if base else QuantSpec(),
+            layers=None if layers is None else tuple(s.strip() for s in layers.split(",")),
+            hessian=hessian,
+        )
+        t = create_task(task)
+        model = load_or_train_baseline(t)
+        df = run_sensitivity(t, model, config, store=False if no_store else None)
+    except WorkbenchError as exc:
+        _fail(exc)
+    atomic_write_text(inside(out, "sensitivity.csv"), df.to_csv(index=False))
+    atomic_write_text(inside(out, "sensitivity.html"), write_sensitivity_report(df))
+    worst = df.sort_values("metric_delta").head(5)
+    typer.echo(f"{t.name}: {len(df)} rows ({df.attrs['computed']} computed, {df.attrs['from_store']} from the store); most sensitive:")
+    typer.echo(worst[["layer", "weight_bits", "act_bits", "metric", "metric_delta", "sqnr_db"]].to_string(index=False, na_rep="float"))
+    typer.echo(f"wrote {out / 'sensitivity.csv'}, {out / 'sensitivity.html'}")
+
+
 def main() -> None:  # pragma: no cover
     app()
 

@@ -77,3 +77,53 @@ Float baseline {summary['fp_metric']:.4f}. Workbench {__version__}.</p>
 {parts[0]}{parts[2]}<h2>Per layer</h2>{parts[1]}{sections}
 <h2>summary.json</h2><pre>{html.escape(json.dumps({k: v for k, v in summary.items() if k != 'variants'}, indent=2, default=str))}</pre>
 </body></html>"""
+
+
+# ----------------------------------------------------------------------------- sensitivity
+
+SENSITIVITY_VALUES = {"metric_delta": "metric change", "sqnr_db": "output SQNR (dB)", "output_mse": "output MSE", "kl": "KL to float"}
+
+
+def case_label(weight_bits, act_bits) -> str:
+    w = "fp" if weight_bits is None or pd.isna(weight_bits) else int(weight_bits)
+    a = "fp" if act_bits is None or pd.isna(act_bits) else int(act_bits)
+    return f"W{w}" if a == "fp" else (f"A{a}" if w == "fp" else f"W{w}A{a}")
+
+
+def heatmap_matrix(df: pd.DataFrame, value: str, layers: list[str] | None = None, labels: list[str] | None = None):
+    """Layers (network order) x case labels matrix of ``value``; missing cells are None."""
+    if value not in SENSITIVITY_VALUES:
+        raise ValueError(f"value {value!r}; expected one of {', '.join(SENSITIVITY_VALUES)}")
+    if layers is None:
+        layers = list(df.sort_values("depth")["layer"].drop_duplicates())
+    keyed = {(r.layer, case_label(r.weight_bits, r.act_bits)): getattr(r, value) for r in df.itertuples()}
+    if labels is None:
+        labels = list(dict.fromkeys(case_label(w, a) for w, a in zip(df["weight_bits"], df["act_bits"])))
+    z = [[(None if (v := keyed.get((layer, lab))) is None or pd.isna(v) else float(v)) for lab in labels] for layer in layers]
+    return layers, labels, z
+
+
+def sensitivity_heatmap(df: pd.DataFrame, value: str = "metric_delta") -> go.Figure:
+    layers, labels, z = heatmap_matrix(df, value)
+    scale = "RdBu" if value == "metric_delta" else ("Viridis" if value == "sqnr_db" else "Viridis_r")
+    fig = go.Figure(go.Heatmap(z=z, x=labels, y=layers, colorscale=scale, zmid=0 if value == "metric_delta" else None,
+                               colorbar={"title": SENSITIVITY_VALUES[value]},
+                               hovertemplate="%{y} at %{x}<br>" + SENSITIVITY_VALUES[value] + " %{z:.4g}<extra></extra>"))
+    fig.update_layout(title=f"Per-layer sensitivity: {SENSITIVITY_VALUES[value]}", yaxis={"autorange": "reversed", "title": "layer (network order)"},
+                      xaxis={"title": "setting of that layer"}, height=max(320, 26 * len(layers) + 140))
+    return fig
+
+
+def write_sensitivity_report(df: pd.DataFrame) -> str:
+    """Self-contained HTML: metric-change and SQNR heatmaps and the full table."""
+    meta = df.attrs
+    figs = [sensitivity_heatmap(df, "metric_delta"), sensitivity_heatmap(df, "sqnr_db")]
+    parts = [f.to_html(full_html=False, include_plotlyjs=("inline" if i == 0 else False), config={"displaylogo": False}) for i, f in enumerate(figs)]
+    mode = ", ".join(sorted(df["mode"].unique())) if len(df) else ""
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>sensitivity: {html.escape(str(meta.get('task', '')))}</title>
+<style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}} .tbl{{border-collapse:collapse;font-size:12px}}
+.tbl td,.tbl th{{padding:2px 6px;border-bottom:1px solid #ddd;text-align:right}}</style></head><body>
+<h1>Per-layer sensitivity: {html.escape(str(meta.get('task', '')))}</h1>
+<p>Mode {html.escape(mode)}; metric <code>{html.escape(str(meta.get('metric_name', '')))}</code>, float {meta.get('fp_metric', float('nan')):.4f};
+{len(df)} rows ({meta.get('computed', 0)} computed, {meta.get('from_store', 0)} from the result store). Workbench {__version__}.</p>
+{parts[0]}{parts[1]}<h2>All rows</h2>{_table(df.round(6))}</body></html>"""
