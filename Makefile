@@ -22,7 +22,7 @@ demo: $(STAMP)
 	$(BIN)/workbench demo $(if $(OUT),--out $(OUT),)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests --nbval-lax notebooks
+	WORKBENCH_SMALL=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests --nbval-lax notebooks
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests -m "not slow"

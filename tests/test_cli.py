@@ -69,3 +69,22 @@ def test_quantize_with_a_spec_file(tmp_path):
     res = run("quantize", "digits-cnn", "--spec", str(spec), "--out", str(tmp_path / "bad"))
     assert res.returncode == 2 and "layers.features.4: no such quantisable layer; closest: features.7, features.3, features.0" in res.stderr
     assert "float baseline" not in res.stderr  # refused before any training
+
+
+def test_sensitivity_command_writes_csv_and_html(tmp_path):
+    out = tmp_path / "sens"
+    res = run("sensitivity", "digits-cnn", "--weight-bits", "2,8", "--act-bits", "8", "--out", str(out))
+    assert res.returncode == 0, res.stderr[-2000:]
+    import pandas as pd
+
+    df = pd.read_csv(out / "sensitivity.csv")
+    for col in ("layer", "layer_type", "depth", "params", "macs", "weight_bits", "act_bits", "mode", "metric", "metric_delta",
+                "sqnr_db", "output_mse", "kl", "seconds"):
+        assert col in df.columns
+    assert len(df) == 8 and set(df["act_bits"]) == {8}
+    html = (out / "sensitivity.html").read_text()
+    assert "Per-layer sensitivity" in html and "plotly" in html
+    again = run("sensitivity", "digits-cnn", "--weight-bits", "2,8", "--act-bits", "8", "--out", str(tmp_path / "again"))
+    assert "0 computed, 8 from the store" in again.stdout
+    bad = run("sensitivity", "digits-cnn", "--weight-bits", "2,33", "--out", str(tmp_path / "bad"))
+    assert bad.returncode == 2 and "weight_bits[1]: expected an integer in 2-8 or 16" in bad.stderr

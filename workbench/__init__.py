@@ -39,7 +39,10 @@ from .loaders import load_cifar10_binary, load_image_folder, load_mnist_idx, loa
 from .metrics import Metric
 from .pipeline import PTQConfig, evaluate_quantized, export_and_verify, quantize_task
 from .ptq import bias_correction, calibrate
+from .layer_stats import layer_statistics, weight_histogram
 from .quantize import UnsupportedLayerWarning, quantisable_layers, quantize_model
+from .sensitivity import SensitivityConfig, hessian_traces, sensitivity
+from .store import ResultStore
 from .spec import LayerSettings, QuantSpec
 from .tasks import Task, create_task, list_tasks, make_task, register_task, tasks_table
 from .verify import latency_ms, optimized_op_counts, verify_qcdq, verify_qonnx
@@ -55,4 +58,5 @@ __all__ = [
     "export_qcdq", "export_qonnx", "export_float", "verify_qcdq", "verify_qonnx", "optimized_op_counts", "latency_ms", "export_and_verify",
     "load_mnist_idx", "load_cifar10_binary", "load_npz", "load_image_folder",
     "run_job", "run_demo",
+    "SensitivityConfig", "sensitivity", "hessian_traces", "layer_statistics", "weight_histogram", "ResultStore",
 ]
