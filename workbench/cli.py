@@ -173,6 +173,89 @@ def sensitivity(task: str = typer.Argument(..., help="registered task name"),
     typer.echo(f"wrote {out / 'sensitivity.csv'}, {out / 'sensitivity.html'}")
 
 
+@app.command()
+def apply(recipe: Path = typer.Argument(..., help="recipe YAML"),
+          out: Optional[Path] = typer.Option(None, help="output directory (default: runs/<recipe name>-<time>)"),
+          latency_runs: int = typer.Option(200, min=10)) -> None:
+    """Rebuild, export and verify a recipe; exit 1 when a metric falls outside the recipe's tolerance."""
+    _quiet_libraries()
+    from .errors import WorkbenchError
+    from .job import apply_recipe
+
+    out = out or _default_out(recipe.stem)
+    try:
+        summary, failures = apply_recipe(recipe, out, latency_runs=latency_runs)
+    except WorkbenchError as exc:
+        _fail(exc)
+    _print_summary(summary, out)
+    typer.echo(f"recipe_sha256 {summary['recipe_sha256']}\nonnx_sha256   {summary['onnx_sha256']}")
+    for f in failures:
+        typer.echo(f"FAILED {f}", err=True)
+    if failures:
+        raise typer.Exit(1)
+
+
+@app.command("search")
+def search_cmd(task: str = typer.Argument(..., help="registered task name"),
+               budget_kib: Optional[float] = typer.Option(None, help="budget on packed weight KiB"),
+               budget_bops: Optional[float] = typer.Option(None, help="budget on BOPs (MACs x weight bits x act bits)"),
+               target: str = typer.Option("cpu-int8-ort", help="target profile name or YAML file"),
+               act_bits: int = typer.Option(8, help="activation bits of every layer"),
+               out: Optional[Path] = typer.Option(None, help="output directory (default: runs/<task>-search-<time>)")) -> None:
+    """Mixed-precision search under a budget: writes DIR/pareto.csv and DIR/recipe.yaml."""
+    _quiet_libraries()
+    from .baseline import load_or_train_baseline
+    from .cost import load_target
+    from .errors import SpecError, WorkbenchError
+    from .fileio import atomic_write_text, inside
+    from .recipe import promote
+    from .search import SearchConfig, search
+    from .sensitivity import SensitivityConfig, sensitivity
+    from .tasks import create_task
+
+    out = out or _default_out(f"{task}-search")
+    try:
+        if (budget_kib is None) == (budget_bops is None):
+            raise SpecError("give exactly one of --budget-kib or --budget-bops")
+        kind, budget = ("weight_kib", budget_kib) if budget_kib is not None else ("bops", budget_bops)
+        t = create_task(task)
+        profile = load_target(target)
+        model = load_or_train_baseline(t)
+        sens = sensitivity(t, model, SensitivityConfig(weight_bits=tuple(profile.weight_bits)))
+        df = search(t, model, sens, SearchConfig(target=target, budget_kind=kind, act_bits=act_bits), extra_budgets=(budget,))
+        at_budget = df[(df["kind"] == "ilp") & (df["budget"] == float(budget))]
+        best = at_budget.sort_values("measured_metric", ascending=False).iloc[0]
+        recipe = promote(t, best, target=target, act_bits=act_bits, name=f"{task}-{kind}-{budget:g}")
+    except WorkbenchError as exc:
+        _fail(exc)
+    atomic_write_text(inside(out, "pareto.csv"), df.to_csv(index=False))
+    atomic_write_text(inside(out, "recipe.yaml"), recipe.to_yaml())
+    typer.echo(df.drop(columns=["bits"]).round(4).to_string(index=False))
+    typer.echo(f"chosen: {best['weight_kib']:.2f} KiB, {best['bops']:.3g} BOPs, measured {best['measured_metric']:.4f} (estimate {best['estimated_metric']:.4f})")
+    typer.echo(f"wrote {out / 'pareto.csv'}, {out / 'recipe.yaml'}")
+
+
+recipe_app = typer.Typer(help="Work with recipe files.", no_args_is_help=True)
+app.add_typer(recipe_app, name="recipe")
+
+
+@recipe_app.command("diff")
+def recipe_diff_cmd(a: Path = typer.Argument(...), b: Path = typer.Argument(...)) -> None:
+    """Print the per-layer differences between two recipes."""
+    _quiet_libraries()
+    from .errors import WorkbenchError
+    from .recipe import load_recipe, recipe_diff, resolve_task
+
+    try:
+        ra, _ = load_recipe(a)
+        rb, _ = load_recipe(b)
+        model = resolve_task(ra.task).create_model() if ra.task == rb.task else None
+        lines = recipe_diff(ra, rb, model)
+    except WorkbenchError as exc:
+        _fail(exc)
+    typer.echo("\n".join(lines) if lines else "no differences")
+
+
 def main() -> None:  # pragma: no cover
     app()
 

@@ -24,7 +24,8 @@ SUMMARY_KEYS = ("fp_metric", "quant_metric", "onnx_metric", "onnx_agreement", "m
 
 
 def run_job(task, variants: dict[str, QuantSpec | dict], out_dir: str | Path, *, ptq: PTQConfig = PTQConfig(), qonnx: bool = True,
-            latency_runs: int = 200, progress: bool = True, float_model: torch.nn.Module | None = None) -> dict:
+            latency_runs: int = 200, progress: bool = True, float_model: torch.nn.Module | None = None, weight_encoding: str = "u8",
+            extra: dict | None = None) -> dict:
     """Run every variant; the first is the primary one (``model.onnx``, top-level summary keys).
 
     Everything is built in a temporary folder beside ``out_dir`` and moved into place at the end,
@@ -56,7 +57,8 @@ def run_job(task, variants: dict[str, QuantSpec | dict], out_dir: str | Path, *,
             bar.update()
             bar.set_postfix_str(f"{name}: export + verify")
             stem = "model" if i == 0 else f"model_{name}"
-            ver = export_and_verify(task, qmodel, work, stem, qonnx=qonnx, float_onnx=fp_onnx, latency_runs=latency_runs, sim_outputs=ev["sim_outputs"])
+            ver = export_and_verify(task, qmodel, work, stem, qonnx=qonnx, float_onnx=fp_onnx, latency_runs=latency_runs, sim_outputs=ev["sim_outputs"],
+                                    weight_encoding=weight_encoding)
             bar.update()
             layers[name] = ev.pop("layers")
             ev.pop("sim_outputs")
@@ -79,6 +81,8 @@ def run_job(task, variants: dict[str, QuantSpec | dict], out_dir: str | Path, *,
         bar.set_postfix_str("report")
         for name, df in layers.items():
             df.to_csv(inside(work, f"layers_{name}.csv"), index=False)
+        if extra:
+            summary.update(extra(summary) if callable(extra) else extra)
         summary["seconds"] = timer()
         atomic_write_json(inside(work, "summary.json"), summary)
         atomic_write_text(inside(work, "report.html"), write_report(summary, layers))
@@ -102,3 +106,30 @@ def run_demo(out_dir: str | Path, progress: bool = True, **kwargs) -> dict:
     from .tasks import create_task
 
     return run_job(create_task(DEMO_TASK), DEMO_VARIANTS, out_dir, progress=progress, **kwargs)
+
+
+def apply_recipe(recipe_path: str | Path, out_dir: str | Path, progress: bool = True, latency_runs: int = 200) -> tuple[dict, list[str]]:
+    """Rebuild, export and verify what a recipe describes; returns the summary and the unmet expectations."""
+    from .baseline import load_or_train_baseline
+    from .fileio import sha256_file
+    from .recipe import check_recipe_against, load_recipe, resolve_task
+
+    recipe, recipe_sha = load_recipe(recipe_path)
+    task = resolve_task(recipe.task)
+    model = load_or_train_baseline(task, seed=recipe.task.seed, progress=progress)
+    check_recipe_against(recipe, task, model)
+    ptq = PTQConfig(**recipe.ptq.model_dump())
+
+    def checks(summary: dict) -> dict:
+        failures = []
+        for key, exp in recipe.expected.items():
+            why = exp.check(float(summary[key]))
+            if why:
+                failures.append(f"expected.{key}: {why}")
+        return {"recipe": recipe.name, "recipe_sha256": recipe_sha, "onnx_sha256": summary["variants"][recipe.name]["onnx_sha256"],
+                "expectations_failed": failures}
+
+    summary = run_job(task, {recipe.name: recipe.quantization}, out_dir, ptq=ptq, qonnx="qonnx" in recipe.export.formats,
+                      latency_runs=latency_runs, progress=progress, float_model=model, weight_encoding=recipe.export.weight_encoding, extra=checks)
+    assert summary["onnx_sha256"] == sha256_file(Path(out_dir) / "model.onnx")
+    return summary, summary["expectations_failed"]

@@ -67,10 +67,10 @@ def evaluate_quantized(task, float_model: nn.Module, qmodel: nn.Module, fp_outpu
 
 def export_and_verify(task, qmodel: nn.Module, out_dir: str | Path, stem: str = "model", *, qonnx: bool = True,
                       float_onnx: str | Path | None = None, latency_runs: int = 200, qonnx_samples: int = 64,
-                      sim_outputs: torch.Tensor | None = None) -> dict:
+                      sim_outputs: torch.Tensor | None = None, weight_encoding: str = "u8") -> dict:
     """Export QCDQ (and QONNX), verify both against the simulation, measure latency."""
     example = task.example_input()
-    onnx_path = export_qcdq(qmodel, example, inside(out_dir, f"{stem}.onnx"))
+    onnx_path = export_qcdq(qmodel, example, inside(out_dir, f"{stem}.onnx"), weight_encoding=weight_encoding)
     result = verify_qcdq(onnx_path, qmodel, task, sim_outputs=sim_outputs)
     result["onnx_path"] = onnx_path.name
     result["onnx_sha256"] = sha256_file(onnx_path)

@@ -1,0 +1,253 @@
+"""Recipes: a versioned, validated YAML record of a chosen compression point, which
+``workbench apply`` rebuilds bit for bit.
+
+Schema (``recipe_version: 1``)::
+
+    recipe_version: 1
+    name: digits-mixed                   # free text
+    task: {name: digits-cnn, seed: 0}    # a registered task ...
+    # task: {factory: "mypkg.models:make_task"}   # ... or an importable function returning a Task
+    dataset: {sha256: <fingerprint of the task's data>}      # checked before anything runs
+    target: cpu-int8-ort                 # optional: the bits must be allowed by this target
+    quantization: {weight_bits: 8, act_bits: 8, layers: {features.3: {weight_bits: 4}}}
+    ptq: {calib_samples: 512, bias_correction: false, equalize_iters: 0, batch_size: 128}
+    pruning: null                        # reserved for the pruning section
+    export: {formats: [qcdq, qonnx], weight_encoding: u8}
+    expected:                            # what apply checks; exits non-zero when outside
+      quant_metric: {value: 0.99, tolerance: 0.01}
+      onnx_agreement: {min: 0.99}
+
+Nothing in a recipe is evaluated as code: ``factory`` names a module and a function, imported
+with importlib; every other field is data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import SpecError
+from .spec import LayerSettings, QuantSpec, format_validation_error
+
+RECIPE_VERSION = 1
+_FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+
+class RecipeError(SpecError):
+    """A recipe is malformed, names what does not exist, or does not match its data."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TaskRef(_Strict):
+    name: str | None = None
+    factory: str | None = None
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _one(self):
+        if (self.name is None) == (self.factory is None):
+            raise ValueError("give exactly one of name (a registered task) or factory ('module:function')")
+        if self.factory is not None and not _FACTORY.match(self.factory):
+            raise ValueError(f"factory must look like 'package.module:function'; got {self.factory!r}")
+        return self
+
+
+class DatasetRef(_Strict):
+    sha256: str | None = None
+    source: str | None = None
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex(cls, v):
+        if v is not None and not re.fullmatch(r"[0-9a-f]{64}", v):
+            raise ValueError(f"expected 64 lowercase hex digits; got {v!r}")
+        return v
+
+
+class PTQSection(_Strict):
+    calib_samples: int | None = Field(512, ge=1)
+    bias_correction: bool = False
+    equalize_iters: int = Field(0, ge=0)
+    batch_size: int = Field(128, ge=1)
+
+
+class ExportSection(_Strict):
+    formats: list[Literal["qcdq", "qonnx"]] = Field(default_factory=lambda: ["qcdq"])
+    weight_encoding: Literal["u8", "s8"] = "u8"
+
+
+class Expectation(_Strict):
+    value: float | None = None
+    tolerance: float | None = Field(None, ge=0)
+    min: float | None = None
+    max: float | None = None
+
+    def check(self, actual: float) -> str | None:
+        """None when ``actual`` meets the expectation, else why not."""
+        if self.value is not None and self.tolerance is not None and abs(actual - self.value) > self.tolerance:
+            return f"{actual:.6g} is outside {self.value:.6g} +/- {self.tolerance:.3g}"
+        if self.min is not None and actual < self.min:
+            return f"{actual:.6g} is below the minimum {self.min:.6g}"
+        if self.max is not None and actual > self.max:
+            return f"{actual:.6g} is above the maximum {self.max:.6g}"
+        return None
+
+
+EXPECTABLE = ("fp_metric", "quant_metric", "onnx_metric", "onnx_agreement", "max_abs_diff", "weight_bytes_quant", "onnx_file_bytes", "int_kernel_nodes")
+
+
+class Recipe(_Strict):
+    recipe_version: Literal[1] = RECIPE_VERSION
+    name: str = "recipe"
+    task: TaskRef
+    dataset: DatasetRef = Field(default_factory=DatasetRef)
+    target: str | None = None
+    quantization: QuantSpec = Field(default_factory=QuantSpec)
+    ptq: PTQSection = Field(default_factory=PTQSection)
+    pruning: None = None
+    export: ExportSection = Field(default_factory=ExportSection)
+    expected: dict[str, Expectation] = Field(default_factory=dict)
+
+    @field_validator("expected")
+    @classmethod
+    def _expectable(cls, v):
+        for k in v:
+            if k not in EXPECTABLE:
+                raise ValueError(f"cannot expect {k!r}; expected keys among {', '.join(EXPECTABLE)}")
+        return v
+
+    def to_yaml(self) -> str:
+        d = self.model_dump(mode="json", exclude_none=False)
+        d["quantization"] = self.quantization.to_dict()
+        d["expected"] = {k: {kk: vv for kk, vv in e.items() if vv is not None} for k, e in d["expected"].items()}
+        d["task"] = {k: v for k, v in d["task"].items() if v is not None}
+        d["dataset"] = {k: v for k, v in d["dataset"].items() if v is not None}
+        return yaml.safe_dump(d, sort_keys=False)
+
+
+def parse_recipe(obj: Any) -> Recipe:
+    if not isinstance(obj, dict):
+        raise RecipeError(f"recipe is a {type(obj).__name__}; expected a mapping with recipe_version, task, quantization, ...")
+    try:
+        return Recipe.model_validate(obj)
+    except ValidationError as exc:
+        raise RecipeError(format_validation_error(exc)) from None
+
+
+def load_recipe(path: str | Path) -> tuple[Recipe, str]:
+    """The validated recipe and the sha256 of the file's bytes."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"recipe file {str(path)!r} does not exist")
+    raw = path.read_bytes()
+    try:
+        obj = yaml.safe_load(raw.decode("utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise RecipeError(f"{path.name} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    return parse_recipe(obj), hashlib.sha256(raw).hexdigest()
+
+
+def resolve_task(ref: TaskRef):
+    """The Task a recipe names: from the registry, or by importing ``module:function``."""
+    from .tasks import Task, create_task
+
+    if ref.name is not None:
+        return create_task(ref.name, seed=ref.seed)
+    module_name, func_name = ref.factory.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise RecipeError(f"task.factory: cannot import module {module_name!r} ({exc})") from None
+    fn = getattr(module, func_name, None)
+    if not callable(fn):
+        raise RecipeError(f"task.factory: module {module_name!r} has no function {func_name!r}")
+    task = fn()
+    if not isinstance(task, Task):
+        raise RecipeError(f"task.factory: {ref.factory} returned {type(task).__name__}; expected a workbench Task")
+    return task
+
+
+def check_recipe_against(recipe: Recipe, task, model) -> None:
+    """Data checksum, layer names and target bit-widths, each a RecipeError naming the field."""
+    from .cost import load_target
+    from .quantize import validate_spec
+
+    if recipe.dataset.sha256 is not None:
+        actual = task.data.fingerprint()
+        if actual != recipe.dataset.sha256:
+            raise RecipeError(f"dataset.sha256: the task's data hashes to {actual}; the recipe expects {recipe.dataset.sha256}")
+    try:
+        resolved = validate_spec(recipe.quantization, model)
+    except SpecError as exc:
+        raise RecipeError(f"quantization.{exc}") from None
+    if recipe.target is not None:
+        target = load_target(recipe.target)
+        for name, lq in resolved.items():
+            if lq.weight_bits is not None and lq.weight_bits not in target.weight_bits:
+                where = f"quantization.layers.{name}.weight_bits" if name in recipe.quantization.layers else "quantization.weight_bits"
+                raise RecipeError(f"{where}: {lq.weight_bits} bits is not allowed by target {target.name}; it allows {target.weight_bits}")
+            if lq.act_bits is not None and lq.act_bits not in target.act_bits:
+                where = f"quantization.layers.{name}.act_bits" if name in recipe.quantization.layers else "quantization.act_bits"
+                raise RecipeError(f"{where}: {lq.act_bits} bits is not allowed by target {target.name}; it allows {target.act_bits}")
+
+
+def recipe_diff(a: Recipe, b: Recipe, model=None) -> list[str]:
+    """Human-readable per-layer (and section) differences between two recipes."""
+    lines = []
+    for section in ("task", "dataset", "target", "ptq", "export", "expected"):
+        va, vb = getattr(a, section), getattr(b, section)
+        if va != vb:
+            lines.append(f"{section}: {_short(va)} -> {_short(vb)}")
+    qa, qb = a.quantization, b.quantization
+    for f in ("weight_bits", "act_bits", "weight_granularity", "scale_type"):
+        if getattr(qa, f) != getattr(qb, f):
+            lines.append(f"quantization.{f}: {getattr(qa, f)} -> {getattr(qb, f)}")
+    if model is not None:
+        from .quantize import validate_spec
+
+        ra, rb = validate_spec(qa, model), validate_spec(qb, model)
+        for name in ra:
+            if ra[name] != rb[name]:
+                changes = [f"{f} {getattr(ra[name], f)} -> {getattr(rb[name], f)}" for f in ("weight_bits", "act_bits", "weight_granularity", "scale_type")
+                           if getattr(ra[name], f) != getattr(rb[name], f)]
+                lines.append(f"{name}: " + ", ".join(c.replace("None", "float") for c in changes))
+    else:
+        for sel in sorted(set(qa.layers) | set(qb.layers)):
+            la, lb = qa.layers.get(sel, LayerSettings()), qb.layers.get(sel, LayerSettings())
+            if la != lb:
+                lines.append(f"layers.{sel}: {la.model_dump(exclude_none=True)} -> {lb.model_dump(exclude_none=True)}")
+    return lines
+
+
+def _short(v) -> str:
+    return str(v.model_dump(exclude_none=True) if hasattr(v, "model_dump") else v)
+
+
+def promote(task, candidate, *, target: str | None = None, act_bits: int = 8, name: str = "recipe", tolerance: float = 0.02,
+            base: QuantSpec | None = None, formats=("qcdq", "qonnx")) -> Recipe:
+    """A recipe for one evaluated search candidate (a row with ``bits`` JSON and ``measured_metric``)."""
+    import json
+
+    from .search import assignment_spec
+
+    bits = json.loads(candidate["bits"]) if isinstance(candidate["bits"], str) else dict(candidate["bits"])
+    spec = assignment_spec(bits, act_bits, base)
+    return Recipe(
+        name=name,
+        task=TaskRef(name=task.name, seed=task.seed),
+        dataset=DatasetRef(sha256=task.data.fingerprint(), source=task.data_source),
+        target=target,
+        quantization=spec,
+        export=ExportSection(formats=list(formats)),
+        expected={"quant_metric": Expectation(value=round(float(candidate["measured_metric"]), 6), tolerance=tolerance),
+                  "onnx_agreement": Expectation(min=0.98)},
+    )

@@ -1,0 +1,229 @@
+"""Mixed-precision search: per-layer weight bits under a budget, from a sensitivity table.
+
+The estimate of an assignment is additive: ``fp_metric + sum over layers of metric_delta(layer,
+bits)`` from a quantise-one weight sweep (positive changes, which are evaluation noise, count as
+zero; ties are broken by the layers' output MSE). An exact integer linear program (scipy.optimize.milp)
+maximises it under a budget on packed weight KiB or BOPs; a greedy heuristic is the fallback.
+Sweeping budgets gives a front; every candidate on it is then really built, calibrated and
+measured, beside uniform and random baselines at the same budgets.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import Bounds, LinearConstraint, milp
+from tqdm.auto import tqdm
+
+from .cost import LayerCost, cost_table, layer_costs, load_target, totals
+from .errors import SpecError
+from .evaluate import predict
+from .pipeline import PTQConfig, quantize_task
+from .spec import QuantSpec
+
+BUDGET_KINDS = ("weight_kib", "bops")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Layers, allowed bits, per-(layer, bits) estimated metric change and cost."""
+
+    layers: list[str]
+    bits: list[int]
+    delta: np.ndarray  # (layers, bits): metric change when only that layer is at those bits
+    mse: np.ndarray  # (layers, bits): output MSE, a tie-breaker finer than the metric
+    cost: np.ndarray  # (layers, bits): cost in the budget's unit
+    fp_metric: float
+
+    def score(self, choice: list[int]) -> float:
+        """What the solvers maximise: the estimate, ties broken towards lower output error."""
+        idx = np.arange(len(self.layers))
+        return float(self.delta[idx, choice].sum() - self._eps * self.mse_norm[idx, choice].sum())
+
+    @property
+    def mse_norm(self) -> np.ndarray:
+        m = np.nan_to_num(self.mse, nan=1.0)
+        return m / max(float(m.max()), 1e-30)
+
+    @property
+    def _eps(self) -> float:
+        steps = np.diff(np.unique(np.round(self.delta, 12)))
+        step = float(steps[steps > 0].min()) if (steps > 0).any() else 1.0
+        return 0.5 * step / (len(self.layers) + 1)
+
+    def estimate(self, choice: list[int]) -> float:
+        return self.fp_metric + float(self.delta[np.arange(len(self.layers)), choice].sum())
+
+    def total_cost(self, choice: list[int]) -> float:
+        return float(self.cost[np.arange(len(self.layers)), choice].sum())
+
+    def assignment(self, choice: list[int]) -> dict[str, int]:
+        return {layer: self.bits[c] for layer, c in zip(self.layers, choice)}
+
+
+def build_problem(sens: pd.DataFrame, costs: dict[str, LayerCost], bits: list[int], budget_kind: str, act_bits: int = 8) -> Problem:
+    """Turn a quantise-one weight sweep into a search problem over ``bits``."""
+    if budget_kind not in BUDGET_KINDS:
+        raise SpecError(f"budget kind {budget_kind!r}; expected one of {', '.join(BUDGET_KINDS)}")
+    sw = sens[(sens["mode"] == "quantise-one")]
+    layers = [layer for layer in sw.sort_values("depth")["layer"].drop_duplicates() if layer in costs]
+    delta = np.zeros((len(layers), len(bits)))
+    mse = np.zeros_like(delta)
+    cost = np.zeros_like(delta)
+    for i, layer in enumerate(layers):
+        rows = sw[sw["layer"] == layer]
+        for j, b in enumerate(bits):
+            hit = rows[rows["weight_bits"] == b]
+            if hit.empty:
+                raise SpecError(f"the sensitivity table has no row for layer {layer} at {b} weight bits; sweep bits {', '.join(map(str, bits))}")
+            r = hit.iloc[0]
+            d = r["metric_delta"] if math.isfinite(r["metric_delta"]) else -1.0  # a NaN case is the worst possible
+            # A layer alone never improves the model: a positive change is evaluation noise, and
+            # summing noise would steer the search. Ties are then broken by the output error.
+            delta[i, j], mse[i, j] = min(0.0, d), r["output_mse"]
+            c = costs[layer]
+            cost[i, j] = (math.ceil(c.weights * b / 8) + 4 * c.biases) / 1024 if budget_kind == "weight_kib" else c.macs * b * act_bits
+    return Problem(layers, list(bits), delta, mse, cost, float(sens.attrs.get("fp_metric", 0.0)))
+
+
+def smallest_budget(p: Problem) -> float:
+    return float(p.cost.min(axis=1).sum())
+
+
+def solve_ilp(p: Problem, budget: float) -> list[int] | None:
+    """Exact: maximise the score subject to one bit-width per layer and total cost <= budget."""
+    n, k = p.cost.shape
+    objective = -(p.delta - p._eps * p.mse_norm).ravel()
+    one_per_layer = np.zeros((n, n * k))
+    for i in range(n):
+        one_per_layer[i, i * k : (i + 1) * k] = 1
+    constraints = [LinearConstraint(one_per_layer, 1, 1), LinearConstraint(p.cost.ravel()[None, :], -np.inf, budget * (1 + 1e-12))]
+    res = milp(objective, constraints=constraints, integrality=np.ones(n * k), bounds=Bounds(0, 1), options={"mip_rel_gap": 1e-12})
+    if res.status != 0 or res.x is None:
+        return None
+    return [int(np.argmax(res.x[i * k : (i + 1) * k])) for i in range(n)]
+
+
+def solve_greedy(p: Problem, budget: float) -> list[int] | None:
+    """Start at the widest bits; lower the layer that loses least score per unit of cost saved."""
+    n, k = p.cost.shape
+    order = np.argsort(p.bits)  # indices from narrowest to widest
+    choice = [int(order[-1])] * n
+    score = p.delta - p._eps * p.mse_norm
+    while p.total_cost(choice) > budget * (1 + 1e-12):
+        best, best_ratio = None, None
+        for i in range(n):
+            pos = list(order).index(choice[i])
+            if pos == 0:
+                continue
+            nxt = int(order[pos - 1])
+            saved = p.cost[i, choice[i]] - p.cost[i, nxt]
+            lost = score[i, choice[i]] - score[i, nxt]
+            ratio = lost / saved if saved > 0 else math.inf
+            if best_ratio is None or ratio < best_ratio:
+                best, best_ratio = (i, nxt), ratio
+        if best is None:
+            return None
+        choice[best[0]] = best[1]
+    return choice
+
+
+def check_budget(p: Problem, budget: float, unit: str) -> None:
+    low = smallest_budget(p)
+    if budget < low:
+        raise SpecError(f"no assignment meets a budget of {budget:.6g} {unit}; the smallest reachable is {low:.6g} {unit} "
+                        f"(every layer at {min(p.bits)} bits)")
+
+
+def assignment_spec(assignment: dict[str, int], act_bits: int | str = 8, base: QuantSpec | None = None) -> QuantSpec:
+    base = base or QuantSpec()
+    return QuantSpec.parse({**base.to_dict(), "act_bits": act_bits, "layers": {k: {"weight_bits": v} for k, v in assignment.items()}})
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Parameters of a search."""
+
+    target: str = "cpu-int8-ort"
+    budget_kind: str = "weight_kib"
+    act_bits: int = 8
+    n_budgets: int = 6
+    uniform_bits: tuple = (8, 6, 4)
+    n_random: int = 3
+    seed: int = 0
+    ptq: PTQConfig = field(default_factory=PTQConfig)
+
+
+def measure(task, model, assignment: dict[str, int], act_bits: int, ptq: PTQConfig) -> float:
+    q = quantize_task(task, model, assignment_spec(assignment, act_bits), ptq)
+    return task.score(predict(q, task.data.eval.x), task.data.eval)
+
+
+def pareto_mask(cost: np.ndarray, metric: np.ndarray) -> np.ndarray:
+    """True where no other point is at most as costly and strictly better (or cheaper and as good)."""
+    keep = np.ones(len(cost), bool)
+    for i in range(len(cost)):
+        dominated = (cost <= cost[i]) & (metric >= metric[i]) & ((cost < cost[i]) | (metric > metric[i]))
+        keep[i] = not dominated.any()
+    return keep
+
+
+def search(task, model, sens: pd.DataFrame, config: SearchConfig = SearchConfig(), budgets: list[float] | None = None,
+           progress: bool = True, extra_budgets: tuple = ()) -> pd.DataFrame:
+    """ILP (and greedy) assignments over a sweep of budgets, uniform and random baselines, all measured.
+
+    One row per evaluated configuration: kind, budget, weight_kib, bops, estimated_metric,
+    measured_metric, on_front (Pareto front of the search's measured points) and the per-layer
+    bits as JSON.
+    """
+    target = load_target(config.target)
+    if config.act_bits not in target.act_bits:
+        raise SpecError(f"act_bits {config.act_bits} is not allowed by target {target.name}; it allows {target.act_bits}")
+    costs = layer_costs(model, task.example_input())
+    p = build_problem(sens, costs, target.weight_bits, config.budget_kind, config.act_bits)
+    unit = "KiB" if config.budget_kind == "weight_kib" else "BOPs"
+    uniform = {b: [p.bits.index(b)] * len(p.layers) for b in config.uniform_bits if b in p.bits}
+    if budgets is None:
+        low, high = smallest_budget(p), float(p.cost.max(axis=1).sum())
+        budgets = [p.total_cost(c) for c in uniform.values()] + list(np.linspace(low, high, config.n_budgets))
+    budgets = sorted(set(list(budgets) + [float(b) for b in extra_budgets]))
+    for b in budgets:
+        check_budget(p, b, unit)
+
+    candidates = []
+    for budget in budgets:
+        for kind, solver in (("ilp", solve_ilp), ("greedy", solve_greedy)):
+            choice = solver(p, budget)
+            if choice is not None:
+                candidates.append((kind, budget, choice))
+    for b, choice in uniform.items():
+        candidates.append((f"uniform-{b}", p.total_cost(choice), choice))
+    rng = np.random.default_rng(config.seed)
+    for budget in [p.total_cost(c) for c in uniform.values()][: config.n_random]:
+        for _ in range(1000):
+            choice = list(rng.integers(0, len(p.bits), len(p.layers)))
+            if p.total_cost(choice) <= budget:
+                candidates.append(("random", budget, [int(c) for c in choice]))
+                break
+
+    rows, measured = [], {}
+    for kind, budget, choice in tqdm(candidates, desc=f"search {task.name}", disable=not progress):
+        assignment = p.assignment(choice)
+        key = json.dumps(assignment, sort_keys=True)
+        if key not in measured:
+            measured[key] = measure(task, model, assignment, config.act_bits, config.ptq)
+        table = totals(cost_table(costs, assignment, config.act_bits))
+        rows.append({"kind": kind, "budget": budget, "weight_kib": table["weight_kib"], "bops": table["bops"],
+                     "peak_act_bytes": table["peak_act_bytes"], "estimated_metric": p.estimate(choice), "measured_metric": measured[key],
+                     "bits": key})
+    df = pd.DataFrame(rows)
+    searched = df["kind"].isin(["ilp", "greedy"]).to_numpy()
+    front = np.zeros(len(df), bool)
+    front[searched] = pareto_mask(df.loc[searched, config.budget_kind].to_numpy(), df.loc[searched, "measured_metric"].to_numpy())
+    df["on_front"] = front
+    df.attrs.update({"task": task.name, "target": target.name, "budget_kind": config.budget_kind, "fp_metric": p.fp_metric, "act_bits": config.act_bits})
+    return df
