@@ -190,7 +190,10 @@ def check_recipe_against(recipe: Recipe, task, model) -> None:
     except SpecError as exc:
         raise RecipeError(f"quantization.{exc}") from None
     if recipe.target is not None:
-        target = load_target(recipe.target)
+        try:
+            target = load_target(recipe.target)
+        except SpecError as exc:
+            raise RecipeError(f"target: {exc}") from None
         for name, lq in resolved.items():
             if lq.weight_bits is not None and lq.weight_bits not in target.weight_bits:
                 where = f"quantization.layers.{name}.weight_bits" if name in recipe.quantization.layers else "quantization.weight_bits"

@@ -39,10 +39,23 @@ class Problem:
     cost: np.ndarray  # (layers, bits): cost in the budget's unit
     fp_metric: float
 
+    objective: str = "output_mse"
+
+    @property
+    def gain(self) -> np.ndarray:
+        """Per (layer, bits) what the solvers maximise the sum of.
+
+        ``output_mse``: minus the layer's output MSE (normalised), the smooth label-free signal
+        (quantisation noise of layers adds up at the output). ``metric``: the metric change,
+        ties broken towards lower output error.
+        """
+        if self.objective == "output_mse":
+            return -self.mse_norm
+        return self.delta - self._eps * self.mse_norm
+
     def score(self, choice: list[int]) -> float:
-        """What the solvers maximise: the estimate, ties broken towards lower output error."""
-        idx = np.arange(len(self.layers))
-        return float(self.delta[idx, choice].sum() - self._eps * self.mse_norm[idx, choice].sum())
+        """What the solvers maximise (the search's estimate, see ``gain``)."""
+        return float(self.gain[np.arange(len(self.layers)), choice].sum())
 
     @property
     def mse_norm(self) -> np.ndarray:
@@ -65,10 +78,16 @@ class Problem:
         return {layer: self.bits[c] for layer, c in zip(self.layers, choice)}
 
 
-def build_problem(sens: pd.DataFrame, costs: dict[str, LayerCost], bits: list[int], budget_kind: str, act_bits: int = 8) -> Problem:
+OBJECTIVES = ("output_mse", "metric")
+
+
+def build_problem(sens: pd.DataFrame, costs: dict[str, LayerCost], bits: list[int], budget_kind: str, act_bits: int = 8,
+                  objective: str = "output_mse") -> Problem:
     """Turn a quantise-one weight sweep into a search problem over ``bits``."""
     if budget_kind not in BUDGET_KINDS:
         raise SpecError(f"budget kind {budget_kind!r}; expected one of {', '.join(BUDGET_KINDS)}")
+    if objective not in OBJECTIVES:
+        raise SpecError(f"objective {objective!r}; expected one of {', '.join(OBJECTIVES)}")
     sw = sens[(sens["mode"] == "quantise-one")]
     layers = [layer for layer in sw.sort_values("depth")["layer"].drop_duplicates() if layer in costs]
     delta = np.zeros((len(layers), len(bits)))
@@ -87,7 +106,7 @@ def build_problem(sens: pd.DataFrame, costs: dict[str, LayerCost], bits: list[in
             delta[i, j], mse[i, j] = min(0.0, d), r["output_mse"]
             c = costs[layer]
             cost[i, j] = (math.ceil(c.weights * b / 8) + 4 * c.biases) / 1024 if budget_kind == "weight_kib" else c.macs * b * act_bits
-    return Problem(layers, list(bits), delta, mse, cost, float(sens.attrs.get("fp_metric", 0.0)))
+    return Problem(layers, list(bits), delta, mse, cost, float(sens.attrs.get("fp_metric", 0.0)), objective)
 
 
 def smallest_budget(p: Problem) -> float:
@@ -97,7 +116,9 @@ def smallest_budget(p: Problem) -> float:
 def solve_ilp(p: Problem, budget: float) -> list[int] | None:
     """Exact: maximise the score subject to one bit-width per layer and total cost <= budget."""
     n, k = p.cost.shape
-    objective = -(p.delta - p._eps * p.mse_norm).ravel()
+    # In units of a thousandth of the tie-break step, so the solver's absolute tolerances
+    # (about 1e-6) are far finer than any difference between assignments that matters.
+    objective = -p.gain.ravel() * (1e3 / p._eps)
     one_per_layer = np.zeros((n, n * k))
     for i in range(n):
         one_per_layer[i, i * k : (i + 1) * k] = 1
@@ -113,7 +134,7 @@ def solve_greedy(p: Problem, budget: float) -> list[int] | None:
     n, k = p.cost.shape
     order = np.argsort(p.bits)  # indices from narrowest to widest
     choice = [int(order[-1])] * n
-    score = p.delta - p._eps * p.mse_norm
+    score = p.gain
     while p.total_cost(choice) > budget * (1 + 1e-12):
         best, best_ratio = None, None
         for i in range(n):
@@ -152,9 +173,10 @@ class SearchConfig:
     budget_kind: str = "weight_kib"
     act_bits: int = 8
     n_budgets: int = 6
-    uniform_bits: tuple = (8, 6, 4)
+    uniform_bits: tuple = (8, 6, 4, 3)
     n_random: int = 3
     seed: int = 0
+    objective: str = "output_mse"
     ptq: PTQConfig = field(default_factory=PTQConfig)
 
 
@@ -177,14 +199,14 @@ def search(task, model, sens: pd.DataFrame, config: SearchConfig = SearchConfig(
     """ILP (and greedy) assignments over a sweep of budgets, uniform and random baselines, all measured.
 
     One row per evaluated configuration: kind, budget, weight_kib, bops, estimated_metric,
-    measured_metric, on_front (Pareto front of the search's measured points) and the per-layer
-    bits as JSON.
+    measured_metric, on_front (Pareto front of the measured points of the solvers and the uniform
+    assignments; random baselines are shown, never on the front) and the per-layer bits as JSON.
     """
     target = load_target(config.target)
     if config.act_bits not in target.act_bits:
         raise SpecError(f"act_bits {config.act_bits} is not allowed by target {target.name}; it allows {target.act_bits}")
     costs = layer_costs(model, task.example_input())
-    p = build_problem(sens, costs, target.weight_bits, config.budget_kind, config.act_bits)
+    p = build_problem(sens, costs, target.weight_bits, config.budget_kind, config.act_bits, config.objective)
     unit = "KiB" if config.budget_kind == "weight_kib" else "BOPs"
     uniform = {b: [p.bits.index(b)] * len(p.layers) for b in config.uniform_bits if b in p.bits}
     if budgets is None:
@@ -218,10 +240,12 @@ def search(task, model, sens: pd.DataFrame, config: SearchConfig = SearchConfig(
             measured[key] = measure(task, model, assignment, config.act_bits, config.ptq)
         table = totals(cost_table(costs, assignment, config.act_bits))
         rows.append({"kind": kind, "budget": budget, "weight_kib": table["weight_kib"], "bops": table["bops"],
-                     "peak_act_bytes": table["peak_act_bytes"], "estimated_metric": p.estimate(choice), "measured_metric": measured[key],
+                     "peak_act_bytes": table["peak_act_bytes"], "estimated_metric": p.estimate(choice), "estimated_error": -p.score(choice), "measured_metric": measured[key],
                      "bits": key})
     df = pd.DataFrame(rows)
-    searched = df["kind"].isin(["ilp", "greedy"]).to_numpy()
+    # The front is drawn over every measured candidate of the search space: the solvers' points
+    # and the uniform assignments (feasible points too), not the random baselines.
+    searched = (df["kind"] != "random").to_numpy()
     front = np.zeros(len(df), bool)
     front[searched] = pareto_mask(df.loc[searched, config.budget_kind].to_numpy(), df.loc[searched, "measured_metric"].to_numpy())
     df["on_front"] = front

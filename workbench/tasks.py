@@ -255,7 +255,7 @@ def ic_resnet8(seed: int = 0, n: int = 3000) -> Task:
     return Task(
         name="ic-resnet8",
         model_factory=models.ResNet8,
-        data_factory=lambda: builtin_data.synthetic_classification("CIFAR-like image", (3, 32, 32), 10, n, seed),
+        data_factory=lambda: builtin_data.synthetic_classification("CIFAR-like image", (3, 32, 32), 10, n, seed, noise=1.2, distract=1.5),
         metric=ACCURACY,
         input_shape=(3, 32, 32),
         data_source="synthetic CIFAR-like image stand-in (seeded)",
