@@ -25,7 +25,7 @@ SUMMARY_KEYS = ("fp_metric", "quant_metric", "onnx_metric", "onnx_agreement", "m
 
 def run_job(task, variants: dict[str, QuantSpec | dict], out_dir: str | Path, *, ptq: PTQConfig = PTQConfig(), qonnx: bool = True,
             latency_runs: int = 200, progress: bool = True, float_model: torch.nn.Module | None = None, weight_encoding: str = "u8",
-            extra: dict | None = None) -> dict:
+            extra: dict | None = None, files: dict[str, str] | None = None, sections: list | None = None) -> dict:
     """Run every variant; the first is the primary one (``model.onnx``, top-level summary keys).
 
     Everything is built in a temporary folder beside ``out_dir`` and moved into place at the end,
@@ -85,7 +85,9 @@ def run_job(task, variants: dict[str, QuantSpec | dict], out_dir: str | Path, *,
             summary.update(extra(summary) if callable(extra) else extra)
         summary["seconds"] = timer()
         atomic_write_json(inside(work, "summary.json"), summary)
-        atomic_write_text(inside(work, "report.html"), write_report(summary, layers))
+        for name, text in (files or {}).items():
+            atomic_write_text(inside(work, name), text)
+        atomic_write_text(inside(work, "report.html"), write_report(summary, layers, sections or []))
         bar.update()
         if out_dir.exists():
             shutil.rmtree(out_dir)
@@ -101,11 +103,36 @@ DEMO_TASK = "digits-cnn"
 DEMO_VARIANTS = {"w8a8": QuantSpec.uniform(8, 8), "w4a8": QuantSpec.uniform(4, 8)}
 
 
-def run_demo(out_dir: str | Path, progress: bool = True, **kwargs) -> dict:
-    """The main job on the built-in default: digits-cnn, W8A8 and W4A8 PTQ, export, verification."""
+def run_demo(out_dir: str | Path, progress: bool = True, budget_kib: float = 6.0, **kwargs) -> dict:
+    """The main job on the built-in default: digits-cnn float baseline, W8A8 and W4A8 PTQ, export and
+    verification; then per-layer sensitivity, a mixed-precision search under ``budget_kib`` and the
+    chosen point promoted to ``recipe.yaml`` (rebuild it with ``workbench apply``)."""
+    import html as _html
+
+    from .baseline import load_or_train_baseline
+    from .recipe import promote
+    from .report import pareto_figure, sensitivity_heatmap
+    from .search import SearchConfig, search
+    from .sensitivity import SensitivityConfig, sensitivity
     from .tasks import create_task
 
-    return run_job(create_task(DEMO_TASK), DEMO_VARIANTS, out_dir, progress=progress, **kwargs)
+    task = create_task(DEMO_TASK)
+    model = load_or_train_baseline(task, progress=progress)
+    sens = sensitivity(task, model, SensitivityConfig(weight_bits=(2, 3, 4, 5, 6, 7, 8)), progress=progress)
+    front = search(task, model, sens, SearchConfig(n_budgets=4), extra_budgets=(budget_kib,), progress=progress)
+    chosen = front[(front["kind"] == "ilp") & (front["budget"] == float(budget_kib))].sort_values("measured_metric", ascending=False).iloc[0]
+    recipe = promote(task, chosen, target="cpu-int8-ort", name=f"{DEMO_TASK}-{budget_kib:g}kib")
+    recipe_yaml = recipe.to_yaml()
+    sections = [
+        ("Per-layer sensitivity (quantise-one, weights)", sensitivity_heatmap(sens, "metric_delta"), ""),
+        (f"Mixed-precision search (budget {budget_kib:g} KiB)", pareto_figure(front, "weight_kib", task.metric.name),
+         f"<p>Chosen: {chosen['weight_kib']:.2f} KiB, measured {chosen['measured_metric']:.4f} (estimate {chosen['estimated_metric']:.4f}). "
+         f"Promoted to <code>recipe.yaml</code>:</p><pre>{_html.escape(recipe_yaml)}</pre>"),
+    ]
+    extra = {"search": {"budget_kib": budget_kib, "chosen_weight_kib": float(chosen["weight_kib"]), "chosen_measured_metric": float(chosen["measured_metric"]),
+                        "chosen_bits": chosen["bits"], "front_points": int(front["on_front"].sum()), "recipe": "recipe.yaml"}}
+    files = {"recipe.yaml": recipe_yaml, "pareto.csv": front.to_csv(index=False), "sensitivity.csv": sens.to_csv(index=False)}
+    return run_job(task, DEMO_VARIANTS, out_dir, progress=progress, float_model=model, extra=extra, files=files, sections=sections, **kwargs)
 
 
 def apply_recipe(recipe_path: str | Path, out_dir: str | Path, progress: bool = True, latency_runs: int = 200) -> tuple[dict, list[str]]:

@@ -52,9 +52,9 @@ def _table(df: pd.DataFrame) -> str:
     return df.to_html(index=False, na_rep="float", border=0, classes="tbl")
 
 
-def write_report(summary: dict, layers: dict[str, pd.DataFrame]) -> str:
-    """The report as an HTML string."""
-    figs = [metric_figure(summary), layer_bytes_figure(layers), latency_figure(summary)]
+def write_report(summary: dict, layers: dict[str, pd.DataFrame], sections: list[tuple[str, go.Figure | None, str]] = ()) -> str:
+    """The report as an HTML string; ``sections`` adds (title, figure, html) blocks at the end."""
+    figs = [metric_figure(summary), layer_bytes_figure(layers), latency_figure(summary)] + [f for _, f, _ in sections if f is not None]
     parts = [f.to_html(full_html=False, include_plotlyjs=("inline" if i == 0 else False), config={"displaylogo": False}) for i, f in enumerate(figs)]
     data_badge = " <span class='synthetic'>synthetic data</span>" if summary.get("synthetic") else ""
     rows = []
@@ -65,6 +65,8 @@ def write_report(summary: dict, layers: dict[str, pd.DataFrame]) -> str:
             "ONNX bytes": v["onnx_file_bytes"], "integer kernels": ", ".join(f"{k} x{c}" for k, c in v["int_kernels"].items()) or "none",
             "QONNX agreement": v.get("qonnx_agreement"),
         })
+    fig_parts = iter(parts[3:])
+    extra = "".join(f"<h2>{html.escape(title)}</h2>{next(fig_parts) if fig is not None else ''}{body}" for title, fig, body in sections)
     sections = "".join(f"<h3>{html.escape(name)}</h3>{_table(df)}" for name, df in layers.items())
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>workbench report: {html.escape(summary['task'])}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}} .tbl{{border-collapse:collapse;font-size:13px}}
@@ -75,7 +77,7 @@ code{{background:#f4f4f4;padding:1px 4px}}</style></head><body>
 Float baseline {summary['fp_metric']:.4f}. Workbench {__version__}.</p>
 <h2>Variants</h2>{_table(pd.DataFrame(rows))}
 {parts[0]}{parts[2]}<h2>Per layer</h2>{parts[1]}{sections}
-<h2>summary.json</h2><pre>{html.escape(json.dumps({k: v for k, v in summary.items() if k != 'variants'}, indent=2, default=str))}</pre>
+{extra}<h2>summary.json</h2><pre>{html.escape(json.dumps({k: v for k, v in summary.items() if k != 'variants'}, indent=2, default=str))}</pre>
 </body></html>"""
 
 
@@ -127,3 +129,42 @@ def write_sensitivity_report(df: pd.DataFrame) -> str:
 <p>Mode {html.escape(mode)}; metric <code>{html.escape(str(meta.get('metric_name', '')))}</code>, float {meta.get('fp_metric', float('nan')):.4f};
 {len(df)} rows ({meta.get('computed', 0)} computed, {meta.get('from_store', 0)} from the result store). Workbench {__version__}.</p>
 {parts[0]}{parts[1]}<h2>All rows</h2>{_table(df.round(6))}</body></html>"""
+
+
+# ------------------------------------------------------------------------------- search
+
+AXES = {"weight_kib": "packed weight KiB", "bops": "BOPs", "latency_ms": "latency p50 (ms)"}
+KIND_STYLE = {"ilp": ("#4C78A8", "circle"), "greedy": ("#72B7B2", "diamond"), "uniform": ("#F58518", "square"),
+              "random": ("#BBBBBB", "x"), "edited": ("#E45756", "star")}
+
+
+def kind_family(kind: str) -> str:
+    return "uniform" if kind.startswith("uniform") else kind.split("@")[0]
+
+
+def pareto_traces(df: pd.DataFrame, axis: str = "weight_kib") -> list:
+    """Scatter traces per kind of candidate plus the measured front as a line."""
+    if axis not in AXES:
+        raise ValueError(f"axis {axis!r}; expected one of {', '.join(AXES)}")
+    traces = []
+    fam = df["kind"].map(kind_family)
+    for family in ("ilp", "greedy", "uniform", "random", "edited"):
+        sub = df[fam == family]
+        if sub.empty:
+            continue
+        color, symbol = KIND_STYLE[family]
+        text = [f"{k}<br>estimate {e:.4f}<br>measured {m:.4f}<br>{b}" for k, e, m, b in
+                zip(sub["kind"], sub["estimated_metric"], sub["measured_metric"], sub["bits"])]
+        traces.append(go.Scatter(x=list(sub[axis]), y=list(sub["measured_metric"]), mode="markers", name=family,
+                                 marker={"color": color, "symbol": symbol, "size": 10}, text=text, hoverinfo="text",
+                                 customdata=list(sub.index)))
+    front = df[df.get("on_front", False)].sort_values(axis) if "on_front" in df else df.iloc[:0]
+    traces.append(go.Scatter(x=list(front[axis]), y=list(front["measured_metric"]), mode="lines", name="measured front",
+                             line={"color": "#4C78A8", "dash": "dot"}, hoverinfo="skip"))
+    return traces
+
+
+def pareto_figure(df: pd.DataFrame, axis: str = "weight_kib", metric_name: str = "metric") -> go.Figure:
+    fig = go.Figure(pareto_traces(df, axis))
+    fig.update_layout(title=f"Measured {metric_name} against {AXES[axis]}", xaxis_title=AXES[axis], yaxis_title=f"{metric_name} (measured)", height=420)
+    return fig
