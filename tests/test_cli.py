@@ -39,6 +39,13 @@ def test_demo_writes_report_summary_and_model(tmp_path):
     assert set(summary["variants"]) == {"w8a8", "w4a8"}
     report = (out / "report.html").read_text()
     assert "plotly" in report and "Weight bytes per layer" in report and "w4a8" in report
+    assert "Mixed-precision search" in report and "measured front" in report and "recipe_version: 1" in report
+    from workbench.recipe import load_recipe
+
+    recipe, _ = load_recipe(out / "recipe.yaml")
+    assert recipe.task.name == "digits-cnn" and recipe.quantization.layers
+    assert summary["search"]["chosen_weight_kib"] <= summary["search"]["budget_kib"]
+    assert (out / "pareto.csv").exists() and (out / "sensitivity.csv").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".demo")]  # no temporary folder left
 
 

@@ -2,5 +2,6 @@
 
 from .bitwidth_table import BitWidthTable
 from .sensitivity_dashboard import SensitivityDashboard
+from .tradeoff_explorer import TradeoffExplorer
 
-__all__ = ["BitWidthTable", "SensitivityDashboard"]
+__all__ = ["BitWidthTable", "SensitivityDashboard", "TradeoffExplorer"]

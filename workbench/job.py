@@ -143,7 +143,7 @@ def apply_recipe(recipe_path: str | Path, out_dir: str | Path, progress: bool = 
 
     recipe, recipe_sha = load_recipe(recipe_path)
     task = resolve_task(recipe.task)
-    model = load_or_train_baseline(task, seed=recipe.task.seed, progress=progress)
+    model = load_or_train_baseline(task, seed=recipe.task.seed, epochs=recipe.task.epochs, progress=progress)
     check_recipe_against(recipe, task, model)
     ptq = PTQConfig(**recipe.ptq.model_dump())
 

@@ -51,6 +51,15 @@ class TaskRef(_Strict):
     name: str | None = None
     factory: str | None = None
     seed: int = 0
+    epochs: int | None = Field(None, ge=0)  # float-baseline training epochs (None: the task's default)
+    subset: list[int] | None = None  # [n_train, n_calib, n_eval]: the first samples of each split
+
+    @field_validator("subset")
+    @classmethod
+    def _subset(cls, v):
+        if v is not None and (len(v) != 3 or any(n < 1 for n in v)):
+            raise ValueError(f"expected [n_train, n_calib, n_eval], each >= 1; got {v!r}")
+        return v
 
     @model_validator(mode="after")
     def _one(self):
@@ -161,7 +170,12 @@ def resolve_task(ref: TaskRef):
     from .tasks import Task, create_task
 
     if ref.name is not None:
-        return create_task(ref.name, seed=ref.seed)
+        task = create_task(ref.name, seed=ref.seed)
+        if ref.subset is not None:
+            task = task.small(*ref.subset)
+        if ref.epochs is not None:
+            task.train_epochs = ref.epochs
+        return task
     module_name, func_name = ref.factory.split(":")
     try:
         module = importlib.import_module(module_name)
@@ -246,7 +260,7 @@ def promote(task, candidate, *, target: str | None = None, act_bits: int = 8, na
     spec = assignment_spec(bits, act_bits, base)
     return Recipe(
         name=name,
-        task=TaskRef(name=task.name, seed=task.seed),
+        task=TaskRef(name=task.name, seed=task.seed, epochs=task.train_epochs, subset=None if task.subset is None else list(task.subset)),
         dataset=DatasetRef(sha256=task.data.fingerprint(), source=task.data_source),
         target=target,
         quantization=spec,

@@ -51,6 +51,7 @@ class Task:
     learning_rate: float = 3e-3
     batch_size: int = 64
     seed: int = 0
+    subset: tuple[int, int, int] | None = None  # set by small(): (n_train, n_calib, n_eval)
     _data: TaskData | None = field(default=None, repr=False)
 
     @property
@@ -64,6 +65,7 @@ class Task:
     def with_data(self, data: TaskData) -> "Task":
         """The same task on other data (a subset for quick runs, or the user's own files)."""
         clone = copy.copy(self)
+        clone.subset = None
         clone._data = data
         clone.data_factory = lambda: data
         clone.data_source = data.source
@@ -71,7 +73,10 @@ class Task:
         return clone
 
     def small(self, n_train: int = 256, n_calib: int = 64, n_eval: int = 128) -> "Task":
-        return self.with_data(self.data.subset(n_train, n_calib, n_eval))
+        """The same task on the first samples of each split (quick runs; recipes record it)."""
+        clone = self.with_data(self.data.subset(n_train, n_calib, n_eval))
+        clone.subset = (n_train, n_calib, n_eval)
+        return clone
 
     def create_model(self) -> nn.Module:
         model = self.model_factory()
