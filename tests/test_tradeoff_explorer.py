@@ -35,6 +35,10 @@ def test_chart_shows_every_point_and_the_front(explorer, searched):
     explorer.axis_dropdown.value = "bops"
     assert explorer.figure.layout.xaxis.title.text == "BOPs"
     assert sorted(v for t in explorer.figure.data if t.mode == "markers" for v in t.x) == sorted(points["bops"])
+    explorer.axis = "latency_ms"  # measured on the exported model of every front point
+    assert explorer.axis_dropdown.value == "latency_ms"
+    xs = [v for t in explorer.figure.data if t.mode == "markers" for v in t.x if v == v]
+    assert len(xs) == int(points["on_front"].sum()) and all(v > 0 for v in xs)
 
 
 def test_select_by_click_fills_the_table(explorer, searched):

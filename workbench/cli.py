@@ -222,16 +222,17 @@ def search_cmd(task: str = typer.Argument(..., help="registered task name"),
         profile = load_target(target)
         model = load_or_train_baseline(t)
         sens = sensitivity(t, model, SensitivityConfig(weight_bits=tuple(profile.weight_bits)))
+        from .search import best_within
+
         df = search(t, model, sens, SearchConfig(target=target, budget_kind=kind, act_bits=act_bits), extra_budgets=(budget,))
-        at_budget = df[(df["kind"] == "ilp") & (df["budget"] == float(budget))]
-        best = at_budget.sort_values("measured_metric", ascending=False).iloc[0]
+        best = best_within(df, budget, kind)
         recipe = promote(t, best, target=target, act_bits=act_bits, name=f"{task}-{kind}-{budget:g}")
     except WorkbenchError as exc:
         _fail(exc)
     atomic_write_text(inside(out, "pareto.csv"), df.to_csv(index=False))
     atomic_write_text(inside(out, "recipe.yaml"), recipe.to_yaml())
     typer.echo(df.drop(columns=["bits"]).round(4).to_string(index=False))
-    typer.echo(f"chosen: {best['weight_kib']:.2f} KiB, {best['bops']:.3g} BOPs, measured {best['measured_metric']:.4f} (estimate {best['estimated_metric']:.4f})")
+    typer.echo(f"chosen ({best['kind']}, best measured within the budget): {best['weight_kib']:.2f} KiB, {best['bops']:.3g} BOPs, measured {best['measured_metric']:.4f} (estimate {best['estimated_metric']:.4f})")
     typer.echo(f"wrote {out / 'pareto.csv'}, {out / 'recipe.yaml'}")
 
 

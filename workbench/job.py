@@ -112,7 +112,7 @@ def run_demo(out_dir: str | Path, progress: bool = True, budget_kib: float = 6.0
     from .baseline import load_or_train_baseline
     from .recipe import promote
     from .report import pareto_figure, sensitivity_heatmap
-    from .search import SearchConfig, search
+    from .search import SearchConfig, best_within, search
     from .sensitivity import SensitivityConfig, sensitivity
     from .tasks import create_task
 
@@ -120,13 +120,13 @@ def run_demo(out_dir: str | Path, progress: bool = True, budget_kib: float = 6.0
     model = load_or_train_baseline(task, progress=progress)
     sens = sensitivity(task, model, SensitivityConfig(weight_bits=(2, 3, 4, 5, 6, 7, 8)), progress=progress)
     front = search(task, model, sens, SearchConfig(n_budgets=4), extra_budgets=(budget_kib,), progress=progress)
-    chosen = front[(front["kind"] == "ilp") & (front["budget"] == float(budget_kib))].sort_values("measured_metric", ascending=False).iloc[0]
+    chosen = best_within(front, budget_kib)
     recipe = promote(task, chosen, target="cpu-int8-ort", name=f"{DEMO_TASK}-{budget_kib:g}kib")
     recipe_yaml = recipe.to_yaml()
     sections = [
         ("Per-layer sensitivity (quantise-one, weights)", sensitivity_heatmap(sens, "metric_delta"), ""),
         (f"Mixed-precision search (budget {budget_kib:g} KiB)", pareto_figure(front, "weight_kib", task.metric.name),
-         f"<p>Chosen: {chosen['weight_kib']:.2f} KiB, measured {chosen['measured_metric']:.4f} (estimate {chosen['estimated_metric']:.4f}). "
+         f"<p>Chosen (best measured within the budget, {chosen['kind']}): {chosen['weight_kib']:.2f} KiB, measured {chosen['measured_metric']:.4f} (estimate {chosen['estimated_metric']:.4f}). "
          f"Promoted to <code>recipe.yaml</code>:</p><pre>{_html.escape(recipe_yaml)}</pre>"),
     ]
     extra = {"search": {"budget_kib": budget_kib, "chosen_weight_kib": float(chosen["weight_kib"]), "chosen_measured_metric": float(chosen["measured_metric"]),

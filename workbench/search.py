@@ -177,12 +177,27 @@ class SearchConfig:
     n_random: int = 3
     seed: int = 0
     objective: str = "output_mse"
+    latency_runs: int = 50  # onnxruntime latency of each front point's export (0 = skip)
     ptq: PTQConfig = field(default_factory=PTQConfig)
 
 
 def measure(task, model, assignment: dict[str, int], act_bits: int, ptq: PTQConfig) -> float:
     q = quantize_task(task, model, assignment_spec(assignment, act_bits), ptq)
     return task.score(predict(q, task.data.eval.x), task.data.eval)
+
+
+def _latency(task, model, assignment: dict[str, int], config: "SearchConfig") -> float:
+    """p50 onnxruntime latency (batch 1, one thread) of the exported QCDQ model of an assignment."""
+    import tempfile
+    from pathlib import Path
+
+    from .export import export_qcdq
+    from .verify import latency_ms
+
+    q = quantize_task(task, model, assignment_spec(assignment, config.act_bits), config.ptq)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = export_qcdq(q, task.example_input(), Path(tmp) / "candidate.onnx")
+        return latency_ms(path, task.example_input(), runs=config.latency_runs, warmup=10)["p50"]
 
 
 def pareto_mask(cost: np.ndarray, metric: np.ndarray) -> np.ndarray:
@@ -249,5 +264,18 @@ def search(task, model, sens: pd.DataFrame, config: SearchConfig = SearchConfig(
     front = np.zeros(len(df), bool)
     front[searched] = pareto_mask(df.loc[searched, config.budget_kind].to_numpy(), df.loc[searched, "measured_metric"].to_numpy())
     df["on_front"] = front
+    df["latency_ms"] = np.nan
+    if config.latency_runs:
+        df.loc[df["on_front"], "latency_ms"] = [
+            _latency(task, model, json.loads(b), config) for b in df.loc[df["on_front"], "bits"]]
     df.attrs.update({"task": task.name, "target": target.name, "budget_kind": config.budget_kind, "fp_metric": p.fp_metric, "act_bits": config.act_bits})
     return df
+
+
+def best_within(points: pd.DataFrame, budget: float, budget_kind: str = "weight_kib") -> pd.Series:
+    """The best measured candidate (solver or uniform, not random) whose cost fits ``budget``;
+    ties go to the cheaper one."""
+    fit = points[(points["kind"] != "random") & (points[budget_kind] <= budget * (1 + 1e-12))]
+    if fit.empty:
+        raise SpecError(f"no evaluated candidate fits a budget of {budget:.6g} {budget_kind}")
+    return fit.sort_values(["measured_metric", budget_kind], ascending=[False, True]).iloc[0]
