@@ -154,3 +154,15 @@ def test_fuzzed_recipes_only_raise_recipe_errors(digits, obj):
             check_recipe_against(recipe, task, model)
     except RecipeError as exc:
         assert "\n" not in str(exc)
+
+
+def test_recipe_schema_and_check_commands(tmp_path, digits):
+    res = run("recipe", "schema")
+    schema = json.loads(res.stdout)
+    assert res.returncode == 0 and "quantization" in schema["properties"] and schema["additionalProperties"] is False
+    good = write(tmp_path, GOOD)
+    assert run("recipe", "check", str(good)).stdout.startswith("ok: ")
+    bad = copy.deepcopy(GOOD)
+    bad["quantization"]["layers"]["features.3"]["weight_bits"] = 33
+    res = run("recipe", "check", str(write(tmp_path, bad, "bad.yaml")))
+    assert res.returncode == 2 and res.stderr.strip().splitlines()[-1].startswith("error: quantization.layers.features.3.weight_bits:")

@@ -257,6 +257,30 @@ def recipe_diff_cmd(a: Path = typer.Argument(...), b: Path = typer.Argument(...)
     typer.echo("\n".join(lines) if lines else "no differences")
 
 
+@recipe_app.command("schema")
+def recipe_schema_cmd() -> None:
+    """Print the recipe JSON Schema (recipe_version 1)."""
+    from .recipe import Recipe
+
+    typer.echo(json.dumps(Recipe.model_json_schema(), indent=2))
+
+
+@recipe_app.command("check")
+def recipe_check_cmd(recipe: Path = typer.Argument(...)) -> None:
+    """Validate a recipe against its schema, its task's model, data checksum and target, without building."""
+    _quiet_libraries()
+    from .errors import WorkbenchError
+    from .recipe import check_recipe_against, load_recipe, resolve_task
+
+    try:
+        r, sha = load_recipe(recipe)
+        task = resolve_task(r.task)
+        check_recipe_against(r, task, task.create_model())
+    except WorkbenchError as exc:
+        _fail(exc)
+    typer.echo(f"ok: {recipe} (recipe_version {r.recipe_version}, sha256 {sha})")
+
+
 def main() -> None:  # pragma: no cover
     app()
 
