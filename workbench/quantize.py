@@ -42,10 +42,15 @@ from brevitas.quant.fixed_point import (
 )
 from torch import nn
 
-from typing import Any as GraphModule, Any as Node  # Brevitas's backported torch.fx types
+from typing import Any
 
 from .errors import SpecError, UnsupportedLayerError
 from .spec import LayerQuant, QuantSpec, resolve
+
+
+# Brevitas traces with its own backport of torch.fx, whose classes differ from torch.fx's.
+GraphModule = Any
+Node = Any
 
 
 class UnsupportedLayerWarning(UserWarning):
