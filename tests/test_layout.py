@@ -51,3 +51,11 @@ def test_notebooks_are_committed_without_volatile_outputs():
         for cell in nb.cells:
             if cell.cell_type == "code" and "NBVAL_CHECK_OUTPUT" not in cell.source:
                 assert not cell.outputs, f"{path.name}: unchecked cell has outputs"
+
+
+def test_public_functions_are_not_shadowed_by_their_modules():
+    """describe, evaluate and sensitivity are both functions of the API and module names."""
+    code = ("import workbench.describe, workbench.evaluate, workbench.sensitivity, workbench.pipeline; import workbench as wb; "
+            "print(all(callable(f) and not isinstance(f, type(wb)) for f in (wb.describe, wb.evaluate, wb.sensitivity)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "True"
