@@ -19,80 +19,33 @@ import warnings as _warnings
 # Brevitas warns at import about an optional CUDA package that a CPU workbench never needs.
 _warnings.filterwarnings("ignore", message="fast_hadamard_transform package not found")
 
-_LAZY = {
-    "load_or_train_baseline": "baseline",
-    "Split": "data",
-    "TaskData": "data",
-    "describe": "describe",
-    "CalibrationError": "errors",
-    "DatasetError": "errors",
-    "ExportError": "errors",
-    "OutputPathError": "errors",
-    "SpecError": "errors",
-    "TaskError": "errors",
-    "UnsupportedLayerError": "errors",
-    "WorkbenchError": "errors",
-    "evaluate": "evaluate",
-    "predict": "evaluate",
-    "export_float": "export",
-    "export_qcdq": "export",
-    "export_qonnx": "export",
-    "run_demo": "job",
-    "run_job": "job",
-    "load_cifar10_binary": "loaders",
-    "load_image_folder": "loaders",
-    "load_mnist_idx": "loaders",
-    "load_npz": "loaders",
-    "Metric": "metrics",
-    "PTQConfig": "pipeline",
-    "evaluate_quantized": "pipeline",
-    "export_and_verify": "pipeline",
-    "quantize_task": "pipeline",
-    "bias_correction": "ptq",
-    "calibrate": "ptq",
-    "layer_statistics": "layer_stats",
-    "weight_histogram": "layer_stats",
-    "UnsupportedLayerWarning": "quantize",
-    "quantisable_layers": "quantize",
-    "quantize_model": "quantize",
-    "SensitivityConfig": "sensitivity",
-    "hessian_traces": "sensitivity",
-    "sensitivity": "sensitivity",
-    "ResultStore": "store",
-    "LayerSettings": "spec",
-    "QuantSpec": "spec",
-    "Task": "tasks",
-    "create_task": "tasks",
-    "list_tasks": "tasks",
-    "make_task": "tasks",
-    "register_task": "tasks",
-    "tasks_table": "tasks",
-    "latency_ms": "verify",
-    "optimized_op_counts": "verify",
-    "verify_qcdq": "verify",
-    "verify_qonnx": "verify",
-}
-
-
-def __getattr__(name: str):
-    """Load the public API on first use, so ``import workbench`` stays fast (PEP 562)."""
-    import importlib
-    import importlib.util
-
-    module = _LAZY.get(name)
-    if module is None:
-        if importlib.util.find_spec(f"{__name__}.{name}") is not None:  # a submodule: wb.data, wb.search, ...
-            return importlib.import_module(f".{name}", __name__)
-        raise AttributeError(f"module 'workbench' has no attribute {name!r}")
-
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
-
+from .baseline import load_or_train_baseline
+from .data import Split, TaskData
+from .describe import describe
+from .errors import (
+    CalibrationError,
+    DatasetError,
+    ExportError,
+    OutputPathError,
+    SpecError,
+    TaskError,
+    UnsupportedLayerError,
+    WorkbenchError,
+)
+from .evaluate import evaluate, predict
+from .export import export_float, export_qcdq, export_qonnx
+from .job import run_demo, run_job
+from .loaders import load_cifar10_binary, load_image_folder, load_mnist_idx, load_npz
+from .metrics import Metric
+from .pipeline import PTQConfig, evaluate_quantized, export_and_verify, quantize_task
+from .ptq import bias_correction, calibrate
+from .layer_stats import layer_statistics, weight_histogram
+from .quantize import UnsupportedLayerWarning, quantisable_layers, quantize_model
+from .sensitivity import SensitivityConfig, hessian_traces, sensitivity
+from .store import ResultStore
+from .spec import LayerSettings, QuantSpec
+from .tasks import Task, create_task, list_tasks, make_task, register_task, tasks_table
+from .verify import latency_ms, optimized_op_counts, verify_qcdq, verify_qonnx
 
 __all__ = [
     "__version__",
