@@ -39,6 +39,10 @@ def _print_summary(summary: dict, out: Path) -> None:
     for name, v in summary["variants"].items():
         typer.echo(f"  variant {name:8s} metric {v['quant_metric']:.4f} (onnxruntime {v['onnx_metric']:.4f}, agreement {v['onnx_agreement']}), "
                    f"{v['weight_bytes_quant']} weight bytes, integer kernels {v['int_kernels']}")
+    if "search" in summary:
+        sr = summary["search"]
+        typer.echo(f"  search under {sr['budget_kib']:g} KiB: {sr['chosen_weight_kib']:.2f} KiB, measured {sr['chosen_measured_metric']:.4f} "
+                   f"({sr['front_points']} points on the front); promoted to {out / sr['recipe']}")
     typer.echo(f"wrote {out / 'report.html'}, {out / 'summary.json'}, {out / 'model.onnx'}")
 
 

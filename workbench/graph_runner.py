@@ -76,7 +76,7 @@ class GraphRunner:
     def advance(self, env: dict, stop: int) -> dict:
         """Run nodes up to (not including) position ``stop``; drop values nothing after it reads."""
         pos = env["__pos__"]
-        with torch.inference_mode():
+        with torch.no_grad():
             for i in range(pos, stop):
                 n = self.nodes[i]
                 if n.op in ("placeholder", "output"):
@@ -91,7 +91,7 @@ class GraphRunner:
         """Run the rest of the graph from ``env`` (left unchanged) with some modules replaced."""
         overrides = overrides or {}
         local = dict(env)
-        with torch.inference_mode():
+        with torch.no_grad():
             for n in self.nodes[env["__pos__"]:]:
                 if n.op == "placeholder":
                     continue
