@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from torch import nn
 
 from .errors import SpecError
+from .models import layer_macs
 from .quantize import QUANTISABLE
 from .spec import ALLOWED_BITS, format_validation_error
 
@@ -88,8 +89,7 @@ def layer_costs(model: nn.Module, example_input: torch.Tensor) -> dict[str, Laye
             continue
 
         def hook(mod, args, out, name=name):
-            k = mod.weight[0].numel() if isinstance(mod, (nn.Conv1d, nn.Conv2d)) else mod.in_features
-            found[name] = LayerCost(name, mod.weight.numel(), 0 if mod.bias is None else mod.bias.numel(), int(out[0].numel() * k),
+            found[name] = LayerCost(name, mod.weight.numel(), 0 if mod.bias is None else mod.bias.numel(), layer_macs(mod, out),
                                     int(args[0][0].numel()), int(out[0].numel()))
 
         hooks.append(m.register_forward_hook(hook))

@@ -9,6 +9,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from .models import layer_macs
 from .quantize import QUANT_LAYERS, QUANTISABLE
 
 COLUMNS = ["layer", "type", "weight_bits", "act_bits", "granularity", "scale_type", "params", "macs", "weight_bytes", "weight_bytes_fp"]
@@ -48,9 +49,7 @@ def describe(model: nn.Module, example_input: torch.Tensor | None = None) -> pd.
             iq = getattr(mod, "input_quant", None)
             if act_bits is None and iq is not None and iq.is_quant_enabled:
                 act_bits = int(round(float(iq.bit_width())))
-            value = out.value if hasattr(out, "value") else out
-            k = mod.weight[0].numel() if isinstance(mod, (nn.Conv1d, nn.Conv2d)) else mod.in_features
-            seen[name] = {"act_bits": act_bits, "macs": int(value[0].numel() * k)}
+            seen[name] = {"act_bits": act_bits, "macs": layer_macs(mod, out)}
 
         hooks.append(m.register_forward_hook(hook))
     was_training = model.training

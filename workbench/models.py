@@ -152,21 +152,23 @@ def count_params(model: nn.Module, fold_bn: bool = True) -> int:
     return total
 
 
+def layer_macs(module: nn.Module, output: torch.Tensor) -> int:
+    """Multiply-accumulates of one Conv / Linear call for one sample, given its (batched) output."""
+    value = output.value if hasattr(output, "value") else output
+    per_output = module.weight[0].numel() if isinstance(module, (nn.Conv1d, nn.Conv2d)) else module.in_features  # (cin / groups) x kernel
+    return int(value[0].numel() * per_output)
+
+
 def count_macs(model: nn.Module, example_input: torch.Tensor) -> dict[str, int]:
     """Multiply-accumulates per Conv / Linear layer for one sample, from a forward pass."""
     macs: dict[str, int] = {}
     hooks = []
     for name, m in model.named_modules():
-        if isinstance(m, (nn.Conv1d, nn.Conv2d)):
+        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear)):
             def hook(mod, inp, out, name=name):
-                k = mod.weight[0].numel()  # (cin / groups) x kernel
-                macs[name] = int(out[0].numel() * k)
-        elif isinstance(m, nn.Linear):
-            def hook(mod, inp, out, name=name):
-                macs[name] = int(out[0].numel() * mod.in_features)
-        else:
-            continue
-        hooks.append(m.register_forward_hook(hook))
+                macs[name] = layer_macs(mod, out)
+
+            hooks.append(m.register_forward_hook(hook))
     was_training = model.training
     model.eval()
     try:

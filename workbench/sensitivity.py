@@ -33,7 +33,6 @@ import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
-import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
