@@ -2,7 +2,6 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-import torch
 
 import workbench as wb
 from workbench.export import prune_unused, reencode_weights_u8

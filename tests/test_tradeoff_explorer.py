@@ -2,7 +2,6 @@ import json
 import time
 
 import pytest
-import yaml
 from plotly.callbacks import InputDeviceState, Points
 
 import workbench as wb
