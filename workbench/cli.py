@@ -213,7 +213,7 @@ def search_cmd(task: str = typer.Argument(..., help="registered task name"),
     from .errors import SpecError, WorkbenchError
     from .fileio import atomic_write_text, inside
     from .recipe import promote
-    from .search import SearchConfig, search
+    from .search import SearchConfig, best_within, search
     from .sensitivity import SensitivityConfig, sensitivity
     from .tasks import create_task
 
@@ -226,8 +226,6 @@ def search_cmd(task: str = typer.Argument(..., help="registered task name"),
         profile = load_target(target)
         model = load_or_train_baseline(t)
         sens = sensitivity(t, model, SensitivityConfig(weight_bits=tuple(profile.weight_bits)))
-        from .search import best_within
-
         df = search(t, model, sens, SearchConfig(target=target, budget_kind=kind, act_bits=act_bits), extra_budgets=(budget,))
         best = best_within(df, budget, kind)
         recipe = promote(t, best, target=target, act_bits=act_bits, name=f"{task}-{kind}-{budget:g}")

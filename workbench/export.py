@@ -45,6 +45,21 @@ def _quiet():
     return stack
 
 
+@contextlib.contextmanager
+def _exporting(path: str | os.PathLike, label: str):
+    """Yield a temporary file beside ``path``; it replaces ``path`` only if the block succeeds, and
+    any failure becomes one :class:`ExportError` line."""
+    with _atomic_target(path) as tmp, _quiet():
+        try:
+            yield tmp
+        except Exception as exc:
+            raise ExportError(f"{label} export failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from None
+
+
+NAMES = {"input_names": [INPUT_NAME], "output_names": [OUTPUT_NAME]}
+DYNAMIC_BATCH = {**NAMES, "dynamic_axes": {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}}
+
+
 def _check_bits_exportable(qmodel: nn.Module, max_bits: int, fmt: str) -> None:
     plan = getattr(qmodel, "workbench_plan", None)
     if plan is None:
@@ -73,21 +88,14 @@ def export_qcdq(qmodel: nn.Module, example_input: torch.Tensor, path: str | os.P
         raise ExportError(f"weight_encoding {weight_encoding!r}; expected one of {', '.join(WEIGHT_ENCODINGS)}")
     _check_bits_exportable(qmodel, 8, "QCDQ (onnxruntime)")
     qmodel.eval()
-    with _atomic_target(path) as tmp, _quiet():
-        try:
-            export_onnx_qcdq(
-                qmodel, args=example_input[:1], export_path=tmp, opset_version=OPSET, dynamo=False,
-                input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-            )
-            model = onnx.load(tmp)
-            if weight_encoding == "u8":
-                reencode_weights_u8(model)
-            sink_dequantize_through_shape_ops(model)
-            prune_unused(model)
-            onnx.save(model, tmp)
-        except Exception as exc:
-            raise ExportError(f"QCDQ export failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from None
+    with _exporting(path, "QCDQ") as tmp:
+        export_onnx_qcdq(qmodel, args=example_input[:1], export_path=tmp, opset_version=OPSET, dynamo=False, **DYNAMIC_BATCH)
+        model = onnx.load(tmp)
+        if weight_encoding == "u8":
+            reencode_weights_u8(model)
+        sink_dequantize_through_shape_ops(model)
+        prune_unused(model)
+        onnx.save(model, tmp)
     return Path(path)
 
 
@@ -97,27 +105,17 @@ def export_qonnx(qmodel: nn.Module, example_input: torch.Tensor, path: str | os.
     from qonnx.util.cleanup import cleanup
 
     qmodel.eval()
-    with _atomic_target(path) as tmp, _quiet():
-        try:
-            _export(qmodel, args=example_input[:1], export_path=tmp, dynamo=False, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME])
-            cleanup(tmp, out_file=tmp)
-        except Exception as exc:
-            raise ExportError(f"QONNX export failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from None
+    with _exporting(path, "QONNX") as tmp:
+        _export(qmodel, args=example_input[:1], export_path=tmp, dynamo=False, **NAMES)
+        cleanup(tmp, out_file=tmp)
     return Path(path)
 
 
 def export_float(model: nn.Module, example_input: torch.Tensor, path: str | os.PathLike) -> Path:
     """The float model as ONNX, for latency and agreement baselines."""
     model.eval()
-    with _atomic_target(path) as tmp, _quiet():
-        try:
-            torch.onnx.export(
-                model, (example_input[:1],), tmp, opset_version=OPSET, dynamo=False,
-                input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-            )
-        except Exception as exc:
-            raise ExportError(f"float ONNX export failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from None
+    with _exporting(path, "float ONNX") as tmp:
+        torch.onnx.export(model, (example_input[:1],), tmp, opset_version=OPSET, dynamo=False, **DYNAMIC_BATCH)
     return Path(path)
 
 
