@@ -12,6 +12,7 @@ import json
 import math
 import os
 from pathlib import Path
+from typing import Callable
 
 import torch
 from safetensors.torch import load_file
@@ -19,7 +20,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import __version__
-from .evaluate import evaluate
+from .evaluate import evaluate, task_loss
 from .fileio import atomic_write_bytes
 
 
@@ -43,17 +44,20 @@ def baseline_fingerprint(task, seed: int, epochs: int) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def train_float(model: nn.Module, task, seed: int, epochs: int, progress: bool = True) -> nn.Module:
-    """Adam with a cosine schedule; cross-entropy for classifiers, MSE for reconstruction."""
+def train_float(model: nn.Module, task, seed: int, epochs: int, progress: bool = True, lr: float | None = None,
+                after_step: Callable[[nn.Module], None] | None = None, desc: str | None = None) -> nn.Module:
+    """Adam with a cosine schedule; cross-entropy for classifiers, MSE for reconstruction.
+
+    ``lr`` defaults to the task's learning rate; ``after_step(model)`` runs after every optimiser
+    step (fine-tuning a masked model re-applies its masks there)."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     train = task.data.train
-    opt = torch.optim.Adam(model.parameters(), lr=task.learning_rate)
+    opt = torch.optim.Adam(model.parameters(), lr=task.learning_rate if lr is None else lr)
     steps_per_epoch = math.ceil(len(train) / task.batch_size)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs * steps_per_epoch))
-    loss_fn = nn.CrossEntropyLoss() if task.is_classifier else nn.MSELoss()
     model.train()
-    bar = tqdm(range(epochs), desc=f"train {task.name}", disable=not progress, leave=False)
+    bar = tqdm(range(epochs), desc=desc or f"train {task.name}", disable=not progress, leave=False)
     for _ in bar:
         order = torch.randperm(len(train), generator=gen)
         total = 0.0
@@ -62,12 +66,13 @@ def train_float(model: nn.Module, task, seed: int, epochs: int, progress: bool =
             if len(idx) < 2:  # BatchNorm needs two samples
                 continue
             x = train.x[idx]
-            target = train.y[idx] if task.is_classifier else x.flatten(1)
             opt.zero_grad(set_to_none=True)
-            loss = loss_fn(model(x), target)
+            loss = task_loss(task, model(x), x, train.y[idx] if task.is_classifier else None)
             loss.backward()
             opt.step()
             sched.step()
+            if after_step is not None:
+                after_step(model)
             total += float(loss.detach()) * len(idx)
         bar.set_postfix(loss=f"{total / len(train):.4f}")
     model.eval()

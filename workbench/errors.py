@@ -41,3 +41,8 @@ class ExportError(WorkbenchError):
 
 class OutputPathError(WorkbenchError):
     """An output path would escape its output directory."""
+
+
+class PruningError(WorkbenchError):
+    """A layer cannot be pruned as asked (it would break the graph or remove every channel), or
+    Torch-Pruning cannot trace the model."""

@@ -27,3 +27,13 @@ def evaluate(model: nn.Module, task, split: Split | None = None) -> float:
     """The task metric of ``model`` on ``split`` (the task's eval split by default)."""
     split = task.data.eval if split is None else split
     return task.score(predict(model, split.x), split)
+
+
+def task_loss(task, outputs: torch.Tensor, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    """The task's training loss: cross-entropy for classifiers (against the outputs' own top-1
+    when ``y`` is None), MSE against the flattened inputs for reconstruction."""
+    import torch.nn.functional as F
+
+    if task.is_classifier:
+        return F.cross_entropy(outputs, outputs.detach().argmax(1) if y is None else y)
+    return F.mse_loss(outputs, x.flatten(1))

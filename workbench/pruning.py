@@ -1,84 +1,221 @@
-"""Weight pruning masks: unstructured magnitude (per layer or global) and N:M semi-structured
-sparsity (2:4), applied to Conv1d / Conv2d / Linear weights.
+"""Pruning: unstructured magnitude masks (per layer or global), N:M semi-structured masks (2:4),
+and structured channel pruning that physically removes channels.
 
-These masks leave tensors dense: they change what the weights are, not how big the model is,
-and reports say so. (Structured channel pruning that shrinks the model is a later step.)
+Structured pruning uses Torch-Pruning's dependency graph: removing output channels of a layer
+removes the matching input channels of every layer that reads them, the BatchNorm entries,
+depthwise convolutions tied to them, and the channels of every other layer joined by a residual
+add, so the pruned model stays consistent and smaller. Masks (unstructured, N:M) leave tensors
+dense: they change what the weights are, not how big the model is, and reports say so.
+
+:class:`PruningSpec` holds the parameters (it is also a recipe's ``pruning`` section);
+:func:`prune` returns a pruned (optionally fine-tuned) copy, never touching its input.
+
+>>> pruned = prune(task, model, PruningSpec(method="structured", sparsity=0.5, criterion="taylor"))
 """
 
 from __future__ import annotations
 
 import copy
+import difflib
 import math
+import warnings
+from typing import Any, Literal
 
 import pandas as pd
 import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from torch import nn
 
-from .errors import SpecError
+from .errors import PruningError, SpecError
 from .quantize import QUANTISABLE
+from .spec import format_validation_error
+
+METHODS = ("structured", "unstructured", "nm")
+CRITERIA = ("l1", "l2", "taylor", "bn_scale")
+GLOBAL_MAX_RATIO = 0.9  # global structured ranking never takes more than this share of one layer's channels
 
 
-def _check_sparsity(sparsity: float) -> float:
+def _check_sparsity(sparsity: Any) -> float:
     if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not (0.0 <= float(sparsity) < 1.0):
         raise SpecError(f"sparsity: expected a value in [0, 1); got {sparsity!r}")
     return float(sparsity)
 
 
+class PruningSpec(BaseModel):
+    """What to prune and how (parameters only; a recipe's ``pruning`` section).
+
+    - ``method``: ``structured`` (remove output channels), ``unstructured`` (zero single weights),
+      ``nm`` (keep ``m - round(sparsity * m)`` of every ``m`` consecutive weights; 0.5 with m=4 is 2:4);
+    - ``sparsity``: in [0, 1): share of channels (structured) or weights (masks) removed;
+    - ``scope``: ``layer`` (each layer / channel group loses ``sparsity``) or ``global`` (one
+      ranking across layers); default: ``layer`` for structured, ``global`` for unstructured;
+    - ``criterion``: ``l1`` / ``l2`` magnitude, ``taylor`` (|weight x gradient| of the task loss
+      on calibration data), ``bn_scale`` (the following BatchNorm's scale; structured only);
+    - ``layers``: prune only these layers (default: every layer that can be); ``ignore``: never these;
+    - ``finetune_epochs`` / ``finetune_lr`` / ``seed``: an optional short, seeded fine-tune
+      (masks stay applied); ``finetune_lr`` defaults to a tenth of the task's learning rate.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    method: Literal["structured", "unstructured", "nm"] = "structured"
+    sparsity: float = 0.5
+    scope: Literal["layer", "global"] | None = None
+    criterion: Literal["l1", "l2", "taylor", "bn_scale"] = "l1"
+    m: int = Field(4, ge=2, le=64)
+    layers: list[str] | None = None
+    ignore: list[str] = Field(default_factory=list)
+    finetune_epochs: int = Field(0, ge=0)
+    finetune_lr: float | None = Field(None, gt=0)
+    seed: int = 0
+    calib_samples: int = Field(256, ge=1)
+
+    @field_validator("sparsity", mode="before")
+    @classmethod
+    def _sparsity(cls, v):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not (0.0 <= float(v) < 1.0):
+            raise ValueError(f"expected a value in [0, 1); got {v!r}")
+        return float(v)
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.method == "nm":
+            removed = self.sparsity * self.m
+            if abs(removed - round(removed)) > 1e-9 or not (0 < round(removed) < self.m):
+                options = ", ".join(f"{k / self.m:g}" for k in range(1, self.m))
+                raise ValueError(f"N:M sparsity {self.sparsity:g} is not a whole number of weights out of m={self.m}; expected one of {options}")
+        if self.criterion == "bn_scale" and self.method != "structured":
+            raise ValueError("criterion 'bn_scale' ranks channels; it applies to method 'structured' only")
+        if self.scope == "global" and self.method == "nm":
+            raise ValueError("N:M sparsity is per group of m weights; scope 'global' does not apply")
+        if self.scope == "global" and self.layers is not None:
+            raise ValueError("scope 'global' ranks every layer at once; to prune only some layers use scope 'layer'")
+        return self
+
+    @property
+    def resolved_scope(self) -> str:
+        if self.scope is not None:
+            return self.scope
+        return "global" if self.method == "unstructured" else "layer"
+
+    @property
+    def n(self) -> int:
+        """N of N:M: the weights kept in every group of ``m``."""
+        return self.m - round(self.sparsity * self.m)
+
+    @property
+    def label(self) -> str:
+        if self.method == "nm":
+            return f"{self.n}:{self.m}"
+        return f"{self.method} {self.sparsity:g}"
+
+    @classmethod
+    def parse(cls, obj: Any) -> "PruningSpec":
+        """A spec from a PruningSpec or a mapping; errors as :class:`SpecError` naming the field."""
+        if isinstance(obj, PruningSpec):
+            return obj
+        if not isinstance(obj, dict):
+            raise SpecError(f"pruning spec is a {type(obj).__name__}; expected a mapping with method, sparsity, ...")
+        try:
+            return cls.model_validate(obj)
+        except ValidationError as exc:
+            raise SpecError(format_validation_error(exc)) from None
+
+    def to_dict(self) -> dict:
+        return self.model_dump(mode="json")
+
+
+# ----------------------------------------------------------------------------- layers and scores
+
+
 def prunable_layers(model: nn.Module, layers: list[str] | None = None) -> dict[str, nn.Module]:
+    """``{name: module}`` of the Conv1d / Conv2d / Linear layers, or of ``layers`` (checked)."""
     found = {name: m for name, m in model.named_modules() if isinstance(m, QUANTISABLE)}
     if layers is None:
         return found
     missing = [n for n in layers if n not in found]
     if missing:
-        import difflib
-
         close = difflib.get_close_matches(missing[0], list(found), n=3, cutoff=0.4)
         raise SpecError(f"layers.{missing[0]}: no such prunable layer" + (f"; closest: {', '.join(close)}" if close else ""))
     return {n: found[n] for n in layers}
 
 
-def unstructured_masks(model: nn.Module, sparsity: float, scope: str = "global", layers: list[str] | None = None) -> dict[str, torch.Tensor]:
-    """Keep-masks (1 = kept) zeroing the smallest-magnitude weights.
+def task_gradients(task, model: nn.Module, n_samples: int = 256) -> None:
+    """Fill ``.grad`` of ``model``'s parameters with the task loss's gradient on calibration data
+    (eval mode: BatchNorm statistics are not changed)."""
+    from .evaluate import task_loss
 
-    ``scope="layer"``: each layer loses ``sparsity`` of its weights; ``"global"``: one magnitude
-    threshold across all layers, so the total hits ``sparsity`` and sensitive layers keep more.
+    split = task.data.calib
+    x = split.x[:n_samples]
+    y = None if split.y is None else split.y[:n_samples]
+    model.eval()
+    model.zero_grad(set_to_none=True)
+    task_loss(task, model(x), x, y).backward()
+
+
+def weight_scores(model: nn.Module, criterion: str = "l1", layers: list[str] | None = None) -> dict[str, torch.Tensor]:
+    """Per-weight importance of each layer: |w| (l1 and l2 rank single weights alike) or
+    |w x grad| (taylor; call :func:`task_gradients` first)."""
+    out = {}
+    for name, m in prunable_layers(model, layers).items():
+        w = m.weight.detach()
+        if criterion == "taylor":
+            if m.weight.grad is None:
+                raise PruningError(f"{name}: criterion 'taylor' needs gradients; none were computed")
+            out[name] = (w * m.weight.grad.detach()).abs()
+        elif criterion in ("l1", "l2"):
+            out[name] = w.abs()
+        else:
+            raise SpecError(f"criterion {criterion!r} does not score single weights; expected l1, l2 or taylor")
+    return out
+
+
+def _scores(model, layers, scores):
+    return weight_scores(model, "l1", layers) if scores is None else {n: scores[n] for n in prunable_layers(model, layers)}
+
+
+def unstructured_masks(model: nn.Module, sparsity: float, scope: str = "global", layers: list[str] | None = None,
+                       scores: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """Keep-masks (1 = kept) zeroing the least important weights (magnitude unless ``scores``).
+
+    ``scope="layer"``: each layer loses ``sparsity`` of its weights; ``"global"``: one threshold
+    across all layers, so the total hits ``sparsity`` and sensitive layers keep more.
     """
     sparsity = _check_sparsity(sparsity)
     if scope not in ("global", "layer"):
         raise SpecError(f"scope {scope!r}; expected 'global' or 'layer'")
-    mods = prunable_layers(model, layers)
+    imp = _scores(model, layers, scores)
     masks = {}
     if scope == "layer":
-        for name, m in mods.items():
-            w = m.weight.detach().abs().flatten()
-            k = int(round(sparsity * w.numel()))
-            mask = torch.ones_like(w)
+        for name, s in imp.items():
+            flat = s.flatten()
+            k = int(round(sparsity * flat.numel()))
+            mask = torch.ones_like(flat)
             if k:
-                mask[torch.argsort(w, stable=True)[:k]] = 0
-            masks[name] = mask.view_as(m.weight)
+                mask[torch.argsort(flat, stable=True)[:k]] = 0
+            masks[name] = mask.view_as(s)
         return masks
-    flat = torch.cat([m.weight.detach().abs().flatten() for m in mods.values()])
+    flat = torch.cat([s.flatten() for s in imp.values()])
     k = int(round(sparsity * flat.numel()))
     keep = torch.ones_like(flat)
     if k:
         keep[torch.argsort(flat, stable=True)[:k]] = 0
     offset = 0
-    for name, m in mods.items():
-        n = m.weight.numel()
-        masks[name] = keep[offset : offset + n].view_as(m.weight)
-        offset += n
+    for name, s in imp.items():
+        masks[name] = keep[offset : offset + s.numel()].view_as(s)
+        offset += s.numel()
     return masks
 
 
-def nm_masks(model: nn.Module, n: int = 2, m: int = 4, layers: list[str] | None = None) -> dict[str, torch.Tensor]:
+def nm_masks(model: nn.Module, n: int = 2, m: int = 4, layers: list[str] | None = None,
+             scores: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """N:M masks: in every group of ``m`` consecutive weights along a layer's reduction dimension
-    (input features, or input channels x kernel), keep the ``n`` largest. A tail shorter than
-    ``m`` stays dense; layers whose reduction dimension is shorter than ``m`` are left out."""
+    (input features, or input channels x kernel), keep the ``n`` most important. A tail shorter
+    than ``m`` stays dense; layers whose reduction dimension is shorter than ``m`` are left out."""
     if not (isinstance(n, int) and isinstance(m, int) and 0 < n < m):
         raise SpecError(f"N:M sparsity needs integers 0 < n < m; got {n}:{m}")
     masks = {}
-    for name, mod in prunable_layers(model, layers).items():
-        w = mod.weight.detach().abs().reshape(mod.weight.shape[0], -1)
+    for name, s in _scores(model, layers, scores).items():
+        w = s.reshape(s.shape[0], -1)
         length = w.shape[1] - w.shape[1] % m
         if length == 0:
             continue
@@ -88,18 +225,21 @@ def nm_masks(model: nn.Module, n: int = 2, m: int = 4, layers: list[str] | None 
         keep.scatter_(-1, order[..., : m - n], 0)
         mask = torch.ones_like(w)
         mask[:, :length] = keep.reshape(w.shape[0], length)
-        masks[name] = mask.view_as(mod.weight)
+        masks[name] = mask.view_as(s)
     return masks
+
+
+def _mask_in_place(model: nn.Module, masks: dict[str, torch.Tensor]) -> nn.Module:
+    with torch.no_grad():
+        for name, mask in masks.items():
+            w = model.get_submodule(name).weight
+            w.mul_(mask.to(w.dtype))
+    return model
 
 
 def apply_masks(model: nn.Module, masks: dict[str, torch.Tensor]) -> nn.Module:
     """A copy of ``model`` with the masked weights set to zero (the input model is unchanged)."""
-    pruned = copy.deepcopy(model)
-    with torch.no_grad():
-        for name, mask in masks.items():
-            w = pruned.get_submodule(name).weight
-            w.mul_(mask.to(w.dtype))
-    return pruned
+    return _mask_in_place(copy.deepcopy(model), masks)
 
 
 def sparsity_table(model: nn.Module) -> pd.DataFrame:
@@ -112,3 +252,174 @@ def sparsity_table(model: nn.Module) -> pd.DataFrame:
     df = pd.DataFrame(rows)
     df.attrs["global_sparsity"] = float(df["zeros"].sum() / max(1, df["weights"].sum())) if len(df) else math.nan
     return df
+
+
+# ----------------------------------------------------------------------------- structured (Torch-Pruning)
+
+
+def _tp():
+    import torch_pruning as tp  # imported on use: keeps `import workbench` fast
+
+    return tp
+
+
+def _out_channel_fn(tp, module: nn.Module):
+    return tp.prune_linear_out_channels if isinstance(module, nn.Linear) else tp.prune_conv_out_channels
+
+
+def dependency_graph(model: nn.Module, example: torch.Tensor):
+    """Torch-Pruning's dependency graph of ``model``; a model it cannot trace raises :class:`PruningError`."""
+    tp = _tp()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return tp.DependencyGraph().build_dependency(model, example_inputs=example)
+    except Exception as exc:  # Torch-Pruning raises anything from assertion errors to KeyErrors
+        first = (str(exc).strip().splitlines() or [""])[0][:160]
+        raise PruningError(f"Torch-Pruning cannot trace {type(model).__name__} ({type(exc).__name__}: {first}); structured pruning needs a "
+                           f"model whose forward pass autograd can follow; use method 'unstructured' or 'nm' instead") from None
+
+
+def _group_layers(graph, group, names: dict) -> list[str]:
+    """Prunable layers whose OUTPUT channels a Torch-Pruning group removes."""
+    out = []
+    for dep, _ in group:
+        mod = dep.target.module
+        if mod in names and graph.is_out_channel_pruning_fn(dep.handler) and names[mod] not in out:
+            out.append(names[mod])
+    return out
+
+
+def channel_groups(model: nn.Module, example: torch.Tensor) -> pd.DataFrame:
+    """One row per prunable layer: its output channels, the layers pruned together with it
+    (``group``: residual adds and depthwise convolutions tie channels together) and, where it
+    cannot be pruned, why (``refused``; empty when it can). Layers whose channels reach the model's output are refused."""
+    tp = _tp()
+    model = model.eval()
+    layers = prunable_layers(model)
+    names = {m: n for n, m in layers.items()}
+    graph = dependency_graph(model, example)
+    with torch.no_grad():
+        out_shape = tuple(model(example).shape)
+    rows, verdict = [], {}
+    for name, mod in layers.items():
+        channels = mod.out_channels if not isinstance(mod, nn.Linear) else mod.out_features
+        if mod not in graph.module2node:
+            rows.append({"layer": name, "channels": channels, "group": name,
+                         "refused": "Torch-Pruning's trace does not reach it (does the forward pass detach tensors or leave autograd?)"})
+            continue
+        group = graph.get_pruning_group(mod, _out_channel_fn(tp, mod), idxs=[0])
+        members = _group_layers(graph, group, names)
+        key = tuple(sorted(members))
+        if key not in verdict:
+            verdict[key] = _try_one_channel(model, example, name, out_shape) if channels > 1 else "it has a single output channel"
+        rows.append({"layer": name, "channels": channels, "group": ", ".join(members), "refused": verdict[key] or ""})
+    return pd.DataFrame(rows)
+
+
+def _try_one_channel(model: nn.Module, example: torch.Tensor, layer: str, out_shape: tuple) -> str | None:
+    """Prune one channel of ``layer`` on a copy: None when the model still runs with the same output shape."""
+    tp = _tp()
+    trial = copy.deepcopy(model)
+    graph = dependency_graph(trial, example)
+    mod = trial.get_submodule(layer)
+    group = graph.get_pruning_group(mod, _out_channel_fn(tp, mod), idxs=[0])
+    if not graph.check_pruning_group(group):
+        return "Torch-Pruning's dependency check refuses its channel group"
+    group.prune()
+    try:
+        with torch.no_grad():
+            shape = tuple(trial(example).shape)
+    except Exception as exc:
+        return f"the pruned model no longer runs ({type(exc).__name__})"
+    if shape != out_shape:
+        return f"its channels are the model's output (shape {out_shape[1:]}); pruning them would change what the model computes"
+    return None
+
+
+def _importance(criterion: str):
+    tp = _tp()
+    return {"l1": lambda: tp.importance.GroupMagnitudeImportance(p=1), "l2": lambda: tp.importance.GroupMagnitudeImportance(p=2),
+            "taylor": lambda: tp.importance.GroupTaylorImportance(), "bn_scale": lambda: tp.importance.BNScaleImportance()}[criterion]()
+
+
+def _prune_structured(task, model: nn.Module, spec: PruningSpec, example: torch.Tensor) -> nn.Module:
+    tp = _tp()
+    groups = channel_groups(model, example).set_index("layer")
+    wanted = list(prunable_layers(model, spec.layers))
+    ignore = set(prunable_layers(model, spec.ignore))
+    if spec.layers is not None:
+        for name in wanted:
+            if groups.loc[name, "refused"]:
+                raise PruningError(f"{name}: cannot be pruned: {groups.loc[name, 'refused']}")
+    targets = [n for n in wanted if n not in ignore and not groups.loc[n, "refused"]]
+    if spec.resolved_scope == "layer":
+        for name in targets:
+            channels = int(groups.loc[name, "channels"])
+            if int(channels * (1 - spec.sparsity)) < 1:  # Torch-Pruning keeps int(C * (1 - sparsity)) channels
+                raise PruningError(f"{name}: pruning {spec.sparsity:g} of its {channels} output channels would remove every channel; "
+                                   f"expected a sparsity of at most {1 - 1 / channels:.3g}")
+    if spec.sparsity == 0:
+        return model
+    if not targets:
+        why = "; ".join(f"{n}: {groups.loc[n, 'refused']}" for n in wanted if groups.loc[n, "refused"]) or "every layer is ignored"
+        raise PruningError(f"no layer of {type(model).__name__} can be pruned ({why})")
+    ignored = [model.get_submodule(n) for n in groups.index if n not in targets]
+    if spec.criterion == "taylor":
+        task_gradients(task, model, spec.calib_samples)
+    before = sum(p.numel() for p in model.parameters())
+    kwargs: dict[str, Any] = {"importance": _importance(spec.criterion), "ignored_layers": ignored}
+    if spec.layers is not None:
+        kwargs.update(pruning_ratio=0.0, pruning_ratio_dict={model.get_submodule(n): spec.sparsity for n in targets})
+    elif spec.resolved_scope == "global":
+        kwargs.update(pruning_ratio=spec.sparsity, global_pruning=True, max_pruning_ratio=GLOBAL_MAX_RATIO)
+    else:
+        kwargs.update(pruning_ratio=spec.sparsity)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tp.pruner.BasePruner(model, example, **kwargs).step()
+    model.zero_grad(set_to_none=True)
+    if sum(p.numel() for p in model.parameters()) == before:
+        raise PruningError(f"Torch-Pruning removed no channel of {type(model).__name__} at sparsity {spec.sparsity:g} with criterion "
+                           f"'{spec.criterion}': every channel scored alike, or its dependency graph found nothing to prune")
+    return model
+
+
+# ----------------------------------------------------------------------------- one entry point
+
+
+def pruning_masks(task, model: nn.Module, spec: PruningSpec) -> dict[str, torch.Tensor]:
+    """The keep-masks an unstructured or N:M spec gives ``model``."""
+    layers = [n for n in prunable_layers(model, spec.layers) if n not in set(prunable_layers(model, spec.ignore))]
+    scores = None
+    if spec.criterion == "taylor":
+        probe = copy.deepcopy(model)
+        task_gradients(task, probe, spec.calib_samples)
+        scores = weight_scores(probe, "taylor", layers)
+    if spec.method == "nm":
+        return nm_masks(model, spec.n, spec.m, layers, scores)
+    return unstructured_masks(model, spec.sparsity, spec.resolved_scope, layers, scores)
+
+
+def prune(task, model: nn.Module, spec: PruningSpec | dict, *, progress: bool = False) -> nn.Module:
+    """A pruned copy of ``model`` (the input is unchanged), fine-tuned when the spec asks.
+
+    Structured pruning returns a smaller model of the same class; masks return a model whose
+    pruned weights are zero (and stay zero through fine-tuning)."""
+    from .baseline import train_float
+
+    spec = PruningSpec.parse(spec)
+    pruned = copy.deepcopy(model).eval()
+    after_step = None
+    if spec.method == "structured":
+        pruned = _prune_structured(task, pruned, spec, task.example_input())
+    else:
+        masks = pruning_masks(task, pruned, spec)
+        _mask_in_place(pruned, masks)
+        after_step = lambda m: _mask_in_place(m, masks)  # noqa: E731
+    if spec.finetune_epochs:
+        lr = spec.finetune_lr if spec.finetune_lr is not None else task.learning_rate / 10
+        train_float(pruned, task, spec.seed, spec.finetune_epochs, progress, lr=lr, after_step=after_step, desc=f"fine-tune {spec.label}")
+    for p in pruned.parameters():
+        p.grad = None
+    return pruned.eval()

@@ -44,7 +44,7 @@ from tqdm.auto import tqdm
 from . import __version__
 from .data import check_calibration
 from .errors import SpecError
-from .evaluate import predict
+from .evaluate import predict, task_loss
 from .graph_runner import GraphRunner
 from .metrics import output_agreement
 from .models import count_macs
@@ -327,13 +327,8 @@ def hessian_traces(task, model: nn.Module, layers: list[str], n_samples: int = 1
     """
     model = copy.deepcopy(model).eval()
     x = task.data.calib.x[:n_samples]
-    with torch.no_grad():
-        logits = model(x)
-    if task.is_classifier:
-        y = task.data.calib.y[:n_samples] if task.data.calib.y is not None else logits.argmax(1)
-        loss = F.cross_entropy(model(x), y)
-    else:
-        loss = F.mse_loss(model(x), x.flatten(1))
+    y = None if task.data.calib.y is None else task.data.calib.y[:n_samples]
+    loss = task_loss(task, model(x), x, y)
     params = [model.get_submodule(n).weight for n in layers]
     grads = torch.autograd.grad(loss, params, create_graph=True)
     gen = torch.Generator().manual_seed(seed)
