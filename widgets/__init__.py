@@ -1,7 +1,8 @@
 """ipywidgets layer of the workbench: thin widgets over ``workbench`` (which never imports this)."""
 
 from .bitwidth_table import BitWidthTable
+from .pruning_sweep import PruningSweep
 from .sensitivity_dashboard import SensitivityDashboard
 from .tradeoff_explorer import TradeoffExplorer
 
-__all__ = ["BitWidthTable", "SensitivityDashboard", "TradeoffExplorer"]
+__all__ = ["BitWidthTable", "PruningSweep", "SensitivityDashboard", "TradeoffExplorer"]

@@ -7,6 +7,10 @@ edits estimated at once, real evaluation, and promotion to a recipe.
   cost from the sensitivity table alone (no model run);
 - "Evaluate" builds, calibrates and measures the edited configuration and adds it to the chart;
 - "Promote to recipe" writes it as a recipe file and shows its path and sha256.
+
+Pruned-and-quantised points (``workbench.search.pruned_candidates`` joined with ``join_points``)
+share the axes; selecting one shows its pruning, and its costs come from the pruned model (there
+is no additive estimate for them: Evaluate measures), and promotion writes the pruning section too.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import traitlets
 import workbench as wb
 from workbench.cost import cost_table, layer_costs, load_target, totals
 from workbench.fileio import atomic_write_text, inside, sha256_file
+from workbench.pruning import PruningSpec, prune
 from workbench.recipe import promote
 from workbench.report import AXES, pareto_traces
 from workbench.search import build_problem, measure
@@ -39,6 +44,7 @@ class TradeoffExplorer(W.VBox):
     recipe_path = traitlets.Unicode("")
     recipe_sha256 = traitlets.Unicode("")
     status = traitlets.Unicode("")
+    pruning = traitlets.Unicode("", help="pruning spec (JSON) of the selected point; empty when unpruned")
 
     def __init__(self, task, model, sens: pd.DataFrame, points: pd.DataFrame, out_dir: str | Path = "runs/recipes", **kwargs):
         super().__init__(**kwargs)
@@ -49,6 +55,7 @@ class TradeoffExplorer(W.VBox):
         self.act_bits = points.attrs.get("act_bits", 8)
         target = load_target(self.target_name)
         self.costs = layer_costs(model, task.example_input())
+        self._pruned: dict[str, tuple] = {}  # pruning JSON -> (pruned model, its layer costs)
         self.problem = build_problem(sens, self.costs, target.weight_bits, "weight_kib", self.act_bits)
         self._promoted = 0
 
@@ -102,6 +109,7 @@ class TradeoffExplorer(W.VBox):
                 d.value = bits[layer]
         finally:
             self._loading = False
+        self.pruning = str(self.points.loc[index, "pruning"]) if "pruning" in self.points and pd.notna(self.points.loc[index, "pruning"]) else ""
         self.measured_metric = float(self.points.loc[index, "measured_metric"])
         self._estimate()
 
@@ -119,16 +127,31 @@ class TradeoffExplorer(W.VBox):
         self.status = "edited: estimate only, press Evaluate to measure"
         self._estimate()
 
+    def _model_and_costs(self):
+        """The float model the selected point starts from (pruned when it is) and its layer costs."""
+        if not self.pruning:
+            return self.model, self.costs
+        if self.pruning not in self._pruned:
+            pruned = prune(self.task, self.model, json.loads(self.pruning))
+            self._pruned[self.pruning] = (pruned, layer_costs(pruned, self.task.example_input()))
+        return self._pruned[self.pruning]
+
     def _estimate(self) -> None:
-        """Estimated metric, error and costs of the table's bits: numpy sums, no model run."""
+        """Estimated metric, error and costs of the table's bits: numpy sums, no model run.
+        Pruned points have costs (of the pruned model) but no additive estimate."""
         self.bits = {layer: d.value for layer, d in self.dropdowns.items()}
-        choice = [self.problem.bits.index(self.bits[layer]) for layer in self.problem.layers]
-        self.estimated_metric = self.problem.estimate(choice)
-        self.estimated_error = -self.problem.score(choice)
-        tot = totals(cost_table(self.costs, self.bits, self.act_bits))
+        if self.pruning:
+            self.estimated_metric = self.estimated_error = None
+        else:
+            choice = [self.problem.bits.index(self.bits[layer]) for layer in self.problem.layers]
+            self.estimated_metric = self.problem.estimate(choice)
+            self.estimated_error = -self.problem.score(choice)
+        tot = totals(cost_table(self._model_and_costs()[1], self.bits, self.act_bits))
         self.weight_kib, self.bops = tot["weight_kib"], float(tot["bops"])
         measured = "not measured" if self.measured_metric is None else f"{self.measured_metric:.4f}"
-        self.estimate_label.value = (f"<b>estimate</b> {self.estimated_metric:.4f} (error {self.estimated_error:.4g}) &nbsp; "
+        estimate = ("no estimate (pruned: " + PruningSpec.parse(json.loads(self.pruning)).label + ")" if self.pruning
+                    else f"{self.estimated_metric:.4f} (error {self.estimated_error:.4g})")
+        self.estimate_label.value = (f"<b>estimate</b> {estimate} &nbsp; "
                                      f"<b>measured</b> {measured}<br>{self.weight_kib:.2f} KiB, {self.bops:.3g} BOPs")
 
     # ------------------------------------------------------------------ actions
@@ -137,11 +160,11 @@ class TradeoffExplorer(W.VBox):
         self.progress.value = 0
         self.status = "evaluating"
         bits = dict(self.bits)
-        metric = measure(self.task, self.model, bits, self.act_bits, wb.PTQConfig())
+        metric = measure(self.task, self._model_and_costs()[0], bits, self.act_bits, wb.PTQConfig())
         self.progress.value = 1
         row = {"kind": "edited", "budget": self.weight_kib, "weight_kib": self.weight_kib, "bops": self.bops,
                "estimated_metric": self.estimated_metric, "estimated_error": self.estimated_error, "measured_metric": metric,
-               "bits": json.dumps(bits, sort_keys=True), "on_front": False}
+               "bits": json.dumps(bits, sort_keys=True), "on_front": False, "pruning": self.pruning}
         self.points = pd.concat([self.points, pd.DataFrame([row])], ignore_index=True)
         self._draw()
         self.selected = len(self.points) - 1
@@ -157,7 +180,8 @@ class TradeoffExplorer(W.VBox):
             self.evaluate()
         self._promoted += 1
         row = {"bits": json.dumps(self.bits, sort_keys=True), "measured_metric": self.measured_metric}
-        recipe = promote(self.task, row, target=self.target_name, act_bits=self.act_bits, name=f"{self.task.name}-{self.weight_kib:.2f}kib")
+        recipe = promote(self.task, row, target=self.target_name, act_bits=self.act_bits, name=f"{self.task.name}-{self.weight_kib:.2f}kib",
+                         pruning=json.loads(self.pruning) if self.pruning else None)
         path = atomic_write_text(inside(self.out_dir, f"{self.task.name}-recipe-{self._promoted}.yaml"), recipe.to_yaml())
         self.recipe_path, self.recipe_sha256 = str(path), sha256_file(path)
         self.result.value = f"wrote <code>{self.recipe_path}</code><br>sha256 <code>{self.recipe_sha256[:16]}...</code>"

@@ -27,6 +27,7 @@ from .errors import (
     DatasetError,
     ExportError,
     OutputPathError,
+    PruningError,
     SpecError,
     TaskError,
     UnsupportedLayerError,
@@ -41,6 +42,8 @@ from .pipeline import PTQConfig, evaluate_quantized, export_and_verify, quantize
 from .ptq import bias_correction, calibrate
 from .layer_stats import layer_statistics, weight_histogram
 from .quantize import UnsupportedLayerWarning, quantisable_layers, quantize_model
+from .pruning import PruningSpec, channel_groups, prune, sparsity_table
+from .pruning_sweep import PruningSweepConfig, pruning_sweep
 from .sensitivity import SensitivityConfig, hessian_traces, sensitivity
 from .store import ResultStore
 from .spec import LayerSettings, QuantSpec
@@ -49,7 +52,7 @@ from .verify import latency_ms, optimized_op_counts, verify_qcdq, verify_qonnx
 
 __all__ = [
     "__version__",
-    "CalibrationError", "DatasetError", "ExportError", "OutputPathError", "SpecError", "TaskError", "UnsupportedLayerError",
+    "CalibrationError", "DatasetError", "ExportError", "OutputPathError", "PruningError", "SpecError", "TaskError", "UnsupportedLayerError",
     "WorkbenchError", "UnsupportedLayerWarning",
     "Task", "TaskData", "Split", "Metric", "create_task", "list_tasks", "make_task", "register_task", "tasks_table",
     "load_or_train_baseline", "evaluate", "predict",
@@ -59,4 +62,5 @@ __all__ = [
     "load_mnist_idx", "load_cifar10_binary", "load_npz", "load_image_folder",
     "run_job", "run_demo",
     "SensitivityConfig", "sensitivity", "hessian_traces", "layer_statistics", "weight_histogram", "ResultStore",
+    "PruningSpec", "prune", "channel_groups", "sparsity_table", "PruningSweepConfig", "pruning_sweep",
 ]

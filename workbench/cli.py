@@ -238,6 +238,56 @@ def search_cmd(task: str = typer.Argument(..., help="registered task name"),
     typer.echo(f"wrote {out / 'pareto.csv'}, {out / 'recipe.yaml'}")
 
 
+@app.command()
+def prune(task: str = typer.Argument(..., help="registered task name"),
+          method: str = typer.Option("structured", help="structured | unstructured | nm"),
+          sparsity: str = typer.Option("0.25,0.5,0.75", help="comma-separated levels in [0, 1) (nm: multiples of 1/m, 0.5 = 2:4)"),
+          criterion: str = typer.Option("l1", help="l1 | l2 | taylor | bn_scale (structured only)"),
+          scope: Optional[str] = typer.Option(None, help="global rows: layer (each layer loses the level) | global (one ranking); default by method"),
+          m: int = typer.Option(4, help="group size of N:M sparsity"),
+          layers: Optional[str] = typer.Option(None, help="comma-separated layers for the per-layer rows (default: all)"),
+          per_layer: bool = typer.Option(True, help="per-layer rows (only that layer pruned)"),
+          finetune_epochs: int = typer.Option(0, min=0, help="seeded fine-tune epochs after each pruning"),
+          finetune_lr: Optional[float] = typer.Option(None, help="fine-tune learning rate (default: the task's)"),
+          latency_runs: int = typer.Option(50, min=0, help="onnxruntime timed runs per row (0: skip)"),
+          no_store: bool = typer.Option(False, "--no-store", help="do not read or write the result store"),
+          out: Optional[Path] = typer.Option(None, help="output directory (default: runs/<task>-prune-<time>)")) -> None:
+    """Pruning sweep, per layer and global: writes DIR/pruning.csv (metric, params, MACs, ONNX bytes, latency)."""
+    _quiet_libraries()
+    from .baseline import load_or_train_baseline
+    from .errors import SpecError, WorkbenchError
+    from .fileio import atomic_write_text, inside
+    from .pruning_sweep import PruningSweepConfig, pruning_sweep
+    from .tasks import create_task
+
+    out = out or _default_out(f"{task}-prune")
+    try:
+        levels = []
+        for i, part in enumerate(p.strip() for p in sparsity.split(",")):
+            try:
+                levels.append(float(part))
+            except ValueError:
+                raise SpecError(f"sparsity[{i}]: expected a value in [0, 1); got {part!r}") from None
+        config = PruningSweepConfig(method=method, sparsities=tuple(levels), criterion=criterion, scope=scope, m=m, per_layer=per_layer,
+                                    layers=None if layers is None else tuple(s.strip() for s in layers.split(",")),
+                                    finetune_epochs=finetune_epochs, finetune_lr=finetune_lr, latency_runs=latency_runs)
+        t = create_task(task)
+        model = load_or_train_baseline(t)
+        df = pruning_sweep(t, model, config, store=False if no_store else None)
+    except WorkbenchError as exc:
+        _fail(exc)
+    atomic_write_text(inside(out, "pruning.csv"), df.to_csv(index=False))
+    typer.echo(f"{t.name}: {len(df)} rows ({df.attrs['computed']} computed, {df.attrs['from_store']} from the store)")
+    glob = df[df["layer"] == "global"]
+    if len(glob):
+        typer.echo("global:")
+        typer.echo(glob[["sparsity", "metric", "params", "macs", "weight_sparsity", "onnx_bytes", "latency_ms", "status"]].round(4).to_string(index=False))
+    refused = df[df["status"].str.startswith("refused")].drop_duplicates("layer")
+    for _, r in refused.iterrows():
+        typer.echo(f"not pruned: {r['layer']}: {r['status'].removeprefix('refused: ')}")
+    typer.echo(f"wrote {out / 'pruning.csv'}")
+
+
 recipe_app = typer.Typer(help="Work with recipe files.", no_args_is_help=True)
 app.add_typer(recipe_app, name="recipe")
 

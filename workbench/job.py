@@ -146,6 +146,16 @@ def apply_recipe(recipe_path: str | Path, out_dir: str | Path, progress: bool = 
     model = load_or_train_baseline(task, seed=recipe.task.seed, epochs=recipe.task.epochs, progress=progress)
     check_recipe_against(recipe, task, model)
     ptq = PTQConfig(**recipe.ptq.model_dump())
+    pruning_summary = {}
+    if recipe.pruning is not None:
+        from .pruning import prune
+        from .pruning_sweep import measure_model
+
+        before = measure_model(task, model, latency_runs=0)
+        model = prune(task, model, recipe.pruning, progress=progress)
+        after = measure_model(task, model, latency_runs=0)
+        pruning_summary = {"pruning": {"spec": recipe.pruning.to_dict(), **{f"{k}_unpruned": before[k] for k in ("metric", "params", "macs")},
+                                       **{k: after[k] for k in ("metric", "params", "macs", "weight_sparsity")}}}
 
     def checks(summary: dict) -> dict:
         failures = []
@@ -154,7 +164,7 @@ def apply_recipe(recipe_path: str | Path, out_dir: str | Path, progress: bool = 
             if why:
                 failures.append(f"expected.{key}: {why}")
         return {"recipe": recipe.name, "recipe_sha256": recipe_sha, "onnx_sha256": summary["variants"][recipe.name]["onnx_sha256"],
-                "expectations_failed": failures}
+                "expectations_failed": failures, **pruning_summary}
 
     summary = run_job(task, {recipe.name: recipe.quantization}, out_dir, ptq=ptq, qonnx="qonnx" in recipe.export.formats,
                       latency_runs=latency_runs, progress=progress, float_model=model, weight_encoding=recipe.export.weight_encoding, extra=checks)

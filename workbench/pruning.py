@@ -53,7 +53,7 @@ class PruningSpec(BaseModel):
       on calibration data), ``bn_scale`` (the following BatchNorm's scale; structured only);
     - ``layers``: prune only these layers (default: every layer that can be); ``ignore``: never these;
     - ``finetune_epochs`` / ``finetune_lr`` / ``seed``: an optional short, seeded fine-tune
-      (masks stay applied); ``finetune_lr`` defaults to a tenth of the task's learning rate.
+      (masks stay applied; cosine schedule from ``finetune_lr``, by default the task's learning rate).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -364,13 +364,15 @@ def _prune_structured(task, model: nn.Module, spec: PruningSpec, example: torch.
     if not targets:
         why = "; ".join(f"{n}: {groups.loc[n, 'refused']}" for n in wanted if groups.loc[n, "refused"]) or "every layer is ignored"
         raise PruningError(f"no layer of {type(model).__name__} can be pruned ({why})")
-    ignored = [model.get_submodule(n) for n in groups.index if n not in targets]
+    members = {m for n in targets for m in groups.loc[n, "group"].split(", ")}  # a group is pruned whole or not at all
+    ignored = [model.get_submodule(n) for n in groups.index if n not in members]
     if spec.criterion == "taylor":
         task_gradients(task, model, spec.calib_samples)
     before = sum(p.numel() for p in model.parameters())
     kwargs: dict[str, Any] = {"importance": _importance(spec.criterion), "ignored_layers": ignored}
     if spec.layers is not None:
-        kwargs.update(pruning_ratio=0.0, pruning_ratio_dict={model.get_submodule(n): spec.sparsity for n in targets})
+        # every layer of a target's channel group: Torch-Pruning reads the ratio of whichever layer it meets first
+        kwargs.update(pruning_ratio=0.0, pruning_ratio_dict={model.get_submodule(m): spec.sparsity for m in sorted(members)})
     elif spec.resolved_scope == "global":
         kwargs.update(pruning_ratio=spec.sparsity, global_pruning=True, max_pruning_ratio=GLOBAL_MAX_RATIO)
     else:
@@ -418,8 +420,7 @@ def prune(task, model: nn.Module, spec: PruningSpec | dict, *, progress: bool = 
         _mask_in_place(pruned, masks)
         after_step = lambda m: _mask_in_place(m, masks)  # noqa: E731
     if spec.finetune_epochs:
-        lr = spec.finetune_lr if spec.finetune_lr is not None else task.learning_rate / 10
-        train_float(pruned, task, spec.seed, spec.finetune_epochs, progress, lr=lr, after_step=after_step, desc=f"fine-tune {spec.label}")
+        train_float(pruned, task, spec.seed, spec.finetune_epochs, progress, lr=spec.finetune_lr, after_step=after_step, desc=f"fine-tune {spec.label}")
     for p in pruned.parameters():
         p.grad = None
     return pruned.eval()

@@ -11,7 +11,8 @@ Schema (``recipe_version: 1``)::
     target: cpu-int8-ort                 # optional: the bits must be allowed by this target
     quantization: {weight_bits: 8, act_bits: 8, layers: {features.3: {weight_bits: 4}}}
     ptq: {calib_samples: 512, bias_correction: false, equalize_iters: 0, batch_size: 128}
-    pruning: null                        # reserved for the pruning section
+    pruning:                             # optional: pruned (and fine-tuned) before quantisation
+      {method: structured, sparsity: 0.5, criterion: l1, finetune_epochs: 3}
     export: {formats: [qcdq, qonnx], weight_encoding: u8}
     expected:                            # what apply checks; exits non-zero when outside
       quant_metric: {value: 0.99, tolerance: 0.01}
@@ -33,6 +34,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import SpecError
+from .pruning import PruningSpec, prunable_layers
 from .spec import LayerSettings, QuantSpec, format_validation_error
 
 RECIPE_VERSION = 1
@@ -122,7 +124,7 @@ class Recipe(_Strict):
     target: str | None = None
     quantization: QuantSpec = Field(default_factory=QuantSpec)
     ptq: PTQSection = Field(default_factory=PTQSection)
-    pruning: None = None
+    pruning: PruningSpec | None = None
     export: ExportSection = Field(default_factory=ExportSection)
     expected: dict[str, Expectation] = Field(default_factory=dict)
 
@@ -199,6 +201,12 @@ def check_recipe_against(recipe: Recipe, task, model) -> None:
         actual = task.data.fingerprint()
         if actual != recipe.dataset.sha256:
             raise RecipeError(f"dataset.sha256: the task's data hashes to {actual}; the recipe expects {recipe.dataset.sha256}")
+    if recipe.pruning is not None:
+        for field in ("layers", "ignore"):
+            try:
+                prunable_layers(model, getattr(recipe.pruning, field))
+            except SpecError as exc:
+                raise RecipeError(f"pruning.{field}.{str(exc).removeprefix('layers.')}") from None
     try:
         resolved = validate_spec(recipe.quantization, model)
     except SpecError as exc:
@@ -220,7 +228,7 @@ def check_recipe_against(recipe: Recipe, task, model) -> None:
 def recipe_diff(a: Recipe, b: Recipe, model=None) -> list[str]:
     """Human-readable per-layer (and section) differences between two recipes."""
     lines = []
-    for section in ("task", "dataset", "target", "ptq", "export", "expected"):
+    for section in ("task", "dataset", "target", "pruning", "ptq", "export", "expected"):
         va, vb = getattr(a, section), getattr(b, section)
         if va != vb:
             lines.append(f"{section}: {_short(va)} -> {_short(vb)}")
@@ -250,20 +258,24 @@ def _short(v) -> str:
 
 
 def promote(task, candidate, *, target: str | None = None, act_bits: int = 8, name: str = "recipe", tolerance: float = 0.02,
-            base: QuantSpec | None = None, formats=("qcdq", "qonnx")) -> Recipe:
-    """A recipe for one evaluated search candidate (a row with ``bits`` JSON and ``measured_metric``)."""
+            base: QuantSpec | None = None, formats=("qcdq", "qonnx"), pruning: PruningSpec | dict | None = None) -> Recipe:
+    """A recipe for one evaluated candidate (a row with ``bits`` JSON and ``measured_metric``, and
+    the ``pruning`` JSON of a pruned-and-quantised point, or ``pruning=`` given here)."""
     import json
 
     from .search import assignment_spec
 
     bits = json.loads(candidate["bits"]) if isinstance(candidate["bits"], str) else dict(candidate["bits"])
     spec = assignment_spec(bits, act_bits, base)
+    if pruning is None and isinstance(candidate.get("pruning"), str) and candidate.get("pruning"):
+        pruning = json.loads(candidate["pruning"])
     return Recipe(
         name=name,
         task=TaskRef(name=task.name, seed=task.seed, epochs=task.train_epochs, subset=None if task.subset is None else list(task.subset)),
         dataset=DatasetRef(sha256=task.data.fingerprint(), source=task.data_source),
         target=target,
         quantization=spec,
+        pruning=None if pruning is None else PruningSpec.parse(pruning),
         export=ExportSection(formats=list(formats)),
         expected={"quant_metric": Expectation(value=round(float(candidate["measured_metric"]), 6), tolerance=tolerance),
                   "onnx_agreement": Expectation(min=0.98)},

@@ -135,7 +135,7 @@ def write_sensitivity_report(df: pd.DataFrame) -> str:
 
 AXES = {"weight_kib": "packed weight KiB", "bops": "BOPs", "latency_ms": "latency p50 (ms)"}
 KIND_STYLE = {"ilp": ("#4C78A8", "circle"), "greedy": ("#72B7B2", "diamond"), "uniform": ("#F58518", "square"),
-              "random": ("#BBBBBB", "x"), "edited": ("#E45756", "star")}
+              "random": ("#BBBBBB", "x"), "edited": ("#E45756", "star"), "pruned": ("#54A24B", "triangle-up")}
 
 
 def kind_family(kind: str) -> str:
@@ -148,7 +148,7 @@ def pareto_traces(df: pd.DataFrame, axis: str = "weight_kib") -> list:
         raise ValueError(f"axis {axis!r}; expected one of {', '.join(AXES)}")
     traces = []
     fam = df["kind"].map(kind_family)
-    for family in ("ilp", "greedy", "uniform", "random", "edited"):
+    for family in ("ilp", "greedy", "uniform", "random", "pruned", "edited"):
         sub = df[fam == family]
         if sub.empty:
             continue

@@ -279,3 +279,50 @@ def best_within(points: pd.DataFrame, budget: float, budget_kind: str = "weight_
     if fit.empty:
         raise SpecError(f"no evaluated candidate fits a budget of {budget:.6g} {budget_kind}")
     return fit.sort_values(["measured_metric", budget_kind], ascending=[False, True]).iloc[0]
+
+
+def pruned_candidates(task, model, pruning: list, bits: tuple = (8, 4), act_bits: int = 8, ptq: PTQConfig = PTQConfig(),
+                      latency_runs: int = 0, progress: bool = True) -> pd.DataFrame:
+    """Pruned-and-quantised points on the search's axes: each pruning spec (pruned, fine-tuned as
+    it says) at each uniform weight bit-width, built, calibrated and measured like search points.
+
+    Rows have the columns of :func:`search` plus ``pruning`` (the spec as JSON); ``kind`` is
+    ``pruned@<spec> w<bits>``. There is no additive estimate for them (``estimated_*`` are NaN).
+    Join them to a search with :func:`join_points`.
+    """
+    from .pruning import PruningSpec, prune
+
+    rows = []
+    specs = [PruningSpec.parse(p) for p in pruning]
+    bar = tqdm(total=len(specs) * len(bits), desc=f"prune + quantise {task.name}", disable=not progress)
+    for spec in specs:
+        pruned = prune(task, model, spec)
+        costs = layer_costs(pruned, task.example_input())
+        for b in bits:
+            assignment = {name: b for name in costs}
+            table = totals(cost_table(costs, assignment, act_bits))
+            metric = measure(task, pruned, assignment, act_bits, ptq)
+            latency = math.nan
+            if latency_runs:
+                latency = _latency(task, pruned, assignment, SearchConfig(act_bits=act_bits, latency_runs=latency_runs, ptq=ptq))
+            rows.append({"kind": f"pruned@{spec.label} w{b}", "budget": table["weight_kib"], "weight_kib": table["weight_kib"], "bops": table["bops"],
+                         "peak_act_bytes": table["peak_act_bytes"], "estimated_metric": math.nan, "estimated_error": math.nan,
+                         "measured_metric": metric, "bits": json.dumps(assignment, sort_keys=True), "on_front": False, "latency_ms": latency,
+                         "pruning": json.dumps(spec.to_dict(), sort_keys=True)})
+            bar.update()
+    bar.close()
+    return pd.DataFrame(rows)
+
+
+def join_points(points: pd.DataFrame, more: pd.DataFrame, budget_kind: str | None = None) -> pd.DataFrame:
+    """Search points and pruned-and-quantised points in one table, the measured front drawn anew
+    over both (random baselines stay off it); ``pruning`` is empty for unpruned points."""
+    budget_kind = budget_kind or points.attrs.get("budget_kind", "weight_kib")
+    df = pd.concat([points.assign(pruning=points.get("pruning", "")), more], ignore_index=True)
+    df["pruning"] = df["pruning"].fillna("")
+    searched = (df["kind"] != "random").to_numpy()
+    front = np.zeros(len(df), bool)
+    front[searched] = pareto_mask(df.loc[searched, budget_kind].to_numpy(), df.loc[searched, "measured_metric"].to_numpy())
+    df["on_front"] = front
+    df.attrs.update(points.attrs)
+    return df

@@ -25,8 +25,6 @@ sweep killed mid-way resumes where it stopped.
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import math
 import time
 import warnings
@@ -41,7 +39,6 @@ from brevitas.graph import quantize as bq
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import __version__
 from .data import check_calibration
 from .errors import SpecError
 from .evaluate import predict, task_loss
@@ -59,7 +56,7 @@ from .quantize import (
     validate_spec,
 )
 from .spec import ALLOWED_BITS, LayerQuant, QuantSpec
-from .store import ResultStore
+from .store import ResultStore, sweep_fingerprint as store_fingerprint
 
 MODES = ("quantise-one", "leave-one-float")
 COLUMNS = ["layer", "layer_type", "depth", "params", "macs", "weight_bits", "act_bits", "mode", "metric", "metric_delta",
@@ -117,18 +114,8 @@ def parse_bits(text: str, what: str = "bits") -> tuple:
     return tuple(out)
 
 
-def _model_hash(model: nn.Module) -> str:
-    h = hashlib.sha256()
-    for k, v in model.state_dict().items():
-        h.update(k.encode())
-        h.update(v.detach().contiguous().numpy().tobytes())
-    return h.hexdigest()
-
-
 def sweep_fingerprint(task, model: nn.Module, config: SensitivityConfig) -> str:
-    key = {"model": _model_hash(model), "data": task.data.fingerprint(), "config": config.to_dict(), "task": task.name,
-           "metric": task.metric.name, "workbench": __version__, "sensitivity": SENSITIVITY_VERSION, "torch": torch.__version__}
-    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:32]
+    return store_fingerprint("sensitivity", task, model, config.to_dict(), SENSITIVITY_VERSION)
 
 
 def case_key(layer: str, w, a, mode: str) -> str:

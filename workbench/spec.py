@@ -119,6 +119,8 @@ def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
     """First pydantic error as ``field.path: message; got VALUE`` on one line."""
     err = exc.errors()[0]
     path = ".".join(str(p) for p in err["loc"] if not str(p).startswith(("literal[", "int", "function-")))
+    if not path and not prefix and err["type"] == "value_error":  # a check across fields: its message says it all
+        return err["msg"].removeprefix("Value error, ")
     path = f"{prefix}{path}" if path else (prefix.rstrip(".") or "spec")
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
@@ -126,7 +128,7 @@ def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
     elif err["type"] == "missing":
         msg = "required field is missing"
     got = err.get("input")
-    tail = "" if "got" in msg or err["type"] == "missing" else f"; got {got!r}"
+    tail = "" if "got" in msg or err["type"] == "missing" or (err["type"] == "value_error" and not err["loc"]) else f"; got {got!r}"
     more = len(exc.errors()) - 1
     return f"{path}: {msg}{tail}" + (f" (and {more} more errors)" if more > 0 else "")
 

@@ -7,6 +7,7 @@ already stored. Shared by every sweep kind (sensitivity, pruning, ...).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -85,3 +86,23 @@ class ResultStore:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def model_hash(model) -> str:
+    """sha256 of a model's state (names and bytes of every tensor)."""
+    h = hashlib.sha256()
+    for k, v in model.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def sweep_fingerprint(kind: str, task, model, config: dict, version: str, **extra) -> str:
+    """The key a sweep's rows are stored under: model weights, data, configuration and code versions."""
+    import torch
+
+    from . import __version__
+
+    key = {"model": model_hash(model), "data": task.data.fingerprint(), "config": config, "task": task.name, "metric": task.metric.name,
+           "workbench": __version__, kind: version, "torch": torch.__version__, **extra}
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:32]

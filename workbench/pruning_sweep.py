@@ -1,0 +1,208 @@
+"""Pruning sweeps: what each pruning level costs in accuracy and what it really saves.
+
+Two kinds of rows, one DataFrame:
+
+- per layer (``layer`` = a layer name): only that layer is pruned, at each sparsity. For
+  structured pruning a layer stands for its channel group (the layers Torch-Pruning must prune
+  with it, listed in ``group``), so each group is measured once; layers that cannot be pruned
+  get a row whose ``status`` says why;
+- global (``layer == "global"``): the whole model at each sparsity, starting with 0.0 (the
+  unpruned model measured the same way, the reference of every curve).
+
+Every row is measured for real: the task metric on the eval split (after an optional seeded
+fine-tune), parameters and MACs of the pruned model, the share of zero weights, the bytes of
+its exported float ONNX file and its onnxruntime latency (batch 1, one thread). Structured
+pruning shrinks the last four; masks only zero weights, so their ONNX bytes stay those of the
+dense model, as a deployment would see them.
+
+Rows are kept in the sensitivity sweeps' :class:`~workbench.store.ResultStore` (kind
+``pruning``): a re-run returns stored rows, a killed sweep resumes.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+from torch import nn
+from tqdm.auto import tqdm
+
+from .errors import PruningError, SpecError
+from .evaluate import evaluate
+from .models import count_macs, count_params
+from .pruning import PruningSpec, channel_groups, prunable_layers, prune
+from .store import ResultStore, sweep_fingerprint
+
+COLUMNS = ["method", "criterion", "scope", "sparsity", "layer", "group", "metric", "metric_delta", "params", "macs", "weight_sparsity",
+           "onnx_bytes", "latency_ms", "finetune_epochs", "seconds", "status"]
+PRUNING_SWEEP_VERSION = "1"
+
+
+@dataclass(frozen=True)
+class PruningSweepConfig:
+    """What to sweep (parameters only). Each (layer or global, sparsity) case is pruned with a
+    :class:`PruningSpec` built from these fields (see :meth:`spec`)."""
+
+    method: str = "structured"
+    sparsities: tuple = (0.25, 0.5, 0.75)
+    per_layer: bool = True
+    global_sweep: bool = True
+    criterion: str = "l1"
+    scope: str | None = None  # of the global rows; per-layer rows are always one layer
+    m: int = 4
+    layers: tuple | None = None  # per-layer rows only for these (default: every prunable layer)
+    finetune_epochs: int = 0
+    finetune_lr: float | None = None
+    seed: int = 0
+    latency_runs: int = 50  # 0: no latency measurement
+
+    def __post_init__(self):
+        if isinstance(self.sparsities, (int, float, str)) or not self.sparsities:
+            raise SpecError(f"sparsities: expected a non-empty list of values in [0, 1); got {self.sparsities!r}")
+        object.__setattr__(self, "sparsities", tuple(self.sparsities))
+        if self.layers is not None:
+            object.__setattr__(self, "layers", tuple(self.layers))
+        if not (self.per_layer or self.global_sweep):
+            raise SpecError("per_layer and global_sweep are both off; expected at least one kind of row")
+        if isinstance(self.latency_runs, bool) or not isinstance(self.latency_runs, int) or self.latency_runs < 0:
+            raise SpecError(f"latency_runs: expected an integer >= 0; got {self.latency_runs!r}")
+        for i, s in enumerate(self.sparsities):  # every case's spec must be valid before anything runs
+            try:
+                self.spec(s)
+                if self.per_layer:
+                    self.spec(s, "layer")
+            except SpecError as exc:
+                if str(exc).startswith(("sparsity", "N:M")):
+                    raise SpecError(f"sparsities[{i}]: {exc}") from None
+                raise
+
+    def spec(self, sparsity: float, layer: str | None = None) -> PruningSpec:
+        """The pruning of one case: the whole model (``layer`` None) or only ``layer``."""
+        return PruningSpec.parse({"method": self.method, "sparsity": sparsity, "criterion": self.criterion, "m": self.m,
+                                  "scope": "layer" if layer is not None else self.scope, "layers": None if layer is None else [layer],
+                                  "finetune_epochs": self.finetune_epochs, "finetune_lr": self.finetune_lr, "seed": self.seed})
+
+    def global_levels(self) -> list[float]:
+        return sorted({0.0, *map(float, self.sparsities)})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def measure_model(task, model: nn.Module, latency_runs: int = 50) -> dict:
+    """Metric, parameters, MACs, zero-weight share, float ONNX file bytes and onnxruntime latency of ``model``."""
+    from .export import export_float
+    from .verify import latency_ms
+
+    example = task.example_input()
+    weights = [m.weight.detach() for m in prunable_layers(model).values()]
+    total = sum(w.numel() for w in weights)
+    out = {"metric": evaluate(model, task), "params": count_params(model), "macs": int(sum(count_macs(model, example).values())),
+           "weight_sparsity": float(sum(int((w == 0).sum()) for w in weights) / max(1, total))}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = export_float(model, example, Path(tmp) / "pruned.onnx")
+        out["onnx_bytes"] = path.stat().st_size
+        out["latency_ms"] = latency_ms(path, example, runs=latency_runs, warmup=10)["p50"] if latency_runs else math.nan
+    return out
+
+
+def _case_key(layer: str, sparsity: float) -> str:
+    return f"{layer}|{sparsity!r}"
+
+
+def pruning_sweep(task, model: nn.Module, config: PruningSweepConfig | None = None, *, store: ResultStore | None | bool = None,
+                  progress: bool = True, on_row: Callable[[dict], None] | None = None) -> pd.DataFrame:
+    """Run a pruning sweep (see the module docstring); one row per (layer or "global", sparsity).
+
+    ``store``: a :class:`ResultStore`, None for the default one, False for none. ``on_row(row)``
+    is called for every row, stored or new. ``attrs`` hold the unpruned figures and how many
+    rows were computed or came from the store.
+    """
+    import torch_pruning
+
+    config = config or PruningSweepConfig()
+    model = model.eval()
+    if config.layers is not None:
+        prunable_layers(model, list(config.layers))  # unknown names: the closest valid ones
+    example = task.example_input()
+    cases: list[tuple[str, str, float, str]] = []  # (layer, group, sparsity, refused)
+    if config.per_layer:
+        names = list(prunable_layers(model, None if config.layers is None else list(config.layers)))
+        if config.method == "structured":
+            groups = channel_groups(model, example).set_index("layer")
+            seen = set()
+            for name in names:
+                members = tuple(sorted(groups.loc[name, "group"].split(", ")))
+                if members in seen:
+                    continue
+                seen.add(members)
+                cases += [(name, groups.loc[name, "group"], s, groups.loc[name, "refused"]) for s in config.sparsities]
+        else:
+            cases += [(name, name, s, "") for name in names for s in config.sparsities]
+    if config.global_sweep:
+        cases += [("global", "", s, "") for s in config.global_levels()]
+
+    store = ResultStore() if store is None else (None if store is False else store)
+    sweep = sweep_fingerprint("pruning", task, model, config.to_dict(), PRUNING_SWEEP_VERSION, torch_pruning=torch_pruning.__version__)
+    done = store.rows(sweep) if store is not None else {}
+    reference = None
+    rows, computed = [], 0
+    bar = tqdm(total=len(cases), desc=f"pruning {task.name}", disable=not progress)
+    for layer, group, sparsity, refused in cases:
+        key = _case_key(layer, sparsity)
+        if key in done:
+            row = done[key]
+        else:
+            if reference is None:
+                reference = evaluate(model, task)
+            t0 = time.perf_counter()
+            is_reference = layer == "global" and sparsity == 0  # the unpruned model, not fine-tuned
+            spec = None if is_reference else config.spec(sparsity, None if layer == "global" else layer)
+            base = {"method": config.method, "criterion": config.criterion, "scope": "layer" if spec is None else spec.resolved_scope,
+                    "sparsity": float(sparsity), "layer": layer, "group": group, "finetune_epochs": 0 if spec is None else config.finetune_epochs}
+            if refused:
+                res = _empty(f"refused: {refused}")
+            else:
+                try:
+                    pruned = model if spec is None else prune(task, model, spec)
+                    res = {**measure_model(task, pruned, config.latency_runs), "status": "ok"}
+                    res["metric_delta"] = res["metric"] - reference
+                except PruningError as exc:
+                    res = _empty(f"refused: {exc}")
+            row = {**base, **res, "seconds": time.perf_counter() - t0}
+            if store is not None:
+                store.put(sweep, "pruning", key, row)
+            computed += 1
+        rows.append(row)
+        if on_row is not None:
+            on_row(row)
+        bar.update()
+    bar.close()
+    df = pd.DataFrame(rows, columns=COLUMNS)
+    ref = df[(df["layer"] == "global") & (df["sparsity"] == 0)]
+    df.attrs.update({"computed": computed, "from_store": len(rows) - computed, "sweep": sweep, "task": task.name, "method": config.method,
+                     "metric_name": task.metric.name, **({f"fp_{k}": ref.iloc[0][k] for k in ("metric", "params", "macs", "onnx_bytes", "latency_ms")}
+                                                        if len(ref) else {})})
+    return df
+
+
+def _empty(status: str) -> dict:
+    return {"metric": math.nan, "metric_delta": math.nan, "params": math.nan, "macs": math.nan, "weight_sparsity": math.nan,
+            "onnx_bytes": math.nan, "latency_ms": math.nan, "status": status}
+
+
+def reduction(df: pd.DataFrame) -> pd.DataFrame:
+    """The global rows with params / MACs / ONNX bytes as fractions of the unpruned model's."""
+    glob = df[df["layer"] == "global"].sort_values("sparsity").copy()
+    ref = glob[glob["sparsity"] == 0]
+    if ref.empty:
+        raise SpecError("the sweep has no global row at sparsity 0; run it with global_sweep=True")
+    for col in ("params", "macs", "onnx_bytes"):
+        glob[f"{col}_ratio"] = glob[col] / float(ref.iloc[0][col])
+    return glob.reset_index(drop=True)
+
