@@ -267,13 +267,18 @@ def _out_channel_fn(tp, module: nn.Module):
     return tp.prune_linear_out_channels if isinstance(module, nn.Linear) else tp.prune_conv_out_channels
 
 
+def _forward(model: nn.Module, x: torch.Tensor):
+    """One batched call (Torch-Pruning's default first tries ``model(*x)``, an unbatched call)."""
+    return model(x)
+
+
 def dependency_graph(model: nn.Module, example: torch.Tensor):
     """Torch-Pruning's dependency graph of ``model``; a model it cannot trace raises :class:`PruningError`."""
     tp = _tp()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return tp.DependencyGraph().build_dependency(model, example_inputs=example)
+            return tp.DependencyGraph().build_dependency(model, example_inputs=example, forward_fn=_forward)
     except Exception as exc:  # Torch-Pruning raises anything from assertion errors to KeyErrors
         first = (str(exc).strip().splitlines() or [""])[0][:160]
         raise PruningError(f"Torch-Pruning cannot trace {type(model).__name__} ({type(exc).__name__}: {first}); structured pruning needs a "
@@ -369,7 +374,7 @@ def _prune_structured(task, model: nn.Module, spec: PruningSpec, example: torch.
     if spec.criterion == "taylor":
         task_gradients(task, model, spec.calib_samples)
     before = sum(p.numel() for p in model.parameters())
-    kwargs: dict[str, Any] = {"importance": _importance(spec.criterion), "ignored_layers": ignored}
+    kwargs: dict[str, Any] = {"importance": _importance(spec.criterion), "ignored_layers": ignored, "forward_fn": _forward}
     if spec.layers is not None:
         # every layer of a target's channel group: Torch-Pruning reads the ratio of whichever layer it meets first
         kwargs.update(pruning_ratio=0.0, pruning_ratio_dict={model.get_submodule(m): spec.sparsity for m in sorted(members)})
