@@ -1,8 +1,16 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
 import workbench as wb
-from workbench.pruning import apply_masks, nm_masks, sparsity_table, unstructured_masks
+from workbench.models import count_macs, count_params
+from workbench.pruning import PruningSpec, apply_masks, channel_groups, nm_masks, prune, sparsity_table, unstructured_masks
+from workbench.pruning_sweep import PruningSweepConfig, pruning_sweep, reduction
 
 
 @pytest.fixture(scope="module")
@@ -56,15 +64,6 @@ def test_input_model_unchanged_and_bad_input(resnet):
 
 # ----------------------------------------------------------------------------- structured (Torch-Pruning)
 
-import json  # noqa: E402
-import os  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-from workbench.models import count_macs, count_params  # noqa: E402
-from workbench.pruning import PruningSpec, channel_groups, prune  # noqa: E402
-from workbench.pruning_sweep import PruningSweepConfig, measure_model, pruning_sweep, reduction  # noqa: E402
 
 
 @pytest.fixture(scope="module")
