@@ -95,3 +95,29 @@ def test_sensitivity_command_writes_csv_and_html(tmp_path):
     assert "0 computed, 8 from the store" in again.stdout
     bad = run("sensitivity", "digits-cnn", "--weight-bits", "2,33", "--out", str(tmp_path / "bad"))
     assert bad.returncode == 2 and "weight_bits[1]: expected an integer in 2-8 or 16" in bad.stderr
+
+
+def test_prune_command_writes_pruning_csv(tmp_path):
+    out = tmp_path / "prune"
+    res = run("prune", "digits-cnn", "--method", "structured", "--sparsity", "0.25,0.5", "--finetune-epochs", "1", "--latency-runs", "10",
+              "--out", str(out))
+    assert res.returncode == 0, res.stderr[-2000:]
+    import pandas as pd
+
+    df = pd.read_csv(out / "pruning.csv")
+    for col in ("method", "sparsity", "layer", "metric", "params", "macs", "onnx_bytes", "latency_ms"):
+        assert col in df.columns
+    glob = df[df["layer"] == "global"].set_index("sparsity")
+    assert list(glob.index) == [0.0, 0.25, 0.5]
+    assert glob.loc[0.5, "params"] < 0.6 * glob.loc[0.0, "params"] and glob.loc[0.5, "onnx_bytes"] < glob.loc[0.25, "onnx_bytes"]
+    assert "not pruned: classifier: its channels are the model's output" in res.stdout
+    nm = run("prune", "digits-cnn", "--method", "nm", "--sparsity", "0.5", "--no-per-layer", "--latency-runs", "0", "--out", str(tmp_path / "nm"))
+    assert nm.returncode == 0, nm.stderr[-2000:]
+    rows = pd.read_csv(tmp_path / "nm" / "pruning.csv")
+    assert list(rows["layer"]) == ["global", "global"] and rows["onnx_bytes"].nunique() == 1  # masks keep dense bytes
+    for args, message in ((["--sparsity", "1"], r"sparsities[0]: sparsity: expected a value in [0, 1); got 1.0"),
+                          (["--method", "nm", "--sparsity", "0.3"], "N:M sparsity 0.3 is not a whole number of weights out of m=4"),
+                          (["--layers", "features.4"], "layers.features.4: no such prunable layer; closest:")):
+        bad = run("prune", "digits-cnn", *args, "--out", str(tmp_path / "bad"))
+        assert bad.returncode == 2 and message in bad.stderr and bad.stderr.count("\n") == 1, bad.stderr
+        assert not (tmp_path / "bad").exists()

@@ -237,7 +237,7 @@ def test_unstructured_sweep_reports_sparsity_and_honest_dense_bytes(resnet_task)
     assert abs(glob.loc[0.9, "weight_sparsity"] - 0.9) < 1e-3
     assert (df["onnx_bytes"] == glob.loc[0.0, "onnx_bytes"]).all() and (df["params"] == glob.loc[0.0, "params"]).all()
     layer = df[df["layer"] == "stack2.conv1"].set_index("sparsity")
-    total = sum(m.weight.numel() for m in wb.quantisable_layers(model) and [model.get_submodule(n) for n in wb.quantisable_layers(model)])
+    total = sum(model.get_submodule(n).weight.numel() for n in wb.quantisable_layers(model))
     assert abs(layer.loc[0.5, "weight_sparsity"] * total - 0.5 * model.stack2.conv1.weight.numel()) <= 1
     with pytest.raises(wb.SpecError, match=r"sparsities\[1\]: sparsity: expected a value in \[0, 1\); got 1.5"):
         PruningSweepConfig(sparsities=(0.5, 1.5))

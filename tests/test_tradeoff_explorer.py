@@ -82,3 +82,30 @@ def test_evaluate_then_promote(explorer, digits):
     assert recipe.quantization.layers["features.7"].weight_bits == 3
     assert recipe.expected["quant_metric"].value == pytest.approx(metric, abs=1e-6)
     check_recipe_against(recipe, task, model)
+
+
+def test_pruned_points_share_the_axes_and_promote_with_their_pruning(digits, searched, tmp_path):
+    from workbench.search import join_points, pruned_candidates
+
+    task, model = digits
+    sens, points = searched
+    pruned = pruned_candidates(task, model, [{"method": "structured", "sparsity": 0.5, "finetune_epochs": 2}], bits=(8, 4), progress=False)
+    assert list(pruned["kind"]) == ["pruned@structured 0.5 w8", "pruned@structured 0.5 w4"]
+    both = join_points(points, pruned)
+    assert len(both) == len(points) + 2 and (both["pruning"] == "").sum() == len(points)
+    # half the channels: far fewer KiB than any unpruned point at the same bits
+    assert pruned["weight_kib"].iloc[0] < 0.5 * points[points.kind == "uniform-8"]["weight_kib"].iloc[0]
+    explorer = TradeoffExplorer(task, model, sens, both, out_dir=tmp_path / "recipes")
+    assert any(t.name == "pruned" and len(t.x) == 2 for t in explorer.figure.data)
+    index = int(both.index[both.kind == "pruned@structured 0.5 w8"][0])
+    explorer.select(index)
+    assert json.loads(explorer.pruning)["sparsity"] == 0.5 and explorer.estimated_metric is None
+    assert explorer.weight_kib == pytest.approx(float(both.loc[index, "weight_kib"]))
+    assert "pruned: structured 0.5" in explorer.estimate_label.value
+    explorer.set_bits("classifier", 4)
+    metric = explorer.evaluate()  # measured on the pruned model
+    assert 0 <= metric <= 1 and explorer.points.iloc[-1]["pruning"] == explorer.pruning
+    path = explorer.promote()
+    recipe, _ = load_recipe(path)
+    assert recipe.pruning is not None and recipe.pruning.sparsity == 0.5 and recipe.pruning.finetune_epochs == 2
+    assert recipe.quantization.layers["classifier"].weight_bits == 4

@@ -58,6 +58,7 @@ class PruningSweep(W.VBox):
         self.level_table = W.HTML()
         self.observe(lambda _: self._show_level(), "level")
         self.children = [W.HBox([self.run_button, self.progress, self.progress_label]), self.figure, self.slider, self.level_table]
+        self._show_level()
 
     # -------------------------------------------------------------- sweep
     def run(self) -> pd.DataFrame:

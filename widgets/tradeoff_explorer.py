@@ -32,6 +32,10 @@ from workbench.report import AXES, pareto_traces
 from workbench.search import build_problem, measure
 
 
+def _nan(v):
+    return float("nan") if v is None else v
+
+
 class TradeoffExplorer(W.VBox):
     axis = traitlets.Unicode("weight_kib", help="x axis: " + ", ".join(AXES))
     selected = traitlets.Int(None, allow_none=True, help="row of ``points`` selected")
@@ -163,7 +167,7 @@ class TradeoffExplorer(W.VBox):
         metric = measure(self.task, self._model_and_costs()[0], bits, self.act_bits, wb.PTQConfig())
         self.progress.value = 1
         row = {"kind": "edited", "budget": self.weight_kib, "weight_kib": self.weight_kib, "bops": self.bops,
-               "estimated_metric": self.estimated_metric, "estimated_error": self.estimated_error, "measured_metric": metric,
+               "estimated_metric": _nan(self.estimated_metric), "estimated_error": _nan(self.estimated_error), "measured_metric": metric,
                "bits": json.dumps(bits, sort_keys=True), "on_front": False, "pruning": self.pruning}
         self.points = pd.concat([self.points, pd.DataFrame([row])], ignore_index=True)
         self._draw()

@@ -153,7 +153,7 @@ def pareto_traces(df: pd.DataFrame, axis: str = "weight_kib") -> list:
         if sub.empty:
             continue
         color, symbol = KIND_STYLE[family]
-        text = [f"{k}<br>estimate {e:.4f}<br>measured {m:.4f}<br>{b}" for k, e, m, b in
+        text = [f"{k}<br>estimate {'n/a' if pd.isna(e) else f'{e:.4f}'}<br>measured {m:.4f}<br>{b}" for k, e, m, b in
                 zip(sub["kind"], sub["estimated_metric"], sub["measured_metric"], sub["bits"])]
         traces.append(go.Scatter(x=list(sub[axis]), y=list(sub["measured_metric"]), mode="markers", name=family,
                                  marker={"color": color, "symbol": symbol, "size": 10}, text=text, hoverinfo="text",
