@@ -314,7 +314,8 @@ def channel_groups(model: nn.Module, example: torch.Tensor) -> pd.DataFrame:
                          "refused": "Torch-Pruning's trace does not reach it (does the forward pass detach tensors or leave autograd?)"})
             continue
         group = graph.get_pruning_group(mod, _out_channel_fn(tp, mod), idxs=[0])
-        members = _group_layers(graph, group, names)
+        order = list(layers)
+        members = sorted(_group_layers(graph, group, names), key=order.index)  # in network order
         key = tuple(sorted(members))
         if key not in verdict:
             verdict[key] = _try_one_channel(model, example, name, out_shape) if channels > 1 else "it has a single output channel"
