@@ -36,7 +36,7 @@ from .errors import PruningError, SpecError
 from .evaluate import evaluate
 from .models import count_macs, count_params
 from .pruning import PruningSpec, channel_groups, prunable_layers, prune
-from .store import ResultStore, sweep_fingerprint
+from .store import ResultStore, SweepRecorder, resolve_store, sweep_fingerprint
 
 COLUMNS = ["method", "criterion", "scope", "sparsity", "layer", "group", "metric", "metric_delta", "params", "macs", "weight_sparsity",
            "onnx_bytes", "latency_ms", "finetune_epochs", "seconds", "status"]
@@ -147,45 +147,36 @@ def pruning_sweep(task, model: nn.Module, config: PruningSweepConfig | None = No
     if config.global_sweep:
         cases += [("global", "", s, "") for s in config.global_levels()]
 
-    store = ResultStore() if store is None else (None if store is False else store)
     sweep = sweep_fingerprint("pruning", task, model, config.to_dict(), PRUNING_SWEEP_VERSION, torch_pruning=torch_pruning.__version__)
-    done = store.rows(sweep) if store is not None else {}
-    reference = None
-    rows, computed = [], 0
-    bar = tqdm(total=len(cases), desc=f"pruning {task.name}", disable=not progress)
-    for layer, group, sparsity, refused in cases:
-        key = _case_key(layer, sparsity)
-        if key in done:
-            row = done[key]
+    rec = SweepRecorder(resolve_store(store), sweep, "pruning", on_row)
+    reference: list[float] = []  # the unpruned metric, computed once when a row needs it
+
+    def compute(layer: str, group: str, sparsity: float, refused: str) -> dict:
+        if not reference:
+            reference.append(evaluate(model, task))
+        t0 = time.perf_counter()
+        is_reference = layer == "global" and sparsity == 0  # the unpruned model, not fine-tuned
+        spec = None if is_reference else config.spec(sparsity, None if layer == "global" else layer)
+        base = {"method": config.method, "criterion": config.criterion, "scope": "layer" if spec is None else spec.resolved_scope,
+                "sparsity": float(sparsity), "layer": layer, "group": group, "finetune_epochs": 0 if spec is None else config.finetune_epochs}
+        if refused:
+            res = _empty(f"refused: {refused}")
         else:
-            if reference is None:
-                reference = evaluate(model, task)
-            t0 = time.perf_counter()
-            is_reference = layer == "global" and sparsity == 0  # the unpruned model, not fine-tuned
-            spec = None if is_reference else config.spec(sparsity, None if layer == "global" else layer)
-            base = {"method": config.method, "criterion": config.criterion, "scope": "layer" if spec is None else spec.resolved_scope,
-                    "sparsity": float(sparsity), "layer": layer, "group": group, "finetune_epochs": 0 if spec is None else config.finetune_epochs}
-            if refused:
-                res = _empty(f"refused: {refused}")
-            else:
-                try:
-                    pruned = model if spec is None else prune(task, model, spec)
-                    res = {**measure_model(task, pruned, config.latency_runs), "status": "ok"}
-                    res["metric_delta"] = res["metric"] - reference
-                except PruningError as exc:
-                    res = _empty(f"refused: {exc}")
-            row = {**base, **res, "seconds": time.perf_counter() - t0}
-            if store is not None:
-                store.put(sweep, "pruning", key, row)
-            computed += 1
-        rows.append(row)
-        if on_row is not None:
-            on_row(row)
-        bar.update()
-    bar.close()
-    df = pd.DataFrame(rows, columns=COLUMNS)
+            try:
+                pruned = model if spec is None else prune(task, model, spec)
+                res = {**measure_model(task, pruned, config.latency_runs), "status": "ok"}
+                res["metric_delta"] = res["metric"] - reference[0]
+            except PruningError as exc:
+                res = _empty(f"refused: {exc}")
+        return {**base, **res, "seconds": time.perf_counter() - t0}
+
+    rec.bar = tqdm(total=len(cases), desc=f"pruning {task.name}", disable=not progress)
+    for case in cases:
+        rec.add(_case_key(case[0], case[2]), lambda case=case: compute(*case))
+    rec.bar.close()
+    df = pd.DataFrame(rec.rows, columns=COLUMNS)
     ref = df[(df["layer"] == "global") & (df["sparsity"] == 0)]
-    df.attrs.update({"computed": computed, "from_store": len(rows) - computed, "sweep": sweep, "task": task.name, "method": config.method,
+    df.attrs.update({"computed": rec.computed, "from_store": rec.from_store, "sweep": sweep, "task": task.name, "method": config.method,
                      "metric_name": task.metric.name, **({f"fp_{k}": ref.iloc[0][k] for k in ("metric", "params", "macs", "onnx_bytes", "latency_ms")}
                                                         if len(ref) else {})})
     return df

@@ -56,7 +56,7 @@ from .quantize import (
     validate_spec,
 )
 from .spec import ALLOWED_BITS, LayerQuant, QuantSpec
-from .store import ResultStore, sweep_fingerprint as store_fingerprint
+from .store import ResultStore, SweepRecorder, resolve_store, sweep_fingerprint as store_fingerprint
 
 MODES = ("quantise-one", "leave-one-float")
 COLUMNS = ["layer", "layer_type", "depth", "params", "macs", "weight_bits", "act_bits", "mode", "metric", "metric_delta",
@@ -241,9 +241,8 @@ def sensitivity(task, model: nn.Module, config: SensitivityConfig | None = None,
     layers = list(all_layers) if config.layers is None else list(config.layers)
     if config.layers is not None:
         validate_spec(QuantSpec.parse({"layers": {n: {} for n in layers}}), model)  # unknown names: closest valid ones
-    store = ResultStore() if store is None else (None if store is False else store)
     sweep = sweep_fingerprint(task, model, config)
-    done = store.rows(sweep) if store is not None else {}
+    rec = SweepRecorder(resolve_store(store), sweep, "sensitivity", on_row)
 
     split = task.data.eval
     fp_out = predict(model, split.x)
@@ -252,56 +251,50 @@ def sensitivity(task, model: nn.Module, config: SensitivityConfig | None = None,
     order = {name: i for i, name in enumerate(all_layers)}
     hessian = hessian_traces(task, model, layers) if config.hessian else {}
     cases = config.cases()
-    todo = sum(1 for layer in layers for (w, a) in cases if case_key(layer, w, a, config.mode) not in done)
+    todo = sum(1 for layer in layers for (w, a) in cases if case_key(layer, w, a, config.mode) not in rec.done)
     eng = _Engine(task, model, config) if (engine == "cut" and todo) else None
     if eng is not None and eng.runner is not None:
         order = {name: i for i, name in enumerate(n.target for n in eng.runner.nodes if n.op == "call_module" and n.target in all_layers)}
 
-    rows, computed = [], 0
-    bar = tqdm(total=len(layers) * len(cases), desc=f"sensitivity {task.name}", disable=not progress)
+    bar = rec.bar = tqdm(total=len(layers) * len(cases), desc=f"sensitivity {task.name}", disable=not progress)
     for layer in sorted(layers, key=lambda n: order.get(n, 0)):
         mod = model.get_submodule(layer)
         info = {"layer": layer, "layer_type": all_layers[layer][0] + (" (depthwise)" if all_layers[layer][1] else ""), "depth": order.get(layer, 0),
                 "params": sum(p.numel() for p in mod.parameters(recurse=False)), "macs": macs.get(layer, 0)}
         cut = eng is not None and eng.can_cut(layer)
         moved = False
+
+        def compute(layer=layer, info=info, cut=cut, w=None, a=None) -> dict:
+            nonlocal moved
+            t0 = time.perf_counter()
+            try:
+                if cut:
+                    if not moved:
+                        eng.move_to(layer)
+                        moved = True
+                    out = eng.run_case(layer, w, a)
+                else:
+                    out = naive_case(task, model, config, layer, w, a)
+                res = compare_outputs(task, out, fp_out, fp_metric, split)
+            except (RuntimeError, ValueError, FloatingPointError) as exc:
+                if isinstance(exc, SpecError):
+                    raise
+                res = {"metric": math.nan, "metric_delta": math.nan, "sqnr_db": math.nan, "output_mse": math.nan, "kl": math.nan,
+                       "status": f"error: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}"}
+            row = {**info, "weight_bits": w, "act_bits": a, "mode": config.mode, **res, "seconds": time.perf_counter() - t0,
+                   "engine": "cut" if cut else ("full" if engine == "cut" else "naive")}
+            if config.hessian:
+                row["hessian_trace"] = hessian.get(layer, math.nan)
+            return row
+
         for w, a in cases:
-            key = case_key(layer, w, a, config.mode)
-            if key in done:
-                row = done[key]
-            else:
-                t0 = time.perf_counter()
-                try:
-                    if cut:
-                        if not moved:
-                            eng.move_to(layer)
-                            moved = True
-                        out = eng.run_case(layer, w, a)
-                    else:
-                        out = naive_case(task, model, config, layer, w, a)
-                    res = compare_outputs(task, out, fp_out, fp_metric, split)
-                except (RuntimeError, ValueError, FloatingPointError) as exc:
-                    if isinstance(exc, SpecError):
-                        raise
-                    res = {"metric": math.nan, "metric_delta": math.nan, "sqnr_db": math.nan, "output_mse": math.nan, "kl": math.nan,
-                           "status": f"error: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}"}
-                row = {**info, "weight_bits": w, "act_bits": a, "mode": config.mode, **res, "seconds": time.perf_counter() - t0,
-                       "engine": "cut" if cut else ("full" if engine == "cut" else "naive")}
-                if config.hessian:
-                    row["hessian_trace"] = hessian.get(layer, math.nan)
-                if store is not None:
-                    store.put(sweep, "sensitivity", key, row)
-                computed += 1
-            rows.append(row)
-            if on_row is not None:
-                on_row(row)
-            bar.update()
+            rec.add(case_key(layer, w, a, config.mode), lambda w=w, a=a: compute(w=w, a=a))
     bar.close()
     columns = COLUMNS + (["hessian_trace"] if config.hessian else [])
-    df = pd.DataFrame(rows, columns=columns)
+    df = pd.DataFrame(rec.rows, columns=columns)
     for col in ("weight_bits", "act_bits"):
         df[col] = df[col].astype("Int64")
-    df.attrs.update({"computed": computed, "from_store": len(rows) - computed, "fp_metric": fp_metric, "sweep": sweep, "task": task.name,
+    df.attrs.update({"computed": rec.computed, "from_store": rec.from_store, "fp_metric": fp_metric, "sweep": sweep, "task": task.name,
                      "metric_name": task.metric.name})
     return df
 

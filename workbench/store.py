@@ -13,6 +13,7 @@ import math
 import os
 import sqlite3
 from pathlib import Path
+from typing import Callable
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS rows (
@@ -106,3 +107,38 @@ def sweep_fingerprint(kind: str, task, model, config: dict, version: str, **extr
     key = {"model": model_hash(model), "data": task.data.fingerprint(), "config": config, "task": task.name, "metric": task.metric.name,
            "workbench": __version__, kind: version, "torch": torch.__version__, **extra}
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def resolve_store(store: "ResultStore | None | bool") -> "ResultStore | None":
+    """A sweep's ``store=`` argument: a store, None for the default one, False for none."""
+    return ResultStore() if store is None else (None if store is False else store)
+
+
+class SweepRecorder:
+    """The rows of one running sweep: a stored case is returned as it was, a new one is computed
+    and stored at once (one transaction), and every row goes to ``on_row`` and the progress bar."""
+
+    def __init__(self, store: ResultStore | None, sweep: str, kind: str, on_row: Callable[[dict], None] | None = None, bar=None):
+        self.store, self.sweep, self.kind, self.on_row, self.bar = store, sweep, kind, on_row, bar
+        self.done = store.rows(sweep) if store is not None else {}
+        self.rows: list[dict] = []
+        self.computed = 0
+
+    def add(self, key: str, compute: Callable[[], dict]) -> dict:
+        if key in self.done:
+            row = self.done[key]
+        else:
+            row = compute()
+            if self.store is not None:
+                self.store.put(self.sweep, self.kind, key, row)
+            self.computed += 1
+        self.rows.append(row)
+        if self.on_row is not None:
+            self.on_row(row)
+        if self.bar is not None:
+            self.bar.update()
+        return row
+
+    @property
+    def from_store(self) -> int:
+        return len(self.rows) - self.computed
