@@ -35,8 +35,12 @@ CRITERIA = ("l1", "l2", "taylor", "bn_scale")
 GLOBAL_MAX_RATIO = 0.9  # global structured ranking never takes more than this share of one layer's channels
 
 
+def _is_sparsity(v: Any) -> bool:
+    return not isinstance(v, bool) and isinstance(v, (int, float)) and 0.0 <= float(v) < 1.0
+
+
 def _check_sparsity(sparsity: Any) -> float:
-    if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not (0.0 <= float(sparsity) < 1.0):
+    if not _is_sparsity(sparsity):
         raise SpecError(f"sparsity: expected a value in [0, 1); got {sparsity!r}")
     return float(sparsity)
 
@@ -72,7 +76,7 @@ class PruningSpec(BaseModel):
     @field_validator("sparsity", mode="before")
     @classmethod
     def _sparsity(cls, v):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not (0.0 <= float(v) < 1.0):
+        if not _is_sparsity(v):
             raise ValueError(f"expected a value in [0, 1); got {v!r}")
         return float(v)
 
@@ -306,7 +310,7 @@ def channel_groups(model: nn.Module, example: torch.Tensor) -> pd.DataFrame:
     graph = dependency_graph(model, example)
     with torch.no_grad():
         out_shape = tuple(model(example).shape)
-    rows, verdict = [], {}
+    rows, verdict, order = [], {}, list(layers)
     for name, mod in layers.items():
         channels = mod.out_channels if not isinstance(mod, nn.Linear) else mod.out_features
         if mod not in graph.module2node:
@@ -314,7 +318,6 @@ def channel_groups(model: nn.Module, example: torch.Tensor) -> pd.DataFrame:
                          "refused": "Torch-Pruning's trace does not reach it (does the forward pass detach tensors or leave autograd?)"})
             continue
         group = graph.get_pruning_group(mod, _out_channel_fn(tp, mod), idxs=[0])
-        order = list(layers)
         members = sorted(_group_layers(graph, group, names), key=order.index)  # in network order
         key = tuple(sorted(members))
         if key not in verdict:
