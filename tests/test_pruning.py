@@ -264,6 +264,7 @@ def test_prune_plus_quantise_recipe_applies_byte_identically(resnet_task, tmp_pa
     runs = [subprocess.run([exe, "apply", str(path), "--out", str(tmp_path / d), "--latency-runs", "10"], capture_output=True, text=True,
                            env=dict(os.environ), timeout=600) for d in ("a", "b")]
     assert all(r.returncode == 0 for r in runs), runs[0].stderr[-1500:]
+    assert "pruned (structured 0.5): params" in runs[0].stdout
     a, b = (tmp_path / "a" / "model.onnx").read_bytes(), (tmp_path / "b" / "model.onnx").read_bytes()
     assert a == b
     summary = json.loads((tmp_path / "a" / "summary.json").read_text())

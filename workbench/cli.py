@@ -192,6 +192,10 @@ def apply(recipe: Path = typer.Argument(..., help="recipe YAML"),
     except WorkbenchError as exc:
         _fail(exc)
     _print_summary(summary, out)
+    if "pruning" in summary:
+        p = summary["pruning"]
+        typer.echo(f"  pruned ({p['spec']['method']} {p['spec']['sparsity']:g}): params {p['params_unpruned']:,} -> {p['params']:,}, "
+                   f"MACs {p['macs_unpruned']:,} -> {p['macs']:,}, float metric {p['metric_unpruned']:.4f} -> {p['metric']:.4f}")
     typer.echo(f"recipe_sha256 {summary['recipe_sha256']}\nonnx_sha256   {summary['onnx_sha256']}")
     for f in failures:
         typer.echo(f"FAILED {f}", err=True)
