@@ -35,7 +35,7 @@ def describe(model: nn.Module, example_input: torch.Tensor | None = None) -> pd.
         shape = getattr(model, "workbench_input_shape", None)
         if shape is None:
             raise ValueError("describe() needs example_input for a model that was not calibrated by the workbench")
-        example_input = torch.zeros((1, *shape))
+        example_input = torch.zeros((1, *shape), dtype=getattr(model, "workbench_input_dtype", torch.float32))
     plan = getattr(model, "workbench_plan", None)
     seen: dict[str, dict] = {}
     hooks = []

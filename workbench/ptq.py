@@ -28,6 +28,7 @@ def calibrate(qmodel: nn.Module, x: torch.Tensor, batch_size: int = 128, progres
         for xb in _batches(x, batch_size, "calibrate", progress):
             qmodel(xb)
     qmodel.workbench_input_shape = tuple(x.shape[1:])
+    qmodel.workbench_input_dtype = x.dtype  # token ids stay integers
     return qmodel
 
 

@@ -287,3 +287,33 @@ def ad_autoencoder(seed: int = 0) -> Task:
         learning_rate=1e-3,
         seed=seed,
     )
+
+
+# ----------------------------------------------------------------------------- Hugging Face architectures
+# Built from configs with random initialisation (no download), on seeded synthetic inputs, scored
+# without labels (cosine similarity of the outputs to the float model's). Small inputs keep them quick.
+
+
+@register_task("hf-resnet18")
+def hf_resnet18(seed: int = 0, image_size: int = 64) -> Task:
+    from . import hf
+
+    return hf.synthetic_task("hf-resnet18", lambda: hf.resnet18(num_labels=10, image_size=image_size, seed=seed), (3, image_size, image_size), seed=seed,
+                             description="ResNet-18 (transformers ResNetForImageClassification, basic blocks 2-2-2-2), random init")
+
+
+@register_task("hf-mobilenetv2")
+def hf_mobilenetv2(seed: int = 0, image_size: int = 64) -> Task:
+    from . import hf
+
+    return hf.synthetic_task("hf-mobilenetv2", lambda: hf.mobilenet_v2(num_labels=10, image_size=image_size, seed=seed),
+                             (3, image_size, image_size), seed=seed,
+                             description="MobileNetV2 (transformers MobileNetV2ForImageClassification), random init")
+
+
+@register_task("hf-bert")
+def hf_bert(seed: int = 0, layers: int = 6, seq_len: int = 32) -> Task:
+    from . import hf
+
+    return hf.synthetic_task("hf-bert", lambda: hf.bert_encoder(layers=layers, seed=seed), (seq_len,), tokens=1000, seed=seed,
+                             description=f"BERT-style encoder ({layers} layers, hidden 128, transformers BertForSequenceClassification), random init")

@@ -48,9 +48,14 @@ def int_kernel_counts(op_counts: dict[str, int]) -> dict[str, int]:
     return {k: v for k, v in op_counts.items() if k in INT_KERNEL_OPS}
 
 
+def as_onnx_input(x: torch.Tensor) -> np.ndarray:
+    """Inputs as onnxruntime takes them: float32, or int64 for integer inputs (token ids)."""
+    return x.numpy().astype(np.int64 if not torch.is_floating_point(x) else np.float32)
+
+
 def run_onnx(sess: ort.InferenceSession, x: torch.Tensor, batch_size: int = 256) -> np.ndarray:
     name = sess.get_inputs()[0].name
-    arr = x.numpy().astype(np.float32)
+    arr = as_onnx_input(x)
     return np.concatenate([sess.run(None, {name: arr[i : i + batch_size]})[0] for i in range(0, len(arr), batch_size)])
 
 
@@ -58,7 +63,7 @@ def latency_ms(path: str | os.PathLike, example: torch.Tensor, runs: int = 200, 
     """Batch-1 latency percentiles on one intra-op thread (fastest for tiny models)."""
     sess = session(path, threads=1)
     name = sess.get_inputs()[0].name
-    x = example[:1].numpy().astype(np.float32)
+    x = as_onnx_input(example[:1])
     for _ in range(warmup):
         sess.run(None, {name: x})
     times = np.empty(runs)
@@ -97,7 +102,7 @@ def verify_qonnx(qonnx_path: str | os.PathLike, qmodel: torch.nn.Module, task, n
     split = task.data.eval.head(n)
     wrapper = ModelWrapper(str(qonnx_path))
     iname, oname = wrapper.graph.input[0].name, wrapper.graph.output[0].name
-    xs = split.x.numpy().astype(np.float32)
+    xs = as_onnx_input(split.x)
     out = torch.from_numpy(np.concatenate([execute_onnx(wrapper, {iname: xs[i : i + 1]})[oname] for i in range(len(xs))]))
     sim = predict(qmodel, split.x)
     cmp = output_agreement(out, sim, task.is_classifier)
