@@ -103,7 +103,7 @@ def test_factory_reference_is_imported_not_evaluated(tmp_path, monkeypatch, digi
     from workbench.recipe import resolve_task
 
     assert resolve_task(parse_recipe({**GOOD, "task": {"factory": "my_tasks:make"}}).task).name == "digits-cnn"
-    with pytest.raises(RecipeError, match="returned int; expected a workbench Task"):
+    with pytest.raises(RecipeError, match="returned int; expected a workbench Task or \\(model, calibration inputs"):
         resolve_task(parse_recipe({**GOOD, "task": {"factory": "my_tasks:wrong"}}).task)
     with pytest.raises(RecipeError, match="has no function 'nope'"):
         resolve_task(parse_recipe({**GOOD, "task": {"factory": "my_tasks:nope"}}).task)

@@ -215,7 +215,7 @@ def synthetic_task(name: str, model_fn, input_shape: tuple, *, tokens: int | Non
 
     return Task(name=name, model_factory=model_fn, data_factory=data, metric=_cosine_metric(), kind="classification", input_shape=tuple(input_shape),
                 data_source=f"synthetic {'token ids' if tokens else 'images'} (seeded); label-free: cosine to the float outputs", synthetic=True,
-                description=description, pretrained=True, seed=seed)
+                description=description, pretrained=True, seed=seed, input_dtype=torch.int64 if tokens else torch.float32)
 
 
 def _cosine_metric():

@@ -38,7 +38,7 @@ class PTQConfig:
 
 def quantize_task(task, float_model: nn.Module, spec: QuantSpec | dict | None = None, ptq: PTQConfig = PTQConfig(), progress: bool = False) -> nn.Module:
     """A calibrated Brevitas model of ``float_model`` under ``spec``."""
-    qmodel = quantize_model(float_model, spec, equalize_iters=ptq.equalize_iters)
+    qmodel = quantize_model(float_model, spec, equalize_iters=ptq.equalize_iters, example_input=task.example_input(8))
     x = task.data.calib.x if ptq.calib_samples is None else task.data.calib.x[: ptq.calib_samples]
     calibrate(qmodel, x, batch_size=ptq.batch_size, progress=progress)
     if ptq.bias_correction:

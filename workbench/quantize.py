@@ -128,11 +128,14 @@ def validate_spec(spec: QuantSpec | dict, model: nn.Module) -> dict[str, LayerQu
     return resolve(QuantSpec.parse(spec), quantisable_layers(model), unsupported_layers(model))
 
 
-def quantize_model(model: nn.Module, spec: QuantSpec | dict | None = None, *, equalize_iters: int = 0, force_layerwise: bool = False) -> nn.Module:
+def quantize_model(model: nn.Module, spec: QuantSpec | dict | None = None, *, equalize_iters: int = 0, force_layerwise: bool = False,
+                   example_input: torch.Tensor | None = None) -> nn.Module:
     """A Brevitas model of ``model`` in which every layer has exactly the settings of ``spec``.
 
     The model must still be calibrated (:func:`workbench.ptq.calibrate`). The returned module
     carries its :class:`QuantizationPlan` as ``workbench_plan``. The input model is not changed.
+    On the per-module path, ``example_input`` lets BatchNorm layers that directly follow a
+    convolution be folded into it first (checked on that input: see :func:`fold_batchnorm`).
     """
     spec = QuantSpec() if spec is None else QuantSpec.parse(spec)
     if not isinstance(model, nn.Module):
@@ -160,7 +163,10 @@ def quantize_model(model: nn.Module, spec: QuantSpec | dict | None = None, *, eq
             requantised = _apply_layer_settings(qmodel, resolved, spec)
             path = "fx"
     if qmodel is None:
-        qmodel = _layerwise_quantize(copy.deepcopy(model).eval(), resolved)
+        src = copy.deepcopy(model).eval()
+        if example_input is not None:
+            src = fold_batchnorm(src, example_input)
+        qmodel = _layerwise_quantize(src, resolved)
     qmodel.eval()
     qmodel.workbench_plan = QuantizationPlan(spec, resolved, path, unsupported, tuple(requantised))
     return qmodel
@@ -394,3 +400,68 @@ def _layerwise_quantize(model: nn.Module, resolved: dict[str, LayerQuant]) -> nn
     for name, lq in resolved.items():
         set_module(model, build_quant_layer(model.get_submodule(name), lq, input_quant=True), name)
     return model
+
+
+def _conv_bn_pairs(model: nn.Module, example_input: torch.Tensor) -> list[tuple[str, str]]:
+    """(conv, BatchNorm) names where the BatchNorm reads exactly the convolution's output tensor."""
+    outputs: dict[int, str] = {}
+    pairs: list[tuple[str, str]] = []
+    calls: dict[str, int] = {}
+    keep = []  # hold the tensors so their ids stay unique during the pass
+    hooks = []
+    for name, m in model.named_modules():
+        if isinstance(m, (nn.Conv1d, nn.Conv2d)):
+            def conv_hook(mod, args, out, name=name):
+                calls[name] = calls.get(name, 0) + 1
+                outputs[id(out)] = name
+                keep.append(out)
+
+            hooks.append(m.register_forward_hook(conv_hook))
+        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            def bn_hook(mod, args, name=name):
+                calls[name] = calls.get(name, 0) + 1
+                source = outputs.get(id(args[0]))
+                if source is not None:
+                    pairs.append((source, name))
+
+            hooks.append(m.register_forward_pre_hook(bn_hook))
+    try:
+        with torch.no_grad():
+            model(example_input)
+    finally:
+        for h in hooks:
+            h.remove()
+    return [(c, b) for c, b in pairs if calls.get(c) == 1 and calls.get(b) == 1]
+
+
+def fold_batchnorm(model: nn.Module, example_input: torch.Tensor) -> nn.Module:
+    """``model`` with every eval-mode BatchNorm that reads a convolution's output folded into that
+    convolution (the BatchNorm becomes an Identity). The folded model is checked against the
+    original on ``example_input``; when they differ (the convolution's output was also read
+    elsewhere) the original is returned unchanged."""
+    from brevitas.graph.utils import set_module
+
+    model = model.eval()
+    pairs = _conv_bn_pairs(model, example_input)
+    if not pairs:
+        return model
+    folded = copy.deepcopy(model)
+    with torch.no_grad():
+        for conv_name, bn_name in pairs:
+            conv, bn = folded.get_submodule(conv_name), folded.get_submodule(bn_name)
+            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps) if bn.affine else 1.0 / torch.sqrt(bn.running_var + bn.eps)
+            shift = bn.bias if bn.affine else torch.zeros_like(bn.running_mean)
+            bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+            conv.weight.mul_(scale.reshape(-1, *([1] * (conv.weight.dim() - 1))))
+            new_bias = (bias - bn.running_mean) * scale + shift
+            if conv.bias is None:
+                conv.bias = nn.Parameter(new_bias)
+            else:
+                conv.bias.copy_(new_bias)
+            set_module(folded, nn.Identity(), bn_name)
+        ref, out = model(example_input), folded(example_input)
+    ref = ref.value if hasattr(ref, "value") else ref
+    out = out.value if hasattr(out, "value") else out
+    if not torch.allclose(out, ref, rtol=1e-4, atol=1e-5 * float(ref.abs().max().clamp(min=1.0))):
+        return model
+    return folded

@@ -6,7 +6,8 @@ Schema (``recipe_version: 1``)::
     recipe_version: 1
     name: digits-mixed                   # free text
     task: {name: digits-cnn, seed: 0}    # a registered task ...
-    # task: {factory: "mypkg.models:make_task"}   # ... or an importable function returning a Task
+    # task: {factory: "mypkg.models:make_task"}   # ... or an importable function returning a Task,
+    #                                             # or (model, calibration inputs, (eval x, eval y), metric)
     dataset: {sha256: <fingerprint of the task's data>}      # checked before anything runs
     target: cpu-int8-ort                 # optional: the bits must be allowed by this target
     quantization: {weight_bits: 8, act_bits: 8, layers: {features.3: {weight_bits: 4}}}
@@ -33,7 +34,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import SpecError
+from .errors import SpecError, WorkbenchError
 from .pruning import PruningSpec, prunable_layers
 from .spec import LayerSettings, QuantSpec, format_validation_error
 
@@ -187,8 +188,17 @@ def resolve_task(ref: TaskRef):
     if not callable(fn):
         raise RecipeError(f"task.factory: module {module_name!r} has no function {func_name!r}")
     task = fn()
+    if isinstance(task, tuple) and len(task) == 4:  # (model, calibration inputs, (eval x, eval y), metric)
+        from .tasks import make_task
+
+        model, calib, eval_, metric = task
+        try:
+            task = make_task(model, calib, eval_, metric, name=func_name)
+        except WorkbenchError as exc:
+            raise RecipeError(f"task.factory: {ref.factory} returned parts make_task refuses: {exc}") from None
     if not isinstance(task, Task):
-        raise RecipeError(f"task.factory: {ref.factory} returned {type(task).__name__}; expected a workbench Task")
+        raise RecipeError(f"task.factory: {ref.factory} returned {type(task).__name__}; expected a workbench Task "
+                          f"or (model, calibration inputs, (eval x, eval y), metric)")
     return task
 
 

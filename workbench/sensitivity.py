@@ -13,9 +13,14 @@ The engine caches the activations at the input of layer L and runs only the netw
 onward, swapping in a quantised (or float) L built on its own, instead of building, calibrating
 and running a whole quantised model per case. Activation quantisers are calibrated on float
 activations (as Brevitas's calibration mode does), so the result is identical to the full
-rebuild; ``engine="naive"`` runs that full rebuild and the tests check the two agree. Layers the
-graph cannot be cut at (untraceable models, reused modules) fall back to full runs, and their
-rows say ``engine="full"``.
+rebuild; ``engine="naive"`` runs that full rebuild and the tests check the two agree.
+
+Models fx cannot trace (most Hugging Face models) get the ``swap`` engine in quantise-one mode:
+the whole float model runs per case with only layer L replaced by the quantised layer the
+per-module path builds, still without rebuilding or calibrating a whole quantised model. It
+caches nothing (every case recomputes the forward pass), so its memory stays that of one model
+and one batch however many layers the model has. Other cases the graph cannot be cut at (reused
+modules, leave-one-float on an untraceable model) fall back to full runs (``engine="full"``).
 
 Results persist in a :class:`~workbench.store.ResultStore` keyed by a fingerprint of the model
 weights, the data, the configuration and the code version: a re-run returns stored rows, and a
@@ -48,6 +53,7 @@ from .models import count_macs
 from .pipeline import PTQConfig, quantize_task
 from .quantize import (
     act_quantizer,
+    fold_batchnorm,
     apply_weight_settings,
     build_quant_layer,
     default_layer_quant,
@@ -167,8 +173,8 @@ class _Engine:
                     self.graph = bq.preprocess_for_quantize(copy.deepcopy(model).eval(), equalize_iters=config.ptq.equalize_iters)
                 else:
                     self.graph = quantize_task(task, model, config.base, config.ptq)
-        except Exception as exc:  # untraceable: every case runs in full
-            warnings.warn(f"the graph cannot be cut ({type(exc).__name__}); sensitivity falls back to full runs for every layer", stacklevel=3)
+        except Exception as exc:  # untraceable: the swap engine (quantise-one) or full runs
+            warnings.warn(f"the graph cannot be cut ({type(exc).__name__}); every case runs the whole model", stacklevel=3)
         self.runner = None if self.graph is None or not hasattr(self.graph, "graph") else GraphRunner(self.graph)
         if self.runner is not None:
             self.eval_envs = [self.runner.start(x) for x in _chunks(self.x_eval, self.EVAL_BATCH)]
@@ -217,6 +223,38 @@ class _Engine:
         return torch.cat([self.runner.run_from(env, {layer: module}) for env in self.eval_envs]).float()
 
 
+class _SwapEngine:
+    """Quantise-one on an untraceable model: the whole float model (BatchNorm folded as the
+    per-module path folds it) runs per case with only ``layer`` replaced by its quantised version,
+    which is then put back. Nothing is cached between cases."""
+
+    def __init__(self, task, model: nn.Module, config: SensitivityConfig):
+        self.task, self.config = task, config
+        self.model = fold_batchnorm(copy.deepcopy(model).eval(), task.example_input(8))
+        calib = task.data.calib.x
+        self.x_calib = calib if config.ptq.calib_samples is None else calib[: config.ptq.calib_samples]
+
+    @staticmethod
+    def applies(config: SensitivityConfig) -> bool:
+        """Exact only where the full rebuild does no more than quantise and calibrate."""
+        return config.mode == "quantise-one" and not config.ptq.bias_correction and config.ptq.equalize_iters == 0
+
+    def run_case(self, layer: str, w, a) -> torch.Tensor:
+        from brevitas.graph.utils import set_module
+
+        from .ptq import calibrate
+
+        original = self.model.get_submodule(layer)
+        b = self.config.base
+        set_module(self.model, build_quant_layer(original, LayerQuant(w, a, b.weight_granularity, b.scale_type), input_quant=True), layer)
+        try:
+            if a is not None:
+                calibrate(self.model, self.x_calib, batch_size=self.config.ptq.batch_size)
+            return predict(self.model, self.task.data.eval.x)
+        finally:
+            set_module(self.model, original, layer)
+
+
 def naive_case(task, model: nn.Module, config: SensitivityConfig, layer: str, w, a) -> torch.Tensor:
     """The reference: build, calibrate and run the whole model the case stands for."""
     qmodel = quantize_task(task, model, case_spec(config, layer, w, a), config.ptq)
@@ -253,6 +291,7 @@ def sensitivity(task, model: nn.Module, config: SensitivityConfig | None = None,
     cases = config.cases()
     todo = sum(1 for layer in layers for (w, a) in cases if case_key(layer, w, a, config.mode) not in rec.done)
     eng = _Engine(task, model, config) if (engine == "cut" and todo) else None
+    swap = _SwapEngine(task, model, config) if (eng is not None and eng.runner is None and _SwapEngine.applies(config)) else None
     if eng is not None and eng.runner is not None:
         order = {name: i for i, name in enumerate(n.target for n in eng.runner.nodes if n.op == "call_module" and n.target in all_layers)}
 
@@ -273,6 +312,8 @@ def sensitivity(task, model: nn.Module, config: SensitivityConfig | None = None,
                         eng.move_to(layer)
                         moved = True
                     out = eng.run_case(layer, w, a)
+                elif swap is not None:
+                    out = swap.run_case(layer, w, a)
                 else:
                     out = naive_case(task, model, config, layer, w, a)
                 res = compare_outputs(task, out, fp_out, fp_metric, split)
@@ -282,7 +323,7 @@ def sensitivity(task, model: nn.Module, config: SensitivityConfig | None = None,
                 res = {"metric": math.nan, "metric_delta": math.nan, "sqnr_db": math.nan, "output_mse": math.nan, "kl": math.nan,
                        "status": f"error: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}"}
             row = {**info, "weight_bits": w, "act_bits": a, "mode": config.mode, **res, "seconds": time.perf_counter() - t0,
-                   "engine": "cut" if cut else ("full" if engine == "cut" else "naive")}
+                   "engine": "cut" if cut else ("swap" if swap is not None else ("full" if engine == "cut" else "naive"))}
             if config.hessian:
                 row["hessian_trace"] = hessian.get(layer, math.nan)
             return row

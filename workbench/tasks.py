@@ -52,6 +52,7 @@ class Task:
     batch_size: int = 64
     seed: int = 0
     subset: tuple[int, int, int] | None = None  # set by small(): (n_train, n_calib, n_eval)
+    input_dtype: torch.dtype = torch.float32  # torch.int64 for token ids
     _data: TaskData | None = field(default=None, repr=False)
 
     @property
@@ -138,7 +139,7 @@ def tasks_table() -> pd.DataFrame:
     for name in list_tasks():
         task = create_task(name)
         model = task.create_model().eval()
-        example = torch.zeros((1, *task.input_shape))
+        example = torch.zeros((1, *task.input_shape), dtype=task.input_dtype)
         rows.append(
             {
                 "task": name,
@@ -186,6 +187,7 @@ def make_task(
         input_shape=data.input_shape,
         data_source=source,
         pretrained=True,
+        input_dtype=calib_split.x.dtype,
         _data=data,
     )
 
