@@ -165,16 +165,23 @@ class Untraceable(nn.Module):
         return self.b(torch.relu(self.a(x)))
 
 
-def test_untraceable_model_falls_back_to_full_runs_and_says_so():
+def test_untraceable_model_swaps_layers_or_runs_in_full_and_says_so():
     torch.manual_seed(0)
     model = Untraceable().eval()
     x = torch.randn(32, 4)
     with torch.no_grad():
         y = model(x).argmax(1)
     task = wb.make_task(model, x[:16], (x[16:], y[16:]), lambda o, t: float((o.argmax(1) == t).float().mean()))
-    with pytest.warns(UserWarning, match="falls back to full runs"):
-        df = sensitivity(task, model, SensitivityConfig(weight_bits=(4,)), store=False, progress=False)
-    assert list(df["engine"]) == ["full", "full"] and (df["status"] == "ok").all()
+    config = SensitivityConfig(weight_bits=(2, 4), act_bits=(None, 4))
+    with pytest.warns(UserWarning, match="the graph cannot be cut .*every case runs the whole model"):
+        df = sensitivity(task, model, config, store=False, progress=False)
+    assert set(df["engine"]) == {"swap"} and (df["status"] == "ok").all()
+    naive = sensitivity(task, model, config, store=False, progress=False, engine="naive")
+    cols = ["metric", "sqnr_db", "output_mse", "kl"]
+    assert np.nanmax(np.abs(df[cols].to_numpy(float) - naive[cols].to_numpy(float))) <= 1e-6
+    with pytest.warns(UserWarning, match="fx tracing failed .*using the per-module path"):
+        lof = sensitivity(task, model, SensitivityConfig(mode="leave-one-float", base=wb.QuantSpec.uniform(4, 8)), store=False, progress=False)
+    assert set(lof["engine"]) == {"full"}
 
 
 def test_hessian_trace_column(resnet):
