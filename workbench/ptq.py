@@ -1,7 +1,12 @@
-"""Post-training quantisation steps: activation calibration and bias correction.
+"""Post-training quantisation steps, each Brevitas's own algorithm behind one function:
 
-Cross-layer equalisation runs before quantisation (``quantize_model(..., equalize_iters=N)``),
-since Brevitas applies it to the float graph.
+- ``act_equalization`` (SmoothQuant-style, before quantisation: scales move activation outliers
+  into the weights, a float Mul in front of each layer keeps the function);
+- cross-layer equalisation (``quantize_model(..., equalize_iters=N)``, on the float graph);
+- ``calibrate`` (activation scales), then ``gpxq`` with GPFQ (weights re-rounded layer by layer
+  against calibration data), then ``bias_correction`` (mean output error removed).
+
+:data:`PTQ_ALGORITHMS` names them as specs and recipes select them.
 """
 
 from __future__ import annotations
@@ -39,4 +44,42 @@ def bias_correction(qmodel: nn.Module, x: torch.Tensor, batch_size: int = 128, p
     with torch.no_grad(), bias_correction_mode(qmodel):
         for xb in _batches(x, batch_size, "bias correction", progress):
             qmodel(xb)
+    return qmodel
+
+
+PTQ_ALGORITHMS = ("act_equalization", "cle", "bias_correction", "gpfq")
+
+
+def act_equalization(model: nn.Module, x: torch.Tensor, alpha: float = 0.5, batch_size: int = 128, progress: bool = False) -> nn.Module:
+    """SmoothQuant-style activation equalisation of a FLOAT model (in place): per input channel,
+    activations are divided and weights multiplied by ``max|x|^alpha / max|w|^(1-alpha)``; a float
+    Mul in front of each layer keeps the function the same. Run it before quantisation."""
+    from brevitas.graph.equalize import activation_equalization_mode
+
+    if not 0.0 < alpha < 1.0:
+        from .errors import SpecError
+
+        raise SpecError(f"act_equalization: expected an alpha in (0, 1); got {alpha!r}")
+    check_calibration(x, "equalisation data")
+    model.eval()
+    with torch.no_grad(), activation_equalization_mode(model, alpha, add_mul_node=True, layerwise=True):
+        for xb in _batches(x, batch_size, "activation equalisation", progress):
+            model(xb)
+    return model
+
+
+def gpxq(qmodel: nn.Module, x: torch.Tensor, algorithm: str = "gpfq", batch_size: int = 128, progress: bool = False) -> nn.Module:
+    """GPTQ or GPFQ (Brevitas): re-round each layer's weights, layer by layer, so its output on
+    the calibration data stays closest to the float layer's (in place, after calibration)."""
+    from brevitas.graph.gpfq import gpfq_mode
+    from brevitas.graph.gptq import gptq_mode
+
+    check_calibration(x, f"{algorithm} data")
+    mode = {"gptq": gptq_mode, "gpfq": gpfq_mode}[algorithm]
+    qmodel.eval()
+    with torch.no_grad(), mode(qmodel, use_quant_activations=True) as algo:
+        for _ in tqdm(range(algo.num_layers), desc=algorithm, disable=not progress, leave=False):
+            for xb in _batches(x, batch_size, algorithm, False):
+                algo.model(xb)
+            algo.update()
     return qmodel

@@ -11,7 +11,8 @@ Schema (``recipe_version: 1``)::
     dataset: {sha256: <fingerprint of the task's data>}      # checked before anything runs
     target: cpu-int8-ort                 # optional: the bits must be allowed by this target
     quantization: {weight_bits: 8, act_bits: 8, layers: {features.3: {weight_bits: 4}}}
-    ptq: {calib_samples: 512, bias_correction: false, equalize_iters: 0, batch_size: 128}
+    ptq: {calib_samples: 512, bias_correction: false, equalize_iters: 0, batch_size: 128,
+          act_equalization: null, weight_rounding: nearest}   # SmoothQuant alpha; nearest | gpfq
     pruning:                             # optional: pruned (and fine-tuned) before quantisation
       {method: structured, sparsity: 0.5, criterion: l1, finetune_epochs: 3}
     export: {formats: [qcdq, qonnx], weight_encoding: u8}
@@ -90,6 +91,8 @@ class PTQSection(_Strict):
     bias_correction: bool = False
     equalize_iters: int = Field(0, ge=0)
     batch_size: int = Field(128, ge=1)
+    act_equalization: float | None = Field(None, gt=0, lt=1)
+    weight_rounding: Literal["nearest", "gpfq"] = "nearest"
 
 
 class ExportSection(_Strict):
