@@ -79,3 +79,32 @@ def test_recovery_table_compares_every_method(digits):
     assert df.loc[0, "delta"] == 0 and df[df.method == "ptq"]["recovered"].iloc[0] == 0
     assert (df["seconds"][1:] > 0).all() and df["metric"].between(0, 1).all()
     assert df[df.method.str.startswith("qat")]["metric"].min() >= df[df.method == "ptq"]["metric"].iloc[0]  # never worse than where it started
+
+
+def test_recipe_with_qat_applies_byte_identically_and_the_cli_resumes(digits, tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    recipe = {"recipe_version": 1, "name": "digits-qat", "task": {"name": "digits-cnn"}, "quantization": {"weight_bits": 4, "act_bits": 4},
+              "qat": {"epochs": 2, "lr": 0.0003}, "export": {"formats": ["qcdq"]}}
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    exe = str(Path(sys.executable).parent / "workbench")
+    run = lambda *a: subprocess.run([exe, *a], capture_output=True, text=True, env=dict(os.environ), timeout=600)  # noqa: E731
+    a, b = run("qat", str(path), "--out", str(tmp_path / "a"), "--latency-runs", "10"), run("apply", str(path), "--out", str(tmp_path / "b"), "--latency-runs", "10")
+    assert a.returncode == 0 and b.returncode == 0, a.stderr[-1500:] + b.stderr[-1500:]
+    assert "epoch 1: loss" in a.stdout and (tmp_path / "a" / "checkpoints" / "qat-last.safetensors").exists()
+    assert (tmp_path / "a" / "model.onnx").read_bytes() == (tmp_path / "b" / "model.onnx").read_bytes()
+    summary = json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert [r["epoch"] for r in summary["qat"]["history"]] == [0, 1]
+    again = run("qat", str(path), "--out", str(tmp_path / "a"), "--latency-runs", "10")  # finished: resumes past the last epoch
+    assert again.returncode == 0 and (tmp_path / "a" / "model.onnx").read_bytes() == (tmp_path / "b" / "model.onnx").read_bytes()
+    no_qat = tmp_path / "plain.yaml"
+    no_qat.write_text(yaml.safe_dump({k: v for k, v in recipe.items() if k != "qat"}))
+    bad = run("qat", str(no_qat), "--out", str(tmp_path / "c"))
+    assert bad.returncode == 2 and "plain.yaml has no qat section" in bad.stderr

@@ -203,6 +203,34 @@ def apply(recipe: Path = typer.Argument(..., help="recipe YAML"),
         raise typer.Exit(1)
 
 
+@app.command()
+def qat(recipe: Path = typer.Argument(..., help="recipe YAML with a qat section"),
+        out: Optional[Path] = typer.Option(None, help="output directory (default: runs/<recipe name>-qat-<time>)"),
+        latency_runs: int = typer.Option(200, min=10)) -> None:
+    """Quantisation-aware training from a recipe (PTQ, then QAT with distillation as it says), export and
+    verify; checkpoints go to DIR/checkpoints each epoch and a killed run resumes from them."""
+    _quiet_libraries()
+    from .errors import WorkbenchError
+    from .job import apply_recipe
+    from .recipe import RecipeError, load_recipe
+
+    out = out or _default_out(f"{recipe.stem}-qat")
+    try:
+        r, _ = load_recipe(recipe)
+        if r.qat is None:
+            raise RecipeError(f"{recipe.name} has no qat section; expected qat: {{epochs: 5, lr: 0.0001, distill: true}}")
+        summary, failures = apply_recipe(recipe, out, latency_runs=latency_runs, checkpoint=True)
+    except WorkbenchError as exc:
+        _fail(exc)
+    for row in summary["qat"]["history"]:
+        typer.echo(f"  epoch {row['epoch']}: loss {row['loss']:.4f}, {summary['metric_name']} {row['metric']:.4f}, lr {row['lr']:.2e}")
+    _print_summary(summary, out)
+    for f in failures:
+        typer.echo(f"FAILED {f}", err=True)
+    if failures:
+        raise typer.Exit(1)
+
+
 @app.command("search")
 def search_cmd(task: str = typer.Argument(..., help="registered task name"),
                budget_kib: Optional[float] = typer.Option(None, help="budget on packed weight KiB"),

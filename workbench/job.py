@@ -25,11 +25,13 @@ SUMMARY_KEYS = ("fp_metric", "quant_metric", "onnx_metric", "onnx_agreement", "m
 
 def run_job(task, variants: dict[str, QuantSpec | dict], out_dir: str | Path, *, ptq: PTQConfig = PTQConfig(), qonnx: bool = True,
             latency_runs: int = 200, progress: bool = True, float_model: torch.nn.Module | None = None, weight_encoding: str = "u8",
-            extra: dict | None = None, files: dict[str, str] | None = None, sections: list | None = None) -> dict:
+            extra: dict | None = None, files: dict[str, str] | None = None, sections: list | None = None,
+            train=None, keep: tuple[str, ...] = ()) -> dict:
     """Run every variant; the first is the primary one (``model.onnx``, top-level summary keys).
 
     Everything is built in a temporary folder beside ``out_dir`` and moved into place at the end,
-    so ``out_dir`` never holds a half-written result.
+    so ``out_dir`` never holds a half-written result. ``train(qmodel) -> qmodel`` runs after PTQ
+    (quantisation-aware training); the folders named in ``keep`` (checkpoints) survive the replacement.
     """
     if not variants:
         raise ValueError("run_job needs at least one variant spec")
@@ -53,6 +55,9 @@ def run_job(task, variants: dict[str, QuantSpec | dict], out_dir: str | Path, *,
         for i, (name, spec) in enumerate(specs.items()):
             bar.set_postfix_str(f"{name}: quantise + calibrate")
             qmodel = quantize_task(task, model, spec, ptq)
+            if train is not None:
+                bar.set_postfix_str(f"{name}: quantisation-aware training")
+                qmodel = train(qmodel)
             ev = evaluate_quantized(task, model, qmodel, fp_outputs=fp_out)
             bar.update()
             bar.set_postfix_str(f"{name}: export + verify")
@@ -89,6 +94,9 @@ def run_job(task, variants: dict[str, QuantSpec | dict], out_dir: str | Path, *,
             atomic_write_text(inside(work, name), text)
         atomic_write_text(inside(work, "report.html"), write_report(summary, layers, sections or []))
         bar.update()
+        for name in keep:
+            if (out_dir / name).exists():
+                shutil.move(str(out_dir / name), str(work / name))
         if out_dir.exists():
             shutil.rmtree(out_dir)
         work.rename(out_dir)
@@ -135,8 +143,11 @@ def run_demo(out_dir: str | Path, progress: bool = True, budget_kib: float = 6.0
     return run_job(task, DEMO_VARIANTS, out_dir, progress=progress, float_model=model, extra=extra, files=files, sections=sections, **kwargs)
 
 
-def apply_recipe(recipe_path: str | Path, out_dir: str | Path, progress: bool = True, latency_runs: int = 200) -> tuple[dict, list[str]]:
-    """Rebuild, export and verify what a recipe describes; returns the summary and the unmet expectations."""
+def apply_recipe(recipe_path: str | Path, out_dir: str | Path, progress: bool = True, latency_runs: int = 200,
+                 checkpoint: bool = False) -> tuple[dict, list[str]]:
+    """Rebuild, export and verify what a recipe describes (pruning, PTQ, quantisation-aware
+    training, as it says); returns the summary and the unmet expectations. ``checkpoint`` keeps
+    QAT checkpoints in ``out_dir/checkpoints`` so a killed run resumes (``workbench qat``)."""
     from .baseline import load_or_train_baseline
     from .fileio import sha256_file
     from .recipe import check_recipe_against, load_recipe, resolve_task
@@ -146,7 +157,7 @@ def apply_recipe(recipe_path: str | Path, out_dir: str | Path, progress: bool = 
     model = load_or_train_baseline(task, seed=recipe.task.seed, epochs=recipe.task.epochs, progress=progress)
     check_recipe_against(recipe, task, model)
     ptq = PTQConfig(**recipe.ptq.model_dump())
-    pruning_summary = {}
+    extra_summary = {}
     if recipe.pruning is not None:
         from .pruning import prune
         from .pruning_sweep import measure_model
@@ -154,7 +165,7 @@ def apply_recipe(recipe_path: str | Path, out_dir: str | Path, progress: bool = 
         before = measure_model(task, model, latency_runs=0)
         model = prune(task, model, recipe.pruning, progress=progress)
         after = measure_model(task, model, latency_runs=0)
-        pruning_summary = {"pruning": {"spec": recipe.pruning.to_dict(), **{f"{k}_unpruned": before[k] for k in ("metric", "params", "macs")},
+        extra_summary = {"pruning": {"spec": recipe.pruning.to_dict(), **{f"{k}_unpruned": before[k] for k in ("metric", "params", "macs")},
                                        **{k: after[k] for k in ("metric", "params", "macs", "weight_sparsity")}}}
 
     def checks(summary: dict) -> dict:
@@ -164,9 +175,23 @@ def apply_recipe(recipe_path: str | Path, out_dir: str | Path, progress: bool = 
             if why:
                 failures.append(f"expected.{key}: {why}")
         return {"recipe": recipe.name, "recipe_sha256": recipe_sha, "onnx_sha256": summary["variants"][recipe.name]["onnx_sha256"],
-                "expectations_failed": failures, **pruning_summary}
+                "expectations_failed": failures, **extra_summary}
+
+    train = None
+    if recipe.qat is not None:
+        from .qat import QATConfig, train_qat
+
+        teacher = model
+        config = QATConfig(**recipe.qat.model_dump())
+        checkpoints = inside(out_dir, "checkpoints") if checkpoint else None
+
+        def train(qmodel):
+            trained, history = train_qat(task, teacher, qmodel, config, checkpoint_dir=checkpoints, progress=progress)
+            extra_summary["qat"] = {"config": config.to_dict(), "history": history.to_dict("records")}
+            return trained
 
     summary = run_job(task, {recipe.name: recipe.quantization}, out_dir, ptq=ptq, qonnx="qonnx" in recipe.export.formats,
-                      latency_runs=latency_runs, progress=progress, float_model=model, weight_encoding=recipe.export.weight_encoding, extra=checks)
+                      latency_runs=latency_runs, progress=progress, float_model=model, weight_encoding=recipe.export.weight_encoding, extra=checks,
+                      train=train, keep=("checkpoints",) if checkpoint else ())
     assert summary["onnx_sha256"] == sha256_file(Path(out_dir) / "model.onnx")
     return summary, summary["expectations_failed"]

@@ -15,6 +15,7 @@ Schema (``recipe_version: 1``)::
           act_equalization: null, weight_rounding: nearest}   # SmoothQuant alpha; nearest | gpfq
     pruning:                             # optional: pruned (and fine-tuned) before quantisation
       {method: structured, sparsity: 0.5, criterion: l1, finetune_epochs: 3}
+    qat: {epochs: 5, lr: 0.0001, distill: true, temperature: 4.0, alpha: 0.7}   # optional: trained after PTQ
     export: {formats: [qcdq, qonnx], weight_encoding: u8}
     expected:                            # what apply checks; exits non-zero when outside
       quant_metric: {value: 0.99, tolerance: 0.01}
@@ -95,6 +96,19 @@ class PTQSection(_Strict):
     weight_rounding: Literal["nearest", "gpfq"] = "nearest"
 
 
+class QATSection(_Strict):
+    """Quantisation-aware training after PTQ (see :class:`workbench.qat.QATConfig`)."""
+
+    epochs: int = Field(5, ge=1)
+    lr: float = Field(1e-4, gt=0)
+    batch_size: int = Field(64, ge=2)
+    distill: bool = True
+    temperature: float = Field(4.0, gt=0)
+    alpha: float = Field(0.7, ge=0, le=1)
+    patience: int = Field(0, ge=0)
+    seed: int = 0
+
+
 class ExportSection(_Strict):
     formats: list[Literal["qcdq", "qonnx"]] = Field(default_factory=lambda: ["qcdq"])
     weight_encoding: Literal["u8", "s8"] = "u8"
@@ -129,6 +143,7 @@ class Recipe(_Strict):
     quantization: QuantSpec = Field(default_factory=QuantSpec)
     ptq: PTQSection = Field(default_factory=PTQSection)
     pruning: PruningSpec | None = None
+    qat: QATSection | None = None
     export: ExportSection = Field(default_factory=ExportSection)
     expected: dict[str, Expectation] = Field(default_factory=dict)
 
@@ -241,7 +256,7 @@ def check_recipe_against(recipe: Recipe, task, model) -> None:
 def recipe_diff(a: Recipe, b: Recipe, model=None) -> list[str]:
     """Human-readable per-layer (and section) differences between two recipes."""
     lines = []
-    for section in ("task", "dataset", "target", "pruning", "ptq", "export", "expected"):
+    for section in ("task", "dataset", "target", "pruning", "ptq", "qat", "export", "expected"):
         va, vb = getattr(a, section), getattr(b, section)
         if va != vb:
             lines.append(f"{section}: {_short(va)} -> {_short(vb)}")
