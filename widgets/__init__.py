@@ -2,7 +2,8 @@
 
 from .bitwidth_table import BitWidthTable
 from .pruning_sweep import PruningSweep
+from .qat_progress import QATProgress
 from .sensitivity_dashboard import SensitivityDashboard
 from .tradeoff_explorer import TradeoffExplorer
 
-__all__ = ["BitWidthTable", "PruningSweep", "SensitivityDashboard", "TradeoffExplorer"]
+__all__ = ["BitWidthTable", "PruningSweep", "QATProgress", "SensitivityDashboard", "TradeoffExplorer"]
