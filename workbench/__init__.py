@@ -24,6 +24,7 @@ from .data import Split, TaskData
 from .describe import describe
 from .errors import (
     CalibrationError,
+    CheckpointError,
     DatasetError,
     ExportError,
     OutputPathError,
@@ -44,6 +45,8 @@ from .layer_stats import layer_statistics, weight_histogram
 from .quantize import UnsupportedLayerWarning, quantisable_layers, quantize_model
 from .pruning import PruningSpec, channel_groups, prune, sparsity_table
 from .pruning_sweep import PruningSweepConfig, pruning_sweep
+from .qat import QATConfig, train_qat
+from .recovery import recovery_table
 from .sensitivity import SensitivityConfig, hessian_traces, sensitivity
 from .store import ResultStore
 from .spec import LayerSettings, QuantSpec
@@ -52,7 +55,7 @@ from .verify import latency_ms, optimized_op_counts, verify_qcdq, verify_qonnx
 
 __all__ = [
     "__version__",
-    "CalibrationError", "DatasetError", "ExportError", "OutputPathError", "PruningError", "SpecError", "TaskError", "UnsupportedLayerError",
+    "CalibrationError", "CheckpointError", "DatasetError", "ExportError", "OutputPathError", "PruningError", "SpecError", "TaskError", "UnsupportedLayerError",
     "WorkbenchError", "UnsupportedLayerWarning",
     "Task", "TaskData", "Split", "Metric", "create_task", "list_tasks", "make_task", "register_task", "tasks_table",
     "load_or_train_baseline", "evaluate", "predict",
@@ -63,4 +66,5 @@ __all__ = [
     "run_job", "run_demo",
     "SensitivityConfig", "sensitivity", "hessian_traces", "layer_statistics", "weight_histogram", "ResultStore",
     "PruningSpec", "prune", "channel_groups", "sparsity_table", "PruningSweepConfig", "pruning_sweep",
+    "QATConfig", "train_qat", "recovery_table",
 ]

@@ -46,3 +46,7 @@ class OutputPathError(WorkbenchError):
 class PruningError(WorkbenchError):
     """A layer cannot be pruned as asked (it would break the graph or remove every channel), or
     Torch-Pruning cannot trace the model."""
+
+
+class CheckpointError(WorkbenchError):
+    """A checkpoint is unreadable, or belongs to another model or training configuration."""

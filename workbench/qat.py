@@ -28,12 +28,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .errors import SpecError, WorkbenchError
+from .errors import CheckpointError, SpecError
 from .evaluate import evaluate, task_loss
-
-
-class CheckpointError(WorkbenchError):
-    """A checkpoint is unreadable, or belongs to another model or training configuration."""
 
 
 @dataclass(frozen=True)
