@@ -54,7 +54,7 @@ def recovery_table(task, model: nn.Module, spec: QuantSpec | dict, *, ptq: dict[
     df = pd.DataFrame(rows)
     fp, plain = df.loc[0, "metric"], float(df[df.method == "ptq"]["metric"].iloc[0])
     df["delta"] = df["metric"] - fp
-    df["recovered"] = (df["metric"] - plain) / (fp - plain) if fp != plain else float("nan")
+    df["recovered"] = (df["metric"] - plain) / (fp - plain) if fp - plain > 1e-12 else float("nan")  # no drop: nothing to recover
     df.loc[0, "recovered"] = float("nan")
     df.attrs.update({"task": task.name, "spec": spec.to_dict(), "metric_name": task.metric.name})
     return df[["method", "metric", "delta", "recovered", "seconds"]]
