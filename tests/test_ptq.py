@@ -28,12 +28,13 @@ def test_bias_correction_lowers_the_mean_output_error(resnet):
     assert corrected < 0.5 * plain, (plain, corrected)
 
 
-def test_gpfq_rounding_lowers_the_output_error(resnet):
+@pytest.mark.parametrize("rounding", ["gptq", "gpfq"])
+def test_gptq_and_gpfq_rounding_lower_the_output_error(resnet, rounding):
     task, model = resnet
     spec = wb.QuantSpec.uniform(3, 8)
     _, nearest = _errors(task, model, spec, wb.PTQConfig())
-    _, gpfq = _errors(task, model, spec, wb.PTQConfig(weight_rounding="gpfq"))
-    assert gpfq < 0.8 * nearest, (nearest, gpfq)
+    _, rounded = _errors(task, model, spec, wb.PTQConfig(weight_rounding=rounding))
+    assert rounded < 0.8 * nearest, (nearest, rounded)
 
 
 class Outliers(nn.Module):
@@ -69,7 +70,7 @@ def test_act_equalization_keeps_the_function_and_runs_in_the_pipeline():
 
 
 def test_ptq_bad_input():
-    with pytest.raises(wb.SpecError, match="weight_rounding 'gptq'; expected one of nearest, gpfq"):
-        wb.PTQConfig(weight_rounding="gptq")
+    with pytest.raises(wb.SpecError, match="weight_rounding 'adaround'; expected one of nearest, gptq, gpfq"):
+        wb.PTQConfig(weight_rounding="adaround")
     with pytest.raises(wb.SpecError, match="act_equalization: expected an alpha in \\(0, 1\\) or None; got 1.5"):
         wb.PTQConfig(act_equalization=1.5)

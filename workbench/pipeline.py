@@ -23,9 +23,7 @@ from .spec import QuantSpec
 from .verify import latency_ms, verify_qcdq, verify_qonnx
 
 
-# GPTQ (brevitas.graph.gptq.gptq_mode) ran here but changed no weight (max change 1.5e-8) on the
-# workbench's per-instance weight quantisers, so it is not offered until that is understood.
-WEIGHT_ROUNDING = ("nearest", "gpfq")
+WEIGHT_ROUNDING = ("nearest", "gptq", "gpfq")
 
 
 @dataclass(frozen=True)
@@ -37,7 +35,7 @@ class PTQConfig:
     equalize_iters: int = 0  # cross-layer equalisation iterations (0 = off)
     batch_size: int = 128
     act_equalization: float | None = None  # SmoothQuant alpha in (0, 1); None = off
-    weight_rounding: str = "nearest"  # nearest | gpfq (Brevitas's GPFQ, layer by layer against calibration data)
+    weight_rounding: str = "nearest"  # nearest | gptq | gpfq (Brevitas's, layer by layer against calibration data)
 
     def __post_init__(self):
         from .errors import SpecError
