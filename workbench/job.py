@@ -162,9 +162,9 @@ def apply_recipe(recipe_path: str | Path, out_dir: str | Path, progress: bool = 
         from .pruning import prune
         from .pruning_sweep import measure_model
 
-        before = measure_model(task, model, latency_runs=0)
+        before = measure_model(task, model, onnx=False)
         model = prune(task, model, recipe.pruning, progress=progress)
-        after = measure_model(task, model, latency_runs=0)
+        after = measure_model(task, model, onnx=False)
         extra_summary = {"pruning": {"spec": recipe.pruning.to_dict(), **{f"{k}_unpruned": before[k] for k in ("metric", "params", "macs")},
                                        **{k: after[k] for k in ("metric", "params", "macs", "weight_sparsity")}}}
 

@@ -94,8 +94,9 @@ class PruningSweepConfig:
         return asdict(self)
 
 
-def measure_model(task, model: nn.Module, latency_runs: int = 50) -> dict:
-    """Metric, parameters, MACs, zero-weight share, float ONNX file bytes and onnxruntime latency of ``model``."""
+def measure_model(task, model: nn.Module, latency_runs: int = 50, onnx: bool = True) -> dict:
+    """Metric, parameters, MACs, zero-weight share and (with ``onnx``) float ONNX file bytes and
+    onnxruntime latency of ``model``."""
     from .export import export_float
     from .verify import latency_ms
 
@@ -104,6 +105,8 @@ def measure_model(task, model: nn.Module, latency_runs: int = 50) -> dict:
     total = sum(w.numel() for w in weights)
     out = {"metric": evaluate(model, task), "params": count_params(model), "macs": int(sum(count_macs(model, example).values())),
            "weight_sparsity": float(sum(int((w == 0).sum()) for w in weights) / max(1, total))}
+    if not onnx:
+        return out
     with tempfile.TemporaryDirectory() as tmp:
         path = export_float(model, example, Path(tmp) / "pruned.onnx")
         out["onnx_bytes"] = path.stat().st_size
