@@ -13,7 +13,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[notebook,test]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[notebook,test,ray,mlflow,dashboard]"
 	touch $(STAMP)
 
 install: $(STAMP)

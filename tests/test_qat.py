@@ -75,7 +75,7 @@ def test_recovery_table_compares_every_method(digits):
 
     task, model = digits
     df = recovery_table(task, model, wb.QuantSpec.uniform(3, 4), qat=QATConfig(epochs=1, lr=3e-4), progress=False)
-    assert list(df["method"]) == ["float", "ptq", "bias_correction", "cle", "act_equalization", "gptq", "gpfq", "qat", "qat+distill"]
+    assert list(df["method"]) == ["float", "ptq", "bias_correction", "cle", "act_equalization", "gptq", "gpfq", "adaround", "qat", "qat+distill"]
     assert df.loc[0, "delta"] == 0 and df[df.method == "ptq"]["recovered"].iloc[0] == 0
     assert (df["seconds"][1:] > 0).all() and df["metric"].between(0, 1).all()
     assert df[df.method.str.startswith("qat")]["metric"].min() >= df[df.method == "ptq"]["metric"].iloc[0]  # never worse than where it started

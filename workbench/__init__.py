@@ -40,7 +40,7 @@ from .job import run_demo, run_job
 from .loaders import load_cifar10_binary, load_image_folder, load_mnist_idx, load_npz
 from .metrics import Metric
 from .pipeline import PTQConfig, evaluate_quantized, export_and_verify, quantize_task
-from .ptq import bias_correction, calibrate
+from .ptq import bias_correction, calibrate, learned_rounding
 from .layer_stats import layer_statistics, weight_histogram
 from .quantize import UnsupportedLayerWarning, quantisable_layers, quantize_model
 from .pruning import PruningSpec, channel_groups, prune, sparsity_table
@@ -59,7 +59,7 @@ __all__ = [
     "WorkbenchError", "UnsupportedLayerWarning",
     "Task", "TaskData", "Split", "Metric", "create_task", "list_tasks", "make_task", "register_task", "tasks_table",
     "load_or_train_baseline", "evaluate", "predict",
-    "QuantSpec", "LayerSettings", "PTQConfig", "quantize_model", "quantisable_layers", "quantize_task", "calibrate", "bias_correction",
+    "QuantSpec", "LayerSettings", "PTQConfig", "quantize_model", "quantisable_layers", "quantize_task", "calibrate", "bias_correction", "learned_rounding",
     "describe", "evaluate_quantized",
     "export_qcdq", "export_qonnx", "export_float", "verify_qcdq", "verify_qonnx", "optimized_op_counts", "latency_ms", "export_and_verify",
     "load_mnist_idx", "load_cifar10_binary", "load_npz", "load_image_folder",

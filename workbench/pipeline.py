@@ -17,13 +17,13 @@ from .evaluate import predict
 from .export import export_float, export_qcdq, export_qonnx
 from .fileio import inside, sha256_file
 from .metrics import output_agreement
-from .ptq import act_equalization, bias_correction, calibrate, gpxq
+from .ptq import act_equalization, bias_correction, calibrate, gpxq, learned_rounding
 from .quantize import quantize_model
 from .spec import QuantSpec
 from .verify import latency_ms, verify_qcdq, verify_qonnx
 
 
-WEIGHT_ROUNDING = ("nearest", "gptq", "gpfq")
+WEIGHT_ROUNDING = ("nearest", "gptq", "gpfq", "adaround")
 
 
 @dataclass(frozen=True)
@@ -35,13 +35,23 @@ class PTQConfig:
     equalize_iters: int = 0  # cross-layer equalisation iterations (0 = off)
     batch_size: int = 128
     act_equalization: float | None = None  # SmoothQuant alpha in (0, 1); None = off
-    weight_rounding: str = "nearest"  # nearest | gptq | gpfq (Brevitas's, layer by layer against calibration data)
+    weight_rounding: str = "nearest"  # nearest | gptq | gpfq | adaround (layer by layer against calibration data)
+    rounding_iters: int = 500  # adaround: optimisation steps per layer
+    rounding_layers: tuple[str, ...] | None = None  # adaround: names or globs of the layers to round (None = all)
 
     def __post_init__(self):
         from .errors import SpecError
 
         if self.weight_rounding not in WEIGHT_ROUNDING:
             raise SpecError(f"weight_rounding {self.weight_rounding!r}; expected one of {', '.join(WEIGHT_ROUNDING)}")
+        if self.rounding_layers is not None:
+            if isinstance(self.rounding_layers, str) or not all(isinstance(n, str) for n in self.rounding_layers):
+                raise SpecError(f"rounding_layers {self.rounding_layers!r}; expected a list of layer names or globs")
+            object.__setattr__(self, "rounding_layers", tuple(self.rounding_layers))
+            if self.weight_rounding != "adaround":
+                raise SpecError(f"rounding_layers applies to weight_rounding 'adaround'; got weight_rounding {self.weight_rounding!r}")
+        if not isinstance(self.rounding_iters, int) or self.rounding_iters < 1:
+            raise SpecError(f"rounding_iters {self.rounding_iters!r}; expected a positive integer")
         if self.act_equalization is not None and not 0.0 < self.act_equalization < 1.0:
             raise SpecError(f"act_equalization: expected an alpha in (0, 1) or None; got {self.act_equalization!r}")
 
@@ -51,7 +61,7 @@ class PTQConfig:
 
 def quantize_task(task, float_model: nn.Module, spec: QuantSpec | dict | None = None, ptq: PTQConfig = PTQConfig(), progress: bool = False) -> nn.Module:
     """A calibrated Brevitas model of ``float_model`` under ``spec``, with the PTQ steps ``ptq`` asks for
-    (activation equalisation, cross-layer equalisation, calibration, GPTQ / GPFQ, bias correction)."""
+    (activation equalisation, cross-layer equalisation, calibration, GPTQ / GPFQ / AdaRound, bias correction)."""
     x = task.data.calib.x if ptq.calib_samples is None else task.data.calib.x[: ptq.calib_samples]
     if ptq.act_equalization is not None:
         import copy
@@ -59,7 +69,9 @@ def quantize_task(task, float_model: nn.Module, spec: QuantSpec | dict | None = 
         float_model = act_equalization(copy.deepcopy(float_model), x, ptq.act_equalization, ptq.batch_size, progress)
     qmodel = quantize_model(float_model, spec, equalize_iters=ptq.equalize_iters, example_input=task.example_input(8))
     calibrate(qmodel, x, batch_size=ptq.batch_size, progress=progress)
-    if ptq.weight_rounding != "nearest":
+    if ptq.weight_rounding == "adaround":
+        learned_rounding(qmodel, x, iters=ptq.rounding_iters, layers=ptq.rounding_layers, progress=progress)
+    elif ptq.weight_rounding != "nearest":
         gpxq(qmodel, x, ptq.weight_rounding, ptq.batch_size, progress)
     if ptq.bias_correction:
         bias_correction(qmodel, x, batch_size=ptq.batch_size, progress=progress)

@@ -159,9 +159,14 @@ def quantize_model(model: nn.Module, spec: QuantSpec | dict | None = None, *, eq
         except Exception as exc:  # tracing failed: Brevitas raises many types here
             warnings.warn(f"fx tracing failed ({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); using the per-module path", stacklevel=2)
         else:
-            qmodel = _fx_quantize(graph_model, spec)
-            requantised = _apply_layer_settings(qmodel, resolved, spec)
-            path = "fx"
+            try:
+                qmodel = _fx_quantize(graph_model, spec)
+                requantised = _apply_layer_settings(qmodel, resolved, spec)
+                path = "fx"
+            except (KeyError, RuntimeError, TypeError, AttributeError) as exc:  # e.g. a layer called twice (shared weights)
+                qmodel = None
+                warnings.warn(f"fx tracing failed to quantise the traced graph ({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); "
+                              "using the per-module path", stacklevel=2)
     if qmodel is None:
         src = copy.deepcopy(model).eval()
         if example_input is not None:

@@ -12,7 +12,9 @@ Schema (``recipe_version: 1``)::
     target: cpu-int8-ort                 # optional: the bits must be allowed by this target
     quantization: {weight_bits: 8, act_bits: 8, layers: {features.3: {weight_bits: 4}}}
     ptq: {calib_samples: 512, bias_correction: false, equalize_iters: 0, batch_size: 128,
-          act_equalization: null, weight_rounding: nearest}   # SmoothQuant alpha; nearest | gptq | gpfq
+          act_equalization: null,          # SmoothQuant alpha in (0, 1)
+          weight_rounding: nearest,        # nearest | gptq | gpfq | adaround (learned rounding)
+          rounding_iters: 500, rounding_layers: null}   # adaround: steps per layer; names or globs
     pruning:                             # optional: pruned (and fine-tuned) before quantisation
       {method: structured, sparsity: 0.5, criterion: l1, finetune_epochs: 3}
     qat: {epochs: 5, lr: 0.0001, distill: true, temperature: 4.0, alpha: 0.7}   # optional: trained after PTQ
@@ -93,7 +95,15 @@ class PTQSection(_Strict):
     equalize_iters: int = Field(0, ge=0)
     batch_size: int = Field(128, ge=1)
     act_equalization: float | None = Field(None, gt=0, lt=1)
-    weight_rounding: Literal["nearest", "gptq", "gpfq"] = "nearest"
+    weight_rounding: Literal["nearest", "gptq", "gpfq", "adaround"] = "nearest"
+    rounding_iters: int = Field(500, ge=1)  # adaround: steps per layer
+    rounding_layers: list[str] | None = None  # adaround: names or globs (None: every quantised layer)
+
+    @model_validator(mode="after")
+    def _layers_need_adaround(self):
+        if self.rounding_layers is not None and self.weight_rounding != "adaround":
+            raise ValueError(f"rounding_layers applies to weight_rounding 'adaround'; got weight_rounding {self.weight_rounding!r}")
+        return self
 
 
 class QATSection(_Strict):

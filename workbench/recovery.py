@@ -1,7 +1,8 @@
 """How much each recovery tool gets back, and at what cost in time: one table per task and spec.
 
 Rows: the float model, plain PTQ (calibration, nearest rounding), each PTQ algorithm on its own
-(bias correction, cross-layer equalisation, SmoothQuant-style activation equalisation, GPTQ, GPFQ),
+(bias correction, cross-layer equalisation, SmoothQuant-style activation equalisation, GPTQ, GPFQ,
+AdaRound learned rounding),
 and quantisation-aware training from the plain PTQ model without and with distillation. Each
 row: the metric, its change from float, the share of the PTQ drop it recovers, and seconds.
 """
@@ -26,6 +27,7 @@ PTQ_VARIANTS = {
     "act_equalization": PTQConfig(act_equalization=0.5),
     "gptq": PTQConfig(weight_rounding="gptq"),
     "gpfq": PTQConfig(weight_rounding="gpfq"),
+    "adaround": PTQConfig(weight_rounding="adaround"),
 }
 
 
