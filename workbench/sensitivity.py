@@ -186,6 +186,10 @@ class _Engine:
 
     def move_to(self, layer: str) -> None:
         stop = self.runner.index[self.runner.node_of(layer).name]
+        if self.eval_envs and self.eval_envs[0]["__pos__"] > stop:  # a layer earlier than the last one: start again
+            self.eval_envs = [self.runner.start(x) for x in _chunks(self.x_eval, self.EVAL_BATCH)]
+            if self.calib_envs:
+                self.calib_envs = [self.runner.start(x) for x in _chunks(self.x_calib, self.config.ptq.batch_size)]
         for env in self.eval_envs + self.calib_envs:
             self.runner.advance(env, stop)
 
@@ -261,17 +265,104 @@ def naive_case(task, model: nn.Module, config: SensitivityConfig, layer: str, w,
     return predict(qmodel, task.data.eval.x)
 
 
+class _SensitivityWork:
+    """A sensitivity sweep's payload: everything a unit (one layer's cases) needs, in any process.
+    Engines are built lazily where the unit runs and are not shipped to workers."""
+
+    def __init__(self, task, model, config, engine, fp_out, fp_metric, macs, order, hessian, all_layers):
+        self.task, self.model, self.config, self.engine = task, model, config, engine
+        self.fp_out, self.fp_metric, self.macs, self.order, self.hessian, self.all_layers = fp_out, fp_metric, macs, order, hessian, all_layers
+        self._engines = None
+
+    def __getstate__(self):
+        return {**self.__dict__, "_engines": None}
+
+    def engines(self):
+        if self._engines is None:
+            eng = _Engine(self.task, self.model, self.config) if self.engine == "cut" else None
+            swap = _SwapEngine(self.task, self.model, self.config) if (eng is not None and eng.runner is None and _SwapEngine.applies(self.config)) else None
+            self._engines = (eng, swap)
+        return self._engines
+
+    def info(self, layer: str) -> dict:
+        kind, depthwise = self.all_layers[layer]
+        mod = self.model.get_submodule(layer)
+        return {"layer": layer, "layer_type": kind + (" (depthwise)" if depthwise else ""), "depth": self.order.get(layer, 0),
+                "params": sum(p.numel() for p in mod.parameters(recurse=False)), "macs": self.macs.get(layer, 0)}
+
+    def layer_rows(self, unit: tuple) -> list[tuple[str, dict]]:
+        """The rows of one unit ``(layer, ((w, a), ...))``: the cases of one layer still to compute."""
+        layer, cases = unit
+        eng, swap = self.engines()
+        cut = eng is not None and eng.can_cut(layer)
+        if cut:
+            eng.move_to(layer)
+        info, config, task = self.info(layer), self.config, self.task
+        split = task.data.eval
+        out_rows = []
+        for w, a in cases:
+            t0 = time.perf_counter()
+            try:
+                if cut:
+                    out = eng.run_case(layer, w, a)
+                elif swap is not None:
+                    out = swap.run_case(layer, w, a)
+                else:
+                    out = naive_case(task, self.model, config, layer, w, a)
+                res = compare_outputs(task, out, self.fp_out, self.fp_metric, split)
+            except (RuntimeError, ValueError, FloatingPointError) as exc:
+                if isinstance(exc, SpecError):
+                    raise
+                res = {"metric": math.nan, "metric_delta": math.nan, "sqnr_db": math.nan, "output_mse": math.nan, "kl": math.nan,
+                       "status": f"error: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}"}
+            row = {**info, "weight_bits": w, "act_bits": a, "mode": config.mode, **res, "seconds": time.perf_counter() - t0,
+                   "engine": "cut" if cut else ("swap" if swap is not None else ("full" if self.engine == "cut" else "naive"))}
+            if config.hessian:
+                row["hessian_trace"] = self.hessian.get(layer, math.nan)
+            out_rows.append((case_key(layer, w, a, config.mode), row))
+        return out_rows
+
+
+def _sensitivity_unit(work: _SensitivityWork, unit: tuple) -> list[tuple[str, dict]]:
+    return work.layer_rows(unit)
+
+
+def execution_order(model: nn.Module, example: torch.Tensor, names) -> dict[str, int]:
+    """``{layer: position}`` in the order a forward pass on ``example`` first calls the layers."""
+    order: dict[str, int] = {}
+    def seen(name):
+        def hook(module, args):
+            order.setdefault(name, len(order))  # a pre-hook returning a value would replace the input
+
+        return hook
+
+    hooks = [model.get_submodule(n).register_forward_pre_hook(seen(n)) for n in names]
+    try:
+        with torch.no_grad():
+            model(example)
+    finally:
+        for h in hooks:
+            h.remove()
+    return order
+
+
 def sensitivity(task, model: nn.Module, config: SensitivityConfig | None = None, *, store: ResultStore | None | bool = None,
-                engine: str = "cut", progress: bool = True, on_row: Callable[[dict], None] | None = None) -> pd.DataFrame:
+                engine: str = "cut", progress: bool = True, on_row: Callable[[dict], None] | None = None,
+                executor=None) -> pd.DataFrame:
     """Run a sensitivity sweep; one row per layer x case (see the module docstring).
 
     ``store``: a :class:`ResultStore`, None for the default one in the cache folder, or False
-    for none. ``on_row(row)`` is called for every row, stored or new, in network order.
-    The DataFrame's ``attrs`` say how many rows were computed and how many came from the store.
+    for none. ``on_row(row)`` is called for every row, stored rows first, then new ones as they
+    are computed. ``executor``: where the layers run (see :mod:`workbench.executors`: ``"local"``
+    by default, ``"process:N"``, ``"ray"``); the rows are the same on each. The DataFrame (in
+    network order) has ``attrs`` saying how many rows were computed and how many came from the store.
     """
+    from .executors import make_executor
+
     config = config or SensitivityConfig()
     if engine not in ("cut", "naive"):
         raise SpecError(f"engine {engine!r}; expected 'cut' or 'naive'")
+    executor = make_executor(executor)
     model = model.eval()
     all_layers = quantisable_layers(model)
     if config.mode == "leave-one-float":
@@ -286,57 +377,27 @@ def sensitivity(task, model: nn.Module, config: SensitivityConfig | None = None,
     fp_out = predict(model, split.x)
     fp_metric = task.score(fp_out, split)
     macs = count_macs(model, task.example_input())
-    order = {name: i for i, name in enumerate(all_layers)}
+    order = execution_order(model, task.example_input(), all_layers)
     hessian = hessian_traces(task, model, layers) if config.hessian else {}
     cases = config.cases()
-    todo = sum(1 for layer in layers for (w, a) in cases if case_key(layer, w, a, config.mode) not in rec.done)
-    eng = _Engine(task, model, config) if (engine == "cut" and todo) else None
-    swap = _SwapEngine(task, model, config) if (eng is not None and eng.runner is None and _SwapEngine.applies(config)) else None
-    if eng is not None and eng.runner is not None:
-        order = {name: i for i, name in enumerate(n.target for n in eng.runner.nodes if n.op == "call_module" and n.target in all_layers)}
+    layers = sorted(layers, key=lambda n: order.get(n, 0))
+    keys = [case_key(layer, w, a, config.mode) for layer in layers for (w, a) in cases]
+    units = [(layer, tuple(c for c in cases if case_key(layer, *c, config.mode) not in rec.done)) for layer in layers]
+    units = [u for u in units if u[1]]
+    work = _SensitivityWork(task, model, config, engine, fp_out, fp_metric, macs, order, hessian, all_layers)
 
-    bar = rec.bar = tqdm(total=len(layers) * len(cases), desc=f"sensitivity {task.name}", disable=not progress)
-    for layer in sorted(layers, key=lambda n: order.get(n, 0)):
-        mod = model.get_submodule(layer)
-        info = {"layer": layer, "layer_type": all_layers[layer][0] + (" (depthwise)" if all_layers[layer][1] else ""), "depth": order.get(layer, 0),
-                "params": sum(p.numel() for p in mod.parameters(recurse=False)), "macs": macs.get(layer, 0)}
-        cut = eng is not None and eng.can_cut(layer)
-        moved = False
-
-        def compute(layer=layer, info=info, cut=cut, w=None, a=None) -> dict:
-            nonlocal moved
-            t0 = time.perf_counter()
-            try:
-                if cut:
-                    if not moved:
-                        eng.move_to(layer)
-                        moved = True
-                    out = eng.run_case(layer, w, a)
-                elif swap is not None:
-                    out = swap.run_case(layer, w, a)
-                else:
-                    out = naive_case(task, model, config, layer, w, a)
-                res = compare_outputs(task, out, fp_out, fp_metric, split)
-            except (RuntimeError, ValueError, FloatingPointError) as exc:
-                if isinstance(exc, SpecError):
-                    raise
-                res = {"metric": math.nan, "metric_delta": math.nan, "sqnr_db": math.nan, "output_mse": math.nan, "kl": math.nan,
-                       "status": f"error: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}"}
-            row = {**info, "weight_bits": w, "act_bits": a, "mode": config.mode, **res, "seconds": time.perf_counter() - t0,
-                   "engine": "cut" if cut else ("swap" if swap is not None else ("full" if engine == "cut" else "naive"))}
-            if config.hessian:
-                row["hessian_trace"] = hessian.get(layer, math.nan)
-            return row
-
-        for w, a in cases:
-            rec.add(case_key(layer, w, a, config.mode), lambda w=w, a=a: compute(w=w, a=a))
-    bar.close()
+    rec.bar = tqdm(total=len(keys), desc=f"sensitivity {task.name}", disable=not progress)
+    rec.replay(keys)
+    for _, rows in executor.run(_sensitivity_unit, work, units):
+        for key, row in rows:
+            rec.put(key, row)
+    rec.bar.close()
     columns = COLUMNS + (["hessian_trace"] if config.hessian else [])
-    df = pd.DataFrame(rec.rows, columns=columns)
+    df = pd.DataFrame(rec.ordered(keys), columns=columns)
     for col in ("weight_bits", "act_bits"):
         df[col] = df[col].astype("Int64")
     df.attrs.update({"computed": rec.computed, "from_store": rec.from_store, "fp_metric": fp_metric, "sweep": sweep, "task": task.name,
-                     "metric_name": task.metric.name})
+                     "metric_name": task.metric.name, "executor": executor.describe()})
     return df
 
 

@@ -125,19 +125,38 @@ class SweepRecorder:
         self.computed = 0
 
     def add(self, key: str, compute: Callable[[], dict]) -> dict:
+        """The stored row of ``key``, or ``compute()`` stored now."""
         if key in self.done:
             row = self.done[key]
-        else:
-            row = compute()
-            if self.store is not None:
-                self.store.put(self.sweep, self.kind, key, row)
-            self.computed += 1
+            self._emit(row)
+            return row
+        return self.put(key, compute())
+
+    def replay(self, keys) -> None:
+        """Report the stored rows among ``keys`` (in that order) before new ones are computed."""
+        for key in keys:
+            if key in self.done:
+                self._emit(self.done[key])
+
+    def put(self, key: str, row: dict) -> dict:
+        """Store a newly computed row (one transaction) and report it."""
+        if self.store is not None:
+            self.store.put(self.sweep, self.kind, key, row)
+        self.done[key] = row
+        self.computed += 1
+        self._emit(row)
+        return row
+
+    def _emit(self, row: dict) -> None:
         self.rows.append(row)
         if self.on_row is not None:
             self.on_row(row)
         if self.bar is not None:
             self.bar.update()
-        return row
+
+    def ordered(self, keys) -> list[dict]:
+        """The rows of ``keys`` in that order."""
+        return [self.done[k] for k in keys]
 
     @property
     def from_store(self) -> int:

@@ -1,0 +1,238 @@
+"""Where a sweep's work runs: in this process (the default), a local process pool, or Ray.
+
+A sweep is split into *units* (a layer's cases for sensitivity, a layer's levels for pruning).
+Each unit is a pure function of the sweep's *payload* (task, model, configuration) and the unit,
+so it gives the same rows wherever it runs. Rows come back to the calling process, which
+streams them into the :class:`~workbench.store.ResultStore` as each unit finishes and assembles
+the DataFrame in the sweep's own order: the same sweep gives identical rows on every executor,
+and a sweep stopped on one executor resumes on another.
+
+A unit whose worker dies is run again (``retries`` times); its rows are stored only when it
+returns, so none are lost or stored twice.
+
+- ``"local"``: one unit after another, here;
+- ``"process"`` or ``"process:N"``: N worker processes (spawned; default: the CPU count);
+- ``"ray"`` starts a local Ray cluster; ``"ray:HOST:PORT"`` or ``"ray:auto"`` joins a running one
+  (``pip install workbench[ray]``; the workers must be able to import ``workbench``).
+
+Workers run with this process's torch thread count, so their floating-point results match.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import socket
+import uuid
+from collections import Counter
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, Callable, Hashable, Iterable, Iterator
+
+from .errors import WorkbenchError
+
+UnitFn = Callable[[Any, Hashable], Any]
+
+
+class ExecutorError(WorkbenchError):
+    """An executor cannot be set up (unknown name, unreachable Ray address), or a unit kept failing."""
+
+
+class Executor:
+    """Runs ``fn(payload, unit)`` for every unit; yields ``(unit, result)`` as units finish."""
+
+    name = "executor"
+
+    def run(self, fn: UnitFn, payload: Any, units: Iterable[Hashable]) -> Iterator[tuple[Hashable, Any]]:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        return self.name
+
+
+class LocalExecutor(Executor):
+    """In this process, in order (the default)."""
+
+    name = "local"
+
+    def run(self, fn, payload, units):
+        for unit in units:
+            yield unit, fn(payload, unit)
+
+
+# ------------------------------------------------------------------ worker side (pool and Ray)
+_WORKER: dict[str, Any] = {}
+
+
+def _worker_init(blob: bytes, threads: int) -> None:
+    import cloudpickle
+    import torch
+
+    torch.set_num_threads(threads)
+    # bytes this workbench process serialised for its own workers, never a user's file
+    _WORKER["job"] = cloudpickle.loads(blob)
+
+
+def _worker_call(unit):
+    fn, payload = _WORKER["job"]
+    return fn(payload, unit)
+
+
+class ProcessExecutor(Executor):
+    """A pool of spawned worker processes on this machine."""
+
+    name = "process"
+
+    def __init__(self, workers: int | None = None, retries: int = 2):
+        if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+            raise ExecutorError(f"process executor: expected a worker count >= 1; got {workers!r}")
+        self.workers = workers or os.cpu_count() or 1
+        self.retries = retries
+
+    def describe(self) -> str:
+        return f"process:{self.workers}"
+
+    def run(self, fn, payload, units):
+        import cloudpickle
+        import torch
+
+        blob = cloudpickle.dumps((fn, payload))
+        pending = list(dict.fromkeys(units))
+        failures: Counter = Counter()
+        context = multiprocessing.get_context("spawn")
+        while pending:
+            pool = ProcessPoolExecutor(min(self.workers, len(pending)), mp_context=context, initializer=_worker_init,
+                                       initargs=(blob, torch.get_num_threads()))
+            broken = False
+            futures = {}
+            try:
+                for unit in pending:
+                    futures[pool.submit(_worker_call, unit)] = unit
+            except BrokenProcessPool:  # a worker died while units were still being handed out
+                broken = True
+            try:
+                while futures:
+                    done, _ = wait(futures, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        unit = futures.pop(future)
+                        try:
+                            result = future.result()
+                        except BrokenProcessPool:  # a worker died: every unit not returned is run again
+                            broken = True
+                            continue
+                        pending.remove(unit)
+                        yield unit, result
+            finally:
+                if broken:  # CPython 3.11 leaves the surviving workers waiting on the closed queue
+                    for proc in list((getattr(pool, "_processes", None) or {}).values()):
+                        proc.kill()
+                pool.shutdown(wait=True, cancel_futures=True)
+            if broken:
+                for unit in pending:
+                    failures[unit] += 1
+                    if failures[unit] > self.retries:
+                        raise ExecutorError(f"process executor: unit {unit!r} was lost with its worker {failures[unit]} times; giving up")
+
+
+# ------------------------------------------------------------------------------------- Ray
+def _ray_call(key: str, boxed: list, threads: int, unit):
+    if _WORKER.get("key") != key:  # one deserialisation per worker process and sweep
+        import torch
+
+        import ray
+
+        torch.set_num_threads(threads)
+        _WORKER.update(key=key, job=ray.get(boxed[0]))
+    fn, payload = _WORKER["job"]
+    return fn(payload, unit)
+
+
+def check_reachable(host: str, port: int, what: str, timeout: float = 3.0) -> None:
+    """Raise :class:`ExecutorError` unless a TCP connection to ``host:port`` opens within ``timeout`` s."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return
+    except OSError as exc:
+        raise ExecutorError(f"{what} {host}:{port} is unreachable ({exc.strerror or type(exc).__name__}); "
+                            "expected a running Ray head there (or run the sweep locally: executor 'local')") from None
+
+
+class RayExecutor(Executor):
+    """Ray tasks: a local cluster (``address=None``), or a running one by ``"HOST:PORT"`` / ``"auto"``."""
+
+    name = "ray"
+
+    def __init__(self, address: str | None = None, workers: int | None = None, retries: int = 2):
+        self.address, self.workers, self.retries = address, workers, retries
+
+    def describe(self) -> str:
+        return f"ray:{self.address}" if self.address else "ray"
+
+    def connect(self):
+        try:
+            import ray
+        except ImportError:
+            raise ExecutorError("executor 'ray' needs Ray: pip install 'workbench[ray]'") from None
+        if self.address not in (None, "auto"):
+            host, _, port = self.address.rpartition(":")
+            if not host or not port.isdigit():
+                raise ExecutorError(f"ray address {self.address!r}; expected HOST:PORT (the head's GCS port, 6379 by default) or 'auto'")
+            check_reachable(host, int(port), "ray address")
+        if ray.is_initialized():
+            return ray
+        try:
+            if self.address is None:
+                ray.init(num_cpus=self.workers or os.cpu_count(), include_dashboard=False, log_to_driver=False,
+                         configure_logging=False, runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(_import_paths())}})
+            else:
+                ray.init(address=self.address, log_to_driver=False, configure_logging=False)
+        except ExecutorError:
+            raise
+        except Exception as exc:  # Ray raises ConnectionError, RuntimeError, ...
+            raise ExecutorError(f"ray: cannot connect to {self.address or 'a local cluster'}: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}") from None
+        return ray
+
+    def run(self, fn, payload, units):
+        import torch
+
+        ray = self.connect()
+        remote = ray.remote(num_cpus=1, max_retries=self.retries, retry_exceptions=False)(_ray_call)
+        boxed = [ray.put((fn, payload))]  # boxed: the worker fetches it once, not per task
+        key = uuid.uuid4().hex
+        futures = {remote.remote(key, boxed, torch.get_num_threads(), unit): unit for unit in dict.fromkeys(units)}
+        while futures:
+            done, _ = ray.wait(list(futures), num_returns=1)
+            unit = futures.pop(done[0])
+            try:
+                result = ray.get(done[0])
+            except ray.exceptions.RayTaskError as exc:  # the unit's own error: raise it here as it was
+                raise exc.as_instanceof_cause() from None
+            except ray.exceptions.RayError as exc:
+                raise ExecutorError(f"ray: unit {unit!r} failed after {self.retries} retries: {type(exc).__name__}") from None
+            yield unit, result
+
+
+def _import_paths() -> list[str]:
+    """Where this process imports workbench from, so a local cluster's workers find it too."""
+    import workbench
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(workbench.__file__)))
+    return [root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+
+
+def make_executor(spec: "str | Executor | None" = None) -> Executor:
+    """An executor from its name: ``local``, ``process[:N]``, ``ray``, ``ray:HOST:PORT``, ``ray:auto``."""
+    if spec is None or spec == "local":
+        return LocalExecutor()
+    if isinstance(spec, Executor):
+        return spec
+    if not isinstance(spec, str):
+        raise ExecutorError(f"executor {spec!r}; expected 'local', 'process[:N]', 'ray', 'ray:HOST:PORT' or 'ray:auto'")
+    kind, _, rest = spec.partition(":")
+    if kind == "process":
+        if rest and not rest.isdigit():
+            raise ExecutorError(f"executor {spec!r}; expected process:N with N a worker count")
+        return ProcessExecutor(int(rest) if rest else None)
+    if kind == "ray":
+        return RayExecutor(rest or None)
+    raise ExecutorError(f"executor {spec!r}; expected 'local', 'process[:N]', 'ray', 'ray:HOST:PORT' or 'ray:auto'")
