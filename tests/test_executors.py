@@ -100,3 +100,12 @@ def test_bad_executors_fail_fast_with_one_line():
         make_executor("ray:nohost").connect()
     with pytest.raises(ExecutorError, match="ray address 127.0.0.1:9 is unreachable .*run the sweep locally"):
         make_executor("ray:127.0.0.1:9").connect()  # checked with a 3 s connect, before Ray's own minute of retries
+
+
+def test_pruning_sweep_on_a_process_pool_gives_the_local_rows(resnet):
+    task, model = resnet
+    config = wb.PruningSweepConfig(method="unstructured", sparsities=(0.5, 0.9), latency_runs=0, layers=("stem.0", "stack2.conv1"))
+    local = wb.pruning_sweep(task, model, config, store=False, progress=False)
+    pooled = wb.pruning_sweep(task, model, config, store=False, progress=False, executor="process:2")
+    assert pooled.attrs["executor"] == "process:2" and len(pooled) == len(local) == 7
+    assert pooled.drop(columns="seconds").equals(local.drop(columns="seconds"))

@@ -29,6 +29,21 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 
+EXECUTOR_HELP = "where sweep cases run: local | process[:N] | ray | ray:HOST:PORT | ray:auto"
+MLFLOW_HELP = "log the run to MLflow: 'local' (./mlruns) or a tracking URI (default: $WORKBENCH_MLFLOW, else off)"
+
+
+def _tracker(mlflow: Optional[str]):
+    """The MLflow tracker asked for, checked before any work starts (one-line error otherwise)."""
+    from .errors import WorkbenchError
+    from .tracking import resolve_tracker
+
+    try:
+        return resolve_tracker(mlflow)
+    except WorkbenchError as exc:
+        _fail(exc)
+
+
 def _print_summary(summary: dict, out: Path) -> None:
     keys = ["fp_metric", "quant_metric", "onnx_metric", "onnx_agreement", "max_abs_diff", "weight_bytes_fp", "weight_bytes_quant",
             "onnx_file_bytes", "int_kernel_nodes", "latency_ms_p50_fp", "latency_ms_p50_quant"]
@@ -142,9 +157,12 @@ def sensitivity(task: str = typer.Argument(..., help="registered task name"),
                 layers: Optional[str] = typer.Option(None, help="comma-separated layer names (default: all)"),
                 hessian: bool = typer.Option(False, help="add a Hutchinson Hessian-trace column"),
                 no_store: bool = typer.Option(False, "--no-store", help="do not read or write the result store"),
+                executor: str = typer.Option("local", help=EXECUTOR_HELP),
+                mlflow: Optional[str] = typer.Option(None, help=MLFLOW_HELP),
                 out: Optional[Path] = typer.Option(None, help="output directory (default: runs/<task>-sensitivity-<time>)")) -> None:
     """Per-layer sensitivity sweep: writes DIR/sensitivity.csv and DIR/sensitivity.html."""
     _quiet_libraries()
+    tracker = _tracker(mlflow)
     from .baseline import load_or_train_baseline
     from .errors import WorkbenchError
     from .fileio import atomic_write_text, inside
@@ -166,11 +184,13 @@ def sensitivity(task: str = typer.Argument(..., help="registered task name"),
         )
         t = create_task(task)
         model = load_or_train_baseline(t)
-        df = run_sensitivity(t, model, config, store=False if no_store else None)
+        df = run_sensitivity(t, model, config, store=False if no_store else None, executor=executor, tracking=tracker or False)
     except WorkbenchError as exc:
         _fail(exc)
     atomic_write_text(inside(out, "sensitivity.csv"), df.to_csv(index=False))
     atomic_write_text(inside(out, "sensitivity.html"), write_sensitivity_report(df))
+    if tracker is not None:
+        typer.echo(f"mlflow run {df.attrs['mlflow_run_id']} ({tracker.uri})")
     worst = df.sort_values("metric_delta").head(5)
     typer.echo(f"{t.name}: {len(df)} rows ({df.attrs['computed']} computed, {df.attrs['from_store']} from the store); most sensitive:")
     typer.echo(worst[["layer", "weight_bits", "act_bits", "metric", "metric_delta", "sqnr_db"]].to_string(index=False, na_rep="float"))
@@ -180,15 +200,17 @@ def sensitivity(task: str = typer.Argument(..., help="registered task name"),
 @app.command()
 def apply(recipe: Path = typer.Argument(..., help="recipe YAML"),
           out: Optional[Path] = typer.Option(None, help="output directory (default: runs/<recipe name>-<time>)"),
-          latency_runs: int = typer.Option(200, min=10)) -> None:
+          latency_runs: int = typer.Option(200, min=10),
+          mlflow: Optional[str] = typer.Option(None, help=MLFLOW_HELP)) -> None:
     """Rebuild, export and verify a recipe; exit 1 when a metric falls outside the recipe's tolerance."""
     _quiet_libraries()
     from .errors import WorkbenchError
     from .job import apply_recipe
 
+    tracker = _tracker(mlflow)
     out = out or _default_out(recipe.stem)
     try:
-        summary, failures = apply_recipe(recipe, out, latency_runs=latency_runs)
+        summary, failures = apply_recipe(recipe, out, latency_runs=latency_runs, tracking=tracker or False)
     except WorkbenchError as exc:
         _fail(exc)
     _print_summary(summary, out)
@@ -206,10 +228,12 @@ def apply(recipe: Path = typer.Argument(..., help="recipe YAML"),
 @app.command()
 def qat(recipe: Path = typer.Argument(..., help="recipe YAML with a qat section"),
         out: Optional[Path] = typer.Option(None, help="output directory (default: runs/<recipe name>-qat-<time>)"),
-        latency_runs: int = typer.Option(200, min=10)) -> None:
+        latency_runs: int = typer.Option(200, min=10),
+        mlflow: Optional[str] = typer.Option(None, help=MLFLOW_HELP)) -> None:
     """Quantisation-aware training from a recipe (PTQ, then QAT with distillation as it says), export and
     verify; checkpoints go to DIR/checkpoints each epoch and a killed run resumes from them."""
     _quiet_libraries()
+    tracker = _tracker(mlflow)
     from .errors import WorkbenchError
     from .job import apply_recipe
     from .recipe import RecipeError, load_recipe
@@ -219,7 +243,7 @@ def qat(recipe: Path = typer.Argument(..., help="recipe YAML with a qat section"
         r, _ = load_recipe(recipe)
         if r.qat is None:
             raise RecipeError(f"{recipe.name} has no qat section; expected qat: {{epochs: 5, lr: 0.0001, distill: true}}")
-        summary, failures = apply_recipe(recipe, out, latency_runs=latency_runs, checkpoint=True)
+        summary, failures = apply_recipe(recipe, out, latency_runs=latency_runs, checkpoint=True, tracking=tracker or False)
     except WorkbenchError as exc:
         _fail(exc)
     for row in summary["qat"]["history"]:
@@ -237,9 +261,12 @@ def search_cmd(task: str = typer.Argument(..., help="registered task name"),
                budget_bops: Optional[float] = typer.Option(None, help="budget on BOPs (MACs x weight bits x act bits)"),
                target: str = typer.Option("cpu-int8-ort", help="target profile name or YAML file"),
                act_bits: int = typer.Option(8, help="activation bits of every layer"),
+               executor: str = typer.Option("local", help=EXECUTOR_HELP),
+               mlflow: Optional[str] = typer.Option(None, help=MLFLOW_HELP),
                out: Optional[Path] = typer.Option(None, help="output directory (default: runs/<task>-search-<time>)")) -> None:
     """Mixed-precision search under a budget: writes DIR/pareto.csv and DIR/recipe.yaml."""
     _quiet_libraries()
+    tracker = _tracker(mlflow)
     from .baseline import load_or_train_baseline
     from .cost import load_target
     from .errors import SpecError, WorkbenchError
@@ -257,7 +284,7 @@ def search_cmd(task: str = typer.Argument(..., help="registered task name"),
         t = create_task(task)
         profile = load_target(target)
         model = load_or_train_baseline(t)
-        sens = sensitivity(t, model, SensitivityConfig(weight_bits=tuple(profile.weight_bits)))
+        sens = sensitivity(t, model, SensitivityConfig(weight_bits=tuple(profile.weight_bits)), executor=executor)
         df = search(t, model, sens, SearchConfig(target=target, budget_kind=kind, act_bits=act_bits), extra_budgets=(budget,))
         best = best_within(df, budget, kind)
         recipe = promote(t, best, target=target, act_bits=act_bits, name=f"{task}-{kind}-{budget:g}")
@@ -265,6 +292,13 @@ def search_cmd(task: str = typer.Argument(..., help="registered task name"),
         _fail(exc)
     atomic_write_text(inside(out, "pareto.csv"), df.to_csv(index=False))
     atomic_write_text(inside(out, "recipe.yaml"), recipe.to_yaml())
+    if tracker is not None:
+        run_id = tracker.log_run(f"search {t.name}", params={"task": t.name, "target": target, "budget_kind": kind, "budget": budget,
+                                                             "act_bits": act_bits, "chosen_bits": best["bits"]},
+                                 metrics={"measured_metric": best["measured_metric"], "estimated_metric": best["estimated_metric"],
+                                          "weight_kib": best["weight_kib"], "bops": best["bops"], "points": len(df)},
+                                 artifacts=[out / "pareto.csv", out / "recipe.yaml"])
+        typer.echo(f"mlflow run {run_id} ({tracker.uri})")
     typer.echo(df.drop(columns=["bits"]).round(4).to_string(index=False))
     typer.echo(f"chosen ({best['kind']}, best measured within the budget): {best['weight_kib']:.2f} KiB, {best['bops']:.3g} BOPs, measured {best['measured_metric']:.4f} (estimate {best['estimated_metric']:.4f})")
     typer.echo(f"wrote {out / 'pareto.csv'}, {out / 'recipe.yaml'}")
@@ -283,9 +317,12 @@ def prune(task: str = typer.Argument(..., help="registered task name"),
           finetune_lr: Optional[float] = typer.Option(None, help="fine-tune learning rate (default: the task's)"),
           latency_runs: int = typer.Option(50, min=0, help="onnxruntime timed runs per row (0: skip)"),
           no_store: bool = typer.Option(False, "--no-store", help="do not read or write the result store"),
+          executor: str = typer.Option("local", help=EXECUTOR_HELP),
+          mlflow: Optional[str] = typer.Option(None, help=MLFLOW_HELP),
           out: Optional[Path] = typer.Option(None, help="output directory (default: runs/<task>-prune-<time>)")) -> None:
     """Pruning sweep, per layer and global: writes DIR/pruning.csv (metric, params, MACs, ONNX bytes, latency)."""
     _quiet_libraries()
+    tracker = _tracker(mlflow)
     from .baseline import load_or_train_baseline
     from .errors import SpecError, WorkbenchError
     from .fileio import atomic_write_text, inside
@@ -305,10 +342,12 @@ def prune(task: str = typer.Argument(..., help="registered task name"),
                                     finetune_epochs=finetune_epochs, finetune_lr=finetune_lr, latency_runs=latency_runs)
         t = create_task(task)
         model = load_or_train_baseline(t)
-        df = pruning_sweep(t, model, config, store=False if no_store else None)
+        df = pruning_sweep(t, model, config, store=False if no_store else None, executor=executor, tracking=tracker or False)
     except WorkbenchError as exc:
         _fail(exc)
     atomic_write_text(inside(out, "pruning.csv"), df.to_csv(index=False))
+    if tracker is not None:
+        typer.echo(f"mlflow run {df.attrs['mlflow_run_id']} ({tracker.uri})")
     typer.echo(f"{t.name}: {len(df)} rows ({df.attrs['computed']} computed, {df.attrs['from_store']} from the store)")
     glob = df[df["layer"] == "global"]
     if len(glob):

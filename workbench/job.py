@@ -144,14 +144,18 @@ def run_demo(out_dir: str | Path, progress: bool = True, budget_kib: float = 6.0
 
 
 def apply_recipe(recipe_path: str | Path, out_dir: str | Path, progress: bool = True, latency_runs: int = 200,
-                 checkpoint: bool = False) -> tuple[dict, list[str]]:
+                 checkpoint: bool = False, tracking=None) -> tuple[dict, list[str]]:
     """Rebuild, export and verify what a recipe describes (pruning, PTQ, quantisation-aware
     training, as it says); returns the summary and the unmet expectations. ``checkpoint`` keeps
-    QAT checkpoints in ``out_dir/checkpoints`` so a killed run resumes (``workbench qat``)."""
+    QAT checkpoints in ``out_dir/checkpoints`` so a killed run resumes (``workbench qat``).
+    ``tracking``: an MLflow URI or :class:`~workbench.tracking.Tracker` (None: ``$WORKBENCH_MLFLOW``
+    if set; False: off) to log the recipe, the metrics and the files written as one run."""
     from .baseline import load_or_train_baseline
     from .fileio import sha256_file
     from .recipe import check_recipe_against, load_recipe, resolve_task
+    from .tracking import resolve_tracker
 
+    tracker = resolve_tracker(tracking)  # an unreachable server fails here, before any work
     recipe, recipe_sha = load_recipe(recipe_path)
     task = resolve_task(recipe.task)
     model = load_or_train_baseline(task, seed=recipe.task.seed, epochs=recipe.task.epochs, progress=progress)
@@ -194,4 +198,17 @@ def apply_recipe(recipe_path: str | Path, out_dir: str | Path, progress: bool = 
                       latency_runs=latency_runs, progress=progress, float_model=model, weight_encoding=recipe.export.weight_encoding, extra=checks,
                       train=train, keep=("checkpoints",) if checkpoint else ())
     assert summary["onnx_sha256"] == sha256_file(Path(out_dir) / "model.onnx")
+    if tracker is not None:
+        qat_history = summary.get("qat", {}).get("history", [])
+        summary["mlflow_run_id"] = tracker.log_run(
+            f"{'qat' if recipe.qat is not None else 'apply'} {recipe.name}",
+            params={"recipe": recipe.model_dump(mode="json"), "recipe_sha256": recipe_sha},
+            metrics={k: summary[k] for k in TRACKED_METRICS if isinstance(summary.get(k), (int, float))},
+            steps={f"qat_{k}": [row[k] for row in qat_history] for k in ("loss", "metric")} if qat_history else None,
+            artifacts=[recipe_path] + sorted(p for p in Path(out_dir).iterdir() if p.is_file()),
+            tags={"expectations_failed": str(len(summary["expectations_failed"]))})
     return summary, summary["expectations_failed"]
+
+
+TRACKED_METRICS = ("fp_metric", "quant_metric", "onnx_metric", "onnx_agreement", "max_abs_diff", "int_kernel_nodes", "weight_bytes_quant",
+                   "onnx_file_bytes", "latency_ms_p50_quant", "latency_ms_p50_fp", "qonnx_agreement")

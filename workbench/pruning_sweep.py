@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from .errors import PruningError, SpecError
 from .evaluate import evaluate
+from .executors import make_executor
 from .models import count_macs, count_params
 from .pruning import PruningSpec, channel_groups, prunable_layers, prune
 from .store import ResultStore, SweepRecorder, resolve_store, sweep_fingerprint
@@ -118,17 +119,55 @@ def _case_key(layer: str, sparsity: float) -> str:
     return f"{layer}|{sparsity!r}"
 
 
+class _PruningWork:
+    """A pruning sweep's payload: one case (layer or "global", sparsity) per unit, in any process."""
+
+    def __init__(self, task, model: nn.Module, config: PruningSweepConfig):
+        self.task, self.model, self.config = task, model, config
+        self.reference: float | None = None  # the unpruned metric, computed once where a row needs it
+
+    def row(self, case: tuple) -> dict:
+        layer, group, sparsity, refused = case
+        task, model, config = self.task, self.model, self.config
+        if self.reference is None:
+            self.reference = evaluate(model, task)
+        t0 = time.perf_counter()
+        is_reference = layer == "global" and sparsity == 0  # the unpruned model, not fine-tuned
+        spec = None if is_reference else config.spec(sparsity, None if layer == "global" else layer)
+        base = {"method": config.method, "criterion": config.criterion, "scope": "layer" if spec is None else spec.resolved_scope,
+                "sparsity": float(sparsity), "layer": layer, "group": group, "finetune_epochs": 0 if spec is None else config.finetune_epochs}
+        if refused:
+            res = _empty(f"refused: {refused}")
+        else:
+            try:
+                pruned = model if spec is None else prune(task, model, spec)
+                res = {**measure_model(task, pruned, config.latency_runs), "status": "ok"}
+                res["metric_delta"] = res["metric"] - self.reference
+            except PruningError as exc:
+                res = _empty(f"refused: {exc}")
+        return {**base, **res, "seconds": time.perf_counter() - t0}
+
+
+def _pruning_unit(work: _PruningWork, case: tuple) -> dict:
+    return work.row(case)
+
+
 def pruning_sweep(task, model: nn.Module, config: PruningSweepConfig | None = None, *, store: ResultStore | None | bool = None,
-                  progress: bool = True, on_row: Callable[[dict], None] | None = None) -> pd.DataFrame:
+                  progress: bool = True, on_row: Callable[[dict], None] | None = None, executor=None, tracking=None) -> pd.DataFrame:
     """Run a pruning sweep (see the module docstring); one row per (layer or "global", sparsity).
 
     ``store``: a :class:`ResultStore`, None for the default one, False for none. ``on_row(row)``
-    is called for every row, stored or new. ``attrs`` hold the unpruned figures and how many
+    is called for every row, stored rows first. ``executor``: where the cases run (see
+    :mod:`workbench.executors`); rows are the same on each, apart from measured times.
+    ``tracking``: an MLflow URI or tracker (see :mod:`workbench.tracking`). ``attrs`` hold the unpruned figures and how many
     rows were computed or came from the store.
     """
     import torch_pruning
 
+    from .tracking import log_sweep, resolve_tracker
+
     config = config or PruningSweepConfig()
+    tracker = resolve_tracker(tracking)
     model = model.eval()
     if config.layers is not None:
         prunable_layers(model, list(config.layers))  # unknown names: the closest valid ones
@@ -152,36 +191,20 @@ def pruning_sweep(task, model: nn.Module, config: PruningSweepConfig | None = No
 
     sweep = sweep_fingerprint("pruning", task, model, config.to_dict(), PRUNING_SWEEP_VERSION, torch_pruning=torch_pruning.__version__)
     rec = SweepRecorder(resolve_store(store), sweep, "pruning", on_row)
-    reference: list[float] = []  # the unpruned metric, computed once when a row needs it
-
-    def compute(layer: str, group: str, sparsity: float, refused: str) -> dict:
-        if not reference:
-            reference.append(evaluate(model, task))
-        t0 = time.perf_counter()
-        is_reference = layer == "global" and sparsity == 0  # the unpruned model, not fine-tuned
-        spec = None if is_reference else config.spec(sparsity, None if layer == "global" else layer)
-        base = {"method": config.method, "criterion": config.criterion, "scope": "layer" if spec is None else spec.resolved_scope,
-                "sparsity": float(sparsity), "layer": layer, "group": group, "finetune_epochs": 0 if spec is None else config.finetune_epochs}
-        if refused:
-            res = _empty(f"refused: {refused}")
-        else:
-            try:
-                pruned = model if spec is None else prune(task, model, spec)
-                res = {**measure_model(task, pruned, config.latency_runs), "status": "ok"}
-                res["metric_delta"] = res["metric"] - reference[0]
-            except PruningError as exc:
-                res = _empty(f"refused: {exc}")
-        return {**base, **res, "seconds": time.perf_counter() - t0}
-
+    keys = [_case_key(c[0], c[2]) for c in cases]
+    units = [c for c, k in zip(cases, keys) if k not in rec.done]
+    executor = make_executor(executor)
     rec.bar = tqdm(total=len(cases), desc=f"pruning {task.name}", disable=not progress)
-    for case in cases:
-        rec.add(_case_key(case[0], case[2]), lambda case=case: compute(*case))
+    rec.replay(keys)
+    for case, row in executor.run(_pruning_unit, _PruningWork(task, model, config), units):
+        rec.put(_case_key(case[0], case[2]), row)
     rec.bar.close()
-    df = pd.DataFrame(rec.rows, columns=COLUMNS)
+    df = pd.DataFrame(rec.ordered(keys), columns=COLUMNS)
     ref = df[(df["layer"] == "global") & (df["sparsity"] == 0)]
     df.attrs.update({"computed": rec.computed, "from_store": rec.from_store, "sweep": sweep, "task": task.name, "method": config.method,
-                     "metric_name": task.metric.name, **({f"fp_{k}": ref.iloc[0][k] for k in ("metric", "params", "macs", "onnx_bytes", "latency_ms")}
+                     "metric_name": task.metric.name, "executor": executor.describe(), **({f"fp_{k}": ref.iloc[0][k] for k in ("metric", "params", "macs", "onnx_bytes", "latency_ms")}
                                                         if len(ref) else {})})
+    log_sweep(tracker, "pruning", task, config, df)
     return df
 
 

@@ -348,18 +348,21 @@ def execution_order(model: nn.Module, example: torch.Tensor, names) -> dict[str,
 
 def sensitivity(task, model: nn.Module, config: SensitivityConfig | None = None, *, store: ResultStore | None | bool = None,
                 engine: str = "cut", progress: bool = True, on_row: Callable[[dict], None] | None = None,
-                executor=None) -> pd.DataFrame:
+                executor=None, tracking=None) -> pd.DataFrame:
     """Run a sensitivity sweep; one row per layer x case (see the module docstring).
 
     ``store``: a :class:`ResultStore`, None for the default one in the cache folder, or False
     for none. ``on_row(row)`` is called for every row, stored rows first, then new ones as they
     are computed. ``executor``: where the layers run (see :mod:`workbench.executors`: ``"local"``
-    by default, ``"process:N"``, ``"ray"``); the rows are the same on each. The DataFrame (in
+    by default, ``"process:N"``, ``"ray"``); the rows are the same on each. ``tracking``: an
+    MLflow URI or tracker (see :mod:`workbench.tracking`; None: ``$WORKBENCH_MLFLOW`` if set). The DataFrame (in
     network order) has ``attrs`` saying how many rows were computed and how many came from the store.
     """
     from .executors import make_executor
+    from .tracking import log_sweep, resolve_tracker
 
     config = config or SensitivityConfig()
+    tracker = resolve_tracker(tracking)
     if engine not in ("cut", "naive"):
         raise SpecError(f"engine {engine!r}; expected 'cut' or 'naive'")
     executor = make_executor(executor)
@@ -398,6 +401,7 @@ def sensitivity(task, model: nn.Module, config: SensitivityConfig | None = None,
         df[col] = df[col].astype("Int64")
     df.attrs.update({"computed": rec.computed, "from_store": rec.from_store, "fp_metric": fp_metric, "sweep": sweep, "task": task.name,
                      "metric_name": task.metric.name, "executor": executor.describe()})
+    log_sweep(tracker, "sensitivity", task, config, df)
     return df
 
 

@@ -71,7 +71,7 @@ class Tracker:
             except ExecutorError as exc:
                 raise TrackingError(str(exc).split(";")[0] + "; expected a running MLflow server (or leave tracking off)") from None
         elif parsed.scheme == "sqlite" and self.artifact_location is None:
-            db = Path(parsed.path)
+            db = Path(uri[len("sqlite:///"):]).resolve()  # sqlite:///relative.db or sqlite:////absolute.db
             self.artifact_location = (db.parent / "artifacts").as_uri() if db.parent.is_dir() else None
         elif parsed.scheme not in ("sqlite", "postgresql", "mysql", "databricks", "file"):
             raise TrackingError(f"mlflow tracking URI {uri!r}; expected 'local', http(s)://..., sqlite:///..., postgresql://... or databricks")
@@ -137,3 +137,14 @@ def sweep_metrics(df, metric_column: str = "metric") -> dict[str, float]:
     if len(vals):
         out.update({f"{metric_column}_min": float(vals.min()), f"{metric_column}_mean": float(vals.mean())})
     return out
+
+
+def log_sweep(tracker: Tracker | None, kind: str, task, config, df) -> None:
+    """Log a finished sweep as one run (its configuration, summary metrics, the table as CSV);
+    the run id goes to ``df.attrs["mlflow_run_id"]``."""
+    if tracker is None:
+        return
+    params = {"task": task.name, "executor": df.attrs.get("executor", "local"), **config.to_dict()}
+    metrics = {**sweep_metrics(df), "computed": float(df.attrs.get("computed", 0)), "from_store": float(df.attrs.get("from_store", 0))}
+    df.attrs["mlflow_run_id"] = tracker.log_run(f"{kind} {task.name}", params=params, metrics=metrics, tables={f"{kind}.csv": df},
+                                                tags={"workbench.sweep": str(df.attrs.get("sweep", ""))})
