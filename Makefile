@@ -1,12 +1,12 @@
 # Two commands do everything on a fresh machine with Python 3.11:
 #   make demo   - create .venv if missing, install, run the main job
-#   make test   - create .venv if missing, install test extras, run the whole suite (notebooks too)
+#   make test   - create .venv if missing, install test extras, run the whole suite (notebooks and the browser test too)
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lab clean
+.PHONY: install demo test test-fast lab dashboard clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ test-fast: $(STAMP)
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks/
+
+# Serve the sensitivity dashboard and trade-off explorer with Voila: http://127.0.0.1:$(PORT)/
+PORT ?= 8866
+dashboard: $(STAMP)
+	$(BIN)/voila dashboards/compression_dashboard.ipynb --port=$(PORT) --no-browser --Voila.ip=127.0.0.1
 
 clean:
 	rm -rf runs .pytest_cache

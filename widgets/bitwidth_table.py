@@ -17,10 +17,12 @@ import traitlets
 
 import workbench as wb
 
+from .figure_box import FigureBox
+
 BIT_CHOICES = [("2", 2), ("3", 3), ("4", 4), ("5", 5), ("6", 6), ("7", 7), ("8", 8), ("16", 16), ("float", "float")]
 
 
-class BitWidthTable(W.VBox):
+class BitWidthTable(FigureBox):
     """A dropdown per layer for weight and activation bits, an Evaluate button and a bar chart."""
 
     spec = traitlets.Dict(help="the QuantSpec (as a dict) the dropdowns describe")

@@ -21,6 +21,8 @@ import traitlets
 
 from workbench.pruning_sweep import PruningSweepConfig, pruning_sweep
 
+from .figure_box import FigureBox
+
 
 def _fmt(v, unit: str = "") -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
@@ -30,7 +32,7 @@ def _fmt(v, unit: str = "") -> str:
     return f"{int(v):,}{unit}"
 
 
-class PruningSweep(W.VBox):
+class PruningSweep(FigureBox):
     level = traitlets.Float(0.0, help="global sparsity shown by the slider")
     rows_done = traitlets.Int(0)
     status = traitlets.Unicode("")

@@ -16,8 +16,10 @@ from plotly.subplots import make_subplots
 from workbench.evaluate import evaluate
 from workbench.qat import QATConfig, train_qat
 
+from .figure_box import FigureBox
 
-class QATProgress(W.VBox):
+
+class QATProgress(FigureBox):
     epoch = traitlets.Int(-1, help="last finished epoch")
     status = traitlets.Unicode("")
 

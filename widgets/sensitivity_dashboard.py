@@ -18,8 +18,10 @@ from workbench.layer_stats import folded_graph, layer_statistics, weight_histogr
 from workbench.report import SENSITIVITY_VALUES, case_label, heatmap_matrix
 from workbench.sensitivity import SensitivityConfig, sensitivity
 
+from .figure_box import FigureBox
 
-class SensitivityDashboard(W.VBox):
+
+class SensitivityDashboard(FigureBox):
     value = traitlets.Unicode("metric_delta", help="what colours the heatmap: " + ", ".join(SENSITIVITY_VALUES))
     selected_layer = traitlets.Unicode(None, allow_none=True)
     rows_done = traitlets.Int(0)

@@ -31,12 +31,14 @@ from workbench.recipe import promote
 from workbench.report import AXES, pareto_traces
 from workbench.search import build_problem, measure
 
+from .figure_box import FigureBox
+
 
 def _nan(v):
     return float("nan") if v is None else v
 
 
-class TradeoffExplorer(W.VBox):
+class TradeoffExplorer(FigureBox):
     axis = traitlets.Unicode("weight_kib", help="x axis: " + ", ".join(AXES))
     selected = traitlets.Int(None, allow_none=True, help="row of ``points`` selected")
     bits = traitlets.Dict(help="per-layer weight bits being edited")
