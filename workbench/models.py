@@ -179,3 +179,24 @@ def count_macs(model: nn.Module, example_input: torch.Tensor) -> dict[str, int]:
             h.remove()
         model.train(was_training)
     return macs
+
+
+def module_calls(model: nn.Module, example_input: torch.Tensor, names) -> dict[str, int]:
+    """How many times one forward pass on ``example_input`` calls each named module, in the order
+    of their first calls (modules never called are left out)."""
+    calls: dict[str, int] = {}
+
+    def counter(name):
+        def hook(module, args):
+            calls[name] = calls.get(name, 0) + 1  # returns None: a pre-hook's value would replace the input
+
+        return hook
+
+    hooks = [model.get_submodule(n).register_forward_pre_hook(counter(n)) for n in names]
+    try:
+        with torch.no_grad():
+            model(example_input)
+    finally:
+        for h in hooks:
+            h.remove()
+    return calls

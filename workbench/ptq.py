@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from .data import check_calibration
 from .errors import SpecError
+from .models import module_calls
 
 
 def _batches(x: torch.Tensor, batch_size: int, desc: str, progress: bool):
@@ -138,15 +139,8 @@ def _rounding_targets(qmodel: nn.Module, layers, example: torch.Tensor) -> list[
             chosen.update(hits)
     # execution order, and shared layers (run more than once per forward) refused: their captured
     # input would be only the first call's
-    calls: dict[str, int] = {}
-    hooks = [modules[n].register_forward_pre_hook(lambda m, a, n=n: calls.__setitem__(n, calls.get(n, 0) + 1)) for n in chosen]
-    try:
-        with torch.no_grad():
-            qmodel(example)
-    finally:
-        for h in hooks:
-            h.remove()
-    for n in chosen:
+    calls = module_calls(qmodel, example, sorted(chosen))
+    for n in sorted(chosen):
         if calls.get(n, 0) != 1:
             ran = "never runs" if n not in calls else f"runs {calls[n]} times per forward (shared weights)"
             raise SpecError(f"learned rounding on layer {n!r}: it {ran}; expected a layer that runs once per forward")

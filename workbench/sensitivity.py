@@ -22,6 +22,9 @@ caches nothing (every case recomputes the forward pass), so its memory stays tha
 and one batch however many layers the model has. Other cases the graph cannot be cut at (reused
 modules, leave-one-float on an untraceable model) fall back to full runs (``engine="full"``).
 
+A sweep runs one unit per layer (that layer's cases) on an executor (:mod:`workbench.executors`:
+in this process by default, a process pool or Ray); the rows are the same on each.
+
 Results persist in a :class:`~workbench.store.ResultStore` keyed by a fingerprint of the model
 weights, the data, the configuration and the code version: a re-run returns stored rows, and a
 sweep killed mid-way resumes where it stopped.
@@ -49,7 +52,7 @@ from .errors import SpecError
 from .evaluate import predict, task_loss
 from .graph_runner import GraphRunner
 from .metrics import output_agreement
-from .models import count_macs
+from .models import count_macs, module_calls
 from .pipeline import PTQConfig, quantize_task
 from .quantize import (
     act_quantizer,
@@ -327,25 +330,6 @@ def _sensitivity_unit(work: _SensitivityWork, unit: tuple) -> list[tuple[str, di
     return work.layer_rows(unit)
 
 
-def execution_order(model: nn.Module, example: torch.Tensor, names) -> dict[str, int]:
-    """``{layer: position}`` in the order a forward pass on ``example`` first calls the layers."""
-    order: dict[str, int] = {}
-    def seen(name):
-        def hook(module, args):
-            order.setdefault(name, len(order))  # a pre-hook returning a value would replace the input
-
-        return hook
-
-    hooks = [model.get_submodule(n).register_forward_pre_hook(seen(n)) for n in names]
-    try:
-        with torch.no_grad():
-            model(example)
-    finally:
-        for h in hooks:
-            h.remove()
-    return order
-
-
 def sensitivity(task, model: nn.Module, config: SensitivityConfig | None = None, *, store: ResultStore | None | bool = None,
                 engine: str = "cut", progress: bool = True, on_row: Callable[[dict], None] | None = None,
                 executor=None, tracking=None) -> pd.DataFrame:
@@ -380,7 +364,7 @@ def sensitivity(task, model: nn.Module, config: SensitivityConfig | None = None,
     fp_out = predict(model, split.x)
     fp_metric = task.score(fp_out, split)
     macs = count_macs(model, task.example_input())
-    order = execution_order(model, task.example_input(), all_layers)
+    order = {name: i for i, name in enumerate(module_calls(model, task.example_input(), all_layers))}  # network order
     hessian = hessian_traces(task, model, layers) if config.hessian else {}
     cases = config.cases()
     layers = sorted(layers, key=lambda n: order.get(n, 0))
