@@ -192,11 +192,15 @@ def module_calls(model: nn.Module, example_input: torch.Tensor, names) -> dict[s
 
         return hook
 
-    hooks = [model.get_submodule(n).register_forward_pre_hook(counter(n)) for n in names]
+    run_with_hooks(model, example_input, [model.get_submodule(n).register_forward_pre_hook(counter(n)) for n in names])
+    return calls
+
+
+def run_with_hooks(model: nn.Module, example_input: torch.Tensor, hooks: list) -> None:
+    """One no-grad forward pass on ``example_input``; the hook handles are removed afterwards, whatever happens."""
     try:
         with torch.no_grad():
             model(example_input)
     finally:
         for h in hooks:
             h.remove()
-    return calls

@@ -45,6 +45,7 @@ from torch import nn
 from typing import Any
 
 from .errors import SpecError, UnsupportedLayerError
+from .models import run_with_hooks
 from .spec import LayerQuant, QuantSpec, resolve
 
 
@@ -430,12 +431,7 @@ def _conv_bn_pairs(model: nn.Module, example_input: torch.Tensor) -> list[tuple[
                     pairs.append((source, name))
 
             hooks.append(m.register_forward_pre_hook(bn_hook))
-    try:
-        with torch.no_grad():
-            model(example_input)
-    finally:
-        for h in hooks:
-            h.remove()
+    run_with_hooks(model, example_input, hooks)
     return [(c, b) for c, b in pairs if calls.get(c) == 1 and calls.get(b) == 1]
 
 
