@@ -86,3 +86,22 @@ def test_unreachable_or_malformed_uris_fail_before_any_work(tmp_path):
                          capture_output=True, text=True, env=dict(os.environ), timeout=120)
     assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1 and "is unreachable" in res.stderr
     assert not (tmp_path / "o").exists()  # nothing ran, nothing written
+
+
+def test_a_qat_recipe_logs_loss_and_metric_per_epoch(digits, tmp_path):
+    from workbench.job import apply_recipe
+
+    task, _ = digits
+    recipe = {"recipe_version": 1, "name": "digits-w4-qat", "task": {"name": "digits-cnn"}, "quantization": {"weight_bits": 4, "act_bits": 8},
+              "qat": {"epochs": 2, "lr": 0.0003, "distill": True}, "export": {"formats": ["qcdq"]}}
+    path = tmp_path / "q.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    summary, _ = apply_recipe(path, tmp_path / "o", progress=False, latency_runs=10, tracking=uri)
+    client = _client(uri)
+    run = client.get_run(summary["mlflow_run_id"])
+    assert run.info.run_name == "qat digits-w4-qat" and run.data.params["recipe.qat.distill"] == "true"
+    for key in ("loss", "metric"):
+        history = client.get_metric_history(run.info.run_id, f"qat_{key}")
+        assert [m.step for m in history] == [0, 1]
+        assert [m.value for m in history] == pytest.approx([row[key] for row in summary["qat"]["history"]])
