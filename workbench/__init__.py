@@ -49,6 +49,8 @@ from .qat import QATConfig, train_qat
 from .recovery import recovery_table
 from .sensitivity import SensitivityConfig, hessian_traces, sensitivity
 from .store import ResultStore
+from .executors import ExecutorError, make_executor
+from .tracking import Tracker, TrackingError
 from .spec import LayerSettings, QuantSpec
 from .tasks import Task, create_task, list_tasks, make_task, register_task, tasks_table
 from .verify import latency_ms, optimized_op_counts, verify_qcdq, verify_qonnx
@@ -67,4 +69,5 @@ __all__ = [
     "SensitivityConfig", "sensitivity", "hessian_traces", "layer_statistics", "weight_histogram", "ResultStore",
     "PruningSpec", "prune", "channel_groups", "sparsity_table", "PruningSweepConfig", "pruning_sweep",
     "QATConfig", "train_qat", "recovery_table",
+    "ExecutorError", "make_executor", "Tracker", "TrackingError",
 ]
