@@ -115,22 +115,14 @@ def resolve_store(store: "ResultStore | None | bool") -> "ResultStore | None":
 
 
 class SweepRecorder:
-    """The rows of one running sweep: a stored case is returned as it was, a new one is computed
-    and stored at once (one transaction), and every row goes to ``on_row`` and the progress bar."""
+    """The rows of one running sweep: stored rows are replayed as they were, each new row is
+    stored at once (one transaction), and every row goes to ``on_row`` and the progress bar."""
 
     def __init__(self, store: ResultStore | None, sweep: str, kind: str, on_row: Callable[[dict], None] | None = None, bar=None):
         self.store, self.sweep, self.kind, self.on_row, self.bar = store, sweep, kind, on_row, bar
         self.done = store.rows(sweep) if store is not None else {}
         self.rows: list[dict] = []
         self.computed = 0
-
-    def add(self, key: str, compute: Callable[[], dict]) -> dict:
-        """The stored row of ``key``, or ``compute()`` stored now."""
-        if key in self.done:
-            row = self.done[key]
-            self._emit(row)
-            return row
-        return self.put(key, compute())
 
     def replay(self, keys) -> None:
         """Report the stored rows among ``keys`` (in that order) before new ones are computed."""
