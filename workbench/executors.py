@@ -147,14 +147,14 @@ def _ray_call(key: str, boxed: list, threads: int, unit):
     return fn(payload, unit)
 
 
-def check_reachable(host: str, port: int, what: str, timeout: float = 3.0) -> None:
-    """Raise :class:`ExecutorError` unless a TCP connection to ``host:port`` opens within ``timeout`` s."""
+def check_reachable(host: str, port: int, what: str, expected: str, error: type = None, timeout: float = 3.0) -> None:
+    """Raise ``error`` (default :class:`ExecutorError`) unless a TCP connection to ``host:port``
+    opens within ``timeout`` s; ``expected`` says what should be listening there."""
     try:
         with socket.create_connection((host, port), timeout=timeout):
             return
     except OSError as exc:
-        raise ExecutorError(f"{what} {host}:{port} is unreachable ({exc.strerror or type(exc).__name__}); "
-                            "expected a running Ray head there (or run the sweep locally: executor 'local')") from None
+        raise (error or ExecutorError)(f"{what} {host}:{port} is unreachable ({exc.strerror or type(exc).__name__}); expected {expected}") from None
 
 
 class RayExecutor(Executor):
@@ -177,7 +177,7 @@ class RayExecutor(Executor):
             host, _, port = self.address.rpartition(":")
             if not host or not port.isdigit():
                 raise ExecutorError(f"ray address {self.address!r}; expected HOST:PORT (the head's GCS port, 6379 by default) or 'auto'")
-            check_reachable(host, int(port), "ray address")
+            check_reachable(host, int(port), "ray address", "a running Ray head there (or run the sweep locally: executor 'local')")
         if ray.is_initialized():
             return ray
         try:

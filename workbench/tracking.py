@@ -62,14 +62,12 @@ class Tracker:
             uri, self.artifact_location = f"sqlite:///{root / 'mlflow.db'}", (root / "artifacts").as_uri()
         parsed = urlparse(uri)
         if parsed.scheme in ("http", "https"):
-            from .executors import ExecutorError, check_reachable
+            from .executors import check_reachable
 
             if not parsed.hostname:
                 raise TrackingError(f"mlflow tracking URI {uri!r}; expected http(s)://HOST[:PORT]")
-            try:
-                check_reachable(parsed.hostname, parsed.port or (443 if parsed.scheme == "https" else 80), "mlflow tracking server")
-            except ExecutorError as exc:
-                raise TrackingError(str(exc).split(";")[0] + "; expected a running MLflow server (or leave tracking off)") from None
+            check_reachable(parsed.hostname, parsed.port or (443 if parsed.scheme == "https" else 80), "mlflow tracking server",
+                            "a running MLflow server (or leave tracking off)", error=TrackingError)
         elif parsed.scheme == "sqlite" and self.artifact_location is None:
             db = Path(uri[len("sqlite:///"):]).resolve()  # sqlite:///relative.db or sqlite:////absolute.db
             self.artifact_location = (db.parent / "artifacts").as_uri() if db.parent.is_dir() else None
