@@ -7,12 +7,19 @@ Every error the workbench raises on bad input is a :class:`WorkbenchError` (itse
 from __future__ import annotations
 
 
+MAX_MESSAGE = 600
+
+
 class WorkbenchError(ValueError):
     """Base class of every documented workbench error."""
 
     def __init__(self, message: str):
         # One line, always: multi-line messages are folded so a CLI prints a single line.
-        super().__init__(" ".join(str(message).split()))
+        # Capped too, so an error never echoes a huge input back.
+        text = " ".join(str(message).split())
+        if len(text) > MAX_MESSAGE:
+            text = text[: MAX_MESSAGE - 15] + " ... (cut)"
+        super().__init__(text)
 
 
 class SpecError(WorkbenchError):
@@ -40,7 +47,14 @@ class ExportError(WorkbenchError):
 
 
 class OutputPathError(WorkbenchError):
-    """An output path would escape its output directory."""
+    """An output path would escape its output directory, or an output directory cannot be
+    written: it is a file or a symlink, holds files the workbench did not write, is a protected
+    folder (``.``, ``~``, ``/``, an ancestor of the working directory), is in use by another run,
+    or the disk is full or read-only."""
+
+
+class StoreError(WorkbenchError):
+    """The result store cannot be opened or written (read-only, locked, on a full disk)."""
 
 
 class PruningError(WorkbenchError):

@@ -1,0 +1,50 @@
+"""The torch thread count under which the workbench trains, fine-tunes and builds.
+
+Floating-point reductions split across a different number of threads sum in a different order,
+so the same recipe trained with 1 and with 2 threads gives different weights and different ONNX
+bytes. The workbench therefore fixes the count itself: ``$WORKBENCH_THREADS`` when set (an
+integer >= 1), else 1, whatever ``OMP_NUM_THREADS`` or ``torch.set_num_threads`` the caller has.
+The count is part of the baseline cache fingerprint and is recorded in ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+
+from .errors import SpecError
+
+ENV = "WORKBENCH_THREADS"
+DEFAULT_THREADS = 1
+
+
+def training_threads() -> int:
+    """The thread count builds run with: ``$WORKBENCH_THREADS`` or 1."""
+    raw = os.environ.get(ENV)
+    if raw is None or raw.strip() == "":
+        return DEFAULT_THREADS
+    try:
+        n = int(raw)
+    except ValueError:
+        n = 0
+    if n < 1 or n > 1024:
+        raise SpecError(f"{ENV}={raw[:40]!r}; expected an integer thread count in 1-1024")
+    return n
+
+
+@contextmanager
+def fixed_threads(n: int | None = None) -> Iterator[int]:
+    """Run the block with ``n`` (default :func:`training_threads`) torch intra-op threads, then
+    restore the caller's count."""
+    n = training_threads() if n is None else n
+    before = torch.get_num_threads()
+    if before != n:
+        torch.set_num_threads(n)
+    try:
+        yield n
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
