@@ -29,6 +29,34 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 
+OVERWRITE_HELP = "replace DIR if an earlier workbench run wrote it (never a folder holding other files)"
+ALLOW_CODE_HELP = "allow a recipe's task.factory (module:function) to be imported and run (also WORKBENCH_ALLOW_CODE=1)"
+
+
+def _run_dir(out: Path, overwrite: bool, command: str):
+    """The output folder, checked before any work (one-line error otherwise)."""
+    from .errors import WorkbenchError
+    from .outdir import RunDir
+
+    try:
+        return RunDir(out, overwrite=overwrite, command=command)
+    except WorkbenchError as exc:
+        _fail(exc)
+
+
+def _write_files(run_dir, files: dict[str, str]) -> None:
+    """Write ``files`` as one result folder (all or nothing)."""
+    from .errors import WorkbenchError
+    from .fileio import atomic_write_text, inside
+
+    try:
+        with run_dir as work:
+            for name, text in files.items():
+                atomic_write_text(inside(work, name), text)
+    except WorkbenchError as exc:
+        _fail(exc)
+
+
 EXECUTOR_HELP = "where sweep cases run: local | process[:N] | ray | ray:HOST:PORT | ray:auto"
 MLFLOW_HELP = "log the run to MLflow: 'local' (./mlruns) or a tracking URI (default: $WORKBENCH_MLFLOW, else off)"
 
@@ -72,7 +100,8 @@ def tasks() -> None:
 
 @app.command()
 def demo(out: Optional[Path] = typer.Option(None, help="output directory (default: runs/demo-<time>)"),
-         latency_runs: int = typer.Option(200, min=10, help="timed runs per latency measurement")) -> None:
+         latency_runs: int = typer.Option(200, min=10, help="timed runs per latency measurement"),
+         overwrite: bool = typer.Option(False, help=OVERWRITE_HELP)) -> None:
     """The main job: digits-cnn float baseline, W8A8 and W4A8 PTQ, export and verification."""
     _quiet_libraries()
     from .errors import WorkbenchError
@@ -80,7 +109,7 @@ def demo(out: Optional[Path] = typer.Option(None, help="output directory (defaul
 
     out = out or _default_out("demo")
     try:
-        summary = run_demo(out, latency_runs=latency_runs)
+        summary = run_demo(out, latency_runs=latency_runs, overwrite=overwrite)
     except WorkbenchError as exc:
         _fail(exc)
     _print_summary(summary, out)
@@ -109,7 +138,8 @@ def quantize(task: str = typer.Argument(..., help="registered task name (see `wo
              out: Optional[Path] = typer.Option(None, help="output directory (default: runs/<task>-<time>)"),
              bias_correction: bool = typer.Option(False, help="apply bias correction after calibration"),
              equalize_iters: int = typer.Option(0, min=0, help="cross-layer equalisation iterations"),
-             qonnx: bool = typer.Option(True, help="also export and verify QONNX")) -> None:
+             qonnx: bool = typer.Option(True, help="also export and verify QONNX"),
+             overwrite: bool = typer.Option(False, help=OVERWRITE_HELP)) -> None:
     """Quantise a task with a spec, export to ONNX (QCDQ) and QONNX, verify, and report."""
     _quiet_libraries()
     from .errors import WorkbenchError
@@ -121,7 +151,8 @@ def quantize(task: str = typer.Argument(..., help="registered task name (see `wo
     try:
         t = create_task(task)
         s = _load_spec(spec, weight_bits, act_bits)
-        summary = run_job(t, {"spec": s}, out, ptq=PTQConfig(bias_correction=bias_correction, equalize_iters=equalize_iters), qonnx=qonnx)
+        summary = run_job(t, {"spec": s}, out, ptq=PTQConfig(bias_correction=bias_correction, equalize_iters=equalize_iters), qonnx=qonnx,
+                          overwrite=overwrite)
     except WorkbenchError as exc:
         _fail(exc)
     _print_summary(summary, out)
@@ -159,13 +190,13 @@ def sensitivity(task: str = typer.Argument(..., help="registered task name"),
                 no_store: bool = typer.Option(False, "--no-store", help="do not read or write the result store"),
                 executor: str = typer.Option("local", help=EXECUTOR_HELP),
                 mlflow: Optional[str] = typer.Option(None, help=MLFLOW_HELP),
-                out: Optional[Path] = typer.Option(None, help="output directory (default: runs/<task>-sensitivity-<time>)")) -> None:
+                out: Optional[Path] = typer.Option(None, help="output directory (default: runs/<task>-sensitivity-<time>)"),
+                overwrite: bool = typer.Option(False, help=OVERWRITE_HELP)) -> None:
     """Per-layer sensitivity sweep: writes DIR/sensitivity.csv and DIR/sensitivity.html."""
     _quiet_libraries()
     tracker = _tracker(mlflow)
     from .baseline import load_or_train_baseline
     from .errors import WorkbenchError
-    from .fileio import atomic_write_text, inside
     from .report import write_sensitivity_report
     from .sensitivity import SensitivityConfig, parse_bits
     from .sensitivity import sensitivity as run_sensitivity
@@ -173,6 +204,7 @@ def sensitivity(task: str = typer.Argument(..., help="registered task name"),
     from .tasks import create_task
 
     out = out or _default_out(f"{task}-sensitivity")
+    run_dir = _run_dir(out, overwrite, "sensitivity")
     try:
         config = SensitivityConfig(
             weight_bits=parse_bits(weight_bits, "weight_bits"),
@@ -187,8 +219,7 @@ def sensitivity(task: str = typer.Argument(..., help="registered task name"),
         df = run_sensitivity(t, model, config, store=False if no_store else None, executor=executor, tracking=tracker or False)
     except WorkbenchError as exc:
         _fail(exc)
-    atomic_write_text(inside(out, "sensitivity.csv"), df.to_csv(index=False))
-    atomic_write_text(inside(out, "sensitivity.html"), write_sensitivity_report(df))
+    _write_files(run_dir, {"sensitivity.csv": df.to_csv(index=False), "sensitivity.html": write_sensitivity_report(df)})
     if tracker is not None:
         typer.echo(f"mlflow run {df.attrs['mlflow_run_id']} ({tracker.uri})")
     worst = df.sort_values("metric_delta").head(5)
@@ -201,7 +232,9 @@ def sensitivity(task: str = typer.Argument(..., help="registered task name"),
 def apply(recipe: Path = typer.Argument(..., help="recipe YAML"),
           out: Optional[Path] = typer.Option(None, help="output directory (default: runs/<recipe name>-<time>)"),
           latency_runs: int = typer.Option(200, min=10),
-          mlflow: Optional[str] = typer.Option(None, help=MLFLOW_HELP)) -> None:
+          mlflow: Optional[str] = typer.Option(None, help=MLFLOW_HELP),
+          overwrite: bool = typer.Option(False, help=OVERWRITE_HELP),
+          allow_code: bool = typer.Option(False, "--allow-code", help=ALLOW_CODE_HELP)) -> None:
     """Rebuild, export and verify a recipe; exit 1 when a metric falls outside the recipe's tolerance."""
     _quiet_libraries()
     from .errors import WorkbenchError
@@ -210,7 +243,8 @@ def apply(recipe: Path = typer.Argument(..., help="recipe YAML"),
     tracker = _tracker(mlflow)
     out = out or _default_out(recipe.stem)
     try:
-        summary, failures = apply_recipe(recipe, out, latency_runs=latency_runs, tracking=tracker or False)
+        summary, failures = apply_recipe(recipe, out, latency_runs=latency_runs, tracking=tracker or False, overwrite=overwrite,
+                                         allow_code=allow_code or None)
     except WorkbenchError as exc:
         _fail(exc)
     _print_summary(summary, out)
@@ -229,7 +263,9 @@ def apply(recipe: Path = typer.Argument(..., help="recipe YAML"),
 def qat(recipe: Path = typer.Argument(..., help="recipe YAML with a qat section"),
         out: Optional[Path] = typer.Option(None, help="output directory (default: runs/<recipe name>-qat-<time>)"),
         latency_runs: int = typer.Option(200, min=10),
-        mlflow: Optional[str] = typer.Option(None, help=MLFLOW_HELP)) -> None:
+        mlflow: Optional[str] = typer.Option(None, help=MLFLOW_HELP),
+        overwrite: bool = typer.Option(False, help=OVERWRITE_HELP),
+        allow_code: bool = typer.Option(False, "--allow-code", help=ALLOW_CODE_HELP)) -> None:
     """Quantisation-aware training from a recipe (PTQ, then QAT with distillation as it says), export and
     verify; checkpoints go to DIR/checkpoints each epoch and a killed run resumes from them."""
     _quiet_libraries()
@@ -243,7 +279,8 @@ def qat(recipe: Path = typer.Argument(..., help="recipe YAML with a qat section"
         r, _ = load_recipe(recipe)
         if r.qat is None:
             raise RecipeError(f"{recipe.name} has no qat section; expected qat: {{epochs: 5, lr: 0.0001, distill: true}}")
-        summary, failures = apply_recipe(recipe, out, latency_runs=latency_runs, checkpoint=True, tracking=tracker or False)
+        summary, failures = apply_recipe(recipe, out, latency_runs=latency_runs, checkpoint=True, tracking=tracker or False,
+                                         overwrite=overwrite, allow_code=allow_code or None)
     except WorkbenchError as exc:
         _fail(exc)
     for row in summary["qat"]["history"]:
@@ -263,20 +300,21 @@ def search_cmd(task: str = typer.Argument(..., help="registered task name"),
                act_bits: int = typer.Option(8, help="activation bits of every layer"),
                executor: str = typer.Option("local", help=EXECUTOR_HELP),
                mlflow: Optional[str] = typer.Option(None, help=MLFLOW_HELP),
-               out: Optional[Path] = typer.Option(None, help="output directory (default: runs/<task>-search-<time>)")) -> None:
+               out: Optional[Path] = typer.Option(None, help="output directory (default: runs/<task>-search-<time>)"),
+               overwrite: bool = typer.Option(False, help=OVERWRITE_HELP)) -> None:
     """Mixed-precision search under a budget: writes DIR/pareto.csv and DIR/recipe.yaml."""
     _quiet_libraries()
     tracker = _tracker(mlflow)
     from .baseline import load_or_train_baseline
     from .cost import load_target
     from .errors import SpecError, WorkbenchError
-    from .fileio import atomic_write_text, inside
     from .recipe import promote
     from .search import SearchConfig, best_within, search
     from .sensitivity import SensitivityConfig, sensitivity
     from .tasks import create_task
 
     out = out or _default_out(f"{task}-search")
+    run_dir = _run_dir(out, overwrite, "search")
     try:
         if (budget_kib is None) == (budget_bops is None):
             raise SpecError("give exactly one of --budget-kib or --budget-bops")
@@ -290,8 +328,7 @@ def search_cmd(task: str = typer.Argument(..., help="registered task name"),
         recipe = promote(t, best, target=target, act_bits=act_bits, name=f"{task}-{kind}-{budget:g}")
     except WorkbenchError as exc:
         _fail(exc)
-    atomic_write_text(inside(out, "pareto.csv"), df.to_csv(index=False))
-    atomic_write_text(inside(out, "recipe.yaml"), recipe.to_yaml())
+    _write_files(run_dir, {"pareto.csv": df.to_csv(index=False), "recipe.yaml": recipe.to_yaml()})
     if tracker is not None:
         run_id = tracker.log_run(f"search {t.name}", params={"task": t.name, "target": target, "budget_kind": kind, "budget": budget,
                                                              "act_bits": act_bits, "chosen_bits": best["bits"]},
@@ -319,17 +356,18 @@ def prune(task: str = typer.Argument(..., help="registered task name"),
           no_store: bool = typer.Option(False, "--no-store", help="do not read or write the result store"),
           executor: str = typer.Option("local", help=EXECUTOR_HELP),
           mlflow: Optional[str] = typer.Option(None, help=MLFLOW_HELP),
-          out: Optional[Path] = typer.Option(None, help="output directory (default: runs/<task>-prune-<time>)")) -> None:
+          out: Optional[Path] = typer.Option(None, help="output directory (default: runs/<task>-prune-<time>)"),
+          overwrite: bool = typer.Option(False, help=OVERWRITE_HELP)) -> None:
     """Pruning sweep, per layer and global: writes DIR/pruning.csv (metric, params, MACs, ONNX bytes, latency)."""
     _quiet_libraries()
     tracker = _tracker(mlflow)
     from .baseline import load_or_train_baseline
     from .errors import SpecError, WorkbenchError
-    from .fileio import atomic_write_text, inside
     from .pruning_sweep import PruningSweepConfig, pruning_sweep
     from .tasks import create_task
 
     out = out or _default_out(f"{task}-prune")
+    run_dir = _run_dir(out, overwrite, "prune")
     try:
         levels = []
         for i, part in enumerate(p.strip() for p in sparsity.split(",")):
@@ -345,7 +383,7 @@ def prune(task: str = typer.Argument(..., help="registered task name"),
         df = pruning_sweep(t, model, config, store=False if no_store else None, executor=executor, tracking=tracker or False)
     except WorkbenchError as exc:
         _fail(exc)
-    atomic_write_text(inside(out, "pruning.csv"), df.to_csv(index=False))
+    _write_files(run_dir, {"pruning.csv": df.to_csv(index=False)})
     if tracker is not None:
         typer.echo(f"mlflow run {df.attrs['mlflow_run_id']} ({tracker.uri})")
     typer.echo(f"{t.name}: {len(df)} rows ({df.attrs['computed']} computed, {df.attrs['from_store']} from the store)")
@@ -364,16 +402,19 @@ app.add_typer(recipe_app, name="recipe")
 
 
 @recipe_app.command("diff")
-def recipe_diff_cmd(a: Path = typer.Argument(...), b: Path = typer.Argument(...)) -> None:
-    """Print the per-layer differences between two recipes."""
+def recipe_diff_cmd(a: Path = typer.Argument(...), b: Path = typer.Argument(...),
+                    allow_code: bool = typer.Option(False, "--allow-code", help=ALLOW_CODE_HELP)) -> None:
+    """Print the per-layer differences between two recipes (per selector when their task is a
+    factory and code is not allowed)."""
     _quiet_libraries()
     from .errors import WorkbenchError
-    from .recipe import load_recipe, recipe_diff, resolve_task
+    from .recipe import code_allowed, load_recipe, recipe_diff, resolve_task
 
     try:
         ra, _ = load_recipe(a)
         rb, _ = load_recipe(b)
-        model = resolve_task(ra.task).create_model() if ra.task == rb.task else None
+        same = ra.task == rb.task and (ra.task.factory is None or code_allowed(allow_code or None))
+        model = resolve_task(ra.task, allow_code=allow_code or None).create_model() if same else None
         lines = recipe_diff(ra, rb, model)
     except WorkbenchError as exc:
         _fail(exc)
@@ -389,15 +430,21 @@ def recipe_schema_cmd() -> None:
 
 
 @recipe_app.command("check")
-def recipe_check_cmd(recipe: Path = typer.Argument(...)) -> None:
-    """Validate a recipe against its schema, its task's model, data checksum and target, without building."""
+def recipe_check_cmd(recipe: Path = typer.Argument(...),
+                     allow_code: bool = typer.Option(False, "--allow-code", help=ALLOW_CODE_HELP)) -> None:
+    """Validate a recipe against its schema, its task's model, data checksum and target, without
+    building (the schema alone when its task is a factory and code is not allowed)."""
     _quiet_libraries()
     from .errors import WorkbenchError
-    from .recipe import check_recipe_against, load_recipe, resolve_task
+    from .recipe import check_recipe_against, code_allowed, load_recipe, resolve_task
 
     try:
         r, sha = load_recipe(recipe)
-        task = resolve_task(r.task)
+        if r.task.factory is not None and not code_allowed(allow_code or None):
+            typer.echo(f"ok (schema only): {recipe} (recipe_version {r.recipe_version}, sha256 {sha}); task.factory {r.task.factory!r} "
+                       f"was not imported: pass --allow-code to check it against its model and data")
+            return
+        task = resolve_task(r.task, allow_code=allow_code or None)
         check_recipe_against(r, task, task.create_model())
     except WorkbenchError as exc:
         _fail(exc)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -17,24 +16,11 @@ import torch
 from onnx import numpy_helper
 from torch import nn
 
-from .errors import ExportError
+from .errors import ExportError, OutputPathError
+from .fileio import atomic_target
 
 OPSET = 13
 INPUT_NAME, OUTPUT_NAME = "input", "output"
-
-
-@contextlib.contextmanager
-def _atomic_target(path: str | os.PathLike):
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _quiet():
@@ -49,10 +35,16 @@ def _quiet():
 def _exporting(path: str | os.PathLike, label: str):
     """Yield a temporary file beside ``path``; it replaces ``path`` only if the block succeeds, and
     any failure becomes one :class:`ExportError` line."""
-    with _atomic_target(path) as tmp, _quiet():
+    with atomic_target(path) as tmp, _quiet():
         try:
             yield tmp
+        except OutputPathError:
+            raise
         except Exception as exc:
+            from .outdir import DISK_ERRNOS, disk_error
+
+            if isinstance(exc, OSError) and exc.errno in DISK_ERRNOS:
+                raise disk_error(exc, path) from None
             raise ExportError(f"{label} export failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from None
 
 

@@ -3,8 +3,6 @@ report, written into one output directory (what ``workbench demo`` and ``workben
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -12,9 +10,11 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .baseline import load_or_train_baseline
+from .determinism import fixed_threads
 from .evaluate import predict
 from .fileio import atomic_write_json, atomic_write_text, inside
 from .pipeline import PTQConfig, Timer, evaluate_quantized, export_and_verify, export_float_model, quantize_task
+from .outdir import MARKER, RunDir
 from .report import write_report
 from .quantize import validate_spec
 from .spec import QuantSpec
@@ -23,15 +23,18 @@ SUMMARY_KEYS = ("fp_metric", "quant_metric", "onnx_metric", "onnx_agreement", "m
                 "onnx_file_bytes", "int_kernel_nodes", "latency_ms_p50_fp", "latency_ms_p50_quant")
 
 
-def run_job(task, variants: dict[str, QuantSpec | dict], out_dir: str | Path, *, ptq: PTQConfig = PTQConfig(), qonnx: bool = True,
+def run_job(task, variants: dict[str, QuantSpec | dict], out_dir: str | Path | RunDir, *, ptq: PTQConfig = PTQConfig(), qonnx: bool = True,
             latency_runs: int = 200, progress: bool = True, float_model: torch.nn.Module | None = None, weight_encoding: str = "u8",
             extra: dict | None = None, files: dict[str, str] | None = None, sections: list | None = None,
-            train=None, keep: tuple[str, ...] = ()) -> dict:
+            train=None, overwrite: bool = False) -> dict:
     """Run every variant; the first is the primary one (``model.onnx``, top-level summary keys).
 
-    Everything is built in a temporary folder beside ``out_dir`` and moved into place at the end,
-    so ``out_dir`` never holds a half-written result. ``train(qmodel) -> qmodel`` runs after PTQ
-    (quantisation-aware training); the folders named in ``keep`` (checkpoints) survive the replacement.
+    ``out_dir`` is a folder path or a :class:`~workbench.outdir.RunDir` checked earlier. Everything is
+    built in a temporary folder beside it and moved into place at the end, so it never holds a
+    half-written result; an existing folder is replaced only if the workbench wrote it and
+    ``overwrite`` is true (see :mod:`workbench.outdir`). ``train(qmodel) -> qmodel`` runs after PTQ
+    (quantisation-aware training). Torch runs with the workbench's fixed thread count
+    (:mod:`workbench.determinism`), so the bytes do not depend on the caller's.
     """
     if not variants:
         raise ValueError("run_job needs at least one variant spec")
@@ -39,71 +42,63 @@ def run_job(task, variants: dict[str, QuantSpec | dict], out_dir: str | Path, *,
     probe = float_model if float_model is not None else task.create_model()
     for spec in specs.values():
         validate_spec(spec, probe)  # refuse bad layer names before training anything
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    run_dir = out_dir if isinstance(out_dir, RunDir) else RunDir(out_dir, overwrite=overwrite, command="run_job")
     timer = Timer()
     steps = 2 + 2 * len(specs) + 1
     bar = tqdm(total=steps, desc=task.name, disable=not progress)
-    try:
-        bar.set_postfix_str("float baseline")
-        model = float_model if float_model is not None else load_or_train_baseline(task, progress=progress)
-        fp_out = predict(model, task.data.eval.x)
-        fp_onnx = export_float_model(task, model, work)
-        bar.update()
-        variants_out, layers = {}, {}
-        for i, (name, spec) in enumerate(specs.items()):
-            bar.set_postfix_str(f"{name}: quantise + calibrate")
-            qmodel = quantize_task(task, model, spec, ptq)
-            if train is not None:
-                bar.set_postfix_str(f"{name}: quantisation-aware training")
-                qmodel = train(qmodel)
-            ev = evaluate_quantized(task, model, qmodel, fp_outputs=fp_out)
+    with fixed_threads() as threads, run_dir as work:
+        try:
+            bar.set_postfix_str("float baseline")
+            model = float_model if float_model is not None else load_or_train_baseline(task, progress=progress)
+            fp_out = predict(model, task.data.eval.x)
+            fp_onnx = export_float_model(task, model, work)
             bar.update()
-            bar.set_postfix_str(f"{name}: export + verify")
-            stem = "model" if i == 0 else f"model_{name}"
-            ver = export_and_verify(task, qmodel, work, stem, qonnx=qonnx, float_onnx=fp_onnx, latency_runs=latency_runs, sim_outputs=ev["sim_outputs"],
-                                    weight_encoding=weight_encoding)
+            variants_out, layers = {}, {}
+            for i, (name, spec) in enumerate(specs.items()):
+                bar.set_postfix_str(f"{name}: quantise + calibrate")
+                qmodel = quantize_task(task, model, spec, ptq)
+                if train is not None:
+                    bar.set_postfix_str(f"{name}: quantisation-aware training")
+                    qmodel = train(qmodel)
+                ev = evaluate_quantized(task, model, qmodel, fp_outputs=fp_out)
+                bar.update()
+                bar.set_postfix_str(f"{name}: export + verify")
+                stem = "model" if i == 0 else f"model_{name}"
+                ver = export_and_verify(task, qmodel, work, stem, qonnx=qonnx, float_onnx=fp_onnx, latency_runs=latency_runs, sim_outputs=ev["sim_outputs"],
+                                        weight_encoding=weight_encoding)
+                bar.update()
+                layers[name] = ev.pop("layers")
+                ev.pop("sim_outputs")
+                variants_out[name] = {"spec": spec.to_dict(), **ev, **ver}
+            primary = next(iter(variants_out.values()))
+            summary = {
+                "task": task.name,
+                "metric_name": task.metric.name,
+                "data_source": task.data_source,
+                "synthetic": task.synthetic,
+                **{k: primary[k] for k in SUMMARY_KEYS},
+                "latency_ms_p99_fp": primary.get("latency_ms_p99_fp"),
+                "latency_ms_p99_quant": primary.get("latency_ms_p99_quant"),
+                "primary_variant": next(iter(variants_out)),
+                "ptq": ptq.to_dict(),
+                "variants": variants_out,
+                "workbench_version": __version__,
+                "torch_version": torch.__version__,
+                "torch_threads": threads,
+            }
+            bar.set_postfix_str("report")
+            for name, df in layers.items():
+                df.to_csv(inside(work, f"layers_{name}.csv"), index=False)
+            if extra:
+                summary.update(extra(summary) if callable(extra) else extra)
+            summary["seconds"] = timer()
+            atomic_write_json(inside(work, "summary.json"), summary)
+            for name, text in (files or {}).items():
+                atomic_write_text(inside(work, name), text)
+            atomic_write_text(inside(work, "report.html"), write_report(summary, layers, sections or []))
             bar.update()
-            layers[name] = ev.pop("layers")
-            ev.pop("sim_outputs")
-            variants_out[name] = {"spec": spec.to_dict(), **ev, **ver}
-        primary = next(iter(variants_out.values()))
-        summary = {
-            "task": task.name,
-            "metric_name": task.metric.name,
-            "data_source": task.data_source,
-            "synthetic": task.synthetic,
-            **{k: primary[k] for k in SUMMARY_KEYS},
-            "latency_ms_p99_fp": primary.get("latency_ms_p99_fp"),
-            "latency_ms_p99_quant": primary.get("latency_ms_p99_quant"),
-            "primary_variant": next(iter(variants_out)),
-            "ptq": ptq.to_dict(),
-            "variants": variants_out,
-            "workbench_version": __version__,
-            "torch_version": torch.__version__,
-        }
-        bar.set_postfix_str("report")
-        for name, df in layers.items():
-            df.to_csv(inside(work, f"layers_{name}.csv"), index=False)
-        if extra:
-            summary.update(extra(summary) if callable(extra) else extra)
-        summary["seconds"] = timer()
-        atomic_write_json(inside(work, "summary.json"), summary)
-        for name, text in (files or {}).items():
-            atomic_write_text(inside(work, name), text)
-        atomic_write_text(inside(work, "report.html"), write_report(summary, layers, sections or []))
-        bar.update()
-        for name in keep:
-            if (out_dir / name).exists():
-                shutil.move(str(out_dir / name), str(work / name))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        work.rename(out_dir)
-    finally:
-        bar.close()
-        if work.exists():
-            shutil.rmtree(work, ignore_errors=True)
+        finally:
+            bar.close()
     return summary
 
 
@@ -111,7 +106,7 @@ DEMO_TASK = "digits-cnn"
 DEMO_VARIANTS = {"w8a8": QuantSpec.uniform(8, 8), "w4a8": QuantSpec.uniform(4, 8)}
 
 
-def run_demo(out_dir: str | Path, progress: bool = True, budget_kib: float = 6.0, **kwargs) -> dict:
+def run_demo(out_dir: str | Path, progress: bool = True, budget_kib: float = 6.0, overwrite: bool = False, **kwargs) -> dict:
     """The main job on the built-in default: digits-cnn float baseline, W8A8 and W4A8 PTQ, export and
     verification; then per-layer sensitivity, a mixed-precision search under ``budget_kib`` and the
     chosen point promoted to ``recipe.yaml`` (rebuild it with ``workbench apply``)."""
@@ -124,8 +119,10 @@ def run_demo(out_dir: str | Path, progress: bool = True, budget_kib: float = 6.0
     from .sensitivity import SensitivityConfig, sensitivity
     from .tasks import create_task
 
+    run_dir = RunDir(out_dir, overwrite=overwrite, command="demo")  # checked before any work
     task = create_task(DEMO_TASK)
-    model = load_or_train_baseline(task, progress=progress)
+    with fixed_threads():
+        model = load_or_train_baseline(task, progress=progress)
     sens = sensitivity(task, model, SensitivityConfig(weight_bits=(2, 3, 4, 5, 6, 7, 8)), progress=progress)
     front = search(task, model, sens, SearchConfig(n_budgets=4), extra_budgets=(budget_kib,), progress=progress)
     chosen = best_within(front, budget_kib)
@@ -140,37 +137,43 @@ def run_demo(out_dir: str | Path, progress: bool = True, budget_kib: float = 6.0
     extra = {"search": {"budget_kib": budget_kib, "chosen_weight_kib": float(chosen["weight_kib"]), "chosen_measured_metric": float(chosen["measured_metric"]),
                         "chosen_bits": chosen["bits"], "front_points": int(front["on_front"].sum()), "recipe": "recipe.yaml"}}
     files = {"recipe.yaml": recipe_yaml, "pareto.csv": front.to_csv(index=False), "sensitivity.csv": sens.to_csv(index=False)}
-    return run_job(task, DEMO_VARIANTS, out_dir, progress=progress, float_model=model, extra=extra, files=files, sections=sections, **kwargs)
+    return run_job(task, DEMO_VARIANTS, run_dir, progress=progress, float_model=model, extra=extra, files=files, sections=sections, **kwargs)
 
 
 def apply_recipe(recipe_path: str | Path, out_dir: str | Path, progress: bool = True, latency_runs: int = 200,
-                 checkpoint: bool = False, tracking=None) -> tuple[dict, list[str]]:
+                 checkpoint: bool = False, tracking=None, overwrite: bool = False, allow_code: bool | None = None) -> tuple[dict, list[str]]:
     """Rebuild, export and verify what a recipe describes (pruning, PTQ, quantisation-aware
     training, as it says); returns the summary and the unmet expectations. ``checkpoint`` keeps
-    QAT checkpoints in ``out_dir/checkpoints`` so a killed run resumes (``workbench qat``).
+    QAT checkpoints in ``out_dir/checkpoints`` so a killed run resumes (``workbench qat``): the
+    same recipe may then continue in its own folder without ``overwrite``.
     ``tracking``: an MLflow URI or :class:`~workbench.tracking.Tracker` (None: ``$WORKBENCH_MLFLOW``
-    if set; False: off) to log the recipe, the metrics and the files written as one run."""
+    if set; False: off) to log the recipe, the metrics and the files written as one run.
+    ``allow_code``: a recipe whose task is a ``module:function`` factory imports and calls it only
+    when this is true (None: ``$WORKBENCH_ALLOW_CODE``)."""
     from .baseline import load_or_train_baseline
     from .fileio import sha256_file
     from .recipe import check_recipe_against, load_recipe, resolve_task
     from .tracking import resolve_tracker
 
-    tracker = resolve_tracker(tracking)  # an unreachable server fails here, before any work
     recipe, recipe_sha = load_recipe(recipe_path)
-    task = resolve_task(recipe.task)
-    model = load_or_train_baseline(task, seed=recipe.task.seed, epochs=recipe.task.epochs, progress=progress)
-    check_recipe_against(recipe, task, model)
-    ptq = PTQConfig(**recipe.ptq.model_dump())
-    extra_summary = {}
-    if recipe.pruning is not None:
-        from .pruning import prune
-        from .pruning_sweep import measure_model
+    run_dir = RunDir(out_dir, overwrite=overwrite, keep=("checkpoints",) if checkpoint else (),
+                     resume=f"qat:{recipe_sha}" if checkpoint else None, command="qat" if checkpoint else "apply")
+    tracker = resolve_tracker(tracking)  # an unreachable server fails here, before any work
+    task = resolve_task(recipe.task, allow_code=allow_code)
+    with fixed_threads():
+        model = load_or_train_baseline(task, seed=recipe.task.seed, epochs=recipe.task.epochs, progress=progress)
+        check_recipe_against(recipe, task, model)
+        ptq = PTQConfig(**recipe.ptq.model_dump())
+        extra_summary = {}
+        if recipe.pruning is not None:
+            from .pruning import prune
+            from .pruning_sweep import measure_model
 
-        before = measure_model(task, model, onnx=False)
-        model = prune(task, model, recipe.pruning, progress=progress)
-        after = measure_model(task, model, onnx=False)
-        extra_summary = {"pruning": {"spec": recipe.pruning.to_dict(), **{f"{k}_unpruned": before[k] for k in ("metric", "params", "macs")},
-                                       **{k: after[k] for k in ("metric", "params", "macs", "weight_sparsity")}}}
+            before = measure_model(task, model, onnx=False)
+            model = prune(task, model, recipe.pruning, progress=progress)
+            after = measure_model(task, model, onnx=False)
+            extra_summary = {"pruning": {"spec": recipe.pruning.to_dict(), **{f"{k}_unpruned": before[k] for k in ("metric", "params", "macs")},
+                                           **{k: after[k] for k in ("metric", "params", "macs", "weight_sparsity")}}}
 
     def checks(summary: dict) -> dict:
         failures = []
@@ -187,16 +190,16 @@ def apply_recipe(recipe_path: str | Path, out_dir: str | Path, progress: bool = 
 
         teacher = model
         config = QATConfig(**recipe.qat.model_dump())
-        checkpoints = inside(out_dir, "checkpoints") if checkpoint else None
 
         def train(qmodel):
+            checkpoints = inside(run_dir.claim(), "checkpoints") if checkpoint else None
             trained, history = train_qat(task, teacher, qmodel, config, checkpoint_dir=checkpoints, progress=progress)
             extra_summary["qat"] = {"config": config.to_dict(), "history": history.to_dict("records")}
             return trained
 
-    summary = run_job(task, {recipe.name: recipe.quantization}, out_dir, ptq=ptq, qonnx="qonnx" in recipe.export.formats,
+    summary = run_job(task, {recipe.name: recipe.quantization}, run_dir, ptq=ptq, qonnx="qonnx" in recipe.export.formats,
                       latency_runs=latency_runs, progress=progress, float_model=model, weight_encoding=recipe.export.weight_encoding, extra=checks,
-                      train=train, keep=("checkpoints",) if checkpoint else ())
+                      train=train)
     assert summary["onnx_sha256"] == sha256_file(Path(out_dir) / "model.onnx")
     if tracker is not None:
         qat_history = summary.get("qat", {}).get("history", [])
@@ -205,7 +208,7 @@ def apply_recipe(recipe_path: str | Path, out_dir: str | Path, progress: bool = 
             params={"recipe": recipe.model_dump(mode="json"), "recipe_sha256": recipe_sha},
             metrics={k: summary[k] for k in TRACKED_METRICS if isinstance(summary.get(k), (int, float))},
             steps={f"qat_{k}": [row[k] for row in qat_history] for k in ("loss", "metric")} if qat_history else None,
-            artifacts=[recipe_path] + sorted(p for p in Path(out_dir).iterdir() if p.is_file()),
+            artifacts=[recipe_path] + sorted(p for p in Path(out_dir).iterdir() if p.is_file() and p.name != MARKER),
             tags={"expectations_failed": str(len(summary["expectations_failed"]))})
     return summary, summary["expectations_failed"]
 

@@ -130,6 +130,9 @@ def create_task(name: str, **kwargs) -> Task:
         close = difflib.get_close_matches(name, list_tasks(), n=3, cutoff=0.3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise TaskError(f"unknown task {name!r}; expected one of {', '.join(list_tasks())}{hint}")
+    seed = kwargs.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= 2**32 - 1:
+        raise TaskError(f"seed {seed!r}; expected an integer in 0-{2**32 - 1}")
     return _REGISTRY[name](**kwargs)
 
 
