@@ -45,8 +45,8 @@ def run_job(task, variants: dict[str, QuantSpec | dict], out_dir: str | Path | R
     run_dir = out_dir if isinstance(out_dir, RunDir) else RunDir(out_dir, overwrite=overwrite, command="run_job")
     timer = Timer()
     steps = 2 + 2 * len(specs) + 1
-    bar = tqdm(total=steps, desc=task.name, disable=not progress)
     with fixed_threads() as threads, run_dir as work:
+        bar = tqdm(total=steps, desc=task.name, disable=not progress)
         try:
             bar.set_postfix_str("float baseline")
             model = float_model if float_model is not None else load_or_train_baseline(task, progress=progress)

@@ -137,6 +137,7 @@ class RunDir:
         self.overwrite, self.keep, self.resume, self.command = overwrite, tuple(keep), resume, command
         self._lock_fd: int | None = None
         self._work: Path | None = None
+        self._made: list[Path] = []
         self._check()
 
     # ---------------------------------------------------------------- checks before the work
@@ -197,8 +198,10 @@ class RunDir:
     # ------------------------------------------------------------------------- the transaction
     def __enter__(self) -> Path:
         parent = self.path.parent
+        missing = [p for p in [parent, *parent.parents] if not p.exists()]
         try:
             parent.mkdir(parents=True, exist_ok=True)
+            self._made = missing  # removed again (when empty) if the run fails
             lock_fd = os.open(parent, os.O_RDONLY)
         except OSError as exc:
             raise disk_error(exc, parent) from None
@@ -251,6 +254,12 @@ class RunDir:
             if fd is not None:
                 os.close(fd)
             self._work = self._lock_fd = None
+            if exc_type is not None or not self.path.exists():
+                for made in self._made:  # deepest first; a folder someone else filled meanwhile stays
+                    try:
+                        os.rmdir(made)
+                    except OSError:
+                        break
         if isinstance(exc, OSError) and exc.errno in DISK_ERRNOS:
             raise disk_error(exc, self.path) from None
 

@@ -1,0 +1,303 @@
+"""Every bad input from the issue-13 audit, through the CLI and the API.
+
+Each CLI case runs the real ``workbench`` command line (typer app, in this process through click's
+runner, or as a real subprocess where the process itself matters) inside a sandbox folder and
+asserts: exit code 2, exactly one ``error:`` line on stderr naming what was wrong, no traceback,
+and that no file in the sandbox appeared, disappeared or changed. API cases assert the documented
+exception type and a one-line message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import resource
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+import workbench as wb
+from workbench.cli import app
+
+WORKBENCH = str(Path(sys.executable).parent / "workbench")
+SMALL = {"name": "digits-cnn", "seed": 0, "subset": [256, 128, 128], "epochs": 2}
+RECIPE = {"recipe_version": 1, "name": "r", "task": SMALL, "quantization": {"weight_bits": 8, "act_bits": 8}, "export": {"formats": ["qcdq"]}}
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """Every file and folder under ``root`` with a hash of its bytes (folders: 'dir')."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root).as_posix()
+        if p.is_symlink():
+            out[rel] = "link:" + os.readlink(p)
+        elif p.is_dir():
+            out[rel] = "dir"
+        else:
+            out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+def error_lines(stderr: str) -> list[str]:
+    """The lines starting 'error:' (a progress bar's carriage returns end a line too)."""
+    return [line for line in re.split(r"[\r\n]", stderr) if line.startswith("error:")]
+
+
+def write_recipe(path: Path, **changes) -> Path:
+    path.write_text(yaml.safe_dump({**RECIPE, **changes}, sort_keys=False))
+    return path
+
+
+# ----------------------------------------------------------------------------------- sandboxes
+def _user_folder(box: Path) -> None:
+    (box / "mine").mkdir()
+    (box / "mine" / "notes.txt").write_text("my thesis")
+
+
+def _earlier_run(box: Path, extra: str | None = None) -> None:
+    """A folder an earlier workbench run wrote (its marker and listed files)."""
+    d = box / "runs" / "a"
+    d.mkdir(parents=True)
+    (d / "model.onnx").write_bytes(b"onnx")
+    (d / ".workbench-run.json").write_text(json.dumps({"command": "apply", "complete": True, "files": ["model.onnx"], "kept": []}))
+    if extra:
+        (d / extra).write_text("mine")
+
+
+def _repo(box: Path) -> None:
+    (box / "proj" / ".git").mkdir(parents=True)
+    (box / "proj" / "code.py").write_text("x = 1\n")
+
+
+def _links(box: Path) -> None:
+    (box / "real").mkdir()
+    (box / "link").symlink_to(box / "real")
+    (box / "afile").write_text("data")
+
+
+def _factories(box: Path) -> None:
+    # Importing this module would leave a file behind: it must never be imported without consent.
+    (box / "evil_tasks.py").write_text(textwrap.dedent("""
+        from pathlib import Path
+        Path(__file__).with_name("IMPORTED").write_text("ran")
+        def make():
+            raise RuntimeError("boom")
+    """))
+    (box / "raising_tasks.py").write_text("def make():\n    raise RuntimeError('the factory broke')\ndef none():\n    return None\n")
+    (box / "broken_tasks.py").write_text("def make(:\n    pass\n")
+    (box / "import_raises.py").write_text("raise ImportError('needs a GPU library')\n")
+
+
+def _recipe(box: Path, **changes) -> None:
+    write_recipe(box / "r.yaml", **changes)
+
+
+# (id, sandbox setup, CLI arguments, expected text in the error line)
+CLI_CASES = [
+    ("out-user-folder", _user_folder, ["apply", "r.yaml", "--out", "mine"], "holds files the workbench did not write"),
+    ("out-user-folder-quantize", _user_folder, ["quantize", "digits-cnn", "--out", "mine"], "holds files the workbench did not write"),
+    ("out-user-folder-demo", _user_folder, ["demo", "--out", "mine"], "holds files the workbench did not write"),
+    ("out-user-folder-sensitivity", _user_folder, ["sensitivity", "digits-cnn", "--out", "mine"], "holds files the workbench did not write"),
+    ("out-user-folder-search", _user_folder, ["search", "digits-cnn", "--budget-kib", "6", "--out", "mine"], "holds files the workbench did not write"),
+    ("out-user-folder-prune", _user_folder, ["prune", "digits-cnn", "--out", "mine"], "holds files the workbench did not write"),
+    ("out-user-folder-qat", lambda b: (_user_folder(b), _recipe(b, qat={"epochs": 1})), ["qat", "r.yaml", "--out", "mine"], "holds files the workbench did not write"),
+    ("out-user-folder-overwrite", _user_folder, ["apply", "r.yaml", "--out", "mine", "--overwrite"], "holds files the workbench did not write"),
+    ("out-dot", None, ["apply", "r.yaml", "--out", "."], "is the working directory"),
+    ("out-ancestor", None, ["apply", "r.yaml", "--out", ".."], "is an ancestor of the working directory"),
+    ("out-root", None, ["apply", "r.yaml", "--out", "/"], "is the file-system root"),
+    ("out-home", None, ["apply", "r.yaml", "--out", "~"], "is your home folder"),
+    ("out-repo-root", _repo, ["apply", "r.yaml", "--out", "proj"], "is a repository root"),
+    ("out-symlink", _links, ["apply", "r.yaml", "--out", "link"], "is a symlink"),
+    ("out-file", _links, ["apply", "r.yaml", "--out", "afile"], "is a file"),
+    ("out-under-file", _links, ["apply", "r.yaml", "--out", "afile/sub"], "is a file"),
+    ("out-earlier-run", _earlier_run, ["apply", "r.yaml", "--out", "runs/a"], "pass --overwrite"),
+    ("out-earlier-run-plus-user-file", lambda b: _earlier_run(b, "notes.txt"), ["apply", "r.yaml", "--out", "runs/a", "--overwrite"],
+     "holds files the workbench did not write (notes.txt)"),
+    ("factory-without-consent", lambda b: (_factories(b), _recipe(b, task={"factory": "evil_tasks:make"})),
+     ["apply", "r.yaml", "--out", "o"], "would import module 'evil_tasks' and call make(); run code from a recipe only if you trust it"),
+    ("factory-qat-without-consent", lambda b: (_factories(b), _recipe(b, task={"factory": "evil_tasks:make"}, qat={"epochs": 1})),
+     ["qat", "r.yaml", "--out", "o"], "would import module 'evil_tasks'"),
+    ("factory-sys-exit", lambda b: _recipe(b, task={"factory": "sys:exit"}), ["apply", "r.yaml", "--out", "o", "--allow-code"],
+     "task.factory sys:exit called sys.exit(None); expected it to return a Task"),
+    ("factory-raises", lambda b: (_factories(b), _recipe(b, task={"factory": "raising_tasks:make"})), ["apply", "r.yaml", "--out", "o", "--allow-code"],
+     "task.factory raising_tasks:make raised RuntimeError: the factory broke"),
+    ("factory-returns-none", lambda b: (_factories(b), _recipe(b, task={"factory": "raising_tasks:none"})), ["apply", "r.yaml", "--out", "o", "--allow-code"],
+     "returned NoneType; expected a workbench Task"),
+    ("factory-syntax-error", lambda b: (_factories(b), _recipe(b, task={"factory": "broken_tasks:make"})), ["apply", "r.yaml", "--out", "o", "--allow-code"],
+     "importing module 'broken_tasks' failed: SyntaxError"),
+    ("factory-import-raises", lambda b: (_factories(b), _recipe(b, task={"factory": "import_raises:make"})), ["apply", "r.yaml", "--out", "o", "--allow-code"],
+     "cannot import module 'import_raises' (needs a GPU library)"),
+    ("factory-missing-module", lambda b: _recipe(b, task={"factory": "no_such_module_xyz:make"}), ["apply", "r.yaml", "--out", "o", "--allow-code"],
+     "cannot import module 'no_such_module_xyz'"),
+    ("seed-huge", lambda b: _recipe(b, task={**SMALL, "seed": 10**30}), ["apply", "r.yaml", "--out", "o"], "task.seed"),
+    ("seed-negative", lambda b: _recipe(b, task={**SMALL, "seed": -1}), ["apply", "r.yaml", "--out", "o"], "task.seed"),
+    ("qat-seed-huge", lambda b: _recipe(b, qat={"epochs": 1, "seed": 2**40}), ["qat", "r.yaml", "--out", "o"], "qat.seed"),
+    ("name-with-slash", lambda b: _recipe(b, name="a/b"), ["apply", "r.yaml", "--out", "o"], "name"),
+    ("name-dotdot", lambda b: _recipe(b, name=".."), ["apply", "r.yaml", "--out", "o"], "name"),
+    ("threads-env", None, ["apply", "r.yaml", "--out", "o", "ENV:WORKBENCH_THREADS=zero"], "WORKBENCH_THREADS='zero'; expected an integer thread count"),
+]
+
+
+@pytest.mark.parametrize("case", CLI_CASES, ids=[c[0] for c in CLI_CASES])
+def test_cli_bad_input_is_one_line_exit_2_and_touches_nothing(case, tmp_path, monkeypatch):
+    name, setup, args, expected = case
+    box = tmp_path / "box"
+    (box / "work").mkdir(parents=True)
+    (box / "home").mkdir()
+    work = box / "work"
+    if not (work / "r.yaml").exists():
+        write_recipe(work / "r.yaml")
+    if setup is not None:
+        setup(work)
+    env = {"HOME": str(box / "home"), "WORKBENCH_ALLOW_CODE": None}
+    for a in [a for a in args if a.startswith("ENV:")]:
+        key, _, value = a[4:].partition("=")
+        env[key] = value
+    args = [a for a in args if not a.startswith("ENV:")]
+    monkeypatch.chdir(work)
+    monkeypatch.syspath_prepend(str(work))
+    before = snapshot(box)
+    result = CliRunner().invoke(app, args, env=env)
+    assert result.exit_code == 2, (result.exit_code, result.stdout[-500:], result.stderr[-1500:], result.exception)
+    assert "Traceback" not in result.stderr
+    errors = error_lines(result.stderr)
+    assert len(errors) == 1 and expected in errors[0], result.stderr[-1500:]
+    assert len(errors[0]) < 700
+    assert snapshot(box) == before  # nothing appeared, disappeared or changed
+    for mod in ("evil_tasks", "raising_tasks", "broken_tasks", "import_raises"):
+        sys.modules.pop(mod, None)
+
+
+def test_recipe_check_and_diff_never_import_code_without_consent(tmp_path, monkeypatch):
+    _factories(tmp_path)
+    a = write_recipe(tmp_path / "a.yaml", task={"factory": "evil_tasks:make"})
+    b = write_recipe(tmp_path / "b.yaml", task={"factory": "evil_tasks:make"}, quantization={"weight_bits": 4, "act_bits": 8})
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delenv("WORKBENCH_ALLOW_CODE", raising=False)
+    check = CliRunner().invoke(app, ["recipe", "check", str(a)])
+    assert check.exit_code == 0 and check.stdout.startswith("ok (schema only)") and "--allow-code" in check.stdout
+    diff = CliRunner().invoke(app, ["recipe", "diff", str(a), str(b)])
+    assert diff.exit_code == 0 and "quantization.weight_bits: 8 -> 4" in diff.stdout
+    assert not (tmp_path / "IMPORTED").exists() and "evil_tasks" not in sys.modules
+    allowed = CliRunner().invoke(app, ["recipe", "check", str(a), "--allow-code"])
+    assert allowed.exit_code == 2 and "task.factory evil_tasks:make raised RuntimeError: boom" in allowed.stderr
+    assert (tmp_path / "IMPORTED").exists()  # with consent the module really ran
+    sys.modules.pop("evil_tasks", None)
+
+
+def test_api_refuses_factories_without_consent(tmp_path, monkeypatch):
+    _factories(tmp_path)
+    path = write_recipe(tmp_path / "r.yaml", task={"factory": "evil_tasks:make"})
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delenv("WORKBENCH_ALLOW_CODE", raising=False)
+    from workbench.job import apply_recipe
+    from workbench.recipe import CodeNotAllowedError
+
+    with pytest.raises(CodeNotAllowedError) as info:
+        apply_recipe(path, tmp_path / "o", progress=False)
+    assert "\n" not in str(info.value) and not (tmp_path / "IMPORTED").exists() and not (tmp_path / "o").exists()
+
+
+# ------------------------------------------------------------------ output folders, for real
+def _cli(*args, cwd, env=None, preexec_fn=None, timeout=600):
+    return subprocess.run([WORKBENCH, *args], capture_output=True, text=True, cwd=cwd, env={**os.environ, **(env or {})},
+                          preexec_fn=preexec_fn, timeout=timeout)
+
+
+def test_overwrite_replaces_only_a_workbench_folder_and_keeps_the_old_result_until_the_new_is_complete(tmp_path):
+    write_recipe(tmp_path / "r.yaml")
+    first = _cli("apply", "r.yaml", "--out", "runs/a", "--latency-runs", "10", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-1500:]
+    out = tmp_path / "runs" / "a"
+    manifest = json.loads((out / ".workbench-run.json").read_text())
+    assert set(manifest["files"]) == {p.name for p in out.iterdir()} - {".workbench-run.json"} and manifest["complete"]
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert {oct(p.stat().st_mode & 0o777) for p in out.iterdir()} == {oct(0o666 & ~umask)}
+    assert oct(out.stat().st_mode & 0o777) == oct(0o777 & ~umask)
+    again = _cli("apply", "r.yaml", "--out", "runs/a", "--latency-runs", "10", cwd=tmp_path)
+    assert again.returncode == 2 and "pass --overwrite" in error_lines(again.stderr)[0]
+    # a run killed mid-way leaves a temporary folder: the next run removes it; the result stays whole
+    kept = (out / "model.onnx").read_bytes()
+    proc = subprocess.Popen([WORKBENCH, "apply", "r.yaml", "--out", "runs/a", "--overwrite", "--latency-runs", "10"], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not any(p.name.startswith(".a.wbtmp-") for p in (tmp_path / "runs").iterdir()):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (out / "model.onnx").read_bytes() == kept
+    assert json.loads((out / "summary.json").read_text())["onnx_sha256"] == hashlib.sha256((out / "model.onnx").read_bytes()).hexdigest()
+    third = _cli("apply", "r.yaml", "--out", "runs/a", "--overwrite", "--latency-runs", "10", cwd=tmp_path)
+    assert third.returncode == 0, third.stderr[-1500:]
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["a"]  # no temporary folder left
+
+
+def test_two_concurrent_runs_on_one_folder_one_wins_the_other_fails_cleanly(tmp_path):
+    write_recipe(tmp_path / "r.yaml")
+    procs = [subprocess.Popen([WORKBENCH, "apply", "r.yaml", "--out", "runs/c", "--latency-runs", "10"], cwd=tmp_path, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+    results = [(p.wait(timeout=600), p.stderr.read()) for p in procs]
+    codes = sorted(rc for rc, _ in results)
+    assert codes == [0, 2], results
+    loser = next(err for rc, err in results if rc == 2)
+    assert "Traceback" not in loser
+    assert len(error_lines(loser)) == 1 and ("being written by another workbench run" in loser or "holds an earlier workbench run" in loser)
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["c"]
+    assert (tmp_path / "runs" / "c" / "model.onnx").exists()
+
+
+def _limit_file_size():
+    """A full disk as the process sees it: writes past 64 KiB fail with EFBIG (SIGXFSZ ignored)."""
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
+
+
+def test_a_full_disk_is_one_line_and_leaves_nothing_half_written(tmp_path, digits):
+    write_recipe(tmp_path / "r.yaml")
+    before = snapshot(tmp_path)
+    res = _cli("apply", "r.yaml", "--out", "runs/full", "--latency-runs", "10", cwd=tmp_path, preexec_fn=_limit_file_size)
+    assert res.returncode == 2, res.stderr[-1500:]
+    assert "Traceback" not in res.stderr
+    errors = error_lines(res.stderr)
+    assert len(errors) == 1 and "cannot write" in errors[0] and "File too large" in errors[0], res.stderr[-1500:]
+    after = snapshot(tmp_path)
+    assert after == before  # no result, no temporary folder, no half-written file, not even runs/
+
+
+def test_sweep_outputs_are_written_together_or_not_at_all(tmp_path, digits):
+    """sensitivity.csv never lands without sensitivity.html (the disk fills between them)."""
+    res = _cli("sensitivity", "digits-cnn", "--weight-bits", "8", "--out", "runs/s", cwd=tmp_path, preexec_fn=_limit_file_size)
+    assert res.returncode == 2 and "cannot write" in error_lines(res.stderr)[0], res.stderr[-1500:]
+    assert not (tmp_path / "runs").exists()
+
+
+# -------------------------------------------------------------------------------- API cases
+API_CASES = [
+    ("run-job-user-folder", lambda t: (_user_folder(t), lambda task, model: wb.run_job(task, {"w8": wb.QuantSpec.uniform(8, 8)}, t / "mine", float_model=model,
+                                                                                      progress=False)), wb.OutputPathError, "did not write"),
+    ("create-task-seed", lambda t: (None, lambda task, model: wb.create_task("digits-cnn", seed=-5)), wb.TaskError, "seed -5; expected an integer in 0-4294967295"),
+    ("qat-config-seed", lambda t: (None, lambda task, model: wb.QATConfig(seed=2**70)), wb.SpecError, "seed"),
+]
+
+
+@pytest.mark.parametrize("case", API_CASES, ids=[c[0] for c in API_CASES])
+def test_api_bad_input_raises_documented_one_line_error(case, tmp_path, digits):
+    name, build, error, expected = case
+    _, call = build(tmp_path)
+    before = snapshot(tmp_path)
+    with pytest.raises(error) as info:
+        call(*digits)
+    assert isinstance(info.value, wb.WorkbenchError)
+    assert "\n" not in str(info.value) and expected in str(info.value) and len(str(info.value)) < 700
+    assert snapshot(tmp_path) == before
