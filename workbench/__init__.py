@@ -30,6 +30,7 @@ from .errors import (
     OutputPathError,
     PruningError,
     SpecError,
+    StoreError,
     TaskError,
     UnsupportedLayerError,
     WorkbenchError,
@@ -52,12 +53,15 @@ from .store import ResultStore
 from .executors import ExecutorError, make_executor
 from .tracking import Tracker, TrackingError
 from .spec import LayerSettings, QuantSpec
+from .outdir import RunDir
+from .recipe import CodeNotAllowedError, RecipeError
 from .tasks import Task, create_task, list_tasks, make_task, register_task, tasks_table
 from .verify import latency_ms, optimized_op_counts, verify_qcdq, verify_qonnx
 
 __all__ = [
     "__version__",
-    "CalibrationError", "CheckpointError", "DatasetError", "ExportError", "OutputPathError", "PruningError", "SpecError", "TaskError", "UnsupportedLayerError",
+    "CalibrationError", "CheckpointError", "CodeNotAllowedError", "DatasetError", "ExportError", "OutputPathError", "PruningError", "RecipeError", "SpecError",
+    "StoreError", "TaskError", "UnsupportedLayerError",
     "WorkbenchError", "UnsupportedLayerWarning",
     "Task", "TaskData", "Split", "Metric", "create_task", "list_tasks", "make_task", "register_task", "tasks_table",
     "load_or_train_baseline", "evaluate", "predict",
@@ -65,7 +69,7 @@ __all__ = [
     "describe", "evaluate_quantized",
     "export_qcdq", "export_qonnx", "export_float", "verify_qcdq", "verify_qonnx", "optimized_op_counts", "latency_ms", "export_and_verify",
     "load_mnist_idx", "load_cifar10_binary", "load_npz", "load_image_folder",
-    "run_job", "run_demo",
+    "run_job", "run_demo", "RunDir",
     "SensitivityConfig", "sensitivity", "hessian_traces", "layer_statistics", "weight_histogram", "ResultStore",
     "PruningSpec", "prune", "channel_groups", "sparsity_table", "PruningSweepConfig", "pruning_sweep",
     "QATConfig", "train_qat", "recovery_table",
