@@ -301,3 +301,26 @@ def test_api_bad_input_raises_documented_one_line_error(case, tmp_path, digits):
     assert isinstance(info.value, wb.WorkbenchError)
     assert "\n" not in str(info.value) and expected in str(info.value) and len(str(info.value)) < 700
     assert snapshot(tmp_path) == before
+
+
+def _read_only(folder: Path, *args: str) -> list[str]:
+    """Run ``workbench ARGS`` with ``folder`` mounted read-only (a private mount namespace)."""
+    mount = f"mount --bind {folder} {folder} && mount -o remount,bind,ro {folder} && exec \"$0\" \"$@\""
+    return ["unshare", "--map-root-user", "--mount", "sh", "-c", mount, WORKBENCH, *args]
+
+
+def test_a_read_only_disk_is_one_line_before_any_work(tmp_path, digits):
+    probe = subprocess.run(["unshare", "--map-root-user", "--mount", "true"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip(f"this machine cannot make a private mount namespace: {probe.stderr.decode()[:200]}")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    write_recipe(ro / "r.yaml")
+    before = snapshot(tmp_path)
+    res = subprocess.run(_read_only(ro, "apply", str(ro / "r.yaml"), "--out", str(ro / "runs" / "x"), "--latency-runs", "10"),
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-1500:]
+    errors = error_lines(res.stderr)
+    assert len(errors) == 1 and "cannot write" in errors[0] and "Read-only file system" in errors[0], res.stderr[-1500:]
+    assert "it/s" not in res.stderr  # refused before any work
+    assert snapshot(tmp_path) == before

@@ -154,9 +154,20 @@ class RunDir:
         parent = resolved.parent
         if parent.exists() and not parent.is_dir():
             raise OutputPathError(f"output folder {str(raw)!r}: {str(parent)!r} is a file; expected a folder")
+        self._probe_writable(resolved)
         self._restore_aside()
         if raw.is_dir():
             self._check_existing()
+
+    @staticmethod
+    def _probe_writable(resolved: Path) -> None:
+        """A read-only or forbidden place fails now, not after the work: a folder is made and
+        removed again in the nearest existing ancestor."""
+        base = next(p for p in [resolved.parent, *resolved.parent.parents] if p.exists())
+        try:
+            os.rmdir(tempfile.mkdtemp(prefix=".wbprobe-", dir=base))
+        except OSError as exc:
+            raise disk_error(exc, base) from None
 
     def _check_existing(self) -> None:
         raw = self.path
