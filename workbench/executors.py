@@ -16,13 +16,29 @@ returns, so none are lost or stored twice.
   (``pip install workbench[ray]``; the workers must be able to import ``workbench``).
 
 Workers run with this process's torch thread count, so their floating-point results match.
+
+Nothing listens beyond this machine unless asked: a local cluster (``"ray"``) is a new one on node
+address 127.0.0.1, so its GCS, raylet, object manager, workers, agents and metrics ports bind the
+loopback interface only, without a dashboard; it never joins a running cluster found through
+``RAY_ADDRESS`` or ``ray start``'s address file. Joining a cluster, remote or not, is explicit
+(``"ray:HOST:PORT"``, ``"ray:auto"``) and listens wherever that cluster's nodes were started to.
+
+Nothing outlives this process: pool workers end with it (on Linux by the kernel's parent-death
+signal, elsewhere within half a second by a watchdog on the parent's pid), and multiprocessing's
+resource tracker then sees its pipe close and exits. A local Ray cluster shares its fate through
+Ray's own fate sharing (GCS, raylet and workers end within seconds), except Ray's two node agents,
+which Ray lets outlive a killed driver by about a minute (listening on 127.0.0.1 only).
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import socket
+import sys
+import threading
+import time
 import uuid
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -64,7 +80,36 @@ class LocalExecutor(Executor):
 _WORKER: dict[str, Any] = {}
 
 
-def _worker_init(blob: bytes, threads: int) -> None:
+def _die_with_parent(parent: int, pdeathsig: bool) -> None:
+    """End this worker process when ``parent``, the process that started it, ends.
+
+    On Linux the kernel sends SIGKILL when the *thread* that started this process exits
+    (``prctl(PR_SET_PDEATHSIG)``), so ``pdeathsig`` is asked for only where that thread is the
+    parent's main thread, whose end is the process's end. Everywhere, a watchdog thread ends this
+    process within half a second of its parent pid changing (an orphan is re-parented)."""
+    if pdeathsig and sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(ctypes.c_int(1), ctypes.c_ulong(int(signal.SIGKILL)), ctypes.c_ulong(0), ctypes.c_ulong(0),
+                       ctypes.c_ulong(0))  # 1: PR_SET_PDEATHSIG
+        except (OSError, AttributeError):  # no prctl in this libc: the watchdog alone
+            pass
+    if os.getppid() != parent:  # the parent died before the signal was set
+        os._exit(1)
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="workbench-parent-watchdog", daemon=True).start()
+
+
+def _worker_init(blob: bytes, threads: int, parent: int | None = None, pdeathsig: bool = False) -> None:
+    if parent is not None:
+        _die_with_parent(parent, pdeathsig)
     import cloudpickle
     import torch
 
@@ -101,8 +146,11 @@ class ProcessExecutor(Executor):
         failures: Counter = Counter()
         context = multiprocessing.get_context("spawn")
         while pending:
+            # workers are spawned by the thread that submits units (this one): the parent-death
+            # signal is tied to that thread, so it is used only when that thread is the main one
+            main = threading.current_thread() is threading.main_thread()
             pool = ProcessPoolExecutor(min(self.workers, len(pending)), mp_context=context, initializer=_worker_init,
-                                       initargs=(blob, torch.get_num_threads()))
+                                       initargs=(blob, torch.get_num_threads(), os.getpid(), main))
             broken = False
             futures = {}
             try:
@@ -182,8 +230,8 @@ class RayExecutor(Executor):
             return ray
         try:
             if self.address is None:
-                ray.init(num_cpus=self.workers or os.cpu_count(), include_dashboard=False, log_to_driver=False,
-                         configure_logging=False, runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(_import_paths())}})
+                _start_local_ray(ray, num_cpus=self.workers or os.cpu_count(), log_to_driver=False, configure_logging=False,
+                                 runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(_import_paths())}})
             else:
                 ray.init(address=self.address, log_to_driver=False, configure_logging=False)
         except ExecutorError:
@@ -210,6 +258,40 @@ class RayExecutor(Executor):
             except ray.exceptions.RayError as exc:
                 raise ExecutorError(f"ray: unit {unit!r} failed after {self.retries} retries: {type(exc).__name__}") from None
             yield unit, result
+
+
+_LOOPBACK = "127.0.0.1"
+_RAY_CLUSTER_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def _start_local_ray(ray, **kwargs) -> None:
+    """``ray.init`` a new single-machine cluster whose processes listen on 127.0.0.1 only.
+
+    Ray binds every listener to the node address (all interfaces unless that address is a loopback
+    one), and ``ray.init`` replaces a loopback ``_node_ip_address`` by the machine's routable
+    address unless ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`` is off, a setting Ray reads when it is
+    imported: it is turned off here for the start (the driver's imported copy included) and the
+    processes it starts, then restored. ``address="local"`` starts a new cluster whatever
+    ``RAY_ADDRESS`` or a running ``ray start`` head says."""
+    from ray._private import ray_constants
+
+    saved_env, saved_flag = os.environ.get(_RAY_CLUSTER_ENV), getattr(ray_constants, "ENABLE_RAY_CLUSTER", None)
+    os.environ[_RAY_CLUSTER_ENV] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        ray.init(address="local", _node_ip_address=_LOOPBACK, include_dashboard=False, dashboard_host=_LOOPBACK, **kwargs)
+    finally:
+        if saved_env is None:
+            os.environ.pop(_RAY_CLUSTER_ENV, None)
+        else:
+            os.environ[_RAY_CLUSTER_ENV] = saved_env
+        if saved_flag is not None:
+            ray_constants.ENABLE_RAY_CLUSTER = saved_flag
+    node = ray.util.get_node_ip_address()
+    if node != _LOOPBACK:  # a Ray that no longer honours the loopback node address: refuse to stay up open
+        ray.shutdown()
+        raise ExecutorError(f"ray: the local cluster came up on node address {node}, not {_LOOPBACK} only; refusing it "
+                            "(join a cluster explicitly with executor 'ray:HOST:PORT', or use 'process')")
 
 
 def _import_paths() -> list[str]:
