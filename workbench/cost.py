@@ -9,20 +9,20 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator
 from torch import nn
 
 from .errors import SpecError
 from .models import layer_macs
 from .quantize import QUANTISABLE
-from .spec import ALLOWED_BITS, format_validation_error
+from .spec import ALLOWED_BITS, SpecModel, format_validation_error, short_repr
+from .yamlio import load_yaml
 
 TARGETS_DIR = Path(__file__).resolve().parent / "targets"
 COSTS = ("weight_kib", "bops", "latency_ms")
 
 
-class TargetProfile(BaseModel):
+class TargetProfile(SpecModel):
     """A hardware target: the bit-widths it runs and the budgets that apply."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -38,14 +38,14 @@ class TargetProfile(BaseModel):
     def _bits(cls, v):
         bad = [b for b in v if b not in ALLOWED_BITS]
         if bad or not v:
-            raise ValueError(f"expected a non-empty list of bit-widths in 2-8 or 16; got {v!r}")
+            raise ValueError(f"expected a non-empty list of bit-widths in 2-8 or 16; got {short_repr(v)}")
         return sorted(v)
 
     @field_validator("cost")
     @classmethod
     def _cost(cls, v):
         if v not in COSTS:
-            raise ValueError(f"expected one of {', '.join(COSTS)}; got {v!r}")
+            raise ValueError(f"expected one of {', '.join(COSTS)}; got {short_repr(v)}")
         return v
 
 
@@ -62,10 +62,17 @@ def load_target(name_or_path: str | Path) -> TargetProfile:
             raise SpecError(f"unknown target {str(name_or_path)!r}; expected one of {', '.join(list_targets())} or a YAML file")
     if not path.exists():
         raise SpecError(f"target file {str(path)!r} does not exist")
+    obj = load_yaml(path, "target", SpecError)
+    if not isinstance(obj, dict):
+        raise SpecError(f"target {path}: the file holds {_kind(obj)}; expected a mapping with name, weight_bits, act_bits, cost, budgets")
     try:
-        return TargetProfile.model_validate(yaml.safe_load(path.read_text()))
+        return TargetProfile.model_validate(obj)
     except ValidationError as exc:
-        raise SpecError(f"target {path.name}: " + format_validation_error(exc)) from None
+        raise SpecError(f"target {path}: " + format_validation_error(exc)) from None
+
+
+def _kind(obj) -> str:
+    return "nothing (an empty document)" if obj is None else f"a {type(obj).__name__}"
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from torch import nn
 
 from .errors import PruningError, SpecError
 from .quantize import QUANTISABLE
-from .spec import format_validation_error
+from .spec import SpecModel, format_validation_error, short_repr
 
 METHODS = ("structured", "unstructured", "nm")
 CRITERIA = ("l1", "l2", "taylor", "bn_scale")
@@ -45,7 +45,7 @@ def _check_sparsity(sparsity: Any) -> float:
     return float(sparsity)
 
 
-class PruningSpec(BaseModel):
+class PruningSpec(SpecModel):  # direct construction raises SpecError, as QuantSpec's does
     """What to prune and how (parameters only; a recipe's ``pruning`` section).
 
     - ``method``: ``structured`` (remove output channels), ``unstructured`` (zero single weights),
@@ -77,7 +77,7 @@ class PruningSpec(BaseModel):
     @classmethod
     def _sparsity(cls, v):
         if not _is_sparsity(v):
-            raise ValueError(f"expected a value in [0, 1); got {v!r}")
+            raise ValueError(f"expected a value in [0, 1); got {short_repr(v)}")
         return float(v)
 
     @model_validator(mode="after")

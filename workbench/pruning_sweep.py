@@ -32,16 +32,18 @@ import pandas as pd
 from torch import nn
 from tqdm.auto import tqdm
 
+from .data import check_calibration
 from .errors import PruningError, SpecError
 from .evaluate import evaluate
 from .executors import make_executor
 from .models import count_macs, count_params
+from .ptq import LayerInputs
 from .pruning import PruningSpec, channel_groups, prunable_layers, prune
 from .store import ResultStore, SweepRecorder, resolve_store, sweep_fingerprint
 
 COLUMNS = ["method", "criterion", "scope", "sparsity", "layer", "group", "metric", "metric_delta", "params", "macs", "weight_sparsity",
            "onnx_bytes", "latency_ms", "finetune_epochs", "seconds", "status"]
-PRUNING_SWEEP_VERSION = "1"
+PRUNING_SWEEP_VERSION = "2"  # 2: a NaN / inf metric is status "nonfinite"
 
 
 @dataclass(frozen=True)
@@ -141,7 +143,8 @@ class _PruningWork:
         else:
             try:
                 pruned = model if spec is None else prune(task, model, spec)
-                res = {**measure_model(task, pruned, config.latency_runs), "status": "ok"}
+                res = measure_model(task, pruned, config.latency_runs)
+                res["status"] = "ok" if _finite(res["metric"]) else "nonfinite"  # a metric function may return NaN / inf
                 res["metric_delta"] = res["metric"] - self.reference
             except PruningError as exc:
                 res = _empty(f"refused: {exc}")
@@ -171,6 +174,9 @@ def pruning_sweep(task, model: nn.Module, config: PruningSweepConfig | None = No
     model = model.eval()
     if config.layers is not None:
         prunable_layers(model, list(config.layers))  # unknown names: the closest valid ones
+    check_calibration(task.data.calib.x)
+    LayerInputs.check(model, task.data.calib.x)  # data that does not fit the model: one line, before any work
+    store = resolve_store(store)  # a corrupt store is moved aside, a read-only one refused, before any work
     example = task.example_input()
     cases: list[tuple[str, str, float, str]] = []  # (layer, group, sparsity, refused)
     if config.per_layer:
@@ -190,7 +196,7 @@ def pruning_sweep(task, model: nn.Module, config: PruningSweepConfig | None = No
         cases += [("global", "", s, "") for s in config.global_levels()]
 
     sweep = sweep_fingerprint("pruning", task, model, config.to_dict(), PRUNING_SWEEP_VERSION, torch_pruning=torch_pruning.__version__)
-    rec = SweepRecorder(resolve_store(store), sweep, "pruning", on_row)
+    rec = SweepRecorder(store, sweep, "pruning", on_row)
     keys = [_case_key(c[0], c[2]) for c in cases]
     units = [c for c, k in zip(cases, keys) if k not in rec.done]
     executor = make_executor(executor)
@@ -206,6 +212,13 @@ def pruning_sweep(task, model: nn.Module, config: PruningSweepConfig | None = No
                                                         if len(ref) else {})})
     log_sweep(tracker, "pruning", task, config, df)
     return df
+
+
+def _finite(value) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
 
 
 def _empty(status: str) -> dict:

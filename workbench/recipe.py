@@ -185,15 +185,16 @@ def parse_recipe(obj: Any) -> Recipe:
 
 def load_recipe(path: str | Path) -> tuple[Recipe, str]:
     """The validated recipe and the sha256 of the file's bytes."""
+    from .yamlio import in_file, read_yaml
+
     path = Path(path)
     if not path.is_file():
         raise RecipeError(f"recipe file {str(path)!r} does not exist")
-    raw = path.read_bytes()
+    obj, raw = read_yaml(path, "recipe", RecipeError)  # UTF-8, size, alias and depth limits; errors name the file
     try:
-        obj = yaml.safe_load(raw.decode("utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise RecipeError(f"{path.name} is not valid YAML: {str(exc).splitlines()[0]}") from None
-    return parse_recipe(obj), hashlib.sha256(raw).hexdigest()
+        return parse_recipe(obj), hashlib.sha256(raw).hexdigest()
+    except RecipeError as exc:  # the field path first, then the file
+        raise type(exc)(in_file(str(exc), path)) from None
 
 
 def resolve_task(ref: TaskRef):

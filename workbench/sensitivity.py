@@ -54,6 +54,7 @@ from .graph_runner import GraphRunner
 from .metrics import output_agreement
 from .models import count_macs, module_calls
 from .pipeline import PTQConfig, quantize_task
+from .ptq import LayerInputs
 from .quantize import (
     act_quantizer,
     fold_batchnorm,
@@ -70,7 +71,7 @@ from .store import ResultStore, SweepRecorder, resolve_store, sweep_fingerprint 
 MODES = ("quantise-one", "leave-one-float")
 COLUMNS = ["layer", "layer_type", "depth", "params", "macs", "weight_bits", "act_bits", "mode", "metric", "metric_delta",
            "sqnr_db", "output_mse", "kl", "seconds", "engine", "status"]
-SENSITIVITY_VERSION = "1"
+SENSITIVITY_VERSION = "2"  # 2: a NaN / inf metric is status "nonfinite"
 
 
 @dataclass(frozen=True)
@@ -144,13 +145,22 @@ def compare_outputs(task, out: torch.Tensor, fp_out: torch.Tensor, fp_metric: fl
     """Task metric and label-free errors of ``out`` against the float outputs."""
     if not torch.isfinite(out).all():
         return {"metric": math.nan, "metric_delta": math.nan, "sqnr_db": math.nan, "output_mse": math.nan, "kl": math.nan, "status": "nonfinite"}
-    metric = task.score(out, split) if split.y is not None or not task.is_classifier else math.nan
+    scored = split.y is not None or not task.is_classifier  # a classifier without labels has no metric (NaN, status ok)
+    metric = task.score(out, split) if scored else math.nan
     cmp = output_agreement(out, fp_out, task.is_classifier)
     kl = math.nan
     if task.is_classifier:
         kl = float(F.kl_div(F.log_softmax(out, 1), F.log_softmax(fp_out, 1), reduction="batchmean", log_target=True))
+    ok = not scored or _finite(metric)  # the metric itself may be NaN / inf (a user's metric function)
     return {"metric": metric, "metric_delta": metric - fp_metric, "sqnr_db": cmp["sqnr_db"], "output_mse": float(((out - fp_out) ** 2).mean()),
-            "kl": kl, "status": "ok"}
+            "kl": kl, "status": "ok" if ok else "nonfinite"}
+
+
+def _finite(value) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
 
 
 def _chunks(x: torch.Tensor, size: int) -> list[torch.Tensor]:
@@ -357,8 +367,11 @@ def sensitivity(task, model: nn.Module, config: SensitivityConfig | None = None,
     layers = list(all_layers) if config.layers is None else list(config.layers)
     if config.layers is not None:
         validate_spec(QuantSpec.parse({"layers": {n: {} for n in layers}}), model)  # unknown names: closest valid ones
+    check_calibration(task.data.calib.x)
+    LayerInputs.check(model, task.data.calib.x)  # data that does not fit the model: one line, before any work
+    store = resolve_store(store)  # a corrupt store is moved aside, a read-only one refused, before any work
     sweep = sweep_fingerprint(task, model, config)
-    rec = SweepRecorder(resolve_store(store), sweep, "sensitivity", on_row)
+    rec = SweepRecorder(store, sweep, "sensitivity", on_row)
 
     split = task.data.eval
     fp_out = predict(model, split.x)

@@ -26,6 +26,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
 
 from .errors import SpecError, UnsupportedLayerError
+from .yamlio import in_file, load_yaml, loads_yaml
 
 ALLOWED_BITS = (2, 3, 4, 5, 6, 7, 8, 16)
 FLOAT = "float"
@@ -39,11 +40,28 @@ def _check_bits(value, field: str):
     if value is None or value == FLOAT:
         return value
     if value not in ALLOWED_BITS:
-        raise ValueError(f"expected an integer in 2-8 or 16, or 'float'; got {value!r}")
+        raise ValueError(f"expected an integer in 2-8 or 16, or 'float'; got {short_repr(value)}")
     return value
 
 
-class LayerSettings(BaseModel):
+class SpecModel(BaseModel):
+    """Base of the workbench's parameter models: constructing one directly
+    (``QuantSpec(weight_bits=33)``, ``PruningSpec(sparsity=1.0)``) raises the same one-line
+    :class:`SpecError` naming the field as ``parse`` does, never pydantic's multi-line error.
+    ``model_validate`` (used by ``parse`` and by models that nest these) is unchanged."""
+
+    def __init__(self, /, **data: Any):
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise SpecError(format_validation_error(exc)) from None
+
+    # Not a "custom" __init__ for pydantic: validation never calls it, so nested models and
+    # model_validate keep raising ValidationError with the full field path.
+    __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
+
+
+class LayerSettings(SpecModel):
     """Per-layer override: every field optional, unset fields come from the spec's defaults."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -58,7 +76,7 @@ class LayerSettings(BaseModel):
         return _check_bits(v, info.field_name)
 
 
-class QuantSpec(BaseModel):
+class QuantSpec(SpecModel):
     """Global defaults plus per-layer overrides (see the module docstring for selectors)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -88,12 +106,16 @@ class QuantSpec(BaseModel):
 
     @classmethod
     def from_yaml(cls, text_or_path: str | Path) -> "QuantSpec":
-        text = Path(text_or_path).read_text() if isinstance(text_or_path, Path) or str(text_or_path).endswith((".yaml", ".yml")) else text_or_path
-        try:
-            obj = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise SpecError(f"spec is not valid YAML: {str(exc).splitlines()[0]}") from None
-        return cls.parse(obj)
+        """A spec from YAML text, or from a file (a ``Path``, or a string ending in .yaml / .yml);
+        errors name the file."""
+        if isinstance(text_or_path, Path) or str(text_or_path).endswith((".yaml", ".yml")):
+            path = Path(text_or_path)
+            obj = load_yaml(path, "spec", SpecError)
+            try:
+                return cls.parse(obj)
+            except SpecError as exc:
+                raise SpecError(in_file(str(exc), path)) from None
+        return cls.parse(loads_yaml(text_or_path, "spec", SpecError))
 
     @classmethod
     def uniform(cls, weight_bits: int | str = 8, act_bits: int | str = 8, **kw) -> "QuantSpec":
@@ -115,20 +137,35 @@ class QuantSpec(BaseModel):
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
+def cut_text(text: str, limit: int = 300) -> str:
+    """``text`` cut to about ``limit`` characters."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def short_repr(value: Any, limit: int = 200) -> str:
+    """``repr(value)``, cut to about ``limit`` characters: an error never echoes a huge input."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    size = f"{len(value)} items, " if isinstance(value, (list, tuple, dict, set)) else ""
+    return f"{text[:limit]}... ({size}{len(text)} characters)"
+
+
 def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
-    """First pydantic error as ``field.path: message; got VALUE`` on one line."""
-    err = exc.errors()[0]
+    """First pydantic error as ``field.path: message; got VALUE`` on one line (inputs are cut to
+    about 200 characters)."""
+    err = exc.errors(include_url=False, include_context=False)[0]
     path = ".".join(str(p) for p in err["loc"] if not str(p).startswith(("literal[", "int", "function-")))
     if not path and not prefix and err["type"] == "value_error":  # a check across fields: its message says it all
-        return err["msg"].removeprefix("Value error, ")
+        return cut_text(err["msg"].removeprefix("Value error, "))
     path = f"{prefix}{path}" if path else (prefix.rstrip(".") or "spec")
-    msg = err["msg"].removeprefix("Value error, ")
+    msg = cut_text(err["msg"].removeprefix("Value error, "))
     if err["type"] == "extra_forbidden":
         msg = "unknown field"
     elif err["type"] == "missing":
         msg = "required field is missing"
     got = err.get("input")
-    tail = "" if "got" in msg or err["type"] == "missing" or (err["type"] == "value_error" and not err["loc"]) else f"; got {got!r}"
+    tail = "" if "got" in msg or err["type"] == "missing" or (err["type"] == "value_error" and not err["loc"]) else f"; got {short_repr(got)}"
     more = len(exc.errors()) - 1
     return f"{path}: {msg}{tail}" + (f" (and {more} more errors)" if more > 0 else "")
 

@@ -12,8 +12,12 @@ import json
 import math
 import os
 import sqlite3
+import time
+import warnings
 from pathlib import Path
 from typing import Callable
+
+from .errors import StoreError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS rows (
@@ -43,8 +47,28 @@ def _decode(text: str) -> dict:
     return {k: (float(v["__float__"]) if isinstance(v, dict) and "__float__" in v else v) for k, v in row.items()}
 
 
+NO_STORE = "or run without the store (--no-store on the command line, store=False in Python)"
+_CORRUPT = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB
+_READONLY = {3, 8, 14}  # SQLITE_PERM, SQLITE_READONLY, SQLITE_CANTOPEN
+
+
+class _Corrupt(Exception):
+    """The store file is not a sound SQLite database."""
+
+
+def _code(exc: sqlite3.Error) -> int:
+    return (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+
+
 class ResultStore:
-    """``ResultStore(path)``; ``path`` defaults to ``<cache>/results.sqlite``."""
+    """``ResultStore(path)``; ``path`` defaults to ``<cache>/results.sqlite``.
+
+    Opening checks the store at once, before a sweep does any work: a file that is not a sound
+    SQLite database (random bytes, a truncated copy) is moved aside as
+    ``results.sqlite.corrupt-<YYYYmmdd-HHMMSS>`` (with its ``-wal`` / ``-shm``) with a warning,
+    and a fresh store is made; a store that cannot be written (read-only file or folder, locked,
+    full disk) is a one-line :class:`~workbench.errors.StoreError` naming the file.
+    """
 
     def __init__(self, path: str | os.PathLike | None = None):
         if path is None:
@@ -52,24 +76,134 @@ class ResultStore:
 
             path = cache_dir() / "results.sqlite"
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(str(self.path), timeout=30, isolation_level=None)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=FULL")
-        self._conn.execute(SCHEMA)
+        self._conn = None
+        self._check_access()
+        try:
+            self._open()
+        except _Corrupt as exc:
+            self._close_quietly()
+            moved = self._move_aside()
+            warnings.warn(f"result store {self.path} was corrupt ({exc}); moved it aside to {moved.name} and started a fresh store",
+                          RuntimeWarning, stacklevel=2)
+            try:
+                self._open()
+            except _Corrupt as again:
+                self._close_quietly()
+                raise StoreError(f"result store {self.path} is still unreadable after moving the corrupt file aside ({again}); {NO_STORE}") from None
+
+    # ------------------------------------------------------------------ opening
+    def _check_access(self) -> None:
+        folder = self.path.parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create the result store folder {folder} ({exc.strerror or type(exc).__name__}); "
+                             f"set WORKBENCH_CACHE to a writable folder {NO_STORE}") from None
+        if self.path.is_dir():
+            raise StoreError(f"result store {self.path} is a folder; expected an SQLite file (or a path where one can be made)")
+        if self.path.exists() and not os.access(self.path, os.R_OK | os.W_OK):
+            raise StoreError(f"result store {self.path} is read-only; make it writable, set WORKBENCH_CACHE to a writable folder, {NO_STORE}")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise StoreError(f"result store {self.path} is in a read-only folder (SQLite writes its -wal and -shm files beside it); "
+                             f"make {folder} writable, set WORKBENCH_CACHE to a writable folder, {NO_STORE}")
+
+    def _open(self) -> None:
+        try:  # not even an SQLite header: moved aside before SQLite opens it (and drops its -wal)
+            with open(self.path, "rb") as f:
+                head = f.read(16)
+        except FileNotFoundError:
+            head = b""
+        except OSError as exc:
+            raise StoreError(f"result store {self.path} cannot be read ({exc.strerror or type(exc).__name__}); {NO_STORE}") from None
+        if head and head != b"SQLite format 3\x00":
+            raise _Corrupt("file is not a database")
+        try:
+            self._conn = sqlite3.connect(str(self.path), timeout=30, isolation_level=None)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=FULL")
+            self._conn.execute(SCHEMA)
+            check = self._conn.execute("PRAGMA quick_check").fetchone()[0]
+            if check != "ok":
+                raise _Corrupt(str(check).splitlines()[0][:200])
+            cols = [r[1] for r in self._conn.execute("PRAGMA table_info(rows)").fetchall()]
+            if cols != ["sweep", "kind", "case_key", "seq", "payload"]:
+                self._close_quietly()
+                raise StoreError(f"result store {self.path} is an SQLite file of another layout (its rows table has columns {', '.join(cols)}); "
+                                 f"expected the workbench's result store: point WORKBENCH_CACHE elsewhere, {NO_STORE}")
+            # a write that is rolled back: a store that cannot be written fails here, before any work
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._conn.execute("INSERT OR REPLACE INTO rows VALUES ('', '', '', -1, '')")
+            finally:
+                self._conn.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            if _code(exc) in _CORRUPT:
+                raise _Corrupt(str(exc)) from None
+            self._close_quietly()
+            raise self._error(exc, "open") from None
+
+    def _error(self, exc: sqlite3.Error, doing: str) -> StoreError:
+        code, text = _code(exc), str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if code in _READONLY:
+            return StoreError(f"result store {self.path} cannot be written ({text}); make it and its folder writable, "
+                              f"set WORKBENCH_CACHE to a writable folder, {NO_STORE}")
+        if code == 5 or code == 6:  # SQLITE_BUSY, SQLITE_LOCKED
+            return StoreError(f"result store {self.path} is locked by another process ({text}); wait for it to finish, {NO_STORE}")
+        if code == 13:  # SQLITE_FULL
+            return StoreError(f"result store {self.path}: the disk is full ({text}); free some space, {NO_STORE}")
+        return StoreError(f"result store {self.path}: cannot {doing} it ({type(exc).__name__}: {text}); {NO_STORE}")
+
+    def _close_quietly(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except sqlite3.Error:
+                pass
+            self._conn = None
+
+    def _move_aside(self) -> Path:
+        """Rename the corrupt file (and its -wal / -shm) to ``<name>.corrupt-<time>[-wal|-shm]``."""
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        target, n = self.path.with_name(f"{self.path.name}.corrupt-{stamp}"), 1
+        while target.exists():
+            n += 1
+            target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{n}")
+        for suffix in ("", "-wal", "-shm"):
+            src = Path(f"{self.path}{suffix}")
+            try:
+                os.replace(src, Path(f"{target}{suffix}"))
+            except FileNotFoundError:  # no such companion file, or another process moved it first
+                pass
+            except OSError as exc:
+                raise StoreError(f"result store {self.path} is corrupt and cannot be moved aside ({exc.strerror or type(exc).__name__}); "
+                                 f"delete it, {NO_STORE}") from None
+        return target
 
     def rows(self, sweep: str) -> dict[str, dict]:
         """Stored rows of a sweep, ``{case_key: row}`` in the order they were computed."""
-        cur = self._conn.execute("SELECT case_key, payload FROM rows WHERE sweep = ? ORDER BY seq", (sweep,))
-        return {k: _decode(p) for k, p in cur.fetchall()}
+        try:
+            cur = self._conn.execute("SELECT case_key, payload FROM rows WHERE sweep = ? ORDER BY seq", (sweep,))
+            stored = cur.fetchall()
+        except sqlite3.Error as exc:
+            raise self._error(exc, "read") from None
+        out = {}
+        for k, p in stored:
+            try:
+                out[k] = _decode(p)
+            except (ValueError, TypeError, AttributeError):  # a damaged row: computed again
+                warnings.warn(f"result store {self.path}: a stored row of case {k!r} is unreadable; it is computed again", RuntimeWarning, stacklevel=2)
+        return out
 
     def put(self, sweep: str, kind: str, case_key: str, row: dict) -> bool:
         """Store one row atomically; returns False when the case was already stored."""
-        with self._conn:
-            self._conn.execute("BEGIN IMMEDIATE")
-            seq = self._conn.execute("SELECT COALESCE(MAX(seq), -1) + 1 FROM rows WHERE sweep = ?", (sweep,)).fetchone()[0]
-            cur = self._conn.execute("INSERT OR IGNORE INTO rows VALUES (?, ?, ?, ?, ?)", (sweep, kind, case_key, seq, _encode(row)))
-            return cur.rowcount == 1
+        try:
+            with self._conn:
+                self._conn.execute("BEGIN IMMEDIATE")
+                seq = self._conn.execute("SELECT COALESCE(MAX(seq), -1) + 1 FROM rows WHERE sweep = ?", (sweep,)).fetchone()[0]
+                cur = self._conn.execute("INSERT OR IGNORE INTO rows VALUES (?, ?, ?, ?, ?)", (sweep, kind, case_key, seq, _encode(row)))
+                return cur.rowcount == 1
+        except sqlite3.Error as exc:
+            raise self._error(exc, "write") from None
 
     def count(self, sweep: str | None = None) -> int:
         if sweep is None:
@@ -80,7 +214,7 @@ class ResultStore:
         return self._conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
     def close(self) -> None:
-        self._conn.close()
+        self._close_quietly()
 
     def __enter__(self):
         return self

@@ -4,8 +4,9 @@ Turn it on with a tracking URI: the ``tracking=`` argument of the sweeps, ``appl
 ``train_qat``, the CLI's ``--mlflow URI``, or the ``WORKBENCH_MLFLOW`` environment variable.
 ``"local"`` is a SQLite store in ``./mlruns`` (``mlruns/mlflow.db``, artifacts in
 ``mlruns/artifacts``); any other value is an MLflow tracking URI (``http://host:5000``,
-``sqlite:///path.db``, ...). An http(s) server that does not answer is a one-line
-:class:`TrackingError` within seconds, before any work starts.
+``sqlite:///path.db``, ...). An http(s) server that does not answer, or answers but is not an
+MLflow server (its REST API is asked for the experiment), is a one-line :class:`TrackingError`
+within seconds, before any work starts.
 
 Each sweep, search, apply or QAT run becomes one MLflow run: its parameters (the spec, recipe
 or configuration, flattened), its metrics (QAT: one step per epoch) and its artifacts (recipe,
@@ -45,6 +46,64 @@ def flatten(d: dict, prefix: str = "") -> dict[str, str]:
     return out
 
 
+PROBE_TIMEOUT = 5.0
+
+
+def check_mlflow_server(uri: str, experiment: str = DEFAULT_EXPERIMENT, timeout: float = PROBE_TIMEOUT) -> None:
+    """Raise :class:`TrackingError` unless ``uri`` (http or https) answers MLflow's REST API:
+    ``GET <uri>/api/2.0/mlflow/experiments/get-by-name`` must give JSON holding an experiment (200)
+    or MLflow's error body (``error_code``, e.g. 404 RESOURCE_DOES_NOT_EXIST) within ``timeout`` s.
+    Credentials come from ``MLFLOW_TRACKING_TOKEN`` or ``MLFLOW_TRACKING_USERNAME`` / ``_PASSWORD``."""
+    import base64
+    import http.client
+    import ssl
+    import urllib.error
+    import urllib.request
+    from urllib.parse import quote
+
+    url = f"{uri.rstrip('/')}/api/2.0/mlflow/experiments/get-by-name?experiment_name={quote(experiment)}"
+    where = f"{uri} does not answer MLflow's REST API"
+    expected = "expected an MLflow tracking server (mlflow server --host HOST --port PORT), or leave tracking off"
+    headers = {"Accept": "application/json", "User-Agent": "workbench"}
+    if os.environ.get("MLFLOW_TRACKING_TOKEN"):
+        headers["Authorization"] = f"Bearer {os.environ['MLFLOW_TRACKING_TOKEN']}"
+    elif os.environ.get("MLFLOW_TRACKING_USERNAME"):
+        pair = f"{os.environ['MLFLOW_TRACKING_USERNAME']}:{os.environ.get('MLFLOW_TRACKING_PASSWORD', '')}"
+        headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
+    context = None
+    if url.startswith("https") and os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() in ("1", "true"):
+        context = ssl._create_unverified_context()  # noqa: S323 - what MLflow itself does with this setting
+    request = urllib.request.Request(url, headers=headers, method="GET")
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}) if _no_proxy(uri) else urllib.request.ProxyHandler(),
+                                         urllib.request.HTTPSHandler(context=context))
+    try:
+        with opener.open(request, timeout=timeout) as resp:
+            status, body = resp.status, resp.read(65536)
+    except urllib.error.HTTPError as exc:
+        status, body = exc.code, exc.read(65536) if exc.fp is not None else b""
+    except (TimeoutError, OSError, http.client.HTTPException, ValueError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        text = str(reason).strip().splitlines()[0][:160] if str(reason).strip() else type(reason).__name__
+        raise TrackingError(f"mlflow tracking server {where} ({type(reason).__name__}: {text}); {expected}") from None
+    if status in (401, 403):
+        raise TrackingError(f"mlflow tracking server {uri} refused the request (HTTP {status}); set MLFLOW_TRACKING_TOKEN or "
+                            f"MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD, or leave tracking off")
+    try:
+        answer = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        answer = None
+    if isinstance(answer, dict) and (("experiment" in answer and status == 200) or "error_code" in answer):
+        return
+    kind = "JSON of another service" if answer is not None else ("an empty body" if not body else "a body that is not JSON")
+    raise TrackingError(f"mlflow tracking server {where} (HTTP {status} with {kind} for GET /api/2.0/mlflow/experiments/get-by-name); {expected}")
+
+
+def _no_proxy(uri: str) -> bool:
+    """A loopback server is asked directly, never through an HTTP proxy."""
+    host = (urlparse(uri).hostname or "").lower()
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
 class Tracker:
     """One MLflow tracking destination; :meth:`log_run` records one run."""
 
@@ -68,6 +127,7 @@ class Tracker:
                 raise TrackingError(f"mlflow tracking URI {uri!r}; expected http(s)://HOST[:PORT]")
             check_reachable(parsed.hostname, parsed.port or (443 if parsed.scheme == "https" else 80), "mlflow tracking server",
                             "a running MLflow server (or leave tracking off)", error=TrackingError)
+            check_mlflow_server(uri, experiment)
         elif parsed.scheme == "sqlite" and self.artifact_location is None:
             db = Path(uri[len("sqlite:///"):]).resolve()  # sqlite:///relative.db or sqlite:////absolute.db
             self.artifact_location = (db.parent / "artifacts").as_uri() if db.parent.is_dir() else None
