@@ -36,3 +36,30 @@ def test_fingerprint_covers_data_and_schedule():
     fp = baseline.baseline_fingerprint(task, 0, 5)
     assert fp != baseline.baseline_fingerprint(task, 0, 6)
     assert fp != baseline.baseline_fingerprint(task.small(), 0, 5)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "empty", "garbage"])
+def test_a_damaged_cache_file_is_moved_aside_and_the_baseline_trained_again(monkeypatch, tmp_path, damage):
+    import re
+
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path))
+    task = wb.create_task("mnist1d-cnn").small(n_train=64, n_calib=16, n_eval=32)
+    first = wb.load_or_train_baseline(task, epochs=1, progress=False)
+    (path,) = (tmp_path / "baselines").glob("mnist1d-cnn-*.safetensors")
+    data = path.read_bytes()
+    path.write_bytes({"truncate": data[: len(data) // 2], "empty": b"", "garbage": b"\x00" * 8 + b"x" * 100}[damage])
+    with pytest.warns(baseline.CorruptFileWarning, match=re.escape(str(path)) + r" is damaged \(.*\); moved it aside to .*; training the baseline again"):
+        again = wb.load_or_train_baseline(task, epochs=1, progress=False)
+    for (k, a), b in zip(first.state_dict().items(), again.state_dict().values()):
+        assert torch.equal(a, b), k  # retrained from the same seed: the same weights
+    aside = [p.name for p in path.parent.iterdir() if p.name != path.name]
+    assert len(aside) == 1 and re.fullmatch(re.escape(path.name) + r"\.corrupt-\d{8}-\d{6}", aside[0]), aside
+    from safetensors.torch import load_file
+
+    cached = load_file(str(path))  # the cache is whole again, and serves the next call without a warning
+    assert cached.keys() == first.state_dict().keys() and all(torch.equal(cached[k], v) for k, v in first.state_dict().items())
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", baseline.CorruptFileWarning)
+        wb.load_or_train_baseline(task, epochs=1, progress=False)

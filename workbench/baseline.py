@@ -1,8 +1,11 @@
 """The float baseline: trained with fixed seeds, cached as safetensors under a fingerprint.
 
 The fingerprint covers the task, seed, training schedule, the data's bytes, the model's source
-code and the workbench version, so a second run loads the cached weights instead of training,
-and any change that could alter them trains anew.
+code, the workbench version and the training thread count, so a second run loads the cached
+weights instead of training, and any change that could alter them trains anew. Training runs
+under :func:`~workbench.determinism.fixed_threads`, so the caller's ``torch.get_num_threads()``
+or ``OMP_NUM_THREADS`` never changes the weights. A damaged cache file is moved aside (named in a
+warning) and the baseline is trained again.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ import hashlib
 import json
 import math
 import os
+import time
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -20,8 +25,36 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import __version__
+from .determinism import fixed_threads, training_threads
 from .evaluate import evaluate, task_loss
 from .fileio import atomic_write_bytes
+
+
+class CorruptFileWarning(UserWarning):
+    """A file the workbench wrote (a cached baseline, a QAT checkpoint) could not be read; it was
+    moved aside as ``<name>.corrupt-<YYYYmmdd-HHMMSS>`` and the work it held is redone."""
+
+
+def move_aside(path: str | Path, why: str, then: str) -> Path | None:
+    """Rename a damaged workbench-owned file to ``<name>.corrupt-<YYYYmmdd-HHMMSS>`` (never deleted,
+    so it can be inspected) and warn, naming the file, ``why`` and what happens ``then``. Returns
+    the new path, or None when another process moved it first."""
+    path = Path(path)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    target, n = path.with_name(f"{path.name}.corrupt-{stamp}"), 1
+    while target.exists():
+        target, n = path.with_name(f"{path.name}.corrupt-{stamp}-{n}"), n + 1
+    try:
+        os.replace(path, target)
+    except FileNotFoundError:  # another process got there first
+        return None
+    warnings.warn(f"{path} is damaged ({why}); moved it aside to {target.name}; {then}", CorruptFileWarning, stacklevel=3)
+    return target
+
+
+def error_summary(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:160]}" if text else type(exc).__name__
 
 
 def cache_dir() -> Path:
@@ -40,6 +73,7 @@ def baseline_fingerprint(task, seed: int, epochs: int) -> str:
         "model_code": task.code_fingerprint(),
         "workbench": __version__,
         "torch": torch.__version__,
+        "threads": training_threads(),  # reductions split over another thread count sum in another order
     }
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
 
@@ -49,7 +83,13 @@ def train_float(model: nn.Module, task, seed: int, epochs: int, progress: bool =
     """Adam with a cosine schedule; cross-entropy for classifiers, MSE for reconstruction.
 
     ``lr`` defaults to the task's learning rate; ``after_step(model)`` runs after every optimiser
-    step (fine-tuning a masked model re-applies its masks there)."""
+    step (fine-tuning a masked model re-applies its masks there). Runs with
+    :func:`~workbench.determinism.training_threads` torch threads, whatever the caller's count."""
+    with fixed_threads():
+        return _train_float(model, task, seed, epochs, progress, lr, after_step, desc)
+
+
+def _train_float(model, task, seed, epochs, progress, lr, after_step, desc):
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     train = task.data.train
@@ -89,8 +129,13 @@ def load_or_train_baseline(task, seed: int | None = None, epochs: int | None = N
     epochs = task.train_epochs if epochs is None else epochs
     path = cache_dir() / "baselines" / f"{task.name}-{baseline_fingerprint(task, seed, epochs)}.safetensors"
     if cache and path.exists():
-        model.load_state_dict(load_file(str(path)))
-        return model.eval()
+        try:
+            model.load_state_dict(load_file(str(path)))
+            return model.eval()
+        except Exception as exc:  # truncated, overwritten or half-copied: the cache is ours, so train again
+            move_aside(path, error_summary(exc), "training the baseline again")
+            torch.manual_seed(seed)  # a fresh model: the failed load may have filled part of this one
+            model = task.create_model()
     model = train_float(model, task, seed, epochs, progress)
     if cache:
         state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}

@@ -38,7 +38,10 @@ def training_threads() -> int:
 @contextmanager
 def fixed_threads(n: int | None = None) -> Iterator[int]:
     """Run the block with ``n`` (default :func:`training_threads`) torch intra-op threads, then
-    restore the caller's count."""
+    restore the caller's count (also when the block raises).
+
+    Also a decorator: ``@fixed_threads()`` reads :func:`training_threads` at each call, not at
+    import, so ``$WORKBENCH_THREADS`` set later still applies."""
     n = training_threads() if n is None else n
     before = torch.get_num_threads()
     if before != n:
