@@ -146,6 +146,7 @@ def prunable_layers(model: nn.Module, layers: list[str] | None = None) -> dict[s
 def task_gradients(task, model: nn.Module, n_samples: int = 256) -> None:
     """Fill ``.grad`` of ``model``'s parameters with the task loss's gradient on calibration data
     (eval mode: BatchNorm statistics are not changed)."""
+    from .determinism import fixed_threads
     from .evaluate import task_loss
 
     split = task.data.calib
@@ -153,7 +154,8 @@ def task_gradients(task, model: nn.Module, n_samples: int = 256) -> None:
     y = None if split.y is None else split.y[:n_samples]
     model.eval()
     model.zero_grad(set_to_none=True)
-    task_loss(task, model(x), x, y).backward()
+    with fixed_threads():  # gradient sums split over another thread count differ in the last bits, and so can the ranking
+        task_loss(task, model(x), x, y).backward()
 
 
 def weight_scores(model: nn.Module, criterion: str = "l1", layers: list[str] | None = None) -> dict[str, torch.Tensor]:

@@ -18,6 +18,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .data import check_calibration
+from .determinism import fixed_threads
 from .errors import CalibrationError, SpecError
 from .models import module_calls
 
@@ -178,6 +179,7 @@ def _whole_tensor_gptq():
     return WholeTensorGPTQ
 
 
+@fixed_threads()  # each call runs at the workbench's thread count (read at call time), then restores the caller's
 def gpxq(qmodel: nn.Module, x: torch.Tensor, algorithm: str = "gpfq", batch_size: int = 128, progress: bool = False) -> nn.Module:
     """GPTQ or GPFQ (Brevitas): re-round each layer's weights, layer by layer, so its output on
     the calibration data stays closest to the float layer's (in place, after calibration)."""
@@ -280,6 +282,7 @@ def _bake_rounding(layer: nn.Module, injector) -> None:
         raise SpecError(f"learned rounding: {changed} weights of a layer changed when its rounding was fixed; expected none")
 
 
+@fixed_threads()  # each call runs at the workbench's thread count (read at call time), then restores the caller's
 def learned_rounding(qmodel: nn.Module, x: torch.Tensor, *, iters: int = 500, batch_size: int = 32, lr: float = 1e-3,
                      reg_weight: float = 0.01, layers=None, seed: int = 0, progress: bool = False) -> nn.Module:
     """AdaRound (Nagel et al. 2020) with Brevitas's learned-round quantiser (hard sigmoid) and its
