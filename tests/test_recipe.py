@@ -100,12 +100,25 @@ def test_recipe_checks_against_model_data_and_target(digits):
         check_recipe_against(parse_recipe({**GOOD, "target": "npu"}), task, model)
 
 
-def test_factory_reference_is_imported_not_evaluated(tmp_path, monkeypatch, digits):
-    (tmp_path / "my_tasks.py").write_text("import workbench as wb\ndef make():\n    return wb.create_task('digits-cnn')\ndef wrong():\n    return 42\n")
+def test_factory_reference_is_imported_only_with_consent(tmp_path, monkeypatch, digits):
+    (tmp_path / "my_tasks.py").write_text("import workbench as wb\nMARK = []\ndef make():\n    MARK.append(1)\n    return wb.create_task('digits-cnn')\n"
+                                          "def wrong():\n    return 42\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    from workbench.recipe import resolve_task
+    monkeypatch.delenv("WORKBENCH_ALLOW_CODE", raising=False)
+    import sys
 
-    assert resolve_task(parse_recipe({**GOOD, "task": {"factory": "my_tasks:make"}}).task).name == "digits-cnn"
+    from workbench.recipe import CodeNotAllowedError, resolve_task
+
+    ref = parse_recipe({**GOOD, "task": {"factory": "my_tasks:make"}}).task
+    with pytest.raises(CodeNotAllowedError, match="would import module 'my_tasks' and call make\\(\\); .*--allow-code"):
+        resolve_task(ref)
+    assert "my_tasks" not in sys.modules  # nothing was imported
+    assert resolve_task(ref, allow_code=True).name == "digits-cnn"
+    assert sys.modules["my_tasks"].MARK == [1]
+    monkeypatch.setenv("WORKBENCH_ALLOW_CODE", "1")
+    assert resolve_task(ref).name == "digits-cnn"
+    with pytest.raises(CodeNotAllowedError):
+        resolve_task(ref, allow_code=False)  # the argument wins over the environment
     with pytest.raises(RecipeError, match="returned int; expected a workbench Task or \\(model, calibration inputs"):
         resolve_task(parse_recipe({**GOOD, "task": {"factory": "my_tasks:wrong"}}).task)
     with pytest.raises(RecipeError, match="has no function 'nope'"):

@@ -23,8 +23,12 @@ Schema (``recipe_version: 1``)::
       quant_metric: {value: 0.99, tolerance: 0.01}
       onnx_agreement: {min: 0.99}
 
-Nothing in a recipe is evaluated as code: ``factory`` names a module and a function, imported
-with importlib; every other field is data.
+Nothing in a recipe is evaluated as code, and no code runs without your consent: ``factory``
+names a module and a function that ``workbench apply`` imports and calls (which runs that
+module's import-time code with your rights) only when allowed: ``--allow-code`` on the command
+line, ``allow_code=True`` in Python, or ``WORKBENCH_ALLOW_CODE=1``. Without it a factory recipe is a
+one-line :class:`CodeNotAllowedError`; ``recipe check`` and ``recipe diff`` then check it without
+importing anything. Every other field is data.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from .pruning import PruningSpec, prunable_layers
 from .spec import LayerSettings, QuantSpec, format_validation_error
 
 RECIPE_VERSION = 1
+MAX_SEED = 2**32 - 1  # what numpy's and torch's seeding both accept
 _FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
@@ -57,8 +62,8 @@ class _Strict(BaseModel):
 class TaskRef(_Strict):
     name: str | None = None
     factory: str | None = None
-    seed: int = 0
-    epochs: int | None = Field(None, ge=0)  # float-baseline training epochs (None: the task's default)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
+    epochs: int | None = Field(None, ge=0, le=100_000)  # float-baseline training epochs (None: the task's default)
     subset: list[int] | None = None  # [n_train, n_calib, n_eval]: the first samples of each split
 
     @field_validator("subset")
@@ -116,7 +121,7 @@ class QATSection(_Strict):
     temperature: float = Field(4.0, gt=0)
     alpha: float = Field(0.7, ge=0, le=1)
     patience: int = Field(0, ge=0)
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED)
 
 
 class ExportSection(_Strict):
@@ -146,7 +151,7 @@ EXPECTABLE = ("fp_metric", "quant_metric", "onnx_metric", "onnx_agreement", "max
 
 class Recipe(_Strict):
     recipe_version: Literal[1] = RECIPE_VERSION
-    name: str = "recipe"
+    name: str = Field("recipe", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}$")  # also a file-name stem
     task: TaskRef
     dataset: DatasetRef = Field(default_factory=DatasetRef)
     target: str | None = None
@@ -197,8 +202,26 @@ def load_recipe(path: str | Path) -> tuple[Recipe, str]:
         raise type(exc)(in_file(str(exc), path)) from None
 
 
-def resolve_task(ref: TaskRef):
-    """The Task a recipe names: from the registry, or by importing ``module:function``."""
+ALLOW_CODE_ENV = "WORKBENCH_ALLOW_CODE"
+
+
+class CodeNotAllowedError(RecipeError):
+    """A recipe names a ``module:function`` factory and running code was not allowed."""
+
+
+def code_allowed(allow_code: bool | None = None) -> bool:
+    """``allow_code`` when given, else ``$WORKBENCH_ALLOW_CODE`` (1, true or yes)."""
+    if allow_code is not None:
+        return bool(allow_code)
+    import os
+
+    return os.environ.get(ALLOW_CODE_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def resolve_task(ref: TaskRef, allow_code: bool | None = None):
+    """The Task a recipe names: from the registry, or, only with the user's consent
+    (``allow_code`` / ``--allow-code`` / ``$WORKBENCH_ALLOW_CODE``), by importing ``module`` and
+    calling ``function()`` of ``task.factory: module:function``."""
     from .tasks import Task, create_task
 
     if ref.name is not None:
@@ -209,14 +232,28 @@ def resolve_task(ref: TaskRef):
             task.train_epochs = ref.epochs
         return task
     module_name, func_name = ref.factory.split(":")
+    if not code_allowed(allow_code):
+        raise CodeNotAllowedError(f"task.factory {ref.factory!r} would import module {module_name!r} and call {func_name}(); "
+                                  f"run code from a recipe only if you trust it: --allow-code (CLI), allow_code=True (API) or {ALLOW_CODE_ENV}=1")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise RecipeError(f"task.factory: cannot import module {module_name!r} ({exc})") from None
+    except SystemExit as exc:
+        raise RecipeError(f"task.factory: importing module {module_name!r} called sys.exit({exc.code!r})") from None
+    except Exception as exc:  # SyntaxError, or whatever its import-time code raised
+        raise RecipeError(f"task.factory: importing module {module_name!r} failed: {type(exc).__name__}: {_first_line(exc)}") from None
     fn = getattr(module, func_name, None)
     if not callable(fn):
         raise RecipeError(f"task.factory: module {module_name!r} has no function {func_name!r}")
-    task = fn()
+    try:
+        task = fn()
+    except SystemExit as exc:
+        raise RecipeError(f"task.factory {ref.factory} called sys.exit({exc.code!r}); expected it to return a Task") from None
+    except WorkbenchError as exc:
+        raise RecipeError(f"task.factory {ref.factory} raised {type(exc).__name__}: {exc}") from None
+    except Exception as exc:
+        raise RecipeError(f"task.factory {ref.factory} raised {type(exc).__name__}: {_first_line(exc)}") from None
     if isinstance(task, tuple) and len(task) == 4:  # (model, calibration inputs, (eval x, eval y), metric)
         from .tasks import make_task
 
@@ -225,10 +262,17 @@ def resolve_task(ref: TaskRef):
             task = make_task(model, calib, eval_, metric, name=func_name)
         except WorkbenchError as exc:
             raise RecipeError(f"task.factory: {ref.factory} returned parts make_task refuses: {exc}") from None
+        except Exception as exc:
+            raise RecipeError(f"task.factory: {ref.factory} returned parts make_task refuses: {type(exc).__name__}: {_first_line(exc)}") from None
     if not isinstance(task, Task):
         raise RecipeError(f"task.factory: {ref.factory} returned {type(task).__name__}; expected a workbench Task "
                           f"or (model, calibration inputs, (eval x, eval y), metric)")
     return task
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else "(no message)"
 
 
 def check_recipe_against(recipe: Recipe, task, model) -> None:
