@@ -28,6 +28,7 @@ from torch import nn
 import workbench as wb
 from workbench import store as store_module
 from workbench.cost import load_target
+from workbench.fileio import CorruptFileWarning
 from workbench.errors import CalibrationError, SpecError, StoreError, WorkbenchError
 from workbench.pruning_sweep import PruningSweepConfig, pruning_sweep
 from workbench.ptq import calibrate
@@ -261,7 +262,7 @@ def test_a_corrupt_store_is_moved_aside_and_a_fresh_one_made(tmp_path, monkeypat
     path = tmp_path / "cache" / "results.sqlite"
     damage(path)
     had = {s for s in ("-wal", "-shm") if Path(f"{path}{s}").exists()}
-    with pytest.warns(RuntimeWarning, match=r"result store .*results\.sqlite was corrupt .*moved it aside to results\.sqlite\.corrupt-\d{8}-\d{6}") as rec:
+    with pytest.warns(CorruptFileWarning, match=r"results\.sqlite is damaged \(.+\); moved it aside to results\.sqlite\.corrupt-\d{8}-\d{6}; started a fresh result store") as rec:
         store = ResultStore()
     one_line(rec[0].message, str(path))
     moved = sorted(p.name for p in path.parent.glob("results.sqlite.corrupt-*"))
@@ -282,7 +283,7 @@ def test_a_sweep_heals_a_corrupt_default_store_and_works(tmp_path, monkeypatch):
     _random_bytes(tmp_path / "results.sqlite")
     task, model = tiny_task()
     config = wb.SensitivityConfig(weight_bits=(4,))
-    with pytest.warns(RuntimeWarning, match="was corrupt"):
+    with pytest.warns(CorruptFileWarning, match="results.sqlite is damaged"):
         df = wb.sensitivity(task, model, config, progress=False)
     assert df.attrs["computed"] == 2 and (df["status"] == "ok").all()
     again = wb.sensitivity(task, model, config, progress=False)

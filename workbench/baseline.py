@@ -14,8 +14,6 @@ import hashlib
 import json
 import math
 import os
-import time
-import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -27,29 +25,7 @@ from tqdm.auto import tqdm
 from . import __version__
 from .determinism import fixed_threads, training_threads
 from .evaluate import evaluate, task_loss
-from .fileio import atomic_write_bytes
-
-
-class CorruptFileWarning(UserWarning):
-    """A file the workbench wrote (a cached baseline, a QAT checkpoint) could not be read; it was
-    moved aside as ``<name>.corrupt-<YYYYmmdd-HHMMSS>`` and the work it held is redone."""
-
-
-def move_aside(path: str | Path, why: str, then: str) -> Path | None:
-    """Rename a damaged workbench-owned file to ``<name>.corrupt-<YYYYmmdd-HHMMSS>`` (never deleted,
-    so it can be inspected) and warn, naming the file, ``why`` and what happens ``then``. Returns
-    the new path, or None when another process moved it first."""
-    path = Path(path)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    target, n = path.with_name(f"{path.name}.corrupt-{stamp}"), 1
-    while target.exists():
-        target, n = path.with_name(f"{path.name}.corrupt-{stamp}-{n}"), n + 1
-    try:
-        os.replace(path, target)
-    except FileNotFoundError:  # another process got there first
-        return None
-    warnings.warn(f"{path} is damaged ({why}); moved it aside to {target.name}; {then}", CorruptFileWarning, stacklevel=3)
-    return target
+from .fileio import CorruptFileWarning, atomic_write_bytes, move_aside  # noqa: F401 (re-exported)
 
 
 def error_summary(exc: BaseException) -> str:

@@ -88,3 +88,34 @@ def inside(out_dir: str | os.PathLike, relative: str | os.PathLike) -> Path:
     if target != base and base not in target.parents:
         raise OutputPathError(f"output path {str(relative)!r} escapes the output directory {str(base)!r}")
     return target
+
+
+class CorruptFileWarning(UserWarning):
+    """A file the workbench wrote (a cached baseline, a QAT checkpoint, the result store) could not
+    be read; it was moved aside as ``<name>.corrupt-<YYYYmmdd-HHMMSS>`` and the work it held is redone."""
+
+
+def move_aside(path: str | os.PathLike, why: str, then: str, companions: tuple[str, ...] = ()) -> Path | None:
+    """Rename a damaged workbench-owned file (and its ``companions``, suffixes such as ``-wal``) to
+    ``<name>.corrupt-<YYYYmmdd-HHMMSS>`` (never deleted, so it can be inspected) and warn, naming
+    the file, ``why`` and what happens ``then``. Returns the new path, or None when another
+    process moved it first."""
+    import time
+    import warnings
+
+    path = Path(path)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    target, n = path.with_name(f"{path.name}.corrupt-{stamp}"), 1
+    while target.exists():
+        target, n = path.with_name(f"{path.name}.corrupt-{stamp}-{n}"), n + 1
+    try:
+        os.replace(path, target)
+    except FileNotFoundError:  # another process got there first
+        return None
+    for suffix in companions:
+        try:
+            os.replace(f"{path}{suffix}", f"{target}{suffix}")
+        except FileNotFoundError:
+            pass
+    warnings.warn(f"{path} is damaged ({why}); moved it aside to {target.name}; {then}", CorruptFileWarning, stacklevel=3)
+    return target

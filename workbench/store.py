@@ -12,12 +12,12 @@ import json
 import math
 import os
 import sqlite3
-import time
 import warnings
 from pathlib import Path
 from typing import Callable
 
 from .errors import StoreError
+from .fileio import move_aside
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS rows (
@@ -82,9 +82,11 @@ class ResultStore:
             self._open()
         except _Corrupt as exc:
             self._close_quietly()
-            moved = self._move_aside()
-            warnings.warn(f"result store {self.path} was corrupt ({exc}); moved it aside to {moved.name} and started a fresh store",
-                          RuntimeWarning, stacklevel=2)
+            try:
+                move_aside(self.path, str(exc), "started a fresh result store", companions=("-wal", "-shm"))
+            except OSError as err:
+                raise StoreError(f"result store {self.path} is corrupt and cannot be moved aside ({err.strerror or type(err).__name__}); "
+                                 f"delete it, {NO_STORE}") from None
             try:
                 self._open()
             except _Corrupt as again:
@@ -160,24 +162,6 @@ class ResultStore:
             except sqlite3.Error:
                 pass
             self._conn = None
-
-    def _move_aside(self) -> Path:
-        """Rename the corrupt file (and its -wal / -shm) to ``<name>.corrupt-<time>[-wal|-shm]``."""
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        target, n = self.path.with_name(f"{self.path.name}.corrupt-{stamp}"), 1
-        while target.exists():
-            n += 1
-            target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{n}")
-        for suffix in ("", "-wal", "-shm"):
-            src = Path(f"{self.path}{suffix}")
-            try:
-                os.replace(src, Path(f"{target}{suffix}"))
-            except FileNotFoundError:  # no such companion file, or another process moved it first
-                pass
-            except OSError as exc:
-                raise StoreError(f"result store {self.path} is corrupt and cannot be moved aside ({exc.strerror or type(exc).__name__}); "
-                                 f"delete it, {NO_STORE}") from None
-        return target
 
     def rows(self, sweep: str) -> dict[str, dict]:
         """Stored rows of a sweep, ``{case_key: row}`` in the order they were computed."""
