@@ -39,3 +39,18 @@ def test_apply_gives_the_same_bytes_with_1_and_2_threads_on_a_fresh_cache(tmp_pa
     control = _apply(tmp_path, "control", **{**base, "OMP_NUM_THREADS": "2", "WORKBENCH_THREADS": "2"})
     assert control["torch_threads"] == 2
     assert control["onnx_sha256"] != one["onnx_sha256"]  # the thread count does change the bytes: the check above can fail
+
+
+def test_a_sensitivity_sweep_gives_the_same_rows_with_1_and_2_threads(tmp_path):
+    import pandas as pd
+
+    tables = []
+    for threads in ("1", "2"):
+        env = {k: v for k, v in os.environ.items() if k != "WORKBENCH_THREADS"}
+        env.update(OMP_NUM_THREADS=threads, WORKBENCH_CACHE=str(tmp_path / f"cache-{threads}"))
+        out = tmp_path / f"sens-{threads}"
+        res = subprocess.run([WORKBENCH, "sensitivity", "digits-cnn", "--weight-bits", "2,4", "--act-bits", "4", "--out", str(out)],
+                             capture_output=True, text=True, env=env, timeout=600)
+        assert res.returncode == 0, res.stderr[-1500:]
+        tables.append(pd.read_csv(out / "sensitivity.csv").drop(columns=["seconds"]))
+    pd.testing.assert_frame_equal(tables[0], tables[1], check_exact=True)

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 import workbench as wb
-from workbench.executors import RayExecutor
 
 ray = pytest.importorskip("ray", reason="the ray extra is part of make test's install")
 RAY = str(Path(sys.executable).parent / "ray")

@@ -21,6 +21,7 @@ from .ptq import act_equalization, bias_correction, calibrate, gpxq, learned_rou
 from .quantize import quantize_model
 from .spec import QuantSpec
 from .verify import latency_ms, verify_qcdq, verify_qonnx
+from .determinism import fixed_threads
 
 
 WEIGHT_ROUNDING = ("nearest", "gptq", "gpfq", "adaround")
@@ -59,6 +60,7 @@ class PTQConfig:
         return asdict(self)
 
 
+@fixed_threads()
 def quantize_task(task, float_model: nn.Module, spec: QuantSpec | dict | None = None, ptq: PTQConfig = PTQConfig(), progress: bool = False) -> nn.Module:
     """A calibrated Brevitas model of ``float_model`` under ``spec``, with the PTQ steps ``ptq`` asks for
     (activation equalisation, cross-layer equalisation, calibration, GPTQ / GPFQ / AdaRound, bias correction)."""

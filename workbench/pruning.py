@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import pandas as pd
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 from torch import nn
 
 from .errors import PruningError, SpecError

@@ -40,6 +40,7 @@ from .models import count_macs, count_params
 from .ptq import LayerInputs
 from .pruning import PruningSpec, channel_groups, prunable_layers, prune
 from .store import ResultStore, SweepRecorder, resolve_store, sweep_fingerprint
+from .determinism import fixed_threads
 
 COLUMNS = ["method", "criterion", "scope", "sparsity", "layer", "group", "metric", "metric_delta", "params", "macs", "weight_sparsity",
            "onnx_bytes", "latency_ms", "finetune_epochs", "seconds", "status"]
@@ -155,6 +156,7 @@ def _pruning_unit(work: _PruningWork, case: tuple) -> dict:
     return work.row(case)
 
 
+@fixed_threads()
 def pruning_sweep(task, model: nn.Module, config: PruningSweepConfig | None = None, *, store: ResultStore | None | bool = None,
                   progress: bool = True, on_row: Callable[[dict], None] | None = None, executor=None, tracking=None) -> pd.DataFrame:
     """Run a pruning sweep (see the module docstring); one row per (layer or "global", sparsity).

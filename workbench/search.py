@@ -24,6 +24,7 @@ from .errors import SpecError
 from .evaluate import predict
 from .pipeline import PTQConfig, quantize_task
 from .spec import QuantSpec
+from .determinism import fixed_threads
 
 BUDGET_KINDS = ("weight_kib", "bops")
 
@@ -209,6 +210,7 @@ def pareto_mask(cost: np.ndarray, metric: np.ndarray) -> np.ndarray:
     return keep
 
 
+@fixed_threads()
 def search(task, model, sens: pd.DataFrame, config: SearchConfig = SearchConfig(), budgets: list[float] | None = None,
            progress: bool = True, extra_budgets: tuple = ()) -> pd.DataFrame:
     """ILP (and greedy) assignments over a sweep of budgets, uniform and random baselines, all measured.

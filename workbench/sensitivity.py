@@ -67,6 +67,7 @@ from .quantize import (
 )
 from .spec import ALLOWED_BITS, LayerQuant, QuantSpec
 from .store import ResultStore, SweepRecorder, resolve_store, sweep_fingerprint as store_fingerprint
+from .determinism import fixed_threads
 
 MODES = ("quantise-one", "leave-one-float")
 COLUMNS = ["layer", "layer_type", "depth", "params", "macs", "weight_bits", "act_bits", "mode", "metric", "metric_delta",
@@ -340,6 +341,7 @@ def _sensitivity_unit(work: _SensitivityWork, unit: tuple) -> list[tuple[str, di
     return work.layer_rows(unit)
 
 
+@fixed_threads()
 def sensitivity(task, model: nn.Module, config: SensitivityConfig | None = None, *, store: ResultStore | None | bool = None,
                 engine: str = "cut", progress: bool = True, on_row: Callable[[dict], None] | None = None,
                 executor=None, tracking=None) -> pd.DataFrame:

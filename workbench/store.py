@@ -221,9 +221,10 @@ def sweep_fingerprint(kind: str, task, model, config: dict, version: str, **extr
     import torch
 
     from . import __version__
+    from .determinism import training_threads
 
     key = {"model": model_hash(model), "data": task.data.fingerprint(), "config": config, "task": task.name, "metric": task.metric.name,
-           "workbench": __version__, kind: version, "torch": torch.__version__, **extra}
+           "workbench": __version__, kind: version, "torch": torch.__version__, "threads": training_threads(), **extra}
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
