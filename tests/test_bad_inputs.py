@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from typer.testing import CliRunner
 
@@ -30,6 +31,8 @@ from workbench.cli import app
 
 WORKBENCH = str(Path(sys.executable).parent / "workbench")
 SMALL = {"name": "digits-cnn", "seed": 0, "subset": [256, 128, 128], "epochs": 2}
+BILLION_LAUGHS = "".join(  # ~350 bytes; 9**9 values once expanded
+    ['a: &a [' + ", ".join(["lol"] * 9) + "]\n"] + [f"{k}: &{k} [{', '.join(['*' + p] * 9)}]\n" for p, k in zip("abcdefgh", "bcdefghi")])
 RECIPE = {"recipe_version": 1, "name": "r", "task": SMALL, "quantization": {"weight_bits": 8, "act_bits": 8}, "export": {"formats": ["qcdq"]}}
 
 
@@ -143,6 +146,25 @@ CLI_CASES = [
     ("qat-seed-huge", lambda b: _recipe(b, qat={"epochs": 1, "seed": 2**40}), ["qat", "r.yaml", "--out", "o"], "qat.seed"),
     ("name-with-slash", lambda b: _recipe(b, name="a/b"), ["apply", "r.yaml", "--out", "o"], "name"),
     ("name-dotdot", lambda b: _recipe(b, name=".."), ["apply", "r.yaml", "--out", "o"], "name"),
+    ("recipe-not-utf8", lambda b: (b / "r.yaml").write_bytes(b"recipe_version: 1\nname: \xff\xfe\n"), ["apply", "r.yaml", "--out", "o"],
+     "r.yaml is not UTF-8 text"),
+    ("recipe-alias-bomb", lambda b: (b / "r.yaml").write_text(BILLION_LAUGHS), ["apply", "r.yaml", "--out", "o"], "not an alias bomb"),
+    ("recipe-not-yaml", lambda b: (b / "r.yaml").write_text("task: [unclosed\n"), ["apply", "r.yaml", "--out", "o"], "r.yaml is not valid YAML"),
+    ("recipe-missing", None, ["apply", "nowhere.yaml", "--out", "o"], "nowhere.yaml"),
+    ("recipe-check-alias-bomb", lambda b: (b / "r.yaml").write_text(BILLION_LAUGHS), ["recipe", "check", "r.yaml"], "not an alias bomb"),
+    ("target-yaml-is-a-list", lambda b: ((b / "tgt.yaml").write_text("- 1\n- 2\n"), _recipe(b, target="tgt.yaml")),
+     ["apply", "r.yaml", "--out", "o"], "the file holds a list; expected a mapping with name, weight_bits"),
+    ("target-yaml-bad-field", lambda b: ((b / "tgt.yaml").write_text("name: t\nweight_bits: [8, eight]\nact_bits: [8]\n"), _recipe(b, target="tgt.yaml")),
+     ["apply", "r.yaml", "--out", "o"], "weight_bits.1"),
+    ("search-target-malformed", lambda b: (b / "tgt.yaml").write_text("name: [\n"), ["search", "digits-cnn", "--budget-kib", "6", "--target", "tgt.yaml",
+                                                                                      "--out", "o"], "tgt.yaml is not valid YAML"),
+    ("spec-not-utf8", lambda b: (b / "s.yaml").write_bytes(b"weight_bits: \xff\n"), ["quantize", "digits-cnn", "--spec", "s.yaml", "--out", "o"],
+     "s.yaml is not UTF-8 text"),
+    ("spec-huge-list", lambda b: (b / "s.yaml").write_text("weight_bits: [" + ", ".join(map(str, range(20000))) + "]\n"),
+     ["quantize", "digits-cnn", "--spec", "s.yaml", "--out", "o"], "weight_bits: expected an integer in 2-8 or 16"),
+    ("prune-sparsity-1", None, ["prune", "digits-cnn", "--sparsity", "1.0", "--out", "o"], "expected a value in [0, 1)"),
+    ("executor-unknown", None, ["sensitivity", "digits-cnn", "--executor", "gpu-cluster", "--out", "o"], "executor 'gpu-cluster'"),
+    ("mlflow-bad-scheme", None, ["apply", "r.yaml", "--out", "o", "--mlflow", "ftp://x"], "mlflow tracking URI 'ftp://x'"),
     ("threads-env", None, ["apply", "r.yaml", "--out", "o", "ENV:WORKBENCH_THREADS=zero"], "WORKBENCH_THREADS='zero'; expected an integer thread count"),
 ]
 
@@ -288,7 +310,25 @@ API_CASES = [
                                                                                       progress=False)), wb.OutputPathError, "did not write"),
     ("create-task-seed", lambda t: (None, lambda task, model: wb.create_task("digits-cnn", seed=-5)), wb.TaskError, "seed -5; expected an integer in 0-4294967295"),
     ("qat-config-seed", lambda t: (None, lambda task, model: wb.QATConfig(seed=2**70)), wb.SpecError, "seed"),
+    ("pruning-spec-sparsity-1", lambda t: (None, lambda task, model: wb.PruningSpec(sparsity=1.0)), wb.SpecError, "sparsity: expected a value in [0, 1); got 1.0"),
+    ("quant-spec-bits", lambda t: (None, lambda task, model: wb.QuantSpec(weight_bits=33)), wb.SpecError, "weight_bits: expected an integer in 2-8 or 16"),
+    ("calibration-channels", lambda t: (None, lambda task, model: wb.calibrate(wb.quantize_model(model, wb.QuantSpec.uniform(8, 8)), torch.randn(16, 3, 8, 8))),
+     wb.CalibrationError, "the model expects (N, 1, 8, 8)"),
+    ("apply-missing-recipe", lambda t: (None, lambda task, model: __import__("workbench.job").job.apply_recipe(t / "none.yaml", t / "o", progress=False)),
+     wb.SpecError, "none.yaml"),
+    ("threads-env-api", lambda t: (None, lambda task, model: _with_env("WORKBENCH_THREADS", "-3", lambda: wb.run_job(task, {"w8": wb.QuantSpec.uniform(8, 8)}, t / "o",
+                                                                                                                       float_model=model, progress=False))),
+     wb.SpecError, "WORKBENCH_THREADS='-3'"),
 ]
+
+
+def _with_env(key, value, fn):
+    old = os.environ.get(key)
+    os.environ[key] = value
+    try:
+        return fn()
+    finally:
+        os.environ.pop(key) if old is None else os.environ.__setitem__(key, old)
 
 
 @pytest.mark.parametrize("case", API_CASES, ids=[c[0] for c in API_CASES])
@@ -324,3 +364,101 @@ def test_a_read_only_disk_is_one_line_before_any_work(tmp_path, digits):
     assert len(errors) == 1 and "cannot write" in errors[0] and "Read-only file system" in errors[0], res.stderr[-1500:]
     assert "it/s" not in res.stderr  # refused before any work
     assert snapshot(tmp_path) == before
+
+
+# ----------------------------------------------------- files the workbench owns heal themselves
+def test_a_truncated_baseline_cache_is_moved_aside_and_retrained_to_the_same_bytes(tmp_path):
+    write_recipe(tmp_path / "r.yaml")
+    env = {"WORKBENCH_CACHE": str(tmp_path / "cache")}
+    first = _cli("apply", "r.yaml", "--out", "a", "--latency-runs", "10", cwd=tmp_path, env=env)
+    assert first.returncode == 0, first.stderr[-1500:]
+    (cached,) = (tmp_path / "cache" / "baselines").glob("digits-cnn-*.safetensors")
+    cached.write_bytes(cached.read_bytes()[:100])  # a kill or a full disk mid-copy
+    second = _cli("apply", "r.yaml", "--out", "b", "--latency-runs", "10", cwd=tmp_path, env=env)
+    assert second.returncode == 0 and "Traceback" not in second.stderr, second.stderr[-1500:]
+    assert f"{cached} is damaged" in second.stderr and "training the baseline again" in second.stderr
+    assert len(list(cached.parent.glob(cached.name + ".corrupt-*"))) == 1
+    assert (tmp_path / "a" / "model.onnx").read_bytes() == (tmp_path / "b" / "model.onnx").read_bytes()
+
+
+def test_a_corrupt_result_store_is_moved_aside_and_the_sweep_runs(tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "results.sqlite").write_bytes(os.urandom(8192))
+    res = _cli("sensitivity", "digits-cnn", "--weight-bits", "4", "--out", "s", cwd=tmp_path, env={"WORKBENCH_CACHE": str(cache)})
+    assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr[-1500:]
+    assert "results.sqlite is damaged" in res.stderr and "started a fresh result store" in res.stderr
+    assert len(list(cache.glob("results.sqlite.corrupt-*"))) == 1 and (tmp_path / "s" / "sensitivity.csv").exists()
+
+
+def test_a_read_only_result_store_is_refused_before_any_work(tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    from workbench.store import ResultStore
+
+    ResultStore(cache / "results.sqlite").close()
+    if os.geteuid() == 0:
+        if subprocess.run(["chattr", "+i", str(cache)], capture_output=True).returncode != 0:
+            pytest.skip("root on a file system without chattr: a read-only folder cannot be made here")
+    else:
+        cache.chmod(0o555)
+    try:
+        before = snapshot(tmp_path)
+        res = _cli("sensitivity", "digits-cnn", "--weight-bits", "4", "--out", "s", cwd=tmp_path, env={"WORKBENCH_CACHE": str(cache)})
+    finally:
+        subprocess.run(["chattr", "-i", str(cache)], capture_output=True) if os.geteuid() == 0 else cache.chmod(0o755)
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-1500:]
+    errors = error_lines(res.stderr)
+    assert len(errors) == 1 and "results.sqlite" in errors[0] and "--no-store" in errors[0], res.stderr[-1500:]
+    assert snapshot(tmp_path) == before
+
+
+def test_an_open_port_that_is_not_mlflow_is_refused_before_any_work(tmp_path):
+    import http.server
+    import threading
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        write_recipe(tmp_path / "r.yaml")
+        before = snapshot(tmp_path)
+        res = _cli("apply", "r.yaml", "--out", "o", "--mlflow", f"http://127.0.0.1:{server.server_address[1]}", cwd=tmp_path, timeout=120)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-1500:]
+    errors = error_lines(res.stderr)
+    assert len(errors) == 1 and "does not answer MLflow's REST API" in errors[0]
+    assert "it/s" not in res.stderr and snapshot(tmp_path) == before  # before any work
+
+
+def _nan_metric_rows(tmp_path):
+    """A metric that returns NaN: every row says so instead of 'ok'."""
+    task = wb.create_task("digits-cnn").small(128, 64, 64)
+    model = wb.load_or_train_baseline(task, progress=False)
+    nan_task = wb.make_task(model, task.data.calib.x, (task.data.eval.x, task.data.eval.y), metric=lambda o, t: float("nan"), name="nan-metric")
+    df = wb.sensitivity(nan_task, model, wb.SensitivityConfig(weight_bits=(4,)), store=False, progress=False)
+    assert set(df["status"]) == {"nonfinite"}, df["status"].tolist()
+
+
+def test_a_nan_metric_gives_nonfinite_rows_not_ok(tmp_path):
+    _nan_metric_rows(tmp_path)
+
+
+def test_a_read_only_baseline_cache_costs_time_not_the_result(tmp_path):
+    cache = tmp_path / "cache"
+    (cache / "baselines").mkdir(parents=True)
+    write_recipe(tmp_path / "r.yaml")
+    root = os.geteuid() == 0
+    if root and subprocess.run(["chattr", "+i", str(cache / "baselines")], capture_output=True).returncode != 0:
+        pytest.skip("root on a file system without chattr: a read-only folder cannot be made here")
+    if not root:
+        (cache / "baselines").chmod(0o555)
+    try:
+        res = _cli("apply", "r.yaml", "--out", "o", "--latency-runs", "10", cwd=tmp_path, env={"WORKBENCH_CACHE": str(cache)})
+    finally:
+        subprocess.run(["chattr", "-i", str(cache / "baselines")], capture_output=True) if root else (cache / "baselines").chmod(0o755)
+    assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr[-1500:]
+    assert "the trained baseline was not cached" in res.stderr and (tmp_path / "o" / "model.onnx").exists()
+    assert list((cache / "baselines").iterdir()) == []

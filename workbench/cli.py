@@ -57,6 +57,12 @@ def _write_files(run_dir, files: dict[str, str]) -> None:
         _fail(exc)
 
 
+def _open_store():
+    from .store import ResultStore
+
+    return ResultStore()
+
+
 EXECUTOR_HELP = "where sweep cases run: local | process[:N] | ray | ray:HOST:PORT | ray:auto"
 MLFLOW_HELP = "log the run to MLflow: 'local' (./mlruns) or a tracking URI (default: $WORKBENCH_MLFLOW, else off)"
 
@@ -214,9 +220,10 @@ def sensitivity(task: str = typer.Argument(..., help="registered task name"),
             layers=None if layers is None else tuple(s.strip() for s in layers.split(",")),
             hessian=hessian,
         )
+        store = _open_store() if not no_store else False  # a read-only or corrupt store is dealt with before any work
         t = create_task(task)
         model = load_or_train_baseline(t)
-        df = run_sensitivity(t, model, config, store=False if no_store else None, executor=executor, tracking=tracker or False)
+        df = run_sensitivity(t, model, config, store=store, executor=executor, tracking=tracker or False)
     except WorkbenchError as exc:
         _fail(exc)
     _write_files(run_dir, {"sensitivity.csv": df.to_csv(index=False), "sensitivity.html": write_sensitivity_report(df)})
@@ -319,10 +326,11 @@ def search_cmd(task: str = typer.Argument(..., help="registered task name"),
         if (budget_kib is None) == (budget_bops is None):
             raise SpecError("give exactly one of --budget-kib or --budget-bops")
         kind, budget = ("weight_kib", budget_kib) if budget_kib is not None else ("bops", budget_bops)
+        store = _open_store()  # a read-only or corrupt store is dealt with before any work
         t = create_task(task)
         profile = load_target(target)
         model = load_or_train_baseline(t)
-        sens = sensitivity(t, model, SensitivityConfig(weight_bits=tuple(profile.weight_bits)), executor=executor)
+        sens = sensitivity(t, model, SensitivityConfig(weight_bits=tuple(profile.weight_bits)), executor=executor, store=store)
         df = search(t, model, sens, SearchConfig(target=target, budget_kind=kind, act_bits=act_bits), extra_budgets=(budget,))
         best = best_within(df, budget, kind)
         recipe = promote(t, best, target=target, act_bits=act_bits, name=f"{task}-{kind}-{budget:g}")
@@ -378,9 +386,10 @@ def prune(task: str = typer.Argument(..., help="registered task name"),
         config = PruningSweepConfig(method=method, sparsities=tuple(levels), criterion=criterion, scope=scope, m=m, per_layer=per_layer,
                                     layers=None if layers is None else tuple(s.strip() for s in layers.split(",")),
                                     finetune_epochs=finetune_epochs, finetune_lr=finetune_lr, latency_runs=latency_runs)
+        store = _open_store() if not no_store else False  # a read-only or corrupt store is dealt with before any work
         t = create_task(task)
         model = load_or_train_baseline(t)
-        df = pruning_sweep(t, model, config, store=False if no_store else None, executor=executor, tracking=tracker or False)
+        df = pruning_sweep(t, model, config, store=store, executor=executor, tracking=tracker or False)
     except WorkbenchError as exc:
         _fail(exc)
     _write_files(run_dir, {"pruning.csv": df.to_csv(index=False)})
