@@ -120,12 +120,15 @@ def loads_yaml(data: str | bytes, what: str, error: type, name: str | None = Non
         text = data
     else:
         raise error(f"{label} is a {type(data).__name__}; expected YAML text")
+    loader = SafeLimitedLoader(text)  # a yaml.SafeLoader subclass: plain data only
     try:
-        return yaml.load(text, Loader=SafeLimitedLoader)  # noqa: S506 - a SafeLoader subclass
+        return loader.get_single_data()
     except yaml.YAMLError as exc:
         raise error(f"{label} is not valid YAML: {_describe(exc)}") from None
     except RecursionError:
         raise error(f"{label} is not valid YAML: nested too deeply") from None
+    finally:
+        loader.dispose()
 
 
 def read_yaml(path: str | os.PathLike, what: str, error: type) -> tuple[Any, bytes]:
