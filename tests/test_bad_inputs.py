@@ -180,7 +180,7 @@ def test_cli_bad_input_is_one_line_exit_2_and_touches_nothing(case, tmp_path, mo
         write_recipe(work / "r.yaml")
     if setup is not None:
         setup(work)
-    env = {"HOME": str(box / "home"), "WORKBENCH_ALLOW_CODE": None}
+    env = {"HOME": str(box / "home"), "WORKBENCH_ALLOW_CODE": None, "WORKBENCH_CACHE": str(box / "cache")}  # no baseline trained, no store made
     for a in [a for a in args if a.startswith("ENV:")]:
         key, _, value = a[4:].partition("=")
         env[key] = value

@@ -206,6 +206,7 @@ def sensitivity(task: str = typer.Argument(..., help="registered task name"),
     from .report import write_sensitivity_report
     from .sensitivity import SensitivityConfig, parse_bits
     from .sensitivity import sensitivity as run_sensitivity
+    from .executors import make_executor
     from .spec import QuantSpec
     from .tasks import create_task
 
@@ -220,8 +221,9 @@ def sensitivity(task: str = typer.Argument(..., help="registered task name"),
             layers=None if layers is None else tuple(s.strip() for s in layers.split(",")),
             hessian=hessian,
         )
-        store = _open_store() if not no_store else False  # a read-only or corrupt store is dealt with before any work
         t = create_task(task)
+        executor = make_executor(executor)
+        store = _open_store() if not no_store else False  # a read-only or corrupt store is dealt with before any work
         model = load_or_train_baseline(t)
         df = run_sensitivity(t, model, config, store=store, executor=executor, tracking=tracker or False)
     except WorkbenchError as exc:
@@ -317,6 +319,7 @@ def search_cmd(task: str = typer.Argument(..., help="registered task name"),
     from .errors import SpecError, WorkbenchError
     from .recipe import promote
     from .search import SearchConfig, best_within, search
+    from .executors import make_executor
     from .sensitivity import SensitivityConfig, sensitivity
     from .tasks import create_task
 
@@ -326,9 +329,10 @@ def search_cmd(task: str = typer.Argument(..., help="registered task name"),
         if (budget_kib is None) == (budget_bops is None):
             raise SpecError("give exactly one of --budget-kib or --budget-bops")
         kind, budget = ("weight_kib", budget_kib) if budget_kib is not None else ("bops", budget_bops)
-        store = _open_store()  # a read-only or corrupt store is dealt with before any work
         t = create_task(task)
         profile = load_target(target)
+        executor = make_executor(executor)
+        store = _open_store()  # a read-only or corrupt store is dealt with before any work
         model = load_or_train_baseline(t)
         sens = sensitivity(t, model, SensitivityConfig(weight_bits=tuple(profile.weight_bits)), executor=executor, store=store)
         df = search(t, model, sens, SearchConfig(target=target, budget_kind=kind, act_bits=act_bits), extra_budgets=(budget,))
@@ -372,6 +376,7 @@ def prune(task: str = typer.Argument(..., help="registered task name"),
     from .baseline import load_or_train_baseline
     from .errors import SpecError, WorkbenchError
     from .pruning_sweep import PruningSweepConfig, pruning_sweep
+    from .executors import make_executor
     from .tasks import create_task
 
     out = out or _default_out(f"{task}-prune")
@@ -386,8 +391,9 @@ def prune(task: str = typer.Argument(..., help="registered task name"),
         config = PruningSweepConfig(method=method, sparsities=tuple(levels), criterion=criterion, scope=scope, m=m, per_layer=per_layer,
                                     layers=None if layers is None else tuple(s.strip() for s in layers.split(",")),
                                     finetune_epochs=finetune_epochs, finetune_lr=finetune_lr, latency_runs=latency_runs)
-        store = _open_store() if not no_store else False  # a read-only or corrupt store is dealt with before any work
         t = create_task(task)
+        executor = make_executor(executor)
+        store = _open_store() if not no_store else False  # a read-only or corrupt store is dealt with before any work
         model = load_or_train_baseline(t)
         df = pruning_sweep(t, model, config, store=store, executor=executor, tracking=tracker or False)
     except WorkbenchError as exc:

@@ -160,9 +160,9 @@ def apply_recipe(recipe_path: str | Path, out_dir: str | Path, progress: bool = 
                      resume=f"qat:{recipe_sha}" if checkpoint else None, command="qat" if checkpoint else "apply")
     tracker = resolve_tracker(tracking)  # an unreachable server fails here, before any work
     task = resolve_task(recipe.task, allow_code=allow_code)
+    check_recipe_against(recipe, task, task.create_model())  # data, layer names and target before any training
     with fixed_threads():
         model = load_or_train_baseline(task, seed=recipe.task.seed, epochs=recipe.task.epochs, progress=progress)
-        check_recipe_against(recipe, task, model)
         ptq = PTQConfig(**recipe.ptq.model_dump())
         extra_summary = {}
         if recipe.pruning is not None:
