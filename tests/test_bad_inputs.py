@@ -66,12 +66,15 @@ def _user_folder(box: Path) -> None:
     (box / "mine" / "notes.txt").write_text("my thesis")
 
 
-def _earlier_run(box: Path, extra: str | None = None) -> None:
-    """A folder an earlier workbench run wrote (its marker and listed files)."""
+def _earlier_run(box: Path, extra: str | None = None, edited: bool = False) -> None:
+    """A folder an earlier workbench run wrote (its marker and listed files, with their hashes)."""
     d = box / "runs" / "a"
     d.mkdir(parents=True)
     (d / "model.onnx").write_bytes(b"onnx")
-    (d / ".workbench-run.json").write_text(json.dumps({"command": "apply", "complete": True, "files": ["model.onnx"], "kept": []}))
+    (d / ".workbench-run.json").write_text(json.dumps({"command": "apply", "complete": True, "files": ["model.onnx"], "kept": [],
+                                                       "sha256": {"model.onnx": hashlib.sha256(b"onnx").hexdigest()}}))
+    if edited:
+        (d / "model.onnx").write_bytes(b"my own edit")
     if extra:
         (d / extra).write_text("mine")
 
@@ -125,6 +128,8 @@ CLI_CASES = [
     ("out-earlier-run", _earlier_run, ["apply", "r.yaml", "--out", "runs/a"], "pass --overwrite"),
     ("out-earlier-run-plus-user-file", lambda b: _earlier_run(b, "notes.txt"), ["apply", "r.yaml", "--out", "runs/a", "--overwrite"],
      "holds files the workbench did not write (notes.txt)"),
+    ("out-earlier-run-file-edited", lambda b: _earlier_run(b, edited=True), ["apply", "r.yaml", "--out", "runs/a", "--overwrite"],
+     "holds files the workbench did not write (model.onnx, changed since it was written)"),
     ("factory-without-consent", lambda b: (_factories(b), _recipe(b, task={"factory": "evil_tasks:make"})),
      ["apply", "r.yaml", "--out", "o"], "would import module 'evil_tasks' and call make(); run code from a recipe only if you trust it"),
     ("factory-qat-without-consent", lambda b: (_factories(b), _recipe(b, task={"factory": "evil_tasks:make"}, qat={"epochs": 1})),

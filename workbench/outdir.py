@@ -7,7 +7,8 @@ Every command that writes a result folder (``demo``, ``quantize``, ``apply``, ``
   ``/``, an ancestor of the working directory, a repository root), or an existing folder holding
   files the workbench did not write are one-line :class:`~workbench.errors.OutputPathError`;
 - an existing folder the workbench wrote (it holds the marker ``.workbench-run.json``, the run's
-  manifest, and nothing the manifest does not list) is replaced only when ``overwrite`` is given,
+  manifest with each file's sha256, and nothing the manifest does not list nor any listed file
+  edited since) is replaced only when ``overwrite`` is given,
   or when the same resumable run continues (``workbench qat`` on its own checkpoints);
 - the run writes into a fresh temporary folder beside it (``.NAME.wbtmp-*``) and moves it into
   place at the end: the previous result is renamed aside, the new one renamed in, then the old
@@ -116,7 +117,18 @@ def _manifest_covers(path: Path, manifest: dict) -> list[str]:
         if any(f.startswith(entry + "/") for f in listed):  # a folder holding listed files
             continue
         strangers.append(entry)
+    hashes = manifest.get("sha256") or {}
+    for name, digest in sorted(hashes.items()):  # a file the workbench wrote and someone edited since is theirs now
+        f = path / name
+        if f.is_file() and not f.is_symlink() and _sha256(f) != digest:
+            strangers.append(f"{name}, changed since it was written")
     return strangers
+
+
+def _sha256(path: Path) -> str:
+    from .fileio import sha256_file
+
+    return sha256_file(path)
 
 
 class RunDir:
@@ -279,8 +291,9 @@ class RunDir:
         from .fileio import atomic_write_json
 
         files = sorted(e for e in _listed(work) if e != MARKER and e.split("/", 1)[0] not in self.keep)
+        hashes = {f: _sha256(work / f) for f in files if (work / f).is_file()}
         atomic_write_json(work / MARKER, {"workbench_version": __version__, "command": self.command, "complete": complete,
-                                          "resume": self.resume, "kept": list(self.keep), "files": files,
+                                          "resume": self.resume, "kept": list(self.keep), "files": files, "sha256": hashes,
                                           "written": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
 
     def claim(self) -> Path:
