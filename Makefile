@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/workbench demo $(if $(OUT),--out $(OUT),)
+	$(BIN)/workbench demo $(if $(OUT),--out $(OUT),) $(if $(OVERWRITE),--overwrite,)
 
 test: $(STAMP)
 	WORKBENCH_SMALL=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests --nbval-lax notebooks
