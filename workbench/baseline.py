@@ -39,7 +39,18 @@ def cache_dir() -> Path:
     return Path(os.environ.get("WORKBENCH_CACHE", Path.home() / ".cache" / "workbench"))
 
 
-def baseline_fingerprint(task, seed: int, epochs: int) -> str:
+def state_hash(model: nn.Module) -> str:
+    """sha256 of a model's state (names and bytes): the initial weights a training starts from."""
+    h = hashlib.sha256()
+    for k, v in model.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:24]
+
+
+def baseline_fingerprint(task, seed: int, epochs: int, initial: str | None = None) -> str:
+    """The cache key of a trained baseline; ``initial`` is the :func:`state_hash` of the model
+    training starts from (a user's model handed to ``make_task`` has its own starting weights)."""
     key = {
         "task": task.name,
         "seed": seed,
@@ -51,6 +62,7 @@ def baseline_fingerprint(task, seed: int, epochs: int) -> str:
         "workbench": __version__,
         "torch": torch.__version__,
         "threads": training_threads(),  # reductions split over another thread count sum in another order
+        **({"initial": initial} if initial is not None else {}),
     }
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
 
@@ -104,7 +116,7 @@ def load_or_train_baseline(task, seed: int | None = None, epochs: int | None = N
     torch.manual_seed(seed)  # the initial weights are part of what the seed fixes
     model = task.create_model()
     epochs = task.train_epochs if epochs is None else epochs
-    path = cache_dir() / "baselines" / f"{task.name}-{baseline_fingerprint(task, seed, epochs)}.safetensors"
+    path = cache_dir() / "baselines" / f"{task.name}-{baseline_fingerprint(task, seed, epochs, state_hash(model))}.safetensors"
     if cache and path.exists():
         try:
             model.load_state_dict(load_file(str(path)))

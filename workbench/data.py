@@ -107,11 +107,22 @@ def validate_arrays(x: np.ndarray, y: np.ndarray | None, *, name: str, num_class
 
 
 def split_arrays(x: np.ndarray, y: np.ndarray | None, *, seed: int, fractions=(0.6, 0.2, 0.2)):
-    """Shuffle with a fixed seed and cut into train / calib / eval Splits."""
+    """Shuffle with a fixed seed and cut into train / calib / eval Splits.
+
+    ``fractions`` are the train and calibration shares (a third value, the eval share, is what is
+    left); every split must end up non-empty (:class:`~workbench.errors.DatasetError` otherwise)."""
+    fr = tuple(fractions)
+    if len(fr) not in (2, 3) or not all(isinstance(f, (int, float)) and 0 < f < 1 for f in fr[:2]):
+        raise DatasetError(f"fractions {fractions!r}; expected (train, calib[, eval]) shares in (0, 1), e.g. (0.6, 0.2, 0.2)")
+    if fr[0] + fr[1] >= 1:
+        raise DatasetError(f"fractions {fractions!r} leave nothing for the eval split; expected train + calib < 1")
     n = len(x)
     order = np.random.default_rng(seed).permutation(n)
-    n_train = int(round(fractions[0] * n))
-    n_calib = int(round(fractions[1] * n))
+    n_train = int(round(fr[0] * n))
+    n_calib = int(round(fr[1] * n))
+    for label, size in (("train", n_train), ("calib", n_calib), ("eval", n - n_train - n_calib)):
+        if size < 1:
+            raise DatasetError(f"{n} samples split by {fractions!r} leave the {label} split empty; expected more samples or larger shares")
     parts = (order[:n_train], order[n_train : n_train + n_calib], order[n_train + n_calib :])
     xt = torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32)
     yt = None if y is None else torch.as_tensor(np.ascontiguousarray(y), dtype=torch.long)

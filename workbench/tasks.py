@@ -167,10 +167,19 @@ def make_task(
     kind: str = "classification",
     train: Split | tuple | None = None,
     source: str = "user data",
+    pretrained: bool | None = None,
+    epochs: int = 20,
+    learning_rate: float = 3e-3,
+    batch_size: int = 64,
 ) -> Task:
-    """Bring your own model: a trained ``nn.Module`` + calibration inputs + eval (x, y) + metric.
+    """Bring your own model: an ``nn.Module`` + calibration inputs + eval (x, y) + metric.
 
     ``metric`` is ``fn(outputs, targets)`` or ``fn(outputs, targets, inputs)`` returning a float.
+    Without ``train`` the model is taken as trained (``pretrained``). With ``train=(x, y)`` the
+    float baseline is trained from the model's current weights on it (``epochs``, Adam at
+    ``learning_rate``, seeded, cached like the built-in tasks' baselines) unless
+    ``pretrained=True`` says the model is trained already (the train split then serves QAT and
+    fine-tuning only).
     """
     if not isinstance(model, nn.Module):
         raise TaskError(f"model is a {type(model).__name__}; expected a torch.nn.Module")
@@ -179,6 +188,20 @@ def make_task(
     calib_split = calib if isinstance(calib, Split) else Split(calib)
     eval_split = eval if isinstance(eval, Split) else Split(*eval)
     train_split = calib_split if train is None else (train if isinstance(train, Split) else Split(*train))
+    if pretrained is None:
+        pretrained = train is None
+    if not pretrained and train is None:
+        raise TaskError("pretrained=False needs train=(x, y) to train on; expected train data, or pretrained=True")
+    if not pretrained and kind == "classification" and train_split.y is None:
+        raise TaskError("train has inputs but no labels; expected train=(x, y) for a classification task")
+    for label, n in (("epochs", epochs), ("batch_size", batch_size)):
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise TaskError(f"{label} {n!r}; expected an integer >= 1")
+    if not learning_rate > 0:
+        raise TaskError(f"learning_rate {learning_rate!r}; expected a positive number")
+    for label, split in (("calib", calib_split), ("eval", eval_split), ("train", train_split)):
+        if len(split) == 0:
+            raise TaskError(f"the {label} split is empty; expected at least one sample")
     data = TaskData(train_split, calib_split, eval_split, source=source)
     frozen = copy.deepcopy(model).eval()
     return Task(
@@ -189,7 +212,10 @@ def make_task(
         kind=kind,
         input_shape=data.input_shape,
         data_source=source,
-        pretrained=True,
+        pretrained=bool(pretrained),
+        train_epochs=epochs,
+        learning_rate=learning_rate,
+        batch_size=batch_size,
         input_dtype=calib_split.x.dtype,
         _data=data,
     )
