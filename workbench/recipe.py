@@ -34,7 +34,6 @@ importing anything. Every other field is data.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -42,7 +41,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import SpecError, WorkbenchError
+from .errors import SpecError
 from .pruning import PruningSpec, prunable_layers
 from .spec import LayerSettings, QuantSpec, format_validation_error
 
@@ -222,57 +221,22 @@ def resolve_task(ref: TaskRef, allow_code: bool | None = None):
     """The Task a recipe names: from the registry, or, only with the user's consent
     (``allow_code`` / ``--allow-code`` / ``$WORKBENCH_ALLOW_CODE``), by importing ``module`` and
     calling ``function()`` of ``task.factory: module:function``."""
-    from .tasks import Task, create_task
+    from .tasks import create_task, task_from_factory
 
     if ref.name is not None:
         task = create_task(ref.name, seed=ref.seed)
-        if ref.subset is not None:
-            task = task.small(*ref.subset)
-        if ref.epochs is not None:
-            task.train_epochs = ref.epochs
-        return task
-    module_name, func_name = ref.factory.split(":")
-    if not code_allowed(allow_code):
-        raise CodeNotAllowedError(f"task.factory {ref.factory!r} would import module {module_name!r} and call {func_name}(); "
-                                  f"run code from a recipe only if you trust it: --allow-code (CLI), allow_code=True (API) or {ALLOW_CODE_ENV}=1")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise RecipeError(f"task.factory: cannot import module {module_name!r} ({exc})") from None
-    except SystemExit as exc:
-        raise RecipeError(f"task.factory: importing module {module_name!r} called sys.exit({exc.code!r})") from None
-    except Exception as exc:  # SyntaxError, or whatever its import-time code raised
-        raise RecipeError(f"task.factory: importing module {module_name!r} failed: {type(exc).__name__}: {_first_line(exc)}") from None
-    fn = getattr(module, func_name, None)
-    if not callable(fn):
-        raise RecipeError(f"task.factory: module {module_name!r} has no function {func_name!r}")
-    try:
-        task = fn()
-    except SystemExit as exc:
-        raise RecipeError(f"task.factory {ref.factory} called sys.exit({exc.code!r}); expected it to return a Task") from None
-    except WorkbenchError as exc:
-        raise RecipeError(f"task.factory {ref.factory} raised {type(exc).__name__}: {exc}") from None
-    except Exception as exc:
-        raise RecipeError(f"task.factory {ref.factory} raised {type(exc).__name__}: {_first_line(exc)}") from None
-    if isinstance(task, tuple) and len(task) == 4:  # (model, calibration inputs, (eval x, eval y), metric)
-        from .tasks import make_task
-
-        model, calib, eval_, metric = task
-        try:
-            task = make_task(model, calib, eval_, metric, name=func_name)
-        except WorkbenchError as exc:
-            raise RecipeError(f"task.factory: {ref.factory} returned parts make_task refuses: {exc}") from None
-        except Exception as exc:
-            raise RecipeError(f"task.factory: {ref.factory} returned parts make_task refuses: {type(exc).__name__}: {_first_line(exc)}") from None
-    if not isinstance(task, Task):
-        raise RecipeError(f"task.factory: {ref.factory} returned {type(task).__name__}; expected a workbench Task "
-                          f"or (model, calibration inputs, (eval x, eval y), metric)")
+    else:
+        module_name, func_name = ref.factory.split(":")
+        if not code_allowed(allow_code):
+            raise CodeNotAllowedError(f"task.factory {ref.factory!r} would import module {module_name!r} and call {func_name}(); "
+                                      f"run code from a recipe only if you trust it: --allow-code (CLI), allow_code=True (API) or {ALLOW_CODE_ENV}=1")
+        task = task_from_factory(ref.factory, RecipeError, "task.factory")
+        task.seed = ref.seed
+    if ref.subset is not None:
+        task = task.small(*ref.subset)
+    if ref.epochs is not None:
+        task.train_epochs = ref.epochs
     return task
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else "(no message)"
 
 
 def check_recipe_against(recipe: Recipe, task, model) -> None:
@@ -352,9 +316,20 @@ def promote(task, candidate, *, target: str | None = None, act_bits: int = 8, na
     spec = assignment_spec(bits, act_bits, base)
     if pruning is None and isinstance(candidate.get("pruning"), str) and candidate.get("pruning"):
         pruning = json.loads(candidate["pruning"])
+    from .tasks import list_tasks
+
+    subset = None if task.subset is None else list(task.subset)
+    if task.factory is not None:
+        ref = TaskRef(factory=task.factory, seed=task.seed, epochs=task.train_epochs, subset=subset)
+    elif task.name in list_tasks():
+        ref = TaskRef(name=task.name, seed=task.seed, epochs=task.train_epochs, subset=subset)
+    else:
+        raise RecipeError(f"task {task.name!r} was built inline and has no importable factory, so a recipe could not rebuild it; "
+                          f"expected a registered task (@wb.register_task) or one built by a module:function "
+                          f"(put the make_task call in a function in a module and pass 'module:function' to the CLI or wb.task_from_factory)")
     return Recipe(
         name=name,
-        task=TaskRef(name=task.name, seed=task.seed, epochs=task.train_epochs, subset=None if task.subset is None else list(task.subset)),
+        task=ref,
         dataset=DatasetRef(sha256=task.data.fingerprint(), source=task.data_source),
         target=target,
         quantization=spec,

@@ -15,6 +15,7 @@ import copy
 import difflib
 import hashlib
 import inspect
+import re
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -53,6 +54,7 @@ class Task:
     seed: int = 0
     subset: tuple[int, int, int] | None = None  # set by small(): (n_train, n_calib, n_eval)
     input_dtype: torch.dtype = torch.float32  # torch.int64 for token ids
+    factory: str | None = None  # "module:function" that built it (a promoted recipe names it)
     _data: TaskData | None = field(default=None, repr=False)
 
     @property
@@ -134,6 +136,82 @@ def create_task(name: str, **kwargs) -> Task:
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= 2**32 - 1:
         raise TaskError(f"seed {seed!r}; expected an integer in 0-{2**32 - 1}")
     return _REGISTRY[name](**kwargs)
+
+
+FACTORY_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else "(no message)"
+
+
+def task_from_factory(ref: str, error: type = TaskError, label: str = "task") -> Task:
+    """Import ``module`` and call ``function()`` of ``ref = "module:function"`` (the working
+    directory is on the import path): a :class:`Task`, or ``(model, calibration inputs, (eval x,
+    eval y), metric)`` made into one. This runs the user's code: callers ask for consent first
+    (recipes) or act on an explicit command (the CLI's task argument). Every failure is one line of
+    ``error`` naming ``label`` and ``ref``."""
+    import importlib
+    import os
+    import sys
+
+    if not isinstance(ref, str) or not FACTORY_PATTERN.match(ref):
+        raise error(f"{label} {ref!r}; expected 'package.module:function'")
+    module_name, func_name = ref.split(":")
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise error(f"{label}: cannot import module {module_name!r} ({exc})") from None
+    except SystemExit as exc:
+        raise error(f"{label}: importing module {module_name!r} called sys.exit({exc.code!r})") from None
+    except Exception as exc:  # SyntaxError, or whatever its import-time code raised
+        raise error(f"{label}: importing module {module_name!r} failed: {type(exc).__name__}: {_first_line(exc)}") from None
+    fn = getattr(module, func_name, None)
+    if not callable(fn):
+        raise error(f"{label}: module {module_name!r} has no function {func_name!r}")
+    try:
+        task = fn()
+    except SystemExit as exc:
+        raise error(f"{label} {ref} called sys.exit({exc.code!r}); expected it to return a Task") from None
+    except Exception as exc:
+        raise error(f"{label} {ref} raised {type(exc).__name__}: {_first_line(exc)}") from None
+    if isinstance(task, tuple) and len(task) == 4:  # (model, calibration inputs, (eval x, eval y), metric)
+        model, calib, eval_, metric = task
+        try:
+            task = make_task(model, calib, eval_, metric, name=func_name)
+        except Exception as exc:
+            raise error(f"{label}: {ref} returned parts make_task refuses: {type(exc).__name__}: {_first_line(exc)}") from None
+    if not isinstance(task, Task):
+        raise error(f"{label}: {ref} returned {type(task).__name__}; expected a workbench Task "
+                    f"or (model, calibration inputs, (eval x, eval y), metric)")
+    task.factory = ref
+    return task
+
+
+def resolve_task_arg(spec: str, imports: tuple[str, ...] = (), **kwargs) -> Task:
+    """A task named on the command line: a registered name (after importing the ``imports``
+    modules, whose ``@register_task`` decorators then run) or ``module:function``."""
+    import importlib
+    import os
+    import sys
+
+    cwd = os.getcwd()
+    if (imports or ":" in spec) and cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
+    for module_name in imports:
+        try:
+            importlib.import_module(module_name)
+        except SystemExit as exc:
+            raise TaskError(f"--import {module_name}: importing it called sys.exit({exc.code!r})") from None
+        except Exception as exc:
+            raise TaskError(f"--import {module_name}: cannot import it ({type(exc).__name__}: {_first_line(exc)})") from None
+    if ":" in spec:
+        return task_from_factory(spec)
+    return create_task(spec, **kwargs)
 
 
 def tasks_table() -> pd.DataFrame:
