@@ -144,20 +144,24 @@ def quantize(task: str = typer.Argument(..., help="registered task name (see `wo
              out: Optional[Path] = typer.Option(None, help="output directory (default: runs/<task>-<time>)"),
              bias_correction: bool = typer.Option(False, help="apply bias correction after calibration"),
              equalize_iters: int = typer.Option(0, min=0, help="cross-layer equalisation iterations"),
-             qonnx: bool = typer.Option(True, help="also export and verify QONNX"),
+             formats: Optional[list[str]] = typer.Option(None, "--format", metavar="F",
+                                                         help="export format, repeatable (see `workbench.list_exporters()`; default: qcdq and qonnx; qcdq is required)"),
+             qonnx: Optional[bool] = typer.Option(None, "--qonnx/--no-qonnx", help="deprecated alias: add / drop the qonnx format"),
              overwrite: bool = typer.Option(False, help=OVERWRITE_HELP)) -> None:
-    """Quantise a task with a spec, export to ONNX (QCDQ) and QONNX, verify, and report."""
+    """Quantise a task with a spec, export (QCDQ and QONNX by default, or each --format), verify, and report."""
     _quiet_libraries()
     from .errors import WorkbenchError
+    from .exporters import resolve_formats
     from .job import run_job
     from .pipeline import PTQConfig
     from .tasks import create_task
 
     out = out or _default_out(task)
     try:
+        fmts = resolve_formats(formats or None, qonnx=qonnx)  # unknown names fail before any work
         t = create_task(task)
         s = _load_spec(spec, weight_bits, act_bits)
-        summary = run_job(t, {"spec": s}, out, ptq=PTQConfig(bias_correction=bias_correction, equalize_iters=equalize_iters), qonnx=qonnx,
+        summary = run_job(t, {"spec": s}, out, ptq=PTQConfig(bias_correction=bias_correction, equalize_iters=equalize_iters), formats=fmts,
                           overwrite=overwrite)
     except WorkbenchError as exc:
         _fail(exc)

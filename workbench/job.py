@@ -12,6 +12,7 @@ from . import __version__
 from .baseline import load_or_train_baseline
 from .determinism import fixed_threads
 from .evaluate import predict
+from .exporters import DEFAULT_FORMATS, resolve_formats
 from .fileio import atomic_write_json, atomic_write_text, inside
 from .pipeline import PTQConfig, Timer, evaluate_quantized, export_and_verify, export_float_model, quantize_task
 from .outdir import MARKER, RunDir
@@ -23,7 +24,7 @@ SUMMARY_KEYS = ("fp_metric", "quant_metric", "onnx_metric", "onnx_agreement", "m
                 "onnx_file_bytes", "int_kernel_nodes", "latency_ms_p50_fp", "latency_ms_p50_quant")
 
 
-def run_job(task, variants: dict[str, QuantSpec | dict], out_dir: str | Path | RunDir, *, ptq: PTQConfig = PTQConfig(), qonnx: bool = True,
+def run_job(task, variants: dict[str, QuantSpec | dict], out_dir: str | Path | RunDir, *, ptq: PTQConfig = PTQConfig(), formats=DEFAULT_FORMATS, qonnx: bool | None = None,
             latency_runs: int = 200, progress: bool = True, float_model: torch.nn.Module | None = None, weight_encoding: str = "u8",
             extra: dict | None = None, files: dict[str, str] | None = None, sections: list | None = None,
             train=None, overwrite: bool = False) -> dict:
@@ -35,9 +36,12 @@ def run_job(task, variants: dict[str, QuantSpec | dict], out_dir: str | Path | R
     ``overwrite`` is true (see :mod:`workbench.outdir`). ``train(qmodel) -> qmodel`` runs after PTQ
     (quantisation-aware training). Torch runs with the workbench's fixed thread count
     (:mod:`workbench.determinism`), so the bytes do not depend on the caller's.
+    ``formats``: the export formats written for each variant (names from :mod:`workbench.exporters`;
+    ``qcdq`` is required); ``qonnx`` is the deprecated boolean alias (False: no QONNX).
     """
     if not variants:
         raise ValueError("run_job needs at least one variant spec")
+    formats = resolve_formats(formats, qonnx=qonnx)  # unknown names fail before any work
     specs = {name: QuantSpec.parse(spec) for name, spec in variants.items()}
     probe = float_model if float_model is not None else task.create_model()
     for spec in specs.values():
@@ -64,7 +68,7 @@ def run_job(task, variants: dict[str, QuantSpec | dict], out_dir: str | Path | R
                 bar.update()
                 bar.set_postfix_str(f"{name}: export + verify")
                 stem = "model" if i == 0 else f"model_{name}"
-                ver = export_and_verify(task, qmodel, work, stem, qonnx=qonnx, float_onnx=fp_onnx, latency_runs=latency_runs, sim_outputs=ev["sim_outputs"],
+                ver = export_and_verify(task, qmodel, work, stem, formats=formats, float_onnx=fp_onnx, latency_runs=latency_runs, sim_outputs=ev["sim_outputs"],
                                         weight_encoding=weight_encoding)
                 bar.update()
                 layers[name] = ev.pop("layers")
@@ -156,6 +160,7 @@ def apply_recipe(recipe_path: str | Path, out_dir: str | Path, progress: bool = 
     from .tracking import resolve_tracker
 
     recipe, recipe_sha = load_recipe(recipe_path)
+    formats = resolve_formats(recipe.export.formats)  # the files written; checked before any work
     run_dir = RunDir(out_dir, overwrite=overwrite, keep=("checkpoints",) if checkpoint else (),
                      resume=f"qat:{recipe_sha}" if checkpoint else None, command="qat" if checkpoint else "apply")
     tracker = resolve_tracker(tracking)  # an unreachable server fails here, before any work
@@ -197,7 +202,7 @@ def apply_recipe(recipe_path: str | Path, out_dir: str | Path, progress: bool = 
             extra_summary["qat"] = {"config": config.to_dict(), "history": history.to_dict("records")}
             return trained
 
-    summary = run_job(task, {recipe.name: recipe.quantization}, run_dir, ptq=ptq, qonnx="qonnx" in recipe.export.formats,
+    summary = run_job(task, {recipe.name: recipe.quantization}, run_dir, ptq=ptq, formats=formats,
                       latency_runs=latency_runs, progress=progress, float_model=model, weight_encoding=recipe.export.weight_encoding, extra=checks,
                       train=train)
     assert summary["onnx_sha256"] == sha256_file(Path(out_dir) / "model.onnx")

@@ -14,13 +14,15 @@ from torch import nn
 
 from .describe import describe
 from .evaluate import predict
-from .export import export_float, export_qcdq, export_qonnx
+from .errors import ExportError
+from .export import export_float
+from .exporters import DEFAULT_FORMATS, PRIMARY, get_exporter, resolve_formats
 from .fileio import inside, sha256_file
 from .metrics import output_agreement
 from .ptq import act_equalization, bias_correction, calibrate, gpxq, learned_rounding
 from .quantize import quantize_model
 from .spec import QuantSpec
-from .verify import latency_ms, verify_qcdq, verify_qonnx
+from .verify import latency_ms
 from .determinism import fixed_threads
 
 
@@ -99,24 +101,38 @@ def evaluate_quantized(task, float_model: nn.Module, qmodel: nn.Module, fp_outpu
     }
 
 
-def export_and_verify(task, qmodel: nn.Module, out_dir: str | Path, stem: str = "model", *, qonnx: bool = True,
+def export_and_verify(task, qmodel: nn.Module, out_dir: str | Path, stem: str = "model", *, formats=DEFAULT_FORMATS, qonnx: bool | None = None,
                       float_onnx: str | Path | None = None, latency_runs: int = 200, qonnx_samples: int = 64,
                       sim_outputs: torch.Tensor | None = None, weight_encoding: str = "u8") -> dict:
-    """Export QCDQ (and QONNX), verify both against the simulation, measure latency."""
+    """Export ``qmodel`` in each of ``formats`` (names from :mod:`workbench.exporters`, default
+    QCDQ and QONNX), verify each file against the simulation, and measure the QCDQ file's latency.
+
+    The QCDQ export is required: the summary's primary keys (``onnx_path``, ``onnx_sha256``,
+    ``onnx_metric``, ``latency_ms_*``) come from it; other exporters add their own keys
+    (``qonnx_agreement``, ``qonnx_path``, ...). ``qonnx`` is the deprecated boolean alias of old
+    callers (False: no QONNX). Unknown names, a format an exporter cannot carry and a missing
+    ``float_onnx`` each raise a one-line :class:`ExportError` before any file is written.
+    """
+    names = resolve_formats(formats, qonnx=qonnx)
+    if float_onnx is not None and not Path(float_onnx).is_file():
+        raise ExportError(f"float_onnx {str(float_onnx)!r} does not exist; pass the float model's ONNX file (export_float_model) or None")
+    exporters = [get_exporter(n) for n in names]
+    for exporter in exporters:
+        exporter.check(qmodel)
     example = task.example_input()
-    onnx_path = export_qcdq(qmodel, example, inside(out_dir, f"{stem}.onnx"), weight_encoding=weight_encoding)
-    result = verify_qcdq(onnx_path, qmodel, task, sim_outputs=sim_outputs)
-    result["onnx_path"] = onnx_path.name
-    result["onnx_sha256"] = sha256_file(onnx_path)
-    lat = latency_ms(onnx_path, example, runs=latency_runs)
-    result["latency_ms_p50_quant"], result["latency_ms_p99_quant"] = lat["p50"], lat["p99"]
-    if float_onnx is not None:
-        lat = latency_ms(float_onnx, example, runs=latency_runs)
-        result["latency_ms_p50_fp"], result["latency_ms_p99_fp"] = lat["p50"], lat["p99"]
-    if qonnx:
-        qpath = export_qonnx(qmodel, example, inside(out_dir, f"{stem}.qonnx.onnx"))
-        result.update(verify_qonnx(qpath, qmodel, task, n=qonnx_samples))
-        result["qonnx_path"] = qpath.name
+    options = {"weight_encoding": weight_encoding, "sim_outputs": sim_outputs, "qonnx_samples": qonnx_samples}
+    result: dict = {}
+    for exporter in exporters:
+        path = exporter.export(qmodel, example, inside(out_dir, f"{stem}{exporter.suffix}"), **options)
+        result.update(exporter.verify(path, qmodel, task, **options))
+        result[exporter.path_key] = path.name
+        if exporter.name == PRIMARY:
+            result["onnx_sha256"] = sha256_file(path)
+            lat = latency_ms(path, example, runs=latency_runs)
+            result["latency_ms_p50_quant"], result["latency_ms_p99_quant"] = lat["p50"], lat["p99"]
+            if float_onnx is not None:
+                lat = latency_ms(float_onnx, example, runs=latency_runs)
+                result["latency_ms_p50_fp"], result["latency_ms_p99_fp"] = lat["p50"], lat["p99"]
     return result
 
 

@@ -1,0 +1,203 @@
+"""Exporters as a registry: each export target is one :class:`Exporter` (name, file suffix, what it
+can carry, ``export`` and ``verify``) registered with :func:`register_exporter`.
+
+``export_and_verify``, ``run_job``, ``workbench quantize --format F`` and a recipe's
+``export.formats`` all take names from :data:`EXPORTERS`; an unknown name is a one-line
+:class:`~workbench.errors.ExportError` listing the known ones, raised before any work.
+
+Adding an exporter::
+
+    @register_exporter
+    class MyTarget(Exporter):
+        name, suffix = "mytarget", ".mytarget.onnx"
+        carries, max_bits, verified_by = "integers up to 8 bits", 8, "my runtime"
+
+        def export(self, qmodel, example, path, **options):
+            ...  # write path (atomically), return Path(path)
+
+        def verify(self, path, qmodel, task, **options) -> dict:
+            ...  # compare with the simulation; keys prefixed with the exporter's name
+
+The QCDQ export is the primary one: the summary's top-level keys (``onnx_path``,
+``onnx_sha256``, ``onnx_metric``, the latency keys) come from it, so every list of formats must
+name ``qcdq`` (:func:`resolve_formats` says so in one line otherwise).
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+from collections.abc import Iterable
+
+from torch import nn
+
+from .errors import ExportError
+
+PRIMARY = "qcdq"
+DEFAULT_FORMATS = ("qcdq", "qonnx")
+
+
+class Exporter:
+    """One export target. Subclasses set the class attributes and implement ``export`` and ``verify``.
+
+    ``name``: the registry key (``--format NAME``, a recipe's ``export.formats``); ``suffix``: the
+    file name part after the stem (``model.onnx``, ``model.qonnx.onnx``); ``carries``: what it can
+    hold, in words; ``max_bits``: the widest integer it carries (None: any); ``verified_by``: what
+    runs the file to check it against the simulation; ``path_key``: the summary key holding the
+    written file's name.
+    """
+
+    name: str = ""
+    suffix: str = ""
+    carries: str = ""
+    max_bits: int | None = None
+    verified_by: str = ""
+    description: str = ""
+
+    @property
+    def path_key(self) -> str:
+        return f"{self.name}_path"
+
+    def check(self, qmodel: nn.Module) -> None:
+        """Raise a one-line ExportError if ``qmodel`` holds something this exporter cannot carry (before any file is written)."""
+        if self.max_bits is not None:
+            from .export import _check_bits_exportable
+
+            _check_bits_exportable(qmodel, self.max_bits, self.label)
+
+    @property
+    def label(self) -> str:
+        return self.name
+
+    def export(self, qmodel: nn.Module, example, path: str | os.PathLike, **options) -> Path:
+        raise NotImplementedError
+
+    def verify(self, path: str | os.PathLike, qmodel: nn.Module, task, **options) -> dict:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"<exporter {self.name!r} ({self.suffix})>"
+
+
+EXPORTERS: dict[str, Exporter] = {}
+
+
+def register_exporter(cls):
+    """Class decorator (an instance works too): add an :class:`Exporter` to :data:`EXPORTERS`.
+
+    Re-registering the same class (a re-run notebook cell) replaces the entry; another class
+    under a taken name or suffix is an ExportError."""
+    obj = cls() if isinstance(cls, type) else cls
+    if not isinstance(obj, Exporter):
+        raise ExportError(f"register_exporter expects an Exporter subclass; got {type(obj).__name__}")
+    if not isinstance(obj.name, str) or not obj.name.isidentifier():
+        raise ExportError(f"exporter name {obj.name!r}; expected a short identifier such as 'qcdq'")
+    if not isinstance(obj.suffix, str) or not obj.suffix.startswith(".") or "/" in obj.suffix or "\\" in obj.suffix:
+        raise ExportError(f"exporter {obj.name!r}: suffix {obj.suffix!r}; expected a file name part such as '.onnx'")
+    for other in EXPORTERS.values():
+        same_class = type(other).__qualname__ == type(obj).__qualname__ and type(other).__module__ == type(obj).__module__
+        if other.name == obj.name and not same_class:
+            raise ExportError(f"exporter {obj.name!r} is already registered ({type(other).__qualname__})")
+        if other.suffix == obj.suffix and other.name != obj.name:
+            raise ExportError(f"exporter {obj.name!r}: suffix {obj.suffix!r} is already used by exporter {other.name!r}")
+    EXPORTERS[obj.name] = obj
+    return cls
+
+
+def _unknown(name) -> ExportError:
+    known = ", ".join(EXPORTERS)
+    close = difflib.get_close_matches(str(name), list(EXPORTERS), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return ExportError(f"unknown export format {name!r}{hint}; known: {known}")
+
+
+def get_exporter(name: str) -> Exporter:
+    """The registered exporter ``name`` (one-line ExportError listing the known ones otherwise)."""
+    if not isinstance(name, str) or name not in EXPORTERS:
+        raise _unknown(name)
+    return EXPORTERS[name]
+
+
+def resolve_formats(formats: Iterable[str] | str | None = DEFAULT_FORMATS, qonnx: bool | None = None) -> tuple[str, ...]:
+    """Checked export format names, ``qcdq`` first, duplicates dropped; raises before any work.
+
+    ``formats``: names from :data:`EXPORTERS` (a single name is taken as a list of one; None: the
+    default ``("qcdq", "qonnx")``). ``qonnx``: the deprecated boolean alias kept for old callers;
+    False drops ``"qonnx"``, True adds it, None leaves ``formats`` as given.
+    """
+    if formats is None:
+        formats = DEFAULT_FORMATS
+    if isinstance(formats, str):
+        formats = (formats,)
+    try:
+        names = list(formats)
+    except TypeError:
+        raise ExportError(f"formats {formats!r}; expected a list of export format names ({', '.join(EXPORTERS)})") from None
+    for name in names:
+        get_exporter(name)
+    if qonnx is False:
+        names = [n for n in names if n != "qonnx"]
+    elif qonnx is True and "qonnx" not in names:
+        names.append("qonnx")
+    out = list(dict.fromkeys(names))
+    if PRIMARY not in out:
+        raise ExportError(f"formats {out!r} lack {PRIMARY!r}: the summary's primary keys (onnx_path, onnx_metric, latency) come from the QCDQ export, "
+                          f"so {PRIMARY!r} is required (add it beside the others)")
+    out.remove(PRIMARY)
+    return (PRIMARY, *out)
+
+
+def list_exporters():
+    """The registered exporters as a DataFrame: name, suffix, carries, max_bits, verified_by, description."""
+    import pandas as pd
+
+    return pd.DataFrame([{"name": e.name, "suffix": e.suffix, "carries": e.carries, "max_bits": e.max_bits, "verified_by": e.verified_by,
+                          "description": e.description} for e in EXPORTERS.values()],
+                        columns=["name", "suffix", "carries", "max_bits", "verified_by", "description"]).astype({"max_bits": "Int64"})
+
+
+# --------------------------------------------------------------------------- built-in entries
+
+
+@register_exporter
+class QCDQExporter(Exporter):
+    name, suffix = "qcdq", ".onnx"
+    carries = "integers of 2-8 bits (QuantizeLinear-Clip-DequantizeLinear, opset 13), dynamic batch"
+    max_bits = 8
+    verified_by = "onnxruntime (whole eval split; integer kernels and latency measured)"
+    description = "ONNX for onnxruntime's integer kernels; the primary export (onnx_* summary keys)"
+    label = "QCDQ (onnxruntime)"
+
+    @property
+    def path_key(self) -> str:
+        return "onnx_path"
+
+    def export(self, qmodel, example, path, weight_encoding: str = "u8", **options) -> Path:
+        from .export import export_qcdq
+
+        return export_qcdq(qmodel, example, path, weight_encoding=weight_encoding)
+
+    def verify(self, path, qmodel, task, sim_outputs=None, **options) -> dict:
+        from .verify import verify_qcdq
+
+        return verify_qcdq(path, qmodel, task, sim_outputs=sim_outputs)
+
+
+@register_exporter
+class QONNXExporter(Exporter):
+    name, suffix = "qonnx", ".qonnx.onnx"
+    carries = "integers of any width (Quant nodes), batch 1"
+    max_bits = None
+    verified_by = "qonnx reference executor (first qonnx_samples eval samples)"
+    description = "QONNX for FPGA flows (FINN, hls4ml)"
+
+    def export(self, qmodel, example, path, **options) -> Path:
+        from .export import export_qonnx
+
+        return export_qonnx(qmodel, example, path)
+
+    def verify(self, path, qmodel, task, qonnx_samples: int = 64, **options) -> dict:
+        from .verify import verify_qonnx
+
+        return verify_qonnx(path, qmodel, task, n=qonnx_samples)
