@@ -72,7 +72,7 @@ def test_apply_exits_1_when_a_metric_is_out_of_tolerance(tmp_path, digits):
     (lambda r: r.update(recipe_version=2), r"^recipe_version: "),
     (lambda r: r["ptq"].update(calib_samples=0) if "ptq" in r else r.update(ptq={"calib_samples": 0}), r"^ptq\.calib_samples: "),
     (lambda r: r.update(expected={"speed": {"min": 1}}), r"^expected: .*cannot expect 'speed'"),
-    (lambda r: r["export"].update(formats=["tflite"]), r"^export\.formats\.0: "),
+    (lambda r: r["export"].update(formats=["tflite"]), r"^export\.formats: unknown export format 'tflite'.*known: qcdq, qonnx"),
     (lambda r: r.update(ptq={"weight_rounding": "gptq", "rounding_layers": ["features.*"]}),
      r"^ptq: rounding_layers applies to weight_rounding 'adaround'; got weight_rounding 'gptq'"),
     (lambda r: r.update(ptq={"weight_rounding": "adaround", "rounding_iters": 0}), r"^ptq\.rounding_iters: "),

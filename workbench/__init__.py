@@ -56,7 +56,7 @@ from .tracking import Tracker, TrackingError
 from .spec import LayerSettings, QuantSpec
 from .outdir import RunDir
 from .recipe import CodeNotAllowedError, RecipeError
-from .tasks import Task, create_task, list_tasks, make_task, register_task, tasks_table
+from .tasks import Task, create_task, list_tasks, make_task, register_task, task_from_factory, tasks_table
 from .verify import latency_ms, optimized_op_counts, verify_qcdq, verify_qonnx
 
 __all__ = [
@@ -64,7 +64,7 @@ __all__ = [
     "CalibrationError", "CheckpointError", "CodeNotAllowedError", "DatasetError", "ExportError", "OutputPathError", "PruningError", "RecipeError", "SpecError",
     "StoreError", "TaskError", "UnsupportedLayerError",
     "WorkbenchError", "UnsupportedLayerWarning",
-    "Task", "TaskData", "Split", "Metric", "create_task", "list_tasks", "make_task", "register_task", "tasks_table",
+    "Task", "TaskData", "Split", "Metric", "create_task", "list_tasks", "make_task", "register_task", "task_from_factory", "tasks_table",
     "load_or_train_baseline", "evaluate", "predict",
     "QuantSpec", "LayerSettings", "PTQConfig", "quantize_model", "quantisable_layers", "quantize_task", "calibrate", "bias_correction", "learned_rounding",
     "describe", "evaluate_quantized",

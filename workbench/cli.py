@@ -15,7 +15,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Embedded-AI 
 
 
 def _default_out(name: str) -> Path:
-    return Path("runs") / f"{name}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in name)  # module:function -> module-function
+    return Path("runs") / f"{safe}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
 def _fail(exc: Exception) -> None:
@@ -29,6 +30,8 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 
+TASK_HELP = "a registered task name (see `workbench tasks`) or module:function of yours returning a Task (imported from the working directory)"
+IMPORT_HELP = "import this module first (repeatable), so the tasks it registers with @wb.register_task can be named"
 OVERWRITE_HELP = "replace DIR if an earlier workbench run wrote it (never a folder holding other files)"
 ALLOW_CODE_HELP = "allow a recipe's task.factory (module:function) to be imported and run (also WORKBENCH_ALLOW_CODE=1)"
 
@@ -137,7 +140,8 @@ def _load_spec(spec: Optional[Path], weight_bits: str, act_bits: str):
 
 
 @app.command()
-def quantize(task: str = typer.Argument(..., help="registered task name (see `workbench tasks`)"),
+def quantize(task: str = typer.Argument(..., help=TASK_HELP),
+             imports: Optional[list[str]] = typer.Option(None, "--import", help=IMPORT_HELP),
              spec: Optional[Path] = typer.Option(None, help="YAML spec: defaults plus per-layer overrides"),
              weight_bits: str = typer.Option("8", help="default weight bits when no --spec (2-8, 16 or float)"),
              act_bits: str = typer.Option("8", help="default activation bits when no --spec"),
@@ -154,12 +158,12 @@ def quantize(task: str = typer.Argument(..., help="registered task name (see `wo
     from .exporters import resolve_formats
     from .job import run_job
     from .pipeline import PTQConfig
-    from .tasks import create_task
+    from .tasks import resolve_task_arg
 
     out = out or _default_out(task)
     try:
         fmts = resolve_formats(formats or None, qonnx=qonnx)  # unknown names fail before any work
-        t = create_task(task)
+        t = resolve_task_arg(task, tuple(imports or ()))
         s = _load_spec(spec, weight_bits, act_bits)
         summary = run_job(t, {"spec": s}, out, ptq=PTQConfig(bias_correction=bias_correction, equalize_iters=equalize_iters), formats=fmts,
                           overwrite=overwrite)
@@ -169,7 +173,8 @@ def quantize(task: str = typer.Argument(..., help="registered task name (see `wo
 
 
 @app.command("describe")
-def describe_cmd(task: str = typer.Argument(..., help="registered task name"),
+def describe_cmd(task: str = typer.Argument(..., help=TASK_HELP),
+                 imports: Optional[list[str]] = typer.Option(None, "--import", help=IMPORT_HELP),
                  spec: Optional[Path] = typer.Option(None, help="YAML spec"),
                  weight_bits: str = typer.Option("8"), act_bits: str = typer.Option("8")) -> None:
     """Print what a spec gives each layer (bits, granularity, bytes), from the built model."""
@@ -178,10 +183,10 @@ def describe_cmd(task: str = typer.Argument(..., help="registered task name"),
     from .describe import describe
     from .errors import WorkbenchError
     from .pipeline import quantize_task
-    from .tasks import create_task
+    from .tasks import resolve_task_arg
 
     try:
-        t = create_task(task)
+        t = resolve_task_arg(task, tuple(imports or ()))
         s = _load_spec(spec, weight_bits, act_bits)
         qmodel = quantize_task(t, load_or_train_baseline(t), s)
     except WorkbenchError as exc:
@@ -190,7 +195,8 @@ def describe_cmd(task: str = typer.Argument(..., help="registered task name"),
 
 
 @app.command()
-def sensitivity(task: str = typer.Argument(..., help="registered task name"),
+def sensitivity(task: str = typer.Argument(..., help=TASK_HELP),
+                imports: Optional[list[str]] = typer.Option(None, "--import", help=IMPORT_HELP),
                 weight_bits: str = typer.Option("2,3,4,6,8", help="comma-separated weight bits per case (float = weights float)"),
                 act_bits: Optional[str] = typer.Option(None, help="comma-separated bits of the activation the layer reads (default: float)"),
                 mode: str = typer.Option("quantise-one", help="quantise-one | leave-one-float"),
@@ -212,7 +218,7 @@ def sensitivity(task: str = typer.Argument(..., help="registered task name"),
     from .sensitivity import sensitivity as run_sensitivity
     from .executors import make_executor
     from .spec import QuantSpec
-    from .tasks import create_task
+    from .tasks import resolve_task_arg
 
     out = out or _default_out(f"{task}-sensitivity")
     run_dir = _run_dir(out, overwrite, "sensitivity")
@@ -225,7 +231,7 @@ def sensitivity(task: str = typer.Argument(..., help="registered task name"),
             layers=None if layers is None else tuple(s.strip() for s in layers.split(",")),
             hessian=hessian,
         )
-        t = create_task(task)
+        t = resolve_task_arg(task, tuple(imports or ()))
         executor = make_executor(executor)
         store = _open_store() if not no_store else False  # a read-only or corrupt store is dealt with before any work
         model = load_or_train_baseline(t)
@@ -306,7 +312,8 @@ def qat(recipe: Path = typer.Argument(..., help="recipe YAML with a qat section"
 
 
 @app.command("search")
-def search_cmd(task: str = typer.Argument(..., help="registered task name"),
+def search_cmd(task: str = typer.Argument(..., help=TASK_HELP),
+               imports: Optional[list[str]] = typer.Option(None, "--import", help=IMPORT_HELP),
                budget_kib: Optional[float] = typer.Option(None, help="budget on packed weight KiB"),
                budget_bops: Optional[float] = typer.Option(None, help="budget on BOPs (MACs x weight bits x act bits)"),
                target: str = typer.Option("cpu-int8-ort", help="target profile name or YAML file"),
@@ -325,7 +332,7 @@ def search_cmd(task: str = typer.Argument(..., help="registered task name"),
     from .search import SearchConfig, best_within, search
     from .executors import make_executor
     from .sensitivity import SensitivityConfig, sensitivity
-    from .tasks import create_task
+    from .tasks import resolve_task_arg
 
     out = out or _default_out(f"{task}-search")
     run_dir = _run_dir(out, overwrite, "search")
@@ -333,7 +340,7 @@ def search_cmd(task: str = typer.Argument(..., help="registered task name"),
         if (budget_kib is None) == (budget_bops is None):
             raise SpecError("give exactly one of --budget-kib or --budget-bops")
         kind, budget = ("weight_kib", budget_kib) if budget_kib is not None else ("bops", budget_bops)
-        t = create_task(task)
+        t = resolve_task_arg(task, tuple(imports or ()))
         profile = load_target(target)
         executor = make_executor(executor)
         store = _open_store()  # a read-only or corrupt store is dealt with before any work
@@ -341,7 +348,7 @@ def search_cmd(task: str = typer.Argument(..., help="registered task name"),
         sens = sensitivity(t, model, SensitivityConfig(weight_bits=tuple(profile.weight_bits)), executor=executor, store=store)
         df = search(t, model, sens, SearchConfig(target=target, budget_kind=kind, act_bits=act_bits), extra_budgets=(budget,))
         best = best_within(df, budget, kind)
-        recipe = promote(t, best, target=target, act_bits=act_bits, name=f"{task}-{kind}-{budget:g}")
+        recipe = promote(t, best, target=target, act_bits=act_bits, name=f"{t.name}-{kind}-{budget:g}")
     except WorkbenchError as exc:
         _fail(exc)
     _write_files(run_dir, {"pareto.csv": df.to_csv(index=False), "recipe.yaml": recipe.to_yaml()})
@@ -358,7 +365,8 @@ def search_cmd(task: str = typer.Argument(..., help="registered task name"),
 
 
 @app.command()
-def prune(task: str = typer.Argument(..., help="registered task name"),
+def prune(task: str = typer.Argument(..., help=TASK_HELP),
+          imports: Optional[list[str]] = typer.Option(None, "--import", help=IMPORT_HELP),
           method: str = typer.Option("structured", help="structured | unstructured | nm"),
           sparsity: str = typer.Option("0.25,0.5,0.75", help="comma-separated levels in [0, 1) (nm: multiples of 1/m, 0.5 = 2:4)"),
           criterion: str = typer.Option("l1", help="l1 | l2 | taylor | bn_scale (structured only)"),
@@ -381,7 +389,7 @@ def prune(task: str = typer.Argument(..., help="registered task name"),
     from .errors import SpecError, WorkbenchError
     from .pruning_sweep import PruningSweepConfig, pruning_sweep
     from .executors import make_executor
-    from .tasks import create_task
+    from .tasks import resolve_task_arg
 
     out = out or _default_out(f"{task}-prune")
     run_dir = _run_dir(out, overwrite, "prune")
@@ -395,7 +403,7 @@ def prune(task: str = typer.Argument(..., help="registered task name"),
         config = PruningSweepConfig(method=method, sparsities=tuple(levels), criterion=criterion, scope=scope, m=m, per_layer=per_layer,
                                     layers=None if layers is None else tuple(s.strip() for s in layers.split(",")),
                                     finetune_epochs=finetune_epochs, finetune_lr=finetune_lr, latency_runs=latency_runs)
-        t = create_task(task)
+        t = resolve_task_arg(task, tuple(imports or ()))
         executor = make_executor(executor)
         store = _open_store() if not no_store else False  # a read-only or corrupt store is dealt with before any work
         model = load_or_train_baseline(t)

@@ -41,7 +41,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import SpecError
+from .errors import SpecError, WorkbenchError
 from .pruning import PruningSpec, prunable_layers
 from .spec import LayerSettings, QuantSpec, format_validation_error
 
@@ -124,8 +124,19 @@ class QATSection(_Strict):
 
 
 class ExportSection(_Strict):
-    formats: list[Literal["qcdq", "qonnx"]] = Field(default_factory=lambda: ["qcdq"])
+    formats: list[str] = Field(default_factory=lambda: ["qcdq"])  # names from the exporter registry (wb.list_exporters())
     weight_encoding: Literal["u8", "s8"] = "u8"
+
+    @field_validator("formats")
+    @classmethod
+    def _known(cls, v):
+        from .exporters import resolve_formats
+
+        try:
+            resolve_formats(v)
+        except WorkbenchError as exc:
+            raise ValueError(str(exc)) from None
+        return v
 
 
 class Expectation(_Strict):
