@@ -8,7 +8,7 @@ suffix, from cached inputs, with the same result as a full forward pass.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 from torch import nn
@@ -100,6 +100,3 @@ class GraphRunner:
                     return out.value if hasattr(out, "value") else out
                 local[n.name] = self._run_node(n, local, overrides)
         raise RuntimeError("graph has no output node")
-
-    def live_values(self, env: dict) -> Iterable[torch.Tensor]:
-        return (v for k, v in env.items() if k != "__pos__")

@@ -30,8 +30,6 @@ from .errors import PruningError, SpecError
 from .quantize import QUANTISABLE
 from .spec import SpecModel, format_validation_error, short_repr
 
-METHODS = ("structured", "unstructured", "nm")
-CRITERIA = ("l1", "l2", "taylor", "bn_scale")
 GLOBAL_MAX_RATIO = 0.9  # global structured ranking never takes more than this share of one layer's channels
 
 

@@ -7,7 +7,7 @@
   against calibration data) or ``learned_rounding`` (AdaRound), then ``bias_correction`` (mean
   output error removed).
 
-:data:`PTQ_ALGORITHMS` names them as specs and recipes select them.
+``PTQConfig`` (workbench.pipeline) and a recipe's ``ptq:`` section select them by name.
 """
 
 from __future__ import annotations
@@ -141,7 +141,6 @@ def bias_correction(qmodel: nn.Module, x: torch.Tensor, batch_size: int = 128, p
     return qmodel
 
 
-PTQ_ALGORITHMS = ("act_equalization", "cle", "bias_correction", "gptq", "gpfq", "adaround")
 
 
 def act_equalization(model: nn.Module, x: torch.Tensor, alpha: float = 0.5, batch_size: int = 128, progress: bool = False) -> nn.Module:
