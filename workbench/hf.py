@@ -141,11 +141,18 @@ def load_hf_directory(path: str | os.PathLike, task: str = "sequence-classificat
     if task not in ("sequence-classification", "encoder"):
         raise TaskError(f"task {task!r}; expected 'sequence-classification' or 'encoder'")
     cls, output = (tf.AutoModelForSequenceClassification, "logits") if task == "sequence-classification" else (tf.AutoModel, "pooler_output")
+    from transformers.utils import logging as tf_logging
+
+    bars = tf_logging.is_progress_bar_enabled()
+    tf_logging.disable_progress_bar()  # its "Loading weights" bar is noise in notebooks and logs
     try:
         model = cls.from_pretrained(str(path), local_files_only=True, use_safetensors=True, attn_implementation="eager")
         tokenizer = tf.AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     except (OSError, ValueError, KeyError) as exc:
         raise DatasetError(f"{path.name}: transformers cannot load it ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})") from None
+    finally:
+        if bars:
+            tf_logging.enable_progress_bar()
     return OutputOf(model.eval(), "input_ids", output).eval(), tokenizer
 
 
