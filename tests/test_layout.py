@@ -61,3 +61,12 @@ def test_public_functions_are_not_shadowed_by_their_modules():
             "print(all(callable(f) and not isinstance(f, type(wb)) for f in (wb.describe, wb.evaluate, wb.sensitivity)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "True"
+
+
+def test_the_public_api_names_what_the_readme_uses():
+    import workbench as wb
+
+    for name in ("search", "SearchConfig", "Recipe", "promote", "apply_recipe", "load_recipe", "cost_table", "load_target", "list_exporters",
+                 "task_from_factory", "RunDir", "make_task", "sensitivity", "pruning_sweep", "train_qat"):
+        assert name in wb.__all__ and getattr(wb, name) is not None, name
+    assert callable(wb.search) and callable(wb.sensitivity)  # the functions, not their modules

@@ -38,7 +38,7 @@ from .errors import (
 from .evaluate import evaluate, predict
 from .export import export_float, export_qcdq, export_qonnx
 from .exporters import Exporter, get_exporter, list_exporters, register_exporter
-from .job import run_demo, run_job
+from .job import apply_recipe, run_demo, run_job
 from .loaders import load_cifar10_binary, load_image_folder, load_mnist_idx, load_npz
 from .metrics import Metric
 from .pipeline import PTQConfig, evaluate_quantized, export_and_verify, quantize_task
@@ -55,7 +55,9 @@ from .executors import ExecutorError, make_executor
 from .tracking import Tracker, TrackingError
 from .spec import LayerSettings, QuantSpec
 from .outdir import RunDir
-from .recipe import CodeNotAllowedError, RecipeError
+from .recipe import CodeNotAllowedError, Recipe, RecipeError, load_recipe, promote
+from .cost import cost_table, load_target
+from .search import SearchConfig, search
 from .tasks import Task, create_task, list_tasks, make_task, register_task, task_from_factory, tasks_table
 from .verify import latency_ms, optimized_op_counts, verify_qcdq, verify_qonnx
 
@@ -71,7 +73,7 @@ __all__ = [
     "export_qcdq", "export_qonnx", "export_float", "verify_qcdq", "verify_qonnx", "optimized_op_counts", "latency_ms", "export_and_verify",
     "Exporter", "register_exporter", "get_exporter", "list_exporters",
     "load_mnist_idx", "load_cifar10_binary", "load_npz", "load_image_folder",
-    "run_job", "run_demo", "RunDir",
+    "run_job", "run_demo", "RunDir", "apply_recipe", "Recipe", "load_recipe", "promote", "cost_table", "load_target", "SearchConfig", "search",
     "SensitivityConfig", "sensitivity", "hessian_traces", "layer_statistics", "weight_histogram", "ResultStore",
     "PruningSpec", "prune", "channel_groups", "sparsity_table", "PruningSweepConfig", "pruning_sweep",
     "QATConfig", "train_qat", "recovery_table",
