@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from . import __version__
 from .determinism import fixed_threads, training_threads
 from .evaluate import evaluate, task_loss
+from .store import model_hash
 from .errors import OutputPathError
 from .fileio import CorruptFileWarning, atomic_write_bytes, move_aside  # noqa: F401 (re-exported)
 
@@ -39,17 +40,8 @@ def cache_dir() -> Path:
     return Path(os.environ.get("WORKBENCH_CACHE", Path.home() / ".cache" / "workbench"))
 
 
-def state_hash(model: nn.Module) -> str:
-    """sha256 of a model's state (names and bytes): the initial weights a training starts from."""
-    h = hashlib.sha256()
-    for k, v in model.state_dict().items():
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()[:24]
-
-
 def baseline_fingerprint(task, seed: int, epochs: int, initial: str | None = None) -> str:
-    """The cache key of a trained baseline; ``initial`` is the :func:`state_hash` of the model
+    """The cache key of a trained baseline; ``initial`` is the :func:`~workbench.store.model_hash` of the model
     training starts from (a user's model handed to ``make_task`` has its own starting weights)."""
     key = {
         "task": task.name,
@@ -116,7 +108,7 @@ def load_or_train_baseline(task, seed: int | None = None, epochs: int | None = N
     torch.manual_seed(seed)  # the initial weights are part of what the seed fixes
     model = task.create_model()
     epochs = task.train_epochs if epochs is None else epochs
-    path = cache_dir() / "baselines" / f"{task.name}-{baseline_fingerprint(task, seed, epochs, state_hash(model))}.safetensors"
+    path = cache_dir() / "baselines" / f"{task.name}-{baseline_fingerprint(task, seed, epochs, model_hash(model))}.safetensors"
     if cache and path.exists():
         try:
             model.load_state_dict(load_file(str(path)))

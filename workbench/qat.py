@@ -41,7 +41,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .baseline import error_summary, move_aside
+from .baseline import error_summary
+from .fileio import move_aside
+from .store import model_hash
 from .determinism import fixed_threads
 from .errors import CheckpointError, SpecError
 from .evaluate import evaluate, task_loss
@@ -93,17 +95,6 @@ def _model_signature(model: nn.Module) -> str:
     """Names and shapes of the model's state: a checkpoint only fits a model with the same."""
     items = [(k, tuple(v.shape)) for k, v in model.state_dict().items()]
     return hashlib.sha256(json.dumps(items).encode()).hexdigest()[:16]
-
-
-def _weights_signature(model: nn.Module | None) -> str | None:
-    """Hash of a model's weights (the teacher's: another teacher distils into other weights)."""
-    if model is None:
-        return None
-    h = hashlib.sha256()
-    for k, v in model.state_dict().items():
-        h.update(f"{k}:{v.dtype}:{tuple(v.shape)};".encode())
-        h.update(v.detach().contiguous().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()[:16]
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:
@@ -235,7 +226,7 @@ def _train_qat(task, float_model, qmodel, config, checkpoint_dir, resume, progre
     folder = None if checkpoint_dir is None else Path(checkpoint_dir)
     # what a checkpoint must have been saved for (another teacher or other data train other weights)
     expect = {} if folder is None else {"model": _model_signature(qmodel), "config": json.dumps(config.to_dict(), sort_keys=True),
-                                        "task": task.name, "data": task.data.fingerprint()[:16], "teacher": _weights_signature(teacher)}
+                                        "task": task.name, "data": task.data.fingerprint()[:16], "teacher": None if teacher is None else model_hash(teacher)[:16]}
     path = None if folder is None else folder / LAST
     checkpoint = None
     if path is not None and resume and path.exists():

@@ -14,6 +14,8 @@ import os
 import sqlite3
 import warnings
 from pathlib import Path
+
+import torch
 from typing import Callable
 
 from .errors import StoreError
@@ -208,18 +210,17 @@ class ResultStore:
 
 
 def model_hash(model) -> str:
-    """sha256 of a model's state (names and bytes of every tensor)."""
+    """sha256 of a model's state: name, dtype, shape and bytes of every tensor (any dtype, any device).
+    The one weights hash: sweep keys, baseline cache keys (starting weights), QAT teacher checks."""
     h = hashlib.sha256()
     for k, v in model.state_dict().items():
-        h.update(k.encode())
-        h.update(v.detach().contiguous().numpy().tobytes())
+        h.update(f"{k}:{v.dtype}:{tuple(v.shape)};".encode())
+        h.update(v.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
 
 def sweep_fingerprint(kind: str, task, model, config: dict, version: str, **extra) -> str:
     """The key a sweep's rows are stored under: model weights, data, configuration and code versions."""
-    import torch
-
     from . import __version__
     from .determinism import training_threads
 
