@@ -1,11 +1,19 @@
 """Cost model: per-layer and total parameters, packed weight bytes, MACs, BOPs and peak
-activation memory of a bit-width assignment, and named hardware target profiles (YAML)."""
+activation memory of a bit-width assignment, the registry of cost kinds every budget, limit,
+report axis and CLI flag reads, and named hardware target profiles (YAML).
+
+Adding a cost kind is one :func:`register_cost_kind` call (here for the built-in kinds, or in a
+module of yours): target profiles, the search's budgets and limits, ``workbench search --budget
+KIND=VALUE``, the search's result columns, the report's and the explorer's axes all read it.
+"""
 
 from __future__ import annotations
 
+import difflib
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 import torch
@@ -19,11 +27,172 @@ from .spec import ALLOWED_BITS, SpecModel, format_validation_error, short_repr
 from .yamlio import load_yaml
 
 TARGETS_DIR = Path(__file__).resolve().parent / "targets"
-COSTS = ("weight_kib", "bops", "latency_ms")
+
+
+# ----------------------------------------------------------------------------- the one formula
+
+
+def packed_weight_bytes(weights: int, biases: int, bits) -> int:
+    """Bytes of a layer's parameters: ``weights`` packed at ``bits`` (``None`` or ``"float"``:
+    32-bit float) plus 32-bit biases. The one weight-bytes formula of the workbench (cost tables,
+    ``describe``, the search, the widgets)."""
+    wbits = 32 if bits is None or bits == "float" else int(bits)
+    return math.ceil(weights * wbits / 8) + 4 * biases
+
+
+# ----------------------------------------------------------------------------- cost kinds
+
+
+@dataclass(frozen=True)
+class CostKind:
+    """One cost a bit assignment has: its name, unit, axis label, and how it is computed.
+
+    ``additive`` kinds are a sum over layers: ``per_layer(table)`` gets a :func:`cost_table`
+    (one row per layer) and returns one value per layer (a Series); the search turns them into
+    linear budget constraints. Other computed kinds give the whole model's figure with
+    ``total(table)``; ``weight_dependent=False`` says the figure does not change with the weight
+    bits (peak activation memory at fixed activation bits), so a limit on it is checked once,
+    before a search. ``measured`` kinds (``latency_ms``) have no formula: they are axes, never
+    budgets or limits. ``same_as`` names a kind this one always equals (a documented alias).
+    """
+
+    name: str
+    unit: str
+    label: str
+    description: str
+    additive: bool = True
+    per_layer: Callable[[pd.DataFrame], pd.Series] | None = None
+    total: Callable[[pd.DataFrame], float] | None = None
+    weight_dependent: bool = True
+    measured: bool = False
+    same_as: str = ""
+
+    @property
+    def computed(self) -> bool:
+        return not self.measured
+
+    def layer_values(self, table: pd.DataFrame) -> pd.Series:
+        """Per-layer values of an additive kind for the assignment ``table`` describes."""
+        if not self.additive or self.measured:
+            raise SpecError(f"cost kind {self.name!r} is not additive over layers; additive kinds are {', '.join(budget_kinds())}")
+        return pd.Series(self.per_layer(table), index=table.index)
+
+    def value(self, table: pd.DataFrame) -> float:
+        """The whole model's figure for the assignment ``table`` (a :func:`cost_table`) describes."""
+        if self.measured:
+            raise SpecError(f"cost kind {self.name!r} is measured, not computed; computed kinds are {', '.join(computed_kinds())}")
+        if self.additive:
+            s = self.layer_values(table)
+            return int(s.sum()) if pd.api.types.is_integer_dtype(s.dtype) else float(s.sum())
+        return self.total(table)
+
+    def describe_value(self, value: float) -> str:
+        return f"{value:.6g} {self.unit}"
+
+
+COST_KINDS: dict[str, CostKind] = {}
+_BUILTIN: set[str] = set()
+
+
+def register_cost_kind(kind: CostKind) -> CostKind:
+    """Add ``kind`` to :data:`COST_KINDS` (re-registering a kind of yours under the same name, as a
+    re-run notebook cell does, replaces it; a built-in name cannot be taken). Returns ``kind``."""
+    if not isinstance(kind, CostKind):
+        raise SpecError(f"register_cost_kind expects a CostKind; got {type(kind).__name__}")
+    if not isinstance(kind.name, str) or not kind.name.isidentifier():
+        raise SpecError(f"cost kind name {kind.name!r}; expected a short identifier such as 'flash_kib'")
+    if kind.name in _BUILTIN:
+        raise SpecError(f"cost kind {kind.name!r} is built in; register yours under another name")
+    if kind.measured:
+        if kind.per_layer is not None or kind.total is not None:
+            raise SpecError(f"cost kind {kind.name!r}: a measured kind has no per_layer or total formula")
+    elif kind.additive and not callable(kind.per_layer):
+        raise SpecError(f"cost kind {kind.name!r}: an additive kind needs per_layer(table) -> one value per layer")
+    elif not kind.additive and not callable(kind.total):
+        raise SpecError(f"cost kind {kind.name!r}: a non-additive kind needs total(table) -> the model's figure")
+    if kind.same_as and kind.same_as not in COST_KINDS:
+        raise SpecError(f"cost kind {kind.name!r}: same_as {kind.same_as!r} is not a registered cost kind")
+    COST_KINDS[kind.name] = kind
+    return kind
+
+
+def _unknown_kind(name, known=None) -> str:
+    known = list(COST_KINDS) if known is None else known
+    close = difflib.get_close_matches(str(name), known, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"unknown cost kind {short_repr(name)}{hint}; expected one of {', '.join(known)}"
+
+
+def get_cost_kind(name: str) -> CostKind:
+    """The registered cost kind ``name`` (one-line SpecError naming the closest and the known ones otherwise)."""
+    if not isinstance(name, str) or name not in COST_KINDS:
+        raise SpecError(_unknown_kind(name))
+    return COST_KINDS[name]
+
+
+def budget_kinds() -> list[str]:
+    """Names of the kinds a search can budget (additive, computed)."""
+    return [k.name for k in COST_KINDS.values() if k.additive and not k.measured]
+
+
+def computed_kinds() -> list[str]:
+    return [k.name for k in COST_KINDS.values() if not k.measured]
+
+
+def budget_kind(name: str) -> CostKind:
+    """``name`` as a search budget: registered, computed and additive (one-line SpecError otherwise)."""
+    kind = get_cost_kind(name)
+    if kind.measured or not kind.additive:
+        why = "measured, not computed" if kind.measured else "not additive over layers"
+        raise SpecError(f"budget kind {name!r} is {why}; a search budgets one of {', '.join(budget_kinds())}")
+    return kind
+
+
+def list_cost_kinds() -> pd.DataFrame:
+    """The registered cost kinds: name, unit, label, additive, computed, weight_dependent, same_as, description."""
+    cols = ["name", "unit", "label", "additive", "computed", "weight_dependent", "same_as", "description"]
+    return pd.DataFrame([{"name": k.name, "unit": k.unit, "label": k.label, "additive": k.additive and not k.measured, "computed": not k.measured,
+                          "weight_dependent": k.weight_dependent, "same_as": k.same_as, "description": k.description}
+                         for k in COST_KINDS.values()], columns=cols)
+
+
+def cost_values(table: pd.DataFrame) -> dict[str, float]:
+    """Every computed cost kind of the assignment ``table`` (a :func:`cost_table`) describes."""
+    return {name: kind.value(table) for name, kind in COST_KINDS.items() if not kind.measured}
+
+
+def _builtin(kind: CostKind) -> None:
+    register_cost_kind(kind)
+    _BUILTIN.add(kind.name)
+
+
+_builtin(CostKind("weight_kib", "KiB", "packed weight KiB", "weights packed at their bits plus 32-bit biases, in KiB",
+                  per_layer=lambda t: t["weight_bytes"] / 1024))
+_builtin(CostKind("flash_kib", "KiB", "flash KiB",
+                  "what a microcontroller keeps in flash: the packed weights and 32-bit biases, in KiB; the same figure as "
+                  "weight_kib (code, scales and zero-points are not counted)", per_layer=lambda t: t["weight_bytes"] / 1024, same_as="weight_kib"))
+_builtin(CostKind("bops", "BOPs", "BOPs", "bit operations: MACs x weight bits x activation bits (float counts as 32 bits)",
+                  per_layer=lambda t: t["bops"]))
+_builtin(CostKind("macs", "MACs", "MACs", "multiply-accumulates per sample (the same at any bits)", per_layer=lambda t: t["macs"]))
+_builtin(CostKind("peak_act_kib", "KiB", "peak activation KiB",
+                  "activation RAM when layers run one at a time: the largest layer input + output at the activation bits, in KiB",
+                  additive=False, total=lambda t: float(t["act_bytes"].max() / 1024) if len(t) else 0.0, weight_dependent=False))
+_builtin(CostKind("ram_kib", "KiB", "RAM KiB", "what a microcontroller needs in RAM for activations: the same figure as peak_act_kib",
+                  additive=False, total=lambda t: float(t["act_bytes"].max() / 1024) if len(t) else 0.0, weight_dependent=False,
+                  same_as="peak_act_kib"))
+_builtin(CostKind("latency_ms", "ms", "latency p50 (ms)",
+                  "onnxruntime p50 latency, batch 1, one thread, of the exported QCDQ model: measured on the front points, not computed",
+                  measured=True))
+
+
+# ----------------------------------------------------------------------------- target profiles
 
 
 class TargetProfile(SpecModel):
-    """A hardware target: the bit-widths it runs and the budgets that apply."""
+    """A hardware target: the bit-widths it runs, its default cost kind and its budgets.
+
+    ``budgets`` maps cost kinds to hard limits (a number: a search under this profile never
+    returns a point over it) or ``null`` (the kind applies, with no fixed limit)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: str
@@ -44,9 +213,28 @@ class TargetProfile(SpecModel):
     @field_validator("cost")
     @classmethod
     def _cost(cls, v):
-        if v not in COSTS:
-            raise ValueError(f"expected one of {', '.join(COSTS)}; got {short_repr(v)}")
+        if v not in COST_KINDS:
+            raise ValueError(_unknown_kind(v))
         return v
+
+    @field_validator("budgets")
+    @classmethod
+    def _budgets(cls, v):
+        for name, value in v.items():
+            if name not in COST_KINDS:
+                raise ValueError(f"{_unknown_kind(name)}; got {short_repr(v)}")
+            if value is None:
+                continue
+            if COST_KINDS[name].measured:
+                raise ValueError(f"{name} is measured, not computed: a profile may name it (null) but not limit it; got {short_repr(v)}")
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name}: expected a positive limit or null; got {short_repr(v)}")
+        return v
+
+    @property
+    def limits(self) -> dict[str, float]:
+        """The budgets with a value: hard limits."""
+        return {k: float(v) for k, v in self.budgets.items() if v is not None}
 
 
 def list_targets() -> list[str]:
@@ -73,6 +261,9 @@ def load_target(name_or_path: str | Path) -> TargetProfile:
 
 def _kind(obj) -> str:
     return "nothing (an empty document)" if obj is None else f"a {type(obj).__name__}"
+
+
+# ----------------------------------------------------------------------------- per-layer facts
 
 
 @dataclass(frozen=True)
@@ -110,13 +301,14 @@ def layer_costs(model: nn.Module, example_input: torch.Tensor) -> dict[str, Laye
 
 
 def weight_bytes(c: LayerCost, wbits: int | None) -> int:
-    return (4 * c.weights if wbits is None else math.ceil(c.weights * wbits / 8)) + 4 * c.biases
+    return packed_weight_bytes(c.weights, c.biases, wbits)
 
 
 def cost_table(costs: dict[str, LayerCost], weight_bits: dict[str, int | None], act_bits: dict[str, int | None] | int | None = 8) -> pd.DataFrame:
     """Per layer: params, packed weight bytes, MACs, BOPs and activation bytes (input + output) of an assignment.
 
     Float (None) counts as 32 bits. ``act_bits`` is one width for every layer or a per-layer map.
+    The cost kinds (:data:`COST_KINDS`) are computed from this table.
     """
     rows = []
     for name, c in costs.items():
@@ -125,11 +317,12 @@ def cost_table(costs: dict[str, LayerCost], weight_bits: dict[str, int | None], 
         wb, ab = (32 if w is None else w), (32 if a is None else a)
         rows.append({"layer": name, "weight_bits": w, "act_bits": a, "params": c.weights + c.biases, "weight_bytes": weight_bytes(c, w),
                      "macs": c.macs, "bops": c.macs * wb * ab, "act_bytes": math.ceil((c.in_elems + c.out_elems) * ab / 8)})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=["layer", "weight_bits", "act_bits", "params", "weight_bytes", "macs", "bops", "act_bytes"])
 
 
 def totals(table: pd.DataFrame) -> dict:
-    """Whole-model figures: sums, and peak activation memory (largest layer input + output)."""
-    return {"params": int(table["params"].sum()), "weight_bytes": int(table["weight_bytes"].sum()),
-            "weight_kib": float(table["weight_bytes"].sum() / 1024), "macs": int(table["macs"].sum()), "bops": int(table["bops"].sum()),
-            "peak_act_bytes": int(table["act_bytes"].max()) if len(table) else 0}
+    """Whole-model figures: sums, peak activation memory (largest layer input + output), and
+    every computed cost kind of the registry."""
+    out = {"params": int(table["params"].sum()), "weight_bytes": int(table["weight_bytes"].sum()),
+           "peak_act_bytes": int(table["act_bytes"].max()) if len(table) else 0}
+    return {**out, **cost_values(table)}

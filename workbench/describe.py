@@ -3,12 +3,11 @@ model's own quantisers at run time (not from the spec that asked for it)."""
 
 from __future__ import annotations
 
-import math
-
 import pandas as pd
 import torch
 from torch import nn
 
+from .cost import packed_weight_bytes
 from .models import layer_macs
 from .quantize import QUANT_LAYERS, QUANTISABLE
 
@@ -86,14 +85,15 @@ def describe(model: nn.Module, example_input: torch.Tensor | None = None) -> pd.
                 "scale_type": scale_type,
                 "params": n_w + n_b,
                 "macs": seen.get(name, {}).get("macs", 0),
-                "weight_bytes": (math.ceil(n_w * w_bits / 8) if w_bits else 4 * n_w) + 4 * n_b,
-                "weight_bytes_fp": 4 * (n_w + n_b),
+                "weight_bytes": packed_weight_bytes(n_w, n_b, w_bits),
+                "weight_bytes_fp": packed_weight_bytes(n_w, n_b, None),
             }
         )
     for name, kind in (plan.unsupported.items() if plan else []):
         n = sum(p.numel() for p in model.get_submodule(name).parameters(recurse=False))
         rows.append({"layer": name, "type": f"{kind} (kept in float)", "weight_bits": None, "act_bits": None, "granularity": None,
-                     "scale_type": None, "params": n, "macs": 0, "weight_bytes": 4 * n, "weight_bytes_fp": 4 * n})
+                     "scale_type": None, "params": n, "macs": 0, "weight_bytes": packed_weight_bytes(n, 0, None),
+                     "weight_bytes_fp": packed_weight_bytes(n, 0, None)})
     df = pd.DataFrame(rows, columns=COLUMNS)
     for col in ("weight_bits", "act_bits"):
         df[col] = df[col].astype("Int64")
