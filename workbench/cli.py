@@ -311,25 +311,58 @@ def qat(recipe: Path = typer.Argument(..., help="recipe YAML with a qat section"
         raise typer.Exit(1)
 
 
+BUDGET_HELP = ("KIND=VALUE: a budget on a cost kind (weight_kib, flash_kib, bops, macs, peak_act_kib, ram_kib, or one you registered; "
+               "workbench.list_cost_kinds() lists them); repeatable: the first is the budget the point is chosen under, the others are "
+               "hard limits on top of the target's; VALUE alone is in the target's cost kind")
+
+
+def _parse_budget(text: str, default_kind: str) -> tuple[str, float]:
+    """``KIND=VALUE`` (or ``VALUE`` in ``default_kind``) of ``--budget``, checked against the cost-kind registry."""
+    from .cost import get_cost_kind
+    from .errors import SpecError
+
+    name, sep, value = text.partition("=")
+    if not sep:
+        name, value = default_kind, text
+    name = name.strip()
+    try:
+        kind = get_cost_kind(name)
+    except SpecError as exc:
+        raise SpecError(f"--budget {text!r}: {exc}") from None
+    try:
+        number = float(value)
+    except ValueError:
+        raise SpecError(f"--budget {text!r}: expected KIND=VALUE with a number, such as flash_kib=256") from None
+    if not (number > 0 and number != float("inf")):
+        raise SpecError(f"--budget {text!r}: expected a positive number")
+    if kind.measured:
+        raise SpecError(f"--budget {text!r}: {name} is measured, not computed, so it cannot be a budget")
+    return name, number
+
+
 @app.command("search")
 def search_cmd(task: str = typer.Argument(..., help=TASK_HELP),
                imports: Optional[list[str]] = typer.Option(None, "--import", help=IMPORT_HELP),
-               budget_kib: Optional[float] = typer.Option(None, help="budget on packed weight KiB"),
-               budget_bops: Optional[float] = typer.Option(None, help="budget on BOPs (MACs x weight bits x act bits)"),
+               budget: Optional[list[str]] = typer.Option(None, "--budget", help=BUDGET_HELP),
+               budget_kib: Optional[float] = typer.Option(None, help="budget on packed weight KiB (the same as --budget weight_kib=VALUE)"),
+               budget_bops: Optional[float] = typer.Option(None, help="budget on BOPs, MACs x weight bits x act bits (the same as --budget bops=VALUE)"),
                target: str = typer.Option("cpu-int8-ort", help="target profile name or YAML file"),
                act_bits: int = typer.Option(8, help="activation bits of every layer"),
                executor: str = typer.Option("local", help=EXECUTOR_HELP),
                mlflow: Optional[str] = typer.Option(None, help=MLFLOW_HELP),
                out: Optional[Path] = typer.Option(None, help="output directory (default: runs/<task>-search-<time>)"),
                overwrite: bool = typer.Option(False, help=OVERWRITE_HELP)) -> None:
-    """Mixed-precision search under a budget: writes DIR/pareto.csv and DIR/recipe.yaml."""
+    """Mixed-precision search under a budget: writes DIR/pareto.csv and DIR/recipe.yaml.
+
+    The target profile's limits (the mcu's flash_kib and ram_kib) always apply; the output says
+    which constraint bound the chosen point."""
     _quiet_libraries()
     tracker = _tracker(mlflow)
     from .baseline import load_or_train_baseline
-    from .cost import load_target
+    from .cost import budget_kind, get_cost_kind, load_target
     from .errors import SpecError, WorkbenchError
     from .recipe import promote
-    from .search import SearchConfig, best_within, search
+    from .search import SearchConfig, best_within, resolve_limits, search
     from .executors import make_executor
     from .sensitivity import SensitivityConfig, sensitivity
     from .tasks import resolve_task_arg
@@ -337,30 +370,51 @@ def search_cmd(task: str = typer.Argument(..., help=TASK_HELP),
     out = out or _default_out(f"{task}-search")
     run_dir = _run_dir(out, overwrite, "search")
     try:
-        if (budget_kib is None) == (budget_bops is None):
+        if budget_kib is not None and budget_bops is not None:
             raise SpecError("give exactly one of --budget-kib or --budget-bops")
-        kind, budget = ("weight_kib", budget_kib) if budget_kib is not None else ("bops", budget_bops)
-        t = resolve_task_arg(task, tuple(imports or ()))
+        t = resolve_task_arg(task, tuple(imports or ()))  # first: an --import module may register cost kinds
         profile = load_target(target)
+        given = [("weight_kib", budget_kib)] if budget_kib is not None else [("bops", budget_bops)] if budget_bops is not None else []
+        given += [_parse_budget(text, profile.cost) for text in budget or ()]
+        if not given:
+            raise SpecError("give a budget: --budget KIND=VALUE (or --budget VALUE in the target's cost kind), --budget-kib or --budget-bops")
+        kinds = [k for k, _ in given]
+        if len(set(kinds)) < len(kinds):
+            raise SpecError(f"--budget: {next(k for k in kinds if kinds.count(k) > 1)} is given twice; give each cost kind once")
+        (kind, budget_value), limits = given[0], dict(given[1:])
+        budget_kind(kind)  # additive, so a search can budget it
+        resolve_limits(profile, limits)  # limits the profile forbids (looser than its own) fail before any work
         executor = make_executor(executor)
         store = _open_store()  # a read-only or corrupt store is dealt with before any work
         model = load_or_train_baseline(t)
         sens = sensitivity(t, model, SensitivityConfig(weight_bits=tuple(profile.weight_bits)), executor=executor, store=store)
-        df = search(t, model, sens, SearchConfig(target=target, budget_kind=kind, act_bits=act_bits), extra_budgets=(budget,))
-        best = best_within(df, budget, kind)
-        recipe = promote(t, best, target=target, act_bits=act_bits, name=f"{t.name}-{kind}-{budget:g}")
+        df = search(t, model, sens, SearchConfig(target=target, budget_kind=kind, act_bits=act_bits), extra_budgets=(budget_value,), limits=limits)
+        best = best_within(df, budget_value, kind)
+        recipe = promote(t, best, target=target, act_bits=act_bits, name=f"{t.name}-{kind}-{budget_value:g}")
     except WorkbenchError as exc:
         _fail(exc)
+    budget = budget_value
     _write_files(run_dir, {"pareto.csv": df.to_csv(index=False), "recipe.yaml": recipe.to_yaml()})
     if tracker is not None:
         run_id = tracker.log_run(f"search {t.name}", params={"task": t.name, "target": target, "budget_kind": kind, "budget": budget,
-                                                             "act_bits": act_bits, "chosen_bits": best["bits"]},
+                                                             "act_bits": act_bits, "chosen_bits": best["bits"],
+                                                             "limits": json.dumps(df.attrs.get("limits", {}), sort_keys=True),
+                                                             "bound_by": best.get("bound_by", "")},
                                  metrics={"measured_metric": best["measured_metric"], "estimated_metric": best["estimated_metric"],
                                           "weight_kib": best["weight_kib"], "bops": best["bops"], "points": len(df)},
                                  artifacts=[out / "pareto.csv", out / "recipe.yaml"])
         typer.echo(f"mlflow run {run_id} ({tracker.uri})")
     typer.echo(df.drop(columns=["bits"]).round(4).to_string(index=False))
     typer.echo(f"chosen ({best['kind']}, best measured within the budget): {best['weight_kib']:.2f} KiB, {best['bops']:.3g} BOPs, measured {best['measured_metric']:.4f} (estimate {best['estimated_metric']:.4f})")
+    limits_used, sources = df.attrs.get("limits", {}), df.attrs.get("limit_sources", {})
+
+    def _limit(k: str) -> str:
+        return f"{k} <= {limits_used[k]:g} {get_cost_kind(k).unit} ({sources.get(k, 'limit')})"
+
+    typer.echo(f"budget: {kind} <= {budget:g} {get_cost_kind(kind).unit}; limits: " + (", ".join(map(_limit, limits_used)) or "none"))
+    held = [h for h in str(best.get("bound_by", "") or "").split(",") if h]
+    typer.echo("bound by: " + (", ".join("the budget" if h == "budget" else _limit(h) for h in held) if held
+                               else "nothing (no wider bit-width is held back)"))
     typer.echo(f"wrote {out / 'pareto.csv'}, {out / 'recipe.yaml'}")
 
 

@@ -445,7 +445,8 @@ def search(task, model, sens: pd.DataFrame, config: SearchConfig = SearchConfig(
 
 def best_within(points: pd.DataFrame, budget: float, budget_kind: str = "weight_kib", limits: dict[str, float] | None = None) -> pd.Series:
     """The best measured candidate (solver or uniform, not random) whose cost fits ``budget`` and
-    every limit (the search's ``attrs["limits"]`` and ``limits``); ties go to the cheaper one."""
+    every limit (the search's ``attrs["limits"]`` and ``limits``); ties go to the cheaper one, then
+    to one solved at ``budget``."""
     get_cost_kind(budget_kind)
     if budget_kind not in points:
         raise SpecError(f"the points have no {budget_kind!r} column; cost columns are {', '.join(k for k in COST_KINDS if k in points)}")
@@ -461,7 +462,9 @@ def best_within(points: pd.DataFrame, budget: float, budget_kind: str = "weight_
     if fit.empty:
         extra = "".join(f", {k} <= {v:g}" for k, v in applied.items())
         raise SpecError(f"no evaluated candidate fits a budget of {budget:.6g} {budget_kind}{extra}")
-    return fit.sort_values(["measured_metric", budget_kind], ascending=[False, True]).iloc[0]
+    # ties go to the cheaper point, then to a point solved at this very budget (its bound_by speaks of it)
+    fit = fit.assign(_other_budget=(fit["budget"] - budget).abs() > _tol(budget)) if "budget" in fit else fit.assign(_other_budget=False)
+    return fit.sort_values(["measured_metric", budget_kind, "_other_budget"], ascending=[False, True, True], kind="stable").iloc[0].drop("_other_budget")
 
 
 def pruned_candidates(task, model, pruning: list, bits: tuple = (8, 4), act_bits: int = 8, ptq: PTQConfig = PTQConfig(),
