@@ -1,8 +1,9 @@
 """``TradeoffExplorer``: the measured trade-off of a search, a point's per-layer bits, what-if
 edits estimated at once, real evaluation, and promotion to a recipe.
 
-- a scatter of every evaluated configuration (metric against weight KiB, BOPs or latency;
-  ``axis`` selects), the measured front, hover details; clicking a point selects it;
+- a scatter of every evaluated configuration (metric against any cost kind the points have a
+  column of: weight KiB, BOPs, MACs, latency, ... from the cost-kind registry; ``axis`` selects),
+  the measured front, hover details; clicking a point selects it;
 - the selected point's bits as a table of dropdowns; an edit re-estimates metric, error and
   cost from the sensitivity table alone (no model run);
 - "Evaluate" builds, calibrates and measures the edited configuration and adds it to the chart;
@@ -24,11 +25,11 @@ import plotly.graph_objects as go
 import traitlets
 
 import workbench as wb
-from workbench.cost import cost_table, layer_costs, load_target, totals
+from workbench.cost import COST_KINDS, cost_table, layer_costs, load_target, totals
 from workbench.fileio import atomic_write_text, inside, sha256_file
 from workbench.pruning import PruningSpec, prune
 from workbench.recipe import promote
-from workbench.report import AXES, pareto_traces
+from workbench.report import AXES, axis_options, pareto_traces
 from workbench.search import build_problem, measure
 
 from .figure_box import FigureBox
@@ -65,7 +66,7 @@ class TradeoffExplorer(FigureBox):
         self.problem = build_problem(sens, self.costs, target.weight_bits, "weight_kib", self.act_bits)
         self._promoted = 0
 
-        self.axis_dropdown = W.Dropdown(options=[(v, k) for k, v in AXES.items() if k in self.points], value=self.axis, description="x axis")
+        self.axis_dropdown = W.Dropdown(options=axis_options(self.points), value=self.axis, description="x axis")
         traitlets.link((self.axis_dropdown, "value"), (self, "axis"))
         self.figure = go.FigureWidget(layout=go.Layout(height=420, yaxis_title=f"{task.metric.name} (measured)", margin=dict(l=50, r=10, t=40, b=40)))
         self._draw()
@@ -153,6 +154,7 @@ class TradeoffExplorer(FigureBox):
             self.estimated_metric = self.problem.estimate(choice)
             self.estimated_error = -self.problem.score(choice)
         tot = totals(cost_table(self._model_and_costs()[1], self.bits, self.act_bits))
+        self._cost_values = {k: tot[k] for k in COST_KINDS if k in tot}
         self.weight_kib, self.bops = tot["weight_kib"], float(tot["bops"])
         measured = "not measured" if self.measured_metric is None else f"{self.measured_metric:.4f}"
         estimate = ("no estimate (pruned: " + PruningSpec.parse(json.loads(self.pruning)).label + ")" if self.pruning
@@ -168,9 +170,9 @@ class TradeoffExplorer(FigureBox):
         bits = dict(self.bits)
         metric = measure(self.task, self._model_and_costs()[0], bits, self.act_bits, wb.PTQConfig())
         self.progress.value = 1
-        row = {"kind": "edited", "budget": self.weight_kib, "weight_kib": self.weight_kib, "bops": self.bops,
+        row = {"kind": "edited", "budget": self.weight_kib, **self._cost_values, "weight_kib": self.weight_kib, "bops": self.bops,
                "estimated_metric": _nan(self.estimated_metric), "estimated_error": _nan(self.estimated_error), "measured_metric": metric,
-               "bits": json.dumps(bits, sort_keys=True), "on_front": False, "pruning": self.pruning}
+               "bits": json.dumps(bits, sort_keys=True), "bound_by": "", "on_front": False, "pruning": self.pruning}
         self.points = pd.concat([self.points, pd.DataFrame([row])], ignore_index=True)
         self._draw()
         self.selected = len(self.points) - 1

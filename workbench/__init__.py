@@ -56,7 +56,7 @@ from .tracking import Tracker, TrackingError
 from .spec import LayerSettings, QuantSpec
 from .outdir import RunDir
 from .recipe import CodeNotAllowedError, Recipe, RecipeError, load_recipe, promote
-from .cost import cost_table, load_target
+from .cost import CostKind, cost_table, get_cost_kind, list_cost_kinds, load_target, register_cost_kind
 from .search import SearchConfig, search
 from .tasks import Task, create_task, list_tasks, make_task, register_task, task_from_factory, tasks_table
 from .verify import latency_ms, optimized_op_counts, verify_qcdq, verify_qonnx
@@ -74,6 +74,7 @@ __all__ = [
     "Exporter", "register_exporter", "get_exporter", "list_exporters",
     "load_mnist_idx", "load_cifar10_binary", "load_npz", "load_image_folder",
     "run_job", "run_demo", "RunDir", "apply_recipe", "Recipe", "load_recipe", "promote", "cost_table", "load_target", "SearchConfig", "search",
+    "CostKind", "register_cost_kind", "get_cost_kind", "list_cost_kinds",
     "SensitivityConfig", "sensitivity", "hessian_traces", "layer_statistics", "weight_histogram", "ResultStore",
     "PruningSpec", "prune", "channel_groups", "sparsity_table", "PruningSweepConfig", "pruning_sweep",
     "QATConfig", "train_qat", "recovery_table",

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import html
 import json
+from collections.abc import Mapping
 
 import pandas as pd
 import plotly.graph_objects as go
 
 from . import __version__
+from .cost import COST_KINDS, get_cost_kind
+from .errors import SpecError
 
 PALETTE = ["#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#B279A2"]
 
@@ -133,7 +136,32 @@ def write_sensitivity_report(df: pd.DataFrame) -> str:
 
 # ------------------------------------------------------------------------------- search
 
-AXES = {"weight_kib": "packed weight KiB", "bops": "BOPs", "latency_ms": "latency p50 (ms)"}
+class _Axes(Mapping):
+    """Cost kind -> axis title, read from the cost-kind registry (``workbench.cost.COST_KINDS``)
+    at each use, so a kind registered later is an axis too."""
+
+    def __getitem__(self, name: str) -> str:
+        return COST_KINDS[name].label
+
+    def __iter__(self):
+        return iter(list(COST_KINDS))
+
+    def __len__(self) -> int:
+        return len(COST_KINDS)
+
+
+AXES = _Axes()
+
+
+def axis_options(df: pd.DataFrame) -> list[tuple[str, str]]:
+    """(title, cost kind) of each registered kind the points have a column of, aliases left out."""
+    return [(k.label, k.name) for k in COST_KINDS.values() if k.name in df and not k.same_as]
+
+
+def _check_axis(df: pd.DataFrame, axis: str) -> None:
+    get_cost_kind(axis)  # one-line SpecError naming the known kinds
+    if axis not in df:
+        raise SpecError(f"axis {axis!r}: the points have no {axis} column; they have {', '.join(k for k in COST_KINDS if k in df)}")
 KIND_STYLE = {"ilp": ("#4C78A8", "circle"), "greedy": ("#72B7B2", "diamond"), "uniform": ("#F58518", "square"),
               "random": ("#BBBBBB", "x"), "edited": ("#E45756", "star"), "pruned": ("#54A24B", "triangle-up")}
 
@@ -144,8 +172,7 @@ def kind_family(kind: str) -> str:
 
 def pareto_traces(df: pd.DataFrame, axis: str = "weight_kib") -> list:
     """Scatter traces per kind of candidate plus the measured front as a line."""
-    if axis not in AXES:
-        raise ValueError(f"axis {axis!r}; expected one of {', '.join(AXES)}")
+    _check_axis(df, axis)
     traces = []
     fam = df["kind"].map(kind_family)
     for family in ("ilp", "greedy", "uniform", "random", "pruned", "edited"):
