@@ -313,7 +313,7 @@ def qat(recipe: Path = typer.Argument(..., help="recipe YAML with a qat section"
 
 BUDGET_HELP = ("KIND=VALUE: a budget on a cost kind (weight_kib, flash_kib, bops, macs, peak_act_kib, ram_kib, or one you registered; "
                "workbench.list_cost_kinds() lists them); repeatable: the first is the budget the point is chosen under, the others are "
-               "hard limits on top of the target's; VALUE alone is in the target's cost kind")
+               "hard limits on top of the target's (--budget-kib / --budget-bops, when given, come first); VALUE alone is in the target's cost kind")
 
 
 def _parse_budget(text: str, default_kind: str) -> tuple[str, float]:
