@@ -412,9 +412,14 @@ def search_cmd(task: str = typer.Argument(..., help=TASK_HELP),
         return f"{k} <= {limits_used[k]:g} {get_cost_kind(k).unit} ({sources.get(k, 'limit')})"
 
     typer.echo(f"budget: {kind} <= {budget:g} {get_cost_kind(kind).unit}; limits: " + (", ".join(map(_limit, limits_used)) or "none"))
-    held = [h for h in str(best.get("bound_by", "") or "").split(",") if h]
-    typer.echo("bound by: " + (", ".join("the budget" if h == "budget" else _limit(h) for h in held) if held
-                               else "nothing (no wider bit-width is held back)"))
+    # what held the search back at this budget: the ILP's point solved at it
+    at = df[(df["kind"] == "ilp") & ((df["budget"] - budget).abs() <= 1e-9 * abs(budget))]
+    solved = at.iloc[0] if len(at) else best
+    held = [h for h in str(solved.get("bound_by", "") or "").split(",") if h]
+    other = "" if solved["bits"] == best["bits"] else (f" (that is the ILP's point at this budget, {solved[kind]:.6g} {get_cost_kind(kind).unit}; "
+                                                       f"the chosen {best['kind']} point measured better)")
+    typer.echo("bound by: " + (", ".join(f"the budget {kind} <= {budget:g}" if h == "budget" else _limit(h) for h in held) if held
+                               else "nothing (no wider bit-width is held back)") + other)
     typer.echo(f"wrote {out / 'pareto.csv'}, {out / 'recipe.yaml'}")
 
 
