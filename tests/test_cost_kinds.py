@@ -1,7 +1,6 @@
 """One cost model (issue 14, item 3): cost kinds as a registry that target profiles, the search's
 budgets and limits, the CLI, the report and the explorer read; a profile's budgets are hard limits."""
 
-import json
 import os
 import subprocess
 import sys

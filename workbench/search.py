@@ -33,6 +33,7 @@ from .pipeline import PTQConfig, quantize_task
 from .spec import QuantSpec
 from .determinism import fixed_threads
 
+
 @dataclass(frozen=True)
 class Limit:
     """A hard limit on an additive cost kind, as a constraint on the searched layers: their cost
