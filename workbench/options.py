@@ -25,7 +25,7 @@ from typing import Annotated, Any, ClassVar
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, ValidationError
 
 from .errors import SpecError
-from .spec import SpecModel, cut_text, format_validation_error, short_repr
+from .spec import SpecModel, cut_text, format_validation_error
 
 _SKIP = ("literal[", "int", "function-")  # union tags pydantic puts in a location (as format_validation_error drops them)
 
@@ -45,35 +45,43 @@ def _bracketed(parts, prefix: str) -> str:
     return text
 
 
+def _is_model(t) -> bool:
+    return isinstance(t, type) and issubclass(t, BaseModel)
+
+
+def _core(t):
+    """``Annotated[X, ...]`` -> X; ``X | None`` -> X (the model, where a union holds one)."""
+    while True:
+        origin = typing.get_origin(t)
+        if origin is Annotated:
+            t = typing.get_args(t)[0]
+        elif origin in (typing.Union, types.UnionType):
+            args = [a for a in typing.get_args(t) if a is not type(None)]
+            t = next((a for a in args if _is_model(a)), args[0])
+        else:
+            return t
+
+
 def _model_at(model: type[BaseModel], parts: list) -> type[BaseModel] | None:
-    """The model class that the location ``parts`` (a field path without its last name) lands in."""
+    """The model class the field path ``parts`` leads to (None where it leads elsewhere)."""
     current: Any = model
     for part in parts:
-        while True:  # unwrap Optional / Union down to a model, a mapping or a sequence
-            origin = typing.get_origin(current)
-            if origin in (typing.Union, types.UnionType):
-                args = [a for a in typing.get_args(current) if a is not type(None)]
-                current = next((a for a in args if isinstance(a, type) and issubclass(a, BaseModel)), args[0] if args else None)
-            elif origin is Annotated:
-                current = typing.get_args(current)[0]
-            else:
-                break
-        if isinstance(current, type) and issubclass(current, BaseModel):
-            field = current.model_fields.get(str(part))
-            if field is None:
+        current = _core(current)
+        origin, args = typing.get_origin(current), typing.get_args(current)
+        if _is_model(current):
+            if str(part) not in current.model_fields:
                 return None
-            current = field.annotation
-        elif typing.get_origin(current) in (dict, list, tuple):  # the part is a key or an index
-            args = typing.get_args(current)
-            current = args[-1] if args else None
+            current = current.model_fields[str(part)].annotation
+        elif origin is dict and len(args) == 2:
+            current = args[1]
+        elif origin in (list, set, frozenset) and args:
+            current = args[0]
+        elif origin is tuple and args:
+            current = args[0] if args[-1] is Ellipsis else (args[part] if isinstance(part, int) and part < len(args) else None)
         else:
             return None
-    while typing.get_origin(current) is not None and not (isinstance(current, type) and issubclass(current, BaseModel)):
-        args = [a for a in typing.get_args(current) if isinstance(a, type) and issubclass(a, BaseModel)]
-        if not args:
-            break
-        current = args[0]
-    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+    current = _core(current)
+    return current if _is_model(current) else None
 
 
 def format_error(exc: ValidationError, model: type[BaseModel] | None = None, prefix: str = "") -> str:
@@ -190,4 +198,4 @@ def raw(schema_type: Any) -> Any:
     return Annotated[schema_type, PlainValidator(lambda v: v, json_schema_input_type=schema_type)]
 
 
-__all__ = ["OptionModel", "format_error", "integer", "number", "Flag", "choice", "names", "raw", "short_repr"]
+__all__ = ["OptionModel", "format_error", "integer", "number", "Flag", "choice", "names", "raw"]

@@ -37,9 +37,10 @@ from .errors import PruningError, SpecError
 from .evaluate import evaluate
 from .executors import make_executor
 from .models import count_macs, count_params
-from .options import Flag, OptionModel, integer, names, raw, short_repr
+from .options import Flag, OptionModel, integer, names, raw
 from .ptq import LayerInputs
 from .pruning import PruningSpec, channel_groups, prunable_layers, prune
+from .spec import short_repr
 from .store import ResultStore, SweepRecorder, resolve_store, sweep_fingerprint
 from .determinism import fixed_threads
 
