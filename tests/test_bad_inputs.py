@@ -148,7 +148,7 @@ CLI_CASES = [
      "cannot import module 'no_such_module_xyz'"),
     ("seed-huge", lambda b: _recipe(b, task={**SMALL, "seed": 10**30}), ["apply", "r.yaml", "--out", "o"], "task.seed"),
     ("seed-negative", lambda b: _recipe(b, task={**SMALL, "seed": -1}), ["apply", "r.yaml", "--out", "o"], "task.seed"),
-    ("qat-seed-huge", lambda b: _recipe(b, qat={"epochs": 1, "seed": 2**40}), ["qat", "r.yaml", "--out", "o"], "qat.seed"),
+    ("qat-seed-huge", lambda b: _recipe(b, qat={"epochs": 1, "seed": 2**63}), ["qat", "r.yaml", "--out", "o"], "qat.seed"),
     ("name-with-slash", lambda b: _recipe(b, name="a/b"), ["apply", "r.yaml", "--out", "o"], "name"),
     ("name-dotdot", lambda b: _recipe(b, name=".."), ["apply", "r.yaml", "--out", "o"], "name"),
     ("recipe-not-utf8", lambda b: (b / "r.yaml").write_bytes(b"recipe_version: 1\nname: \xff\xfe\n"), ["apply", "r.yaml", "--out", "o"],

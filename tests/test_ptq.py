@@ -70,11 +70,11 @@ def test_act_equalization_keeps_the_function_and_runs_in_the_pipeline():
 
 
 def test_ptq_bad_input():
-    with pytest.raises(wb.SpecError, match="weight_rounding 'adaquant'; expected one of nearest, gptq, gpfq, adaround"):
+    with pytest.raises(wb.SpecError, match="weight_rounding: expected one of nearest, gptq, gpfq, adaround; got 'adaquant'"):
         wb.PTQConfig(weight_rounding="adaquant")
     with pytest.raises(wb.SpecError, match="rounding_layers applies to weight_rounding 'adaround'; got weight_rounding 'gptq'"):
         wb.PTQConfig(weight_rounding="gptq", rounding_layers=["stem.0"])
-    with pytest.raises(wb.SpecError, match="rounding_iters 0; expected a positive integer"):
+    with pytest.raises(wb.SpecError, match="rounding_iters: expected a positive integer; got 0"):
         wb.PTQConfig(weight_rounding="adaround", rounding_iters=0)
     with pytest.raises(wb.SpecError, match="act_equalization: expected an alpha in \\(0, 1\\) or None; got 1.5"):
         wb.PTQConfig(act_equalization=1.5)

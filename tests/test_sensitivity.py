@@ -113,7 +113,7 @@ def test_sweep_killed_by_sigkill_resumes_without_loss_or_duplicates(resnet, tmp_
     ({"act_bits": ("eight",)}, r"act_bits\[0\]: .* got 'eight'"),
     ({"weight_bits": ()}, "expected at least one bit-width"),
     ({"weight_bits": 4}, "expected a list of bit-widths"),
-    ({"mode": "one-at-a-time"}, "mode 'one-at-a-time'; expected one of quantise-one, leave-one-float"),
+    ({"mode": "one-at-a-time"}, "mode: expected one of quantise-one, leave-one-float; got 'one-at-a-time'"),
 ])
 def test_bad_configs(kwargs, message):
     with pytest.raises(wb.SpecError, match=message):

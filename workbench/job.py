@@ -168,7 +168,7 @@ def apply_recipe(recipe_path: str | Path, out_dir: str | Path, progress: bool = 
     check_recipe_against(recipe, task, task.create_model())  # data, layer names and target before any training
     with fixed_threads():
         model = load_or_train_baseline(task, seed=recipe.task.seed, epochs=recipe.task.epochs, progress=progress)
-        ptq = PTQConfig(**recipe.ptq.model_dump())
+        ptq = recipe.ptq
         extra_summary = {}
         if recipe.pruning is not None:
             from .pruning import prune
@@ -191,10 +191,10 @@ def apply_recipe(recipe_path: str | Path, out_dir: str | Path, progress: bool = 
 
     train = None
     if recipe.qat is not None:
-        from .qat import QATConfig, train_qat
+        from .qat import train_qat
 
         teacher = model
-        config = QATConfig(**recipe.qat.model_dump())
+        config = recipe.qat
 
         def train(qmodel):
             checkpoints = inside(run_dir.claim(), "checkpoints") if checkpoint else None

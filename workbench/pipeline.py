@@ -6,10 +6,11 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
+from pydantic import model_validator
 from torch import nn
 
 from .describe import describe
@@ -19,6 +20,7 @@ from .export import export_float
 from .exporters import DEFAULT_FORMATS, PRIMARY, get_exporter, resolve_formats
 from .fileio import inside, sha256_file
 from .metrics import output_agreement
+from .options import Flag, OptionModel, choice, integer, names, number
 from .ptq import act_equalization, bias_correction, calibrate, gpxq, learned_rounding
 from .quantize import quantize_model
 from .spec import QuantSpec
@@ -29,37 +31,24 @@ from .determinism import fixed_threads
 WEIGHT_ROUNDING = ("nearest", "gptq", "gpfq", "adaround")
 
 
-@dataclass(frozen=True)
-class PTQConfig:
-    """Post-training quantisation parameters."""
+class PTQConfig(OptionModel):
+    """Post-training quantisation parameters (a recipe's ``ptq:`` section, embedded as is)."""
 
-    calib_samples: int | None = 512  # None: the whole calibration split
-    bias_correction: bool = False
-    equalize_iters: int = 0  # cross-layer equalisation iterations (0 = off)
-    batch_size: int = 128
-    act_equalization: float | None = None  # SmoothQuant alpha in (0, 1); None = off
-    weight_rounding: str = "nearest"  # nearest | gptq | gpfq | adaround (layer by layer against calibration data)
-    rounding_iters: int = 500  # adaround: optimisation steps per layer
-    rounding_layers: tuple[str, ...] | None = None  # adaround: names or globs of the layers to round (None = all)
+    section: ClassVar[str] = "ptq"
+    calib_samples: integer(1, expected="an integer >= 1, or None for the whole calibration split") | None = 512
+    bias_correction: Flag = False
+    equalize_iters: integer(0) = 0  # cross-layer equalisation iterations (0 = off)
+    batch_size: integer(1) = 128
+    act_equalization: number("an alpha in (0, 1) or None", gt=0, lt=1) | None = None  # SmoothQuant alpha; None = off
+    weight_rounding: choice(WEIGHT_ROUNDING) = "nearest"  # layer by layer against calibration data
+    rounding_iters: integer(1, expected="a positive integer") = 500  # adaround: optimisation steps per layer
+    rounding_layers: names() | None = None  # adaround: names or globs of the layers to round (None = all)
 
-    def __post_init__(self):
-        from .errors import SpecError
-
-        if self.weight_rounding not in WEIGHT_ROUNDING:
-            raise SpecError(f"weight_rounding {self.weight_rounding!r}; expected one of {', '.join(WEIGHT_ROUNDING)}")
-        if self.rounding_layers is not None:
-            if isinstance(self.rounding_layers, str) or not all(isinstance(n, str) for n in self.rounding_layers):
-                raise SpecError(f"rounding_layers {self.rounding_layers!r}; expected a list of layer names or globs")
-            object.__setattr__(self, "rounding_layers", tuple(self.rounding_layers))
-            if self.weight_rounding != "adaround":
-                raise SpecError(f"rounding_layers applies to weight_rounding 'adaround'; got weight_rounding {self.weight_rounding!r}")
-        if not isinstance(self.rounding_iters, int) or self.rounding_iters < 1:
-            raise SpecError(f"rounding_iters {self.rounding_iters!r}; expected a positive integer")
-        if self.act_equalization is not None and not 0.0 < self.act_equalization < 1.0:
-            raise SpecError(f"act_equalization: expected an alpha in (0, 1) or None; got {self.act_equalization!r}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+    @model_validator(mode="after")
+    def _layers_need_adaround(self):
+        if self.rounding_layers is not None and self.weight_rounding != "adaround":
+            raise ValueError(f"rounding_layers applies to weight_rounding 'adaround'; got weight_rounding {self.weight_rounding!r}")
+        return self
 
 
 @fixed_threads()

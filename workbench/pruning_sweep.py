@@ -24,11 +24,11 @@ from __future__ import annotations
 import math
 import tempfile
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Annotated, Callable
 
 import pandas as pd
+from pydantic import BeforeValidator, model_validator
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -37,8 +37,10 @@ from .errors import PruningError, SpecError
 from .evaluate import evaluate
 from .executors import make_executor
 from .models import count_macs, count_params
+from .options import Flag, OptionModel, integer, names, raw
 from .ptq import LayerInputs
 from .pruning import PruningSpec, channel_groups, prunable_layers, prune
+from .spec import short_repr
 from .store import ResultStore, SweepRecorder, resolve_store, sweep_fingerprint
 from .determinism import fixed_threads
 
@@ -47,34 +49,38 @@ COLUMNS = ["method", "criterion", "scope", "sparsity", "layer", "group", "metric
 PRUNING_SWEEP_VERSION = "2"  # 2: a NaN / inf metric is status "nonfinite"
 
 
-@dataclass(frozen=True)
-class PruningSweepConfig:
+def _sparsity_list(v):
+    try:
+        levels = None if isinstance(v, (int, float, str, bytes, dict)) else tuple(v)
+    except TypeError:
+        levels = None
+    if not levels:
+        raise ValueError(f"expected a non-empty list of values in [0, 1); got {short_repr(v)}")
+    return levels
+
+
+class PruningSweepConfig(OptionModel):
     """What to sweep (parameters only). Each (layer or global, sparsity) case is pruned with a
-    :class:`PruningSpec` built from these fields (see :meth:`spec`)."""
+    :class:`PruningSpec` built from these fields (see :meth:`spec`), which checks them: the fields
+    it takes are kept as given (so a sweep's fingerprint is that of the values passed)."""
 
-    method: str = "structured"
-    sparsities: tuple = (0.25, 0.5, 0.75)
-    per_layer: bool = True
-    global_sweep: bool = True
-    criterion: str = "l1"
-    scope: str | None = None  # of the global rows; per-layer rows are always one layer
-    m: int = 4
-    layers: tuple | None = None  # per-layer rows only for these (default: every prunable layer)
-    finetune_epochs: int = 0
-    finetune_lr: float | None = None
-    seed: int = 0
-    latency_runs: int = 50  # 0: no latency measurement
+    method: raw(str) = "structured"
+    sparsities: Annotated[tuple[raw(float), ...], BeforeValidator(_sparsity_list)] = (0.25, 0.5, 0.75)
+    per_layer: Flag = True
+    global_sweep: Flag = True
+    criterion: raw(str) = "l1"
+    scope: raw(str | None) = None  # of the global rows; per-layer rows are always one layer
+    m: raw(int) = 4
+    layers: names("a list of layer names") | None = None  # per-layer rows only for these (default: every prunable layer)
+    finetune_epochs: raw(int) = 0
+    finetune_lr: raw(float | None) = None
+    seed: raw(int) = 0
+    latency_runs: integer(0) = 50  # 0: no latency measurement
 
-    def __post_init__(self):
-        if isinstance(self.sparsities, (int, float, str)) or not self.sparsities:
-            raise SpecError(f"sparsities: expected a non-empty list of values in [0, 1); got {self.sparsities!r}")
-        object.__setattr__(self, "sparsities", tuple(self.sparsities))
-        if self.layers is not None:
-            object.__setattr__(self, "layers", tuple(self.layers))
+    @model_validator(mode="after")
+    def _cases(self):
         if not (self.per_layer or self.global_sweep):
-            raise SpecError("per_layer and global_sweep are both off; expected at least one kind of row")
-        if isinstance(self.latency_runs, bool) or not isinstance(self.latency_runs, int) or self.latency_runs < 0:
-            raise SpecError(f"latency_runs: expected an integer >= 0; got {self.latency_runs!r}")
+            raise ValueError("per_layer and global_sweep are both off; expected at least one kind of row")
         for i, s in enumerate(self.sparsities):  # every case's spec must be valid before anything runs
             try:
                 self.spec(s)
@@ -82,8 +88,9 @@ class PruningSweepConfig:
                     self.spec(s, "layer")
             except SpecError as exc:
                 if str(exc).startswith(("sparsity", "N:M")):
-                    raise SpecError(f"sparsities[{i}]: {exc}") from None
+                    raise ValueError(f"sparsities[{i}]: {exc}") from None
                 raise
+        return self
 
     def spec(self, sparsity: float, layer: str | None = None) -> PruningSpec:
         """The pruning of one case: the whole model (``layer`` None) or only ``layer``."""
@@ -93,9 +100,6 @@ class PruningSweepConfig:
 
     def global_levels(self) -> list[float]:
         return sorted({0.0, *map(float, self.sparsities)})
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def measure_model(task, model: nn.Module, latency_runs: int = 50, onnx: bool = True) -> dict:

@@ -29,11 +29,8 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import math
-import numbers
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, ClassVar
 
 import pandas as pd
 import torch
@@ -47,48 +44,25 @@ from .store import model_hash
 from .determinism import fixed_threads
 from .errors import CheckpointError, SpecError
 from .evaluate import evaluate, task_loss
+from .options import Flag, OptionModel, integer, number
 
 CHECKPOINT_FORMAT = 2  # 2: best state, scheduler and stale count in qat-last (1 kept best in qat-best only)
 LAST, BEST = "qat-last.safetensors", "qat-best.safetensors"
 
 
-@dataclass(frozen=True)
-class QATConfig:
-    """Training parameters (the trained state lives in the model and the checkpoint)."""
+class QATConfig(OptionModel):
+    """Training parameters (the trained state lives in the model and the checkpoint); a recipe's
+    ``qat:`` section, embedded as is."""
 
-    epochs: int = 5
-    lr: float = 1e-4
-    batch_size: int = 64
-    distill: bool = True
-    temperature: float = 4.0
-    alpha: float = 0.7  # share of the distillation term
-    patience: int = 0  # stop after this many epochs without a better eval metric (0: never)
-    seed: int = 0
-
-    def __post_init__(self):
-        def integer(v, lo, hi=None):
-            return isinstance(v, numbers.Integral) and not isinstance(v, bool) and lo <= v and (hi is None or v <= hi)
-
-        def real(v):
-            return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
-
-        for name, ok, expected in (("epochs", integer(self.epochs, 1), "an integer >= 1"),
-                                   ("lr", real(self.lr) and self.lr > 0, "a positive number"),
-                                   ("batch_size", integer(self.batch_size, 2), "an integer >= 2"),
-                                   ("distill", isinstance(self.distill, bool), "true or false"),
-                                   ("temperature", real(self.temperature) and self.temperature > 0, "a positive number"),
-                                   ("alpha", real(self.alpha) and 0 <= self.alpha <= 1, "a value in [0, 1]"),
-                                   ("patience", integer(self.patience, 0), "an integer >= 0"),
-                                   ("seed", integer(self.seed, 0, 2**63 - 1), "an integer in 0..2**63-1")):
-            if not ok:
-                raise SpecError(f"qat.{name}: expected {expected}; got {getattr(self, name)!r:.80}")
-        for name in ("epochs", "batch_size", "patience", "seed"):  # numpy scalars and the like: plain JSON-able numbers
-            object.__setattr__(self, name, int(getattr(self, name)))
-        for name in ("lr", "temperature", "alpha"):
-            object.__setattr__(self, name, float(getattr(self, name)))
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+    section: ClassVar[str] = "qat"
+    epochs: integer(1) = 5
+    lr: number("a positive number", gt=0) = 1e-4
+    batch_size: integer(2) = 64
+    distill: Flag = True
+    temperature: number("a positive number", gt=0) = 4.0
+    alpha: number("a value in [0, 1]", ge=0, le=1) = 0.7  # share of the distillation term
+    patience: integer(0) = 0  # stop after this many epochs without a better eval metric (0: never)
+    seed: integer(0, 2**63 - 1, "an integer in 0..2**63-1") = 0
 
 
 def _model_signature(model: nn.Module) -> str:

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -42,8 +43,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import SpecError, WorkbenchError
+from .options import format_error
+from .pipeline import PTQConfig
 from .pruning import PruningSpec, prunable_layers
-from .spec import LayerSettings, QuantSpec, format_validation_error
+from .qat import QATConfig
+from .spec import LayerSettings, QuantSpec
 
 RECIPE_VERSION = 1
 MAX_SEED = 2**32 - 1  # what numpy's and torch's seeding both accept
@@ -93,36 +97,6 @@ class DatasetRef(_Strict):
         return v
 
 
-class PTQSection(_Strict):
-    calib_samples: int | None = Field(512, ge=1)
-    bias_correction: bool = False
-    equalize_iters: int = Field(0, ge=0)
-    batch_size: int = Field(128, ge=1)
-    act_equalization: float | None = Field(None, gt=0, lt=1)
-    weight_rounding: Literal["nearest", "gptq", "gpfq", "adaround"] = "nearest"
-    rounding_iters: int = Field(500, ge=1)  # adaround: steps per layer
-    rounding_layers: list[str] | None = None  # adaround: names or globs (None: every quantised layer)
-
-    @model_validator(mode="after")
-    def _layers_need_adaround(self):
-        if self.rounding_layers is not None and self.weight_rounding != "adaround":
-            raise ValueError(f"rounding_layers applies to weight_rounding 'adaround'; got weight_rounding {self.weight_rounding!r}")
-        return self
-
-
-class QATSection(_Strict):
-    """Quantisation-aware training after PTQ (see :class:`workbench.qat.QATConfig`)."""
-
-    epochs: int = Field(5, ge=1)
-    lr: float = Field(1e-4, gt=0)
-    batch_size: int = Field(64, ge=2)
-    distill: bool = True
-    temperature: float = Field(4.0, gt=0)
-    alpha: float = Field(0.7, ge=0, le=1)
-    patience: int = Field(0, ge=0)
-    seed: int = Field(0, ge=0, le=MAX_SEED)
-
-
 class ExportSection(_Strict):
     formats: list[str] = Field(default_factory=lambda: ["qcdq"])  # names from the exporter registry (wb.list_exporters())
     weight_encoding: Literal["u8", "s8"] = "u8"
@@ -156,6 +130,16 @@ class Expectation(_Strict):
         return None
 
 
+_YAML_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+def _float_fields(model) -> set[str]:
+    def has_float(t) -> bool:
+        return t is float or any(has_float(a) for a in typing.get_args(t))
+
+    return {name for name, f in model.model_fields.items() if has_float(f.annotation)}
+
+
 EXPECTABLE = ("fp_metric", "quant_metric", "onnx_metric", "onnx_agreement", "max_abs_diff", "weight_bytes_quant", "onnx_file_bytes", "int_kernel_nodes")
 
 
@@ -166,11 +150,20 @@ class Recipe(_Strict):
     dataset: DatasetRef = Field(default_factory=DatasetRef)
     target: str | None = None
     quantization: QuantSpec = Field(default_factory=QuantSpec)
-    ptq: PTQSection = Field(default_factory=PTQSection)
+    ptq: PTQConfig = Field(default_factory=PTQConfig)
     pruning: PruningSpec | None = None
-    qat: QATSection | None = None
+    qat: QATConfig | None = None
     export: ExportSection = Field(default_factory=ExportSection)
     expected: dict[str, Expectation] = Field(default_factory=dict)
+
+    @field_validator("ptq", "qat", mode="before")
+    @classmethod
+    def _yaml_numbers(cls, v, info):
+        """A number YAML 1.1 reads as text (``lr: 1e-4``) is the number it reads as in YAML 1.2."""
+        if not isinstance(v, dict):
+            return v
+        model = PTQConfig if info.field_name == "ptq" else QATConfig
+        return {k: float(x) if isinstance(x, str) and k in _float_fields(model) and _YAML_NUMBER.fullmatch(x) else x for k, x in v.items()}
 
     @field_validator("expected")
     @classmethod
@@ -195,7 +188,7 @@ def parse_recipe(obj: Any) -> Recipe:
     try:
         return Recipe.model_validate(obj)
     except ValidationError as exc:
-        raise RecipeError(format_validation_error(exc)) from None
+        raise RecipeError(format_error(exc, Recipe)) from None
 
 
 def load_recipe(path: str | Path) -> tuple[Recipe, str]:

@@ -19,16 +19,18 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from pydantic import Field
 from scipy.optimize import Bounds, LinearConstraint, milp
 from tqdm.auto import tqdm
 
 from .cost import COST_KINDS, LayerCost, budget_kind as _budget_kind, cost_table, get_cost_kind, layer_costs, load_target, totals
 from .errors import SpecError
 from .evaluate import predict
+from .options import OptionModel, choice, integer
 from .pipeline import PTQConfig, quantize_task
 from .spec import QuantSpec
 from .determinism import fixed_threads
@@ -302,20 +304,19 @@ def assignment_spec(assignment: dict[str, int], act_bits: int | str = 8, base: Q
     return QuantSpec.parse({**base.to_dict(), "act_bits": act_bits, "layers": {k: {"weight_bits": v} for k, v in assignment.items()}})
 
 
-@dataclass(frozen=True)
-class SearchConfig:
+class SearchConfig(OptionModel):
     """Parameters of a search."""
 
     target: str = "cpu-int8-ort"
     budget_kind: str = "weight_kib"
-    act_bits: int = 8
-    n_budgets: int = 6
-    uniform_bits: tuple = (8, 6, 4, 3)
-    n_random: int = 3
-    seed: int = 0
-    objective: str = "output_mse"
-    latency_runs: int = 50  # onnxruntime latency of each front point's export (0 = skip)
-    ptq: PTQConfig = field(default_factory=PTQConfig)
+    act_bits: integer(1) = 8
+    n_budgets: integer(0) = 6
+    uniform_bits: tuple[integer(1), ...] = (8, 6, 4, 3)
+    n_random: integer(0) = 3
+    seed: integer(0) = 0
+    objective: choice(OBJECTIVES) = "output_mse"
+    latency_runs: integer(0) = 50  # onnxruntime latency of each front point's export (0 = skip)
+    ptq: PTQConfig = Field(default_factory=PTQConfig)
 
 
 def measure(task, model, assignment: dict[str, int], act_bits: int, ptq: PTQConfig) -> float:

@@ -36,12 +36,12 @@ import copy
 import math
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
-from typing import Callable
+from typing import Annotated, Callable
 
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from pydantic import BeforeValidator, Field
 from brevitas.graph.calibrate import calibration_mode
 from brevitas.graph import quantize as bq
 from torch import nn
@@ -53,6 +53,7 @@ from .evaluate import predict, task_loss
 from .graph_runner import GraphRunner
 from .metrics import output_agreement
 from .models import count_macs, module_calls
+from .options import Flag, OptionModel, choice, names
 from .pipeline import PTQConfig, quantize_task
 from .ptq import LayerInputs
 from .quantize import (
@@ -75,41 +76,39 @@ COLUMNS = ["layer", "layer_type", "depth", "params", "macs", "weight_bits", "act
 SENSITIVITY_VERSION = "2"  # 2: a NaN / inf metric is status "nonfinite"
 
 
-@dataclass(frozen=True)
-class SensitivityConfig:
+def _sweep_bits(b):
+    """One bit-width of a sweep: an allowed integer, or None for float."""
+    if b is not None and (isinstance(b, bool) or b not in ALLOWED_BITS):
+        raise ValueError("expected an integer in 2-8 or 16, or None for float")
+    return b
+
+
+def _bit_list(v):
+    if isinstance(v, (int, str)) or v is None:
+        raise ValueError("expected a list of bit-widths")
+    if isinstance(v, (list, tuple)) and not v:
+        raise ValueError("expected at least one bit-width; got an empty list")
+    return v
+
+
+SweepBits = Annotated[tuple[Annotated[int | None, BeforeValidator(_sweep_bits)], ...], BeforeValidator(_bit_list)]
+
+
+class SensitivityConfig(OptionModel):
     """What to sweep (parameters only)."""
 
-    weight_bits: tuple = (2, 3, 4, 6, 8)  # None in the tuple = weights float
-    act_bits: tuple = (None,)  # bits of the activation L reads; None = float
-    mode: str = "quantise-one"
-    base: QuantSpec = field(default_factory=QuantSpec)  # leave-one-float: the rest; both: granularity and scale type
-    layers: tuple | None = None  # None: every quantisable layer
-    ptq: PTQConfig = field(default_factory=PTQConfig)
-    hessian: bool = False
-
-    def __post_init__(self):
-        if self.mode not in MODES:
-            raise SpecError(f"mode {self.mode!r}; expected one of {', '.join(MODES)}")
-        for what in ("weight_bits", "act_bits"):
-            bits = getattr(self, what)
-            if isinstance(bits, (int, str)) or bits is None:
-                raise SpecError(f"{what}: expected a list of bit-widths; got {bits!r}")
-            if not bits:
-                raise SpecError(f"{what}: expected at least one bit-width; got an empty list")
-            for i, b in enumerate(bits):
-                if b is not None and (isinstance(b, bool) or b not in ALLOWED_BITS):
-                    raise SpecError(f"{what}[{i}]: expected an integer in 2-8 or 16, or None for float; got {b!r}")
-        object.__setattr__(self, "base", QuantSpec.parse(self.base))
+    weight_bits: SweepBits = (2, 3, 4, 6, 8)  # None in the tuple = weights float
+    act_bits: SweepBits = (None,)  # bits of the activation L reads; None = float
+    mode: choice(MODES) = "quantise-one"
+    base: QuantSpec = Field(default_factory=QuantSpec)  # leave-one-float: the rest; both: granularity and scale type
+    layers: names("a list of layer names") | None = None  # None: every quantisable layer
+    ptq: PTQConfig = Field(default_factory=PTQConfig)
+    hessian: Flag = False
 
     def cases(self) -> list[tuple]:
         if self.mode == "leave-one-float":
             return [(None, default_layer_quant(self.base).act_bits)]
         return [(w, a) for w in self.weight_bits for a in self.act_bits if (w, a) != (None, None)]
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["base"] = self.base.to_dict()
-        return d
 
 
 def parse_bits(text: str, what: str = "bits") -> tuple:
