@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from pydantic import Field
+from pydantic import Field, field_validator
 from scipy.optimize import Bounds, LinearConstraint, milp
 from tqdm.auto import tqdm
 
@@ -317,6 +317,15 @@ class SearchConfig(OptionModel):
     objective: choice(OBJECTIVES) = "output_mse"
     latency_runs: integer(0) = 50  # onnxruntime latency of each front point's export (0 = skip)
     ptq: PTQConfig = Field(default_factory=PTQConfig)
+
+    @field_validator("budget_kind")
+    @classmethod
+    def _registered_budget_kind(cls, v):
+        try:
+            _budget_kind(v)  # a registered, computed, additive cost kind (the registry's one-line message)
+        except SpecError as exc:
+            raise ValueError(str(exc)) from None
+        return v
 
 
 def measure(task, model, assignment: dict[str, int], act_bits: int, ptq: PTQConfig) -> float:
