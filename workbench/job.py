@@ -68,7 +68,7 @@ def run_job(task, variants: dict[str, QuantSpec | dict], out_dir: str | Path | R
                 bar.update()
                 bar.set_postfix_str(f"{name}: export + verify")
                 stem = "model" if i == 0 else f"model_{name}"
-                ver = export_and_verify(task, qmodel, work, stem, formats=formats, float_onnx=fp_onnx, latency_runs=latency_runs, sim_outputs=ev["sim_outputs"],
+                ver = export_and_verify(task, qmodel, work, stem, formats=formats, float_onnx=fp_onnx, latency_runs=latency_runs, sim_outputs=ev["sim_outputs"], float_model=model, fp_outputs=fp_out,
                                         weight_encoding=weight_encoding)
                 bar.update()
                 layers[name] = ev.pop("layers")
