@@ -109,6 +109,9 @@ def test_an_exporter_that_cannot_carry_a_format_refuses_before_any_file(fp8, tmp
     with pytest.raises(wb.ExportError, match=r"^export format 'float' exports the float model: pass float_model="):
         wb.export_and_verify(task, q, tmp_path, formats=("qcdq", "float"))
     assert os.listdir(tmp_path) == []
+    with pytest.raises(wb.ExportError, match=r"^layers\.features\.3\.weight_format is 'fp8_e4m3'; the qonnx export cannot carry it"):
+        wb.run_job(task, {"fp8": FP8_LAYER}, tmp_path / "run", formats=("qcdq", "qonnx"), progress=False, float_model=model)
+    assert os.listdir(tmp_path) == []  # refused before the run folder, a baseline or a quantised model
 
 
 def test_a_file_no_runtime_runs_is_reported_unverified_in_one_line(fp8, tmp_path):

@@ -75,12 +75,18 @@ def plan_formats(qmodel: nn.Module) -> dict[str, set[str]]:
     return out
 
 
-def check_formats_exportable(qmodel: nn.Module, exporter: str, label: str) -> None:
-    """One-line ExportError naming a layer and its number format if exporter ``exporter`` cannot carry it."""
+def check_formats_exportable(qmodel: nn.Module | dict, exporter: str, label: str) -> None:
+    """One-line ExportError naming a layer and its number format if exporter ``exporter`` cannot
+    carry it. ``qmodel``: a workbench-quantised model, or resolved settings ``{layer: LayerQuant}``
+    (:func:`workbench.quantize.validate_spec`), to check a spec before anything is built."""
     from .formats import get_format
 
-    plan = getattr(qmodel, "workbench_plan", None)
-    for name, lq in (plan.layers.items() if plan is not None else ()):
+    if isinstance(qmodel, dict):
+        layers = qmodel
+    else:
+        plan = getattr(qmodel, "workbench_plan", None)
+        layers = plan.layers if plan is not None else {}
+    for name, lq in layers.items():
         for what, fmt_name, bits in (("weight_format", lq.weight_format, lq.weight_bits), ("act_format", lq.act_format, lq.act_bits)):
             fmt = get_format(fmt_name)
             if bits is not None and not fmt.carried_by(exporter):

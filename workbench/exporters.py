@@ -151,6 +151,17 @@ def resolve_formats(formats: Iterable[str] | str | None = DEFAULT_FORMATS, qonnx
     return (PRIMARY, *out)
 
 
+def check_spec_formats(resolved: dict, formats: Iterable[str]) -> None:
+    """Before any work: a one-line ExportError if one of the exporters ``formats`` cannot carry a
+    number format that the resolved spec ``{layer: LayerQuant}`` asks for (naming layer and format)."""
+    from .export import check_formats_exportable
+
+    for name in formats:
+        exporter = get_exporter(name)
+        if not getattr(exporter, "needs_float_model", False):
+            check_formats_exportable(resolved, exporter.name, exporter.label)
+
+
 def list_exporters():
     """The registered exporters as a DataFrame: name, suffix, carries, max_bits, verified_by, description."""
     import pandas as pd
