@@ -3,6 +3,8 @@ QCDQ export verified in onnxruntime, exporters refusing what they cannot carry, 
 columns, the bit-width table's choices, and the ``float`` exporter entry."""
 
 import os
+import subprocess
+import sys
 
 import numpy as np
 import onnx
@@ -35,6 +37,12 @@ def test_list_formats_is_a_dataframe_of_the_registry():
     assert row.loc["int", "bits"] == "2, 3, 4, 5, 6, 7, 8, 16" and row.loc["int", "exporters"] == "all"
     assert (row.loc["fp8_e4m3", "exponent_bits"], row.loc["fp8_e4m3", "mantissa_bits"], row.loc["fp8_e4m3", "bits"]) == (4, 3, "8")
     assert row.loc["fp8_e5m2", "exporters"] == "qcdq" and get_format("fp8_e5m2").fixed_bits == 8
+
+
+def test_cli_lists_the_formats():
+    out = subprocess.run([sys.executable, "-m", "workbench.cli", "formats"], capture_output=True, text=True, check=True).stdout
+    lines = out.splitlines()
+    assert lines[0].split()[:3] == ["name", "kind", "bits"] and any(line.split()[:2] == ["fp8_e4m3", "minifloat"] for line in lines)
 
 
 def test_unknown_or_conflicting_format_is_one_line():

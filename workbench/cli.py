@@ -113,7 +113,8 @@ def formats() -> None:
     _quiet_libraries()
     from .formats import list_formats
 
-    typer.echo(list_formats().to_string(index=False, na_rep="-"))
+    df = list_formats().astype(object)
+    typer.echo(df.where(df.notna(), "-").to_string(index=False))
 
 
 @app.command()
