@@ -19,7 +19,16 @@ import workbench as wb
 
 from .figure_box import FigureBox
 
-BIT_CHOICES = [("2", 2), ("3", 3), ("4", 4), ("5", 5), ("6", 6), ("7", 7), ("8", 8), ("16", 16), ("float", "float")]
+def bit_choices() -> list[tuple[str, int | str]]:
+    """Dropdown choices from the number-format registry: the integer widths, then each
+    fixed-width format by name (``fp8_e4m3``), then ``float``."""
+    from workbench.formats import FORMATS, INT
+
+    fixed = [(n, n) for n, f in FORMATS.items() if f.fixed_bits is not None]
+    return [(str(b), b) for b in FORMATS[INT].bits] + fixed + [("float", "float")]
+
+
+BIT_CHOICES = bit_choices()  # at import; the table reads bit_choices() when built, so later registrations show too
 
 
 class BitWidthTable(FigureBox):
@@ -36,7 +45,7 @@ class BitWidthTable(FigureBox):
         super().__init__(**kwargs)
         self.task, self.float_model, self.ptq = task, float_model, ptq
         base = wb.QuantSpec.parse(spec or {})
-        self._defaults = base.model_dump(exclude={"layers"})
+        self._defaults = {k: v for k, v in base.to_dict().items() if k != "layers"}
         self.layer_types = wb.quantisable_layers(float_model)
         self._sizes = {name: (m.weight.numel(), 0 if m.bias is None else m.bias.numel()) for name, m in float_model.named_modules() if name in self.layer_types}
         self.qmodel = None
@@ -49,8 +58,9 @@ class BitWidthTable(FigureBox):
                          W.HTML("<b>act bits</b>", layout=W.Layout(width="110px"))])
         for name, (kind, depthwise) in self.layer_types.items():
             lq = resolved[name]
-            wd = W.Dropdown(options=BIT_CHOICES, value=lq.weight_bits or "float", layout=W.Layout(width="110px"))
-            ad = W.Dropdown(options=BIT_CHOICES, value=lq.act_bits or "float", layout=W.Layout(width="110px"))
+            choices = bit_choices()
+            wd = W.Dropdown(options=choices, value=self._choice(lq.weight_bits, lq.weight_format), layout=W.Layout(width="110px"))
+            ad = W.Dropdown(options=choices, value=self._choice(lq.act_bits, lq.act_format), layout=W.Layout(width="110px"))
             wd.observe(self._on_change, "value")
             ad.observe(self._on_change, "value")
             self.weight_dropdowns[name], self.act_dropdowns[name] = wd, ad
@@ -73,13 +83,40 @@ class BitWidthTable(FigureBox):
         self._sync_spec()
 
     # ------------------------------------------------------------------ state
+    @staticmethod
+    def _choice(bits, fmt) -> int | str:
+        """The dropdown value of resolved settings: bits, a format name, or "float"."""
+        if bits is None:
+            return "float"
+        return bits if fmt in (None, "int") else fmt
+
+    def _default_choice(self, what: str):
+        fmt = self._defaults.get(f"{what}_format", "int")
+        bits = self._defaults[f"{what}_bits"]
+        return self._choice(None if bits == "float" else bits, fmt)
+
+    def _settings(self, what: str, value) -> dict:
+        """The spec fields of a dropdown value: bits (naming the ``int`` format where the spec's default is another) or a format."""
+        if isinstance(value, str) and value != "float":
+            return {f"{what}_format": value}
+        out = {f"{what}_bits": value}
+        if value != "float" and self._defaults.get(f"{what}_format", "int") != "int":
+            out[f"{what}_format"] = "int"
+        return out
+
     def _layer_bits(self) -> dict[str, dict]:
         return {n: {"weight_bits": self.weight_dropdowns[n].value, "act_bits": self.act_dropdowns[n].value} for n in self.layer_types}
 
     def _sync_spec(self) -> None:
+        from workbench.formats import FORMATS
+
         layers = {}
         for name, bits in self._layer_bits().items():
-            diff = {k: v for k, v in bits.items() if v != self._defaults[k]}
+            diff = {}
+            for what in ("weight", "act"):
+                v = bits[f"{what}_bits"]
+                if v != self._default_choice(what):
+                    diff.update(self._settings(what, v))
             if diff:
                 layers[name] = diff
         self.spec = {**self._defaults, "layers": layers}
@@ -87,6 +124,7 @@ class BitWidthTable(FigureBox):
         for name, bits in self._layer_bits().items():
             n_w, n_b = self._sizes[name]
             wbits = bits["weight_bits"]
+            wbits = FORMATS[wbits].fixed_bits if wbits in FORMATS else wbits  # a format stores its own bits
             estimate.append((4 * n_w if wbits == "float" else math.ceil(n_w * wbits / 8)) + 4 * n_b)
         self.figure.data[1].y = estimate
         self.estimated_bytes = int(sum(estimate))
@@ -96,7 +134,7 @@ class BitWidthTable(FigureBox):
         self.status = "changed: press Evaluate"
 
     def set_bits(self, layer: str, weight=None, act=None) -> None:
-        """Set a layer's bits as the dropdowns would (``"float"`` for unquantised)."""
+        """Set a layer's bits as the dropdowns would (``"float"`` for unquantised, a format name such as ``"fp8_e4m3"``)."""
         if layer not in self.layer_types:
             raise wb.SpecError(f"no quantisable layer {layer!r}; layers are {', '.join(self.layer_types)}")
         if weight is not None:

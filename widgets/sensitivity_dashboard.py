@@ -101,7 +101,7 @@ class SensitivityDashboard(FigureBox):
         if layer not in self.layers:
             raise wb.SpecError(f"no quantisable layer {layer!r}; layers are {', '.join(self.layers)}")
         self.selected_layer = layer
-        bits = [b for b in self.config.weight_bits if b is not None] or [8]
+        bits = [b for b in self.config.weight_bits if isinstance(b, int)] or [8]  # integer widths (format names are other columns)
         hist = weight_histogram(self.model, layer, min(bits), self.config.base.weight_granularity, self.config.base.scale_type, graph=self._graph)
         if self._stats is None:
             self._stats = layer_statistics(self.task, self.model, bits=tuple(sorted(set(bits))),
@@ -118,6 +118,12 @@ class SensitivityDashboard(FigureBox):
         mine = df[df["layer"] == layer] if len(df) else df
         with self.curve.batch_update():
             self.curve.data = []
+            if len(mine) and "weight_format" in mine:
+                other = mine[mine["weight_format"].notna() & (mine["weight_format"] != "int")]
+                for fmt, g in other.groupby("weight_format"):
+                    self.curve.add_scatter(x=list(g["weight_bits"].astype(int)), y=list(g["metric"]), mode="markers", name=f"weights {fmt}",
+                                           marker={"symbol": "diamond", "size": 10})
+                mine = mine[mine["weight_format"].isna() | (mine["weight_format"] == "int")]
             for a, group in (mine.groupby(mine["act_bits"].astype(str), dropna=False) if len(mine) else []):
                 g = group.dropna(subset=["weight_bits"]).sort_values("weight_bits")
                 self.curve.add_scatter(x=list(g["weight_bits"].astype(int)), y=list(g["metric"]), mode="lines+markers",

@@ -38,6 +38,7 @@ from .errors import (
 from .evaluate import evaluate, predict
 from .export import export_float, export_qcdq, export_qonnx
 from .exporters import Exporter, get_exporter, list_exporters, register_exporter
+from .formats import NumberFormat, get_format, list_formats, register_format
 from .job import apply_recipe, run_demo, run_job
 from .loaders import load_cifar10_binary, load_image_folder, load_mnist_idx, load_npz
 from .metrics import Metric
@@ -71,7 +72,7 @@ __all__ = [
     "QuantSpec", "LayerSettings", "PTQConfig", "quantize_model", "quantisable_layers", "quantize_task", "calibrate", "bias_correction", "learned_rounding",
     "describe", "evaluate_quantized",
     "export_qcdq", "export_qonnx", "export_float", "verify_qcdq", "verify_qonnx", "optimized_op_counts", "latency_ms", "export_and_verify",
-    "Exporter", "register_exporter", "get_exporter", "list_exporters",
+    "Exporter", "register_exporter", "get_exporter", "list_exporters", "NumberFormat", "register_format", "get_format", "list_formats",
     "load_mnist_idx", "load_cifar10_binary", "load_npz", "load_image_folder",
     "run_job", "run_demo", "RunDir", "apply_recipe", "Recipe", "load_recipe", "promote", "cost_table", "load_target", "SearchConfig", "search",
     "CostKind", "register_cost_kind", "get_cost_kind", "list_cost_kinds",

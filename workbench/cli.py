@@ -108,6 +108,16 @@ def tasks() -> None:
 
 
 @app.command()
+def formats() -> None:
+    """List the number formats a spec's weight_format / act_format can name (int, fp8_e4m3, ...)."""
+    _quiet_libraries()
+    from .formats import list_formats
+
+    df = list_formats().astype(object)
+    typer.echo(df.where(df.notna(), "-").to_string(index=False))
+
+
+@app.command()
 def demo(out: Optional[Path] = typer.Option(None, help="output directory (default: runs/demo-<time>)"),
          latency_runs: int = typer.Option(200, min=10, help="timed runs per latency measurement"),
          overwrite: bool = typer.Option(False, help=OVERWRITE_HELP)) -> None:
@@ -197,7 +207,7 @@ def describe_cmd(task: str = typer.Argument(..., help=TASK_HELP),
 @app.command()
 def sensitivity(task: str = typer.Argument(..., help=TASK_HELP),
                 imports: Optional[list[str]] = typer.Option(None, "--import", help=IMPORT_HELP),
-                weight_bits: str = typer.Option("2,3,4,6,8", help="comma-separated weight bits per case (float = weights float)"),
+                weight_bits: str = typer.Option("2,3,4,6,8", help="comma-separated weight bits per case (float = weights float; a format such as fp8_e4m3 is a case too)"),
                 act_bits: Optional[str] = typer.Option(None, help="comma-separated bits of the activation the layer reads (default: float)"),
                 mode: str = typer.Option("quantise-one", help="quantise-one | leave-one-float"),
                 base: Optional[Path] = typer.Option(None, help="YAML spec of the rest of the model (leave-one-float; default W8A8)"),
@@ -243,7 +253,7 @@ def sensitivity(task: str = typer.Argument(..., help=TASK_HELP),
         typer.echo(f"mlflow run {df.attrs['mlflow_run_id']} ({tracker.uri})")
     worst = df.sort_values("metric_delta").head(5)
     typer.echo(f"{t.name}: {len(df)} rows ({df.attrs['computed']} computed, {df.attrs['from_store']} from the store); most sensitive:")
-    typer.echo(worst[["layer", "weight_bits", "act_bits", "metric", "metric_delta", "sqnr_db"]].to_string(index=False, na_rep="float"))
+    typer.echo(worst[["layer", "weight_bits", "act_bits", "weight_format", "metric", "metric_delta", "sqnr_db"]].to_string(index=False, na_rep="float"))
     typer.echo(f"wrote {out / 'sensitivity.csv'}, {out / 'sensitivity.html'}")
 
 

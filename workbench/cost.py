@@ -23,7 +23,7 @@ from torch import nn
 from .errors import SpecError
 from .models import layer_macs
 from .quantize import QUANTISABLE
-from .spec import ALLOWED_BITS, SpecModel, format_validation_error, short_repr
+from .spec import SpecModel, format_validation_error, short_repr
 from .yamlio import load_yaml
 
 TARGETS_DIR = Path(__file__).resolve().parent / "targets"
@@ -205,7 +205,10 @@ class TargetProfile(SpecModel):
     @field_validator("weight_bits", "act_bits")
     @classmethod
     def _bits(cls, v):
-        bad = [b for b in v if b not in ALLOWED_BITS]
+        from .formats import FORMATS
+
+        allowed = {b for f in FORMATS.values() for b in f.bits}  # the widths the number-format registry knows
+        bad = [b for b in v if b not in allowed]
         if bad or not v:
             raise ValueError(f"expected a non-empty list of bit-widths in 2-8 or 16; got {short_repr(v)}")
         return sorted(v)

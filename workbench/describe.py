@@ -8,10 +8,11 @@ import torch
 from torch import nn
 
 from .cost import packed_weight_bytes
+from .formats import INT, minifloat_name
 from .models import layer_macs
 from .quantize import QUANT_LAYERS, QUANTISABLE
 
-COLUMNS = ["layer", "type", "weight_bits", "act_bits", "granularity", "scale_type", "params", "macs", "weight_bytes", "weight_bytes_fp"]
+COLUMNS = ["layer", "type", "weight_bits", "act_bits", "weight_format", "act_format", "granularity", "scale_type", "params", "macs", "weight_bytes", "weight_bytes_fp"]
 
 
 def _is_po2(scale: torch.Tensor) -> bool:
@@ -21,11 +22,28 @@ def _is_po2(scale: torch.Tensor) -> bool:
 
 def _bits(qt) -> int | None:
     bw = getattr(qt, "bit_width", None)
+    if bw is None and hasattr(qt, "exponent_bit_width"):  # a minifloat: sign + exponent + mantissa
+        return 1 + int(round(float(qt.exponent_bit_width))) + int(round(float(qt.mantissa_bit_width)))
     return None if bw is None else int(round(float(bw)))
 
 
+def _format(qt) -> str:
+    """The number format (:mod:`workbench.formats`) of a quantised tensor or quantiser."""
+    e = getattr(qt, "exponent_bit_width", None)
+    if e is None:
+        return INT
+    e, m = (e() if callable(e) else e), qt.mantissa_bit_width
+    m = m() if callable(m) else m
+    return minifloat_name(int(round(float(e))), int(round(float(m))))
+
+
+def _is_quant(inp) -> bool:
+    return hasattr(inp, "bit_width") or hasattr(inp, "exponent_bit_width")
+
+
 def describe(model: nn.Module, example_input: torch.Tensor | None = None) -> pd.DataFrame:
-    """Per layer: type, weight bits, act bits (of the tensor it reads), weight-scale granularity and
+    """Per layer: type, weight bits, act bits (of the tensor it reads), their number formats
+    (``int``, ``fp8_e4m3``, ...; None for float), weight-scale granularity and
     type, parameters, MACs per sample, packed weight bytes and float32 bytes.
 
     ``None`` bits mean float. Works on float models too (every layer then reads float).
@@ -44,11 +62,13 @@ def describe(model: nn.Module, example_input: torch.Tensor | None = None) -> pd.
 
         def hook(mod, args, out, name=name):
             inp = args[0]
-            act_bits = _bits(inp) if hasattr(inp, "bit_width") else None
+            act_bits = _bits(inp) if _is_quant(inp) else None
+            act_format = _format(inp) if act_bits is not None else None
             iq = getattr(mod, "input_quant", None)
             if act_bits is None and iq is not None and iq.is_quant_enabled:
-                act_bits = int(round(float(iq.bit_width())))
-            seen[name] = {"act_bits": act_bits, "macs": layer_macs(mod, out)}
+                act_format = _format(iq)
+                act_bits = int(round(float(iq.bit_width()))) if act_format == INT else 1 + int(iq.exponent_bit_width()) + int(iq.mantissa_bit_width())
+            seen[name] = {"act_bits": act_bits, "act_format": act_format, "macs": layer_macs(mod, out)}
 
         hooks.append(m.register_forward_hook(hook))
     was_training = model.training
@@ -67,10 +87,11 @@ def describe(model: nn.Module, example_input: torch.Tensor | None = None) -> pd.
             continue
         n_w = m.weight.numel()
         n_b = 0 if m.bias is None else m.bias.numel()
-        w_bits = gran = scale_type = None
+        w_bits = gran = scale_type = w_format = None
         if isinstance(m, QUANT_LAYERS) and m.weight_quant.is_quant_enabled:
             qw = m.quant_weight()
             w_bits = _bits(qw)
+            w_format = _format(qw)
             gran = "per_channel" if qw.scale.numel() > 1 else "per_tensor"
             scale_type = "po2" if _is_po2(qw.scale) else "float"
         base = next(c for c in QUANTISABLE if isinstance(m, c))
@@ -81,6 +102,8 @@ def describe(model: nn.Module, example_input: torch.Tensor | None = None) -> pd.
                 "type": base.__name__ + (" (depthwise)" if depthwise else ""),
                 "weight_bits": w_bits,
                 "act_bits": seen.get(name, {}).get("act_bits"),
+                "weight_format": w_format,
+                "act_format": seen.get(name, {}).get("act_format"),
                 "granularity": gran,
                 "scale_type": scale_type,
                 "params": n_w + n_b,
@@ -91,8 +114,8 @@ def describe(model: nn.Module, example_input: torch.Tensor | None = None) -> pd.
         )
     for name, kind in (plan.unsupported.items() if plan else []):
         n = sum(p.numel() for p in model.get_submodule(name).parameters(recurse=False))
-        rows.append({"layer": name, "type": f"{kind} (kept in float)", "weight_bits": None, "act_bits": None, "granularity": None,
-                     "scale_type": None, "params": n, "macs": 0, "weight_bytes": packed_weight_bytes(n, 0, None),
+        rows.append({"layer": name, "type": f"{kind} (kept in float)", "weight_bits": None, "act_bits": None, "weight_format": None, "act_format": None,
+                     "granularity": None, "scale_type": None, "params": n, "macs": 0, "weight_bytes": packed_weight_bytes(n, 0, None),
                      "weight_bytes_fp": packed_weight_bytes(n, 0, None)})
     df = pd.DataFrame(rows, columns=COLUMNS)
     for col in ("weight_bits", "act_bits"):

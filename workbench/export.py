@@ -20,6 +20,7 @@ from .errors import ExportError, OutputPathError
 from .fileio import atomic_target
 
 OPSET = 13
+MINIFLOAT_OPSET = 19  # the first opset whose QuantizeLinear / DequantizeLinear carry float8
 INPUT_NAME, OUTPUT_NAME = "input", "output"
 
 
@@ -62,11 +63,52 @@ def _check_bits_exportable(qmodel: nn.Module, max_bits: int, fmt: str) -> None:
                 raise ExportError(f"layers.{name}.{what} is {bits}; {fmt} export supports at most {max_bits} bits (use QONNX for wider integers)")
 
 
+def plan_formats(qmodel: nn.Module) -> dict[str, set[str]]:
+    """``{format name: {layer names}}`` of the number formats a workbench-quantised model holds
+    (weights and the activations its layers read; float tensors are left out)."""
+    plan = getattr(qmodel, "workbench_plan", None)
+    out: dict[str, set[str]] = {}
+    for name, lq in (plan.layers.items() if plan is not None else ()):
+        for fmt, bits in ((lq.weight_format, lq.weight_bits), (lq.act_format, lq.act_bits)):
+            if bits is not None:
+                out.setdefault(fmt, set()).add(name)
+    return out
+
+
+def check_formats_exportable(qmodel: nn.Module | dict, exporter: str, label: str) -> None:
+    """One-line ExportError naming a layer and its number format if exporter ``exporter`` cannot
+    carry it. ``qmodel``: a workbench-quantised model, or resolved settings ``{layer: LayerQuant}``
+    (:func:`workbench.quantize.validate_spec`), to check a spec before anything is built."""
+    from .formats import get_format
+
+    if isinstance(qmodel, dict):
+        layers = qmodel
+    else:
+        plan = getattr(qmodel, "workbench_plan", None)
+        layers = plan.layers if plan is not None else {}
+    for name, lq in layers.items():
+        for what, fmt_name, bits in (("weight_format", lq.weight_format, lq.weight_bits), ("act_format", lq.act_format, lq.act_bits)):
+            fmt = get_format(fmt_name)
+            if bits is not None and not fmt.carried_by(exporter):
+                carriers = ", ".join(fmt.exporters or ())
+                raise ExportError(f"layers.{name}.{what} is {fmt_name!r}; the {label} export cannot carry it (exporters that can: {carriers})")
+
+
+def has_minifloat(qmodel: nn.Module) -> bool:
+    from .formats import get_format
+
+    return any(get_format(f).kind == "minifloat" for f in plan_formats(qmodel))
+
+
 WEIGHT_ENCODINGS = ("u8", "s8")
 
 
 def export_qcdq(qmodel: nn.Module, example_input: torch.Tensor, path: str | os.PathLike, weight_encoding: str = "u8") -> Path:
     """QCDQ ONNX (opset 13) that onnxruntime fuses into integer kernels.
+
+    A model holding minifloat (FP8) layers is exported at opset 19 with its weights quantised by
+    QuantizeLinear nodes in the graph (Brevitas exports FP8 weights no other way); integer weight
+    tensors are folded back into integer constants, so they are stored as today.
 
     ``weight_encoding="u8"`` (default) stores each int8 weight tensor w as uint8 w + 128 with zero
     point 128: the same real values, bit for bit, but onnxruntime then runs U8U8 kernels, which
@@ -80,9 +122,14 @@ def export_qcdq(qmodel: nn.Module, example_input: torch.Tensor, path: str | os.P
         raise ExportError(f"weight_encoding {weight_encoding!r}; expected one of {', '.join(WEIGHT_ENCODINGS)}")
     _check_bits_exportable(qmodel, 8, "QCDQ (onnxruntime)")
     qmodel.eval()
+    minifloat = has_minifloat(qmodel)
+    extra = {"opset_version": MINIFLOAT_OPSET, "export_weight_q_node": True} if minifloat else {"opset_version": OPSET}
     with _exporting(path, "QCDQ") as tmp:
-        export_onnx_qcdq(qmodel, args=example_input[:1], export_path=tmp, opset_version=OPSET, dynamo=False, **DYNAMIC_BATCH)
+        export_onnx_qcdq(qmodel, args=example_input[:1], export_path=tmp, dynamo=False, **extra, **DYNAMIC_BATCH)
         model = onnx.load(tmp)
+        if minifloat:
+            drop_initializer_inputs(model)
+            fold_integer_weight_quantize(model)
         if weight_encoding == "u8":
             reencode_weights_u8(model)
         sink_dequantize_through_shape_ops(model)
@@ -112,6 +159,49 @@ def export_float(model: nn.Module, example_input: torch.Tensor, path: str | os.P
 
 
 # ------------------------------------------------------------------------- graph rewrites
+
+
+def drop_initializer_inputs(model: onnx.ModelProto) -> int:
+    """Remove graph inputs that are initializers (the exporter lists them with
+    ``export_weight_q_node``); onnxruntime then treats the weights as constants."""
+    inits = {i.name for i in model.graph.initializer}
+    drop = [i for i in model.graph.input if i.name in inits]
+    for i in drop:
+        model.graph.input.remove(i)
+    return len(drop)
+
+
+_INT_QTYPES = {onnx.TensorProto.INT8: np.int8, onnx.TensorProto.UINT8: np.uint8}
+
+
+def fold_integer_weight_quantize(model: onnx.ModelProto) -> int:
+    """Replace ``QuantizeLinear`` of a constant float tensor into int8 / uint8 by the integer
+    constant it computes (``saturate(round_half_even(x / scale) + zero_point)``, in float32 as
+    onnxruntime does), so integer weights are stored as integers. Float8 outputs are left as
+    they are. Returns the number of nodes folded."""
+    graph = model.graph
+    folded = 0
+    for node in list(graph.node):
+        if node.op_type != "QuantizeLinear" or len(node.input) < 3:
+            continue
+        x, scale = _constant(graph, node.input[0]), _constant(graph, node.input[1])
+        zp_init = next((i for i in graph.initializer if i.name == node.input[2]), None)
+        zp_node = next((n for n in graph.node if n.op_type == "Constant" and n.output[0] == node.input[2]), None)
+        zp_type = zp_init.data_type if zp_init is not None else (zp_node.attribute[0].t.data_type if zp_node is not None else None)
+        if x is None or scale is None or zp_type not in _INT_QTYPES or x.dtype != np.float32:
+            continue
+        zp = _constant(graph, node.input[2])
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+        if scale.ndim == 1 and scale.size > 1:
+            shape = [1] * x.ndim
+            shape[axis] = -1
+            scale, zp = scale.reshape(shape), zp.reshape(shape)
+        info = np.iinfo(_INT_QTYPES[zp_type])
+        q = np.clip(np.rint(x / scale.astype(np.float32)) + zp.astype(np.float32), info.min, info.max).astype(_INT_QTYPES[zp_type])
+        graph.initializer.append(numpy_helper.from_array(q, node.output[0]))
+        graph.node.remove(node)
+        folded += 1
+    return folded
 
 
 def _constant(graph: onnx.GraphProto, name: str) -> np.ndarray | None:

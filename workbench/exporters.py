@@ -60,10 +60,13 @@ class Exporter:
         return f"{self.name}_path"
 
     def check(self, qmodel: nn.Module) -> None:
-        """Raise a one-line ExportError if ``qmodel`` holds something this exporter cannot carry (before any file is written)."""
-        if self.max_bits is not None:
-            from .export import _check_bits_exportable
+        """Raise a one-line ExportError if ``qmodel`` holds something this exporter cannot carry
+        (before any file is written): integers wider than ``max_bits``, or a number format whose
+        registry entry (:mod:`workbench.formats`) does not name this exporter."""
+        from .export import _check_bits_exportable, check_formats_exportable
 
+        check_formats_exportable(qmodel, self.name, self.label)
+        if self.max_bits is not None:
             _check_bits_exportable(qmodel, self.max_bits, self.label)
 
     @property
@@ -148,6 +151,17 @@ def resolve_formats(formats: Iterable[str] | str | None = DEFAULT_FORMATS, qonnx
     return (PRIMARY, *out)
 
 
+def check_spec_formats(resolved: dict, formats: Iterable[str]) -> None:
+    """Before any work: a one-line ExportError if one of the exporters ``formats`` cannot carry a
+    number format that the resolved spec ``{layer: LayerQuant}`` asks for (naming layer and format)."""
+    from .export import check_formats_exportable
+
+    for name in formats:
+        exporter = get_exporter(name)
+        if not getattr(exporter, "needs_float_model", False):
+            check_formats_exportable(resolved, exporter.name, exporter.label)
+
+
 def list_exporters():
     """The registered exporters as a DataFrame: name, suffix, carries, max_bits, verified_by, description."""
     import pandas as pd
@@ -163,7 +177,7 @@ def list_exporters():
 @register_exporter
 class QCDQExporter(Exporter):
     name, suffix = "qcdq", ".onnx"
-    carries = "integers of 2-8 bits (QuantizeLinear-Clip-DequantizeLinear, opset 13), dynamic batch"
+    carries = "integers of 2-8 bits (QuantizeLinear-Clip-DequantizeLinear, opset 13); FP8 minifloats at opset 19; dynamic batch"
     max_bits = 8
     verified_by = "onnxruntime (whole eval split; integer kernels and latency measured)"
     description = "ONNX for onnxruntime's integer kernels; the primary export (onnx_* summary keys)"
@@ -201,3 +215,36 @@ class QONNXExporter(Exporter):
         from .verify import verify_qonnx
 
         return verify_qonnx(path, qmodel, task, n=qonnx_samples)
+
+
+@register_exporter
+class FloatExporter(Exporter):
+    """The float model (not the quantised one) as ONNX: the baseline a deployment compares with.
+
+    It needs the float model: ``export_and_verify(..., float_model=model)`` (``run_job`` passes
+    it). Where the job already wrote the float file for latency baselines (``float_onnx``), that
+    file is reused, not written twice."""
+
+    name, suffix = "float", ".float.onnx"
+    carries = "the float model (no quantisation), dynamic batch"
+    max_bits = None
+    verified_by = "onnxruntime against the float torch model (whole eval split)"
+    description = "float ONNX of the unquantised model, for latency and accuracy baselines"
+    needs_float_model = True
+
+    def check(self, qmodel: nn.Module) -> None:
+        """Carries no quantised tensor, so nothing in ``qmodel`` can be refused."""
+
+    def export(self, qmodel, example, path, float_model=None, float_onnx=None, **options) -> Path:
+        if float_onnx is not None:
+            return Path(float_onnx)
+        if float_model is None:
+            raise ExportError("the float exporter needs the float model: pass float_model= to export_and_verify")
+        from .export import export_float
+
+        return export_float(float_model, example, path)
+
+    def verify(self, path, qmodel, task, float_model=None, fp_outputs=None, **options) -> dict:
+        from .verify import verify_float
+
+        return verify_float(path, float_model, task, fp_outputs=fp_outputs)

@@ -12,7 +12,7 @@ from . import __version__
 from .baseline import load_or_train_baseline
 from .determinism import fixed_threads
 from .evaluate import predict
-from .exporters import DEFAULT_FORMATS, resolve_formats
+from .exporters import DEFAULT_FORMATS, check_spec_formats, resolve_formats
 from .fileio import atomic_write_json, atomic_write_text, inside
 from .pipeline import PTQConfig, Timer, evaluate_quantized, export_and_verify, export_float_model, quantize_task
 from .outdir import MARKER, RunDir
@@ -45,7 +45,7 @@ def run_job(task, variants: dict[str, QuantSpec | dict], out_dir: str | Path | R
     specs = {name: QuantSpec.parse(spec) for name, spec in variants.items()}
     probe = float_model if float_model is not None else task.create_model()
     for spec in specs.values():
-        validate_spec(spec, probe)  # refuse bad layer names before training anything
+        check_spec_formats(validate_spec(spec, probe), formats)  # bad layer names, formats an exporter cannot carry: before training anything
     run_dir = out_dir if isinstance(out_dir, RunDir) else RunDir(out_dir, overwrite=overwrite, command="run_job")
     timer = Timer()
     steps = 2 + 2 * len(specs) + 1
@@ -68,7 +68,7 @@ def run_job(task, variants: dict[str, QuantSpec | dict], out_dir: str | Path | R
                 bar.update()
                 bar.set_postfix_str(f"{name}: export + verify")
                 stem = "model" if i == 0 else f"model_{name}"
-                ver = export_and_verify(task, qmodel, work, stem, formats=formats, float_onnx=fp_onnx, latency_runs=latency_runs, sim_outputs=ev["sim_outputs"],
+                ver = export_and_verify(task, qmodel, work, stem, formats=formats, float_onnx=fp_onnx, latency_runs=latency_runs, sim_outputs=ev["sim_outputs"], float_model=model, fp_outputs=fp_out,
                                         weight_encoding=weight_encoding)
                 bar.update()
                 layers[name] = ev.pop("layers")
@@ -165,7 +165,9 @@ def apply_recipe(recipe_path: str | Path, out_dir: str | Path, progress: bool = 
                      resume=f"qat:{recipe_sha}" if checkpoint else None, command="qat" if checkpoint else "apply")
     tracker = resolve_tracker(tracking)  # an unreachable server fails here, before any work
     task = resolve_task(recipe.task, allow_code=allow_code)
-    check_recipe_against(recipe, task, task.create_model())  # data, layer names and target before any training
+    probe = task.create_model()
+    check_recipe_against(recipe, task, probe)  # data, layer names and target before any training
+    check_spec_formats(validate_spec(recipe.quantization, probe), formats)  # number formats the exporters cannot carry
     with fixed_threads():
         model = load_or_train_baseline(task, seed=recipe.task.seed, epochs=recipe.task.epochs, progress=progress)
         ptq = recipe.ptq

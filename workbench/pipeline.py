@@ -92,15 +92,20 @@ def evaluate_quantized(task, float_model: nn.Module, qmodel: nn.Module, fp_outpu
 
 def export_and_verify(task, qmodel: nn.Module, out_dir: str | Path, stem: str = "model", *, formats=DEFAULT_FORMATS, qonnx: bool | None = None,
                       float_onnx: str | Path | None = None, latency_runs: int = 200, qonnx_samples: int = 64,
-                      sim_outputs: torch.Tensor | None = None, weight_encoding: str = "u8") -> dict:
+                      sim_outputs: torch.Tensor | None = None, weight_encoding: str = "u8", float_model: nn.Module | None = None,
+                      fp_outputs: torch.Tensor | None = None) -> dict:
     """Export ``qmodel`` in each of ``formats`` (names from :mod:`workbench.exporters`, default
     QCDQ and QONNX), verify each file against the simulation, and measure the QCDQ file's latency.
 
     The QCDQ export is required: the summary's primary keys (``onnx_path``, ``onnx_sha256``,
     ``onnx_metric``, ``latency_ms_*``) come from it; other exporters add their own keys
     (``qonnx_agreement``, ``qonnx_path``, ...). ``qonnx`` is the deprecated boolean alias of old
-    callers (False: no QONNX). Unknown names, a format an exporter cannot carry and a missing
+    callers (False: no QONNX). Unknown names, a format an exporter cannot carry (a number format
+    of :mod:`workbench.formats` its entry does not list, named with the layer) and a missing
     ``float_onnx`` each raise a one-line :class:`ExportError` before any file is written.
+    ``float_model`` (and its eval outputs ``fp_outputs``) feed the ``float`` exporter, which
+    reuses ``float_onnx`` when given. Each exporter adds ``<name>_verified``: False (with
+    ``<name>_unverified_reason``) where no runtime here runs the file.
     """
     names = resolve_formats(formats, qonnx=qonnx)
     if float_onnx is not None and not Path(float_onnx).is_file():
@@ -108,16 +113,23 @@ def export_and_verify(task, qmodel: nn.Module, out_dir: str | Path, stem: str = 
     exporters = [get_exporter(n) for n in names]
     for exporter in exporters:
         exporter.check(qmodel)
+        if getattr(exporter, "needs_float_model", False) and float_model is None:
+            raise ExportError(f"export format {exporter.name!r} exports the float model: pass float_model= to export_and_verify")
     example = task.example_input()
-    options = {"weight_encoding": weight_encoding, "sim_outputs": sim_outputs, "qonnx_samples": qonnx_samples}
+    options = {"weight_encoding": weight_encoding, "sim_outputs": sim_outputs, "qonnx_samples": qonnx_samples, "float_model": float_model,
+               "fp_outputs": fp_outputs, "float_onnx": float_onnx}
     result: dict = {}
     for exporter in exporters:
         path = exporter.export(qmodel, example, inside(out_dir, f"{stem}{exporter.suffix}"), **options)
         result.update(exporter.verify(path, qmodel, task, **options))
+        result.setdefault(f"{exporter.name}_verified", True)
         result[exporter.path_key] = path.name
         if exporter.name == PRIMARY:
             result["onnx_sha256"] = sha256_file(path)
-            lat = latency_ms(path, example, runs=latency_runs)
+            if result[f"{PRIMARY}_verified"]:
+                lat = latency_ms(path, example, runs=latency_runs)
+            else:  # no runtime here runs it: no latency either
+                lat = {"p50": None, "p99": None}
             result["latency_ms_p50_quant"], result["latency_ms_p99_quant"] = lat["p50"], lat["p99"]
             if float_onnx is not None:
                 lat = latency_ms(float_onnx, example, runs=latency_runs)

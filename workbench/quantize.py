@@ -25,22 +25,10 @@ import torch
 from brevitas.core.function_wrapper.ops_ste import CeilSte
 from brevitas.core.restrict_val import RestrictValueType
 from brevitas.graph import quantize as bq
-from brevitas.quant import (
-    Int8ActPerTensorFloat,
-    Int8WeightPerChannelFloat,
-    Int8WeightPerTensorFloat,
-    Int32Bias,
-    NoneBiasQuant,
-    NoneWeightQuant,
-    Uint8ActPerTensorFloat,
-)
-from brevitas.quant.fixed_point import (
-    Int8ActPerTensorFixedPoint,
-    Int8WeightPerChannelFixedPoint,
-    Int8WeightPerTensorFixedPoint,
-    Uint8ActPerTensorFixedPoint,
-)
+from brevitas.quant import Int32Bias, NoneBiasQuant, NoneWeightQuant
 from torch import nn
+
+from .formats import INT, get_format
 
 from typing import Any
 
@@ -62,18 +50,6 @@ QUANTISABLE = (nn.Conv1d, nn.Conv2d, nn.Linear)
 QUANT_LAYERS = (qnn.QuantConv1d, qnn.QuantConv2d, qnn.QuantLinear)
 NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)
 
-WEIGHT_QUANT = {
-    ("per_tensor", "float"): Int8WeightPerTensorFloat,
-    ("per_channel", "float"): Int8WeightPerChannelFloat,
-    ("per_tensor", "po2"): Int8WeightPerTensorFixedPoint,
-    ("per_channel", "po2"): Int8WeightPerChannelFixedPoint,
-}
-ACT_QUANT = {
-    (True, "float"): Int8ActPerTensorFloat,
-    (False, "float"): Uint8ActPerTensorFloat,
-    (True, "po2"): Int8ActPerTensorFixedPoint,
-    (False, "po2"): Uint8ActPerTensorFixedPoint,
-}
 PO2_ACT = {"restrict_scaling_type": RestrictValueType.POWER_OF_TWO, "restrict_value_float_to_int_impl": CeilSte}
 
 # Ops that hand a quantised tensor on unchanged (shape only), so the quantiser before them is the
@@ -83,12 +59,18 @@ _TRANSPARENT_METHODS = {"flatten", "reshape", "view", "squeeze", "unsqueeze", "t
 _TRANSPARENT_MODULES = (nn.MaxPool1d, nn.MaxPool2d, nn.Flatten, nn.Identity, nn.Dropout)
 
 
-def weight_quantizer(bits: int, granularity: str, scale_type: str):
-    return WEIGHT_QUANT[(granularity, scale_type)].let(bit_width=bits)
+def weight_quantizer(bits: int, granularity: str, scale_type: str, fmt: str = INT):
+    """The Brevitas weight quantiser of number format ``fmt`` (:mod:`workbench.formats`)."""
+    return get_format(fmt).weight_quantizer(bits, granularity, scale_type)
 
 
-def act_quantizer(bits: int, signed: bool, scale_type: str):
-    return ACT_QUANT[(signed, scale_type)].let(bit_width=bits)
+def act_quantizer(bits: int, signed: bool, scale_type: str, fmt: str = INT):
+    """The Brevitas activation quantiser of number format ``fmt`` (:mod:`workbench.formats`)."""
+    return get_format(fmt).act_quantizer(bits, signed, scale_type)
+
+
+def _layer_weight_quant(lq: LayerQuant):
+    return NoneWeightQuant if lq.weight_bits is None else weight_quantizer(lq.weight_bits, lq.weight_granularity, lq.scale_type, lq.weight_format)
 
 
 def quantisable_layers(model: nn.Module) -> dict[str, tuple[str, bool]]:
@@ -182,21 +164,20 @@ def quantize_model(model: nn.Module, spec: QuantSpec | dict | None = None, *, eq
 
 
 def _fx_quantize(graph_model: GraphModule, spec: QuantSpec) -> GraphModule:
-    w_bits, a_bits = spec.weight_bits, spec.act_bits
-    w_bits = None if w_bits == "float" else w_bits
-    a_bits = None if a_bits == "float" else a_bits
-    wq = NoneWeightQuant if w_bits is None else weight_quantizer(w_bits, spec.weight_granularity, spec.scale_type)
-    bias = Int32Bias if (w_bits is not None and a_bits is not None) else None
+    default = default_layer_quant(spec)
+    w_bits, a_bits = default.weight_bits, default.act_bits
+    wq = _layer_weight_quant(default)
+    bias = Int32Bias if default.int_quantised else None
 
     def aq(signed):
-        return None if a_bits is None else act_quantizer(a_bits, signed, spec.scale_type)
+        return None if a_bits is None else act_quantizer(a_bits, signed, spec.scale_type, default.act_format)
 
     rqt = a_bits is not None  # a quantiser that is off hands on plain tensors
 
     compute_map = dict(bq.COMPUTE_LAYER_MAP)
     for cls in QUANTISABLE:
         qcls, kw = compute_map[cls]
-        compute_map[cls] = (qcls, {**kw, "weight_quant": wq, "bias_quant": bias, "return_quant_tensor": rqt and w_bits is not None})
+        compute_map[cls] = (qcls, {**kw, "weight_quant": wq, "bias_quant": bias, "return_quant_tensor": rqt and default.int_quantised})
     act_map = {
         nn.ReLU: (qnn.QuantReLU, {"act_quant": aq(False), "return_quant_tensor": rqt}),
         nn.ReLU6: (qnn.QuantReLU, {"act_quant": aq(False), "max_val": 6.0, "return_quant_tensor": rqt}),
@@ -280,9 +261,9 @@ def _apply_layer_settings(gm: GraphModule, resolved: dict[str, LayerQuant], spec
         wanted = {resolved[n].act_key for n in names}
         quantiser = gm.get_submodule(src_name)
         if len(wanted) == 1 and src_name not in other_readers:
-            (bits, scale_type), = wanted
-            if (bits, scale_type) != default.act_key:
-                _set_act_quant(quantiser, bits, scale_type)
+            (bits, scale_type, fmt), = wanted
+            if (bits, scale_type, fmt) != default.act_key:
+                _set_act_quant(quantiser, bits, scale_type, fmt)
             continue
         for n in names:
             key = resolved[n].act_key
@@ -327,42 +308,51 @@ def input_is_nonnegative(gm: GraphModule, node) -> bool:
 def apply_weight_settings(layer: nn.Module, lq: LayerQuant, default: LayerQuant) -> None:
     """Give a Brevitas layer built at ``default`` settings the weight (and bias) quantisers of ``lq``."""
     if lq.weight_key != default.weight_key:
-        inj = NoneWeightQuant if lq.weight_bits is None else weight_quantizer(lq.weight_bits, lq.weight_granularity, lq.scale_type)
+        inj = _layer_weight_quant(lq)
         layer.weight_quant = inj.proxy_class(layer, inj)
-    both = lq.weight_bits is not None and lq.act_bits is not None
-    if both != (default.weight_bits is not None and default.act_bits is not None):
-        inj = Int32Bias if both else NoneBiasQuant  # an int32 bias needs both input and weight scales
+    both = lq.int_quantised
+    if both != default.int_quantised:
+        inj = Int32Bias if both else NoneBiasQuant  # an int32 bias needs integer input and weight scales
         layer.bias_quant = inj.proxy_class(layer, inj)
     if not both and not layer.output_quant.is_quant_enabled:
-        layer.return_quant_tensor = False  # a float product is no quantised tensor
+        layer.return_quant_tensor = False  # a float (or minifloat) product is no integer quantised tensor
 
 
 def default_layer_quant(spec: QuantSpec) -> LayerQuant:
-    return LayerQuant(
-        None if spec.weight_bits == "float" else spec.weight_bits,
-        None if spec.act_bits == "float" else spec.act_bits,
-        spec.weight_granularity,
-        spec.scale_type,
-    )
+    w = None if spec.weight_bits == "float" else spec.weight_bits
+    a = None if spec.act_bits == "float" else spec.act_bits
+    return LayerQuant(w, a, spec.weight_granularity, spec.scale_type, INT if w is None else spec.weight_format, INT if a is None else spec.act_format)
 
 
-def _set_act_quant(quantiser: nn.Module, bits: int | None, scale_type: str) -> None:
+# What an activation quantiser holds besides its quantiser: the nonlinearity it fuses (QuantReLU's
+# ReLU) and its bounds; kept when the quantiser is replaced by one of another format.
+_ACT_KEEP = ("act_impl", "max_val", "min_val")
+
+
+def _set_act_quant(quantiser: nn.Module, bits: int | None, scale_type: str, fmt: str = INT) -> None:
     proxy = quantiser.act_quant
+    old = proxy.quant_injector
     if bits is None:
-        inj = proxy.quant_injector.let(tensor_quant=None)
+        inj = old.let(tensor_quant=None)
+        quantiser.act_quant = type(proxy)(quantiser, inj)
         quantiser.return_quant_tensor = False
-    else:
+        return
+    current_int = not hasattr(proxy, "exponent_bit_width") and "exponent_bit_width" not in old
+    if fmt == INT and current_int:
         extra = PO2_ACT if scale_type == "po2" else {"restrict_scaling_type": RestrictValueType.FP}
-        inj = proxy.quant_injector.let(bit_width=bits, **extra)
-    quantiser.act_quant = type(proxy)(quantiser, inj)
-    if bits is not None:
-        quantiser.return_quant_tensor = True
+        inj = old.let(bit_width=bits, **extra)
+        quantiser.act_quant = type(proxy)(quantiser, inj)
+    else:  # another format: a new quantiser around the same nonlinearity
+        inj = act_quantizer(bits, bool(proxy.is_signed), scale_type, fmt)
+        inj = inj.let(**{k: getattr(old, k) for k in _ACT_KEEP if k in old})
+        quantiser.act_quant = inj.proxy_class(quantiser, inj)
+    quantiser.return_quant_tensor = True
 
 
 def _insert_requantiser(gm: GraphModule, node: Node, key, signed: bool) -> None:
-    bits, scale_type = key
+    bits, scale_type, fmt = key
     name = node.target.replace(".", "_") + "_input_requant"
-    gm.add_submodule(name, qnn.QuantIdentity(act_quant=act_quantizer(bits, signed, scale_type), return_quant_tensor=True))
+    gm.add_submodule(name, qnn.QuantIdentity(act_quant=act_quantizer(bits, signed, scale_type, fmt), return_quant_tensor=True))
     src = node.args[0]
     with gm.graph.inserting_before(node):
         new = gm.graph.call_module(name, (src,))
@@ -384,14 +374,13 @@ def build_quant_layer(module: nn.Module, lq: LayerQuant, input_quant: bool = Fal
     from brevitas.graph.base import ModuleToModuleByInstance
 
     base = next(c for c in QUANTISABLE if isinstance(module, c))
-    both = lq.weight_bits is not None and lq.act_bits is not None
     kwargs = {
-        "weight_quant": NoneWeightQuant if lq.weight_bits is None else weight_quantizer(lq.weight_bits, lq.weight_granularity, lq.scale_type),
-        "bias_quant": Int32Bias if both else None,
+        "weight_quant": _layer_weight_quant(lq),
+        "bias_quant": Int32Bias if lq.int_quantised else None,
         "return_quant_tensor": False,
     }
     if input_quant:
-        kwargs["input_quant"] = None if lq.act_bits is None else act_quantizer(lq.act_bits, input_signed, lq.scale_type)
+        kwargs["input_quant"] = None if lq.act_bits is None else act_quantizer(lq.act_bits, input_signed, lq.scale_type, lq.act_format)
     previous, brevitas_config.IGNORE_MISSING_KEYS = brevitas_config.IGNORE_MISSING_KEYS, True  # quantiser state is new
     try:
         return ModuleToModuleByInstance(module, _QUANT_CLASS[base], **kwargs).init_new_module(old_module=module)

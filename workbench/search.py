@@ -139,6 +139,9 @@ def build_problem(sens: pd.DataFrame, costs: dict[str, LayerCost], bits: list[in
     if objective not in OBJECTIVES:
         raise SpecError(f"objective {objective!r}; expected one of {', '.join(OBJECTIVES)}")
     sw = sens[(sens["mode"] == "quantise-one")]
+    for col in ("weight_format", "act_format"):  # the search picks integer widths: other formats' rows are columns it does not read
+        if col in sw:
+            sw = sw[sw[col].isna() | (sw[col] == "int")]
     layers = [layer for layer in sw.sort_values("depth")["layer"].drop_duplicates() if layer in costs]
     delta = np.zeros((len(layers), len(bits)))
     mse = np.zeros_like(delta)

@@ -3,7 +3,8 @@
 Modes:
 
 - ``quantise-one``: only layer L is quantised (weights at each of ``weight_bits``; its input at
-  each of ``act_bits``; ``None`` = float), the rest of the network stays float;
+  each of ``act_bits``; ``None`` = float; a number format name such as ``"fp8_e4m3"`` is a case
+  like a bit-width, :mod:`workbench.formats`), the rest of the network stays float;
 - ``leave-one-float``: everything is quantised at the ``base`` spec except layer L's weights.
 
 Each case gives the task metric and label-free comparisons with the float outputs (SQNR, MSE,
@@ -41,7 +42,7 @@ from typing import Annotated, Callable
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from pydantic import BeforeValidator, Field
+from pydantic import BeforeValidator, Field, model_validator
 from brevitas.graph.calibrate import calibration_mode
 from brevitas.graph import quantize as bq
 from torch import nn
@@ -66,21 +67,45 @@ from .quantize import (
     quantisable_layers,
     validate_spec,
 )
-from .spec import ALLOWED_BITS, LayerQuant, QuantSpec
+from .formats import ALLOWED_BITS, FORMATS, INT
+from .spec import LayerQuant, QuantSpec
 from .store import ResultStore, SweepRecorder, resolve_store, sweep_fingerprint as store_fingerprint
 from .determinism import fixed_threads
 
 MODES = ("quantise-one", "leave-one-float")
-COLUMNS = ["layer", "layer_type", "depth", "params", "macs", "weight_bits", "act_bits", "mode", "metric", "metric_delta",
-           "sqnr_db", "output_mse", "kl", "seconds", "engine", "status"]
-SENSITIVITY_VERSION = "2"  # 2: a NaN / inf metric is status "nonfinite"
+COLUMNS = ["layer", "layer_type", "depth", "params", "macs", "weight_bits", "act_bits", "weight_format", "act_format", "mode", "metric",
+           "metric_delta", "sqnr_db", "output_mse", "kl", "seconds", "engine", "status"]
+SENSITIVITY_VERSION = "3"  # 2: a NaN / inf metric is status "nonfinite"; 3: weight_format / act_format columns
+
+
+def _fixed_formats() -> list[str]:
+    return [n for n, f in FORMATS.items() if f.fixed_bits is not None]
+
+
+def bits_and_format(value) -> tuple[int | None, str | None]:
+    """A sweep entry (bits, None for float, or a fixed-width format name) as (bits, format)."""
+    if value is None:
+        return None, None
+    if isinstance(value, str):
+        return FORMATS[value].fixed_bits, value
+    return value, INT
+
+
+def _check_entry(value, what: str, i: int, scale_type: str):
+    if value is None or (isinstance(value, int) and not isinstance(value, bool) and value in ALLOWED_BITS):
+        return
+    if isinstance(value, str) and value in _fixed_formats():
+        if scale_type not in FORMATS[value].scale_types:
+            raise SpecError(f"{what}[{i}]: format {value!r} takes scale_type {', '.join(FORMATS[value].scale_types)}; the base spec's is {scale_type!r}")
+        return
+    raise SpecError(f"{what}[{i}]: expected an integer in 2-8 or 16, a number format ({', '.join(_fixed_formats())}) or None for float; got {value!r}")
 
 
 def _sweep_bits(b):
-    """One bit-width of a sweep: an allowed integer, or None for float."""
-    if b is not None and (isinstance(b, bool) or b not in ALLOWED_BITS):
-        raise ValueError("expected an integer in 2-8 or 16, or None for float")
-    return b
+    """One case of a sweep: an allowed integer, a fixed-width number format's name, or None for float."""
+    if b is None or (isinstance(b, int) and not isinstance(b, bool) and b in ALLOWED_BITS) or (isinstance(b, str) and b in _fixed_formats()):
+        return b
+    raise ValueError(f"expected an integer in 2-8 or 16, a number format ({', '.join(_fixed_formats())}) or None for float")
 
 
 def _bit_list(v):
@@ -91,13 +116,13 @@ def _bit_list(v):
     return v
 
 
-SweepBits = Annotated[tuple[Annotated[int | None, BeforeValidator(_sweep_bits)], ...], BeforeValidator(_bit_list)]
+SweepBits = Annotated[tuple[Annotated[int | str | None, BeforeValidator(_sweep_bits)], ...], BeforeValidator(_bit_list)]
 
 
 class SensitivityConfig(OptionModel):
     """What to sweep (parameters only)."""
 
-    weight_bits: SweepBits = (2, 3, 4, 6, 8)  # None in the tuple = weights float
+    weight_bits: SweepBits = (2, 3, 4, 6, 8)  # None in the tuple = weights float; a fixed-width format name (fp8_e4m3) is a case too
     act_bits: SweepBits = (None,)  # bits of the activation L reads; None = float
     mode: choice(MODES) = "quantise-one"
     base: QuantSpec = Field(default_factory=QuantSpec)  # leave-one-float: the rest; both: granularity and scale type
@@ -105,22 +130,34 @@ class SensitivityConfig(OptionModel):
     ptq: PTQConfig = Field(default_factory=PTQConfig)
     hessian: Flag = False
 
+    @model_validator(mode="after")
+    def _formats_fit_the_scale_type(self):
+        for what in ("weight_bits", "act_bits"):
+            for i, b in enumerate(getattr(self, what)):
+                _check_entry(b, what, i, self.base.scale_type)
+        return self
+
     def cases(self) -> list[tuple]:
+        """``(w, a)`` per case: bits, None (float) or a fixed-width format name."""
         if self.mode == "leave-one-float":
-            return [(None, default_layer_quant(self.base).act_bits)]
+            d = default_layer_quant(self.base)
+            return [(None, d.act_bits if d.act_format == INT or d.act_bits is None else d.act_format)]
         return [(w, a) for w in self.weight_bits for a in self.act_bits if (w, a) != (None, None)]
 
 
 def parse_bits(text: str, what: str = "bits") -> tuple:
-    """``"2,4,8"`` -> ``(2, 4, 8)``; ``float`` -> None; anything else raises :class:`SpecError`."""
+    """``"2,4,8,fp8_e4m3"`` -> ``(2, 4, 8, "fp8_e4m3")``; ``float`` -> None; a fixed-width number
+    format's name stays a name; anything else raises :class:`SpecError`."""
     out = []
     for i, part in enumerate(p.strip() for p in str(text).split(",")):
         if part == "float":
             out.append(None)
         elif part.isdigit() and int(part) in ALLOWED_BITS:
             out.append(int(part))
+        elif part in _fixed_formats():
+            out.append(part)
         else:
-            raise SpecError(f"{what}[{i}]: expected an integer in 2-8 or 16, or 'float'; got {part!r}")
+            raise SpecError(f"{what}[{i}]: expected an integer in 2-8 or 16, a number format ({', '.join(_fixed_formats())}) or 'float'; got {part!r}")
     return tuple(out)
 
 
@@ -137,8 +174,17 @@ def case_spec(config: SensitivityConfig, layer: str, w, a) -> QuantSpec:
     if config.mode == "leave-one-float":
         return config.base.with_layers({layer: {"weight_bits": "float"}})
     b = config.base
+
+    def setting(what, v):
+        return {f"{what}_format": v} if isinstance(v, str) else {f"{what}_bits": "float" if v is None else v}
+
     return QuantSpec.parse({"weight_bits": "float", "act_bits": "float", "weight_granularity": b.weight_granularity, "scale_type": b.scale_type,
-                            "layers": {layer: {"weight_bits": "float" if w is None else w, "act_bits": "float" if a is None else a}}})
+                            "layers": {layer: {**setting("weight", w), **setting("act", a)}}})
+
+
+def _layer_quant(w, a, granularity: str, scale_type: str) -> LayerQuant:
+    (wb, wf), (ab, af) = bits_and_format(w), bits_and_format(a)
+    return LayerQuant(wb, ab, granularity, scale_type, wf or INT, af or INT)
 
 
 def compare_outputs(task, out: torch.Tensor, fp_out: torch.Tensor, fp_metric: float, split) -> dict:
@@ -221,12 +267,13 @@ class _Engine:
         base = self.graph.get_submodule(layer)
         if self.config.mode == "quantise-one":
             b = self.config.base
-            lq = LayerQuant(w, a, b.weight_granularity, b.scale_type)
+            lq = _layer_quant(w, a, b.weight_granularity, b.scale_type)
             module = self._layer_at(layer, base, lq)
             if a is not None:
                 from brevitas.nn import QuantIdentity
 
-                iq = QuantIdentity(act_quant=act_quantizer(a, not input_is_nonnegative(self.graph, node.args[0]), b.scale_type), return_quant_tensor=True)
+                signed = not input_is_nonnegative(self.graph, node.args[0])
+                iq = QuantIdentity(act_quant=act_quantizer(lq.act_bits, signed, b.scale_type, lq.act_format), return_quant_tensor=True)
                 iq.eval()
                 with torch.no_grad(), calibration_mode(iq):
                     for env in self.calib_envs:
@@ -235,7 +282,7 @@ class _Engine:
         else:
             module = copy.deepcopy(base)
             current = self.graph.workbench_plan.layers[layer]
-            apply_weight_settings(module, LayerQuant(None, current.act_bits, current.weight_granularity, current.scale_type), current)
+            apply_weight_settings(module, LayerQuant(None, current.act_bits, current.weight_granularity, current.scale_type, INT, current.act_format), current)
         module.eval()
         return torch.cat([self.runner.run_from(env, {layer: module}) for env in self.eval_envs]).float()
 
@@ -263,7 +310,7 @@ class _SwapEngine:
 
         original = self.model.get_submodule(layer)
         b = self.config.base
-        set_module(self.model, build_quant_layer(original, LayerQuant(w, a, b.weight_granularity, b.scale_type), input_quant=True), layer)
+        set_module(self.model, build_quant_layer(original, _layer_quant(w, a, b.weight_granularity, b.scale_type), input_quant=True), layer)
         try:
             if a is not None:
                 calibrate(self.model, self.x_calib, batch_size=self.config.ptq.batch_size)
@@ -328,7 +375,9 @@ class _SensitivityWork:
                     raise
                 res = {"metric": math.nan, "metric_delta": math.nan, "sqnr_db": math.nan, "output_mse": math.nan, "kl": math.nan,
                        "status": f"error: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}"}
-            row = {**info, "weight_bits": w, "act_bits": a, "mode": config.mode, **res, "seconds": time.perf_counter() - t0,
+            (wb, wf), (ab, af) = bits_and_format(w), bits_and_format(a)
+            row = {**info, "weight_bits": wb, "act_bits": ab, "weight_format": wf, "act_format": af, "mode": config.mode, **res,
+                   "seconds": time.perf_counter() - t0,
                    "engine": "cut" if cut else ("swap" if swap is not None else ("full" if self.engine == "cut" else "naive"))}
             if config.hessian:
                 row["hessian_trace"] = self.hessian.get(layer, math.nan)

@@ -11,7 +11,10 @@ When several selectors match a layer, the more specific wins (type < glob < exac
 among selectors of one kind the later one wins. Per layer: ``weight_bits`` (2-8 or 16, or
 ``"float"`` for unquantised), ``act_bits`` (bits of the activation the layer reads, same
 choices), ``weight_granularity`` (``per_tensor`` | ``per_channel``) and ``scale_type``
-(``float`` | ``po2``, power-of-two scales for fixed-point hardware).
+(``float`` | ``po2``, power-of-two scales for fixed-point hardware), ``weight_format`` and
+``act_format`` (a number format from :mod:`workbench.formats`: ``int``, the default, or a
+minifloat such as ``fp8_e4m3``; a fixed-width format stores its own bits, so ``weight_bits`` may
+be left out or must equal them).
 """
 
 from __future__ import annotations
@@ -23,12 +26,12 @@ from pathlib import Path
 from typing import Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator, model_validator
 
 from .errors import SpecError, UnsupportedLayerError
+from .formats import ALLOWED_BITS, FORMATS, INT, get_format, unknown_format_message
 from .yamlio import in_file, load_yaml, loads_yaml
 
-ALLOWED_BITS = (2, 3, 4, 5, 6, 7, 8, 16)
 FLOAT = "float"
 Bits = Union[StrictInt, Literal["float"]]
 Granularity = Literal["per_tensor", "per_channel"]
@@ -42,6 +45,37 @@ def _check_bits(value, field: str):
     if value not in ALLOWED_BITS:
         raise ValueError(f"expected an integer in 2-8 or 16, or 'float'; got {short_repr(value)}")
     return value
+
+
+def _check_format(value):
+    if value is None:
+        return value
+    if not isinstance(value, str) or value not in FORMATS:
+        raise ValueError(unknown_format_message(value))
+    return value
+
+
+def _bits_against_formats(data, fill: bool):
+    """Before validation: a fixed-width format (``fp8_e4m3``) named beside bits must agree with
+    them; with ``fill`` (the spec's defaults) missing bits become the format's storage bits."""
+    if not isinstance(data, dict):
+        return data
+    data = dict(data)
+    for fmt_field, bits_field in (("weight_format", "weight_bits"), ("act_format", "act_bits")):
+        name = data.get(fmt_field)
+        if not isinstance(name, str) or name not in FORMATS:
+            continue
+        fmt = FORMATS[name]
+        if fmt.fixed_bits is None:
+            continue
+        bits = data.get(bits_field)
+        if bits is None:
+            if fill:
+                data[bits_field] = fmt.fixed_bits
+        elif bits == FLOAT or bits != fmt.fixed_bits:
+            raise ValueError(f"got {bits_field} {short_repr(bits)} beside {fmt_field} {name!r}, which stores {fmt.fixed_bits} bits; "
+                             f"leave {bits_field} out or set it to {fmt.fixed_bits}")
+    return data
 
 
 class SpecModel(BaseModel):
@@ -69,11 +103,23 @@ class LayerSettings(SpecModel):
     act_bits: Bits | None = None
     weight_granularity: Granularity | None = None
     scale_type: ScaleType | None = None
+    weight_format: str | None = None
+    act_format: str | None = None
 
     @field_validator("weight_bits", "act_bits", mode="before")
     @classmethod
     def _bits(cls, v, info):
         return _check_bits(v, info.field_name)
+
+    @field_validator("weight_format", "act_format", mode="before")
+    @classmethod
+    def _format(cls, v):
+        return _check_format(v)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _formats_bits(cls, data):
+        return _bits_against_formats(data, fill=False)
 
 
 class QuantSpec(SpecModel):
@@ -84,12 +130,24 @@ class QuantSpec(SpecModel):
     act_bits: Bits = 8
     weight_granularity: Granularity = "per_channel"
     scale_type: ScaleType = "float"
+    weight_format: str = INT
+    act_format: str = INT
     layers: dict[str, LayerSettings] = Field(default_factory=dict)
 
     @field_validator("weight_bits", "act_bits", mode="before")
     @classmethod
     def _bits(cls, v, info):
         return _check_bits(v, info.field_name)
+
+    @field_validator("weight_format", "act_format", mode="before")
+    @classmethod
+    def _format(cls, v):
+        return _check_format(v)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _formats_bits(cls, data):
+        return _bits_against_formats(data, fill=True)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -130,6 +188,9 @@ class QuantSpec(SpecModel):
 
     def to_dict(self) -> dict:
         d = self.model_dump(exclude={"layers"})
+        for key in ("weight_format", "act_format"):  # the default stays implicit: old specs and recipes read back unchanged
+            if d[key] == INT:
+                del d[key]
         d["layers"] = {k: v.model_dump(exclude_none=True) for k, v in self.layers.items()}
         return d
 
@@ -175,20 +236,28 @@ def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
 
 @dataclass(frozen=True)
 class LayerQuant:
-    """The resolved settings of one layer (``None`` bits = float / unquantised)."""
+    """The resolved settings of one layer (``None`` bits = float / unquantised; a format from
+    :mod:`workbench.formats`, ``int`` by default, whose bits are its storage bits)."""
 
     weight_bits: int | None
     act_bits: int | None
     weight_granularity: str
     scale_type: str
+    weight_format: str = INT
+    act_format: str = INT
 
     @property
     def weight_key(self):
-        return (self.weight_bits, self.weight_granularity, self.scale_type)
+        return (self.weight_bits, self.weight_granularity, self.scale_type, self.weight_format)
 
     @property
     def act_key(self):
-        return (self.act_bits, self.scale_type)
+        return (self.act_bits, self.scale_type, self.act_format)
+
+    @property
+    def int_quantised(self) -> bool:
+        """Weights and the input both quantised as integers (what an int32 bias and integer kernels need)."""
+        return self.weight_bits is not None and self.act_bits is not None and self.weight_format == INT and self.act_format == INT
 
 
 def _bits(v):
@@ -245,12 +314,34 @@ def resolve(spec: QuantSpec, layers: dict[str, tuple[str, bool]], unsupported: d
     resolved = {}
     for name in names:
         w, a, g, s = spec.weight_bits, spec.act_bits, spec.weight_granularity, spec.scale_type
+        wf, af = spec.weight_format, spec.act_format
+        where = {"weight": "the spec's defaults", "act": "the spec's defaults"}
         for sel in ordered:
             if name in matches[sel]:
                 o = spec.layers[sel]
-                w = o.weight_bits if o.weight_bits is not None else w
-                a = o.act_bits if o.act_bits is not None else a
+                for what, fmt_name, bits in (("weight", o.weight_format, o.weight_bits), ("act", o.act_format, o.act_bits)):
+                    if fmt_name is not None:
+                        where[what] = f"layers.{sel}"
+                        fixed = get_format(fmt_name).fixed_bits
+                        if bits is None and fixed is not None:
+                            bits = fixed
+                    if what == "weight":
+                        wf = fmt_name or wf
+                        w = bits if bits is not None else w
+                    else:
+                        af = fmt_name or af
+                        a = bits if bits is not None else a
                 g = o.weight_granularity or g
                 s = o.scale_type or s
-        resolved[name] = LayerQuant(_bits(w), _bits(a), g, s)
+        for what, fmt_name, bits in (("weight", wf, w), ("act", af, a)):
+            fmt = get_format(fmt_name)
+            if bits == FLOAT or fmt.fixed_bits is None:
+                if fmt.fixed_bits is None and bits not in (FLOAT, None) and bits not in fmt.bits:
+                    raise SpecError(f"layers.{name}.{what}_bits is {bits}; {what}_format {fmt_name!r} takes {', '.join(map(str, fmt.bits))}")
+            elif bits != fmt.fixed_bits:
+                raise SpecError(f"layers.{name}.{what}_bits is {bits} but its {what}_format {fmt_name!r} (from {where[what]}) stores {fmt.fixed_bits} bits; "
+                                f"name {what}_format 'int' beside {what}_bits {bits} in the override")
+            if bits != FLOAT and s not in fmt.scale_types:
+                raise SpecError(f"layers.{name}: scale_type {s!r} does not apply to {what}_format {fmt_name!r}; it takes scale_type {', '.join(fmt.scale_types)}")
+        resolved[name] = LayerQuant(_bits(w), _bits(a), g, s, INT if w == FLOAT else wf, INT if a == FLOAT else af)
     return resolved
