@@ -13,7 +13,6 @@ import torch
 from onnx import TensorProto, helper
 
 import workbench as wb
-from workbench.evaluate import predict
 from workbench.formats import FORMATS, NumberFormat, get_format, register_format
 from workbench.sensitivity import SensitivityConfig, parse_bits, sensitivity
 from workbench.spec import QuantSpec
@@ -162,6 +161,13 @@ def test_sensitivity_takes_formats_as_cases(digits):
     assert int8["output_mse"] != e5m2["output_mse"]
     metrics = ["metric", "sqnr_db", "output_mse"]
     np.testing.assert_allclose(cut[metrics].to_numpy(float), naive[metrics].to_numpy(float), rtol=0, atol=1e-6)
+    # The heatmap keeps a format's column apart from the integer column of the same bits.
+    from workbench.report import heatmap_matrix
+
+    layers, labels, z = heatmap_matrix(cut, "output_mse")
+    assert labels == ["W8", "W8Afp8_e4m3", "Wfp8_e5m2", "Wfp8_e5m2Afp8_e4m3"]
+    assert z[layers.index("features.3")][labels.index("W8")] == int8["output_mse"]
+    assert z[layers.index("features.3")][labels.index("Wfp8_e5m2")] == e5m2["output_mse"]
 
 
 def test_bit_width_table_offers_formats(digits):

@@ -8,7 +8,6 @@ the estimate for the current choice (updated on every change, no model run) and,
 
 from __future__ import annotations
 
-import math
 
 import ipywidgets as W
 import pandas as pd
@@ -16,6 +15,7 @@ import plotly.graph_objects as go
 import traitlets
 
 import workbench as wb
+from workbench.cost import packed_weight_bytes
 
 from .figure_box import FigureBox
 
@@ -73,7 +73,7 @@ class BitWidthTable(FigureBox):
         names = list(self.layer_types)
         self.figure = go.FigureWidget(
             data=[
-                go.Bar(name="float32", x=names, y=[4 * (w + b) for w, b in self._sizes.values()], marker_color="#BBBBBB"),
+                go.Bar(name="float32", x=names, y=[packed_weight_bytes(w, b, None) for w, b in self._sizes.values()], marker_color="#BBBBBB"),
                 go.Bar(name="estimate", x=names, y=[0] * len(names), marker_color="#4C78A8"),
                 go.Bar(name="measured", x=names, y=[0] * len(names), marker_color="#F58518"),
             ],
@@ -125,7 +125,7 @@ class BitWidthTable(FigureBox):
             n_w, n_b = self._sizes[name]
             wbits = bits["weight_bits"]
             wbits = FORMATS[wbits].fixed_bits if wbits in FORMATS else wbits  # a format stores its own bits
-            estimate.append((4 * n_w if wbits == "float" else math.ceil(n_w * wbits / 8)) + 4 * n_b)
+            estimate.append(packed_weight_bytes(n_w, n_b, wbits))
         self.figure.data[1].y = estimate
         self.estimated_bytes = int(sum(estimate))
 

@@ -165,7 +165,7 @@ def quantize_model(model: nn.Module, spec: QuantSpec | dict | None = None, *, eq
 
 def _fx_quantize(graph_model: GraphModule, spec: QuantSpec) -> GraphModule:
     default = default_layer_quant(spec)
-    w_bits, a_bits = default.weight_bits, default.act_bits
+    a_bits = default.act_bits
     wq = _layer_weight_quant(default)
     bias = Int32Bias if default.int_quantised else None
 

@@ -89,9 +89,19 @@ Float baseline {summary['fp_metric']:.4f}. Workbench {__version__}.</p>
 SENSITIVITY_VALUES = {"metric_delta": "metric change", "sqnr_db": "output SQNR (dB)", "output_mse": "output MSE", "kl": "KL to float"}
 
 
-def case_label(weight_bits, act_bits) -> str:
-    w = "fp" if weight_bits is None or pd.isna(weight_bits) else int(weight_bits)
-    a = "fp" if act_bits is None or pd.isna(act_bits) else int(act_bits)
+def case_label(weight_bits, act_bits, weight_format=None, act_format=None) -> str:
+    """``W4``, ``A8``, ``W4A8``; a number format other than ``int`` by its name (``Wfp8_e4m3``).
+
+    ``weight_bits`` / ``act_bits`` may be a sweep case's format name itself (``"fp8_e4m3"``)."""
+
+    def part(bits, fmt):
+        if isinstance(bits, str):
+            return bits
+        if bits is None or pd.isna(bits):
+            return "fp"
+        return fmt if isinstance(fmt, str) and fmt != "int" else int(bits)
+
+    w, a = part(weight_bits, weight_format), part(act_bits, act_format)
     return f"W{w}" if a == "fp" else (f"A{a}" if w == "fp" else f"W{w}A{a}")
 
 
@@ -101,9 +111,11 @@ def heatmap_matrix(df: pd.DataFrame, value: str, layers: list[str] | None = None
         raise ValueError(f"value {value!r}; expected one of {', '.join(SENSITIVITY_VALUES)}")
     if layers is None:
         layers = list(df.sort_values("depth")["layer"].drop_duplicates())
-    keyed = {(r.layer, case_label(r.weight_bits, r.act_bits)): getattr(r, value) for r in df.itertuples()}
+    keyed = {(r.layer, case_label(r.weight_bits, r.act_bits, getattr(r, "weight_format", None), getattr(r, "act_format", None))): getattr(r, value)
+             for r in df.itertuples()}
     if labels is None:
-        labels = list(dict.fromkeys(case_label(w, a) for w, a in zip(df["weight_bits"], df["act_bits"])))
+        wf, af = df.get("weight_format", pd.Series([None] * len(df), index=df.index)), df.get("act_format", pd.Series([None] * len(df), index=df.index))
+        labels = list(dict.fromkeys(case_label(w, a, f, g) for w, a, f, g in zip(df["weight_bits"], df["act_bits"], wf, af)))
     z = [[(None if (v := keyed.get((layer, lab))) is None or pd.isna(v) else float(v)) for lab in labels] for layer in layers]
     return layers, labels, z
 
