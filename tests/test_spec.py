@@ -95,3 +95,11 @@ def test_fuzzed_specs_only_raise_spec_error(obj):
         resolve(spec, LAYERS)
     except wb.SpecError as exc:
         assert "\n" not in str(exc)
+
+
+def test_error_path_keeps_layer_names_that_start_like_a_union_tag():
+    # pydantic puts union branch names ("int", "literal['float']") in error locations; only those are dropped
+    with pytest.raises(wb.SpecError, match=r"^layers\.intro\.conv\.weight_bits: expected an integer in 2-8 or 16"):
+        wb.QuantSpec.parse({"layers": {"intro.conv": {"weight_bits": 33}}})
+    with pytest.raises(wb.SpecError, match=r"^layers\.int8_head\.act_bits: "):
+        wb.QuantSpec.parse({"layers": {"int8_head": {"act_bits": "eight"}}})

@@ -25,13 +25,12 @@ from typing import Annotated, Any, ClassVar
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, ValidationError
 
 from .errors import SpecError
-from .spec import SpecModel, cut_text, format_validation_error
+from .spec import SpecModel, cut_text, format_validation_error, is_union_tag
 
-_SKIP = ("literal[", "int", "function-")  # union tags pydantic puts in a location (as format_validation_error drops them)
 
 
 def _parts(loc) -> list:
-    return [p for p in loc if not (isinstance(p, str) and p.startswith(_SKIP))]
+    return [p for p in loc if not is_union_tag(p)]
 
 
 def _dotted(parts, prefix: str) -> str:

@@ -212,11 +212,20 @@ def short_repr(value: Any, limit: int = 200) -> str:
     return f"{text[:limit]}... ({size}{len(text)} characters)"
 
 
+UNION_TAGS = ("int", "str", "float", "bool", "none")  # the branch names pydantic puts in an error location
+
+
+def is_union_tag(part) -> bool:
+    """True for a location part naming a union branch (``int``, ``literal['float']``,
+    ``function-after[...]``), not a field or a layer (a layer named ``intro.conv`` is kept)."""
+    return isinstance(part, str) and (part in UNION_TAGS or part.startswith(("literal[", "function-")))
+
+
 def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
     """First pydantic error as ``field.path: message; got VALUE`` on one line (inputs are cut to
     about 200 characters)."""
     err = exc.errors(include_url=False, include_context=False)[0]
-    path = ".".join(str(p) for p in err["loc"] if not str(p).startswith(("literal[", "int", "function-")))
+    path = ".".join(str(p) for p in err["loc"] if not is_union_tag(p))
     if not path and not prefix and err["type"] == "value_error":  # a check across fields: its message says it all
         return cut_text(err["msg"].removeprefix("Value error, "))
     path = f"{prefix}{path}" if path else (prefix.rstrip(".") or "spec")
