@@ -155,7 +155,8 @@ def _check(path: Path, meta: dict, expect: dict) -> None:
                               f"expected {CHECKPOINT_FORMAT}); remove it to train anew")
     for key in ("model", "config", "task", "data", "teacher"):
         if meta.get(key) != expect[key]:
-            raise CheckpointError(f"{path.name} was saved for another {key} ({meta.get(key)!r:.80}); this run's is {expect[key]!r:.80}")
+            raise CheckpointError(f"{path.name} was saved for another {key} ({meta.get(key)!r:.80}); this run's is {expect[key]!r:.80}; "
+                                  f"remove it or pass another checkpoint_dir to train anew")
 
 
 def _load_optimiser(path: Path, opt: torch.optim.Optimizer, sched, tensors: dict, meta: dict) -> None:
