@@ -189,3 +189,13 @@ def yaml_bits(path) -> dict:
 
     layers = yaml.safe_load(Path(path).read_text())["quantization"]["layers"]
     return {k: v["weight_bits"] for k, v in layers.items()}
+
+
+def test_cli_lists_the_cost_kinds_and_the_exporters():
+    kinds = CliRunner().invoke(app, ["costs"])
+    assert kinds.exit_code == 0, kinds.output
+    rows = {line.split()[0] for line in kinds.output.splitlines()[1:] if line.strip()}
+    assert rows == set(COST_KINDS)
+    exporters = CliRunner().invoke(app, ["exporters"])
+    assert exporters.exit_code == 0, exporters.output
+    assert {line.split()[0] for line in exporters.output.splitlines()[1:] if line.strip()} == set(wb.list_exporters()["name"])

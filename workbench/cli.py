@@ -113,7 +113,29 @@ def formats() -> None:
     _quiet_libraries()
     from .formats import list_formats
 
-    df = list_formats().astype(object)
+    _echo_table(list_formats())
+
+
+@app.command()
+def exporters() -> None:
+    """List the export formats --format and a recipe's export.formats can name (qcdq, qonnx, float, ...)."""
+    _quiet_libraries()
+    from .exporters import list_exporters
+
+    _echo_table(list_exporters())
+
+
+@app.command()
+def costs() -> None:
+    """List the cost kinds a search's --budget KIND=VALUE and a target profile's budgets can name."""
+    _quiet_libraries()
+    from .cost import list_cost_kinds
+
+    _echo_table(list_cost_kinds())
+
+
+def _echo_table(df) -> None:
+    df = df.astype(object)
     typer.echo(df.where(df.notna(), "-").to_string(index=False))
 
 
