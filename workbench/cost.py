@@ -9,7 +9,6 @@ KIND=VALUE``, the search's result columns, the report's and the explorer's axes 
 
 from __future__ import annotations
 
-import difflib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ import torch
 from pydantic import ConfigDict, Field, ValidationError, field_validator
 from torch import nn
 
-from .errors import SpecError
+from .errors import SpecError, unknown_name
 from .models import layer_macs
 from .quantize import QUANTISABLE
 from .spec import SpecModel, format_validation_error, short_repr
@@ -117,10 +116,7 @@ def register_cost_kind(kind: CostKind) -> CostKind:
 
 
 def _unknown_kind(name, known=None) -> str:
-    known = list(COST_KINDS) if known is None else known
-    close = difflib.get_close_matches(str(name), known, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return f"unknown cost kind {short_repr(name)}{hint}; expected one of {', '.join(known)}"
+    return unknown_name("cost kind", name, COST_KINDS if known is None else known, listed="expected one of")
 
 
 def get_cost_kind(name: str) -> CostKind:

@@ -64,3 +64,16 @@ class PruningError(WorkbenchError):
 
 class CheckpointError(WorkbenchError):
     """A checkpoint is unreadable, or belongs to another model or training configuration."""
+
+
+def unknown_name(what: str, name, known, listed: str = "known:", cutoff: float = 0.6) -> str:
+    """``unknown <what> 'x' (did you mean 'y'?); known: a, b``: the one message of every registry
+    lookup (formats, exporters, cost kinds). ``name`` is cut to about 200 characters."""
+    import difflib
+
+    known = list(known)
+    close = difflib.get_close_matches(str(name), known, n=1, cutoff=cutoff)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    text = repr(name)
+    text = text if len(text) <= 200 else f"{text[:200]}... ({len(text)} characters)"
+    return f"unknown {what} {text}{hint}; {listed} {', '.join(known)}"

@@ -25,14 +25,13 @@ name ``qcdq`` (:func:`resolve_formats` says so in one line otherwise).
 
 from __future__ import annotations
 
-import difflib
 import os
 from pathlib import Path
 from collections.abc import Iterable
 
 from torch import nn
 
-from .errors import ExportError
+from .errors import ExportError, unknown_name
 
 PRIMARY = "qcdq"
 DEFAULT_FORMATS = ("qcdq", "qonnx")
@@ -109,10 +108,7 @@ def register_exporter(cls):
 
 
 def _unknown(name) -> ExportError:
-    known = ", ".join(EXPORTERS)
-    close = difflib.get_close_matches(str(name), list(EXPORTERS), n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return ExportError(f"unknown export format {name!r}{hint}; known: {known}")
+    return ExportError(unknown_name("export format", name, EXPORTERS))
 
 
 def get_exporter(name: str) -> Exporter:

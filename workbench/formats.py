@@ -22,11 +22,10 @@ Adding a format::
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .errors import SpecError
+from .errors import SpecError, unknown_name
 
 ALLOWED_BITS = (2, 3, 4, 5, 6, 7, 8, 16)
 INT = "int"
@@ -101,10 +100,7 @@ def format_names() -> tuple[str, ...]:
 
 
 def unknown_format_message(name) -> str:
-    known = ", ".join(FORMATS)
-    close = difflib.get_close_matches(str(name), list(FORMATS), n=1, cutoff=0.5)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return f"unknown number format {name!r}{hint}; known: {known}"
+    return unknown_name("number format", name, FORMATS, cutoff=0.5)
 
 
 def get_format(name: str) -> NumberFormat:

@@ -23,7 +23,7 @@ import difflib
 import fnmatch
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, ClassVar, Literal, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator, model_validator
@@ -95,7 +95,28 @@ class SpecModel(BaseModel):
     __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
 
 
-class LayerSettings(SpecModel):
+class _BitsAndFormats(SpecModel):
+    """The checks a spec's defaults and a layer override share: bits, formats, and bits against formats."""
+
+    _fill_format_bits: ClassVar[bool] = False  # the defaults fill missing bits from a fixed-width format
+
+    @field_validator("weight_bits", "act_bits", mode="before", check_fields=False)
+    @classmethod
+    def _bits(cls, v, info):
+        return _check_bits(v, info.field_name)
+
+    @field_validator("weight_format", "act_format", mode="before", check_fields=False)
+    @classmethod
+    def _format(cls, v):
+        return _check_format(v)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _formats_bits(cls, data):
+        return _bits_against_formats(data, fill=cls._fill_format_bits)
+
+
+class LayerSettings(_BitsAndFormats):
     """Per-layer override: every field optional, unset fields come from the spec's defaults."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -106,24 +127,11 @@ class LayerSettings(SpecModel):
     weight_format: str | None = None
     act_format: str | None = None
 
-    @field_validator("weight_bits", "act_bits", mode="before")
-    @classmethod
-    def _bits(cls, v, info):
-        return _check_bits(v, info.field_name)
 
-    @field_validator("weight_format", "act_format", mode="before")
-    @classmethod
-    def _format(cls, v):
-        return _check_format(v)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _formats_bits(cls, data):
-        return _bits_against_formats(data, fill=False)
-
-
-class QuantSpec(SpecModel):
+class QuantSpec(_BitsAndFormats):
     """Global defaults plus per-layer overrides (see the module docstring for selectors)."""
+
+    _fill_format_bits: ClassVar[bool] = True
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     weight_bits: Bits = 8
@@ -133,21 +141,6 @@ class QuantSpec(SpecModel):
     weight_format: str = INT
     act_format: str = INT
     layers: dict[str, LayerSettings] = Field(default_factory=dict)
-
-    @field_validator("weight_bits", "act_bits", mode="before")
-    @classmethod
-    def _bits(cls, v, info):
-        return _check_bits(v, info.field_name)
-
-    @field_validator("weight_format", "act_format", mode="before")
-    @classmethod
-    def _format(cls, v):
-        return _check_format(v)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _formats_bits(cls, data):
-        return _bits_against_formats(data, fill=True)
 
     # ------------------------------------------------------------------ construction
     @classmethod
