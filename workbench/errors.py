@@ -77,3 +77,9 @@ def unknown_name(what: str, name, known, listed: str = "known:", cutoff: float =
     text = repr(name)
     text = text if len(text) <= 200 else f"{text[:200]}... ({len(text)} characters)"
     return f"unknown {what} {text}{hint}; {listed} {', '.join(known)}"
+
+
+class MissingWeightsError(TaskError):
+    """A model directory lacks weights its architecture or the asked kind needs (a task head the
+    checkpoint does not hold, say): the workbench never initialises them at random unless asked
+    (``load_hf_directory(..., new_head=True)``)."""

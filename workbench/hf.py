@@ -18,29 +18,82 @@ returns one tensor (logits or the pooled embedding), as the rest of the workbenc
 
 from __future__ import annotations
 
+import json
 import os
+import warnings
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import DatasetError, TaskError
+from .errors import DatasetError, MissingWeightsError, TaskError
 
 WEIGHT_FILES = ("model.safetensors",)
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")
 
 
-class OutputOf(nn.Module):
-    """``forward(x) = model(**{input_name: x}).<output>``: one tensor in, one tensor out."""
+class TruncationWarning(UserWarning):
+    """Text lines were longer than the token limit (``max_length`` or the model's position limit)
+    and were cut."""
 
-    def __init__(self, model: nn.Module, input_name: str = "pixel_values", output: str = "logits"):
+
+def split_ids_and_mask(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(ids, mask)`` of a token tensor: ``(N, 2, L)`` holds ids and attention mask (as
+    :func:`tokenize` writes them), ``(N, L)`` ids alone (mask None: every position attended)."""
+    if x.dim() == 3 and x.shape[1] == 2:
+        return x[:, 0], x[:, 1]
+    return x, None
+
+
+class OutputOf(nn.Module):
+    """``forward(x) = model(**{input_name: x}).<output>``: one tensor in, one tensor out.
+
+    For ``input_ids``, ``x`` is ``(N, L)`` token ids or ``(N, 2, L)`` ids and attention mask
+    (:func:`tokenize`'s layout: the mask travels in the one input tensor, through tasks and ONNX).
+    ``output_kind`` says what comes out: ``"logits"`` or ``"embedding"``."""
+
+    def __init__(self, model: nn.Module, input_name: str = "pixel_values", output: str = "logits", output_kind: str | None = None):
         super().__init__()
         self.model, self.input_name, self.output = model, input_name, output
+        self.output_kind = output_kind or ("logits" if output == "logits" else "embedding")
 
     def forward(self, x):
-        out = self.model(**{self.input_name: x})
+        if self.input_name == "input_ids":
+            ids, mask = split_ids_and_mask(x)
+            out = self.model(input_ids=ids, attention_mask=mask)
+        else:
+            out = self.model(**{self.input_name: x})
         return getattr(out, self.output) if hasattr(out, self.output) else out[0]
+
+
+class SentenceEmbedding(nn.Module):
+    """A sentence embedding as sentence-transformers computes it: the encoder's last hidden state
+    pooled over the tokens the attention mask keeps (``"mean"``) or the first token (``"cls"``),
+    then L2-normalised when ``normalize``. ``x``: ``(N, 2, L)`` ids and mask, or ``(N, L)`` ids."""
+
+    output_kind = "embedding"
+
+    def __init__(self, model: nn.Module, pooling: str = "mean", normalize: bool = False):
+        super().__init__()
+        if pooling not in POOLINGS:
+            raise TaskError(f"pooling {pooling!r}; expected one of {', '.join(POOLINGS)}")
+        self.model, self.pooling, self.normalize = model, pooling, bool(normalize)
+
+    def forward(self, x):
+        ids, mask = split_ids_and_mask(x)
+        hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
+        if self.pooling == "cls":
+            emb = hidden[:, 0]
+        elif mask is None:
+            emb = hidden.mean(1)
+        else:
+            m = mask.unsqueeze(-1).to(hidden.dtype)
+            emb = (hidden * m).sum(1) / m.sum(1).clamp_min(1e-9)
+        return F.normalize(emb, p=2.0, dim=-1) if self.normalize else emb
+
+
+POOLINGS = ("mean", "cls")
 
 
 def _transformers():
@@ -118,11 +171,81 @@ def bert_encoder(layers: int = 6, hidden: int = 128, heads: int = 4, intermediat
     return OutputOf(tf.BertForSequenceClassification(cfg).eval(), "input_ids", "logits").eval()
 
 
-def load_hf_directory(path: str | os.PathLike, task: str = "sequence-classification"):
+KINDS = ("sequence-classification", "encoder", "sentence-embedding")
+
+
+def default_kind(path: str | os.PathLike, architectures) -> str:
+    """The kind a directory's own config says: ``*ForSequenceClassification`` is
+    ``sequence-classification``; a bare encoder (``BertModel``, ...) is ``sentence-embedding``
+    when the directory holds a sentence-transformers pooling config (``modules.json`` or
+    ``1_Pooling/``), else ``encoder``. Anything else has no default: pass ``kind``."""
+    path = Path(path)
+    archs = list(architectures or [])
+    if len(archs) == 1 and archs[0].endswith("ForSequenceClassification"):
+        return "sequence-classification"
+    if len(archs) == 1 and archs[0].endswith("Model") and "For" not in archs[0]:
+        return "sentence-embedding" if (path / "modules.json").is_file() or (path / "1_Pooling").is_dir() else "encoder"
+    said = ", ".join(archs) if archs else "no architectures"
+    raise TaskError(f"{path.name}: config.json names {said}; no default kind for it; expected kind= one of {', '.join(KINDS)}")
+
+
+def pooling_config(path: str | os.PathLike) -> tuple[str, bool]:
+    """``(pooling, normalize)`` of a sentence-transformers directory: the ``Pooling`` module's
+    ``config.json`` (``1_Pooling/`` unless ``modules.json`` names another folder) says mean or CLS;
+    a ``Normalize`` module in ``modules.json`` says L2 normalisation. Without either file: mean
+    pooling, no normalisation. A module or pooling mode the workbench does not compute (Dense,
+    max pooling, ...) is a :class:`TaskError`, never skipped."""
+    path = Path(path)
+    modules, pool_dir = [], path / "1_Pooling"
+    if (path / "modules.json").is_file():
+        try:
+            modules = json.loads((path / "modules.json").read_text(encoding="utf-8"))
+            types = [str(m["type"]).rsplit(".", 1)[-1] for m in modules]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise DatasetError(f"{path.name}/modules.json is not a sentence-transformers module list ({type(exc).__name__}); "
+                               "expected a JSON list of {{idx, name, path, type}}") from None
+        other = [t for t in types if t not in ("Transformer", "Pooling", "Normalize")]
+        if other:
+            raise TaskError(f"{path.name}/modules.json has module(s) {', '.join(other)} the workbench does not compute; "
+                            "expected Transformer, Pooling and optionally Normalize")
+        pool_dir = next((path / m.get("path", "") for m, t in zip(modules, types) if t == "Pooling"), pool_dir)
+        normalize = "Normalize" in types
+    else:
+        normalize = False
+    pooling = "mean"
+    if (pool_dir / "config.json").is_file():
+        try:
+            cfg = json.loads((pool_dir / "config.json").read_text(encoding="utf-8"))
+            modes = sorted(k.removeprefix("pooling_mode_") for k, v in cfg.items() if k.startswith("pooling_mode") and v is True)
+        except (ValueError, AttributeError) as exc:
+            raise DatasetError(f"{pool_dir.name}/config.json is not a pooling config ({type(exc).__name__}); expected JSON with pooling_mode_* flags") from None
+        if modes not in (["mean_tokens"], ["cls_token"]):
+            raise TaskError(f"{pool_dir.name}/config.json asks for pooling {', '.join(modes) or 'none'}; expected exactly one of "
+                            "pooling_mode_mean_tokens, pooling_mode_cls_token")
+        pooling = "mean" if modes == ["mean_tokens"] else "cls"
+    return pooling, normalize
+
+
+def load_hf_directory(path: str | os.PathLike, kind: str | None = None, *, new_head: bool = False, task: str | None = None):
     """``(model, tokenizer)`` from a local directory saved by ``save_pretrained``, with no network.
 
-    ``task``: ``sequence-classification`` (logits out) or ``encoder`` (the pooled embedding out).
+    ``kind``:
+
+    - ``sequence-classification``: logits out (``AutoModelForSequenceClassification``);
+    - ``encoder``: the bare encoder's pooled output (``pooler_output``, an embedding);
+    - ``sentence-embedding``: the last hidden state pooled as the directory's sentence-transformers
+      config says (:func:`pooling_config`: mean over the attention mask by default, or CLS; L2
+      normalised when a ``Normalize`` module is listed), as a :class:`SentenceEmbedding`.
+
+    Left None, ``kind`` follows ``config.json``'s ``architectures`` (:func:`default_kind`).
+    Weights are never invented: a checkpoint without weights the kind needs (a classification
+    head on a bare encoder, say) is a one-line :class:`MissingWeightsError` unless
+    ``new_head=True`` asks for a fresh head (seeded, untrained: its logits mean nothing until
+    trained); missing encoder weights are an error either way. A tokenizer with more tokens than
+    the model's embedding rows is a :class:`TaskError`. The tokenizer's ``model_max_length`` is
+    capped at the model's position limit, so :func:`tokenize` truncates to it (and says so).
     Weights must be safetensors; the tokenizer is ``tokenizer.json`` or ``vocab.txt``.
+    ``task`` is the old name of ``kind``.
     """
     tf = _transformers()
     path = Path(path)
@@ -138,22 +261,82 @@ def load_hf_directory(path: str | os.PathLike, task: str = "sequence-classificat
         raise DatasetError(f"{path.name}: no model.safetensors ({why}); {expected}")
     if not any((path / f).is_file() for f in TOKENIZER_FILES):
         raise DatasetError(f"{path.name}: no tokenizer (found {', '.join(found)}); {expected}")
-    if task not in ("sequence-classification", "encoder"):
-        raise TaskError(f"task {task!r}; expected 'sequence-classification' or 'encoder'")
-    cls, output = (tf.AutoModelForSequenceClassification, "logits") if task == "sequence-classification" else (tf.AutoModel, "pooler_output")
+    kind = kind if kind is not None else task
+    try:
+        config = tf.AutoConfig.from_pretrained(str(path), local_files_only=True)
+    except (OSError, ValueError, KeyError) as exc:
+        raise DatasetError(f"{path.name}: transformers cannot read config.json ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})") from None
+    if kind is None:
+        kind = default_kind(path, getattr(config, "architectures", None))
+    if kind not in KINDS:
+        raise TaskError(f"kind {kind!r}; expected one of {', '.join(KINDS)}")
+    pooling = pooling_config(path) if kind == "sentence-embedding" else None
+    cls = tf.AutoModelForSequenceClassification if kind == "sequence-classification" else tf.AutoModel
     from transformers.utils import logging as tf_logging
 
     bars = tf_logging.is_progress_bar_enabled()
     tf_logging.disable_progress_bar()  # its "Loading weights" bar is noise in notebooks and logs
     try:
-        model = cls.from_pretrained(str(path), local_files_only=True, use_safetensors=True, attn_implementation="eager")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)  # what transformers initialises (a head asked for with new_head=True) is seeded
+            model, info = cls.from_pretrained(str(path), local_files_only=True, use_safetensors=True, attn_implementation="eager",
+                                              output_loading_info=True)
         tokenizer = tf.AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     except (OSError, ValueError, KeyError) as exc:
         raise DatasetError(f"{path.name}: transformers cannot load it ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})") from None
     finally:
         if bars:
             tf_logging.enable_progress_bar()
-    return OutputOf(model.eval(), "input_ids", output).eval(), tokenizer
+    _check_missing(path, kind, model, sorted(info.get("missing_keys") or ()), new_head)
+    _check_vocabulary(path, model, tokenizer)
+    limit = getattr(config, "max_position_embeddings", None)
+    if isinstance(limit, int) and limit > 0 and (tokenizer.model_max_length or 0) > limit:
+        tokenizer.model_max_length = limit
+    model = model.eval()
+    if kind == "sequence-classification":
+        return OutputOf(model, "input_ids", "logits").eval(), tokenizer
+    if kind == "encoder":
+        return OutputOf(model, "input_ids", "pooler_output", output_kind="embedding").eval(), tokenizer
+    if getattr(model, "pooler", None) is not None:
+        model.pooler = None  # sentence embeddings pool the hidden states themselves: its Linear would be quantised for nothing
+    return SentenceEmbedding(model, *pooling).eval(), tokenizer
+
+
+def _check_missing(path: Path, kind: str, model: nn.Module, missing: list[str], new_head: bool) -> None:
+    """Refuse weights transformers would initialise at random (its own warning is muted)."""
+    if kind == "sentence-embedding":
+        missing = [k for k in missing if not k.startswith("pooler.")]  # the pooler is dropped, never used
+    if not missing:
+        return
+    prefix = f"{getattr(model, 'base_model_prefix', '')}."
+    base = model is getattr(model, "base_model", model)
+    head = [] if base else [k for k in missing if not k.startswith(prefix)]
+    body = [k for k in missing if k not in head]
+    shown = lambda keys: ", ".join(keys[:4]) + (f" and {len(keys) - 4} more" if len(keys) > 4 else "")
+    archs = ", ".join(getattr(model.config, "architectures", None) or ["no architectures"])
+    if body:
+        hint = "; for a sentence-transformers encoder use kind='sentence-embedding'" if kind == "encoder" and all(k.startswith("pooler.") for k in body) else ""
+        raise MissingWeightsError(f"{path.name}: model.safetensors ({archs}) lacks {len(body)} weight(s) kind {kind!r} needs ({shown(body)}); "
+                                  f"expected a checkpoint holding them{hint}")
+    if not new_head:
+        raise MissingWeightsError(f"{path.name}: model.safetensors ({archs}) has no {kind} head ({shown(head)}); it would be random; "
+                                  f"expected kind={default_kind_or_none(path, model.config)!r} for this checkpoint, or new_head=True to ask for an untrained head")
+    warnings.warn(f"{path.name}: a new, untrained {kind} head ({shown(head)}), as asked (new_head=True): its outputs mean nothing until trained",
+                  stacklevel=3)
+
+
+def default_kind_or_none(path: Path, config) -> str | None:
+    try:
+        return default_kind(path, getattr(config, "architectures", None))
+    except TaskError:
+        return None
+
+
+def _check_vocabulary(path: Path, model: nn.Module, tokenizer) -> None:
+    rows = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) > rows:
+        raise TaskError(f"{path.name}: the tokenizer has {len(tokenizer)} tokens but the model's embedding has {rows} rows; "
+                        f"expected a tokenizer of at most {rows} tokens (the one saved with this model)")
 
 
 def read_text_lines(path: str | os.PathLike) -> list[str]:
@@ -171,12 +354,36 @@ def read_text_lines(path: str | os.PathLike) -> list[str]:
     return lines
 
 
-def tokenize(tokenizer, sentences: list[str], max_length: int = 32) -> torch.Tensor:
-    """Token ids ``(N, max_length)`` (int64), padded and truncated to one fixed length."""
+def tokenize(tokenizer, sentences: list[str], max_length: int = 32, attention_mask: bool = True) -> torch.Tensor:
+    """Token ids and attention mask ``(N, 2, L)`` (int64; ``[:, 0]`` ids, ``[:, 1]`` mask), padded
+    and truncated to one fixed length ``L``; ``attention_mask=False`` gives the ids alone ``(N, L)``.
+
+    ``L`` is ``max_length``, capped at the tokenizer's ``model_max_length`` (the model's position
+    limit, as :func:`load_hf_directory` sets it). Lines longer than ``L`` tokens are truncated and
+    a :class:`TruncationWarning` says how many."""
     if not sentences:
         raise DatasetError("no sentences to tokenize; expected at least one")
-    enc = tokenizer(list(sentences), padding="max_length", truncation=True, max_length=max_length, return_tensors="pt")
-    return enc["input_ids"].to(torch.int64)
+    sentences = list(sentences)
+    limit = getattr(tokenizer, "model_max_length", None)
+    if isinstance(limit, int) and 0 < limit < max_length:
+        warnings.warn(f"max_length {max_length} is over the model's position limit of {limit} tokens; using {limit}", TruncationWarning, stacklevel=2)
+        max_length = limit
+    full = tokenizer(sentences, truncation=False)["input_ids"]
+    lengths = [len(ids) for ids in full]
+    unk, special = getattr(tokenizer, "unk_token_id", None), set(getattr(tokenizer, "all_special_ids", ()) or ()) - {getattr(tokenizer, "unk_token_id", None)}
+    words = [t for ids in full for t in ids if t not in special]
+    if unk is not None and words and sum(t == unk for t in words) > len(words) / 2:
+        warnings.warn(f"the tokenizer maps {sum(t == unk for t in words)} of {len(words)} tokens to its unknown token; "
+                      "its vocabulary does not cover this text (or it was built without its vocabulary file)", TruncationWarning, stacklevel=2)
+    cut = sum(n > max_length for n in lengths)
+    if cut:
+        warnings.warn(f"{cut} of {len(sentences)} lines are longer than {max_length} tokens (longest {max(lengths)}) and were truncated",
+                      TruncationWarning, stacklevel=2)
+    enc = tokenizer(sentences, padding="max_length", truncation=True, max_length=max_length, return_tensors="pt")
+    ids = enc["input_ids"].to(torch.int64)
+    if not attention_mask:
+        return ids
+    return torch.stack([ids, enc["attention_mask"].to(torch.int64)], dim=1)
 
 
 def cosine(outputs: torch.Tensor, targets: torch.Tensor, inputs=None) -> float:
@@ -184,12 +391,21 @@ def cosine(outputs: torch.Tensor, targets: torch.Tensor, inputs=None) -> float:
     return float(F.cosine_similarity(outputs.flatten(1).double(), targets.flatten(1).double(), dim=1).mean())
 
 
-def label_free_task(model: nn.Module, calib_x: torch.Tensor, eval_x: torch.Tensor, *, name: str = "custom", source: str = "user data"):
+def label_free_task(model: nn.Module, calib_x: torch.Tensor, eval_x: torch.Tensor, *, name: str = "custom", source: str = "user data",
+                    output_kind: str | None = None):
     """A task scored without labels: targets are ``model``'s own float outputs on ``eval_x``,
     the metric their cosine similarity (1.0 for the float model). Inputs of the wrong shape or
-    type for the model raise :class:`TaskError` naming what it got."""
+    type for the model raise :class:`TaskError` naming what it got.
+
+    ``output_kind`` (default: the model's ``output_kind`` attribute, else ``"logits"``):
+    ``"logits"`` makes a ``classification`` task (agreement: top-1 of the logits);
+    ``"embedding"`` an ``embedding`` task (agreement: Spearman correlation of the pairwise
+    similarities, :func:`workbench.metrics.similarity_spearman`; never an argmax over dimensions)."""
     from .tasks import make_task
 
+    output_kind = output_kind or getattr(model, "output_kind", "logits")
+    if output_kind not in ("logits", "embedding"):
+        raise TaskError(f"output_kind {output_kind!r}; expected 'logits' or 'embedding'")
     model = model.eval()
     try:
         with torch.no_grad():
@@ -198,8 +414,11 @@ def label_free_task(model: nn.Module, calib_x: torch.Tensor, eval_x: torch.Tenso
     except (RuntimeError, ValueError, IndexError, TypeError) as exc:
         raise TaskError(f"{name}: the model rejects inputs of shape {tuple(eval_x.shape[1:])} and type {str(eval_x.dtype).removeprefix('torch.')} "
                         f"({type(exc).__name__}: {str(exc).splitlines()[0][:160]})") from None
-    task = make_task(model, calib_x, (eval_x, targets), metric=_cosine_metric(), name=name, kind="classification", source=source)
-    task.description = f"{name}: label-free (cosine similarity of outputs to the float model's)"
+    kind = "embedding" if output_kind == "embedding" else "classification"
+    task = make_task(model, calib_x, (eval_x, targets), metric=_cosine_metric(), name=name, kind=kind, source=source)
+    what = "embeddings: cosine to the float embeddings; agreement: pairwise-similarity ranking (Spearman)" if kind == "embedding" else \
+        "cosine similarity of outputs to the float model's"
+    task.description = f"{name}: label-free ({what})"
     return task
 
 

@@ -63,8 +63,46 @@ ACCURACY = Metric("top1_accuracy", top1_accuracy)
 AUC = Metric("auc", reconstruction_auc)
 
 
-def output_agreement(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray, classification: bool) -> dict:
-    """How closely two models' outputs agree: top-1 agreement (classifiers), errors and SQNR."""
+def mean_cosine(outputs: torch.Tensor, targets: torch.Tensor, inputs=None) -> float:
+    """Mean cosine similarity of each output row to its target row (1.0 when they point alike)."""
+    a, b = torch.as_tensor(outputs).flatten(1).double(), torch.as_tensor(targets).flatten(1).double()
+    return float(torch.nn.functional.cosine_similarity(a, b, dim=1).mean())
+
+
+def similarity_spearman(outputs: torch.Tensor, targets: torch.Tensor, inputs=None) -> float:
+    """How well ``outputs`` keep the ranking of pairwise similarities of ``targets``: the Spearman
+    correlation of the cosine similarities of every pair of rows (``N (N - 1) / 2`` pairs), 1.0
+    when every pair is ranked alike. What a retrieval or clustering use of an embedding needs."""
+    from scipy.stats import rankdata
+
+    def pairs(e):
+        e = torch.nn.functional.normalize(torch.as_tensor(e).flatten(1).double(), dim=1)
+        i, j = torch.triu_indices(len(e), len(e), offset=1)
+        return (e @ e.T)[i, j].numpy()
+
+    a, b = pairs(outputs), pairs(targets)
+    if len(a) < 2:
+        return float("nan")
+    ra, rb = rankdata(a), rankdata(b)
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    denom = float(np.sqrt((ra**2).sum() * (rb**2).sum()))
+    return float((ra * rb).sum() / denom) if denom > 0 else float(np.array_equal(a, b))
+
+
+EMBEDDING_COSINE = Metric("cosine", mean_cosine)
+EMBEDDING_SPEARMAN = Metric("similarity_spearman", similarity_spearman)
+
+
+def output_agreement(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray, classification: bool | str) -> dict:
+    """How closely two models' outputs agree: errors and SQNR, and ``agreement`` by output kind
+    (``classification`` is a task kind, or the old boolean: True for classification):
+
+    - ``"classification"`` (True): top-1 agreement of the logits;
+    - ``"embedding"``: the pairwise-similarity ranking kept (:func:`similarity_spearman`), never an
+      argmax over embedding dimensions; ``mean_cosine`` and ``similarity_spearman`` are added;
+    - ``"reconstruction"`` (False): None (the errors say it).
+    """
+    kind = ("classification" if classification else "reconstruction") if isinstance(classification, bool) else classification
     a = torch.as_tensor(np.asarray(a), dtype=torch.float32)
     b = torch.as_tensor(np.asarray(b), dtype=torch.float32)
     diff = a - b
@@ -74,6 +112,9 @@ def output_agreement(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray,
         "max_abs_diff": float(diff.abs().max()) if diff.numel() else 0.0,
         "rel_output_error": float(diff.norm() / b.norm().clamp_min(1e-12)),
         "sqnr_db": float(10 * np.log10(signal / noise)) if noise > 0 else float("inf"),
-        "agreement": float((a.argmax(1) == b.argmax(1)).float().mean()) if classification else None,
+        "agreement": float((a.argmax(1) == b.argmax(1)).float().mean()) if kind == "classification" else None,
     }
+    if kind == "embedding":
+        out["mean_cosine"] = mean_cosine(a, b)
+        out["similarity_spearman"] = out["agreement"] = similarity_spearman(a, b)
     return out

@@ -77,7 +77,7 @@ def evaluate_quantized(task, float_model: nn.Module, qmodel: nn.Module, fp_outpu
     fp_out = predict(float_model, split.x) if fp_outputs is None else fp_outputs
     q_out = predict(qmodel, split.x)
     table = describe(qmodel)
-    cmp = output_agreement(q_out, fp_out, task.is_classifier)
+    cmp = output_agreement(q_out, fp_out, task.kind)
     return {
         "fp_metric": task.score(fp_out, split),
         "quant_metric": task.score(q_out, split),

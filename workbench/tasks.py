@@ -34,7 +34,8 @@ class Task:
     """What the workbench compresses: a model, its data and how to score it.
 
     ``kind`` is ``"classification"`` (outputs are logits; agreement is top-1) or
-    ``"reconstruction"`` (outputs reconstruct the inputs; agreement is output error).
+    ``"reconstruction"`` (outputs reconstruct the inputs; agreement is output error) or
+    ``"embedding"`` (label-free embeddings; agreement is the pairwise-similarity ranking kept).
     ``pretrained`` tasks come with trained weights; the others train a float baseline first.
     """
 
@@ -261,8 +262,8 @@ def make_task(
     """
     if not isinstance(model, nn.Module):
         raise TaskError(f"model is a {type(model).__name__}; expected a torch.nn.Module")
-    if kind not in ("classification", "reconstruction"):
-        raise TaskError(f"kind {kind!r}; expected 'classification' or 'reconstruction'")
+    if kind not in ("classification", "reconstruction", "embedding"):
+        raise TaskError(f"kind {kind!r}; expected 'classification', 'reconstruction' or 'embedding'")
     calib_split = calib if isinstance(calib, Split) else Split(calib)
     eval_split = eval if isinstance(eval, Split) else Split(*eval)
     train_split = calib_split if train is None else (train if isinstance(train, Split) else Split(*train))
