@@ -78,7 +78,7 @@ def _tiny_bert_directory(path):
     words = "the a cat dog sat ran on mat fast slow red blue".split()
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words
     (path / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    tokenizer = tf.BertTokenizerFast(vocab_file=str(path / "vocab.txt"))
+    tokenizer = tf.BertTokenizerFast(vocab=str(path / "vocab.txt"))  # transformers 5 ignores vocab_file=
     torch.manual_seed(0)
     cfg = tf.BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, num_labels=3)
     tf.BertForSequenceClassification(cfg).save_pretrained(str(path), safe_serialization=True)
@@ -94,7 +94,7 @@ def test_local_directory_text_lines_and_label_free_task(tmp_path, monkeypatch):
     model, tokenizer = hf.load_hf_directory(model_dir)
     calib = hf.tokenize(tokenizer, hf.read_text_lines(tmp_path / "calib.txt"), max_length=12)
     eval_x = hf.tokenize(tokenizer, hf.read_text_lines(tmp_path / "eval.txt"), max_length=12)
-    assert calib.shape == (12, 12) and calib.dtype == torch.int64 and int(calib[0, 0]) == tokenizer.cls_token_id
+    assert calib.shape == (12, 2, 12) and calib.dtype == torch.int64 and int(calib[0, 0, 0]) == tokenizer.cls_token_id and tokenizer.unk_token_id not in calib[:, 0]
     task = hf.label_free_task(model, calib, eval_x, name="tiny-bert")
     assert task.metric.name == "cosine" and wb.evaluate(model, task) == pytest.approx(1.0)
     q = wb.quantize_task(task, model, {"weight_bits": 4, "act_bits": 8})
