@@ -31,9 +31,12 @@ def evaluate(model: nn.Module, task, split: Split | None = None) -> float:
 
 def task_loss(task, outputs: torch.Tensor, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
     """The task's training loss: cross-entropy for classifiers (against the outputs' own top-1
-    when ``y`` is None), MSE against the flattened inputs for reconstruction."""
+    when ``y`` is None), MSE against the flattened inputs for reconstruction, MSE against the
+    float embeddings ``y`` for label-free embeddings (nothing without them)."""
     import torch.nn.functional as F
 
     if task.is_classifier:
         return F.cross_entropy(outputs, outputs.detach().argmax(1) if y is None else y)
+    if task.kind == "embedding":  # label-free embeddings: MSE to the float embeddings when given; else distillation alone teaches
+        return F.mse_loss(outputs, y) if y is not None else outputs.sum() * 0.0
     return F.mse_loss(outputs, x.flatten(1))
