@@ -205,3 +205,13 @@ def test_long_lines_are_truncated_and_said(tmp_path):
     blind = hf._transformers().BertTokenizerFast(vocab_file=str(path / "vocab.txt"))  # transformers 5 ignores vocab_file: every word unknown
     with pytest.warns(hf.TruncationWarning, match="the tokenizer maps 3 of 3 tokens to its unknown token"):
         hf.tokenize(blind, lines[:1], max_length=8)
+
+
+def test_a_classification_config_without_its_head_weights(tmp_path):
+    path, _ = _directory(tmp_path / "headless", "BertForSequenceClassification")
+    weights = load_file(str(path / "model.safetensors"))
+    save_file({k: v for k, v in weights.items() if not k.startswith("classifier.")}, str(path / "model.safetensors"))
+    with pytest.raises(MissingWeightsError, match="^headless: model.safetensors \\(BertForSequenceClassification\\) has no sequence-classification "
+                       "head \\(classifier.bias, classifier.weight\\); it would be random; expected a checkpoint holding the head, or new_head=True"):
+        hf.load_hf_directory(path)
+    assert hf.load_hf_directory(path, "encoder")[0].output_kind == "embedding"  # its encoder is all there

@@ -4,15 +4,20 @@
   (ResNet-18 as torchvision's, MobileNetV2, a BERT-style encoder), built from configs with random
   initialisation: no download, no hub access;
 - :func:`load_hf_directory`: a local model directory (``config.json``, ``model.safetensors``, a
-  tokenizer) loaded with the hub switched off; a missing file is a one-line :class:`DatasetError`,
-  and pickled ``pytorch_model.bin`` weights are refused (they would be unpickled);
+  tokenizer) loaded with the hub switched off, as the kind its config's ``architectures`` names
+  (sequence classification, a bare encoder, or a sentence-transformers ``sentence-embedding``);
+  weights are never invented (a missing head is a :class:`MissingWeightsError` unless
+  ``new_head=True``); a missing file is a one-line :class:`DatasetError`, and pickled
+  ``pytorch_model.bin`` weights are refused (they would be unpickled);
 - :func:`read_text_lines` / :func:`tokenize`: the small text format (UTF-8, one sentence per line)
-  for calibration and label-free evaluation;
+  for calibration and label-free evaluation, tokenized to ids and attention mask ``(N, 2, L)``;
 - :func:`label_free_task`: a task whose targets are the float model's own outputs and whose
-  metric is their cosine similarity, so any model can be scored without labels.
+  metric is their cosine similarity, so any model can be scored without labels (an embedding
+  model's task is of kind ``embedding``: agreement is the pairwise-similarity ranking kept).
 
-Every model is wrapped in :class:`OutputOf` so it takes one tensor (pixels or token ids) and
-returns one tensor (logits or the pooled embedding), as the rest of the workbench expects.
+Every model is wrapped in :class:`OutputOf` (or :class:`SentenceEmbedding`) so it takes one
+tensor (pixels, token ids, or ids and mask stacked) and returns one tensor (logits or an
+embedding), as the rest of the workbench expects.
 ``transformers`` is imported on use: ``import workbench`` stays fast.
 """
 
@@ -319,13 +324,15 @@ def _check_missing(path: Path, kind: str, model: nn.Module, missing: list[str], 
         raise MissingWeightsError(f"{path.name}: model.safetensors ({archs}) lacks {len(body)} weight(s) kind {kind!r} needs ({shown(body)}); "
                                   f"expected a checkpoint holding them{hint}")
     if not new_head:
+        own = _default_kind_or_none(path, model.config)
+        fits = f"kind={own!r} for this checkpoint" if own not in (None, kind) else "a checkpoint holding the head"
         raise MissingWeightsError(f"{path.name}: model.safetensors ({archs}) has no {kind} head ({shown(head)}); it would be random; "
-                                  f"expected kind={default_kind_or_none(path, model.config)!r} for this checkpoint, or new_head=True to ask for an untrained head")
+                                  f"expected {fits}, or new_head=True to ask for an untrained head")
     warnings.warn(f"{path.name}: a new, untrained {kind} head ({shown(head)}), as asked (new_head=True): its outputs mean nothing until trained",
                   stacklevel=3)
 
 
-def default_kind_or_none(path: Path, config) -> str | None:
+def _default_kind_or_none(path: Path, config) -> str | None:
     try:
         return default_kind(path, getattr(config, "architectures", None))
     except TaskError:
