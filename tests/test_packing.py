@@ -9,7 +9,7 @@ import pytest
 
 import workbench as wb
 from workbench.export import PACKED_TYPES
-from workbench.verify import onnx_storage, onnx_weight_integers
+from workbench.verify import int_kernel_counts, onnx_storage, onnx_weight_integers
 
 MIXED = {"weight_bits": 4, "act_bits": 8, "layers": {"stack3.conv2": {"weight_bits": 8}}}  # the largest layer (36,864 weights) at 8 bits
 
@@ -27,7 +27,7 @@ def exported(resnet8, tmp_path_factory):
     out = tmp_path_factory.mktemp("packing")
     res = {}
     for name, spec in (("w8a8", wb.QuantSpec.uniform(8, 8)), ("w4a8", wb.QuantSpec.uniform(4, 8)), ("mixed", MIXED)):
-        q = wb.quantize_task(task, model, spec)
+        q = wb.quantize_task(task, model, spec, wb.PTQConfig(calib_samples=32))
         res[name] = (q, wb.export_qcdq(q, task.example_input(), out / f"{name}.onnx"))
     res["w4a8_int8"] = (res["w4a8"][0], wb.export_qcdq(res["w4a8"][0], task.example_input(), out / "w4a8_int8.onnx", pack=False))
     res["w8a8_nopack"] = (res["w8a8"][0], wb.export_qcdq(res["w8a8"][0], task.example_input(), out / "w8a8_nopack.onnx", pack=False))
@@ -49,11 +49,12 @@ def test_w4a8_file_is_at_most_0_6_of_w8a8_and_verifies(resnet8, exported):
     assert next(o.version for o in m.opset_import if o.domain in ("", "ai.onnx")) == 21
     packed = [i for i in m.graph.initializer if i.data_type in PACKED_TYPES]
     assert len(packed) == 10  # every conv and the classifier
-    res = wb.verify_qcdq(p4, q4, task)
-    assert res["onnx_agreement"] >= 0.99 and res["max_abs_diff"] <= 0.05 * float(wb.predict(q4, task.data.eval.x).abs().max())
-    assert abs(res["onnx_metric"] - wb.evaluate(q4, task)) <= 0.01
+    sim = wb.predict(q4, task.data.eval.x)
+    res = wb.verify_qcdq(p4, q4, task, sim_outputs=sim)
+    assert res["onnx_agreement"] >= 0.99 and res["max_abs_diff"] <= 0.05 * float(sim.abs().max())
+    assert abs(res["onnx_metric"] - task.score(sim, task.data.eval)) <= 0.01
     # the integer kernels survive packing: onnxruntime folds the Cast of the constant at load time
-    assert res["int_kernels"] == wb.verify_qcdq(p8, q8, task)["int_kernels"] and res["int_kernels"]["QLinearConv"] == 9
+    assert res["int_kernels"] == int_kernel_counts(wb.optimized_op_counts(p8)) and res["int_kernels"]["QLinearConv"] == 9
     # file bytes say what they hold: every weight at 4 bits, two a byte; nothing packed in the 8-bit file
     modules = dict(q4.named_modules())
     weights = [modules[name].weight.numel() for name in q4.workbench_plan.layers]
@@ -90,9 +91,9 @@ def test_mixed_4_8_lies_between_and_w8a8_is_unchanged(resnet8, exported):
     assert onnx.load(str(exported["w8a8"][1])).opset_import[0].version == 13
 
 
-def test_s8_encoding_packs_int4(resnet8, tmp_path):
+def test_s8_encoding_packs_int4(resnet8, exported, tmp_path):
     task, _ = resnet8
-    q = wb.quantize_task(task, resnet8[1], {"weight_bits": 4, "layers": {"stack3.conv2": {"weight_bits": 8}}})
+    q = exported["mixed"][0]
     path = wb.export_qcdq(q, task.example_input(), tmp_path / "s8.onnx", weight_encoding="s8")
     types = {i.data_type for i in onnx.load(str(path)).graph.initializer}
     assert onnx.TensorProto.INT4 in types and onnx.TensorProto.UINT4 not in types
