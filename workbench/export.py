@@ -340,19 +340,24 @@ def packing_wanted(qmodel: nn.Module, pack: bool | str) -> bool:
                for lq in (plan.layers.values() if plan is not None else ()))
 
 
-def _raise_opset(model: onnx.ModelProto, opset: int) -> None:
+def _raise_opset(model: onnx.ModelProto, opset: int) -> bool:
     """Raise the default-domain opset to ``opset`` (onnx's version converter adapts the nodes
-    whose signature changed, e.g. ReduceMean's axes) and the IR version to one that carries INT4."""
+    whose signature changed, e.g. ReduceMean's axes) and the IR version to one that carries INT4.
+    False (the model untouched) if the converter cannot convert the graph."""
     from onnx import version_converter
 
     current = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), opset)
     if current < opset:
         value_info = list(model.graph.value_info)
-        converted = version_converter.convert_version(model, opset)
+        try:
+            converted = version_converter.convert_version(model, opset)
+        except Exception:  # the converter raises its own types; the weights then stay in int8 containers
+            return False
         model.CopyFrom(converted)
         del model.graph.value_info[:]  # the converter infers shapes; keep the file as lean as it was
         model.graph.value_info.extend(value_info)
     model.ir_version = max(model.ir_version, 10)
+    return True
 
 
 def pack_low_bit_weights(model: onnx.ModelProto) -> int:
@@ -365,8 +370,9 @@ def pack_low_bit_weights(model: onnx.ModelProto) -> int:
     bit for bit. onnxruntime folds the Cast of a constant at session start, so the
     DequantizeLinear still fuses into QLinearConv / QGemm (a DequantizeLinear reading INT4
     directly runs as float Conv: 2x slower on ResNet-8 here). The opset is raised to 21 when
-    anything is packed, and names are compacted (:func:`compact_names`). Returns the number of
-    tensors packed."""
+    anything is packed, and names are compacted (:func:`compact_names`); a graph onnx's version
+    converter cannot raise to opset 21 is left unpacked (the summary's ``packing`` then lists its
+    layers under ``int8``). Returns the number of tensors packed."""
     import ml_dtypes
 
     graph = model.graph
@@ -406,9 +412,8 @@ def pack_low_bit_weights(model: onnx.ModelProto) -> int:
         else:
             continue
         plans.append((node, packed, new_zp, onnx.helper.np_dtype_to_tensor_dtype(w.dtype)))
-    if not plans:
+    if not plans or not _raise_opset(model, PACKED_OPSET):
         return 0
-    _raise_opset(model, PACKED_OPSET)
     graph = model.graph
     by_output = {n.output[0]: n for n in graph.node}
     casts = []
