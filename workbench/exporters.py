@@ -183,10 +183,10 @@ class QCDQExporter(Exporter):
     def path_key(self) -> str:
         return "onnx_path"
 
-    def export(self, qmodel, example, path, weight_encoding: str = "u8", **options) -> Path:
+    def export(self, qmodel, example, path, weight_encoding: str = "u8", pack: bool | str = True, **options) -> Path:
         from .export import export_qcdq
 
-        return export_qcdq(qmodel, example, path, weight_encoding=weight_encoding)
+        return export_qcdq(qmodel, example, path, weight_encoding=weight_encoding, pack=pack)
 
     def verify(self, path, qmodel, task, sim_outputs=None, **options) -> dict:
         from .verify import verify_qcdq

@@ -83,6 +83,7 @@ def run_job(task, variants: dict[str, QuantSpec | dict], out_dir: str | Path | R
                 **{k: primary[k] for k in SUMMARY_KEYS},
                 "latency_ms_p99_fp": primary.get("latency_ms_p99_fp"),
                 "latency_ms_p99_quant": primary.get("latency_ms_p99_quant"),
+                **{k: primary.get(k) for k in ("onnx_weight_bytes_packed", "onnx_float_bytes", "packing")},  # file bytes by what they hold
                 "primary_variant": next(iter(variants_out)),
                 "ptq": ptq.to_dict(),
                 "variants": variants_out,

@@ -64,8 +64,9 @@ def write_report(summary: dict, layers: dict[str, pd.DataFrame], sections: list[
     for name, v in summary["variants"].items():
         rows.append({
             "variant": name, "metric (sim)": round(v["quant_metric"], 4), "metric (onnxruntime)": round(v["onnx_metric"], 4),
-            "agreement": v["onnx_agreement"], "max |diff|": f"{v['max_abs_diff']:.3g}", "weight bytes": v["weight_bytes_quant"],
-            "ONNX bytes": v["onnx_file_bytes"], "integer kernels": ", ".join(f"{k} x{c}" for k, c in v["int_kernels"].items()) or "none",
+            "agreement": v["onnx_agreement"], "max |diff|": f"{v['max_abs_diff']:.3g}", "weight bytes (cost model, packed at their bits)": v["weight_bytes_quant"],
+            "ONNX file bytes (whole file)": v["onnx_file_bytes"], "of which 4-bit packed weights": v.get("onnx_weight_bytes_packed"),
+            "of which int8 containers": v.get("onnx_int8_bytes"), "of which float (scales, float layers)": v.get("onnx_float_bytes"), "integer kernels": ", ".join(f"{k} x{c}" for k, c in v["int_kernels"].items()) or "none",
             "QONNX agreement": v.get("qonnx_agreement"),
         })
     fig_parts = iter(parts[3:])

@@ -115,7 +115,7 @@ def verify_qcdq(onnx_path: str | os.PathLike, qmodel: torch.nn.Module, task, spl
     try:
         sess = session(onnx_path, threads=os.cpu_count() or 1)
     except Exception as exc:  # onnxruntime raises its own types (NotImplemented, InvalidGraph, Fail)
-        return unverified_qcdq(onnx_path, f"onnxruntime cannot run it: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+        return unverified_qcdq(onnx_path, f"onnxruntime cannot run it: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}", qmodel)
     sim = predict(qmodel, split.x) if sim_outputs is None else sim_outputs
     out = torch.from_numpy(run_onnx(sess, split.x))
     ops = optimized_op_counts(onnx_path)
@@ -130,18 +130,20 @@ def verify_qcdq(onnx_path: str | os.PathLike, qmodel: torch.nn.Module, task, spl
         "max_abs_diff": cmp["max_abs_diff"],
         "rel_output_error": cmp["rel_output_error"],
         "onnx_file_bytes": Path(onnx_path).stat().st_size,
+        **onnx_storage(onnx_path, qmodel),
         "int_kernel_nodes": int(sum(ints.values())),
         "int_kernels": ints,
         "ort_ops": ops,
     }
 
 
-def unverified_qcdq(onnx_path: str | os.PathLike, reason: str) -> dict:
+def unverified_qcdq(onnx_path: str | os.PathLike, reason: str, qmodel: torch.nn.Module | None = None) -> dict:
     """The verification keys of a QCDQ file no runtime here runs: it is checked to load, and the
     reason is one line."""
     onnx.checker.check_model(onnx.load(str(onnx_path)))
     return {"qcdq_verified": False, "qcdq_unverified_reason": reason, "onnx_metric": None, "onnx_agreement": None, "max_abs_diff": None,
-            "rel_output_error": None, "onnx_file_bytes": Path(onnx_path).stat().st_size, "int_kernel_nodes": 0, "int_kernels": {}, "ort_ops": {}}
+            "rel_output_error": None, "onnx_file_bytes": Path(onnx_path).stat().st_size, **onnx_storage(onnx_path, qmodel), "int_kernel_nodes": 0,
+            "int_kernels": {}, "ort_ops": {}}
 
 
 def verify_float(onnx_path: str | os.PathLike, float_model: torch.nn.Module, task, split=None, fp_outputs: torch.Tensor | None = None) -> dict:
@@ -196,7 +198,7 @@ def onnx_weight_integers(path: str | os.PathLike) -> dict[str, tuple[int, int]]:
         if node.op_type != "DequantizeLinear" or "/weight_quant/" not in (node.name or node.output[0]):
             continue
         src = node.input[0]
-        if src in producer and producer[src].op_type == "Clip":
+        while src in producer and producer[src].op_type in ("Clip", "Cast"):  # Cast: a packed 4-bit weight
             src = producer[src].input[0]
         if src not in consts:
             continue
@@ -207,4 +209,57 @@ def onnx_weight_integers(path: str | os.PathLike) -> dict[str, tuple[int, int]]:
         ints = w - zp
         layer = (node.name or node.output[0]).split("/weight_quant/")[0].strip("/")
         out[layer] = (int(ints.min()), int(ints.max()))
+    return out
+
+
+_PACKED = {onnx.TensorProto.INT4, onnx.TensorProto.UINT4}
+_INT8 = {onnx.TensorProto.INT8, onnx.TensorProto.UINT8}
+_FLOATS = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16, onnx.TensorProto.DOUBLE, *FLOAT8_TYPES}
+
+
+def _tensor_bytes(t: onnx.TensorProto) -> int:
+    if t.raw_data:
+        return len(t.raw_data)
+    from onnx import numpy_helper
+
+    arr = numpy_helper.to_array(t)
+    return (arr.size + 1) // 2 if t.data_type in _PACKED else int(arr.nbytes)
+
+
+def onnx_storage(path: str | os.PathLike, qmodel: torch.nn.Module | None = None) -> dict:
+    """What an exported file's bytes hold, so "weight bytes" (the cost model) and "file bytes" are
+    never confused: ``onnx_weight_bytes_packed`` (INT4/UINT4 initialisers, two values a byte),
+    ``onnx_int8_bytes`` (int8/uint8 initialisers: 5-8-bit weights in int8 containers, zero
+    points), ``onnx_int32_bytes`` (quantised biases), ``onnx_float_bytes`` (float initialisers:
+    scales, float layers' weights and biases), ``onnx_graph_bytes`` (the rest of the file: nodes,
+    names) and ``packing``: ``{"int4": [...], "int8": [...], <format>: [...], "float": [...]}``,
+    which layers' weights the file stores how (from ``qmodel``'s plan; None without one)."""
+    model = onnx.load(str(path))
+    tensors = list(model.graph.initializer) + [a.t for n in model.graph.node if n.op_type == "Constant" for a in n.attribute if a.HasField("t")]
+    out = {"onnx_weight_bytes_packed": 0, "onnx_int8_bytes": 0, "onnx_int32_bytes": 0, "onnx_float_bytes": 0}
+    for t in tensors:
+        key = ("onnx_weight_bytes_packed" if t.data_type in _PACKED else "onnx_int8_bytes" if t.data_type in _INT8
+               else "onnx_int32_bytes" if t.data_type == onnx.TensorProto.INT32 else "onnx_float_bytes" if t.data_type in _FLOATS else None)
+        if key is not None:
+            out[key] += _tensor_bytes(t)
+    out["onnx_graph_bytes"] = Path(path).stat().st_size - sum(out.values())
+    out["packing"] = _packing(qmodel, packed=out["onnx_weight_bytes_packed"] > 0)
+    return out
+
+
+def _packing(qmodel, packed: bool) -> dict | None:
+    from .formats import get_format
+
+    plan = getattr(qmodel, "workbench_plan", None)
+    if plan is None:
+        return None
+    out: dict[str, list[str]] = {}
+    for name, lq in plan.layers.items():
+        if lq.weight_bits is None:
+            key = "float"
+        elif get_format(lq.weight_format).kind == "minifloat":
+            key = lq.weight_format
+        else:
+            key = "int4" if packed and lq.weight_bits <= 4 else "int8"
+        out.setdefault(key, []).append(name)
     return out
