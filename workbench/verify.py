@@ -120,7 +120,7 @@ def verify_qcdq(onnx_path: str | os.PathLike, qmodel: torch.nn.Module, task, spl
     out = torch.from_numpy(run_onnx(sess, split.x))
     ops = optimized_op_counts(onnx_path)
     ints = int_kernel_counts(ops)
-    cmp = output_agreement(out, sim, task.is_classifier)
+    cmp = output_agreement(out, sim, task.kind)
     level = optimization_level(onnx_path)
     return {
         "qcdq_verified": True,
@@ -151,7 +151,7 @@ def verify_float(onnx_path: str | os.PathLike, float_model: torch.nn.Module, tas
     split = task.data.eval if split is None else split
     ref = predict(float_model, split.x) if fp_outputs is None else fp_outputs
     out = torch.from_numpy(run_onnx(session(onnx_path, threads=os.cpu_count() or 1, level="extended"), split.x))
-    cmp = output_agreement(out, ref, task.is_classifier)
+    cmp = output_agreement(out, ref, task.kind)
     return {
         "float_onnx_metric": task.score(out, split),
         "float_agreement": cmp["agreement"],
@@ -171,7 +171,7 @@ def verify_qonnx(qonnx_path: str | os.PathLike, qmodel: torch.nn.Module, task, n
     xs = as_onnx_input(split.x)
     out = torch.from_numpy(np.concatenate([execute_onnx(wrapper, {iname: xs[i : i + 1]})[oname] for i in range(len(xs))]))
     sim = predict(qmodel, split.x)
-    cmp = output_agreement(out, sim, task.is_classifier)
+    cmp = output_agreement(out, sim, task.kind)
     return {
         "qonnx_samples": len(xs),
         "qonnx_metric": task.score(out, split),
