@@ -132,6 +132,10 @@ def export_qcdq(qmodel: nn.Module, example_input: torch.Tensor, path: str | os.P
             fold_integer_weight_quantize(model)
         if weight_encoding == "u8":
             reencode_weights_u8(model)
+        if not minifloat:
+            activations_to_uint8(model)
+        one_quantizer_per_tensor(model)
+        one_dequantize_per_reader(model)
         sink_dequantize_through_shape_ops(model)
         prune_unused(model)
         onnx.save(model, tmp)
@@ -311,3 +315,146 @@ def sink_dequantize_through_shape_ops(model: onnx.ModelProto) -> int:
             graph.value_info.remove(vi)
         swaps += 1
     return swaps
+
+
+# ------------------------------------------------------------------------- integer-kernel fusion
+# onnxruntime fuses DequantizeLinear -> Conv/Gemm/MatMul (-> QuantizeLinear) into QLinearConv /
+# QGemm / MatMulIntegerToFloat only where (a) each DequantizeLinear has one reader, and (b) the
+# activation type matches what the kernels take (uint8 with uint8 weights). Two things in
+# Brevitas's QCDQ graphs break that: identical input quantisers of several layers (Q, K and V of
+# an attention block) whose nodes and scale initializers are identical, which onnxruntime's
+# common-subexpression elimination merges into one DequantizeLinear with several readers; and
+# sub-8-bit signed activations, exported as QuantizeLinear(int8) -> Clip -> DequantizeLinear,
+# which onnxruntime's own int8 -> uint8 conversion does not look through (it wants the pair
+# adjacent), so the layer sees int8 activations beside uint8 weights and stays float.
+
+
+def _consumers(graph: onnx.GraphProto) -> dict[str, list]:
+    out: dict[str, list] = {}
+    for n in graph.node:
+        for i in n.input:
+            out.setdefault(i, []).append(n)
+    return out
+
+
+def _activation_chains(graph: onnx.GraphProto):
+    """``(quantize, clip or None, [dequantize, ...])`` for each QuantizeLinear of a non-constant
+    tensor whose output is read only by DequantizeLinear nodes, directly or through one Clip (with
+    constant bounds) that only DequantizeLinear nodes read."""
+    consumers = _consumers(graph)
+    outputs = {o.name for o in graph.output}
+    for q in list(graph.node):
+        if q.op_type != "QuantizeLinear" or _constant(graph, q.input[0]) is not None or q.output[0] in outputs:
+            continue
+        users = consumers.get(q.output[0], [])
+        clip = None
+        if len(users) == 1 and users[0].op_type == "Clip" and users[0].input[0] == q.output[0]:
+            clip = users[0]
+            if clip.output[0] in outputs or any(_constant(graph, b) is None for b in clip.input[1:] if b):
+                continue
+            users = consumers.get(clip.output[0], [])
+        if users and all(u.op_type == "DequantizeLinear" and u.input[0] == (clip or q).output[0] for u in users):
+            yield q, clip, users
+
+
+def activations_to_uint8(model: onnx.ModelProto) -> int:
+    """Re-encode int8 activation quantisers as uint8 (zero point + 128, Clip bounds + 128).
+
+    ``saturate_u8(round(x / s) + zp + 128) == saturate_s8(round(x / s) + zp) + 128`` and the
+    Clip and DequantizeLinear shift by the same 128, so the graph computes the same values bit for
+    bit. onnxruntime does this itself for an adjacent QuantizeLinear -> DequantizeLinear pair but
+    not through the Clip of a sub-8-bit activation; uint8 activations are what its integer kernels
+    take beside uint8 (or int8) weights. Returns the number of quantisers re-encoded."""
+    graph = model.graph
+    count = 0
+    for q, clip, dqs in list(_activation_chains(graph)):
+        zp = _constant(graph, q.input[2]) if len(q.input) > 2 and q.input[2] else None
+        if zp is None or zp.dtype != np.int8 or any(len(d.input) < 3 or d.input[2] != q.input[2] for d in dqs):
+            continue
+        base = q.name or q.output[0]
+        zp_name = f"{base}/zero_point_u8"
+        graph.initializer.append(numpy_helper.from_array((zp.astype(np.int16) + 128).astype(np.uint8), zp_name))
+        q.input[2] = zp_name
+        for d in dqs:
+            d.input[2] = zp_name
+        if clip is not None:
+            for j in (1, 2):
+                if j < len(clip.input) and clip.input[j]:
+                    bound = _constant(graph, clip.input[j])
+                    name = f"{clip.name or clip.output[0]}/bound{j}_u8"
+                    graph.initializer.append(numpy_helper.from_array((bound.astype(np.int16) + 128).astype(np.uint8), name))
+                    clip.input[j] = name
+        for vi in [v for v in graph.value_info if v.name in (q.output[0], clip.output[0] if clip is not None else "")]:
+            graph.value_info.remove(vi)
+        count += 1
+    return count
+
+
+def _quantizer_key(graph: onnx.GraphProto, q, clip) -> tuple:
+    def value(name):
+        a = _constant(graph, name) if name else None
+        return None if a is None else (a.dtype.str, a.shape, a.tobytes())
+
+    attrs = tuple(sorted((a.name, onnx.helper.get_attribute_value(a)) for a in q.attribute))
+    bounds = None if clip is None else tuple(value(b) for b in clip.input[1:])
+    return (q.input[0], value(q.input[1]), value(q.input[2]) if len(q.input) > 2 else None, attrs, bounds)
+
+
+def one_quantizer_per_tensor(model: onnx.ModelProto) -> int:
+    """Merge QuantizeLinear (-> Clip) chains that quantise the same tensor with the same scale,
+    zero point and range (Q, K and V each quantising their shared input): the DequantizeLinear
+    nodes of the merged chains read the one kept. The same values, computed once. Returns the
+    number of chains removed (prune_unused drops their nodes)."""
+    graph = model.graph
+    kept: dict[tuple, object] = {}
+    merged = 0
+    for q, clip, dqs in list(_activation_chains(graph)):
+        key = _quantizer_key(graph, q, clip)
+        if None in key[1:3]:
+            continue
+        if key not in kept:
+            kept[key] = (clip or q).output[0]
+            continue
+        for d in dqs:
+            d.input[0] = kept[key]
+        merged += 1
+    return merged
+
+
+def one_dequantize_per_reader(model: onnx.ModelProto) -> int:
+    """Give every activation DequantizeLinear with several readers one copy per reader, each with
+    its own scale and zero-point initializers (copies of the same values), so that no graph
+    optimisation (onnxruntime's common-subexpression elimination compares inputs by name) merges
+    them back; onnxruntime fuses a DequantizeLinear into an integer kernel only when it has one
+    reader. Activation QuantizeLinear / DequantizeLinear nodes get their own quantisation
+    parameters too. Returns the number of DequantizeLinear nodes added."""
+    graph = model.graph
+    consumers = _consumers(graph)
+    outputs = {o.name for o in graph.output}
+    added = 0
+    nodes = list(graph.node)
+    for dq in nodes:
+        if dq.op_type != "DequantizeLinear" or _constant(graph, dq.input[0]) is not None or dq.output[0] in outputs:
+            continue
+        readers = consumers.get(dq.output[0], [])
+        for k, reader in enumerate(readers[1:], start=1):
+            copy = onnx.NodeProto()
+            copy.CopyFrom(dq)
+            copy.name = f"{dq.name or dq.output[0]}/reader{k}"
+            copy.output[0] = f"{dq.output[0]}/reader{k}"
+            for j, name in enumerate(reader.input):
+                if name == dq.output[0]:
+                    reader.input[j] = copy.output[0]
+            graph.node.insert(list(graph.node).index(dq) + 1, copy)
+            added += 1
+    for node in graph.node:
+        if node.op_type not in ("QuantizeLinear", "DequantizeLinear") or _constant(graph, node.input[0]) is not None:
+            continue
+        for j in (1, 2):
+            if j < len(node.input) and node.input[j]:
+                value = _constant(graph, node.input[j])
+                if value is not None:
+                    name = f"{node.name or node.output[0]}/qparam{j}"
+                    graph.initializer.append(numpy_helper.from_array(value, name))
+                    node.input[j] = name
+    return added
