@@ -133,10 +133,12 @@ def export_qcdq(qmodel: nn.Module, example_input: torch.Tensor, path: str | os.P
         if weight_encoding == "u8":
             reencode_weights_u8(model)
         if not minifloat:
+            unsigned_after_relu(model)
             activations_to_uint8(model)
         one_quantizer_per_tensor(model)
         one_dequantize_per_reader(model)
         sink_dequantize_through_shape_ops(model)
+        conv_integer_for_float_outputs(model)
         prune_unused(model)
         onnx.save(model, tmp)
     return Path(path)
@@ -458,3 +460,124 @@ def one_dequantize_per_reader(model: onnx.ModelProto) -> int:
                     graph.initializer.append(numpy_helper.from_array(value, name))
                     node.input[j] = name
     return added
+
+
+def unsigned_after_relu(model: onnx.ModelProto) -> int:
+    """Re-encode an int8 activation quantiser with zero point 0 that reads a Relu output as uint8
+    with zero point 0 and a Clip to its old upper bound (127, or a sub-8-bit one).
+
+    The input is never negative, so ``saturate_s8(round(x / s))`` and
+    ``min(saturate_u8(round(x / s)), 127)`` are the same integers, bit for bit. onnxruntime then
+    drops the Relu (a uint8 zero point of 0 clamps at zero already) and fuses
+    ``Conv -> Relu -> QuantizeLinear`` into QLinearConv. Run before :func:`activations_to_uint8`.
+    Returns the number of quantisers re-encoded."""
+    graph = model.graph
+    producer = {o: n for n in graph.node for o in n.output}
+    count = 0
+    for q, clip, dqs in list(_activation_chains(graph)):
+        src = producer.get(q.input[0])
+        zp = _constant(graph, q.input[2]) if len(q.input) > 2 and q.input[2] else None
+        if src is None or src.op_type != "Relu" or zp is None or zp.dtype != np.int8 or zp.size != 1 or int(zp) != 0:
+            continue
+        if any(len(d.input) < 3 or d.input[2] != q.input[2] for d in dqs):
+            continue
+        base = q.name or q.output[0]
+        lo, hi = 0, 127
+        if clip is not None:
+            lo_c, hi_c = (_constant(graph, b) if b else None for b in (list(clip.input[1:]) + ["", ""])[:2])
+            lo = max(lo, int(lo_c)) if lo_c is not None else lo
+            hi = min(hi, int(hi_c)) if hi_c is not None else hi
+        zp_name, lo_name, hi_name = f"{base}/zero_point_u8", f"{base}/clip_min_u8", f"{base}/clip_max_u8"
+        graph.initializer.extend([numpy_helper.from_array(np.zeros((), np.uint8), zp_name),
+                                  numpy_helper.from_array(np.array(lo, np.uint8), lo_name),
+                                  numpy_helper.from_array(np.array(hi, np.uint8), hi_name)])
+        q.input[2] = zp_name
+        for d in dqs:
+            d.input[2] = zp_name
+        if clip is None:
+            clipped = f"{q.output[0]}/clipped"
+            clip = onnx.helper.make_node("Clip", [q.output[0], lo_name, hi_name], [clipped], name=f"{base}/Clip_u8")
+            graph.node.insert(list(graph.node).index(q) + 1, clip)
+            for d in dqs:
+                d.input[0] = clipped
+        else:
+            del clip.input[1:]
+            clip.input.extend([lo_name, hi_name])
+        for vi in [v for v in graph.value_info if v.name == q.output[0]]:
+            graph.value_info.remove(vi)
+        count += 1
+    return count
+
+
+def _feeds_quantizer(node, consumers) -> bool:
+    """Whether ``node``'s output is read only by one QuantizeLinear, directly or through one Relu /
+    Clip (what onnxruntime fuses into QLinearConv)."""
+    users = consumers.get(node.output[0], [])
+    if len(users) == 1 and users[0].op_type in ("Relu", "Clip"):
+        users = consumers.get(users[0].output[0], [])
+    return len(users) == 1 and users[0].op_type == "QuantizeLinear"
+
+
+def conv_integer_for_float_outputs(model: onnx.ModelProto) -> int:
+    """Rewrite ``DequantizeLinear(x) -> Conv <- DequantizeLinear(w)`` whose output stays float
+    (read by a residual Add, a pooling layer, or nothing quantised) as
+    ``ConvInteger -> Cast -> Mul(scale_x * scale_w) -> Add(bias)``: onnxruntime fuses no QDQ Conv
+    without an output QuantizeLinear, and the simulation keeps that output float. The integer sum
+    is exact; the result differs from the float convolution only by float32 rounding (as
+    MatMulIntegerToFloat does for MatMul). Only uint8 activations and uint8 weights with one zero
+    point per tensor (onnxruntime's ConvInteger takes no other). Returns the number rewritten."""
+    graph = model.graph
+    producer = {o: n for n in graph.node for o in n.output}
+    consumers = _consumers(graph)
+    count = 0
+    for conv in list(graph.node):
+        if conv.op_type != "Conv" or _feeds_quantizer(conv, consumers):
+            continue
+        dq_x, dq_w = producer.get(conv.input[0]), producer.get(conv.input[1])
+        if dq_x is None or dq_w is None or dq_x.op_type != "DequantizeLinear" or dq_w.op_type != "DequantizeLinear":
+            continue
+        if len(consumers.get(dq_x.output[0], [])) != 1 or len(dq_x.input) < 3 or len(dq_w.input) < 3:
+            continue
+        w = _constant(graph, dq_w.input[0])
+        sx, zx = _constant(graph, dq_x.input[1]), _constant(graph, dq_x.input[2])
+        sw, zw = _constant(graph, dq_w.input[1]), _constant(graph, dq_w.input[2])
+        if any(v is None for v in (w, sx, zx, sw, zw)) or w.dtype != np.uint8 or zx.dtype != np.uint8 or sx.size != 1 or zx.size != 1:
+            continue
+        if np.unique(zw).size != 1:
+            continue
+        bias = None
+        if len(conv.input) > 2 and conv.input[2]:
+            dq_b = producer.get(conv.input[2])
+            if dq_b is not None and dq_b.op_type == "DequantizeLinear":
+                bq, sb = _constant(graph, dq_b.input[0]), _constant(graph, dq_b.input[1])
+                zb = _constant(graph, dq_b.input[2]) if len(dq_b.input) > 2 and dq_b.input[2] else np.zeros((), np.int32)
+                if bq is None or sb is None or zb is None:
+                    continue
+                bias = ((bq.astype(np.float32) - zb.astype(np.float32)) * sb.astype(np.float32)).astype(np.float32)
+            else:
+                bias = _constant(graph, conv.input[2])
+                if bias is None:
+                    continue
+        base = conv.name or conv.output[0]
+        shape = [1, w.shape[0]] + [1] * (w.ndim - 2)
+        scale = (sx.astype(np.float32).reshape(()) * sw.astype(np.float32).reshape(-1)).astype(np.float32)
+        scale = np.broadcast_to(scale, (w.shape[0],)).reshape(shape)
+        names = {k: f"{base}/integer/{k}" for k in ("w", "zw", "scale", "bias", "acc", "acc_f", "scaled")}
+        graph.initializer.extend([numpy_helper.from_array(w, names["w"]), numpy_helper.from_array(np.array(zw.reshape(-1)[0], np.uint8), names["zw"]),
+                                  numpy_helper.from_array(np.ascontiguousarray(scale), names["scale"])])
+        attrs = [a for a in conv.attribute]
+        new = [onnx.helper.make_node("ConvInteger", [dq_x.input[0], names["w"], dq_x.input[2], names["zw"]], [names["acc"]], name=f"{base}/ConvInteger"),
+               onnx.helper.make_node("Cast", [names["acc"]], [names["acc_f"]], name=f"{base}/Cast", to=onnx.TensorProto.FLOAT)]
+        new[0].attribute.extend(attrs)
+        if bias is not None:
+            graph.initializer.append(numpy_helper.from_array(bias.reshape(shape[1:]).astype(np.float32), names["bias"]))
+            new += [onnx.helper.make_node("Mul", [names["acc_f"], names["scale"]], [names["scaled"]], name=f"{base}/Scale"),
+                    onnx.helper.make_node("Add", [names["scaled"], names["bias"]], [conv.output[0]], name=f"{base}/Bias")]
+        else:
+            new.append(onnx.helper.make_node("Mul", [names["acc_f"], names["scale"]], [conv.output[0]], name=f"{base}/Scale"))
+        at = list(graph.node).index(conv)
+        graph.node.remove(conv)
+        for k, n in enumerate(new):
+            graph.node.insert(at + k, n)
+        count += 1
+    return count
