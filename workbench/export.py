@@ -420,7 +420,31 @@ def one_quantizer_per_tensor(model: onnx.ModelProto) -> int:
         for d in dqs:
             d.input[0] = kept[key]
         merged += 1
+    if merged:
+        _topological_sort(graph)
     return merged
+
+
+def _topological_sort(graph: onnx.GraphProto) -> None:
+    """Reorder nodes so each comes after the producers of its inputs (stable otherwise)."""
+    produced = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        rest = []
+        for n in pending:
+            if all(i in produced for i in n.input):
+                ordered.append(n)
+                produced.update(n.output)
+            else:
+                rest.append(n)
+        if len(rest) == len(pending):  # a cycle or an input nothing produces: leave the order as it was
+            return
+        pending = rest
+    nodes = [onnx.NodeProto() for _ in ordered]
+    for dst, src in zip(nodes, ordered):
+        dst.CopyFrom(src)
+    del graph.node[:]
+    graph.node.extend(nodes)
 
 
 def one_dequantize_per_reader(model: onnx.ModelProto) -> int:
