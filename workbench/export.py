@@ -135,7 +135,13 @@ def export_qcdq(qmodel: nn.Module, example_input: torch.Tensor, path: str | os.P
             fold_integer_weight_quantize(model)
         if weight_encoding == "u8":
             reencode_weights_u8(model)
+        if not minifloat:
+            unsigned_after_relu(model)
+            activations_to_uint8(model)
+        one_quantizer_per_tensor(model)
+        one_dequantize_per_reader(model)
         sink_dequantize_through_shape_ops(model)
+        conv_integer_for_float_outputs(model)
         if packing:
             pack_low_bit_weights(model)
         prune_unused(model)
@@ -436,9 +442,9 @@ def pack_low_bit_weights(model: onnx.ModelProto) -> int:
 
 
 def compact_names(model: onnx.ModelProto) -> None:
-    """Shrink a graph's names, which are a third of a small model's file: node names are dropped
-    (optional in ONNX) and Brevitas's ``export_handler`` path part becomes ``e``; graph inputs and
-    outputs keep their names. Used on packed files only, so 8-bit files stay as they were."""
+    """Shrink a graph's names, which are a third of a small model's file: Brevitas's
+    ``export_handler`` path part becomes ``e`` in node, tensor and initialiser names; graph inputs
+    and outputs keep their names."""
     graph = model.graph
     keep = {v.name for v in graph.input} | {v.name for v in graph.output}
 
@@ -449,7 +455,7 @@ def compact_names(model: onnx.ModelProto) -> None:
     if len({short(n) for n in names}) != len(names):  # a shortened name would collide: keep them all
         names = None
     for node in graph.node:
-        node.name = ""
+        node.name = short(node.name)  # kept (shortened): per-layer diagnostics name nodes
         if names is None:
             continue
         for k, name in enumerate(node.input):
@@ -462,3 +468,291 @@ def compact_names(model: onnx.ModelProto) -> None:
         init.name = short(init.name)
     for vi in graph.value_info:
         vi.name = short(vi.name)
+
+
+# ------------------------------------------------------------------------- integer-kernel fusion
+# onnxruntime fuses DequantizeLinear -> Conv/Gemm/MatMul (-> QuantizeLinear) into QLinearConv /
+# QGemm / MatMulIntegerToFloat only where (a) each DequantizeLinear has one reader, and (b) the
+# activation type matches what the kernels take (uint8 with uint8 weights). Two things in
+# Brevitas's QCDQ graphs break that: identical input quantisers of several layers (Q, K and V of
+# an attention block) whose nodes and scale initializers are identical, which onnxruntime's
+# common-subexpression elimination merges into one DequantizeLinear with several readers; and
+# sub-8-bit signed activations, exported as QuantizeLinear(int8) -> Clip -> DequantizeLinear,
+# which onnxruntime's own int8 -> uint8 conversion does not look through (it wants the pair
+# adjacent), so the layer sees int8 activations beside uint8 weights and stays float.
+
+
+def _consumers(graph: onnx.GraphProto) -> dict[str, list]:
+    out: dict[str, list] = {}
+    for n in graph.node:
+        for i in n.input:
+            out.setdefault(i, []).append(n)
+    return out
+
+
+def _activation_chains(graph: onnx.GraphProto):
+    """``(quantize, clip or None, [dequantize, ...])`` for each QuantizeLinear of a non-constant
+    tensor whose output is read only by DequantizeLinear nodes, directly or through one Clip (with
+    constant bounds) that only DequantizeLinear nodes read."""
+    consumers = _consumers(graph)
+    outputs = {o.name for o in graph.output}
+    for q in list(graph.node):
+        if q.op_type != "QuantizeLinear" or _constant(graph, q.input[0]) is not None or q.output[0] in outputs:
+            continue
+        users = consumers.get(q.output[0], [])
+        clip = None
+        if len(users) == 1 and users[0].op_type == "Clip" and users[0].input[0] == q.output[0]:
+            clip = users[0]
+            if clip.output[0] in outputs or any(_constant(graph, b) is None for b in clip.input[1:] if b):
+                continue
+            users = consumers.get(clip.output[0], [])
+        if users and all(u.op_type == "DequantizeLinear" and u.input[0] == (clip or q).output[0] for u in users):
+            yield q, clip, users
+
+
+def activations_to_uint8(model: onnx.ModelProto) -> int:
+    """Re-encode int8 activation quantisers as uint8 (zero point + 128, Clip bounds + 128).
+
+    ``saturate_u8(round(x / s) + zp + 128) == saturate_s8(round(x / s) + zp) + 128`` and the
+    Clip and DequantizeLinear shift by the same 128, so the graph computes the same values bit for
+    bit. onnxruntime does this itself for an adjacent QuantizeLinear -> DequantizeLinear pair but
+    not through the Clip of a sub-8-bit activation; uint8 activations are what its integer kernels
+    take beside uint8 (or int8) weights. Returns the number of quantisers re-encoded."""
+    graph = model.graph
+    count = 0
+    for q, clip, dqs in list(_activation_chains(graph)):
+        zp = _constant(graph, q.input[2]) if len(q.input) > 2 and q.input[2] else None
+        if zp is None or zp.dtype != np.int8 or any(len(d.input) < 3 or d.input[2] != q.input[2] for d in dqs):
+            continue
+        base = q.name or q.output[0]
+        zp_name = f"{base}/zero_point_u8"
+        graph.initializer.append(numpy_helper.from_array((zp.astype(np.int16) + 128).astype(np.uint8), zp_name))
+        q.input[2] = zp_name
+        for d in dqs:
+            d.input[2] = zp_name
+        if clip is not None:
+            for j in (1, 2):
+                if j < len(clip.input) and clip.input[j]:
+                    bound = _constant(graph, clip.input[j])
+                    name = f"{clip.name or clip.output[0]}/bound{j}_u8"
+                    graph.initializer.append(numpy_helper.from_array((bound.astype(np.int16) + 128).astype(np.uint8), name))
+                    clip.input[j] = name
+        for vi in [v for v in graph.value_info if v.name in (q.output[0], clip.output[0] if clip is not None else "")]:
+            graph.value_info.remove(vi)
+        count += 1
+    return count
+
+
+def _quantizer_key(graph: onnx.GraphProto, q, clip) -> tuple:
+    def value(name):
+        a = _constant(graph, name) if name else None
+        return None if a is None else (a.dtype.str, a.shape, a.tobytes())
+
+    attrs = tuple(sorted((a.name, onnx.helper.get_attribute_value(a)) for a in q.attribute))
+    bounds = None if clip is None else tuple(value(b) for b in clip.input[1:])
+    return (q.input[0], value(q.input[1]), value(q.input[2]) if len(q.input) > 2 else None, attrs, bounds)
+
+
+def one_quantizer_per_tensor(model: onnx.ModelProto) -> int:
+    """Merge QuantizeLinear (-> Clip) chains that quantise the same tensor with the same scale,
+    zero point and range (Q, K and V each quantising their shared input): the DequantizeLinear
+    nodes of the merged chains read the one kept. The same values, computed once. Returns the
+    number of chains removed (prune_unused drops their nodes)."""
+    graph = model.graph
+    kept: dict[tuple, object] = {}
+    merged = 0
+    for q, clip, dqs in list(_activation_chains(graph)):
+        key = _quantizer_key(graph, q, clip)
+        if None in key[1:3]:
+            continue
+        if key not in kept:
+            kept[key] = (clip or q).output[0]
+            continue
+        for d in dqs:
+            d.input[0] = kept[key]
+        merged += 1
+    if merged:
+        _topological_sort(graph)
+    return merged
+
+
+def _topological_sort(graph: onnx.GraphProto) -> None:
+    """Reorder nodes so each comes after the producers of its inputs (stable otherwise)."""
+    produced = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        rest = []
+        for n in pending:
+            if all(i in produced for i in n.input):
+                ordered.append(n)
+                produced.update(n.output)
+            else:
+                rest.append(n)
+        if len(rest) == len(pending):  # a cycle or an input nothing produces: leave the order as it was
+            return
+        pending = rest
+    nodes = [onnx.NodeProto() for _ in ordered]
+    for dst, src in zip(nodes, ordered):
+        dst.CopyFrom(src)
+    del graph.node[:]
+    graph.node.extend(nodes)
+
+
+def one_dequantize_per_reader(model: onnx.ModelProto) -> int:
+    """Give every activation DequantizeLinear with several readers one copy per reader, each with
+    its own scale and zero-point initializers (copies of the same values), so that no graph
+    optimisation (onnxruntime's common-subexpression elimination compares inputs by name) merges
+    them back; onnxruntime fuses a DequantizeLinear into an integer kernel only when it has one
+    reader. Activation QuantizeLinear / DequantizeLinear nodes get their own quantisation
+    parameters too. Returns the number of DequantizeLinear nodes added."""
+    graph = model.graph
+    consumers = _consumers(graph)
+    outputs = {o.name for o in graph.output}
+    added = 0
+    nodes = list(graph.node)
+    for dq in nodes:
+        if dq.op_type != "DequantizeLinear" or _constant(graph, dq.input[0]) is not None or dq.output[0] in outputs:
+            continue
+        readers = consumers.get(dq.output[0], [])
+        for k, reader in enumerate(readers[1:], start=1):
+            copy = onnx.NodeProto()
+            copy.CopyFrom(dq)
+            copy.name = f"{dq.name or dq.output[0]}/reader{k}"
+            copy.output[0] = f"{dq.output[0]}/reader{k}"
+            for j, name in enumerate(reader.input):
+                if name == dq.output[0]:
+                    reader.input[j] = copy.output[0]
+            graph.node.insert(list(graph.node).index(dq) + 1, copy)
+            added += 1
+    for node in graph.node:
+        if node.op_type not in ("QuantizeLinear", "DequantizeLinear") or _constant(graph, node.input[0]) is not None:
+            continue
+        for j in (1, 2):
+            if j < len(node.input) and node.input[j]:
+                value = _constant(graph, node.input[j])
+                if value is not None:
+                    name = f"{node.name or node.output[0]}/qparam{j}"
+                    graph.initializer.append(numpy_helper.from_array(value, name))
+                    node.input[j] = name
+    return added
+
+
+def unsigned_after_relu(model: onnx.ModelProto) -> int:
+    """Re-encode an int8 activation quantiser with zero point 0 that reads a Relu output as uint8
+    with zero point 0 and a Clip to its old upper bound (127, or a sub-8-bit one).
+
+    The input is never negative, so ``saturate_s8(round(x / s))`` and
+    ``min(saturate_u8(round(x / s)), 127)`` are the same integers, bit for bit. onnxruntime then
+    drops the Relu (a uint8 zero point of 0 clamps at zero already) and fuses
+    ``Conv -> Relu -> QuantizeLinear`` into QLinearConv. Run before :func:`activations_to_uint8`.
+    Returns the number of quantisers re-encoded."""
+    graph = model.graph
+    producer = {o: n for n in graph.node for o in n.output}
+    count = 0
+    for q, clip, dqs in list(_activation_chains(graph)):
+        src = producer.get(q.input[0])
+        zp = _constant(graph, q.input[2]) if len(q.input) > 2 and q.input[2] else None
+        if src is None or src.op_type != "Relu" or zp is None or zp.dtype != np.int8 or zp.size != 1 or int(zp) != 0:
+            continue
+        if any(len(d.input) < 3 or d.input[2] != q.input[2] for d in dqs):
+            continue
+        base = q.name or q.output[0]
+        lo, hi = 0, 127
+        if clip is not None:
+            lo_c, hi_c = (_constant(graph, b) if b else None for b in (list(clip.input[1:]) + ["", ""])[:2])
+            lo = max(lo, int(lo_c)) if lo_c is not None else lo
+            hi = min(hi, int(hi_c)) if hi_c is not None else hi
+        zp_name, lo_name, hi_name = f"{base}/zero_point_u8", f"{base}/clip_min_u8", f"{base}/clip_max_u8"
+        graph.initializer.extend([numpy_helper.from_array(np.zeros((), np.uint8), zp_name),
+                                  numpy_helper.from_array(np.array(lo, np.uint8), lo_name),
+                                  numpy_helper.from_array(np.array(hi, np.uint8), hi_name)])
+        q.input[2] = zp_name
+        for d in dqs:
+            d.input[2] = zp_name
+        if clip is None:
+            clipped = f"{q.output[0]}/clipped"
+            clip = onnx.helper.make_node("Clip", [q.output[0], lo_name, hi_name], [clipped], name=f"{base}/Clip_u8")
+            graph.node.insert(list(graph.node).index(q) + 1, clip)
+            for d in dqs:
+                d.input[0] = clipped
+        else:
+            del clip.input[1:]
+            clip.input.extend([lo_name, hi_name])
+        for vi in [v for v in graph.value_info if v.name == q.output[0]]:
+            graph.value_info.remove(vi)
+        count += 1
+    return count
+
+
+def _feeds_quantizer(node, consumers) -> bool:
+    """Whether ``node``'s output is read only by one QuantizeLinear, directly or through one Relu /
+    Clip (what onnxruntime fuses into QLinearConv)."""
+    users = consumers.get(node.output[0], [])
+    if len(users) == 1 and users[0].op_type in ("Relu", "Clip"):
+        users = consumers.get(users[0].output[0], [])
+    return len(users) == 1 and users[0].op_type == "QuantizeLinear"
+
+
+def conv_integer_for_float_outputs(model: onnx.ModelProto) -> int:
+    """Rewrite ``DequantizeLinear(x) -> Conv <- DequantizeLinear(w)`` whose output stays float
+    (read by a residual Add, a pooling layer, or nothing quantised) as
+    ``ConvInteger -> Cast -> Mul(scale_x * scale_w) -> Add(bias)``: onnxruntime fuses no QDQ Conv
+    without an output QuantizeLinear, and the simulation keeps that output float. The integer sum
+    is exact; the result differs from the float convolution only by float32 rounding (as
+    MatMulIntegerToFloat does for MatMul). Only uint8 activations and uint8 weights with one zero
+    point per tensor (onnxruntime's ConvInteger takes no other). Returns the number rewritten."""
+    graph = model.graph
+    producer = {o: n for n in graph.node for o in n.output}
+    consumers = _consumers(graph)
+    count = 0
+    for conv in list(graph.node):
+        if conv.op_type != "Conv" or _feeds_quantizer(conv, consumers):
+            continue
+        dq_x, dq_w = producer.get(conv.input[0]), producer.get(conv.input[1])
+        if dq_x is None or dq_w is None or dq_x.op_type != "DequantizeLinear" or dq_w.op_type != "DequantizeLinear":
+            continue
+        if len(consumers.get(dq_x.output[0], [])) != 1 or len(dq_x.input) < 3 or len(dq_w.input) < 3:
+            continue
+        w = _constant(graph, dq_w.input[0])
+        sx, zx = _constant(graph, dq_x.input[1]), _constant(graph, dq_x.input[2])
+        sw, zw = _constant(graph, dq_w.input[1]), _constant(graph, dq_w.input[2])
+        if any(v is None for v in (w, sx, zx, sw, zw)) or w.dtype != np.uint8 or zx.dtype != np.uint8 or sx.size != 1 or zx.size != 1:
+            continue
+        if np.unique(zw).size != 1:
+            continue
+        bias = None
+        if len(conv.input) > 2 and conv.input[2]:
+            dq_b = producer.get(conv.input[2])
+            if dq_b is not None and dq_b.op_type == "DequantizeLinear":
+                bq, sb = _constant(graph, dq_b.input[0]), _constant(graph, dq_b.input[1])
+                zb = _constant(graph, dq_b.input[2]) if len(dq_b.input) > 2 and dq_b.input[2] else np.zeros((), np.int32)
+                if bq is None or sb is None or zb is None:
+                    continue
+                bias = ((bq.astype(np.float32) - zb.astype(np.float32)) * sb.astype(np.float32)).astype(np.float32)
+            else:
+                bias = _constant(graph, conv.input[2])
+                if bias is None:
+                    continue
+        base = conv.name or conv.output[0]
+        shape = [1, w.shape[0]] + [1] * (w.ndim - 2)
+        scale = (sx.astype(np.float32).reshape(()) * sw.astype(np.float32).reshape(-1)).astype(np.float32)
+        scale = np.broadcast_to(scale, (w.shape[0],)).reshape(shape)
+        names = {k: f"{base}/integer/{k}" for k in ("w", "zw", "scale", "bias", "acc", "acc_f", "scaled")}
+        graph.initializer.extend([numpy_helper.from_array(w, names["w"]), numpy_helper.from_array(np.array(zw.reshape(-1)[0], np.uint8), names["zw"]),
+                                  numpy_helper.from_array(np.ascontiguousarray(scale), names["scale"])])
+        attrs = [a for a in conv.attribute]
+        new = [onnx.helper.make_node("ConvInteger", [dq_x.input[0], names["w"], dq_x.input[2], names["zw"]], [names["acc"]], name=f"{base}/ConvInteger"),
+               onnx.helper.make_node("Cast", [names["acc"]], [names["acc_f"]], name=f"{base}/Cast", to=onnx.TensorProto.FLOAT)]
+        new[0].attribute.extend(attrs)
+        if bias is not None:
+            graph.initializer.append(numpy_helper.from_array(bias.reshape(shape[1:]).astype(np.float32), names["bias"]))
+            new += [onnx.helper.make_node("Mul", [names["acc_f"], names["scale"]], [names["scaled"]], name=f"{base}/Scale"),
+                    onnx.helper.make_node("Add", [names["scaled"], names["bias"]], [conv.output[0]], name=f"{base}/Bias")]
+        else:
+            new.append(onnx.helper.make_node("Mul", [names["acc_f"], names["scale"]], [conv.output[0]], name=f"{base}/Scale"))
+        at = list(graph.node).index(conv)
+        graph.node.remove(conv)
+        for k, n in enumerate(new):
+            graph.node.insert(at + k, n)
+        count += 1
+    return count

@@ -118,7 +118,11 @@ def verify_qcdq(onnx_path: str | os.PathLike, qmodel: torch.nn.Module, task, spl
         return unverified_qcdq(onnx_path, f"onnxruntime cannot run it: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}", qmodel)
     sim = predict(qmodel, split.x) if sim_outputs is None else sim_outputs
     out = torch.from_numpy(run_onnx(sess, split.x))
-    ops = optimized_op_counts(onnx_path)
+    with tempfile.TemporaryDirectory() as tmp:
+        opt = os.path.join(tmp, "optimized.onnx")
+        session(onnx_path, optimized_path=opt)
+        optimized = onnx.load(opt)
+    ops = dict(sorted(collections.Counter(n.op_type for n in optimized.graph.node).items()))
     ints = int_kernel_counts(ops)
     cmp = output_agreement(out, sim, task.kind)
     level = optimization_level(onnx_path)
@@ -134,6 +138,7 @@ def verify_qcdq(onnx_path: str | os.PathLike, qmodel: torch.nn.Module, task, spl
         "int_kernel_nodes": int(sum(ints.values())),
         "int_kernels": ints,
         "ort_ops": ops,
+        "int_kernel_exceptions": int_kernel_exceptions(onnx_path, optimized),
     }
 
 
@@ -143,7 +148,7 @@ def unverified_qcdq(onnx_path: str | os.PathLike, reason: str, qmodel: torch.nn.
     onnx.checker.check_model(onnx.load(str(onnx_path)))
     return {"qcdq_verified": False, "qcdq_unverified_reason": reason, "onnx_metric": None, "onnx_agreement": None, "max_abs_diff": None,
             "rel_output_error": None, "onnx_file_bytes": Path(onnx_path).stat().st_size, **onnx_storage(onnx_path, qmodel), "int_kernel_nodes": 0,
-            "int_kernels": {}, "ort_ops": {}}
+            "int_kernels": {}, "ort_ops": {}, "int_kernel_exceptions": {}}
 
 
 def verify_float(onnx_path: str | os.PathLike, float_model: torch.nn.Module, task, split=None, fp_outputs: torch.Tensor | None = None) -> dict:
@@ -262,4 +267,59 @@ def _packing(qmodel, packed: bool) -> dict | None:
         else:
             key = "int4" if packed and lq.weight_bits <= 4 else "int8"
         out.setdefault(key, []).append(name)
+    return out
+
+
+LAYER_OPS = ("Conv", "Gemm", "MatMul")
+
+
+def quantised_layer_nodes(model: onnx.ModelProto) -> list[str]:
+    """Names of the Conv / Gemm / MatMul nodes of a QCDQ graph whose weight is a quantised
+    constant (read through DequantizeLinear, possibly behind a Transpose), and the ConvInteger
+    nodes the export wrote for convolutions with float outputs: the layers that should run as
+    integer kernels."""
+    graph = model.graph
+    producer = {o: n for n in graph.node for o in n.output}
+    consts = {i.name for i in graph.initializer} | {n.output[0] for n in graph.node if n.op_type == "Constant"}
+    names = []
+    for node in graph.node:
+        if node.op_type == "ConvInteger":
+            names.append(node.name)
+        if node.op_type not in LAYER_OPS or len(node.input) < 2:
+            continue
+        src = producer.get(node.input[1])
+        if src is not None and src.op_type == "Transpose":
+            src = producer.get(src.input[0])
+        if src is not None and src.op_type == "DequantizeLinear" and src.input[0] in consts:
+            names.append(node.name)
+    return names
+
+
+def int_kernel_exceptions(path: str | os.PathLike, optimized: onnx.ModelProto | None = None) -> dict[str, str]:
+    """``{node name: why}`` for each quantised layer (:func:`quantised_layer_nodes`) that
+    onnxruntime still runs as a float Conv / Gemm / MatMul after its graph optimisations (at the
+    level :func:`session` uses); empty when every one runs as an integer kernel."""
+    model = onnx.load(str(path))
+    if optimized is None:
+        with tempfile.TemporaryDirectory() as tmp:
+            opt = os.path.join(tmp, "optimized.onnx")
+            session(path, optimized_path=opt)
+            optimized = onnx.load(opt)
+    still_float = {n.name for n in optimized.graph.node if n.op_type in LAYER_OPS}
+    graph = model.graph
+    producer = {o: n for n in graph.node for o in n.output}
+    readers = collections.Counter(i for n in graph.node for i in n.input)
+    out = {}
+    for name in quantised_layer_nodes(model):
+        if name not in still_float:
+            continue
+        node = next(n for n in graph.node if n.name == name)
+        src = producer.get(node.input[0])
+        if src is None or src.op_type != "DequantizeLinear":
+            why = f"its input is not quantised (read from {src.op_type if src is not None else 'a graph input'})"
+        elif readers[src.output[0]] > 1:
+            why = "its input DequantizeLinear has several readers"
+        else:
+            why = "onnxruntime has no integer kernel for this pattern (output read in float?)"
+        out[name] = why
     return out

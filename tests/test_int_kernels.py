@@ -1,0 +1,99 @@
+"""Every quantised Conv / Linear / MatMul layer of every registered task runs as an integer kernel
+in onnxruntime (issue 15, item 2), both in the workbench's sessions and in a user's session with
+onnxruntime's default options (ORT_ENABLE_ALL, common-subexpression elimination on)."""
+
+import collections
+
+import onnx
+import onnxruntime as ort
+import pytest
+
+import workbench as wb
+from workbench.export import export_qcdq
+from workbench.verify import MAC_KERNEL_OPS, int_kernel_exceptions, quantised_layer_nodes, verify_qcdq
+
+# Quantised layers allowed to stay float, by task and node name, with the reason. None today.
+EXCEPTIONS: dict[str, dict[str, str]] = {}
+
+# Small variants keep this file quick; each has the structure that mattered (BERT: Q, K and V read
+# one tensor; ResNet-18: convolutions whose output a residual Add reads in float).
+VARIANTS = {"hf-bert": {"layers": 2}, "hf-resnet18": {"image_size": 32}, "hf-mobilenetv2": {"image_size": 32}}
+SIZES = {"hf-resnet18": (8, 8, 16), "hf-mobilenetv2": (8, 8, 16), "hf-bert": (16, 16, 32)}
+
+
+def _task_and_model(name):
+    task = wb.create_task(name, **VARIANTS.get(name, {})).small(*SIZES.get(name, (64, 16, 32)))
+    kwargs = {} if name.startswith("hf-") else {"epochs": 1}
+    return task, wb.load_or_train_baseline(task, progress=False, **kwargs)
+
+
+def _default_session_kernels(path, tmp_path) -> int:
+    """Integer MAC kernels onnxruntime runs with default SessionOptions (what a user deploys)."""
+    so = ort.SessionOptions()
+    so.optimized_model_filepath = str(tmp_path / "default_optimized.onnx")
+    so.log_severity_level = 3
+    ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    ops = collections.Counter(n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node)
+    return sum(ops[k] for k in MAC_KERNEL_OPS)
+
+
+@pytest.mark.parametrize("name", wb.list_tasks())
+def test_every_quantised_layer_of_every_task_runs_as_an_integer_kernel(name, tmp_path):
+    task, model = _task_and_model(name)
+    q = wb.quantize_task(task, model, wb.QuantSpec.uniform(8, 8))
+    n_layers = int(wb.describe(q)["weight_bits"].notna().sum())
+    path = export_qcdq(q, task.example_input(), tmp_path / f"{name}.onnx")
+    graph = onnx.load(str(path)).graph
+    assert len(quantised_layer_nodes(onnx.load(str(path)))) == n_layers
+    # one quantiser per tensor (BERT's Q, K and V read one), and one DequantizeLinear per reader,
+    # each with its own scale initializer, so that common-subexpression elimination cannot merge
+    # them into one shared DequantizeLinear (which does not fuse)
+    quantised = collections.Counter(n.input[0] for n in graph.node if n.op_type == "QuantizeLinear")
+    assert max(quantised.values()) == 1
+    readers = collections.Counter(i for n in graph.node for i in n.input)
+    constants = {i.name for i in graph.initializer}
+    act_dqs = [n for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] not in constants]
+    assert all(readers[d.output[0]] <= 1 for d in act_dqs)  # 0: the graph output
+    assert len({d.input[1] for d in act_dqs}) == len(act_dqs)
+    expected = n_layers - len(EXCEPTIONS.get(name, {}))
+    res = verify_qcdq(path, q, task)
+    assert res["int_kernel_exceptions"] == EXCEPTIONS.get(name, {})
+    macs = sum(res["int_kernels"].get(k, 0) for k in MAC_KERNEL_OPS)
+    assert macs == expected, res["int_kernels"]
+    assert _default_session_kernels(path, tmp_path) == expected
+    if task.is_classifier:
+        assert res["onnx_agreement"] >= 0.9
+    else:
+        assert res["rel_output_error"] < 0.05
+
+
+@pytest.mark.parametrize("spec", [(8, 4), (4, 4)])
+def test_sub_8_bit_activations_fuse_and_stay_exact(digits, spec, tmp_path):
+    """Brevitas exports a 4-bit activation as QuantizeLinear -> Clip -> DequantizeLinear; every
+    layer still fuses, and the file computes exactly what the simulation does."""
+    task, model = digits
+    q = wb.quantize_task(task, model, wb.QuantSpec.uniform(*spec))
+    path = export_qcdq(q, task.example_input(), tmp_path / "digits.onnx")
+    graph = onnx.load(str(path)).graph
+    assert any(n.op_type == "Clip" for n in graph.node)  # the 4-bit range is still carried by the graph
+    res = verify_qcdq(path, q, task)
+    assert res["int_kernels"] == {"QLinearConv": 3, "QGemm": 1} and res["int_kernel_exceptions"] == {}
+    assert res["onnx_agreement"] == 1.0 and res["max_abs_diff"] == 0.0
+    assert _default_session_kernels(path, tmp_path) == 4
+
+
+def test_exceptions_name_layers_that_stay_float(digits, tmp_path):
+    """A graph in which a layer cannot fuse (here: its input is read in float, before its
+    quantiser) reports that layer by name, with the reason."""
+    task, model = digits
+    q = wb.quantize_task(task, model, wb.QuantSpec.uniform(8, 8))
+    path = export_qcdq(q, task.example_input(), tmp_path / "digits.onnx")
+    model_proto = onnx.load(str(path))
+    graph = model_proto.graph
+    gemm = next(n for n in graph.node if n.op_type == "Gemm")
+    dq = next(n for n in graph.node if n.output[0] == gemm.input[0])
+    quantize = next(n for n in graph.node if n.output[0] == dq.input[0])
+    gemm.input[0] = quantize.input[0]  # the float tensor the quantiser reads
+    broken = tmp_path / "broken.onnx"
+    onnx.save(model_proto, str(broken))
+    assert int_kernel_exceptions(broken) == {gemm.name: "its input is not quantised (read from Flatten)"}
