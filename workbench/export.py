@@ -145,6 +145,7 @@ def export_qcdq(qmodel: nn.Module, example_input: torch.Tensor, path: str | os.P
         if packing:
             pack_low_bit_weights(model)
         prune_unused(model)
+        compact_graph(model)
         onnx.save(model, tmp)
     return Path(path)
 
@@ -376,7 +377,7 @@ def pack_low_bit_weights(model: onnx.ModelProto) -> int:
     bit for bit. onnxruntime folds the Cast of a constant at session start, so the
     DequantizeLinear still fuses into QLinearConv / QGemm (a DequantizeLinear reading INT4
     directly runs as float Conv: 2x slower on ResNet-8 here). The opset is raised to 21 when
-    anything is packed, and names are compacted (:func:`compact_names`); a graph onnx's version
+    anything is packed; a graph onnx's version
     converter cannot raise to opset 21 is left unpacked (the summary's ``packing`` then lists its
     layers under ``int8``). Returns the number of tensors packed."""
     import ml_dtypes
@@ -437,37 +438,41 @@ def pack_low_bit_weights(model: onnx.ModelProto) -> int:
     del graph.node[:]
     graph.node.extend(nodes)
     prune_unused(model)
-    compact_names(model)
     return len(plans)
 
 
-def compact_names(model: onnx.ModelProto) -> None:
-    """Shrink a graph's names, which are a third of a small model's file: Brevitas's
-    ``export_handler`` path part becomes ``e`` in node, tensor and initialiser names; graph inputs
-    and outputs keep their names."""
+NAMED_OPS = ("Conv", "Gemm", "MatMul", "ConvInteger")  # layers: per-layer diagnostics name them
+
+
+def compact_graph(model: onnx.ModelProto) -> None:
+    """Shrink a QCDQ graph's names, a quarter to a third of a small model's file, alike for every
+    export (so file sizes compare what the weights take): internal tensors become ``t0``, ``t1``, ...
+    in node order; layer nodes (Conv, Gemm, MatMul, ConvInteger) and weight DequantizeLinear nodes
+    keep their names with Brevitas's ``export_handler`` part shortened to ``e`` (per-layer
+    diagnostics and :func:`workbench.verify.onnx_weight_integers` read them); other node names,
+    which ONNX makes optional, are dropped, as is the ``value_info`` shape cache. Graph inputs and
+    outputs keep their names."""
     graph = model.graph
     keep = {v.name for v in graph.input} | {v.name for v in graph.output}
+    names: dict[str, str] = {}
 
     def short(name: str) -> str:
-        return name if name in keep else name.replace("export_handler", "e")
+        if not name or name in keep:
+            return name
+        if name not in names:
+            names[name] = f"t{len(names)}"
+        return names[name]
 
-    names = {i for n in graph.node for i in (*n.input, *n.output)} | {i.name for i in graph.initializer}
-    if len({short(n) for n in names}) != len(names):  # a shortened name would collide: keep them all
-        names = None
     for node in graph.node:
-        node.name = short(node.name)  # kept (shortened): per-layer diagnostics name nodes
-        if names is None:
-            continue
-        for k, name in enumerate(node.input):
-            node.input[k] = short(name)
-        for k, name in enumerate(node.output):
-            node.output[k] = short(name)
-    if names is None:
-        return
+        label = node.name or node.output[0]
+        weight_dq = node.op_type == "DequantizeLinear" and "/weight_quant/" in label
+        node.name = label.replace("export_handler", "e") if (node.op_type in NAMED_OPS or weight_dq) else ""
+        node.doc_string = ""
+        node.input[:] = [short(i) for i in node.input]
+        node.output[:] = [short(o) for o in node.output]
     for init in graph.initializer:
         init.name = short(init.name)
-    for vi in graph.value_info:
-        vi.name = short(vi.name)
+    del graph.value_info[:]
 
 
 # ------------------------------------------------------------------------- integer-kernel fusion
