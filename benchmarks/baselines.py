@@ -22,6 +22,7 @@ models) and ``bytes W4A8/W8A8`` (geometric mean).
 from __future__ import annotations
 
 import argparse
+import collections
 import math
 import os
 import tempfile
@@ -30,6 +31,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import torch
 from tqdm import tqdm
@@ -43,12 +45,22 @@ MODELS = ("digits-cnn", "ic-resnet8", "kws-dscnn", "hf-resnet18", "hf-bert", "hf
 WAYS = ("float", "w8a8", "w4a8", "baseline")
 
 
-def session(path: Path) -> ort.InferenceSession:
+def session(path: Path, optimized_path: Path | None = None) -> ort.InferenceSession:
     """onnxruntime at its defaults (ORT_ENABLE_ALL), except one intra-op thread."""
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1
     so.log_severity_level = 3
+    if optimized_path is not None:
+        so.optimized_model_filepath = str(optimized_path)
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def ops_run(path: Path) -> str:
+    """The node types onnxruntime runs for ``path`` at the same settings (after its graph optimisations)."""
+    opt = path.with_suffix(".optimized.onnx")
+    session(path, opt)
+    counts = collections.Counter(n.op_type for n in onnx.load(str(opt)).graph.node)
+    return " ".join(f"{k}:{v}" for k, v in sorted(counts.items()))
 
 
 def run_all(sess: ort.InferenceSession, x: torch.Tensor, batch: int = 64) -> torch.Tensor:
@@ -105,7 +117,7 @@ def interleaved_latency(sessions: dict[str, ort.InferenceSession], example: torc
     return {k: {"p50": float(np.percentile(t, 50)), "p99": float(np.percentile(t, 99))} for k, t in times.items()}
 
 
-def bench_model(name: str, runs: int, warmup: int, small: bool, tmp: Path) -> dict:
+def bench_model(name: str, runs: int, warmup: int, small: bool, tmp: Path, ops: bool = False) -> dict:
     task = wb.create_task(name)
     model = wb.load_or_train_baseline(task, progress=False).eval()  # the full task's float model, also in --small
     if small:
@@ -123,7 +135,8 @@ def bench_model(name: str, runs: int, warmup: int, small: bool, tmp: Path) -> di
     metric = {k: float(task.score(run_all(s, ev.x), ev)) for k, s in sessions.items()}
     lat = interleaved_latency(sessions, example, runs, warmup)
     return {"name": name, "metric_name": task.metric.name, "macs": macs, "how": how, "metric": metric,
-            "bytes": {k: p.stat().st_size for k, p in paths.items()}, "lat": lat}
+            "bytes": {k: p.stat().st_size for k, p in paths.items()}, "lat": lat,
+            "ops": {k: ops_run(p) for k, p in paths.items()} if ops else {}}
 
 
 def print_row(r: dict) -> None:
@@ -137,6 +150,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--models", nargs="+", default=list(MODELS), help="task names (default: all six)")
     ap.add_argument("--runs", type=int, default=500, help="timed iterations per session (default 500)")
     ap.add_argument("--warmup", type=int, default=50, help="untimed iterations per session first (default 50)")
+    ap.add_argument("--ops", action="store_true", help="also print the node types onnxruntime runs for each file")
     ap.add_argument("--small", action="store_true", help="quick run: 32 calibration / 64 eval samples (also WORKBENCH_SMALL=1)")
     args = ap.parse_args(argv)
     small = args.small or os.environ.get("WORKBENCH_SMALL") == "1"
@@ -149,10 +163,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
             if name not in known:
                 tqdm.write(f"{name:12s} skipped: no task of that name is registered yet")
                 continue
-            r = bench_model(name, args.runs, args.warmup, small, Path(t))
+            r = bench_model(name, args.runs, args.warmup, small, Path(t), args.ops)
             rows.append(r)
             tqdm.write(f"{name:12s} baseline: {r['how']}")
             print_row(r)
+            for k, v in r["ops"].items():
+                tqdm.write(f"{'':12s} ops run {k:8s} {v}")
     if not rows:
         print("no model ran")
         return rows
@@ -165,7 +181,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             goals["int8 faster than float"] = max(lat["w8a8"]["p50"], lat["w4a8"]["p50"]) < lat["float"]["p50"]
         tqdm.write(f"goals {r['name']:12s} " + "  ".join(f"{k}: {'yes' if v else 'NO'}" for k, v in goals.items())
               + f"  (W8A8/baseline p50 {lat['w8a8']['p50'] / lat['baseline']['p50']:.2f}, bytes {b['w8a8'] / b['baseline']:.2f},"
-              f" metric {100 * (m['w8a8'] - m['baseline']):+.2f} pt)")
+              f" metric {100 * (m['w8a8'] - m['baseline']):+.3f} pt)")
     gm = lambda xs: math.exp(sum(map(math.log, xs)) / len(xs))  # noqa: E731
     print(f"latency workbench/baseline: {gm([r['lat']['w8a8']['p50'] / r['lat']['baseline']['p50'] for r in rows]):.3f}")
     print(f"bytes W4A8/W8A8: {gm([r['bytes']['w4a8'] / r['bytes']['w8a8'] for r in rows]):.3f}")
