@@ -117,7 +117,7 @@ def interleaved_latency(sessions: dict[str, ort.InferenceSession], example: torc
     return {k: {"p50": float(np.percentile(t, 50)), "p99": float(np.percentile(t, 99))} for k, t in times.items()}
 
 
-def bench_model(name: str, runs: int, warmup: int, small: bool, tmp: Path, ops: bool = False) -> dict:
+def bench_model(name: str, runs: int, warmup: int, small: bool, tmp: Path, ops: bool = False, weight_encoding: str = "u8") -> dict:
     task = wb.create_task(name)
     model = wb.load_or_train_baseline(task, progress=False).eval()  # the full task's float model, also in --small
     if small:
@@ -127,8 +127,8 @@ def bench_model(name: str, runs: int, warmup: int, small: bool, tmp: Path, ops: 
     d = tmp / name
     d.mkdir()
     paths = {"float": wb.export_float(model, example, d / "float.onnx"),
-             "w8a8": wb.export_qcdq(wb.quantize_task(task, model, wb.QuantSpec.uniform(8, 8)), example, d / "w8a8.onnx"),
-             "w4a8": wb.export_qcdq(wb.quantize_task(task, model, wb.QuantSpec.uniform(4, 8)), example, d / "w4a8.onnx")}
+             "w8a8": wb.export_qcdq(wb.quantize_task(task, model, wb.QuantSpec.uniform(8, 8)), example, d / "w8a8.onnx", weight_encoding=weight_encoding),
+             "w4a8": wb.export_qcdq(wb.quantize_task(task, model, wb.QuantSpec.uniform(4, 8)), example, d / "w4a8.onnx", weight_encoding=weight_encoding)}
     paths["baseline"], how = user_baseline(task, paths["float"], d)
     sessions = {k: session(paths[k]) for k in WAYS}
     ev = task.data.eval
@@ -150,6 +150,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--models", nargs="+", default=list(MODELS), help="task names (default: all six)")
     ap.add_argument("--runs", type=int, default=500, help="timed iterations per session (default 500)")
     ap.add_argument("--warmup", type=int, default=50, help="untimed iterations per session first (default 50)")
+    ap.add_argument("--weight-encoding", choices=("u8", "s8"), default="u8",
+                    help="the workbench files' weight_encoding (export_qcdq's default u8: exact on every x86 CPU; s8 for VNNI or ARM)")
     ap.add_argument("--ops", action="store_true", help="also print the node types onnxruntime runs for each file")
     ap.add_argument("--small", action="store_true", help="quick run: 32 calibration / 64 eval samples (also WORKBENCH_SMALL=1)")
     args = ap.parse_args(argv)
@@ -157,13 +159,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
     torch.set_num_threads(1)
     known = set(wb.list_tasks())
     rows = []
-    print("per way: metric, file bytes, p50/p99 latency (batch 1, one thread, onnxruntime defaults, interleaved)")
+    print(f"per way: metric, file bytes, p50/p99 latency (batch 1, one thread, onnxruntime defaults, interleaved);"
+          f" workbench weight_encoding={args.weight_encoding}")
     with tempfile.TemporaryDirectory() as t:
         for name in tqdm(args.models, desc="models", leave=False):
             if name not in known:
                 tqdm.write(f"{name:12s} skipped: no task of that name is registered yet")
                 continue
-            r = bench_model(name, args.runs, args.warmup, small, Path(t), args.ops)
+            r = bench_model(name, args.runs, args.warmup, small, Path(t), args.ops, args.weight_encoding)
             rows.append(r)
             tqdm.write(f"{name:12s} baseline: {r['how']}")
             print_row(r)
