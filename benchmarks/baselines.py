@@ -85,18 +85,15 @@ def user_baseline(task, float_path: Path, tmp: Path) -> tuple[Path, str]:
     from onnxruntime.quantization import QuantFormat, quantize_dynamic, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    pre, note = tmp / "pre.onnx", ""
-    try:
-        quant_pre_process(str(float_path), str(pre))
-    except Exception as exc:  # some graphs defeat symbolic shape inference; the user then quantises the export as is
-        pre, note = float_path, f" (quant_pre_process failed: {type(exc).__name__}; quantised the raw export)"
+    pre = tmp / "pre.onnx"
+    quant_pre_process(str(float_path), str(pre))
     out = tmp / "baseline.onnx"
     if torch.is_floating_point(task.example_input()):
         name = session(pre).get_inputs()[0].name
         quantize_static(str(pre), str(out), CalibReader(name, task.data.calib.x), quant_format=QuantFormat.QDQ, per_channel=True)
-        return out, "ort quantize_static QDQ per-channel S8S8" + note
+        return out, "ort quantize_static QDQ per-channel S8S8"
     quantize_dynamic(str(pre), str(out), per_channel=True)
-    return out, "ort quantize_dynamic per-channel S8" + note
+    return out, "ort quantize_dynamic per-channel S8"
 
 
 def interleaved_latency(sessions: dict[str, ort.InferenceSession], example: torch.Tensor, runs: int, warmup: int) -> dict[str, dict[str, float]]:
@@ -185,7 +182,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         tqdm.write(f"goals {r['name']:12s} " + "  ".join(f"{k}: {'yes' if v else 'NO'}" for k, v in goals.items())
               + f"  (W8A8/baseline p50 {lat['w8a8']['p50'] / lat['baseline']['p50']:.2f}, bytes {b['w8a8'] / b['baseline']:.2f},"
               f" metric {100 * (m['w8a8'] - m['baseline']):+.3f} pt)")
-    gm = lambda xs: math.exp(sum(map(math.log, xs)) / len(xs))  # noqa: E731
+    gm = lambda xs: math.exp(sum(map(math.log, xs)) / len(xs))
     print(f"latency workbench/baseline: {gm([r['lat']['w8a8']['p50'] / r['lat']['baseline']['p50'] for r in rows]):.3f}")
     print(f"bytes W4A8/W8A8: {gm([r['bytes']['w4a8'] / r['bytes']['w8a8'] for r in rows]):.3f}")
     return rows
