@@ -34,6 +34,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
+from onnxruntime.quantization import CalibrationDataReader
 from tqdm import tqdm
 
 import workbench as wb
@@ -69,7 +70,7 @@ def run_all(sess: ort.InferenceSession, x: torch.Tensor, batch: int = 64) -> tor
     return torch.from_numpy(np.concatenate([sess.run(None, {name: arr[i : i + batch]})[0] for i in range(0, len(arr), batch)]))
 
 
-class CalibReader:
+class CalibReader(CalibrationDataReader):
     """onnxruntime's CalibrationDataReader over the task's calibration samples."""
 
     def __init__(self, input_name: str, x: torch.Tensor, batch: int = 16):
@@ -152,6 +153,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--ops", action="store_true", help="also print the node types onnxruntime runs for each file")
     ap.add_argument("--small", action="store_true", help="quick run: 32 calibration / 64 eval samples (also WORKBENCH_SMALL=1)")
     args = ap.parse_args(argv)
+    if args.runs < 1 or args.warmup < 0:
+        ap.error(f"--runs {args.runs} --warmup {args.warmup}; expected runs >= 1 and warmup >= 0")
     small = args.small or os.environ.get("WORKBENCH_SMALL") == "1"
     torch.set_num_threads(1)
     known = set(wb.list_tasks())
