@@ -115,3 +115,14 @@ def test_summary_json_records_the_target_profiles_encoding(digits, tmp_path):
     assert summary["latency_method"].startswith("interleaved, batch 1, 1 thread")
     assert summary["variants"]["w8"]["weight_encoding"] == "u8"
     assert not _has_int8(tmp_path / "job" / "model.onnx")
+
+
+def test_the_cli_rejects_a_bad_weight_encoding_in_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from workbench.cli import app
+
+    res = CliRunner().invoke(app, ["quantize", "digits-cnn", "--weight-encoding", "int8", "--out", str(tmp_path / "out")])
+    assert res.exit_code != 0
+    assert "weight_encoding 'int8'; expected one of u8, s8, auto" in res.output
+    assert not (tmp_path / "out").exists()
