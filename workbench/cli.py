@@ -139,9 +139,13 @@ def _echo_table(df) -> None:
     typer.echo(df.where(df.notna(), "-").to_string(index=False))
 
 
+WEIGHT_ENCODING_HELP = "int8 weight storage in the QCDQ file: u8 (exact on every CPU), s8 (faster with VNNI or on ARM) or auto (probe this CPU: s8 with VNNI or ARM, else u8); default auto"
+
+
 @app.command()
 def demo(out: Optional[Path] = typer.Option(None, help="output directory (default: runs/demo-<time>)"),
          latency_runs: int = typer.Option(200, min=10, help="timed runs per latency measurement"),
+         weight_encoding: Optional[str] = typer.Option(None, help=WEIGHT_ENCODING_HELP),
          overwrite: bool = typer.Option(False, help=OVERWRITE_HELP)) -> None:
     """The main job: digits-cnn float baseline, W8A8 and W4A8 PTQ, export and verification."""
     _quiet_libraries()
@@ -150,7 +154,7 @@ def demo(out: Optional[Path] = typer.Option(None, help="output directory (defaul
 
     out = out or _default_out("demo")
     try:
-        summary = run_demo(out, latency_runs=latency_runs, overwrite=overwrite)
+        summary = run_demo(out, latency_runs=latency_runs, overwrite=overwrite, **({"weight_encoding": weight_encoding} if weight_encoding else {}))
     except WorkbenchError as exc:
         _fail(exc)
     _print_summary(summary, out)
@@ -183,6 +187,7 @@ def quantize(task: str = typer.Argument(..., help=TASK_HELP),
              formats: Optional[list[str]] = typer.Option(None, "--format", metavar="F",
                                                          help="export format, repeatable (see `workbench.list_exporters()`; default: qcdq and qonnx; qcdq is required)"),
              qonnx: Optional[bool] = typer.Option(None, "--qonnx/--no-qonnx", help="deprecated alias: add / drop the qonnx format"),
+             weight_encoding: str = typer.Option("auto", help=WEIGHT_ENCODING_HELP),
              overwrite: bool = typer.Option(False, help=OVERWRITE_HELP)) -> None:
     """Quantise a task with a spec, export (QCDQ and QONNX by default, or each --format), verify, and report."""
     _quiet_libraries()
@@ -198,7 +203,7 @@ def quantize(task: str = typer.Argument(..., help=TASK_HELP),
         t = resolve_task_arg(task, tuple(imports or ()))
         s = _load_spec(spec, weight_bits, act_bits)
         summary = run_job(t, {"spec": s}, out, ptq=PTQConfig(bias_correction=bias_correction, equalize_iters=equalize_iters), formats=fmts,
-                          overwrite=overwrite)
+                          weight_encoding=weight_encoding, overwrite=overwrite)
     except WorkbenchError as exc:
         _fail(exc)
     _print_summary(summary, out)

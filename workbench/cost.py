@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
 import pandas as pd
 import torch
@@ -188,7 +188,10 @@ class TargetProfile(SpecModel):
     """A hardware target: the bit-widths it runs, its default cost kind and its budgets.
 
     ``budgets`` maps cost kinds to hard limits (a number: a search under this profile never
-    returns a point over it) or ``null`` (the kind applies, with no fixed limit)."""
+    returns a point over it) or ``null`` (the kind applies, with no fixed limit).
+    ``weight_encoding`` (optional): how a QCDQ export for this target stores int8 weights, ``u8``,
+    ``s8`` or ``auto`` (s8 where the exporting host's CPU has VNNI or is ARM, else u8); a job
+    given this target and no encoding of its own uses it."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: str
@@ -197,6 +200,7 @@ class TargetProfile(SpecModel):
     act_bits: list[int]
     cost: str = "weight_kib"
     budgets: dict[str, float | None] = Field(default_factory=dict)
+    weight_encoding: Literal["u8", "s8", "auto"] | None = None
 
     @field_validator("weight_bits", "act_bits")
     @classmethod

@@ -102,6 +102,41 @@ def has_minifloat(qmodel: nn.Module) -> bool:
 
 
 WEIGHT_ENCODINGS = ("u8", "s8")
+WEIGHT_ENCODING_CHOICES = ("u8", "s8", "auto")  # auto: s8 where the host CPU has VNNI (or is ARM), else u8
+
+
+def cpu_vnni(cpuinfo: str | None = None, machine: str | None = None) -> bool | None:
+    """Whether a CPU has 8-bit dot-product instructions that make onnxruntime's U8S8 kernels exact
+    (x86 ``avx512_vnni`` or ``avx_vnni`` in the /proc/cpuinfo flags; ARM (aarch64/arm64) always).
+
+    Pure when both arguments are given; by default it reads this host's ``/proc/cpuinfo`` and
+    ``platform.machine()``. None: unknown (no cpuinfo to read, no flags line)."""
+    import platform
+
+    machine = (platform.machine() if machine is None else machine).lower()
+    if machine in ("aarch64", "arm64") or machine.startswith("armv8"):
+        return True
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return None
+    flags = [line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.split(":", 1)[0].strip() == "flags" and ":" in line]
+    if not flags:
+        return None
+    return all(bool({"avx512_vnni", "avx_vnni"} & set(f)) for f in flags)
+
+
+def resolve_weight_encoding(choice: str = "auto", vnni: bool | None | str = "probe") -> str:
+    """``u8`` or ``s8`` for a ``weight_encoding`` choice: ``auto`` is s8 when ``vnni`` (a probe
+    result; ``"probe"``: :func:`cpu_vnni` of this host) is True, else u8 (exact on every CPU, so
+    also the choice when the probe cannot tell, None). A choice outside ``u8|s8|auto`` is a
+    one-line :class:`ExportError`."""
+    if choice not in WEIGHT_ENCODING_CHOICES:
+        raise ExportError(f"weight_encoding {choice!r}; expected one of {', '.join(WEIGHT_ENCODING_CHOICES)}")
+    if choice != "auto":
+        return choice
+    return "s8" if (cpu_vnni() if vnni == "probe" else vnni) is True else "u8"
 
 
 def export_qcdq(qmodel: nn.Module, example_input: torch.Tensor, path: str | os.PathLike, weight_encoding: str = "u8",
@@ -117,11 +152,12 @@ def export_qcdq(qmodel: nn.Module, example_input: torch.Tensor, path: str | os.P
     are exact on every CPU. With ``"s8"`` (Brevitas's own int8 weights) onnxruntime picks U8S8
     kernels, whose int16 intermediate sums saturate on x86 CPUs without VNNI (AVX2 only), so the
     runtime can disagree with the simulation there; choose it for VNNI or ARM targets.
+    ``"auto"`` picks s8 where this host's CPU has VNNI (or is ARM), else u8
+    (:func:`resolve_weight_encoding`): the file then depends on the machine.
     """
     from brevitas.export import export_onnx_qcdq
 
-    if weight_encoding not in WEIGHT_ENCODINGS:
-        raise ExportError(f"weight_encoding {weight_encoding!r}; expected one of {', '.join(WEIGHT_ENCODINGS)}")
+    weight_encoding = resolve_weight_encoding(weight_encoding)
     packing = packing_wanted(qmodel, pack)
     _check_bits_exportable(qmodel, 8, "QCDQ (onnxruntime)")
     qmodel.eval()

@@ -12,6 +12,7 @@ from . import __version__
 from .baseline import load_or_train_baseline
 from .determinism import fixed_threads
 from .evaluate import predict
+from .export import resolve_weight_encoding
 from .exporters import DEFAULT_FORMATS, check_spec_formats, resolve_formats
 from .fileio import atomic_write_json, atomic_write_text, inside
 from .pipeline import PTQConfig, Timer, evaluate_quantized, export_and_verify, export_float_model, quantize_task
@@ -25,8 +26,8 @@ SUMMARY_KEYS = ("fp_metric", "quant_metric", "onnx_metric", "onnx_agreement", "m
 
 
 def run_job(task, variants: dict[str, QuantSpec | dict], out_dir: str | Path | RunDir, *, ptq: PTQConfig = PTQConfig(), formats=DEFAULT_FORMATS, qonnx: bool | None = None,
-            latency_runs: int = 200, progress: bool = True, float_model: torch.nn.Module | None = None, weight_encoding: str = "u8",
-            extra: dict | None = None, files: dict[str, str] | None = None, sections: list | None = None,
+            latency_runs: int = 200, progress: bool = True, float_model: torch.nn.Module | None = None, weight_encoding: str | None = None,
+            target=None, extra: dict | None = None, files: dict[str, str] | None = None, sections: list | None = None,
             train=None, overwrite: bool = False) -> dict:
     """Run every variant; the first is the primary one (``model.onnx``, top-level summary keys).
 
@@ -38,9 +39,18 @@ def run_job(task, variants: dict[str, QuantSpec | dict], out_dir: str | Path | R
     (:mod:`workbench.determinism`), so the bytes do not depend on the caller's.
     ``formats``: the export formats written for each variant (names from :mod:`workbench.exporters`;
     ``qcdq`` is required); ``qonnx`` is the deprecated boolean alias (False: no QONNX).
+    ``weight_encoding``: ``u8``, ``s8`` or ``auto`` (s8 where this CPU has VNNI or is ARM); None:
+    the ``target`` profile's (a name, YAML file or :class:`~workbench.cost.TargetProfile`), else
+    ``auto``. The summary records the choice (``weight_encoding``) and the probe (``cpu_vnni``).
     """
     if not variants:
         raise ValueError("run_job needs at least one variant spec")
+    if weight_encoding is None:
+        from .cost import TargetProfile, load_target
+
+        profile = target if isinstance(target, TargetProfile) or target is None else load_target(target)
+        weight_encoding = (profile.weight_encoding if profile is not None else None) or "auto"
+    resolve_weight_encoding(weight_encoding, vnni=False)  # a bad value fails before any work
     formats = resolve_formats(formats, qonnx=qonnx)  # unknown names fail before any work
     specs = {name: QuantSpec.parse(spec) for name, spec in variants.items()}
     probe = float_model if float_model is not None else task.create_model()
@@ -83,6 +93,7 @@ def run_job(task, variants: dict[str, QuantSpec | dict], out_dir: str | Path | R
                 **{k: primary[k] for k in SUMMARY_KEYS},
                 "latency_ms_p99_fp": primary.get("latency_ms_p99_fp"),
                 "latency_ms_p99_quant": primary.get("latency_ms_p99_quant"),
+                **{k: primary.get(k) for k in ("latency_method", "weight_encoding", "cpu_vnni")},
                 **{k: primary.get(k) for k in ("onnx_weight_bytes_packed", "onnx_float_bytes", "packing")},  # file bytes by what they hold
                 "primary_variant": next(iter(variants_out)),
                 "ptq": ptq.to_dict(),
@@ -142,6 +153,7 @@ def run_demo(out_dir: str | Path, progress: bool = True, budget_kib: float = 6.0
     extra = {"search": {"budget_kib": budget_kib, "chosen_weight_kib": float(chosen["weight_kib"]), "chosen_measured_metric": float(chosen["measured_metric"]),
                         "chosen_bits": chosen["bits"], "front_points": int(front["on_front"].sum()), "recipe": "recipe.yaml"}}
     files = {"recipe.yaml": recipe_yaml, "pareto.csv": front.to_csv(index=False), "sensitivity.csv": sens.to_csv(index=False)}
+    kwargs.setdefault("target", "cpu-int8-ort")  # its weight encoding (auto) unless the caller gives one
     return run_job(task, DEMO_VARIANTS, run_dir, progress=progress, float_model=model, extra=extra, files=files, sections=sections, **kwargs)
 
 

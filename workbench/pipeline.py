@@ -16,7 +16,7 @@ from torch import nn
 from .describe import describe
 from .evaluate import predict
 from .errors import ExportError
-from .export import export_float
+from .export import cpu_vnni, export_float, resolve_weight_encoding
 from .exporters import DEFAULT_FORMATS, PRIMARY, get_exporter, resolve_formats
 from .fileio import inside, sha256_file
 from .metrics import output_agreement
@@ -24,7 +24,7 @@ from .options import Flag, OptionModel, choice, integer, names, number
 from .ptq import act_equalization, bias_correction, calibrate, gpxq, learned_rounding
 from .quantize import quantize_model
 from .spec import QuantSpec
-from .verify import latency_ms
+from .verify import paired_latency
 from .determinism import fixed_threads
 
 
@@ -92,7 +92,7 @@ def evaluate_quantized(task, float_model: nn.Module, qmodel: nn.Module, fp_outpu
 
 def export_and_verify(task, qmodel: nn.Module, out_dir: str | Path, stem: str = "model", *, formats=DEFAULT_FORMATS, qonnx: bool | None = None,
                       float_onnx: str | Path | None = None, latency_runs: int = 200, qonnx_samples: int = 64,
-                      sim_outputs: torch.Tensor | None = None, weight_encoding: str = "u8", float_model: nn.Module | None = None,
+                      sim_outputs: torch.Tensor | None = None, weight_encoding: str = "auto", float_model: nn.Module | None = None,
                       fp_outputs: torch.Tensor | None = None) -> dict:
     """Export ``qmodel`` in each of ``formats`` (names from :mod:`workbench.exporters`, default
     QCDQ and QONNX), verify each file against the simulation, and measure the QCDQ file's latency.
@@ -106,7 +106,13 @@ def export_and_verify(task, qmodel: nn.Module, out_dir: str | Path, stem: str = 
     ``float_model`` (and its eval outputs ``fp_outputs``) feed the ``float`` exporter, which
     reuses ``float_onnx`` when given. Each exporter adds ``<name>_verified``: False (with
     ``<name>_unverified_reason``) where no runtime here runs the file.
+    ``weight_encoding`` (``u8``, ``s8`` or ``auto``: s8 where this CPU has VNNI or is ARM) is
+    resolved once; the result records it (``weight_encoding``) and the probe (``cpu_vnni``).
+    The float and QCDQ files' latencies are measured together (:func:`~workbench.verify.paired_latency`:
+    one process, interleaved, onnxruntime's default level), described by ``latency_method``.
     """
+    vnni = cpu_vnni()
+    encoding = resolve_weight_encoding(weight_encoding, vnni=vnni)  # a bad value fails before any file is written
     names = resolve_formats(formats, qonnx=qonnx)
     if float_onnx is not None and not Path(float_onnx).is_file():
         raise ExportError(f"float_onnx {str(float_onnx)!r} does not exist; pass the float model's ONNX file (export_float_model) or None")
@@ -116,9 +122,9 @@ def export_and_verify(task, qmodel: nn.Module, out_dir: str | Path, stem: str = 
         if getattr(exporter, "needs_float_model", False) and float_model is None:
             raise ExportError(f"export format {exporter.name!r} exports the float model: pass float_model= to export_and_verify")
     example = task.example_input()
-    options = {"weight_encoding": weight_encoding, "sim_outputs": sim_outputs, "qonnx_samples": qonnx_samples, "float_model": float_model,
+    options = {"weight_encoding": encoding, "sim_outputs": sim_outputs, "qonnx_samples": qonnx_samples, "float_model": float_model,
                "fp_outputs": fp_outputs, "float_onnx": float_onnx}
-    result: dict = {}
+    result: dict = {"weight_encoding": encoding, "cpu_vnni": vnni, "latency_method": None}  # first: the old keys keep their order
     for exporter in exporters:
         path = exporter.export(qmodel, example, inside(out_dir, f"{stem}{exporter.suffix}"), **options)
         result.update(exporter.verify(path, qmodel, task, **options))
@@ -126,14 +132,16 @@ def export_and_verify(task, qmodel: nn.Module, out_dir: str | Path, stem: str = 
         result[exporter.path_key] = path.name
         if exporter.name == PRIMARY:
             result["onnx_sha256"] = sha256_file(path)
-            if result[f"{PRIMARY}_verified"]:
-                lat = latency_ms(path, example, runs=latency_runs)
-            else:  # no runtime here runs it: no latency either
-                lat = {"p50": None, "p99": None}
-            result["latency_ms_p50_quant"], result["latency_ms_p99_quant"] = lat["p50"], lat["p99"]
+            files = {"quant": path} if result[f"{PRIMARY}_verified"] else {}  # no runtime here runs it: no latency either
             if float_onnx is not None:
-                lat = latency_ms(float_onnx, example, runs=latency_runs)
-                result["latency_ms_p50_fp"], result["latency_ms_p99_fp"] = lat["p50"], lat["p99"]
+                files["fp"] = float_onnx
+            # float and quantised in the same process, interleaved, each at onnxruntime's default level
+            lat = paired_latency(files, example, runs=latency_runs) if files else {}
+            for name in ("quant", "fp"):
+                if name in files or name == "quant":
+                    got = lat.get(name, {})
+                    result[f"latency_ms_p50_{name}"], result[f"latency_ms_p99_{name}"] = got.get("p50"), got.get("p99")
+            result["latency_method"] = lat.get("method")
     return result
 
 

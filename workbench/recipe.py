@@ -99,7 +99,9 @@ class DatasetRef(_Strict):
 
 class ExportSection(_Strict):
     formats: list[str] = Field(default_factory=lambda: ["qcdq"])  # names from the exporter registry (wb.list_exporters())
-    weight_encoding: Literal["u8", "s8"] = "u8"
+    # u8 by default, not auto: the same recipe must give the same file on every machine; "auto" is
+    # allowed, and then the file depends on the exporting host's CPU (VNNI: s8, else u8)
+    weight_encoding: Literal["u8", "s8", "auto"] = "u8"
 
     @field_validator("formats")
     @classmethod

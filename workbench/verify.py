@@ -57,7 +57,9 @@ def session(path: str | os.PathLike, threads: int = 1, optimized_path: str | Non
     """An onnxruntime CPU session at ORT_ENABLE_EXTENDED, the level at which QDQ fuses to integer
     kernels (or at ``level``; None: :func:`optimization_level` of the file)."""
     so = ort.SessionOptions()
-    so.graph_optimization_level = _LEVELS[level or optimization_level(path)]
+    level = level or optimization_level(path)
+    if level != "default":  # "default": onnxruntime's own level (ORT_ENABLE_ALL), left unset
+        so.graph_optimization_level = _LEVELS[level]
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.log_severity_level = 3
@@ -91,8 +93,10 @@ def run_onnx(sess: ort.InferenceSession, x: torch.Tensor, batch_size: int = 256)
 
 
 def latency_ms(path: str | os.PathLike, example: torch.Tensor, runs: int = 200, warmup: int = 20) -> dict[str, float]:
-    """Batch-1 latency percentiles on one intra-op thread (fastest for tiny models)."""
-    sess = session(path, threads=1)
+    """Batch-1 latency percentiles of one file on one intra-op thread (fastest for tiny models), at
+    :func:`latency_level` (onnxruntime's default level). To compare two files use
+    :func:`paired_latency`."""
+    sess = session(path, threads=1, level=latency_level(path))
     name = sess.get_inputs()[0].name
     x = as_onnx_input(example[:1])
     for _ in range(warmup):
@@ -103,6 +107,49 @@ def latency_ms(path: str | os.PathLike, example: torch.Tensor, runs: int = 200, 
         sess.run(None, {name: x})
         times[i] = (time.perf_counter() - t0) * 1e3
     return {"p50": float(np.percentile(times, 50)), "p99": float(np.percentile(times, 99))}
+
+
+def latency_level(path: str | os.PathLike) -> str:
+    """The optimisation level latency is measured at: onnxruntime's ``default`` (ORT_ENABLE_ALL, what
+    a deployment gets without asking), except where a file needs another to compute correctly
+    (float8 files: ``disabled``, see :func:`optimization_level`)."""
+    level = optimization_level(path)
+    return "default" if level == "extended" else level
+
+
+def paired_latency(paths: dict[str, str | os.PathLike], example: torch.Tensor, runs: int = 200, warmup: int = 20) -> dict:
+    """Batch-1 latency of several files (a float baseline and its quantised export) measured the
+    same way, in this process: one session per file at :func:`latency_level`, one intra-op thread,
+    ``warmup`` untimed runs each, then ``runs`` timed rounds that interleave the files (each round
+    runs every file once; the order rotates by one file per round, so none always runs first).
+
+    Returns ``{name: {"p50", "p99", "level"}}`` per file (milliseconds) plus ``"order"``: the names
+    in the order the timed runs happened (``runs * len(paths)`` entries) and ``"method"``: one line
+    saying how it was measured."""
+    if not paths:
+        raise ValueError("paired_latency needs at least one file")
+    names = list(paths)
+    levels = {n: latency_level(p) for n, p in paths.items()}
+    sessions = {n: session(p, threads=1, level=levels[n]) for n, p in paths.items()}
+    x = as_onnx_input(example[:1])
+    feeds = {n: {s.get_inputs()[0].name: x} for n, s in sessions.items()}
+    for _ in range(warmup):
+        for n in names:
+            sessions[n].run(None, feeds[n])
+    times = {n: np.empty(runs) for n in names}
+    order = []
+    for i in range(runs):
+        k = i % len(names)
+        for n in names[k:] + names[:k]:
+            t0 = time.perf_counter()
+            sessions[n].run(None, feeds[n])
+            times[n][i] = (time.perf_counter() - t0) * 1e3
+            order.append(n)
+    out: dict = {n: {"p50": float(np.percentile(times[n], 50)), "p99": float(np.percentile(times[n], 99)), "level": levels[n]} for n in names}
+    level_text = ", ".join(f"{n} {levels[n]}" for n in names)
+    out["order"] = order
+    out["method"] = f"interleaved, batch 1, 1 thread, {runs} runs, levels: {level_text}"
+    return out
 
 
 def verify_qcdq(onnx_path: str | os.PathLike, qmodel: torch.nn.Module, task, split=None, sim_outputs: torch.Tensor | None = None) -> dict:
