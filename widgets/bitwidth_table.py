@@ -22,9 +22,9 @@ from .figure_box import FigureBox
 def bit_choices() -> list[tuple[str, int | str]]:
     """Dropdown choices from the number-format registry: the integer widths, then each
     fixed-width format by name (``fp8_e4m3``), then ``float``."""
-    from workbench.formats import FORMATS, INT
+    from workbench.formats import FORMATS, INT, fixed_width_formats
 
-    fixed = [(n, n) for n, f in FORMATS.items() if f.fixed_bits is not None]
+    fixed = [(n, n) for n in fixed_width_formats()]
     return [(str(b), b) for b in FORMATS[INT].bits] + fixed + [("float", "float")]
 
 

@@ -103,6 +103,12 @@ def unknown_format_message(name) -> str:
     return unknown_name("number format", name, FORMATS, cutoff=0.5)
 
 
+def fixed_width_formats() -> list[str]:
+    """Names of the registered formats with fixed storage bits (``fp8_e4m3``, ...): the formats a
+    sweep or a dropdown offers beside the integer bit-widths."""
+    return [n for n, f in FORMATS.items() if f.fixed_bits is not None]
+
+
 def get_format(name: str) -> NumberFormat:
     """The registered format ``name``; a one-line :class:`SpecError` naming the closest and the known ones otherwise."""
     if not isinstance(name, str) or name not in FORMATS:

@@ -67,7 +67,7 @@ from .quantize import (
     quantisable_layers,
     validate_spec,
 )
-from .formats import ALLOWED_BITS, FORMATS, INT
+from .formats import ALLOWED_BITS, FORMATS, INT, fixed_width_formats
 from .spec import LayerQuant, QuantSpec
 from .store import ResultStore, SweepRecorder, resolve_store, sweep_fingerprint as store_fingerprint
 from .determinism import fixed_threads
@@ -78,8 +78,6 @@ COLUMNS = ["layer", "layer_type", "depth", "params", "macs", "weight_bits", "act
 SENSITIVITY_VERSION = "3"  # 2: a NaN / inf metric is status "nonfinite"; 3: weight_format / act_format columns
 
 
-def _fixed_formats() -> list[str]:
-    return [n for n, f in FORMATS.items() if f.fixed_bits is not None]
 
 
 def bits_and_format(value) -> tuple[int | None, str | None]:
@@ -94,18 +92,18 @@ def bits_and_format(value) -> tuple[int | None, str | None]:
 def _check_entry(value, what: str, i: int, scale_type: str):
     if value is None or (isinstance(value, int) and not isinstance(value, bool) and value in ALLOWED_BITS):
         return
-    if isinstance(value, str) and value in _fixed_formats():
+    if isinstance(value, str) and value in fixed_width_formats():
         if scale_type not in FORMATS[value].scale_types:
             raise SpecError(f"{what}[{i}]: format {value!r} takes scale_type {', '.join(FORMATS[value].scale_types)}; the base spec's is {scale_type!r}")
         return
-    raise SpecError(f"{what}[{i}]: expected an integer in 2-8 or 16, a number format ({', '.join(_fixed_formats())}) or None for float; got {value!r}")
+    raise SpecError(f"{what}[{i}]: expected an integer in 2-8 or 16, a number format ({', '.join(fixed_width_formats())}) or None for float; got {value!r}")
 
 
 def _sweep_bits(b):
     """One case of a sweep: an allowed integer, a fixed-width number format's name, or None for float."""
-    if b is None or (isinstance(b, int) and not isinstance(b, bool) and b in ALLOWED_BITS) or (isinstance(b, str) and b in _fixed_formats()):
+    if b is None or (isinstance(b, int) and not isinstance(b, bool) and b in ALLOWED_BITS) or (isinstance(b, str) and b in fixed_width_formats()):
         return b
-    raise ValueError(f"expected an integer in 2-8 or 16, a number format ({', '.join(_fixed_formats())}) or None for float")
+    raise ValueError(f"expected an integer in 2-8 or 16, a number format ({', '.join(fixed_width_formats())}) or None for float")
 
 
 def _bit_list(v):
@@ -154,10 +152,10 @@ def parse_bits(text: str, what: str = "bits") -> tuple:
             out.append(None)
         elif part.isdigit() and int(part) in ALLOWED_BITS:
             out.append(int(part))
-        elif part in _fixed_formats():
+        elif part in fixed_width_formats():
             out.append(part)
         else:
-            raise SpecError(f"{what}[{i}]: expected an integer in 2-8 or 16, a number format ({', '.join(_fixed_formats())}) or 'float'; got {part!r}")
+            raise SpecError(f"{what}[{i}]: expected an integer in 2-8 or 16, a number format ({', '.join(fixed_width_formats())}) or 'float'; got {part!r}")
     return tuple(out)
 
 

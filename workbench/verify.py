@@ -68,13 +68,21 @@ def session(path: str | os.PathLike, threads: int = 1, optimized_path: str | Non
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
-def optimized_op_counts(path: str | os.PathLike) -> dict[str, int]:
-    """Node types of the graph onnxruntime actually runs (after its graph optimisations)."""
+def optimized_graph(path: str | os.PathLike) -> onnx.ModelProto:
+    """The graph onnxruntime actually runs (after its graph optimisations, at :func:`session`'s level)."""
     with tempfile.TemporaryDirectory() as tmp:
         opt = os.path.join(tmp, "optimized.onnx")
         session(path, optimized_path=opt)
-        counts = collections.Counter(n.op_type for n in onnx.load(opt).graph.node)
-    return dict(sorted(counts.items()))
+        return onnx.load(opt)
+
+
+def op_counts(graph: onnx.ModelProto) -> dict[str, int]:
+    return dict(sorted(collections.Counter(n.op_type for n in graph.graph.node).items()))
+
+
+def optimized_op_counts(path: str | os.PathLike) -> dict[str, int]:
+    """Node types of the graph onnxruntime actually runs (after its graph optimisations)."""
+    return op_counts(optimized_graph(path))
 
 
 def int_kernel_counts(op_counts: dict[str, int]) -> dict[str, int]:
@@ -96,17 +104,8 @@ def latency_ms(path: str | os.PathLike, example: torch.Tensor, runs: int = 200, 
     """Batch-1 latency percentiles of one file on one intra-op thread (fastest for tiny models), at
     :func:`latency_level` (onnxruntime's default level). To compare two files use
     :func:`paired_latency`."""
-    sess = session(path, threads=1, level=latency_level(path))
-    name = sess.get_inputs()[0].name
-    x = as_onnx_input(example[:1])
-    for _ in range(warmup):
-        sess.run(None, {name: x})
-    times = np.empty(runs)
-    for i in range(runs):
-        t0 = time.perf_counter()
-        sess.run(None, {name: x})
-        times[i] = (time.perf_counter() - t0) * 1e3
-    return {"p50": float(np.percentile(times, 50)), "p99": float(np.percentile(times, 99))}
+    lat = paired_latency({"file": path}, example, runs=runs, warmup=warmup)["file"]
+    return {"p50": lat["p50"], "p99": lat["p99"]}
 
 
 def latency_level(path: str | os.PathLike) -> str:
@@ -165,11 +164,8 @@ def verify_qcdq(onnx_path: str | os.PathLike, qmodel: torch.nn.Module, task, spl
         return unverified_qcdq(onnx_path, f"onnxruntime cannot run it: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}", qmodel)
     sim = predict(qmodel, split.x) if sim_outputs is None else sim_outputs
     out = torch.from_numpy(run_onnx(sess, split.x))
-    with tempfile.TemporaryDirectory() as tmp:
-        opt = os.path.join(tmp, "optimized.onnx")
-        session(onnx_path, optimized_path=opt)
-        optimized = onnx.load(opt)
-    ops = dict(sorted(collections.Counter(n.op_type for n in optimized.graph.node).items()))
+    optimized = optimized_graph(onnx_path)
+    ops = op_counts(optimized)
     ints = int_kernel_counts(ops)
     cmp = output_agreement(out, sim, task.kind)
     level = optimization_level(onnx_path)
@@ -348,10 +344,7 @@ def int_kernel_exceptions(path: str | os.PathLike, optimized: onnx.ModelProto | 
     level :func:`session` uses); empty when every one runs as an integer kernel."""
     model = onnx.load(str(path))
     if optimized is None:
-        with tempfile.TemporaryDirectory() as tmp:
-            opt = os.path.join(tmp, "optimized.onnx")
-            session(path, optimized_path=opt)
-            optimized = onnx.load(opt)
+        optimized = optimized_graph(path)
     still_float = {n.name for n in optimized.graph.node if n.op_type in LAYER_OPS}
     graph = model.graph
     producer = {o: n for n in graph.node for o in n.output}
