@@ -427,3 +427,10 @@ def hf_bert(seed: int = 0, layers: int = 6, seq_len: int = 32) -> Task:
 
     return hf.synthetic_task("hf-bert", lambda: hf.bert_encoder(layers=layers, seed=seed), (seq_len,), tokens=1000, seed=seed,
                              description=f"BERT-style encoder ({layers} layers, hidden 128, transformers BertForSequenceClassification), random init")
+
+
+@register_task("hf-minilm-embed")
+def hf_minilm_embed(seed: int = 0, layers: int = 6, seq_len: int = 32) -> Task:
+    from . import minilm
+
+    return minilm.minilm_task("hf-minilm-embed", layers=layers, seq_len=seq_len, seed=seed)
