@@ -17,8 +17,8 @@ EXCEPTIONS: dict[str, dict[str, str]] = {}
 
 # Small variants keep this file quick; each has the structure that mattered (BERT: Q, K and V read
 # one tensor; ResNet-18: convolutions whose output a residual Add reads in float).
-VARIANTS = {"hf-bert": {"layers": 2}, "hf-resnet18": {"image_size": 32}, "hf-mobilenetv2": {"image_size": 32}}
-SIZES = {"hf-resnet18": (8, 8, 16), "hf-mobilenetv2": (8, 8, 16), "hf-bert": (16, 16, 32)}
+VARIANTS = {"hf-bert": {"layers": 2}, "hf-minilm-embed": {"layers": 2}, "hf-resnet18": {"image_size": 32}, "hf-mobilenetv2": {"image_size": 32}}
+SIZES = {"hf-resnet18": (8, 8, 16), "hf-mobilenetv2": (8, 8, 16), "hf-bert": (16, 16, 32), "hf-minilm-embed": (16, 16, 32)}
 
 
 def _task_and_model(name):

@@ -37,6 +37,7 @@ def test_the_installed_wheel_carries_its_targets_and_works(tmp_path):
     (wheel,) = dist.glob("workbench-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "workbench/py.typed" in names
+    assert {"workbench/texts/sentences.txt", "workbench/texts/vocab.txt"} <= set(names)  # hf-minilm-embed's text and vocabulary
     assert {"workbench/targets/cpu-int8-ort.yaml", "workbench/targets/fpga-dataflow.yaml", "workbench/targets/mcu.yaml"} <= set(names)
     site = tmp_path / "site"
     inst = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],

@@ -160,6 +160,15 @@ def _built(layers: int, hidden: int, heads: int, intermediate: int, max_position
     return SentenceEmbedding(settle_encoder(encoder, seed), "mean", normalize=normalize).eval()
 
 
+def _check_sizes(**sizes) -> None:
+    for label, n in sizes.items():
+        if isinstance(n, bool) or not isinstance(n, int) or n < (0 if label == "seed" else 1):
+            raise TaskError(f"{label} {n!r}; expected an integer >= {0 if label == 'seed' else 1}")
+    hidden, heads = sizes.get("hidden", 384), sizes.get("heads", 12)
+    if hidden % heads or hidden % 2:
+        raise TaskError(f"hidden {hidden} with {heads} heads; expected an even hidden size divisible by the number of heads")
+
+
 def vocab_size() -> int:
     return sum(1 for line in VOCAB.read_text(encoding="utf-8").splitlines() if line)
 
@@ -170,11 +179,7 @@ def minilm_encoder(layers: int = 6, hidden: int = 384, heads: int = 12, intermed
     (eager attention, no dropout, no pooler), mean pooling over the attention mask, L2-normalised
     (``normalize``), weights from :func:`settle_encoder`. Input ``(N, 2, L)`` ids and mask, as
     :func:`workbench.hf.tokenize` writes them. A fresh copy each call."""
-    for label, n in (("layers", layers), ("hidden", hidden), ("heads", heads), ("intermediate", intermediate), ("max_positions", max_positions)):
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise TaskError(f"{label} {n!r}; expected an integer >= 1")
-    if hidden % heads or hidden % 2:
-        raise TaskError(f"hidden {hidden} with {heads} heads; expected an even hidden size divisible by the number of heads")
+    _check_sizes(layers=layers, hidden=hidden, heads=heads, intermediate=intermediate, max_positions=max_positions, seed=seed)
     return copy.deepcopy(_built(layers, hidden, heads, intermediate, max_positions, vocab_size(), bool(normalize), seed))
 
 
@@ -189,6 +194,7 @@ def minilm_task(name: str = "hf-minilm-embed", *, layers: int = 6, seq_len: int 
 
     if isinstance(seq_len, bool) or not isinstance(seq_len, int) or not 4 <= seq_len <= 512:
         raise TaskError(f"seq_len {seq_len!r}; expected an integer in 4-512 (the model's position limit)")
+    _check_sizes(layers=layers, seed=seed)
     model_fn = lambda: minilm_encoder(layers=layers, seed=seed)  # noqa: E731
 
     def data() -> TaskData:
