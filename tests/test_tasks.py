@@ -12,12 +12,14 @@ MLPERF_MACS = {"kws-dscnn": 2.66e6, "vww-mobilenet": 7.49e6, "ic-resnet8": 12.5e
 def test_registry_lists_every_task_with_its_facts():
     table = wb.tasks_table().set_index("task")
     assert set(table.index) == {"digits-cnn", "mnist1d-cnn", "kws-dscnn", "vww-mobilenet", "ic-resnet8", "ad-autoencoder",
-                                "hf-resnet18", "hf-mobilenetv2", "hf-bert"}
+                                "hf-resnet18", "hf-mobilenetv2", "hf-bert", "hf-minilm-embed"}
     for name, params in MLPERF_PARAMS.items():
         assert table.loc[name, "params"] == params
         assert table.loc[name, "macs"] == pytest.approx(MLPERF_MACS[name], rel=0.01)
         assert table.loc[name, "data"] == "synthetic" and "synthetic" in table.loc[name, "data_source"]
     assert table.loc["digits-cnn", "data"] == "real" and table.loc["ad-autoencoder", "metric"] == "auc"
+    minilm = table.loc["hf-minilm-embed"]  # ids and attention mask of 32 tokens; the shipped text, not synthetic
+    assert (minilm["input_shape"], minilm["metric"], minilm["data"]) == ("2x32", "cosine", "real") and minilm["macs"] > 300e6
 
 
 def test_unknown_task_suggests_names():
