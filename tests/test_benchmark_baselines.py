@@ -15,9 +15,10 @@ def _load():
 
 
 def test_baselines_benchmark_one_model(capsys):
-    rows = _load().main(["--models", "digits-cnn", "hf-minilm-embed", "--runs", "5", "--warmup", "1", "--small"])
+    rows = _load().main(["--models", "digits-cnn", "no-such-task", "--runs", "5", "--warmup", "1", "--small"])
     out = capsys.readouterr().out.strip().splitlines()
     assert len(rows) == 1 and rows[0]["name"] == "digits-cnn"
+    assert any(line.startswith("no-such-task") and "skipped: no task of that name is registered" in line for line in out)
     r = rows[0]
     assert r["how"].startswith("ort quantize_static QDQ per-channel")
     assert r["bytes"]["w4a8"] < r["bytes"]["w8a8"] < r["bytes"]["float"]
