@@ -126,6 +126,8 @@ def test_full_size_w8a8_keeps_cosine_and_every_linear_runs_as_an_integer_kernel(
 
 
 def test_bad_sizes_are_one_line_task_errors():
+    with pytest.warns(hf.TruncationWarning, match="max_length 600 is over the model's position limit of 512 tokens; using 512"):
+        assert hf.tokenize(minilm.tokenizer(), ["a short line"], max_length=600).shape == (1, 2, 512)
     with pytest.raises(wb.TaskError, match="^seq_len 2; expected an integer in 4-512"):
         wb.create_task("hf-minilm-embed", seq_len=2)
     with pytest.raises(wb.TaskError, match="^hidden 384 with 5 heads; expected an even hidden size divisible by the number of heads$"):

@@ -97,14 +97,17 @@ def settle_encoder(model: nn.Module, seed: int = 0) -> nn.Module:
 
     - word embeddings unit-normal rows ([PAD] zero), position embeddings sinusoidal at 0.2 of
       that scale, the token-type row zero: a sentence's tokens, not what all share, dominate;
-    - attention: query weights std 0.06 and key weights half the query's (a self-similar part, as
-      in trained heads that attend to related tokens) so the attention entropy is about half of
-      uniform's; value weights std ``1/sqrt(384)``, output weights half that;
-    - feed-forward: first layer std ``1/sqrt(384)`` (GELU inputs of unit variance), second std
-      ``0.75/sqrt(1536)``, its bias cancelling GELU's positive mean (else every token gains one
-      shared direction per layer and sentences collapse again).
+    - attention: query and key weights std 0.06, correlated 0.5 (a self-similar part, as in trained
+      heads that attend to related tokens), so the attention entropy is about half of uniform's;
+      value weights std ``1/sqrt(hidden)``, output weights half that;
+    - feed-forward: first layer std ``1/sqrt(hidden)`` (GELU inputs of unit variance), second std
+      ``0.75/sqrt(intermediate)``, its bias cancelling GELU's positive mean (else every token gains
+      one shared direction per layer and sentences collapse again).
 
-    Each sub-layer then rewrites about half of the residual stream's norm, as in trained BERTs.
+    On the shipped text (6 layers) the mean pairwise cosine of sentence embeddings is then 0.37
+    (-0.10 to 0.74; 0.95 before) and each layer changes its input by about half its norm. Linear
+    inputs stay within about 6 in absolute value (unit standard deviation after each LayerNorm):
+    no outlier channels as trained checkpoints have, so W8A8 is easier here than on those.
     Runs on one thread (the one reduction, the bias, sums the same way whatever the caller's count)."""
     from .determinism import fixed_threads
 
