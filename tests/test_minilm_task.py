@@ -85,7 +85,7 @@ def test_weights_are_equal_across_builds_processes_and_thread_counts(tmp_path):
              "h = hashlib.sha256()\nfor k, v in m.state_dict().items(): h.update(k.encode()); "
              "h.update(v.detach().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())\nprint(h.hexdigest())")
     env = {**os.environ, "OMP_NUM_THREADS": "2", "WORKBENCH_THREADS": "2", "PYTHONPATH": str(ROOT)}
-    run = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    run = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300, check=False)
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.strip() == _sha(a)
 

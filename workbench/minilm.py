@@ -114,7 +114,7 @@ def settle_encoder(model: nn.Module, seed: int = 0) -> nn.Module:
     cfg = model.config
     hidden, inter = cfg.hidden_size, cfg.intermediate_size
     gen = torch.Generator().manual_seed(seed)
-    rn = lambda *shape: torch.randn(shape, generator=gen)  # noqa: E731
+    rn = lambda *shape: torch.randn(shape, generator=gen)
     with torch.no_grad(), fixed_threads(1):
         emb = model.embeddings
         emb.word_embeddings.weight.copy_(rn(*emb.word_embeddings.weight.shape))
@@ -198,7 +198,7 @@ def minilm_task(name: str = "hf-minilm-embed", *, layers: int = 6, seq_len: int 
     if isinstance(seq_len, bool) or not isinstance(seq_len, int) or not 4 <= seq_len <= 512:
         raise TaskError(f"seq_len {seq_len!r}; expected an integer in 4-512 (the model's position limit)")
     _check_sizes(layers=layers, seed=seed)
-    model_fn = lambda: minilm_encoder(layers=layers, seed=seed)  # noqa: E731
+    model_fn = lambda: minilm_encoder(layers=layers, seed=seed)
 
     def data() -> TaskData:
         calib_text, eval_text = split_sentences(sentences())
