@@ -158,6 +158,7 @@ def quantize_model(model: nn.Module, spec: QuantSpec | dict | None = None, *, eq
         else:
             try:
                 qmodel = _fx_quantize(graph_model, spec)
+                _unquantised_embedding_inputs(qmodel)
                 requantised = _apply_layer_settings(qmodel, resolved, spec)
                 path = "fx"
             except (KeyError, RuntimeError, TypeError, AttributeError) as exc:  # e.g. a layer called twice (shared weights)
@@ -505,6 +506,28 @@ def build_quant_embedding(module: nn.Embedding, lq: LayerQuant) -> RowQuantEmbed
         new.weight.copy_(module.weight)
     new.train(module.training)
     return new
+
+
+def _unquantised_embedding_inputs(gm: GraphModule) -> int:
+    """Give every embedding table (fx path) its token ids unquantised: Brevitas places an input
+    quantiser on the graph's input, which would turn integer ids into a quantised float tensor
+    (and send ``F.embedding`` round Brevitas's handler forever). The quantiser is bypassed for
+    the table, and dropped when nothing else reads it. Returns the number of tables rewired."""
+    count = 0
+    for node in list(gm.graph.nodes):
+        if node.op != "call_module" or not isinstance(gm.get_submodule(node.target), nn.Embedding) or not node.args:
+            continue
+        src = node.args[0]
+        if _is_node(src) and src.op == "call_module" and _is_act_quantiser(gm.get_submodule(src.target)):
+            node.replace_input_with(src, src.args[0])
+            if not src.users:
+                gm.graph.erase_node(src)
+                gm.delete_submodule(src.target)
+            count += 1
+    if count:
+        gm.graph.lint()
+        gm.recompile()
+    return count
 
 
 def quantize_embeddings(model: nn.Module, embeddings: dict[str, LayerQuant]) -> nn.Module:

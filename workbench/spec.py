@@ -158,7 +158,7 @@ class QuantSpec(_BitsAndFormats):
     def _embedding_bits(cls, v):
         if v is None or v == FLOAT:
             return None
-        if isinstance(v, bool) or v not in EMBEDDING_BITS:
+        if type(v) is not int or v not in EMBEDDING_BITS:
             raise ValueError(f"expected an integer in 2-8 (embedding tables, per-row scales), or None / 'float' for float tables; got {short_repr(v)}")
         return v
 
