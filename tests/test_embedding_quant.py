@@ -212,3 +212,19 @@ def test_sensitivity_with_quantised_tables(bert):
     sens = sensitivity(task, model, SensitivityConfig(mode="leave-one-float", weight_bits=(8,), base=base, layers=("model.classifier",)),
                        store=False, progress=False)
     assert sens["status"].eq("ok").all() and len(sens) >= 1
+
+
+def test_qonnx_carries_quantised_tables(bert, exported, tmp_path):
+    """Brevitas's QONNX export writes a Quant node on each table (per-row scales); qonnx's executor agrees with the simulation."""
+    from workbench.export import export_qonnx
+    from workbench.verify import verify_qonnx
+
+    task, _ = bert
+    q4, _ = exported["e4"]
+    wb.exporters.get_exporter("qonnx").check(q4)  # nothing refused
+    path = export_qonnx(q4, task.example_input(), tmp_path / "e4.qonnx.onnx")
+    gathers = [n for n in onnx.load(str(path)).graph.node if n.op_type == "Gather"]
+    producers = {o: n.op_type for n in onnx.load(str(path)).graph.node for o in n.output}
+    assert sum(producers.get(g.input[0]) == "Quant" for g in gathers) == len(TABLES)
+    res = verify_qonnx(path, q4, task, n=2)
+    assert res["qonnx_max_abs_diff"] <= 1e-5 and res["qonnx_quant_nodes"] >= len(TABLES)
