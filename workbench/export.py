@@ -166,10 +166,10 @@ def export_qcdq(qmodel: nn.Module, example_input: torch.Tensor, path: str | os.P
     with _exporting(path, "QCDQ") as tmp:
         export_onnx_qcdq(qmodel, args=example_input[:1], export_path=tmp, dynamo=False, **extra, **DYNAMIC_BATCH)
         model = onnx.load(tmp)
-        gather_quantized_rows(model)  # quantised embedding tables: gather integer rows, not a dequantised table
         if minifloat:
             drop_initializer_inputs(model)
             fold_integer_weight_quantize(model)
+        gather_quantized_rows(model)  # quantised embedding tables: gather integer rows, not a dequantised table
         if weight_encoding == "u8":
             reencode_weights_u8(model)
         if not minifloat:
