@@ -6,6 +6,10 @@ user following its documentation would run it: ``quant_pre_process`` on the floa
 ``quantize_static`` (QDQ, per-channel, onnxruntime's default types: QInt8 activations and QInt8
 weights, i.e. S8S8, MinMax calibration over the task's calibration samples) for CNNs, or
 ``quantize_dynamic`` (per-channel, default QInt8 weights) for transformers (integer token inputs).
+``quantize_dynamic`` also stores the embedding tables (its Gather nodes) as int8, so the workbench's
+W8A8 and W4A8 quantise them too, at 8 bits with one scale per row (``embedding_bits=8``;
+``--embedding-bits float`` keeps them float, ``--embedding-bits 4`` packs them); models without
+embedding tables (the CNNs) are unaffected.
 
 Per model it prints the task's metric on the eval split (each file run in onnxruntime, outputs
 scored by ``task.score``), file bytes, and p50 / p99 latency at batch 1 on one intra-op thread,
@@ -17,6 +21,7 @@ models) and ``bytes W4A8/W8A8`` (geometric mean).
     .venv/bin/python benchmarks/baselines.py                       # all models
     .venv/bin/python benchmarks/baselines.py --models digits-cnn ic-resnet8 --runs 300
     .venv/bin/python benchmarks/baselines.py --small               # or WORKBENCH_SMALL=1: quick run
+    .venv/bin/python benchmarks/baselines.py --models hf-bert --embedding-bits float   # tables left float
 """
 
 from __future__ import annotations
@@ -115,7 +120,8 @@ def interleaved_latency(sessions: dict[str, ort.InferenceSession], example: torc
     return {k: {"p50": float(np.percentile(t, 50)), "p99": float(np.percentile(t, 99))} for k, t in times.items()}
 
 
-def bench_model(name: str, runs: int, warmup: int, small: bool, tmp: Path, ops: bool = False, weight_encoding: str = "u8") -> dict:
+def bench_model(name: str, runs: int, warmup: int, small: bool, tmp: Path, ops: bool = False, weight_encoding: str = "u8",
+                embedding_bits: int | None = 8) -> dict:
     task = wb.create_task(name)
     model = wb.load_or_train_baseline(task, progress=False).eval()  # the full task's float model, also in --small
     if small:
@@ -125,8 +131,10 @@ def bench_model(name: str, runs: int, warmup: int, small: bool, tmp: Path, ops: 
     d = tmp / name
     d.mkdir()
     paths = {"float": wb.export_float(model, example, d / "float.onnx"),
-             "w8a8": wb.export_qcdq(wb.quantize_task(task, model, wb.QuantSpec.uniform(8, 8)), example, d / "w8a8.onnx", weight_encoding=weight_encoding),
-             "w4a8": wb.export_qcdq(wb.quantize_task(task, model, wb.QuantSpec.uniform(4, 8)), example, d / "w4a8.onnx", weight_encoding=weight_encoding)}
+             "w8a8": wb.export_qcdq(wb.quantize_task(task, model, wb.QuantSpec.uniform(8, 8, embedding_bits=embedding_bits)), example, d / "w8a8.onnx",
+                                    weight_encoding=weight_encoding),
+             "w4a8": wb.export_qcdq(wb.quantize_task(task, model, wb.QuantSpec.uniform(4, 8, embedding_bits=embedding_bits)), example, d / "w4a8.onnx",
+                                    weight_encoding=weight_encoding)}
     paths["baseline"], how = user_baseline(task, paths["float"], d)
     sessions = {k: session(paths[k]) for k in WAYS}
     ev = task.data.eval
@@ -150,6 +158,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--warmup", type=int, default=50, help="untimed iterations per session first (default 50)")
     ap.add_argument("--weight-encoding", choices=("u8", "s8"), default="u8",
                     help="the workbench files' weight_encoding (export_qcdq's default u8: exact on every x86 CPU; s8 for VNNI or ARM)")
+    ap.add_argument("--embedding-bits", default="8", choices=[str(b) for b in range(2, 9)] + ["float"],
+                    help="bits of the workbench files' embedding tables, one scale per row (default 8, as quantize_dynamic; 'float' leaves them float)")
     ap.add_argument("--ops", action="store_true", help="also print the node types onnxruntime runs for each file")
     ap.add_argument("--small", action="store_true", help="quick run: 32 calibration / 64 eval samples (also WORKBENCH_SMALL=1)")
     args = ap.parse_args(argv)
@@ -160,13 +170,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
     known = set(wb.list_tasks())
     rows = []
     print(f"per way: metric, file bytes, p50/p99 latency (batch 1, one thread, onnxruntime defaults, interleaved);"
-          f" workbench weight_encoding={args.weight_encoding}")
+          f" workbench weight_encoding={args.weight_encoding}, embedding_bits={args.embedding_bits}")
     with tempfile.TemporaryDirectory() as t:
         for name in tqdm(args.models, desc="models", leave=False):
             if name not in known:
                 tqdm.write(f"{name:12s} skipped: no task of that name is registered yet")
                 continue
-            r = bench_model(name, args.runs, args.warmup, small, Path(t), args.ops, args.weight_encoding)
+            r = bench_model(name, args.runs, args.warmup, small, Path(t), args.ops, args.weight_encoding,
+                            None if args.embedding_bits == "float" else int(args.embedding_bits))
             rows.append(r)
             tqdm.write(f"{name:12s} baseline: {r['how']}")
             print_row(r)

@@ -303,6 +303,17 @@ def layer_costs(model: nn.Module, example_input: torch.Tensor) -> dict[str, Laye
     return {name: found[name] for name, m in model.named_modules() if name in found}
 
 
+def embedding_costs(model: nn.Module) -> dict[str, LayerCost]:
+    """Per embedding table (``nn.Embedding``, quantised or not): its ``rows x dim`` weights as a
+    :class:`LayerCost` (no bias, no MACs, no activation counted). :func:`layer_costs` (what the
+    search's budgets and limits read) holds only the layers the search chooses bits for
+    (Conv/Linear) and leaves tables out, float or quantised; price them with
+    ``cost_table(embedding_costs(model), {name: bits})`` (None: float, 32 bits; per-row scales
+    are not counted, as for every layer). ``describe()`` and the summary's ``weight_bytes_*``
+    count them: float tables at 32 bits, quantised ones at their bits."""
+    return {name: LayerCost(name, m.weight.numel(), 0, 0, 0, 0) for name, m in model.named_modules() if isinstance(m, nn.Embedding)}
+
+
 def weight_bytes(c: LayerCost, wbits: int | None) -> int:
     return packed_weight_bytes(c.weights, c.biases, wbits)
 

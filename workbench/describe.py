@@ -47,6 +47,8 @@ def describe(model: nn.Module, example_input: torch.Tensor | None = None) -> pd.
     type, parameters, MACs per sample, packed weight bytes and float32 bytes.
 
     ``None`` bits mean float. Works on float models too (every layer then reads float).
+    Quantised embedding tables are rows of type ``Embedding`` (granularity ``per_channel``: one
+    scale per row; no activation, no MACs); tables kept float are ``Embedding (kept in float)``.
     """
     if example_input is None:
         shape = getattr(model, "workbench_input_shape", None)
@@ -117,7 +119,24 @@ def describe(model: nn.Module, example_input: torch.Tensor | None = None) -> pd.
         rows.append({"layer": name, "type": f"{kind} (kept in float)", "weight_bits": None, "act_bits": None, "weight_format": None, "act_format": None,
                      "granularity": None, "scale_type": None, "params": n, "macs": 0, "weight_bytes": packed_weight_bytes(n, 0, None),
                      "weight_bytes_fp": packed_weight_bytes(n, 0, None)})
+    rows += _embedding_rows(model)
     df = pd.DataFrame(rows, columns=COLUMNS)
     for col in ("weight_bits", "act_bits"):
         df[col] = df[col].astype("Int64")
     return df
+
+
+def _embedding_rows(model: nn.Module) -> list[dict]:
+    """Rows of the quantised embedding tables (:class:`workbench.quantize.RowQuantEmbedding`)."""
+    from .quantize import RowQuantEmbedding
+
+    rows = []
+    for name, m in model.named_modules():
+        if not isinstance(m, RowQuantEmbedding) or not m.weight_quant.is_quant_enabled:
+            continue
+        qw = m.quant_weight()
+        n = m.weight.numel()
+        rows.append({"layer": name, "type": "Embedding", "weight_bits": _bits(qw), "act_bits": None, "weight_format": _format(qw), "act_format": None,
+                     "granularity": "per_channel" if qw.scale.numel() > 1 else "per_tensor", "scale_type": "po2" if _is_po2(qw.scale) else "float",
+                     "params": n, "macs": 0, "weight_bytes": packed_weight_bytes(n, 0, _bits(qw)), "weight_bytes_fp": packed_weight_bytes(n, 0, None)})
+    return rows

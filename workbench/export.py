@@ -169,6 +169,7 @@ def export_qcdq(qmodel: nn.Module, example_input: torch.Tensor, path: str | os.P
         if minifloat:
             drop_initializer_inputs(model)
             fold_integer_weight_quantize(model)
+        gather_quantized_rows(model)  # quantised embedding tables: gather integer rows, not a dequantised table
         if weight_encoding == "u8":
             reencode_weights_u8(model)
         if not minifloat:
@@ -180,6 +181,7 @@ def export_qcdq(qmodel: nn.Module, example_input: torch.Tensor, path: str | os.P
         conv_integer_for_float_outputs(model)
         if packing:
             pack_low_bit_weights(model)
+            pack_embedding_tables(model)
         prune_unused(model)
         compact_graph(model)
         onnx.save(model, tmp)
@@ -380,7 +382,8 @@ def packing_wanted(qmodel: nn.Module, pack: bool | str) -> bool:
         return False
     plan = getattr(qmodel, "workbench_plan", None)
     return any(lq.weight_bits is not None and lq.weight_bits <= 4 and get_format(lq.weight_format).kind != "minifloat"
-               for lq in (plan.layers.values() if plan is not None else ()))
+               for lq in (plan.layers.values() if plan is not None else ())) or \
+        any(lq.weight_bits <= 4 for lq in getattr(plan, "embeddings", {}).values())
 
 
 def _raise_opset(model: onnx.ModelProto, opset: int) -> bool:
@@ -797,3 +800,94 @@ def conv_integer_for_float_outputs(model: onnx.ModelProto) -> int:
             graph.node.insert(at + k, n)
         count += 1
     return count
+
+
+# ------------------------------------------------------------------------- embedding tables
+
+
+def gather_quantized_rows(model: onnx.ModelProto) -> int:
+    """Rewrite ``int8 table (-> Clip) -> DequantizeLinear(axis 0) -> Gather(ids)`` (how Brevitas
+    exports a per-row quantised embedding table, :class:`workbench.quantize.RowQuantEmbedding`)
+    as ``Gather(int8 table, ids) -> Cast(float) -> Mul(Gather(row scales, ids))``: each call
+    dequantises the rows it reads, never the whole table, and the table is stored as int8.
+    ``(q - 0) * s`` in float32 either way, so the values are Brevitas's, bit for bit. Only zero
+    points of 0 (Brevitas's symmetric weight quantisers) and Gather on axis 0. Returns the number
+    of tables rewritten."""
+    graph = model.graph
+    producer = {o: n for n in graph.node for o in n.output}
+    count = 0
+    for gather in list(graph.node):
+        if gather.op_type != "Gather" or next((a.i for a in gather.attribute if a.name == "axis"), 0) != 0:
+            continue
+        dq = producer.get(gather.input[0])
+        if dq is None or dq.op_type != "DequantizeLinear":
+            continue
+        src = dq.input[0]
+        clip = producer.get(src)
+        if clip is not None and clip.op_type == "Clip":
+            src = clip.input[0]
+        table, scale = _constant(graph, src), _constant(graph, dq.input[1])
+        zp = _constant(graph, dq.input[2]) if len(dq.input) > 2 and dq.input[2] else np.zeros((), np.int8)
+        axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
+        if table is None or scale is None or zp is None or table.dtype != np.int8 or table.ndim != 2 or zp.any():
+            continue
+        if scale.size == table.shape[0] and (scale.ndim == 1 and axis == 0 or scale.ndim == 2):
+            rows = True
+        elif scale.size == 1:
+            rows = False
+        else:
+            continue
+        base = (dq.name or dq.output[0]).split("/weight_quant/")[0].strip("/") or gather.output[0]
+        names = {k: f"{base}/embedding/{k}" for k in ("table", "scale", "ints", "float", "row_scale")}
+        graph.initializer.extend([numpy_helper.from_array(table, names["table"]),
+                                  numpy_helper.from_array(scale.astype(np.float32).reshape((-1, 1) if rows else ()), names["scale"])])
+        ids = gather.input[1]
+        new = [onnx.helper.make_node("Gather", [names["table"], ids], [names["ints"]], name=f"{base}/embedding/Gather", axis=0),
+               onnx.helper.make_node("Cast", [names["ints"]], [names["float"]], name=f"{base}/embedding/Cast", to=onnx.TensorProto.FLOAT)]
+        if rows:
+            new.append(onnx.helper.make_node("Gather", [names["scale"], ids], [names["row_scale"]], name=f"{base}/embedding/GatherScale", axis=0))
+        new.append(onnx.helper.make_node("Mul", [names["float"], names["row_scale"] if rows else names["scale"]], [gather.output[0]], name=f"{base}/embedding/Scale"))
+        at = list(graph.node).index(gather)
+        graph.node.remove(gather)
+        for k, n in enumerate(new):
+            graph.node.insert(at + k, n)
+        count += 1
+    if count:
+        prune_unused(model)
+    return count
+
+
+def pack_embedding_tables(model: onnx.ModelProto) -> int:
+    """Store each int8 table that a Gather reads (:func:`gather_quantized_rows`) and whose values
+    fit in 4 bits as a packed INT4 initialiser, two values a byte, with a Cast back to int8 in
+    front of the Gather (onnxruntime folds the Cast of a constant at session start). Raises the
+    opset to 21 as :func:`pack_low_bit_weights` does (a graph the converter cannot raise stays
+    unpacked). Returns the number of tables packed."""
+    import ml_dtypes
+
+    readers: dict[str, int] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            readers[i] = readers.get(i, 0) + 1
+    inits = {i.name: i for i in model.graph.initializer}
+    wanted = []
+    for node in model.graph.node:
+        if node.op_type != "Gather" or node.input[0] not in inits or readers.get(node.input[0]) != 1:
+            continue
+        table = numpy_helper.to_array(inits[node.input[0]])
+        if table.dtype == np.int8 and table.ndim == 2 and table.size and table.min() >= -8 and table.max() <= 7:
+            wanted.append(node.input[0])
+    if not wanted or not _raise_opset(model, PACKED_OPSET):
+        return 0
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    casts = []
+    for name in wanted:
+        table = numpy_helper.to_array(inits[name])
+        graph.initializer.remove(inits[name])
+        graph.initializer.append(numpy_helper.from_array(table.astype(ml_dtypes.int4), f"{name}_4bit"))
+        casts.append(onnx.helper.make_node("Cast", [f"{name}_4bit"], [name], to=onnx.TensorProto.INT8, name=f"{name}/Cast"))
+    nodes = casts + list(graph.node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return len(wanted)

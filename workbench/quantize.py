@@ -10,6 +10,10 @@ aligns residual adds), then gives every layer instance exactly the settings its 
   inserted in front of the layer.
 
 Models that do not trace fall back to a per-module path (each layer quantises its own input).
+
+Embedding tables (``nn.Embedding``) stay float unless the spec asks (``embedding_bits``, or an
+override naming a table): on either path they then become :class:`RowQuantEmbedding` (Brevitas
+``QuantEmbedding`` with one weight scale per table row); nothing else changes.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from __future__ import annotations
 import copy
 import operator
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import brevitas.nn as qnn
 from brevitas import config as brevitas_config
@@ -34,7 +38,7 @@ from typing import Any
 
 from .errors import SpecError, UnsupportedLayerError
 from .models import run_with_hooks
-from .spec import LayerQuant, QuantSpec, resolve
+from .spec import LayerQuant, QuantSpec, resolve, resolve_embeddings, without_embedding_selectors
 
 
 # Brevitas traces with its own backport of torch.fx, whose classes differ from torch.fx's.
@@ -104,11 +108,15 @@ class QuantizationPlan:
     path: str  # "fx" or "layerwise"
     unsupported: dict[str, str]
     requantised: tuple[str, ...] = ()
+    embeddings: dict[str, LayerQuant] = field(default_factory=dict)  # quantised embedding tables (per-row scales)
 
 
 def validate_spec(spec: QuantSpec | dict, model: nn.Module) -> dict[str, LayerQuant]:
-    """Resolve ``spec`` against ``model`` without building anything: fails fast on bad names."""
-    return resolve(QuantSpec.parse(spec), quantisable_layers(model), unsupported_layers(model))
+    """Resolve ``spec`` against ``model`` without building anything: fails fast on bad names
+    (and bad settings on embedding tables). Returns the Conv/Linear layers' settings."""
+    spec, tables = QuantSpec.parse(spec), embedding_layers(model)
+    resolve_embeddings(spec, tables)
+    return resolve(without_embedding_selectors(spec, tables), quantisable_layers(model), unsupported_layers(model))
 
 
 def quantize_model(model: nn.Module, spec: QuantSpec | dict | None = None, *, equalize_iters: int = 0, force_layerwise: bool = False,
@@ -128,9 +136,15 @@ def quantize_model(model: nn.Module, spec: QuantSpec | dict | None = None, *, eq
     if not layers:
         kinds = ", ".join(sorted(set(unsupported.values()))) or "none with parameters"
         raise UnsupportedLayerError(f"model has no Conv1d, Conv2d or Linear layer to quantise (layers found: {kinds})")
-    resolved = resolve(spec, layers, unsupported)
+    tables = embedding_layers(model)
+    embeddings = resolve_embeddings(spec, tables)
+    resolved = resolve(without_embedding_selectors(spec, tables), layers, unsupported)
+    unsupported = {n: k for n, k in unsupported.items() if n not in embeddings}
     for name, kind in unsupported.items():
-        warnings.warn(f"layer {name} ({kind}) cannot be quantised by the workbench; it is kept in float", UnsupportedLayerWarning, stacklevel=2)
+        if name in tables:
+            warnings.warn(f"layer {name} ({kind}) is kept in float (embedding_bits or layers.{name}.weight_bits quantises it)", UnsupportedLayerWarning, stacklevel=2)
+        else:
+            warnings.warn(f"layer {name} ({kind}) cannot be quantised by the workbench; it is kept in float", UnsupportedLayerWarning, stacklevel=2)
 
     src = copy.deepcopy(model).eval()
     qmodel, requantised, path = None, (), "layerwise"
@@ -144,6 +158,7 @@ def quantize_model(model: nn.Module, spec: QuantSpec | dict | None = None, *, eq
         else:
             try:
                 qmodel = _fx_quantize(graph_model, spec)
+                _unquantised_embedding_inputs(qmodel)
                 requantised = _apply_layer_settings(qmodel, resolved, spec)
                 path = "fx"
             except (KeyError, RuntimeError, TypeError, AttributeError) as exc:  # e.g. a layer called twice (shared weights)
@@ -155,8 +170,9 @@ def quantize_model(model: nn.Module, spec: QuantSpec | dict | None = None, *, eq
         if example_input is not None:
             src = fold_batchnorm(src, example_input)
         qmodel = _layerwise_quantize(src, resolved)
+    quantize_embeddings(qmodel, embeddings)
     qmodel.eval()
-    qmodel.workbench_plan = QuantizationPlan(spec, resolved, path, unsupported, tuple(requantised))
+    qmodel.workbench_plan = QuantizationPlan(spec, resolved, path, unsupported, tuple(requantised), embeddings)
     return qmodel
 
 
@@ -455,3 +471,71 @@ def fold_batchnorm(model: nn.Module, example_input: torch.Tensor) -> nn.Module:
     if not torch.allclose(out, ref, rtol=1e-4, atol=1e-5 * float(ref.abs().max().clamp(min=1.0))):
         return model
     return folded
+
+
+# ------------------------------------------------------------------------ embedding tables
+
+
+def embedding_layers(model: nn.Module) -> dict[str, tuple[int, int]]:
+    """``{name: (rows, dim)}`` of the model's embedding tables (``nn.Embedding``), in order."""
+    return {name: (m.num_embeddings, m.embedding_dim) for name, m in model.named_modules() if isinstance(m, nn.Embedding)}
+
+
+class RowQuantEmbedding(qnn.QuantEmbedding):
+    """Brevitas ``QuantEmbedding`` with one weight scale per table row (per-channel on axis 0).
+
+    Brevitas's own forward hands the quantised table to its ``F.embedding`` handler, which takes
+    per-tensor scales only; this one gathers rows of the dequantised table (the same values).
+    Exported as ``int table -> DequantizeLinear(axis 0) -> Gather``, which
+    :func:`workbench.export.gather_quantized_rows` turns into a gather of integer rows."""
+
+    def forward(self, inp):
+        from brevitas.quant_tensor import _unpack_quant_tensor
+
+        weight = _unpack_quant_tensor(self.quant_weight())
+        return torch.nn.functional.embedding(inp, weight, self.padding_idx, self.max_norm, self.norm_type, self.scale_grad_by_freq, self.sparse)
+
+
+def build_quant_embedding(module: nn.Embedding, lq: LayerQuant) -> RowQuantEmbedding:
+    """A :class:`RowQuantEmbedding` holding ``module``'s table, at ``lq.weight_bits`` with one scale per row."""
+    new = RowQuantEmbedding(module.num_embeddings, module.embedding_dim, padding_idx=module.padding_idx, max_norm=module.max_norm,
+                            norm_type=module.norm_type, scale_grad_by_freq=module.scale_grad_by_freq, sparse=module.sparse,
+                            weight_quant=weight_quantizer(lq.weight_bits, "per_channel", lq.scale_type, INT), return_quant_tensor=False,
+                            device=module.weight.device, dtype=module.weight.dtype)
+    with torch.no_grad():
+        new.weight.copy_(module.weight)
+    new.train(module.training)
+    return new
+
+
+def _unquantised_embedding_inputs(gm: GraphModule) -> int:
+    """Give every embedding table (fx path) its token ids unquantised: Brevitas places an input
+    quantiser on the graph's input, which would turn integer ids into a quantised float tensor
+    (and send ``F.embedding`` round Brevitas's handler forever). The quantiser is bypassed for
+    the table, and dropped when nothing else reads it. Returns the number of tables rewired."""
+    count = 0
+    for node in list(gm.graph.nodes):
+        if node.op != "call_module" or not isinstance(gm.get_submodule(node.target), nn.Embedding) or not node.args:
+            continue
+        src = node.args[0]
+        if _is_node(src) and src.op == "call_module" and _is_act_quantiser(gm.get_submodule(src.target)):
+            node.replace_input_with(src, src.args[0])
+            if not src.users:
+                gm.graph.erase_node(src)
+                gm.delete_submodule(src.target)
+            count += 1
+    if count:
+        gm.graph.lint()
+        gm.recompile()
+    return count
+
+
+def quantize_embeddings(model: nn.Module, embeddings: dict[str, LayerQuant]) -> nn.Module:
+    """Swap each table named in ``embeddings`` for a :class:`RowQuantEmbedding` (in place)."""
+    from brevitas.graph.utils import set_module
+
+    for name, lq in embeddings.items():
+        module = model.get_submodule(name)
+        if not isinstance(module, RowQuantEmbedding):
+            set_module(model, build_quant_embedding(module, lq), name)
+    return model

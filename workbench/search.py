@@ -387,7 +387,9 @@ def search(task, model, sens: pd.DataFrame, config: SearchConfig = SearchConfig(
     measured_metric, the per-layer bits as JSON, bound_by (what held the point back: "budget",
     a limit's cost kind, or ""), on_front (Pareto front of the measured points of the solvers and
     the uniform assignments; random baselines are shown, never on the front) and latency_ms.
-    ``df.attrs["limits"]`` holds the limits applied.
+    ``df.attrs["limits"]`` holds the limits applied. The search chooses bits for Conv/Linear
+    layers only: embedding tables are not varied (every point leaves them float) nor counted in
+    its costs (:func:`workbench.cost.embedding_costs` prices them).
     """
     target = load_target(config.target)
     bkind = _budget_kind(config.budget_kind)

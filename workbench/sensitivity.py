@@ -7,6 +7,10 @@ Modes:
   like a bit-width, :mod:`workbench.formats`), the rest of the network stays float;
 - ``leave-one-float``: everything is quantised at the ``base`` spec except layer L's weights.
 
+Embedding tables are not varied: they are never a case's layer L. In ``leave-one-float`` mode a
+``base`` spec that quantises them (``embedding_bits``) keeps them quantised in every case; in
+``quantise-one`` mode they stay float like the rest of the network.
+
 Each case gives the task metric and label-free comparisons with the float outputs (SQNR, MSE,
 KL), so tasks without labels work too.
 

@@ -15,6 +15,14 @@ choices), ``weight_granularity`` (``per_tensor`` | ``per_channel``) and ``scale_
 ``act_format`` (a number format from :mod:`workbench.formats`: ``int``, the default, or a
 minifloat such as ``fp8_e4m3``; a fixed-width format stores its own bits, so ``weight_bits`` may
 be left out or must equal them).
+
+Embedding tables (``nn.Embedding``: a transformer's word, position and token-type embeddings) stay
+float unless asked: ``embedding_bits`` (2-8; None, the default, keeps them float) quantises every
+table, and an override keyed by a table's exact name or by ``type:Embedding`` sets one
+(``{"model.bert.embeddings.word_embeddings": {"weight_bits": 4}}``; ``"float"`` keeps it float).
+A table takes one scale per row (``weight_granularity`` ``per_channel``, axis 0), integer
+weights and ``scale_type``; an activation setting or another format on it is a SpecError. Globs
+never select tables (``"*": {"weight_bits": 4}`` leaves them as they are).
 """
 
 from __future__ import annotations
@@ -37,6 +45,8 @@ Bits = Union[StrictInt, Literal["float"]]
 Granularity = Literal["per_tensor", "per_channel"]
 ScaleType = Literal["float", "po2"]
 SELECTOR_TYPES = ("Conv1d", "Conv2d", "Linear", "depthwise")
+EMBEDDING_SELECTOR = "type:Embedding"  # selects every embedding table (see the module docstring)
+EMBEDDING_BITS = tuple(b for b in ALLOWED_BITS if b <= 8)  # embedding tables: 2-8 bits, per-row scales
 
 
 def _check_bits(value, field: str):
@@ -141,6 +151,16 @@ class QuantSpec(_BitsAndFormats):
     weight_format: str = INT
     act_format: str = INT
     layers: dict[str, LayerSettings] = Field(default_factory=dict)
+    embedding_bits: StrictInt | None = None  # None: embedding tables stay float (the default)
+
+    @field_validator("embedding_bits", mode="before")
+    @classmethod
+    def _embedding_bits(cls, v):
+        if v is None or v == FLOAT:
+            return None
+        if type(v) is not int or v not in EMBEDDING_BITS:
+            raise ValueError(f"expected an integer in 2-8 (embedding tables, per-row scales), or None / 'float' for float tables; got {short_repr(v)}")
+        return v
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -184,6 +204,8 @@ class QuantSpec(_BitsAndFormats):
         for key in ("weight_format", "act_format"):  # the default stays implicit: old specs and recipes read back unchanged
             if d[key] == INT:
                 del d[key]
+        if d["embedding_bits"] is None:  # likewise: float tables, the default, are not written
+            del d["embedding_bits"]
         d["layers"] = {k: v.model_dump(exclude_none=True) for k, v in self.layers.items()}
         return d
 
@@ -347,3 +369,55 @@ def resolve(spec: QuantSpec, layers: dict[str, tuple[str, bool]], unsupported: d
                 raise SpecError(f"layers.{name}: scale_type {s!r} does not apply to {what}_format {fmt_name!r}; it takes scale_type {', '.join(fmt.scale_types)}")
         resolved[name] = LayerQuant(_bits(w), _bits(a), g, s, INT if w == FLOAT else wf, INT if a == FLOAT else af)
     return resolved
+
+
+# ---------------------------------------------------------------------------- embedding tables
+
+
+def is_embedding_selector(selector: str, embeddings) -> bool:
+    """Whether a ``layers`` key addresses embedding tables: ``type:Embedding`` or a table's exact name."""
+    return selector == EMBEDDING_SELECTOR or selector in embeddings
+
+
+def without_embedding_selectors(spec: QuantSpec, embeddings) -> QuantSpec:
+    """``spec`` less its overrides of embedding tables (what :func:`resolve` reads)."""
+    keep = {k: v for k, v in spec.layers.items() if not is_embedding_selector(k, embeddings)}
+    if len(keep) == len(spec.layers):
+        return spec
+    return QuantSpec.parse({**spec.to_dict(), "layers": {k: v.model_dump(exclude_none=True) for k, v in keep.items()}})
+
+
+def _check_embedding_override(sel: str, o: LayerSettings) -> None:
+    for field in ("act_bits", "act_format"):
+        if getattr(o, field) is not None:
+            raise SpecError(f"layers.{sel}.{field}: an embedding table reads no activation to quantise; set weight_bits (2-8 or 'float') and scale_type only")
+    if o.weight_granularity not in (None, "per_channel"):
+        raise SpecError(f"layers.{sel}.weight_granularity is {o.weight_granularity!r}; an embedding table takes one scale per row: 'per_channel' (or leave it out)")
+    if o.weight_format not in (None, INT):
+        raise SpecError(f"layers.{sel}.weight_format is {o.weight_format!r}; an embedding table takes integer weights: 'int' (or leave it out)")
+    if o.weight_bits is not None and o.weight_bits != FLOAT and o.weight_bits not in EMBEDDING_BITS:
+        raise SpecError(f"layers.{sel}.weight_bits is {o.weight_bits}; an embedding table takes 2-8 bits (per-row scales) or 'float'")
+
+
+def resolve_embeddings(spec: QuantSpec, embeddings) -> dict[str, LayerQuant]:
+    """The embedding tables ``spec`` quantises, ``{name: LayerQuant}`` (per-row integer weights,
+    no activation), from ``embedding_bits`` and the overrides keyed ``type:Embedding`` (first) or
+    by a table's exact name (they win). Tables left float are absent. Bad settings on a table are
+    one-line :class:`SpecError`."""
+    names = list(embeddings)
+    if EMBEDDING_SELECTOR in spec.layers and not names:
+        raise SpecError(f"layers.{EMBEDDING_SELECTOR}: the model has no Embedding layer")
+    ordered = [s for s in spec.layers if s == EMBEDDING_SELECTOR] + [s for s in spec.layers if s != EMBEDDING_SELECTOR and s in embeddings]
+    for sel in ordered:
+        _check_embedding_override(sel, spec.layers[sel])
+    out = {}
+    for name in names:
+        bits, scale_type = spec.embedding_bits, spec.scale_type
+        for sel in ordered:
+            if sel in (EMBEDDING_SELECTOR, name):
+                o = spec.layers[sel]
+                bits = bits if o.weight_bits is None else _bits(o.weight_bits)
+                scale_type = o.scale_type or scale_type
+        if bits is not None:
+            out[name] = LayerQuant(bits, None, "per_channel", scale_type, INT, INT)
+    return out

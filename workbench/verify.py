@@ -281,7 +281,8 @@ def onnx_storage(path: str | os.PathLike, qmodel: torch.nn.Module | None = None)
     points), ``onnx_int32_bytes`` (quantised biases), ``onnx_float_bytes`` (float initialisers:
     scales, float layers' weights and biases), ``onnx_graph_bytes`` (the rest of the file: nodes,
     names) and ``packing``: ``{"int4": [...], "int8": [...], <format>: [...], "float": [...]}``,
-    which layers' weights the file stores how (from ``qmodel``'s plan; None without one)."""
+    which layers' weights the file stores how (from ``qmodel``'s plan; None without one; embedding
+    tables included: int8 / int4 when quantised, float otherwise)."""
     model = onnx.load(str(path))
     tensors = list(model.graph.initializer) + [a.t for n in model.graph.node if n.op_type == "Constant" for a in n.attribute if a.HasField("t")]
     out = {"onnx_weight_bytes_packed": 0, "onnx_int8_bytes": 0, "onnx_int32_bytes": 0, "onnx_float_bytes": 0}
@@ -310,6 +311,11 @@ def _packing(qmodel, packed: bool) -> dict | None:
         else:
             key = "int4" if packed and lq.weight_bits <= 4 else "int8"
         out.setdefault(key, []).append(name)
+    for name, lq in getattr(plan, "embeddings", {}).items():  # quantised embedding tables (int storage, per-row scales)
+        out.setdefault("int4" if packed and lq.weight_bits <= 4 else "int8", []).append(name)
+    for name, kind in plan.unsupported.items():  # layers kept float (embedding tables not asked to be quantised)
+        if kind == "Embedding":
+            out.setdefault("float", []).append(name)
     return out
 
 
