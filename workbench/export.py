@@ -177,6 +177,9 @@ def export_qcdq(qmodel: nn.Module, example_input: torch.Tensor, path: str | os.P
         one_quantizer_per_tensor(model)
         one_dequantize_per_reader(model)
         sink_dequantize_through_shape_ops(model)
+        fold_pad_into_conv(model)
+        drop_identity_requantize(model)
+        quantize_before_flatten(model)
         conv_integer_for_float_outputs(model)
         if packing:
             pack_low_bit_weights(model)
@@ -797,3 +800,166 @@ def conv_integer_for_float_outputs(model: onnx.ModelProto) -> int:
             graph.node.insert(at + k, n)
         count += 1
     return count
+
+
+# ------------------------------------------------------------------------- small-CNN rewrites
+# Three patterns of Brevitas's QCDQ graphs of small CNNs kept onnxruntime from running them fully
+# integer (kws-dscnn ran slower in int8 than in float): an explicit zero Pad in front of a
+# convolution's input quantiser (ZeroPad2d; float Pad plus a second QuantizeLinear /
+# DequantizeLinear pair each run), a requantiser with the very scale and zero point of the
+# quantiser before it, and a global average pool read through Flatten by the next quantiser (float
+# GlobalAveragePool instead of QLinearGlobalAveragePool). Each rewrite keeps the values the graph
+# computes bit for bit.
+
+
+def _scalar_qparams(graph: onnx.GraphProto, node) -> tuple | None:
+    """``(scale, zero point)`` of a per-tensor QuantizeLinear / DequantizeLinear, else None."""
+    scale = _constant(graph, node.input[1])
+    zp = _constant(graph, node.input[2]) if len(node.input) > 2 and node.input[2] else None
+    if scale is None or zp is None or scale.size != 1 or zp.size != 1:
+        return None
+    return scale.reshape(()), zp.reshape(())
+
+
+def _evaluate_constant(graph: onnx.GraphProto, name: str, opsets) -> np.ndarray | None:
+    """The value of tensor ``name`` when it is computed from constants only (the small
+    ConstantOfShape / Concat / Slice subgraph torch exports for a Pad's pads), else None."""
+    value = _constant(graph, name)
+    if value is not None:
+        return value
+    producer = {o: n for n in graph.node for o in n.output}
+    inits = {i.name: i for i in graph.initializer}
+    needed, stack, seen = [], [name], set()
+    while stack:
+        t = stack.pop()
+        if not t or t in seen or t in inits:
+            continue
+        seen.add(t)
+        node = producer.get(t)
+        if node is None:
+            return None  # a graph input
+        needed.append(node)
+        stack.extend(node.input)
+    from onnx.reference import ReferenceEvaluator
+
+    order = [n for n in graph.node if n in needed]
+    used = {i for n in order for i in n.input}
+    sub = onnx.helper.make_graph(order, "constant", [], [onnx.helper.make_tensor_value_info(name, onnx.TensorProto.UNDEFINED, None)],
+                                 [inits[i] for i in used if i in inits])
+    try:
+        return np.asarray(ReferenceEvaluator(onnx.helper.make_model(sub, opset_imports=list(opsets))).run(None, {})[0])
+    except Exception:  # the reference evaluator raises its own types; the Pad then stays
+        return None
+
+
+def fold_pad_into_conv(model: onnx.ModelProto) -> int:
+    """Fold a zero ``Pad -> QuantizeLinear (-> Clip) -> DequantizeLinear -> Conv`` chain into the
+    convolution's own ``pads``: the quantiser then reads the Pad's input. A padded 0.0 quantises
+    to the zero point and dequantises to exactly 0.0, which is what the Conv pads with, so the
+    values are the same bit for bit; onnxruntime then runs no float Pad and fuses the Conv.
+    Only constant-mode pads of zero on the spatial axes, a Clip that keeps the zero point.
+    Returns the number of Pads folded."""
+    graph = model.graph
+    producer = {o: n for n in graph.node for o in n.output}
+    consumers = _consumers(graph)
+    outputs = {o.name for o in graph.output}
+    folded = 0
+    for conv in list(graph.node):
+        if conv.op_type != "Conv" or any(a.name == "auto_pad" and a.s not in (b"", b"NOTSET") for a in conv.attribute):
+            continue
+        dq = producer.get(conv.input[0])
+        if dq is None or dq.op_type != "DequantizeLinear" or len(consumers.get(dq.output[0], [])) != 1:
+            continue
+        clip = producer.get(dq.input[0])
+        q = producer.get(clip.input[0]) if clip is not None and clip.op_type == "Clip" else clip
+        clip = clip if clip is not None and clip.op_type == "Clip" else None
+        if q is None or q.op_type != "QuantizeLinear" or len(consumers.get(q.output[0], [])) != 1:
+            continue
+        pad = producer.get(q.input[0])
+        if pad is None or pad.op_type != "Pad" or len(consumers.get(pad.output[0], [])) != 1 or pad.output[0] in outputs:
+            continue
+        mode = next((a.s for a in pad.attribute if a.name == "mode"), b"constant")
+        if mode != b"constant" or len(pad.input) < 2 or (len(pad.input) > 3 and pad.input[3]):
+            continue
+        value = _evaluate_constant(graph, pad.input[2], model.opset_import) if len(pad.input) > 2 and pad.input[2] else np.zeros(())
+        pads = _evaluate_constant(graph, pad.input[1], model.opset_import)
+        qp = _scalar_qparams(graph, q)
+        if value is None or pads is None or qp is None or np.any(value != 0) or pads.ndim != 1 or pads.size % 2 or np.any(pads < 0):
+            continue
+        rank = pads.size // 2
+        if rank < 3 or np.any(pads[[0, 1, rank, rank + 1]] != 0):
+            continue
+        if clip is not None:
+            lo, hi = (_constant(graph, b) if b else None for b in (list(clip.input[1:]) + ["", ""])[:2])
+            zp = int(qp[1])
+            if (len(clip.input) > 1 and clip.input[1] and lo is None) or (len(clip.input) > 2 and clip.input[2] and hi is None):
+                continue
+            if (lo is not None and zp < int(lo)) or (hi is not None and zp > int(hi)):
+                continue
+        conv_pads = next((list(a.ints) for a in conv.attribute if a.name == "pads"), [0] * (2 * (rank - 2)))
+        spatial = [int(p) for p in pads[2:rank]] + [int(p) for p in pads[rank + 2:]]
+        new_pads = [a + b for a, b in zip(conv_pads, spatial)]
+        for a in [a for a in conv.attribute if a.name == "pads"]:
+            conv.attribute.remove(a)
+        conv.attribute.append(onnx.helper.make_attribute("pads", new_pads))
+        q.input[0] = pad.input[0]
+        folded += 1
+    return folded
+
+
+def drop_identity_requantize(model: onnx.ModelProto) -> int:
+    """Skip ``DequantizeLinear -> QuantizeLinear`` pairs with the same per-tensor scale, zero point
+    and integer type: ``Q(DQ(q)) == q`` exactly for every integer q of the type, so the readers of
+    the QuantizeLinear read ``q`` itself. (Brevitas requantises a tensor that a shape-preserving
+    op, e.g. a folded Pad, passed on with the same quantiser parameters.) Returns the number of
+    pairs skipped."""
+    graph = model.graph
+    producer = {o: n for n in graph.node for o in n.output}
+    outputs = {o.name for o in graph.output}
+    dropped = 0
+    for q in list(graph.node):
+        if q.op_type != "QuantizeLinear" or q.output[0] in outputs:
+            continue
+        dq = producer.get(q.input[0])
+        if dq is None or dq.op_type != "DequantizeLinear":
+            continue
+        a, b = _scalar_qparams(graph, dq), _scalar_qparams(graph, q)
+        if a is None or b is None or a[1].dtype != b[1].dtype or a[0].dtype != b[0].dtype or a[0] != b[0] or a[1] != b[1]:
+            continue
+        for n in graph.node:
+            for j, name in enumerate(n.input):
+                if name == q.output[0]:
+                    n.input[j] = dq.input[0]
+        dropped += 1
+    return dropped
+
+
+def quantize_before_flatten(model: onnx.ModelProto) -> int:
+    """Swap ``GlobalAveragePool / AveragePool -> Flatten/Reshape -> QuantizeLinear`` into
+    ``... -> QuantizeLinear -> Flatten/Reshape``: a per-tensor quantiser commutes with a reshape
+    exactly, and onnxruntime then fuses ``DequantizeLinear -> GlobalAveragePool ->
+    QuantizeLinear`` into QLinearGlobalAveragePool (integer sum, one requantisation) and reads the
+    next layer's DequantizeLinear after the Flatten. Returns the number of swaps."""
+    graph = model.graph
+    producer = {o: n for n in graph.node for o in n.output}
+    consumers = _consumers(graph)
+    outputs = {o.name for o in graph.output}
+    swaps = 0
+    for q in list(graph.node):
+        if q.op_type != "QuantizeLinear" or _scalar_qparams(graph, q) is None:
+            continue
+        shape_op = producer.get(q.input[0])
+        if shape_op is None or shape_op.op_type not in SHAPE_OPS or shape_op.output[0] in outputs or len(consumers.get(shape_op.output[0], [])) != 1:
+            continue
+        pool = producer.get(shape_op.input[0])
+        if pool is None or pool.op_type not in ("GlobalAveragePool", "AveragePool") or len(consumers.get(pool.output[0], [])) != 1:
+            continue
+        q_out, moved = q.output[0], f"{q.output[0]}/before_reshape"
+        q.input[0], q.output[0] = pool.output[0], moved
+        shape_op.input[0], shape_op.output[0] = moved, q_out
+        for vi in [v for v in graph.value_info if v.name in (q_out, moved, shape_op.input[0])]:
+            graph.value_info.remove(vi)
+        swaps += 1
+    if swaps:
+        _topological_sort(graph)
+    return swaps
