@@ -77,7 +77,7 @@ def test_sub_8_bit_activations_fuse_and_stay_exact(digits, spec, tmp_path):
     graph = onnx.load(str(path)).graph
     assert any(n.op_type == "Clip" for n in graph.node)  # the 4-bit range is still carried by the graph
     res = verify_qcdq(path, q, task)
-    assert res["int_kernels"] == {"QLinearConv": 3, "QGemm": 1} and res["int_kernel_exceptions"] == {}
+    assert res["int_kernels"] == {"QLinearConv": 3, "QLinearGlobalAveragePool": 1, "QGemm": 1} and res["int_kernel_exceptions"] == {}
     assert res["onnx_agreement"] == 1.0 and res["max_abs_diff"] == 0.0
     assert _default_session_kernels(path, tmp_path) == 4
 
