@@ -335,7 +335,9 @@ def quantised_layer_nodes(model: onnx.ModelProto) -> list[str]:
         src = producer.get(node.input[1])
         if src is not None and src.op_type == "Transpose":
             src = producer.get(src.input[0])
-        if src is not None and src.op_type == "DequantizeLinear" and src.input[0] in consts:
+        weight = producer.get(src.input[0]) if src is not None else None
+        if src is not None and src.op_type == "DequantizeLinear" and (
+                src.input[0] in consts or weight is not None and weight.op_type == "Clip" and weight.input[0] in consts):  # Clip: s8 narrow range
             names.append(node.name)
         elif src is not None and src.op_type == "Mul" and producer.get(src.input[0]) is not None and producer[src.input[0]].op_type == "Cast" \
                 and producer[src.input[0]].input[0] in consts:  # a quantised weight the export dequantises by Cast and Mul (float output)
