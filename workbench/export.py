@@ -816,10 +816,11 @@ def conv_integer_for_float_outputs(model: onnx.ModelProto) -> int:
 
 
 def _scalar_qparams(graph: onnx.GraphProto, node) -> tuple | None:
-    """``(scale, zero point)`` of a per-tensor QuantizeLinear / DequantizeLinear, else None."""
+    """``(scale, zero point)`` of a per-tensor QuantizeLinear / DequantizeLinear into int8 / uint8
+    (not float8: onnxruntime runs no Flatten, Pad or pool on those), else None."""
     scale = _constant(graph, node.input[1])
     zp = _constant(graph, node.input[2]) if len(node.input) > 2 and node.input[2] else None
-    if scale is None or zp is None or scale.size != 1 or zp.size != 1:
+    if scale is None or zp is None or scale.size != 1 or zp.size != 1 or zp.dtype not in (np.int8, np.uint8):
         return None
     return scale.reshape(()), zp.reshape(())
 
@@ -877,6 +878,8 @@ def fold_pad_into_conv(model: onnx.ModelProto) -> int:
         q = producer.get(clip.input[0]) if clip is not None and clip.op_type == "Clip" else clip
         clip = clip if clip is not None and clip.op_type == "Clip" else None
         if q is None or q.op_type != "QuantizeLinear" or len(consumers.get(q.output[0], [])) != 1:
+            continue
+        if clip is not None and len(consumers.get(clip.output[0], [])) != 1:  # another reader still wants the padded tensor
             continue
         pad = producer.get(q.input[0])
         if pad is None or pad.op_type != "Pad" or len(consumers.get(pad.output[0], [])) != 1 or pad.output[0] in outputs:
