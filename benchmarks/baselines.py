@@ -16,7 +16,8 @@ scored by ``task.score``), file bytes, and p50 / p99 latency at batch 1 on one i
 every session at onnxruntime's default optimisation level (ORT_ENABLE_ALL), measured interleaved
 (round-robin over the four sessions each iteration, after a warm-up, in one process). It ends with
 two lines: ``latency workbench/baseline`` (W8A8 p50 over the baseline's p50, geometric mean over
-models) and ``bytes W4A8/W8A8`` (geometric mean).
+models) and ``bytes W4A8/W8A8`` (geometric mean), each naming the workbench files' weight encoding
+(``--weight-encoding``, default ``auto`` as the workbench's own: s8 on a CPU with VNNI or ARM, else u8).
 
     .venv/bin/python benchmarks/baselines.py                       # all models
     .venv/bin/python benchmarks/baselines.py --models digits-cnn ic-resnet8 --runs 300
@@ -43,6 +44,7 @@ from onnxruntime.quantization import CalibrationDataReader
 from tqdm import tqdm
 
 import workbench as wb
+from workbench.export import WEIGHT_ENCODING_CHOICES, resolve_weight_encoding
 from workbench.models import count_macs
 from workbench.verify import as_onnx_input
 
@@ -120,7 +122,7 @@ def interleaved_latency(sessions: dict[str, ort.InferenceSession], example: torc
     return {k: {"p50": float(np.percentile(t, 50)), "p99": float(np.percentile(t, 99))} for k, t in times.items()}
 
 
-def bench_model(name: str, runs: int, warmup: int, small: bool, tmp: Path, ops: bool = False, weight_encoding: str = "u8",
+def bench_model(name: str, runs: int, warmup: int, small: bool, tmp: Path, ops: bool = False, weight_encoding: str = "auto",
                 embedding_bits: int | None = 8) -> dict:
     task = wb.create_task(name)
     model = wb.load_or_train_baseline(task, progress=False).eval()  # the full task's float model, also in --small
@@ -156,8 +158,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--models", nargs="+", default=list(MODELS), help="task names (default: all six)")
     ap.add_argument("--runs", type=int, default=500, help="timed iterations per session (default 500)")
     ap.add_argument("--warmup", type=int, default=50, help="untimed iterations per session first (default 50)")
-    ap.add_argument("--weight-encoding", choices=("u8", "s8"), default="u8",
-                    help="the workbench files' weight_encoding (export_qcdq's default u8: exact on every x86 CPU; s8 for VNNI or ARM)")
+    ap.add_argument("--weight-encoding", choices=WEIGHT_ENCODING_CHOICES, default="auto",
+                    help="the workbench files' weight_encoding (default auto, the workbench's own default: s8 where the CPU has VNNI or is ARM, "
+                         "else u8, exact on every x86 CPU)")
     ap.add_argument("--embedding-bits", default="8", choices=[str(b) for b in range(2, 9)] + ["float"],
                     help="bits of the workbench files' embedding tables, one scale per row (default 8, as quantize_dynamic; 'float' leaves them float)")
     ap.add_argument("--ops", action="store_true", help="also print the node types onnxruntime runs for each file")
@@ -166,17 +169,19 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if args.runs < 1 or args.warmup < 0:
         ap.error(f"--runs {args.runs} --warmup {args.warmup}; expected runs >= 1 and warmup >= 0")
     small = args.small or os.environ.get("WORKBENCH_SMALL") == "1"
+    encoding = resolve_weight_encoding(args.weight_encoding)
+    chosen = f"weight_encoding {encoding}" + (" (auto)" if args.weight_encoding == "auto" else "")
     torch.set_num_threads(1)
     known = set(wb.list_tasks())
     rows = []
     print(f"per way: metric, file bytes, p50/p99 latency (batch 1, one thread, onnxruntime defaults, interleaved);"
-          f" workbench weight_encoding={args.weight_encoding}, embedding_bits={args.embedding_bits}")
+          f" workbench {chosen}, embedding_bits={args.embedding_bits}")
     with tempfile.TemporaryDirectory() as t:
         for name in tqdm(args.models, desc="models", leave=False):
             if name not in known:
                 tqdm.write(f"{name:12s} skipped: no task of that name is registered yet")
                 continue
-            r = bench_model(name, args.runs, args.warmup, small, Path(t), args.ops, args.weight_encoding,
+            r = bench_model(name, args.runs, args.warmup, small, Path(t), args.ops, encoding,
                             None if args.embedding_bits == "float" else int(args.embedding_bits))
             rows.append(r)
             tqdm.write(f"{name:12s} baseline: {r['how']}")
@@ -197,8 +202,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
               + f"  (W8A8/baseline p50 {lat['w8a8']['p50'] / lat['baseline']['p50']:.2f}, bytes {b['w8a8'] / b['baseline']:.2f},"
               f" metric {100 * (m['w8a8'] - m['baseline']):+.3f} pt)")
     gm = lambda xs: math.exp(sum(map(math.log, xs)) / len(xs))
-    print(f"latency workbench/baseline: {gm([r['lat']['w8a8']['p50'] / r['lat']['baseline']['p50'] for r in rows]):.3f}")
-    print(f"bytes W4A8/W8A8: {gm([r['bytes']['w4a8'] / r['bytes']['w8a8'] for r in rows]):.3f}")
+    print(f"latency workbench/baseline: {gm([r['lat']['w8a8']['p50'] / r['lat']['baseline']['p50'] for r in rows]):.3f}  ({chosen})")
+    print(f"bytes W4A8/W8A8: {gm([r['bytes']['w4a8'] / r['bytes']['w8a8'] for r in rows]):.3f}  ({chosen})")
     return rows
 
 

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from workbench.export import resolve_weight_encoding
+
 
 def _load():
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "baselines.py"
@@ -26,6 +28,7 @@ def test_baselines_benchmark_one_model(capsys):
     assert abs(r["metric"]["baseline"] - r["metric"]["float"]) <= 0.05
     assert abs(r["metric"]["w8a8"] - r["metric"]["float"]) <= 0.05
     assert all(r["lat"][k]["p50"] > 0 for k in ("float", "w8a8", "w4a8", "baseline"))
-    assert out[-2].startswith("latency workbench/baseline: ")
-    assert out[-1] == f"bytes W4A8/W8A8: {r['bytes']['w4a8'] / r['bytes']['w8a8']:.3f}"
-    assert float(out[-2].split(": ")[1]) == pytest.approx(r["lat"]["w8a8"]["p50"] / r["lat"]["baseline"]["p50"], abs=1e-3)
+    chosen = f"weight_encoding {resolve_weight_encoding('auto')} (auto)"  # the benchmark's default is the workbench's
+    assert out[-2].startswith("latency workbench/baseline: ") and out[-2].endswith(f"  ({chosen})")
+    assert out[-1] == f"bytes W4A8/W8A8: {r['bytes']['w4a8'] / r['bytes']['w8a8']:.3f}  ({chosen})"
+    assert float(out[-2].split(": ")[1].split()[0]) == pytest.approx(r["lat"]["w8a8"]["p50"] / r["lat"]["baseline"]["p50"], abs=1e-3)

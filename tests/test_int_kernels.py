@@ -77,7 +77,7 @@ def test_sub_8_bit_activations_fuse_and_stay_exact(digits, spec, tmp_path):
     graph = onnx.load(str(path)).graph
     assert any(n.op_type == "Clip" for n in graph.node)  # the 4-bit range is still carried by the graph
     res = verify_qcdq(path, q, task)
-    assert res["int_kernels"] == {"QLinearConv": 3, "QGemm": 1} and res["int_kernel_exceptions"] == {}
+    assert res["int_kernels"] == {"QLinearConv": 3, "QLinearGlobalAveragePool": 1, "QGemm": 1} and res["int_kernel_exceptions"] == {}
     assert res["onnx_agreement"] == 1.0 and res["max_abs_diff"] == 0.0
     assert _default_session_kernels(path, tmp_path) == 4
 
@@ -93,7 +93,11 @@ def test_exceptions_name_layers_that_stay_float(digits, tmp_path):
     gemm = next(n for n in graph.node if n.op_type == "Gemm")
     dq = next(n for n in graph.node if n.output[0] == gemm.input[0])
     quantize = next(n for n in graph.node if n.output[0] == dq.input[0])
-    gemm.input[0] = quantize.input[0]  # the float tensor the quantiser reads
+    while quantize.op_type != "QuantizeLinear":  # the export quantises the pool's output before the Flatten
+        quantize = next(n for n in graph.node if n.output[0] == quantize.input[0])
+    flat = onnx.helper.make_node("Flatten", [quantize.input[0]], ["float_flat"], axis=1)  # the float tensor the quantiser reads
+    graph.node.insert(list(graph.node).index(gemm), flat)
+    gemm.input[0] = flat.output[0]
     broken = tmp_path / "broken.onnx"
     onnx.save(model_proto, str(broken))
     assert int_kernel_exceptions(broken) == {gemm.name: "its input is not quantised (read from Flatten)"}

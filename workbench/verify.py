@@ -243,9 +243,11 @@ def onnx_weight_integers(path: str | os.PathLike) -> dict[str, tuple[int, int]]:
     producer = {o: n for n in model.graph.node for o in n.output}
     out = {}
     for node in model.graph.node:
-        if node.op_type != "DequantizeLinear" or "/weight_quant/" not in (node.name or node.output[0]):
+        if node.op_type not in ("DequantizeLinear", "Mul") or "/weight_quant/" not in (node.name or node.output[0]):
             continue
         src = node.input[0]
+        if node.op_type == "Mul" and not (src in producer and producer[src].op_type == "Cast"):
+            continue
         while src in producer and producer[src].op_type in ("Clip", "Cast"):  # Cast: a packed 4-bit weight
             src = producer[src].input[0]
         if src not in consts:
@@ -339,7 +341,12 @@ def quantised_layer_nodes(model: onnx.ModelProto) -> list[str]:
         src = producer.get(node.input[1])
         if src is not None and src.op_type == "Transpose":
             src = producer.get(src.input[0])
-        if src is not None and src.op_type == "DequantizeLinear" and src.input[0] in consts:
+        weight = producer.get(src.input[0]) if src is not None else None
+        if src is not None and src.op_type == "DequantizeLinear" and (
+                src.input[0] in consts or weight is not None and weight.op_type == "Clip" and weight.input[0] in consts):  # Clip: s8 narrow range
+            names.append(node.name)
+        elif src is not None and src.op_type == "Mul" and producer.get(src.input[0]) is not None and producer[src.input[0]].op_type == "Cast" \
+                and producer[src.input[0]].input[0] in consts:  # a quantised weight the export dequantises by Cast and Mul (float output)
             names.append(node.name)
     return names
 
@@ -351,7 +358,7 @@ def int_kernel_exceptions(path: str | os.PathLike, optimized: onnx.ModelProto | 
     model = onnx.load(str(path))
     if optimized is None:
         optimized = optimized_graph(path)
-    still_float = {n.name for n in optimized.graph.node if n.op_type in LAYER_OPS}
+    still_float = {n.name for n in optimized.graph.node if n.op_type in LAYER_OPS + ("FusedConv", "FusedGemm")}  # Fused*: float, fused with its activation
     graph = model.graph
     producer = {o: n for n in graph.node for o in n.output}
     readers = collections.Counter(i for n in graph.node for i in n.input)
