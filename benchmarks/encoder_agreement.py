@@ -4,7 +4,8 @@ Brevitas simulation (issue 15: within 0.5% relative error).
 For ``hf-bert`` and a MiniLM-size mean-pooled sentence encoder (hidden 384, 12 heads, token ids with
 padding, the attention mask in the input) at ``--layers`` layers: W8A8 quantisation (calibrated on
 the task's calibration split), :func:`workbench.export.export_qcdq`, then on the eval inputs
-``||ort - sim|| / ||sim||`` with onnxruntime's graph optimisations off and at its default level;
+``||ort - sim|| / ||sim||`` with onnxruntime's graph optimisations off and at its default level,
+for static activations and for ``act_mode: dynamic``;
 beside it ``quant vs float`` (the quantisation noise itself) and ``sim64 vs sim32`` (the same
 simulation run in float64: how far float rounding alone moves this quantised model, the floor under
 any runtime's agreement), and the first quantiser whose codes differ
@@ -54,8 +55,9 @@ def mean_pooled(layers: int, n_calib: int = 32, n_eval: int = 32, seq: int = 32)
     return hf.label_free_task(model, x[:n_calib], x[n_calib:], name="mean-pooled-encoder"), model
 
 
-def measure(name: str, task, model, tmp: Path) -> str:
-    q = wb.quantize_task(task, model, wb.QuantSpec.uniform(8, 8))
+def measure(name: str, task, model, tmp: Path, act_mode: str = "static") -> str:
+    q = wb.quantize_task(task, model, wb.QuantSpec.uniform(8, 8, act_mode=act_mode))
+    name = f"{name}, {act_mode}"
     path = export_qcdq(q, task.example_input(), tmp / f"{name}.onnx")
     x = task.data.eval.x
     sim = predict(q, x)
@@ -78,9 +80,12 @@ def main() -> None:
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         task = wb.create_task("hf-bert", layers=args.layers).small(32, 32, 32)
-        print(measure(f"hf-bert ({args.layers} layers)", task, wb.load_or_train_baseline(task, progress=False), Path(tmp)), flush=True)
+        model = wb.load_or_train_baseline(task, progress=False)
+        for mode in ("static", "dynamic"):
+            print(measure(f"hf-bert ({args.layers} layers)", task, model, Path(tmp), mode), flush=True)
         task, model = mean_pooled(args.layers)
-        print(measure(f"mean-pooled encoder (hidden 384, {args.layers} layers)", task, model, Path(tmp)), flush=True)
+        for mode in ("static", "dynamic"):
+            print(measure(f"mean-pooled encoder (hidden 384, {args.layers} layers)", task, model, Path(tmp), mode), flush=True)
 
 
 if __name__ == "__main__":

@@ -117,3 +117,33 @@ def test_dynamic_layers_on_the_fx_path_export_exactly(tmp_path):
     assert q.workbench_plan.path == "fx"
     res = verify_qcdq(export_qcdq(q, task.example_input(), tmp_path / "ad.onnx"), q, task)
     assert res["int_kernels"] == {"DynamicQuantizeMatMul": len(q.workbench_plan.layers)} and res["max_abs_diff"] == 0.0
+
+
+def test_dynamic_quantiser_computes_onnx_dynamicquantizelinear_bit_for_bit():
+    """The simulation's dynamic quantiser gives onnxruntime's DynamicQuantizeLinear codes, scale and
+    zero point on a million values. Brevitas's own rounding, ``round(x / s + zp)``, differs from
+    ONNX's ``round(x / s) + zp`` where float32 rounds the sum to a half-integer (3 codes in this
+    million): enough to start the runtime's codes drifting from the simulation's through the
+    layers of an encoder (hf-bert, 6 layers, dynamic: 0.85% relative error before, 0.40% after)."""
+    import brevitas.nn as qnn
+    import onnxruntime as ort
+    from brevitas_examples.common.generative.quantizers import ShiftedUint8DynamicActPerTensorFloat
+    from onnx import TensorProto, helper
+
+    from workbench.quantize import dynamic_act_quantizer
+
+    graph = helper.make_graph([helper.make_node("DynamicQuantizeLinear", ["x"], ["y", "s", "z"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
+                              [helper.make_tensor_value_info(n, t, None) for n, t in (("y", TensorProto.UINT8), ("s", TensorProto.FLOAT), ("z", TensorProto.UINT8))])
+    sess = ort.InferenceSession(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]).SerializeToString(), providers=["CPUExecutionProvider"])
+    x = torch.randn(1000, 1000, generator=torch.Generator().manual_seed(0)) * 1.7 - 0.3
+    y, s, z = sess.run(None, {"x": x.numpy()})
+
+    def codes(injector):
+        with torch.no_grad():
+            qt = qnn.QuantIdentity(act_quant=injector, return_quant_tensor=True).eval()(x)
+        assert float(qt.scale) == float(s) and int(qt.zero_point) == int(z)
+        return torch.round(qt.value / qt.scale + qt.zero_point).numpy()
+
+    assert int((codes(dynamic_act_quantizer()) != y).sum()) == 0
+    assert int((codes(ShiftedUint8DynamicActPerTensorFloat) != y).sum()) > 0  # what the workbench's rounding fixes

@@ -68,13 +68,14 @@ def quantiser_divergence(qmodel: nn.Module, x: torch.Tensor, level: str = "disab
     modules = dict(qmodel.named_modules())
     picked = []
     for node in graph.node:
-        if node.op_type != "QuantizeLinear" or node.input[0] in consts:
+        if node.op_type not in ("QuantizeLinear", "DynamicQuantizeLinear") or node.input[0] in consts:
             continue
         name = _module_of(node.name)
         if name not in modules:
             continue
         zp = inits.get(node.input[2]) if len(node.input) > 2 else None
-        elem = onnx.TensorProto.UINT8 if zp is not None and zp.dtype == np.uint8 else onnx.TensorProto.INT8
+        unsigned = node.op_type == "DynamicQuantizeLinear" or zp is not None and zp.dtype == np.uint8
+        elem = onnx.TensorProto.UINT8 if unsigned else onnx.TensorProto.INT8
         graph.output.append(onnx.helper.make_tensor_value_info(node.output[0], elem, None))
         picked.append(name)
     so = ort.SessionOptions()
