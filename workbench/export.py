@@ -173,6 +173,7 @@ def export_qcdq(qmodel: nn.Module, example_input: torch.Tensor, path: str | os.P
         gather_quantized_rows(model)  # quantised embedding tables: gather integer rows, not a dequantised table
         if weight_encoding == "u8":
             reencode_weights_u8(model)
+        dynamic_matmul_integer(model)
         if not minifloat:
             unsigned_after_relu(model)
             activations_to_uint8(model)
@@ -486,7 +487,7 @@ def pack_low_bit_weights(model: onnx.ModelProto) -> int:
     return len(plans)
 
 
-NAMED_OPS = ("Conv", "Gemm", "MatMul", "ConvInteger")  # layers: per-layer diagnostics name them
+NAMED_OPS = ("Conv", "Gemm", "MatMul", "ConvInteger", "MatMulInteger")  # layers: per-layer diagnostics name them
 
 
 def compact_graph(model: onnx.ModelProto) -> None:
@@ -1169,3 +1170,107 @@ def float_weights_for_float_outputs(model: onnx.ModelProto) -> int:
         count += 1
     return count
 
+
+# ------------------------------------------------------------------------- dynamic activations
+
+
+def dynamic_matmul_integer(model: onnx.ModelProto) -> int:
+    """Rewrite each layer whose input Brevitas exports as ``DynamicQuantizeLinear -> DequantizeLinear``
+    (``act_mode: dynamic``) into what onnxruntime's ``quantize_dynamic`` emits:
+    ``DynamicQuantizeLinear -> MatMulInteger(x_q, W_q, x_zp, w_zp) -> Cast -> Mul(x_scale * w_scale)``,
+    which onnxruntime runs as ``DynamicQuantizeMatMul`` / ``MatMulIntegerToFloat`` (it fuses no
+    ``DequantizeLinear`` whose scale is computed at run time). The integer sum is exact; the result
+    differs from the float MatMul of the dequantised tensors only by float32 rounding. Identical
+    DynamicQuantizeLinear nodes of one tensor (Q, K and V) become one. Weights: a constant integer
+    tensor (through Clip / Transpose) with one zero point per tensor or per output column. Returns
+    the number of MatMuls rewritten."""
+    graph = model.graph
+    producer = {o: n for n in graph.node for o in n.output}
+    consumers = _consumers(graph)
+    outputs = {o.name for o in graph.output}
+    # one DynamicQuantizeLinear per tensor
+    first: dict[str, object] = {}
+    renamed: dict[str, str] = {}
+    for node in graph.node:
+        if node.op_type != "DynamicQuantizeLinear":
+            continue
+        if node.input[0] in first:
+            for mine, kept in zip(node.output, first[node.input[0]].output):
+                renamed[mine] = kept
+        else:
+            first[node.input[0]] = node
+    if renamed:
+        for node in graph.node:
+            node.input[:] = [renamed.get(i, i) for i in node.input]
+        prune_unused(model)
+        producer = {o: n for n in graph.node for o in n.output}
+        consumers = _consumers(graph)
+    count = 0
+    for dql in [n for n in graph.node if n.op_type == "DynamicQuantizeLinear"]:
+        xq, xs, xzp = dql.output[:3]
+        for dq in [n for n in consumers.get(xq, []) if n.op_type == "DequantizeLinear" and list(n.input[:3]) == [xq, xs, xzp]]:
+            if dq.output[0] in outputs:
+                continue
+            for mm in [n for n in consumers.get(dq.output[0], []) if n.op_type in ("MatMul", "Gemm") and n.input[0] == dq.output[0]]:
+                attrs = {a.name: onnx.helper.get_attribute_value(a) for a in mm.attribute}
+                if mm.op_type == "Gemm" and (attrs.get("transA", 0) or attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0):
+                    continue
+                w = _dynamic_weight(graph, producer, mm.input[1], transposed=bool(attrs.get("transB", 0)))
+                bias = None
+                if mm.op_type == "Gemm" and len(mm.input) > 2 and mm.input[2]:
+                    bias = _constant(graph, mm.input[2])
+                    if bias is None:
+                        continue
+                if w is None:
+                    continue
+                wq, wzp, ws = w
+                base = mm.name or mm.output[0]
+                names = {k: f"{base}/dynamic/{k}" for k in ("w", "wzp", "ws", "acc", "acc_f", "scale", "scaled")}
+                graph.initializer.extend([numpy_helper.from_array(wq, names["w"]), numpy_helper.from_array(wzp, names["wzp"]),
+                                          numpy_helper.from_array(ws, names["ws"])])
+                scaled = mm.output[0] if bias is None else names["scaled"]
+                new = [onnx.helper.make_node("MatMulInteger", [xq, names["w"], xzp, names["wzp"]], [names["acc"]], name=f"{base}/MatMulInteger"),
+                       onnx.helper.make_node("Cast", [names["acc"]], [names["acc_f"]], name=f"{base}/Cast", to=onnx.TensorProto.FLOAT),
+                       onnx.helper.make_node("Mul", [xs, names["ws"]], [names["scale"]], name=f"{base}/ScaleProduct"),
+                       onnx.helper.make_node("Mul", [names["acc_f"], names["scale"]], [scaled], name=f"{base}/Scale")]
+                if bias is not None:
+                    new.append(onnx.helper.make_node("Add", [scaled, mm.input[2]], [mm.output[0]], name=f"{base}/Bias"))
+                at = list(graph.node).index(mm)
+                graph.node.remove(mm)
+                for k, n in enumerate(new):
+                    graph.node.insert(at + k, n)
+                count += 1
+    if count:
+        for vi in list(graph.value_info):
+            graph.value_info.remove(vi)
+        prune_unused(model)
+        _topological_sort(graph)
+    return count
+
+
+def _dynamic_weight(graph: onnx.GraphProto, producer: dict, name: str, transposed: bool = False):
+    """``(integers (K, N), zero point (N,) or scalar, scale (N,) or scalar)`` of a MatMul's constant
+    quantised weight ``DequantizeLinear(W [-> Clip]) [-> Transpose]`` (``transposed``: a Gemm's
+    ``transB``), or None."""
+    node = producer.get(name)
+    perm = [1, 0] if transposed else None
+    if node is not None and node.op_type == "Transpose" and not transposed:
+        perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
+        node = producer.get(node.input[0])
+    if node is None or node.op_type != "DequantizeLinear" or len(node.input) < 3:
+        return None
+    src = node.input[0]
+    if src in producer and producer[src].op_type == "Clip":
+        src = producer[src].input[0]
+    w, s, z = _constant(graph, src), _constant(graph, node.input[1]), _constant(graph, node.input[2])
+    if w is None or s is None or z is None or w.ndim != 2 or w.dtype not in (np.int8, np.uint8):
+        return None
+    axis = next((a.i for a in node.attribute if a.name == "axis"), 1) % 2
+    if perm is not None:
+        if perm != [1, 0]:
+            return None
+        w, axis = w.T, 1 - axis
+    if s.size > 1 and axis != 1:  # per-row scales of B: not a per-output-column scale
+        return None
+    zp = z.reshape(-1) if z.size > 1 else z.reshape(())
+    return np.ascontiguousarray(w), zp.astype(w.dtype), s.astype(np.float32).reshape(-1) if s.size > 1 else s.astype(np.float32).reshape(())

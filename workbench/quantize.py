@@ -68,9 +68,39 @@ def weight_quantizer(bits: int, granularity: str, scale_type: str, fmt: str = IN
     return get_format(fmt).weight_quantizer(bits, granularity, scale_type)
 
 
-def act_quantizer(bits: int, signed: bool, scale_type: str, fmt: str = INT):
-    """The Brevitas activation quantiser of number format ``fmt`` (:mod:`workbench.formats`)."""
-    return get_format(fmt).act_quantizer(bits, signed, scale_type)
+def act_quantizer(bits: int, signed: bool, scale_type: str, fmt: str = INT, dynamic: bool = False):
+    """The Brevitas activation quantiser of number format ``fmt`` (:mod:`workbench.formats`);
+    ``dynamic``: :func:`dynamic_act_quantizer` (8-bit int only, checked by the spec)."""
+    return dynamic_act_quantizer() if dynamic else get_format(fmt).act_quantizer(bits, signed, scale_type)
+
+
+def dynamic_act_quantizer():
+    """Per-tensor uint8 activations whose scale and zero point come from each input's min and max
+    at run time (nothing to calibrate): what onnxruntime's DynamicQuantizeLinear computes, and
+    Brevitas exports a quantiser of this kind as DynamicQuantizeLinear. Per-token (per-row)
+    dynamic scales have no integer kernel in ONNX / onnxruntime, so the workbench does not offer
+    them."""
+    from brevitas_examples.common.generative.quantizers import ShiftedUint8DynamicActPerTensorFloat
+
+    return ShiftedUint8DynamicActPerTensorFloat.let(int_quant=_round_then_shift_int_quant())
+
+
+def _round_then_shift_int_quant():
+    """Brevitas's IntQuant rounding as onnxruntime's QuantizeLinear / DynamicQuantizeLinear round:
+    ``round(x / scale) + zero_point``. Brevitas computes ``round(x / scale + zero_point)``, which in
+    float32 differs where ``x / scale`` lies within a rounding error of a half-integer (the sum is
+    rounded to float32 before it is rounded to an integer): about 2 codes in 100,000 with zero
+    points near 128, enough to start the runtime's codes drifting from the simulation's through
+    the layers. Identical results for a zero point of 0 (every static quantiser here)."""
+    from brevitas.core.quant.int_base import IntQuant
+
+    class RoundThenShiftIntQuant(IntQuant):
+        def to_int(self, scale, zero_point, bit_width, x):
+            x = self.input_view_impl(x)
+            y = self.float_to_int_impl(x / scale) + zero_point
+            return self.tensor_clamp_impl(y, min_val=self.min_int(bit_width), max_val=self.max_int(bit_width))
+
+    return RoundThenShiftIntQuant
 
 
 def _layer_weight_quant(lq: LayerQuant):
@@ -257,9 +287,12 @@ def _apply_layer_settings(gm: GraphModule, resolved: dict[str, LayerQuant], spec
     layer_nodes = {n.target: n for n in gm.graph.nodes if n.op == "call_module" and n.target in resolved}
     readers: dict[str, list[str]] = {}
     no_source: list[str] = []
+    dynamic: dict[str | None, list[str]] = {}
     for name, node in layer_nodes.items():
         src = _source_quantiser(gm, node.args[0])
-        if src is None:
+        if resolved[name].dynamic:
+            dynamic.setdefault(None if src is None else src.target, []).append(name)
+        elif src is None:
             no_source.append(name)
         else:
             readers.setdefault(src.target, []).append(name)
@@ -299,9 +332,26 @@ def _apply_layer_settings(gm: GraphModule, resolved: dict[str, LayerQuant], spec
         if key != default.act_key and key[0] is not None:
             _insert_requantiser(gm, layer_nodes[n], key, signed=not input_is_nonnegative(gm, layer_nodes[n].args[0]))
             requantised.append(n)
+    requantised += _apply_dynamic(gm, layer_nodes, dynamic, set(readers) | other_readers)
     gm.graph.lint()
     gm.recompile()
     return requantised
+
+
+def _apply_dynamic(gm: GraphModule, layer_nodes: dict, dynamic: dict[str | None, list[str]], read_elsewhere: set[str]) -> list[str]:
+    """Give each layer with ``act_mode: dynamic`` a dynamic input quantiser of its own (its bias
+    stays float: :func:`apply_weight_settings` has seen to that). A static quantiser that only
+    dynamic layers read is switched off, so their input is quantised once, at run time."""
+    for src_name in dynamic:
+        if src_name is not None and src_name not in read_elsewhere:
+            quantiser = gm.get_submodule(src_name)
+            _set_act_quant(quantiser, None, "float")
+    out = []
+    for names in dynamic.values():
+        for n in names:
+            _insert_requantiser(gm, layer_nodes[n], (8, "float", INT, "dynamic"), signed=False)
+            out.append(n)
+    return out
 
 
 _NONNEGATIVE_MODULES = (nn.ReLU, nn.ReLU6, nn.Sigmoid, nn.Hardsigmoid)
@@ -366,9 +416,10 @@ def _set_act_quant(quantiser: nn.Module, bits: int | None, scale_type: str, fmt:
 
 
 def _insert_requantiser(gm: GraphModule, node: Node, key, signed: bool) -> None:
-    bits, scale_type, fmt = key
+    bits, scale_type, fmt = key[:3]
     name = node.target.replace(".", "_") + "_input_requant"
-    gm.add_submodule(name, qnn.QuantIdentity(act_quant=act_quantizer(bits, signed, scale_type, fmt), return_quant_tensor=True))
+    gm.add_submodule(name, qnn.QuantIdentity(act_quant=act_quantizer(bits, signed, scale_type, fmt, dynamic=key[3:] == ("dynamic",)),
+                                             return_quant_tensor=True))
     src = node.args[0]
     with gm.graph.inserting_before(node):
         new = gm.graph.call_module(name, (src,))
@@ -396,7 +447,7 @@ def build_quant_layer(module: nn.Module, lq: LayerQuant, input_quant: bool = Fal
         "return_quant_tensor": False,
     }
     if input_quant:
-        kwargs["input_quant"] = None if lq.act_bits is None else act_quantizer(lq.act_bits, input_signed, lq.scale_type, lq.act_format)
+        kwargs["input_quant"] = None if lq.act_bits is None else act_quantizer(lq.act_bits, input_signed, lq.scale_type, lq.act_format, lq.dynamic)
     previous, brevitas_config.IGNORE_MISSING_KEYS = brevitas_config.IGNORE_MISSING_KEYS, True  # quantiser state is new
     try:
         return ModuleToModuleByInstance(module, _QUANT_CLASS[base], **kwargs).init_new_module(old_module=module)

@@ -14,7 +14,10 @@ choices), ``weight_granularity`` (``per_tensor`` | ``per_channel``) and ``scale_
 (``float`` | ``po2``, power-of-two scales for fixed-point hardware), ``weight_format`` and
 ``act_format`` (a number format from :mod:`workbench.formats`: ``int``, the default, or a
 minifloat such as ``fp8_e4m3``; a fixed-width format stores its own bits, so ``weight_bits`` may
-be left out or must equal them).
+be left out or must equal them), and ``act_mode``: ``static`` (the default: the activation's scale
+is calibrated once) or ``dynamic`` (its scale and zero point are computed from each input at run
+time, per tensor, as onnxruntime's ``quantize_dynamic`` does; 8-bit int activations only, no
+calibration, the layer's bias stays float).
 
 Embedding tables (``nn.Embedding``: a transformer's word, position and token-type embeddings) stay
 float unless asked: ``embedding_bits`` (2-8; None, the default, keeps them float) quantises every
@@ -44,6 +47,8 @@ FLOAT = "float"
 Bits = Union[StrictInt, Literal["float"]]
 Granularity = Literal["per_tensor", "per_channel"]
 ScaleType = Literal["float", "po2"]
+ActMode = Literal["static", "dynamic"]
+STATIC, DYNAMIC = "static", "dynamic"
 SELECTOR_TYPES = ("Conv1d", "Conv2d", "Linear", "depthwise")
 EMBEDDING_SELECTOR = "type:Embedding"  # selects every embedding table (see the module docstring)
 EMBEDDING_BITS = tuple(b for b in ALLOWED_BITS if b <= 8)  # embedding tables: 2-8 bits, per-row scales
@@ -125,6 +130,25 @@ class _BitsAndFormats(SpecModel):
     def _formats_bits(cls, data):
         return _bits_against_formats(data, fill=cls._fill_format_bits)
 
+    @model_validator(mode="after")
+    def _dynamic_needs_int8(self):
+        if getattr(self, "act_mode", None) == DYNAMIC:
+            problem = dynamic_act_problem(self.act_bits, self.act_format, self.scale_type)
+            if problem:
+                raise ValueError(f"act_mode 'dynamic' {problem}")
+        return self
+
+
+def dynamic_act_problem(act_bits, act_format, scale_type) -> str | None:
+    """Why settings cannot take dynamic activations (None: they can; None fields are unset)."""
+    if act_bits is not None and act_bits != 8:
+        return f"quantises activations to 8-bit int; got act_bits {short_repr(act_bits)} (expected 8)"
+    if act_format is not None and act_format != INT:
+        return f"quantises activations to 8-bit int; got act_format {act_format!r} (expected 'int')"
+    if scale_type is not None and scale_type != "float":
+        return f"computes float scales at run time; got scale_type {scale_type!r} (expected 'float')"
+    return None
+
 
 class LayerSettings(_BitsAndFormats):
     """Per-layer override: every field optional, unset fields come from the spec's defaults."""
@@ -136,6 +160,7 @@ class LayerSettings(_BitsAndFormats):
     scale_type: ScaleType | None = None
     weight_format: str | None = None
     act_format: str | None = None
+    act_mode: ActMode | None = None
 
 
 class QuantSpec(_BitsAndFormats):
@@ -150,6 +175,7 @@ class QuantSpec(_BitsAndFormats):
     scale_type: ScaleType = "float"
     weight_format: str = INT
     act_format: str = INT
+    act_mode: ActMode = STATIC
     layers: dict[str, LayerSettings] = Field(default_factory=dict)
     embedding_bits: StrictInt | None = None  # None: embedding tables stay float (the default)
 
@@ -206,6 +232,8 @@ class QuantSpec(_BitsAndFormats):
                 del d[key]
         if d["embedding_bits"] is None:  # likewise: float tables, the default, are not written
             del d["embedding_bits"]
+        if d["act_mode"] == STATIC:
+            del d["act_mode"]
         d["layers"] = {k: v.model_dump(exclude_none=True) for k, v in self.layers.items()}
         return d
 
@@ -269,6 +297,7 @@ class LayerQuant:
     scale_type: str
     weight_format: str = INT
     act_format: str = INT
+    act_mode: str = STATIC
 
     @property
     def weight_key(self):
@@ -276,12 +305,19 @@ class LayerQuant:
 
     @property
     def act_key(self):
-        return (self.act_bits, self.scale_type, self.act_format)
+        return (self.act_bits, self.scale_type, self.act_format) + ((DYNAMIC,) if self.dynamic else ())
+
+    @property
+    def dynamic(self) -> bool:
+        """The activation this layer reads is quantised with a run-time scale (``act_mode: dynamic``)."""
+        return self.act_mode == DYNAMIC and self.act_bits is not None
 
     @property
     def int_quantised(self) -> bool:
-        """Weights and the input both quantised as integers (what an int32 bias and integer kernels need)."""
-        return self.weight_bits is not None and self.act_bits is not None and self.weight_format == INT and self.act_format == INT
+        """Weights and the input both quantised as integers with scales known before run time
+        (what an int32 bias and the integer tensors handed on between layers need; a dynamic
+        input's scale exists only at run time, so its layer keeps a float bias)."""
+        return self.weight_bits is not None and self.act_bits is not None and self.weight_format == INT and self.act_format == INT and not self.dynamic
 
 
 def _bits(v):
@@ -338,8 +374,8 @@ def resolve(spec: QuantSpec, layers: dict[str, tuple[str, bool]], unsupported: d
     resolved = {}
     for name in names:
         w, a, g, s = spec.weight_bits, spec.act_bits, spec.weight_granularity, spec.scale_type
-        wf, af = spec.weight_format, spec.act_format
-        where = {"weight": "the spec's defaults", "act": "the spec's defaults"}
+        wf, af, mode = spec.weight_format, spec.act_format, spec.act_mode
+        where = {"weight": "the spec's defaults", "act": "the spec's defaults", "mode": "the spec's defaults"}
         for sel in ordered:
             if name in matches[sel]:
                 o = spec.layers[sel]
@@ -357,6 +393,8 @@ def resolve(spec: QuantSpec, layers: dict[str, tuple[str, bool]], unsupported: d
                         a = bits if bits is not None else a
                 g = o.weight_granularity or g
                 s = o.scale_type or s
+                if o.act_mode is not None:
+                    mode, where["mode"] = o.act_mode, f"layers.{sel}"
         for what, fmt_name, bits in (("weight", wf, w), ("act", af, a)):
             fmt = get_format(fmt_name)
             if bits == FLOAT or fmt.fixed_bits is None:
@@ -367,7 +405,15 @@ def resolve(spec: QuantSpec, layers: dict[str, tuple[str, bool]], unsupported: d
                                 f"name {what}_format 'int' beside {what}_bits {bits} in the override")
             if bits != FLOAT and s not in fmt.scale_types:
                 raise SpecError(f"layers.{name}: scale_type {s!r} does not apply to {what}_format {fmt_name!r}; it takes scale_type {', '.join(fmt.scale_types)}")
-        resolved[name] = LayerQuant(_bits(w), _bits(a), g, s, INT if w == FLOAT else wf, INT if a == FLOAT else af)
+        if mode == DYNAMIC and a != FLOAT:
+            problem = dynamic_act_problem(a, af, s)
+            if layers[name][0] != "Linear":
+                problem = (f"applies to Linear layers only (onnxruntime runs dynamic activations as MatMulInteger); {name} is a {layers[name][0]}: "
+                           "select the Linear layers, e.g. layers: {'type:Linear': {act_mode: dynamic}}")
+            if problem:
+                raise SpecError(f"layers.{name}.act_mode is 'dynamic' (from {where['mode']}), which {problem}")
+        resolved[name] = LayerQuant(_bits(w), _bits(a), g, s, INT if w == FLOAT else wf, INT if a == FLOAT else af,
+                                    DYNAMIC if mode == DYNAMIC and a != FLOAT else STATIC)
     return resolved
 
 
@@ -388,7 +434,7 @@ def without_embedding_selectors(spec: QuantSpec, embeddings) -> QuantSpec:
 
 
 def _check_embedding_override(sel: str, o: LayerSettings) -> None:
-    for field in ("act_bits", "act_format"):
+    for field in ("act_bits", "act_format", "act_mode"):
         if getattr(o, field) is not None:
             raise SpecError(f"layers.{sel}.{field}: an embedding table reads no activation to quantise; set weight_bits (2-8 or 'float') and scale_type only")
     if o.weight_granularity not in (None, "per_channel"):

@@ -327,14 +327,14 @@ LAYER_OPS = ("Conv", "Gemm", "MatMul")
 def quantised_layer_nodes(model: onnx.ModelProto) -> list[str]:
     """Names of the Conv / Gemm / MatMul nodes of a QCDQ graph whose weight is a quantised
     constant (read through DequantizeLinear, possibly behind a Transpose), and the ConvInteger
-    nodes the export wrote for convolutions with float outputs: the layers that should run as
-    integer kernels."""
+    nodes the export wrote for convolutions with float outputs and MatMulInteger nodes for layers
+    with dynamic activations: the layers that should run as integer kernels."""
     graph = model.graph
     producer = {o: n for n in graph.node for o in n.output}
     consts = {i.name for i in graph.initializer} | {n.output[0] for n in graph.node if n.op_type == "Constant"}
     names = []
     for node in graph.node:
-        if node.op_type == "ConvInteger":
+        if node.op_type in ("ConvInteger", "MatMulInteger"):
             names.append(node.name)
         if node.op_type not in LAYER_OPS or len(node.input) < 2:
             continue
