@@ -1,7 +1,7 @@
 """How closely onnxruntime runs the workbench's W8A8 export of a transformer encoder, against the
 Brevitas simulation (issue 15: within 0.5% relative error).
 
-For ``hf-bert`` and a MiniLM-size mean-pooled sentence encoder (hidden 384, 12 heads, token ids with
+For ``hf-bert``, ``hf-minilm-embed`` (settled weights, the shipped text) and a MiniLM-size mean-pooled sentence encoder (hidden 384, 12 heads, token ids with
 padding, the attention mask in the input) at ``--layers`` layers: W8A8 quantisation (calibrated on
 the task's calibration split), :func:`workbench.export.export_qcdq`, then on the eval inputs
 ``||ort - sim|| / ||sim||`` with onnxruntime's graph optimisations off and at its default level,
@@ -83,6 +83,10 @@ def main() -> None:
         model = wb.load_or_train_baseline(task, progress=False)
         for mode in ("static", "dynamic"):
             print(measure(f"hf-bert ({args.layers} layers)", task, model, Path(tmp), mode), flush=True)
+        task = wb.create_task("hf-minilm-embed", layers=args.layers).small(32, 32, 32)
+        model = wb.load_or_train_baseline(task, progress=False)
+        for mode in ("static", "dynamic"):
+            print(measure(f"hf-minilm-embed ({args.layers} layers, settled weights)", task, model, Path(tmp), mode), flush=True)
         task, model = mean_pooled(args.layers)
         for mode in ("static", "dynamic"):
             print(measure(f"mean-pooled encoder (hidden 384, {args.layers} layers)", task, model, Path(tmp), mode), flush=True)
