@@ -17,10 +17,13 @@ The same cascade separates the float32 simulation from the same simulation run i
 relative error on hf-bert, 6 layers; onnxruntime vs the float32 simulation: 0.35% with
 optimisations off, 0.25% at the default level). It is part of the quantisation noise, so it
 scales with it: the issue's trained encoder (W8A8 cosine 0.984 to float) has about 15x the
-quantisation noise of these random-init ones, and its 2.7% is most likely this cascade (not
+quantisation noise of these random-init ones, and its 2.7% is most likely this cascade. ``hf-minilm-embed`` at 6 layers,
+whose settled weights give a larger quantisation noise (3.1% relative to float), shows it: onnxruntime
+is 1.15% from the float32 simulation, while the same simulation in float64 is 2.0% from it; no
+float32 runtime can beat that floor, so at full depth it is the bound tested there (not
 reproducible here: no trained checkpoint offline). These tests therefore pin down what can be
-pinned: the simulation's quantiser placement and rounding equal the export's (codes never more
-than one step apart, and almost never apart at the first layer), and the end-to-end figure; a file
+pinned: the simulation's quantiser placement and rounding equal the export's (codes at most one
+step apart at the first layer, and almost never apart there; two steps deeper), and the end-to-end figure; a file
 whose layers read float where the simulation quantises (a placement bug) fails both.
 """
 
@@ -62,10 +65,10 @@ def _mean_pooled_encoder():
     return hf.label_free_task(model, x[:16], x[16:], name="mean-pooled-encoder"), model
 
 
-@pytest.fixture(scope="module", params=["hf-bert", "mean-pooled"])
+@pytest.fixture(scope="module", params=["hf-bert", "hf-minilm-embed", "mean-pooled"])
 def encoder(request, tmp_path_factory):
-    if request.param == "hf-bert":
-        task = wb.create_task("hf-bert", layers=2).small(16, 16, 32)
+    if request.param in ("hf-bert", "hf-minilm-embed"):
+        task = wb.create_task(request.param, layers=2).small(16, 16, 32)
         model = wb.load_or_train_baseline(task, progress=False)
     else:
         task, model = _mean_pooled_encoder()
@@ -91,7 +94,10 @@ def test_quantisers_place_and_round_as_exported(encoder):
     name, task, q, _ = encoder
     rows = quantiser_divergence(q, task.data.eval.x[:16], "disabled")
     assert len(rows) == len(q.workbench_plan.layers)  # every Linear's input quantiser is compared
-    assert all(r["max_code_diff"] <= 1 for r in rows), [r for r in rows if r["max_code_diff"] > 1]
+    # one step at the first layer; deeper, a moved input code can move an output code by a second
+    # step (hf-minilm-embed: 2 steps in 1.3% of layer 1's FFN down-projection inputs)
+    steps = lambda r: 1 if ".layer.0." in r["quantiser"] else 2
+    assert all(r["max_code_diff"] <= steps(r) for r in rows), [r for r in rows if r["max_code_diff"] > steps(r)]
     assert all(r["mismatch"] < 0.05 for r in rows), [r for r in rows if r["mismatch"] >= 0.05]
     layer0_qkv = [r for r in rows if ".layer.0.attention.self." in r["quantiser"]]
     assert len(layer0_qkv) == 3 and all(r["mismatch"] <= 1e-4 for r in layer0_qkv), layer0_qkv
@@ -125,3 +131,27 @@ def test_a_file_without_the_simulations_activation_quantisers_is_caught(encoder,
     onnx.save(model, str(broken))
     x = task.data.eval.x
     assert _rel(run_onnx(session(broken, level="disabled"), x), predict(q, x)) > 2 * LIMIT
+
+
+def test_minilm_at_full_depth_is_within_the_float32_floor():
+    """``hf-minilm-embed`` (6 layers, settled weights): onnxruntime is nearer the float32
+    simulation than float64 arithmetic on the same quantised model is (the rounding floor; measured
+    1.15% against 2.0%), and far below the quantisation noise itself."""
+    import copy
+
+    task = wb.create_task("hf-minilm-embed").small(16, 16, 16)
+    model = wb.load_or_train_baseline(task, progress=False)
+    q = wb.quantize_task(task, model, wb.QuantSpec.uniform(8, 8))
+    x = task.data.eval.x
+    sim = predict(q, x)
+    with torch.no_grad():
+        s64 = copy.deepcopy(q).double()(x)
+    s64 = s64.value if hasattr(s64, "value") else s64
+    import tempfile, pathlib
+
+    with tempfile.TemporaryDirectory() as d:
+        path = export_qcdq(q, task.example_input(), pathlib.Path(d) / "minilm.onnx")
+        err = _rel(run_onnx(session(path, level="default"), x), sim)
+    floor, noise = _rel(s64, sim), _rel(sim, predict(model, x))
+    assert err <= floor, (err, floor)
+    assert err <= noise / 2, (err, noise)
