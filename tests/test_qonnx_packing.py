@@ -167,3 +167,78 @@ def test_packing_report_names_convinteger_layers_by_their_weights(tmp_path):
     for layer, kind in (("stem", stored[(8, 3, 3, 3)]), ("body.conv", stored[(8, 8, 3, 3)]), ("head", "int4")):
         expected.setdefault(kind, []).append(layer)
     assert {k: sorted(v) for k, v in packing.items()} == {k: sorted(v) for k, v in expected.items()}
+
+
+# ------------------------------------------------------------------ the pack option: API, CLI, recipes
+
+
+def test_run_job_pack_reaches_both_exporters_and_the_summary(digits, tmp_path):
+    task, model = digits
+    sizes = {}
+    for pack in ("int4", "none"):
+        s = wb.run_job(task, {"w4a8": wb.QuantSpec.uniform(4, 8)}, tmp_path / pack, float_model=model, progress=False, latency_runs=5,
+                       weight_encoding="u8", pack=pack, ptq=wb.PTQConfig(calib_samples=64))
+        layers = ["features.0", "features.3", "features.7", "classifier"]
+        assert s["pack"] == pack and s["variants"]["w4a8"]["pack"] == pack
+        assert s["packing"] == {"int4" if pack == "int4" else "int8": layers}
+        assert s["qonnx_packing"] == {"int4" if pack == "int4" else "float": layers}
+        assert s["qonnx_file_bytes"] == (tmp_path / pack / "model.qonnx.onnx").stat().st_size and s["variants"]["w4a8"]["qonnx_agreement"] == 1.0
+        sizes[pack] = (s["onnx_file_bytes"], s["qonnx_file_bytes"])
+    assert sizes["int4"][0] < 0.75 * sizes["none"][0] and sizes["int4"][1] < 0.35 * sizes["none"][1]
+    with pytest.raises(wb.ExportError, match=r"^pack 'int2'"):
+        wb.run_job(task, {"w4a8": wb.QuantSpec.uniform(4, 8)}, tmp_path / "bad", float_model=model, progress=False, pack="int2")
+    assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("command", ["quantize", "demo"])
+def test_the_cli_rejects_a_bad_pack_in_one_line_before_any_folder(tmp_path, command):
+    from typer.testing import CliRunner
+
+    from workbench.cli import app
+
+    args = [command, *(["digits-cnn"] if command == "quantize" else []), "--pack", "int2", "--out", str(tmp_path / "out")]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 2
+    assert res.output.strip().splitlines() == ["error: pack 'int2': weights of at most 4 bits are stored two a byte or not at all; "
+                                               "expected one of True, False, 'int4', 'none'"]
+    assert not (tmp_path / "out").exists()
+
+
+def test_recipe_pack_round_trips_and_old_recipes_are_unchanged():
+    import yaml
+
+    from workbench.recipe import RecipeError, parse_recipe
+
+    old = parse_recipe({"task": {"name": "digits-cnn"}, "export": {"formats": ["qcdq"], "weight_encoding": "u8"}})
+    assert old.export.pack is None and "pack" not in old.to_yaml()
+    assert parse_recipe(yaml.safe_load(old.to_yaml())).to_yaml() == old.to_yaml()
+    for value in ("none", "int4", False):
+        r = parse_recipe({"task": {"name": "digits-cnn"}, "export": {"pack": value}})
+        assert f"pack: {str(value).lower()}\n" in r.to_yaml() and parse_recipe(yaml.safe_load(r.to_yaml())) == r
+    with pytest.raises(RecipeError, match=r"^export\.pack: expected int4 \(weights of at most 4 bits two a byte\), none, true or false; got 'int2'$"):
+        parse_recipe({"task": {"name": "digits-cnn"}, "export": {"pack": "int2"}})
+
+
+def test_promote_copies_the_target_encoding_and_apply_uses_it(digits, tmp_path):
+    """A point explored for a target whose profile says ``weight_encoding: s8`` is rebuilt by
+    ``apply`` with s8 weights (and the recipe's ``pack``), not the recipe default u8."""
+    import json
+
+    from workbench.recipe import promote
+
+    task, _ = digits
+    target = tmp_path / "vnni-box.yaml"
+    target.write_text("name: vnni-box\nweight_bits: [4, 8]\nact_bits: [8]\nweight_encoding: s8\n")
+    row = {"bits": json.dumps({"features.0": 8, "features.3": 4, "features.7": 4, "classifier": 8}), "measured_metric": 0.9}
+    assert promote(task, row).export.weight_encoding == "u8"  # no target: the recipe default
+    assert promote(task, row, target="cpu-int8-ort").export.weight_encoding == "auto"  # what that profile says
+    assert promote(task, row, target=str(target), weight_encoding="u8").export.weight_encoding == "u8"  # asked for
+    recipe = promote(task, row, target=str(target), name="vnni", formats=("qcdq", "qonnx"), pack="none", tolerance=1.0)
+    assert recipe.export.weight_encoding == "s8" and recipe.export.pack == "none"
+    path = tmp_path / "vnni.yaml"
+    path.write_text(recipe.to_yaml())
+    summary, failed = wb.apply_recipe(path, tmp_path / "out", progress=False, latency_runs=5)
+    assert summary["weight_encoding"] == "s8" and summary["pack"] == "none"
+    types = {i.data_type for i in onnx.load(str(tmp_path / "out" / "model.onnx")).graph.initializer}
+    assert onnx.TensorProto.INT8 in types and onnx.TensorProto.UINT4 not in types and onnx.TensorProto.INT4 not in types  # s8, unpacked
+    assert summary["qonnx_packing"] == {"float": ["features.0", "features.3", "features.7", "classifier"]}
