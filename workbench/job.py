@@ -98,7 +98,8 @@ def run_job(task, variants: dict[str, QuantSpec | dict], out_dir: str | Path | R
                 "latency_ms_p99_quant": primary.get("latency_ms_p99_quant"),
                 **{k: primary.get(k) for k in ("latency_method", "weight_encoding", "cpu_vnni", "pack")},
                 **{k: primary.get(k) for k in ("onnx_weight_bytes_packed", "onnx_float_bytes", "packing")},  # file bytes by what they hold
-                **{k: primary[k] for k in ("qonnx_file_bytes", "qonnx_weight_bytes_packed", "qonnx_int8_bytes", "qonnx_float_bytes", "qonnx_packing") if k in primary},
+                **{k: primary[k] for k in ("qonnx_file_bytes", "qonnx_weight_bytes_packed", "qonnx_int8_bytes", "qonnx_int16_bytes", "qonnx_float_bytes",
+                                        "qonnx_graph_bytes", "qonnx_packing") if k in primary},
                 "primary_variant": next(iter(variants_out)),
                 "ptq": ptq.to_dict(),
                 "variants": variants_out,
