@@ -89,15 +89,16 @@ def test_file_bytes_follow_the_bits(digits, qonnx_files):
     W8A8 holds its weights in 14,288 bytes, W4A8 in 7,144."""
     sizes = {name: (packed.stat().st_size, plain.stat().st_size) for name, (_, packed, plain) in qonnx_files.items()}
     assert sizes["w8a8"][0] < 0.4 * sizes["w8a8"][1]
-    assert sizes["w4a8"][0] < 0.85 * sizes["w8a8"][0]
+    assert sizes["w4a8"][0] < 0.75 * sizes["w8a8"][0]
     s4 = qonnx_storage(qonnx_files["w4a8"][1], qonnx_files["w4a8"][0])
     s8 = qonnx_storage(qonnx_files["w8a8"][1], qonnx_files["w8a8"][0])
     assert (s4["qonnx_weight_bytes_packed"], s4["qonnx_int8_bytes"]) == (7144, 0) and (s8["qonnx_weight_bytes_packed"], s8["qonnx_int8_bytes"]) == (0, 14288)
 
 
-def test_ic_resnet8_w4a8_qonnx_is_at_most_0_7_of_w8a8(tmp_path):
-    """On ic-resnet8 (77,360 weights) W4A8 is 0.68x W8A8 (70.6 kB vs 104 kB; 315 kB as float ONNX):
-    about 24 kB of each file is graph, scales and biases that do not shrink with the bits."""
+def test_ic_resnet8_w4a8_qonnx_is_at_most_0_65_of_w8a8(tmp_path):
+    """On ic-resnet8 (77,360 weights) W4A8 is 0.64x W8A8 (62.1 kB vs 97.3 kB; 315 kB as float ONNX):
+    about 20 kB of each file is graph, shapes, annotations, scales and biases, which do not shrink
+    with the bits, so 0.6 is out of reach here."""
     task = wb.create_task("ic-resnet8").small(256, 64, 128)
     model = wb.load_or_train_baseline(task, progress=False)
     files = {}
@@ -105,7 +106,7 @@ def test_ic_resnet8_w4a8_qonnx_is_at_most_0_7_of_w8a8(tmp_path):
         q = wb.quantize_task(task, model, wb.QuantSpec.uniform(bits, 8), wb.PTQConfig(calib_samples=32))
         files[name] = (q, wb.export_qonnx(q, task.example_input(), tmp_path / f"{name}.qonnx.onnx"))
     ratio = files["w4a8"][1].stat().st_size / files["w8a8"][1].stat().st_size
-    assert ratio <= 0.7, ratio
+    assert ratio <= 0.65, ratio
     q, path = files["w4a8"]
     res = wb.verify_qonnx(path, q, task, n=4)
     assert res["qonnx_agreement"] == 1.0 and res["qonnx_packing"] == {"int4": list(q.workbench_plan.layers)}

@@ -192,8 +192,9 @@ def export_qonnx(qmodel: nn.Module, example_input: torch.Tensor, path: str | os.
     ``pack=True`` (``"int4"``, the default) stores integer weights as integers at their bit width
     (:func:`pack_qonnx_weights`: 2-4 bits two a byte, 5-8 bits int8, 9-16 bits int16) in front of
     the same Quant nodes: qonnx executes the file bit for bit as before, and qonnx's cleanup
-    (FoldConstants) gives back float weight initialisers for FINN / hls4ml. ``pack=False``
-    (``"none"``) writes Brevitas's float weights, as before. A bad ``pack`` is a one-line
+    (FoldConstants) gives back float weight initialisers for FINN / hls4ml; tensor names are
+    shortened (:func:`compact_qonnx_names`; cleanup's GiveReadableTensorNames names them again).
+    ``pack=False`` (``"none"``) writes Brevitas's float weights and names, as before. A bad ``pack`` is a one-line
     ExportError before any file is written."""
     from brevitas.export import export_qonnx as _export
     from qonnx.util.cleanup import cleanup
@@ -206,6 +207,7 @@ def export_qonnx(qmodel: nn.Module, example_input: torch.Tensor, path: str | os.
         if mode != "none":
             model = onnx.load(tmp)
             pack_qonnx_weights(model, mode)
+            compact_qonnx_names(model)
             onnx.save(model, tmp)
     return Path(path)
 
@@ -958,3 +960,30 @@ def pack_qonnx_weights(model: onnx.ModelProto, pack: bool | str = True) -> dict[
     for vi in [v for v in graph.value_info if v.name not in used]:
         graph.value_info.remove(vi)
     return counts
+
+
+def compact_qonnx_names(model: onnx.ModelProto) -> None:
+    """Shorten a QONNX graph's internal tensor names to ``t0``, ``t1``, ... in node order (in
+    nodes, initialisers, shapes and qonnx's datatype annotations), as :func:`compact_graph` does
+    for QCDQ: about 8 kB of a ResNet-8 file. Node names, which hls4ml names its layers after, and
+    the graph's input and output names stay."""
+    graph = model.graph
+    keep = {v.name for v in graph.input} | {v.name for v in graph.output}
+    names: dict[str, str] = {}
+
+    def short(name: str) -> str:
+        if not name or name in keep:
+            return name
+        if name not in names:
+            names[name] = f"t{len(names)}"
+        return names[name]
+
+    for node in graph.node:
+        node.input[:] = [short(i) for i in node.input]
+        node.output[:] = [short(o) for o in node.output]
+    for init in graph.initializer:
+        init.name = short(init.name)
+    for vi in graph.value_info:
+        vi.name = short(vi.name)
+    for qa in graph.quantization_annotation:
+        qa.tensor_name = short(qa.tensor_name)
