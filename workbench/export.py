@@ -194,8 +194,8 @@ def export_qonnx(qmodel: nn.Module, example_input: torch.Tensor, path: str | os.
     the same Quant nodes: qonnx executes the file bit for bit as before, and qonnx's cleanup
     (FoldConstants) gives back float weight initialisers for FINN / hls4ml; tensor names are
     shortened (:func:`compact_qonnx_names`; cleanup's GiveReadableTensorNames names them again).
-    ``pack=False`` (``"none"``) writes Brevitas's float weights and names, as before. A bad ``pack`` is a one-line
-    ExportError before any file is written."""
+    ``pack=False`` (``"none"``) writes Brevitas's float weights and names, as before. A bad
+    ``pack`` is a one-line ExportError before any file is written."""
     from brevitas.export import export_qonnx as _export
     from qonnx.util.cleanup import cleanup
 
@@ -825,7 +825,6 @@ def conv_integer_for_float_outputs(model: onnx.ModelProto) -> int:
 # two a byte into a uint8 initialiser and unpacked with BitShift / BitwiseAnd (opset 18).
 
 QONNX_PACK_OPSET = 18  # BitwiseAnd
-QONNX_QUANT_DOMAIN = "qonnx.custom_op.general"
 
 
 def resolve_pack(pack: bool | str) -> str:

@@ -282,7 +282,10 @@ def onnx_storage(path: str | os.PathLike, qmodel: torch.nn.Module | None = None)
     points), ``onnx_int32_bytes`` (quantised biases), ``onnx_float_bytes`` (float initialisers:
     scales, float layers' weights and biases), ``onnx_graph_bytes`` (the rest of the file: nodes,
     names) and ``packing``: ``{"int4": [...], "int8": [...], <format>: [...], "float": [...]}``,
-    which layers' weights the file stores how (from ``qmodel``'s plan; None without one)."""
+    which layers' weights the file stores how: each integer layer of ``qmodel``'s plan is found
+    in the file by its weight integers (:func:`match_layer_weights`; ``unmatched`` if it is not
+    found), minifloat layers are listed under their format, unquantised ones under ``float``
+    (None without a plan)."""
     model = onnx.load(str(path))
     tensors = list(model.graph.initializer) + [a.t for n in model.graph.node if n.op_type == "Constant" for a in n.attribute if a.HasField("t")]
     out = {"onnx_weight_bytes_packed": 0, "onnx_int8_bytes": 0, "onnx_int32_bytes": 0, "onnx_float_bytes": 0}
@@ -343,7 +346,7 @@ def layer_weight_integers(qmodel: torch.nn.Module) -> dict[str, np.ndarray]:
         try:
             with torch.no_grad():
                 out[name] = modules[name].quant_weight().int().detach().cpu().numpy().astype(np.int64)
-        except Exception:  # a layer Brevitas gives no integer view of: left unmatched
+        except (AttributeError, RuntimeError, TypeError, ValueError):  # a layer Brevitas gives no integer view of: left unmatched
             continue
     return out
 
