@@ -360,12 +360,16 @@ def match_layer_weights(qmodel: torch.nn.Module, tensors: dict[str, np.ndarray])
     export's own). Each tensor serves one layer, first come first served in the model's layer order."""
     layers = layer_weight_integers(qmodel)
     taken: set[str] = set()
+    wide: dict[str, np.ndarray] = {}  # int64 copies, made once, of the tensors whose shape fits a layer
     out = {}
     for layer, ints in layers.items():
         for name, t in tensors.items():
-            if name in taken:
+            shape = tuple(np.shape(t))
+            if name in taken or (shape != ints.shape and shape[::-1] != ints.shape):
                 continue
-            t = np.asarray(t).astype(np.int64)
+            if name not in wide:
+                wide[name] = np.asarray(t).astype(np.int64)
+            t = wide[name]
             for cand in (t, t.T if t.ndim == 2 else None):
                 if cand is None or cand.shape != ints.shape:
                     continue
