@@ -139,6 +139,8 @@ def _echo_table(df) -> None:
     typer.echo(df.where(df.notna(), "-").to_string(index=False))
 
 
+PACK_HELP = ("weight storage: int4 (weights of at most 4 bits two a byte in QCDQ; QONNX weights as integers at their bit width) "
+             "or none (int8 containers in QCDQ, float weights in QONNX); default int4")
 WEIGHT_ENCODING_HELP = "int8 weight storage in the QCDQ file: u8 (exact on every CPU), s8 (faster with VNNI or on ARM) or auto (probe this CPU: s8 with VNNI or ARM, else u8); default auto"
 
 
@@ -146,15 +148,19 @@ WEIGHT_ENCODING_HELP = "int8 weight storage in the QCDQ file: u8 (exact on every
 def demo(out: Optional[Path] = typer.Option(None, help="output directory (default: runs/demo-<time>)"),
          latency_runs: int = typer.Option(200, min=10, help="timed runs per latency measurement"),
          weight_encoding: Optional[str] = typer.Option(None, help=WEIGHT_ENCODING_HELP),
+         pack: str = typer.Option("int4", help=PACK_HELP),
          overwrite: bool = typer.Option(False, help=OVERWRITE_HELP)) -> None:
     """The main job: digits-cnn float baseline, W8A8 and W4A8 PTQ, export and verification."""
     _quiet_libraries()
     from .errors import WorkbenchError
+    from .export import resolve_pack
     from .job import run_demo
 
     out = out or _default_out("demo")
     try:
-        summary = run_demo(out, latency_runs=latency_runs, overwrite=overwrite, **({"weight_encoding": weight_encoding} if weight_encoding else {}))
+        resolve_pack(pack)  # a bad value fails before any folder
+        summary = run_demo(out, latency_runs=latency_runs, overwrite=overwrite, pack=pack,
+                           **({"weight_encoding": weight_encoding} if weight_encoding else {}))
     except WorkbenchError as exc:
         _fail(exc)
     _print_summary(summary, out)
@@ -188,10 +194,12 @@ def quantize(task: str = typer.Argument(..., help=TASK_HELP),
                                                          help="export format, repeatable (see `workbench.list_exporters()`; default: qcdq and qonnx; qcdq is required)"),
              qonnx: Optional[bool] = typer.Option(None, "--qonnx/--no-qonnx", help="deprecated alias: add / drop the qonnx format"),
              weight_encoding: str = typer.Option("auto", help=WEIGHT_ENCODING_HELP),
+             pack: str = typer.Option("int4", help=PACK_HELP),
              overwrite: bool = typer.Option(False, help=OVERWRITE_HELP)) -> None:
     """Quantise a task with a spec, export (QCDQ and QONNX by default, or each --format), verify, and report."""
     _quiet_libraries()
     from .errors import WorkbenchError
+    from .export import resolve_pack
     from .exporters import resolve_formats
     from .job import run_job
     from .pipeline import PTQConfig
@@ -200,10 +208,11 @@ def quantize(task: str = typer.Argument(..., help=TASK_HELP),
     out = out or _default_out(task)
     try:
         fmts = resolve_formats(formats or None, qonnx=qonnx)  # unknown names fail before any work
+        resolve_pack(pack)  # likewise a bad --pack
         t = resolve_task_arg(task, tuple(imports or ()))
         s = _load_spec(spec, weight_bits, act_bits)
         summary = run_job(t, {"spec": s}, out, ptq=PTQConfig(bias_correction=bias_correction, equalize_iters=equalize_iters), formats=fmts,
-                          weight_encoding=weight_encoding, overwrite=overwrite)
+                          weight_encoding=weight_encoding, overwrite=overwrite, pack=pack)
     except WorkbenchError as exc:
         _fail(exc)
     _print_summary(summary, out)

@@ -195,15 +195,29 @@ def export_qcdq(qmodel: nn.Module, example_input: torch.Tensor, path: str | os.P
     return Path(path)
 
 
-def export_qonnx(qmodel: nn.Module, example_input: torch.Tensor, path: str | os.PathLike) -> Path:
-    """QONNX (Quant nodes with arbitrary bit widths), cleaned up with qonnx, batch 1."""
+def export_qonnx(qmodel: nn.Module, example_input: torch.Tensor, path: str | os.PathLike, pack: bool | str = True) -> Path:
+    """QONNX (Quant nodes with arbitrary bit widths), cleaned up with qonnx, batch 1.
+
+    ``pack=True`` (``"int4"``, the default) stores integer weights as integers at their bit width
+    (:func:`pack_qonnx_weights`: 2-4 bits two a byte, 5-8 bits int8, 9-16 bits int16) in front of
+    the same Quant nodes: qonnx executes the file bit for bit as before, and qonnx's cleanup
+    (FoldConstants) gives back float weight initialisers for FINN / hls4ml; tensor names are
+    shortened (:func:`compact_qonnx_names`; cleanup's GiveReadableTensorNames names them again).
+    ``pack=False`` (``"none"``) writes Brevitas's float weights and names, as before. A bad
+    ``pack`` is a one-line ExportError before any file is written."""
     from brevitas.export import export_qonnx as _export
     from qonnx.util.cleanup import cleanup
 
+    mode = resolve_pack(pack)
     qmodel.eval()
     with _exporting(path, "QONNX") as tmp:
         _export(qmodel, args=example_input[:1], export_path=tmp, dynamo=False, **NAMES)
         cleanup(tmp, out_file=tmp)
+        if mode != "none":
+            model = onnx.load(tmp)
+            pack_qonnx_weights(model, mode)
+            compact_qonnx_names(model)
+            onnx.save(model, tmp)
     return Path(path)
 
 
@@ -1274,3 +1288,178 @@ def _dynamic_weight(graph: onnx.GraphProto, producer: dict, name: str, transpose
         return None
     zp = z.reshape(-1) if z.size > 1 else z.reshape(())
     return np.ascontiguousarray(w), zp.astype(w.dtype), s.astype(np.float32).reshape(-1) if s.size > 1 else s.astype(np.float32).reshape(())
+
+
+# ------------------------------------------------------------------------- packed QONNX weights
+# Brevitas's QONNX export stores every weight as a float initialiser read by a Quant node, so the
+# file is as big as the float model's. Here each such weight becomes its integers at their bit
+# width (computed exactly as qonnx's Quant computes them), dequantised by standard ONNX nodes in
+# front of the same Quant node: Quant(dequantised) gives back the same values bit for bit, so
+# qonnx's executor computes what it computed before, and qonnx's cleanup (FoldConstants) folds the
+# new nodes into a float initialiser again (the form FINN and hls4ml read). Sub-byte integers
+# cannot be INT4 tensors here: onnxruntime's Python API, through which qonnx executes standard
+# nodes one by one (and folds constants), neither takes nor returns INT4 arrays. They are packed
+# two a byte into a uint8 initialiser and unpacked with BitShift / BitwiseAnd (opset 18).
+
+QONNX_PACK_OPSET = 18  # BitwiseAnd
+
+
+def resolve_pack(pack: bool | str) -> str:
+    """``"int4"`` or ``"none"`` for a ``pack`` choice (True / ``"int4"``: weights of at most 4 bits
+    two a byte, every integer weight stored as an integer; False / ``"none"``: the exporters' own
+    storage: int8 containers in QCDQ, float weights in QONNX). Anything else is a one-line
+    :class:`ExportError`, raised before any file is written."""
+    if not isinstance(pack, (bool, str)) or pack not in PACK_MODES:
+        raise ExportError(f"pack {pack!r}: weights of at most 4 bits are stored two a byte or not at all; "
+                          f"expected one of True, False, 'int4', 'none'")
+    return PACK_MODES[pack]
+
+
+def _qonnx_integers(w: np.ndarray, scale: np.ndarray, zeropt: np.ndarray, bits: int, signed: bool, narrow: bool) -> np.ndarray:
+    """The integers qonnx's Quant computes for ``w`` (round half to even after clamping)."""
+    from qonnx.custom_op.general.quant import max_int, min_int
+
+    y = w / scale + zeropt
+    y = np.where(y > max_int(signed, narrow, bits), np.float32(max_int(signed, narrow, bits)), y)
+    y = np.where(y < min_int(signed, narrow, bits), np.float32(min_int(signed, narrow, bits)), y)
+    return np.round(y)
+
+
+def _qonnx_quant(x, scale, zeropt, bits, signed, narrow, rounding):
+    from qonnx.custom_op.general.quant import quant
+
+    return np.asarray(quant(x, scale, zeropt, bits, signed, narrow, rounding), dtype=np.float32)
+
+
+def pack_qonnx_weights(model: onnx.ModelProto, pack: bool | str = True) -> dict[str, int]:
+    """Store the float weight of every QONNX ``Quant`` node with a constant input, scale, zero point
+    and bit width of 2-16 bits as integers: 2-4 bits packed two a byte (a uint8 initialiser,
+    unpacked by BitwiseAnd / BitShift / Concat / Reshape; needs opset 18, else int8 containers),
+    5-8 bits as INT8 / UINT8, 9-16 bits as INT16 / UINT16; then ``Cast`` to float, ``Sub`` the
+    nibble offset and the zero point (each only when not 0) and ``Mul`` by the scale feed the same
+    Quant node. Each tensor is checked before it is replaced: the Quant node's output from the new
+    input must equal its output from the old one, bit for bit (else it stays float). With
+    ``pack="none"`` (False) nothing changes. Returns ``{"int4": n, "int8": n, "int16": n}``: the
+    tensors stored each way."""
+    counts = {"int4": 0, "int8": 0, "int16": 0}
+    if resolve_pack(pack) == "none":
+        return counts
+    graph = model.graph
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    nibbles = opset >= QONNX_PACK_OPSET
+    inits = {i.name: i for i in graph.initializer}
+    readers: dict[str, int] = {}
+    for n in graph.node:
+        for i in n.input:
+            readers[i] = readers.get(i, 0) + 1
+    new_nodes, new_inits, value_info = [], [], []
+    shared: dict[str, np.ndarray] = {}
+    U8, F32 = onnx.TensorProto.UINT8, onnx.TensorProto.FLOAT
+    for node in graph.node:
+        if node.op_type != "Quant" or len(node.input) < 4 or any(i not in inits for i in node.input[:4]) or readers.get(node.input[0]) != 1:
+            continue
+        w, scale, zeropt, bw = (numpy_helper.to_array(inits[i]) for i in node.input[:4])
+        if w.dtype != np.float32 or w.ndim < 1 or bw.size != 1 or float(bw) != int(bw) or not 2 <= int(bw) <= 16:
+            continue
+        bits = int(bw)
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        signed, narrow = bool(attrs.get("signed", 1)), bool(attrs.get("narrow", 0))
+        rounding = attrs.get("rounding_mode", b"ROUND")
+        rounding = rounding.decode() if isinstance(rounding, bytes) else str(rounding)
+        if rounding.upper() not in ("ROUND", "HALF_EVEN"):
+            continue
+        q = _qonnx_integers(w, scale, zeropt, bits, signed, narrow)
+        kind = "int4" if bits <= 4 and nibbles else "int8" if bits <= 8 else "int16"
+        base = node.name or node.output[0]  # new tensors: <Quant node>.<step>; new nodes unnamed (names are optional)
+        steps: list = []  # (node, output element type)
+        offset = 8 if kind == "int4" and signed else 0  # signed nibbles hold q + 8
+        if kind == "int4":
+            nib = (q.astype(np.int16) + offset).astype(np.uint8).reshape(-1)
+            half = (nib.size + 1) // 2
+            nib = np.concatenate([nib, np.zeros(2 * half - nib.size, np.uint8)])
+            stored = (nib[:half] | (nib[half:] << 4)).astype(np.uint8)  # low nibbles: the first half; high: the second
+            ints_name = f"{base}.q"
+            shape_name = "pack.shape_" + "x".join(map(str, w.shape))
+            shared.update({"pack.mask": np.array(15, np.uint8), "pack.shift": np.array(4, np.uint8), shape_name: np.array(w.shape, np.int64)})
+            steps += [(onnx.helper.make_node("BitwiseAnd", [ints_name, "pack.mask"], [f"{base}.lo"]), U8, [half]),
+                      (onnx.helper.make_node("BitShift", [ints_name, "pack.shift"], [f"{base}.hi"], direction="RIGHT"), U8, [half]),
+                      (onnx.helper.make_node("Concat", [f"{base}.lo", f"{base}.hi"], [f"{base}.n"], axis=0), U8, [2 * half])]
+            src = f"{base}.n"
+            if 2 * half != w.size:
+                size_name = f"pack.size_{w.size}"
+                shared.update({"pack.zero": np.array([0], np.int64), size_name: np.array([w.size], np.int64)})
+                steps.append((onnx.helper.make_node("Slice", [src, "pack.zero", size_name], [f"{base}.t"]), U8, [w.size]))
+                src = f"{base}.t"
+            steps.append((onnx.helper.make_node("Reshape", [src, shape_name], [f"{base}.r"]), U8, list(w.shape)))
+            src, ints = f"{base}.r", (q.astype(np.int16) + offset).astype(np.uint8)
+        else:
+            int_type = {("int8", True): np.int8, ("int8", False): np.uint8, ("int16", True): np.int16, ("int16", False): np.uint16}[kind, signed]
+            stored = ints = q.astype(int_type)
+            ints_name = src = f"{base}.q"
+        steps.append((onnx.helper.make_node("Cast", [src], [f"{base}.f"], to=F32), F32, list(w.shape)))
+        deq, cur = ints.astype(np.float32), f"{base}.f"
+        if offset:
+            shared["pack.offset8"] = np.array(offset, np.float32)
+            steps.append((onnx.helper.make_node("Sub", [cur, "pack.offset8"], [f"{base}.o"]), F32, list(w.shape)))
+            deq, cur = deq - np.float32(offset), f"{base}.o"
+        if np.any(zeropt != 0):
+            steps.append((onnx.helper.make_node("Sub", [cur, node.input[2]], [f"{base}.z"]), F32, list(w.shape)))
+            deq, cur = (deq - zeropt).astype(np.float32), f"{base}.z"
+        steps.append((onnx.helper.make_node("Mul", [cur, node.input[1]], [f"{base}.w"]), F32, list(w.shape)))
+        deq = (deq * scale).astype(np.float32)
+        if not np.array_equal(_qonnx_quant(deq, scale, zeropt, bw, signed, narrow, rounding), _qonnx_quant(w, scale, zeropt, bw, signed, narrow, rounding)):
+            continue  # the Quant node would not give back the same values: this weight stays float
+        new_inits.append(numpy_helper.from_array(stored, ints_name))
+        value_info.append(onnx.helper.make_tensor_value_info(ints_name, onnx.helper.np_dtype_to_tensor_dtype(stored.dtype), list(stored.shape)))
+        for step, elem, shape in steps:
+            value_info.append(onnx.helper.make_tensor_value_info(step.output[0], elem, shape))
+        node.input[0] = f"{base}.w"
+        new_nodes += [step for step, _, _ in steps]
+        counts[kind] += 1
+    if not new_nodes:
+        return counts
+    for name, value in shared.items():
+        new_inits.append(numpy_helper.from_array(value, name))
+        value_info.append(onnx.helper.make_tensor_value_info(name, onnx.helper.np_dtype_to_tensor_dtype(value.dtype), list(value.shape)))
+    graph.initializer.extend(new_inits)
+    graph.value_info.extend(value_info)  # qonnx executes a node only when every tensor it reads has a shape
+    known = {v.name for v in graph.value_info} | {v.name for v in graph.input}
+    for name in dict.fromkeys(i for n in new_nodes for i in n.input):  # the scales and zero points the new nodes read
+        if name not in known and name in inits:
+            graph.value_info.append(onnx.helper.make_tensor_value_info(name, inits[name].data_type, list(inits[name].dims)))
+            known.add(name)
+    nodes = new_nodes + list(graph.node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    prune_unused(model)
+    used = {i for n in graph.node for i in n.input} | {o for n in graph.node for o in n.output}
+    for vi in [v for v in graph.value_info if v.name not in used]:
+        graph.value_info.remove(vi)
+    return counts
+
+
+def compact_qonnx_names(model: onnx.ModelProto) -> None:
+    """Shorten a QONNX graph's internal tensor names to ``t0``, ``t1``, ... in node order (in
+    nodes, initialisers, shapes and qonnx's datatype annotations), as :func:`compact_graph` does
+    for QCDQ: about 8 kB of a ResNet-8 file. Node names, which hls4ml names its layers after, and
+    the graph's input and output names stay."""
+    graph = model.graph
+    keep = {v.name for v in graph.input} | {v.name for v in graph.output}
+    names: dict[str, str] = {}
+
+    def short(name: str) -> str:
+        if not name or name in keep:
+            return name
+        if name not in names:
+            names[name] = f"t{len(names)}"
+        return names[name]
+
+    for node in graph.node:
+        node.input[:] = [short(i) for i in node.input]
+        node.output[:] = [short(o) for o in node.output]
+    for init in graph.initializer:
+        init.name = short(init.name)
+    for vi in graph.value_info:
+        vi.name = short(vi.name)
+    for qa in graph.quantization_annotation:
+        qa.tensor_name = short(qa.tensor_name)

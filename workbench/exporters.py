@@ -197,15 +197,15 @@ class QCDQExporter(Exporter):
 @register_exporter
 class QONNXExporter(Exporter):
     name, suffix = "qonnx", ".qonnx.onnx"
-    carries = "integers of any width (Quant nodes), batch 1"
+    carries = "integers of any width (Quant nodes; weights stored as integers, at most 4 bits two a byte), batch 1"
     max_bits = None
     verified_by = "qonnx reference executor (first qonnx_samples eval samples)"
     description = "QONNX for FPGA flows (FINN, hls4ml)"
 
-    def export(self, qmodel, example, path, **options) -> Path:
+    def export(self, qmodel, example, path, pack: bool | str = True, **options) -> Path:
         from .export import export_qonnx
 
-        return export_qonnx(qmodel, example, path)
+        return export_qonnx(qmodel, example, path, pack=pack)
 
     def verify(self, path, qmodel, task, qonnx_samples: int = 64, **options) -> dict:
         from .verify import verify_qonnx

@@ -12,7 +12,7 @@ from . import __version__
 from .baseline import load_or_train_baseline
 from .determinism import fixed_threads
 from .evaluate import predict
-from .export import resolve_weight_encoding
+from .export import resolve_pack, resolve_weight_encoding
 from .exporters import DEFAULT_FORMATS, check_spec_formats, resolve_formats
 from .fileio import atomic_write_json, atomic_write_text, inside
 from .pipeline import PTQConfig, Timer, evaluate_quantized, export_and_verify, export_float_model, quantize_task
@@ -28,7 +28,7 @@ SUMMARY_KEYS = ("fp_metric", "quant_metric", "onnx_metric", "onnx_agreement", "m
 def run_job(task, variants: dict[str, QuantSpec | dict], out_dir: str | Path | RunDir, *, ptq: PTQConfig = PTQConfig(), formats=DEFAULT_FORMATS, qonnx: bool | None = None,
             latency_runs: int = 200, progress: bool = True, float_model: torch.nn.Module | None = None, weight_encoding: str | None = None,
             target=None, extra: dict | None = None, files: dict[str, str] | None = None, sections: list | None = None,
-            train=None, overwrite: bool = False) -> dict:
+            train=None, overwrite: bool = False, pack: bool | str = True) -> dict:
     """Run every variant; the first is the primary one (``model.onnx``, top-level summary keys).
 
     ``out_dir`` is a folder path or a :class:`~workbench.outdir.RunDir` checked earlier. Everything is
@@ -42,6 +42,8 @@ def run_job(task, variants: dict[str, QuantSpec | dict], out_dir: str | Path | R
     ``weight_encoding``: ``u8``, ``s8`` or ``auto`` (s8 where this CPU has VNNI or is ARM); None:
     the ``target`` profile's (a name, YAML file or :class:`~workbench.cost.TargetProfile`), else
     ``auto``. The summary records the choice (``weight_encoding``) and the probe (``cpu_vnni``).
+    ``pack``: True / ``"int4"`` (default: weights of at most 4 bits two a byte, QONNX weights as
+    integers) or False / ``"none"`` (int8 containers in QCDQ, float weights in QONNX); recorded as ``pack``.
     """
     if not variants:
         raise ValueError("run_job needs at least one variant spec")
@@ -51,6 +53,7 @@ def run_job(task, variants: dict[str, QuantSpec | dict], out_dir: str | Path | R
         profile = target if isinstance(target, TargetProfile) or target is None else load_target(target)
         weight_encoding = (profile.weight_encoding if profile is not None else None) or "auto"
     resolve_weight_encoding(weight_encoding, vnni=False)  # a bad value fails before any work
+    resolve_pack(pack)  # likewise
     formats = resolve_formats(formats, qonnx=qonnx)  # unknown names fail before any work
     specs = {name: QuantSpec.parse(spec) for name, spec in variants.items()}
     probe = float_model if float_model is not None else task.create_model()
@@ -79,7 +82,7 @@ def run_job(task, variants: dict[str, QuantSpec | dict], out_dir: str | Path | R
                 bar.set_postfix_str(f"{name}: export + verify")
                 stem = "model" if i == 0 else f"model_{name}"
                 ver = export_and_verify(task, qmodel, work, stem, formats=formats, float_onnx=fp_onnx, latency_runs=latency_runs, sim_outputs=ev["sim_outputs"], float_model=model, fp_outputs=fp_out,
-                                        weight_encoding=weight_encoding)
+                                        weight_encoding=weight_encoding, pack=pack)
                 bar.update()
                 layers[name] = ev.pop("layers")
                 ev.pop("sim_outputs")
@@ -93,8 +96,10 @@ def run_job(task, variants: dict[str, QuantSpec | dict], out_dir: str | Path | R
                 **{k: primary[k] for k in SUMMARY_KEYS},
                 "latency_ms_p99_fp": primary.get("latency_ms_p99_fp"),
                 "latency_ms_p99_quant": primary.get("latency_ms_p99_quant"),
-                **{k: primary.get(k) for k in ("latency_method", "weight_encoding", "cpu_vnni")},
+                **{k: primary.get(k) for k in ("latency_method", "weight_encoding", "cpu_vnni", "pack")},
                 **{k: primary.get(k) for k in ("onnx_weight_bytes_packed", "onnx_float_bytes", "packing")},  # file bytes by what they hold
+                **{k: primary[k] for k in ("qonnx_file_bytes", "qonnx_weight_bytes_packed", "qonnx_int8_bytes", "qonnx_int16_bytes", "qonnx_float_bytes",
+                                        "qonnx_graph_bytes", "qonnx_packing") if k in primary},
                 "primary_variant": next(iter(variants_out)),
                 "ptq": ptq.to_dict(),
                 "variants": variants_out,
@@ -135,6 +140,7 @@ def run_demo(out_dir: str | Path, progress: bool = True, budget_kib: float = 6.0
     from .sensitivity import SensitivityConfig, sensitivity
     from .tasks import create_task
 
+    resolve_pack(kwargs.get("pack", True))  # a bad value fails before any work
     run_dir = RunDir(out_dir, overwrite=overwrite, command="demo")  # checked before any work
     task = create_task(DEMO_TASK)
     with fixed_threads():
@@ -219,7 +225,7 @@ def apply_recipe(recipe_path: str | Path, out_dir: str | Path, progress: bool = 
 
     summary = run_job(task, {recipe.name: recipe.quantization}, run_dir, ptq=ptq, formats=formats,
                       latency_runs=latency_runs, progress=progress, float_model=model, weight_encoding=recipe.export.weight_encoding, extra=checks,
-                      train=train)
+                      train=train, pack=recipe.export.pack if recipe.export.pack is not None else True)
     assert summary["onnx_sha256"] == sha256_file(Path(out_dir) / "model.onnx")
     if tracker is not None:
         qat_history = summary.get("qat", {}).get("history", [])

@@ -16,7 +16,7 @@ from torch import nn
 from .describe import describe
 from .evaluate import predict
 from .errors import ExportError
-from .export import cpu_vnni, export_float, resolve_weight_encoding
+from .export import cpu_vnni, export_float, resolve_pack, resolve_weight_encoding
 from .exporters import DEFAULT_FORMATS, PRIMARY, get_exporter, resolve_formats
 from .fileio import inside, sha256_file
 from .metrics import output_agreement
@@ -93,7 +93,7 @@ def evaluate_quantized(task, float_model: nn.Module, qmodel: nn.Module, fp_outpu
 def export_and_verify(task, qmodel: nn.Module, out_dir: str | Path, stem: str = "model", *, formats=DEFAULT_FORMATS, qonnx: bool | None = None,
                       float_onnx: str | Path | None = None, latency_runs: int = 200, qonnx_samples: int = 64,
                       sim_outputs: torch.Tensor | None = None, weight_encoding: str = "auto", float_model: nn.Module | None = None,
-                      fp_outputs: torch.Tensor | None = None) -> dict:
+                      fp_outputs: torch.Tensor | None = None, pack: bool | str = True) -> dict:
     """Export ``qmodel`` in each of ``formats`` (names from :mod:`workbench.exporters`, default
     QCDQ and QONNX), verify each file against the simulation, and measure the QCDQ file's latency.
 
@@ -108,11 +108,15 @@ def export_and_verify(task, qmodel: nn.Module, out_dir: str | Path, stem: str = 
     ``<name>_unverified_reason``) where no runtime here runs the file.
     ``weight_encoding`` (``u8``, ``s8`` or ``auto``: s8 where this CPU has VNNI or is ARM) is
     resolved once; the result records it (``weight_encoding``) and the probe (``cpu_vnni``).
+    ``pack`` (True / ``"int4"``, the default: weights of at most 4 bits two a byte in QCDQ, integer
+    weights at their bit width in QONNX; False / ``"none"``: int8 containers in QCDQ, float weights
+    in QONNX) goes to every exporter; the result records it (``pack``).
     The float and QCDQ files' latencies are measured together (:func:`~workbench.verify.paired_latency`:
     one process, interleaved, onnxruntime's default level), described by ``latency_method``.
     """
     vnni = cpu_vnni()
     encoding = resolve_weight_encoding(weight_encoding, vnni=vnni)  # a bad value fails before any file is written
+    pack = resolve_pack(pack)  # likewise
     names = resolve_formats(formats, qonnx=qonnx)
     if float_onnx is not None and not Path(float_onnx).is_file():
         raise ExportError(f"float_onnx {str(float_onnx)!r} does not exist; pass the float model's ONNX file (export_float_model) or None")
@@ -123,8 +127,8 @@ def export_and_verify(task, qmodel: nn.Module, out_dir: str | Path, stem: str = 
             raise ExportError(f"export format {exporter.name!r} exports the float model: pass float_model= to export_and_verify")
     example = task.example_input()
     options = {"weight_encoding": encoding, "sim_outputs": sim_outputs, "qonnx_samples": qonnx_samples, "float_model": float_model,
-               "fp_outputs": fp_outputs, "float_onnx": float_onnx}
-    result: dict = {"weight_encoding": encoding, "cpu_vnni": vnni, "latency_method": None}  # first: the old keys keep their order
+               "fp_outputs": fp_outputs, "float_onnx": float_onnx, "pack": pack}
+    result: dict = {"weight_encoding": encoding, "cpu_vnni": vnni, "pack": pack, "latency_method": None}  # first: the old keys keep their order
     for exporter in exporters:
         path = exporter.export(qmodel, example, inside(out_dir, f"{stem}{exporter.suffix}"), **options)
         result.update(exporter.verify(path, qmodel, task, **options))

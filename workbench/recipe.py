@@ -18,7 +18,7 @@ Schema (``recipe_version: 1``)::
     pruning:                             # optional: pruned (and fine-tuned) before quantisation
       {method: structured, sparsity: 0.5, criterion: l1, finetune_epochs: 3}
     qat: {epochs: 5, lr: 0.0001, distill: true, temperature: 4.0, alpha: 0.7}   # optional: trained after PTQ
-    export: {formats: [qcdq, qonnx], weight_encoding: u8}
+    export: {formats: [qcdq, qonnx], weight_encoding: u8, pack: int4}   # pack: int4 (default) | none
     expected:                            # what apply checks; exits non-zero when outside
       quant_metric: {value: 0.99, tolerance: 0.01}
       onnx_agreement: {min: 0.99}
@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator, model_validator
 
 from .errors import SpecError, WorkbenchError
 from .options import format_error
@@ -102,6 +102,17 @@ class ExportSection(_Strict):
     # u8 by default, not auto: the same recipe must give the same file on every machine; "auto" is
     # allowed, and then the file depends on the exporting host's CPU (VNNI: s8, else u8)
     weight_encoding: Literal["u8", "s8", "auto"] = "u8"
+    # int4 (None, the default, means int4 too; left out of the YAML so older recipes reserialise
+    # byte for byte): weights of at most 4 bits two a byte, QONNX weights stored as integers; none:
+    # int8 containers in QCDQ, float weights in QONNX
+    pack: Literal["int4", "none"] | StrictBool | None = None
+
+    @field_validator("pack", mode="before")
+    @classmethod
+    def _pack(cls, v):
+        if v is not None and (not isinstance(v, (bool, str)) or v not in (True, False, "int4", "none")):
+            raise ValueError(f"expected int4 (weights of at most 4 bits two a byte), none, true or false; got {v!r}")
+        return v
 
     @field_validator("formats")
     @classmethod
@@ -181,6 +192,8 @@ class Recipe(_Strict):
         d["expected"] = {k: {kk: vv for kk, vv in e.items() if vv is not None} for k, e in d["expected"].items()}
         d["task"] = {k: v for k, v in d["task"].items() if v is not None}
         d["dataset"] = {k: v for k, v in d["dataset"].items() if v is not None}
+        if d["export"].get("pack") is None:
+            d["export"].pop("pack", None)
         return yaml.safe_dump(d, sort_keys=False)
 
 
@@ -311,9 +324,14 @@ def _short(v) -> str:
 
 
 def promote(task, candidate, *, target: str | None = None, act_bits: int = 8, name: str = "recipe", tolerance: float = 0.02,
-            base: QuantSpec | None = None, formats=("qcdq", "qonnx"), pruning: PruningSpec | dict | None = None) -> Recipe:
+            base: QuantSpec | None = None, formats=("qcdq", "qonnx"), pruning: PruningSpec | dict | None = None,
+            weight_encoding: str | None = None, pack: bool | str | None = None) -> Recipe:
     """A recipe for one evaluated candidate (a row with ``bits`` JSON and ``measured_metric``, and
-    the ``pruning`` JSON of a pruned-and-quantised point, or ``pruning=`` given here)."""
+    the ``pruning`` JSON of a pruned-and-quantised point, or ``pruning=`` given here).
+
+    ``weight_encoding``: the recipe's ``export.weight_encoding``; None: the ``target`` profile's
+    (so ``workbench apply`` exports as the exploration on that target did), else the recipe
+    default ``u8``. ``pack``: ``export.pack`` (None: the default, int4)."""
     import json
 
     from .search import assignment_spec
@@ -324,6 +342,15 @@ def promote(task, candidate, *, target: str | None = None, act_bits: int = 8, na
         pruning = json.loads(candidate["pruning"])
     from .tasks import list_tasks
 
+    if weight_encoding is None and target is not None:
+        from .cost import load_target
+
+        weight_encoding = load_target(target).weight_encoding
+    try:
+        export = ExportSection(formats=list(formats), **({"weight_encoding": weight_encoding} if weight_encoding is not None else {}),
+                               **({"pack": pack} if pack is not None else {}))
+    except ValidationError as exc:
+        raise RecipeError("export." + format_error(exc, ExportSection)) from None
     subset = None if task.subset is None else list(task.subset)
     if task.factory is not None:
         ref = TaskRef(factory=task.factory, seed=task.seed, epochs=task.train_epochs, subset=subset)
@@ -340,7 +367,7 @@ def promote(task, candidate, *, target: str | None = None, act_bits: int = 8, na
         target=target,
         quantization=spec,
         pruning=None if pruning is None else PruningSpec.parse(pruning),
-        export=ExportSection(formats=list(formats)),
+        export=export,
         expected={"quant_metric": Expectation(value=round(float(candidate["measured_metric"]), 6), tolerance=tolerance),
                   "onnx_agreement": Expectation(min=0.98)},
     )

@@ -68,6 +68,9 @@ def write_report(summary: dict, layers: dict[str, pd.DataFrame], sections: list[
             "ONNX file bytes (whole file)": v["onnx_file_bytes"], "of which 4-bit packed weights": v.get("onnx_weight_bytes_packed"),
             "of which int8 containers": v.get("onnx_int8_bytes"), "of which float (scales, float layers)": v.get("onnx_float_bytes"), "integer kernels": ", ".join(f"{k} x{c}" for k, c in v["int_kernels"].items()) or "none",
             "QONNX agreement": v.get("qonnx_agreement"),
+            **({"QONNX file bytes (whole file)": v["qonnx_file_bytes"],
+                "of which integer weights (QONNX)": sum(v.get(k) or 0 for k in ("qonnx_weight_bytes_packed", "qonnx_int8_bytes", "qonnx_int16_bytes"))}
+               if "qonnx_file_bytes" in v else {}),
         })
     fig_parts = iter(parts[3:])
     extra = "".join(f"<h2>{html.escape(title)}</h2>{next(fig_parts) if fig is not None else ''}{body}" for title, fig, body in sections)

@@ -227,6 +227,7 @@ def verify_qonnx(qonnx_path: str | os.PathLike, qmodel: torch.nn.Module, task, n
         "qonnx_max_abs_diff": cmp["max_abs_diff"],
         "qonnx_file_bytes": Path(qonnx_path).stat().st_size,
         "qonnx_quant_nodes": sum(1 for node in wrapper.graph.node if node.op_type in ("Quant", "BipolarQuant", "Trunc")),
+        **qonnx_storage(qonnx_path, qmodel),
     }
 
 
@@ -283,8 +284,11 @@ def onnx_storage(path: str | os.PathLike, qmodel: torch.nn.Module | None = None)
     points), ``onnx_int32_bytes`` (quantised biases), ``onnx_float_bytes`` (float initialisers:
     scales, float layers' weights and biases), ``onnx_graph_bytes`` (the rest of the file: nodes,
     names) and ``packing``: ``{"int4": [...], "int8": [...], <format>: [...], "float": [...]}``,
-    which layers' weights the file stores how (from ``qmodel``'s plan; None without one; embedding
-    tables included: int8 / int4 when quantised, float otherwise)."""
+    which layers' weights the file stores how: each integer layer of ``qmodel``'s plan is found
+    in the file by its weight integers (:func:`match_layer_weights`; ``unmatched`` if it is not
+    found), minifloat layers are listed under their format, unquantised ones under ``float``
+    (None without a plan); embedding tables are listed too: int8 / int4 when quantised, float
+    otherwise."""
     model = onnx.load(str(path))
     tensors = list(model.graph.initializer) + [a.t for n in model.graph.node if n.op_type == "Constant" for a in n.attribute if a.HasField("t")]
     out = {"onnx_weight_bytes_packed": 0, "onnx_int8_bytes": 0, "onnx_int32_bytes": 0, "onnx_float_bytes": 0}
@@ -294,16 +298,31 @@ def onnx_storage(path: str | os.PathLike, qmodel: torch.nn.Module | None = None)
         if key is not None:
             out[key] += _tensor_bytes(t)
     out["onnx_graph_bytes"] = Path(path).stat().st_size - sum(out.values())
-    out["packing"] = _packing(qmodel, packed=out["onnx_weight_bytes_packed"] > 0)
+    out["packing"] = _packing(qmodel, model)
     return out
 
 
-def _packing(qmodel, packed: bool) -> dict | None:
+def _packing(qmodel, model: onnx.ModelProto) -> dict | None:
+    """``{storage: [layers]}`` of a QCDQ file: each integer layer is found in the file by its
+    weight integers (:func:`match_layer_weights`), whatever the node names (ConvInteger layers,
+    Brevitas's short node names), and listed by how its tensor is stored (INT4/UINT4: ``int4``,
+    INT8/UINT8: ``int8``); minifloat layers under their format, unquantised ones under ``float``."""
+    from onnx import numpy_helper
+
+    tensors = {}
+    for t in model.graph.initializer:
+        if t.data_type in _PACKED | _INT8 and len(t.dims) >= 2:
+            tensors[t.name] = ("int4" if t.data_type in _PACKED else "int8", numpy_helper.to_array(t))
+    return _layers_by_storage(qmodel, tensors)
+
+
+def _layers_by_storage(qmodel, tensors: dict[str, tuple[str, np.ndarray]]) -> dict | None:
     from .formats import get_format
 
     plan = getattr(qmodel, "workbench_plan", None)
     if plan is None:
         return None
+    found = match_layer_weights(qmodel, {name: ints for name, (_, ints) in tensors.items()})
     out: dict[str, list[str]] = {}
     for name, lq in plan.layers.items():
         if lq.weight_bits is None:
@@ -311,13 +330,139 @@ def _packing(qmodel, packed: bool) -> dict | None:
         elif get_format(lq.weight_format).kind == "minifloat":
             key = lq.weight_format
         else:
-            key = "int4" if packed and lq.weight_bits <= 4 else "int8"
+            key = tensors[found[name]][0] if name in found else "unmatched"
         out.setdefault(key, []).append(name)
+    packed = any(kind == "int4" for kind, _ in tensors.values())
     for name, lq in getattr(plan, "embeddings", {}).items():  # quantised embedding tables (int storage, per-row scales)
         out.setdefault("int4" if packed and lq.weight_bits <= 4 else "int8", []).append(name)
     for name, kind in plan.unsupported.items():  # layers kept float (embedding tables not asked to be quantised)
         if kind == "Embedding":
             out.setdefault("float", []).append(name)
+    return out
+
+
+def layer_weight_integers(qmodel: torch.nn.Module) -> dict[str, np.ndarray]:
+    """``{layer: integer weights}`` (Brevitas's ``quant_weight().int()``, zero point included) of
+    the integer-quantised layers of a workbench-quantised model."""
+    from .formats import get_format
+
+    plan = getattr(qmodel, "workbench_plan", None)
+    modules = dict(qmodel.named_modules())
+    out = {}
+    for name, lq in (plan.layers.items() if plan is not None else ()):
+        if lq.weight_bits is None or get_format(lq.weight_format).kind == "minifloat" or name not in modules:
+            continue
+        try:
+            with torch.no_grad():
+                out[name] = modules[name].quant_weight().int().detach().cpu().numpy().astype(np.int64)
+        except (AttributeError, RuntimeError, TypeError, ValueError):  # a layer Brevitas gives no integer view of: left unmatched
+            continue
+    return out
+
+
+def match_layer_weights(qmodel: torch.nn.Module, tensors: dict[str, np.ndarray]) -> dict[str, str]:
+    """``{layer: tensor name}``: which of a file's integer tensors holds each layer's weights. A
+    tensor matches a layer when it has the layer's weight shape (or its transpose, for 2-D) and
+    differs from the layer's integers by one constant per output channel (the u8 encoding's +128,
+    a packed UINT4's zero point of 8, a per-channel zero point): node names are not used (Brevitas
+    names ONNX nodes after the last part of a module's path, and ConvInteger nodes are the
+    export's own). Each tensor serves one layer, first come first served in the model's layer order."""
+    layers = layer_weight_integers(qmodel)
+    taken: set[str] = set()
+    wide: dict[str, np.ndarray] = {}  # int64 copies, made once, of the tensors whose shape fits a layer
+    out = {}
+    for layer, ints in layers.items():
+        for name, t in tensors.items():
+            shape = tuple(np.shape(t))
+            if name in taken or (shape != ints.shape and shape[::-1] != ints.shape):
+                continue
+            if name not in wide:
+                wide[name] = np.asarray(t).astype(np.int64)
+            t = wide[name]
+            for cand in (t, t.T if t.ndim == 2 else None):
+                if cand is None or cand.shape != ints.shape:
+                    continue
+                d = (cand - ints).reshape(ints.shape[0], -1)
+                if (d == d[:, :1]).all():
+                    out[layer] = name
+                    taken.add(name)
+                    break
+            if layer in out:
+                break
+    return out
+
+
+def qonnx_storage(path: str | os.PathLike, qmodel: torch.nn.Module | None = None) -> dict:
+    """What a QONNX file's bytes hold: ``qonnx_weight_bytes_packed`` (integer weights of at most 4
+    bits, two a byte in uint8 initialisers unpacked in the graph), ``qonnx_int8_bytes`` /
+    ``qonnx_int16_bytes`` (integer weights in 8- / 16-bit initialisers), ``qonnx_float_bytes``
+    (float initialisers: scales, biases, float weights), ``qonnx_graph_bytes`` (the rest: nodes,
+    names, shapes) and ``qonnx_packing``: ``{"int4" | "int8" | "int16" | "float": [layers]}`` (layers
+    found by their weight integers: the Quant nodes' inputs are computed from the constants and
+    requantised as the Quant node does; None without ``qmodel``'s plan)."""
+    from onnx import numpy_helper
+    from onnx.reference import ReferenceEvaluator
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    producer = {o: n for n in graph.node for o in n.output}
+    storage: dict[str, str] = {}  # initialiser -> int4 / int8 / int16
+    for n in graph.node:
+        if n.op_type in ("BitwiseAnd", "BitShift") and n.input[0] in inits:
+            storage[n.input[0]] = "int4"
+    for name, t in inits.items():
+        if name not in storage and len(t.dims) >= 1:
+            if t.data_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8):
+                storage[name] = "int8"
+            elif t.data_type in (onnx.TensorProto.INT16, onnx.TensorProto.UINT16):
+                storage[name] = "int16"
+    out = {"qonnx_weight_bytes_packed": 0, "qonnx_int8_bytes": 0, "qonnx_int16_bytes": 0, "qonnx_float_bytes": 0}
+    for name, t in inits.items():
+        key = ({"int4": "qonnx_weight_bytes_packed", "int8": "qonnx_int8_bytes", "int16": "qonnx_int16_bytes"}.get(storage.get(name))
+               or ("qonnx_float_bytes" if t.data_type in _FLOATS else None))
+        if key is not None:
+            out[key] += _tensor_bytes(t)
+    out["qonnx_graph_bytes"] = Path(path).stat().st_size - sum(out.values())
+    # each weight Quant node: its input computed from the constants, its integers, and how they are stored
+    quants = [n for n in graph.node if n.op_type == "Quant" and all(i in inits for i in n.input[1:4])]
+    constant_nodes, known = [], set(inits)
+    for n in graph.node:
+        if n.domain in ("", "ai.onnx") and all(i in known for i in n.input if i):
+            constant_nodes.append(n)
+            known.update(n.output)
+    wanted = [q.input[0] for q in quants if q.input[0] in known]
+    values = {name: numpy_helper.to_array(inits[name]) for name in wanted if name in inits}
+    computed = [w for w in wanted if w not in inits]
+    if computed:
+        sub = onnx.helper.make_graph(constant_nodes, "weights", [], [onnx.helper.make_tensor_value_info(w, onnx.TensorProto.FLOAT, None) for w in computed],
+                                     initializer=list(graph.initializer))
+        sub_model = onnx.helper.make_model(sub, opset_imports=[o for o in model.opset_import if o.domain in ("", "ai.onnx")])
+        values.update(zip(computed, ReferenceEvaluator(sub_model).run(None, {})))
+    tensors = {}
+    for q in quants:
+        if q.input[0] not in values:
+            continue
+        from .export import _qonnx_integers
+
+        scale, zeropt, bw = (numpy_helper.to_array(inits[i]) for i in q.input[1:4])
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in q.attribute}
+        ints = _qonnx_integers(np.asarray(values[q.input[0]], np.float32), scale, zeropt, int(bw), bool(attrs.get("signed", 1)), bool(attrs.get("narrow", 0)))
+        src, seen = q.input[0], set()
+        stack = [src]
+        kinds = set()
+        while stack:  # the initialisers this weight is computed from
+            name = stack.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            if name in storage:
+                kinds.add(storage[name])
+            if name in producer:
+                stack.extend(producer[name].input)
+        kind = "int4" if "int4" in kinds else "int16" if "int16" in kinds else "int8" if "int8" in kinds else "float"
+        tensors[q.name or q.output[0]] = (kind, ints)
+    out["qonnx_packing"] = _layers_by_storage(qmodel, tensors)
     return out
 
 
