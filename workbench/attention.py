@@ -45,6 +45,11 @@ class AttentionQuant(nn.Module):
             signed = name != "probs"
             setattr(self, name, qnn.QuantIdentity(act_quant=act_quantizer(self.bits, signed, scale_type), return_quant_tensor=False))
 
+    def forward(self, which: str, x: torch.Tensor) -> torch.Tensor:
+        """``x`` through quantiser ``which`` (called through this module, so that exported node names
+        read ``.../<attention>/workbench_attention_quant/<which>/...``, as its state does)."""
+        return _value(getattr(self, which)(x))
+
 
 def _value(t):
     return t.value if hasattr(t, "value") else t
@@ -54,7 +59,7 @@ def quant_attention_forward(module: nn.Module, query: torch.Tensor, key: torch.T
                             scaling: float | None = None, dropout: float = 0.0, **kwargs):
     """transformers' eager attention with quantised matmul inputs (see the module docstring)."""
     aq = getattr(module, ATTRIBUTE, None)
-    quant = (lambda name, t: _value(getattr(aq, name)(t))) if aq is not None else (lambda name, t: t)
+    quant = aq if aq is not None else (lambda which, t: t)
     if scaling is None:
         scaling = query.size(-1) ** -0.5
     groups = getattr(module, "num_key_value_groups", 1) or 1
