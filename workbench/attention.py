@@ -9,6 +9,9 @@ Brevitas activation quantisers of an :class:`AttentionQuant` attached to each at
 scales, calibrated by the ordinary calibration pass and held in the model's state).
 :func:`quantize_attention` attaches them and switches the model's configs to this
 implementation; a module without its :class:`AttentionQuant` computes plain eager attention.
+Attention that does more than BERT-style eager attention (soft-capping, sliding windows,
+attention sinks: decoder LLMs) is refused in one line (:class:`UnsupportedLayerError`) when it
+first runs, never computed wrongly.
 
 Exported QCDQ, each matmul reads two ``QuantizeLinear -> DequantizeLinear`` pairs, which
 onnxruntime fuses into ``MatMulIntegerToFloat`` (or ``QLinearMatMul``).
@@ -26,9 +29,12 @@ import brevitas.nn as qnn
 import torch
 from torch import nn
 
+from .errors import UnsupportedLayerError
+
 IMPLEMENTATION = "workbench_quant_attention"
 ATTRIBUTE = "workbench_attention_quant"  # the AttentionQuant's name on each attention module
 QUANTISERS = ("query", "key", "probs", "value")
+_UNSUPPORTED = ("softcap", "sliding_window", "s_aux")  # attention arithmetic beyond eager BERT-style attention
 
 
 class AttentionQuant(nn.Module):
@@ -58,6 +64,10 @@ def _value(t):
 def quant_attention_forward(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask: torch.Tensor | None,
                             scaling: float | None = None, dropout: float = 0.0, **kwargs):
     """transformers' eager attention with quantised matmul inputs (see the module docstring)."""
+    unsupported = [k for k in _UNSUPPORTED if kwargs.get(k) is not None] + (["sinks"] if getattr(module, "sinks", None) is not None else [])
+    if unsupported:
+        raise UnsupportedLayerError(f"{type(module).__name__}: attention_bits computes eager scaled-dot-product attention with an additive mask; "
+                                    f"this model's attention also uses {', '.join(unsupported)}; expected a BERT-style encoder (leave attention_bits out)")
     aq = getattr(module, ATTRIBUTE, None)
     quant = aq if aq is not None else (lambda which, t: t)
     if scaling is None:
@@ -85,7 +95,7 @@ def _register() -> None:
 _register()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _dispatches(cls: type) -> bool:
     try:
         source = inspect.getsource(cls.forward)
@@ -107,9 +117,5 @@ def quantize_attention(model: nn.Module, bits: int, scale_type: str = "float") -
     found = attention_modules(model)
     for module in found.values():
         setattr(module, ATTRIBUTE, AttentionQuant(bits, scale_type))
-        module.config._attn_implementation = IMPLEMENTATION
-    for m in model.modules():  # the model's own configs choose the mask builder too
-        cfg = getattr(m, "config", None)
-        if cfg is not None and hasattr(cfg, "_attn_implementation") and any(module.config is cfg for module in found.values()):
-            cfg._attn_implementation = IMPLEMENTATION
+        module.config._attn_implementation = IMPLEMENTATION  # the model's modules share this config: its mask builder follows
     return list(found)
