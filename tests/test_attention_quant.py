@@ -151,6 +151,20 @@ def test_attention_quantisers_place_and_round_as_exported(minilm):
     assert all(r["mismatch"] < 0.01 and r["max_code_diff"] <= 4 for r in att), att
 
 
+def test_qonnx_carries_the_attention_quantisers(tmp_path):
+    from workbench.export import export_qonnx
+    from workbench.verify import verify_qonnx
+
+    task = wb.create_task("hf-bert", layers=2).small(16, 16, 8)
+    model = wb.load_or_train_baseline(task, progress=False)
+    plain = wb.quantize_task(task, model, wb.QuantSpec.uniform(8, 8))
+    q = wb.quantize_task(task, model, wb.QuantSpec.uniform(8, 8, attention_bits=8))
+    res = verify_qonnx(export_qonnx(q, task.example_input(), tmp_path / "att.onnx"), q, task, n=4)
+    base = verify_qonnx(export_qonnx(plain, task.example_input(), tmp_path / "plain.onnx"), plain, task, n=4)
+    assert res["qonnx_quant_nodes"] == base["qonnx_quant_nodes"] + 4 * 2
+    assert res["qonnx_agreement"] == 1.0 and res["qonnx_max_abs_diff"] < 1e-5
+
+
 def test_describe_and_leave_one_float_sensitivity_run_with_attention(minilm):
     task, model = minilm
     spec = wb.QuantSpec.uniform(8, 8, attention_bits=8)
