@@ -184,6 +184,12 @@ def test_recipe_with_attention_bits_applies(tmp_path):
               "expected": {"onnx_agreement": {"min": 0.9}}}
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump(recipe))
+    from workbench.recipe import load_recipe, recipe_diff
+
+    loaded, _ = load_recipe(path)
+    assert loaded.quantization.attention_bits == 8
+    plain = loaded.model_copy(update={"quantization": wb.QuantSpec.uniform(8, 8)})
+    assert recipe_diff(plain, loaded) == ["quantization.attention_bits: None -> 8"]
     summary, failed = wb.apply_recipe(path, tmp_path / "out", progress=False, latency_runs=3)
     assert failed == []
     variant = summary["variants"]["bert-att8"]
