@@ -14,6 +14,9 @@ Models that do not trace fall back to a per-module path (each layer quantises it
 Embedding tables (``nn.Embedding``) stay float unless the spec asks (``embedding_bits``, or an
 override naming a table): on either path they then become :class:`RowQuantEmbedding` (Brevitas
 ``QuantEmbedding`` with one weight scale per table row); nothing else changes.
+
+Attention matmuls (``attention_bits``) get their input quantisers from :mod:`workbench.attention`
+(per-module path only: attention does not trace).
 """
 
 from __future__ import annotations
@@ -139,6 +142,7 @@ class QuantizationPlan:
     unsupported: dict[str, str]
     requantised: tuple[str, ...] = ()
     embeddings: dict[str, LayerQuant] = field(default_factory=dict)  # quantised embedding tables (per-row scales)
+    attention: tuple[str, ...] = ()  # attention modules whose matmul inputs are quantised (attention_bits)
 
 
 def validate_spec(spec: QuantSpec | dict, model: nn.Module) -> dict[str, LayerQuant]:
@@ -146,6 +150,7 @@ def validate_spec(spec: QuantSpec | dict, model: nn.Module) -> dict[str, LayerQu
     (and bad settings on embedding tables). Returns the Conv/Linear layers' settings."""
     spec, tables = QuantSpec.parse(spec), embedding_layers(model)
     resolve_embeddings(spec, tables)
+    attention_layers(model, spec)
     return resolve(without_embedding_selectors(spec, tables), quantisable_layers(model), unsupported_layers(model))
 
 
@@ -170,6 +175,7 @@ def quantize_model(model: nn.Module, spec: QuantSpec | dict | None = None, *, eq
     embeddings = resolve_embeddings(spec, tables)
     resolved = resolve(without_embedding_selectors(spec, tables), layers, unsupported)
     unsupported = {n: k for n, k in unsupported.items() if n not in embeddings}
+    force_layerwise = force_layerwise or bool(attention_layers(model, spec))  # quantised attention lives in modules fx would inline
     for name, kind in unsupported.items():
         if name in tables:
             warnings.warn(f"layer {name} ({kind}) is kept in float (embedding_bits or layers.{name}.weight_bits quantises it)", UnsupportedLayerWarning, stacklevel=2)
@@ -201,8 +207,13 @@ def quantize_model(model: nn.Module, spec: QuantSpec | dict | None = None, *, eq
             src = fold_batchnorm(src, example_input)
         qmodel = _layerwise_quantize(src, resolved)
     quantize_embeddings(qmodel, embeddings)
+    attention = ()
+    if spec.attention_bits is not None:
+        from .attention import quantize_attention
+
+        attention = tuple(quantize_attention(qmodel, spec.attention_bits, spec.scale_type))
     qmodel.eval()
-    qmodel.workbench_plan = QuantizationPlan(spec, resolved, path, unsupported, tuple(requantised), embeddings)
+    qmodel.workbench_plan = QuantizationPlan(spec, resolved, path, unsupported, tuple(requantised), embeddings, attention)
     return qmodel
 
 
@@ -522,6 +533,23 @@ def fold_batchnorm(model: nn.Module, example_input: torch.Tensor) -> nn.Module:
     if not torch.allclose(out, ref, rtol=1e-4, atol=1e-5 * float(ref.abs().max().clamp(min=1.0))):
         return model
     return folded
+
+
+# ------------------------------------------------------------------------ attention matmuls
+
+
+def attention_layers(model: nn.Module, spec: QuantSpec) -> list[str]:
+    """The attention modules whose matmul inputs ``spec`` quantises (``attention_bits``; empty
+    when it is None). A model without transformers attention is a one-line :class:`SpecError`."""
+    if spec.attention_bits is None:
+        return []
+    from .attention import attention_modules
+
+    found = list(attention_modules(model))
+    if not found:
+        raise SpecError(f"attention_bits: {type(model).__name__} has no transformers attention module (one whose forward calls "
+                        "ALL_ATTENTION_FUNCTIONS); expected a Hugging Face transformers model, or attention_bits left out")
+    return found
 
 
 # ------------------------------------------------------------------------ embedding tables

@@ -299,7 +299,7 @@ def recipe_diff(a: Recipe, b: Recipe, model=None) -> list[str]:
         if va != vb:
             lines.append(f"{section}: {_short(va)} -> {_short(vb)}")
     qa, qb = a.quantization, b.quantization
-    for f in ("weight_bits", "act_bits", "weight_granularity", "scale_type"):
+    for f in ("weight_bits", "act_bits", "weight_granularity", "scale_type", "attention_bits"):
         if getattr(qa, f) != getattr(qb, f):
             lines.append(f"quantization.{f}: {getattr(qa, f)} -> {getattr(qb, f)}")
     if model is not None:

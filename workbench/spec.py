@@ -26,6 +26,13 @@ table, and an override keyed by a table's exact name or by ``type:Embedding`` se
 A table takes one scale per row (``weight_granularity`` ``per_channel``, axis 0), integer
 weights and ``scale_type``; an activation setting or another format on it is a SpecError. Globs
 never select tables (``"*": {"weight_bits": 4}`` leaves them as they are).
+
+The two attention matmuls of a transformers encoder (``Q · Kᵀ`` and ``probs · V``) stay float
+unless asked: ``attention_bits`` (2-8; None, the default, keeps them float) quantises the inputs
+of both in every attention module (query, key and value signed, the softmax probabilities
+unsigned; static per-tensor scales, calibrated, integer format, the spec's ``scale_type``), so
+onnxruntime runs them as integer kernels (:mod:`workbench.attention`). A model without
+transformers attention is a SpecError.
 """
 
 from __future__ import annotations
@@ -52,6 +59,7 @@ STATIC, DYNAMIC = "static", "dynamic"
 SELECTOR_TYPES = ("Conv1d", "Conv2d", "Linear", "depthwise")
 EMBEDDING_SELECTOR = "type:Embedding"  # selects every embedding table (see the module docstring)
 EMBEDDING_BITS = tuple(b for b in ALLOWED_BITS if b <= 8)  # embedding tables: 2-8 bits, per-row scales
+ATTENTION_BITS = EMBEDDING_BITS  # attention matmul inputs: 2-8 bits, static per-tensor scales
 
 
 def _check_bits(value, field: str):
@@ -178,6 +186,7 @@ class QuantSpec(_BitsAndFormats):
     act_mode: ActMode = STATIC
     layers: dict[str, LayerSettings] = Field(default_factory=dict)
     embedding_bits: StrictInt | None = None  # None: embedding tables stay float (the default)
+    attention_bits: StrictInt | None = None  # None: attention matmuls stay float (the default)
 
     @field_validator("embedding_bits", mode="before")
     @classmethod
@@ -186,6 +195,15 @@ class QuantSpec(_BitsAndFormats):
             return None
         if type(v) is not int or v not in EMBEDDING_BITS:
             raise ValueError(f"expected an integer in 2-8 (embedding tables, per-row scales), or None / 'float' for float tables; got {short_repr(v)}")
+        return v
+
+    @field_validator("attention_bits", mode="before")
+    @classmethod
+    def _attention_bits(cls, v):
+        if v is None or v == FLOAT:
+            return None
+        if type(v) is not int or v not in ATTENTION_BITS:
+            raise ValueError(f"expected an integer in 2-8 (the inputs of both attention matmuls, static per-tensor scales), or None / 'float' for float matmuls; got {short_repr(v)}")
         return v
 
     # ------------------------------------------------------------------ construction
@@ -232,6 +250,8 @@ class QuantSpec(_BitsAndFormats):
                 del d[key]
         if d["embedding_bits"] is None:  # likewise: float tables, the default, are not written
             del d["embedding_bits"]
+        if d["attention_bits"] is None:  # likewise: float attention matmuls
+            del d["attention_bits"]
         if d["act_mode"] == STATIC:
             del d["act_mode"]
         d["layers"] = {k: v.model_dump(exclude_none=True) for k, v in self.layers.items()}

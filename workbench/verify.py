@@ -473,7 +473,8 @@ def quantised_layer_nodes(model: onnx.ModelProto) -> list[str]:
     """Names of the Conv / Gemm / MatMul nodes of a QCDQ graph whose weight is a quantised
     constant (read through DequantizeLinear, possibly behind a Transpose), and the ConvInteger
     nodes the export wrote for convolutions with float outputs and MatMulInteger nodes for layers
-    with dynamic activations: the layers that should run as integer kernels."""
+    with dynamic activations, and MatMul nodes both of whose inputs are dequantised activations
+    (quantised attention matmuls): the layers that should run as integer kernels."""
     graph = model.graph
     producer = {o: n for n in graph.node for o in n.output}
     consts = {i.name for i in graph.initializer} | {n.output[0] for n in graph.node if n.op_type == "Constant"}
@@ -493,7 +494,13 @@ def quantised_layer_nodes(model: onnx.ModelProto) -> list[str]:
         elif src is not None and src.op_type == "Mul" and producer.get(src.input[0]) is not None and producer[src.input[0]].op_type == "Cast" \
                 and producer[src.input[0]].input[0] in consts:  # a quantised weight the export dequantises by Cast and Mul (float output)
             names.append(node.name)
+        elif node.op_type == "MatMul" and all(_dequantized_activation(producer.get(i), consts) for i in node.input[:2]):
+            names.append(node.name)  # an attention matmul with both inputs quantised (attention_bits)
     return names
+
+
+def _dequantized_activation(node, consts) -> bool:
+    return node is not None and node.op_type == "DequantizeLinear" and node.input[0] not in consts
 
 
 def int_kernel_exceptions(path: str | os.PathLike, optimized: onnx.ModelProto | None = None) -> dict[str, str]:
