@@ -3,23 +3,35 @@
 them, onnxruntime runs both matmuls of every layer as integer kernels and agrees with the
 simulation; the default (float matmuls) is exactly what it was."""
 
-import collections
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 import torch
 import yaml
 from torch import nn
 
 import workbench as wb
-from workbench.attention import ATTRIBUTE, IMPLEMENTATION, AttentionQuant, attention_modules
+from workbench.attention import (
+    ATTRIBUTE,
+    IMPLEMENTATION,
+    AttentionQuant,
+    attention_modules,
+)
 from workbench.divergence import quantiser_divergence
 from workbench.evaluate import predict
 from workbench.export import export_qcdq
 from workbench.quantize import validate_spec
-from workbench.verify import MAC_KERNEL_OPS, optimized_op_counts, quantised_layer_nodes, run_onnx, session, verify_qcdq
+from workbench.verify import (
+    MAC_KERNEL_OPS,
+    op_counts,
+    optimized_graph,
+    optimized_op_counts,
+    quantised_layer_nodes,
+    run_onnx,
+    session,
+    verify_qcdq,
+)
 
 LIMIT = 0.005  # onnxruntime vs simulation, relative error (as tests/test_encoder_agreement.py)
 
@@ -29,14 +41,10 @@ def _rel(out, ref) -> float:
     return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
 
-def _default_session_kernels(path, tmp_path) -> int:
+def _default_session_kernels(path) -> int:
     """Integer MAC kernels onnxruntime runs with default SessionOptions (what a user deploys)."""
-    so = ort.SessionOptions()
-    so.optimized_model_filepath = str(tmp_path / "default_optimized.onnx")
-    so.log_severity_level = 3
-    ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    ops = collections.Counter(n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node)
-    return sum(ops[k] for k in MAC_KERNEL_OPS)
+    ops = op_counts(optimized_graph(path, level="default"))
+    return sum(ops.get(k, 0) for k in MAC_KERNEL_OPS)
 
 
 def _configs(model):
@@ -122,7 +130,7 @@ def test_attention_matmuls_run_as_integer_kernels_and_agree(encoder, bits, tmp_p
     assert res["int_kernel_exceptions"] == {}
     assert sum(res["int_kernels"].get(k, 0) for k in MAC_KERNEL_OPS) == expected, res["int_kernels"]
     assert res["ort_ops"].get("MatMul", 0) + res["ort_ops"].get("FusedMatMul", 0) == 0  # no float matmul left
-    assert _default_session_kernels(path, tmp_path) == expected
+    assert _default_session_kernels(path) == expected
     x = task.data.eval.x
     sim = predict(q, x)
     for level in ("disabled", "default"):

@@ -5,12 +5,18 @@ onnxruntime's default options (ORT_ENABLE_ALL, common-subexpression elimination 
 import collections
 
 import onnx
-import onnxruntime as ort
 import pytest
 
 import workbench as wb
 from workbench.export import export_qcdq
-from workbench.verify import MAC_KERNEL_OPS, int_kernel_exceptions, quantised_layer_nodes, verify_qcdq
+from workbench.verify import (
+    MAC_KERNEL_OPS,
+    int_kernel_exceptions,
+    op_counts,
+    optimized_graph,
+    quantised_layer_nodes,
+    verify_qcdq,
+)
 
 # Quantised layers allowed to stay float, by task and node name, with the reason. None today.
 EXCEPTIONS: dict[str, dict[str, str]] = {}
@@ -27,14 +33,10 @@ def _task_and_model(name):
     return task, wb.load_or_train_baseline(task, progress=False, **kwargs)
 
 
-def _default_session_kernels(path, tmp_path) -> int:
+def _default_session_kernels(path) -> int:
     """Integer MAC kernels onnxruntime runs with default SessionOptions (what a user deploys)."""
-    so = ort.SessionOptions()
-    so.optimized_model_filepath = str(tmp_path / "default_optimized.onnx")
-    so.log_severity_level = 3
-    ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    ops = collections.Counter(n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node)
-    return sum(ops[k] for k in MAC_KERNEL_OPS)
+    ops = op_counts(optimized_graph(path, level="default"))
+    return sum(ops.get(k, 0) for k in MAC_KERNEL_OPS)
 
 
 @pytest.mark.parametrize("name", wb.list_tasks())
@@ -60,7 +62,7 @@ def test_every_quantised_layer_of_every_task_runs_as_an_integer_kernel(name, tmp
     assert res["int_kernel_exceptions"] == EXCEPTIONS.get(name, {})
     macs = sum(res["int_kernels"].get(k, 0) for k in MAC_KERNEL_OPS)
     assert macs == expected, res["int_kernels"]
-    assert _default_session_kernels(path, tmp_path) == expected
+    assert _default_session_kernels(path) == expected
     if task.is_classifier:
         assert res["onnx_agreement"] >= 0.9
     else:
@@ -79,7 +81,7 @@ def test_sub_8_bit_activations_fuse_and_stay_exact(digits, spec, tmp_path):
     res = verify_qcdq(path, q, task)
     assert res["int_kernels"] == {"QLinearConv": 3, "QLinearGlobalAveragePool": 1, "QGemm": 1} and res["int_kernel_exceptions"] == {}
     assert res["onnx_agreement"] == 1.0 and res["max_abs_diff"] == 0.0
-    assert _default_session_kernels(path, tmp_path) == 4
+    assert _default_session_kernels(path) == 4
 
 
 def test_exceptions_name_layers_that_stay_float(digits, tmp_path):

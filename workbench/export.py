@@ -547,6 +547,14 @@ def compact_graph(model: onnx.ModelProto) -> None:
 # adjacent), so the layer sees int8 activations beside uint8 weights and stays float.
 
 
+def _replace_node(graph: onnx.GraphProto, old, new: list) -> None:
+    """Put the nodes ``new`` where ``old`` was, in order (the graph stays topologically sorted)."""
+    at = list(graph.node).index(old)
+    graph.node.remove(old)
+    for k, node in enumerate(new):
+        graph.node.insert(at + k, node)
+
+
 def _consumers(graph: onnx.GraphProto) -> dict[str, list]:
     out: dict[str, list] = {}
     for n in graph.node:
@@ -815,10 +823,7 @@ def conv_integer_for_float_outputs(model: onnx.ModelProto) -> int:
                     onnx.helper.make_node("Add", [names["scaled"], names["bias"]], [conv.output[0]], name=f"{base}/Bias")]
         else:
             new.append(onnx.helper.make_node("Mul", [names["acc_f"], names["scale"]], [conv.output[0]], name=f"{base}/Scale"))
-        at = list(graph.node).index(conv)
-        graph.node.remove(conv)
-        for k, n in enumerate(new):
-            graph.node.insert(at + k, n)
+        _replace_node(graph, conv, new)
         count += 1
     return count
 
@@ -868,10 +873,7 @@ def gather_quantized_rows(model: onnx.ModelProto) -> int:
         if rows:
             new.append(onnx.helper.make_node("Gather", [names["scale"], ids], [names["row_scale"]], name=f"{base}/embedding/GatherScale", axis=0))
         new.append(onnx.helper.make_node("Mul", [names["float"], names["row_scale"] if rows else names["scale"]], [gather.output[0]], name=f"{base}/embedding/Scale"))
-        at = list(graph.node).index(gather)
-        graph.node.remove(gather)
-        for k, n in enumerate(new):
-            graph.node.insert(at + k, n)
+        _replace_node(graph, gather, new)
         count += 1
     if count:
         prune_unused(model)
@@ -1177,10 +1179,7 @@ def float_weights_for_float_outputs(model: onnx.ModelProto) -> int:
         graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(scale.astype(np.float32)), scale_name))
         new = [onnx.helper.make_node("Cast", [src], [cast_out], to=onnx.TensorProto.FLOAT, name=f"{base}/Cast"),
                onnx.helper.make_node("Mul", [cast_out, scale_name], [dq.output[0]], name=f"{base}/Scale")]
-        at = list(graph.node).index(dq)
-        graph.node.remove(dq)
-        for k, n in enumerate(new):
-            graph.node.insert(at + k, n)
+        _replace_node(graph, dq, new)
         count += 1
     return count
 
@@ -1249,10 +1248,7 @@ def dynamic_matmul_integer(model: onnx.ModelProto) -> int:
                        onnx.helper.make_node("Mul", [names["acc_f"], names["scale"]], [scaled], name=f"{base}/Scale")]
                 if bias is not None:
                     new.append(onnx.helper.make_node("Add", [scaled, mm.input[2]], [mm.output[0]], name=f"{base}/Bias"))
-                at = list(graph.node).index(mm)
-                graph.node.remove(mm)
-                for k, n in enumerate(new):
-                    graph.node.insert(at + k, n)
+                _replace_node(graph, mm, new)
                 count += 1
     if count:
         for vi in list(graph.value_info):

@@ -68,11 +68,12 @@ def session(path: str | os.PathLike, threads: int = 1, optimized_path: str | Non
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
-def optimized_graph(path: str | os.PathLike) -> onnx.ModelProto:
-    """The graph onnxruntime actually runs (after its graph optimisations, at :func:`session`'s level)."""
+def optimized_graph(path: str | os.PathLike, level: str | None = None) -> onnx.ModelProto:
+    """The graph onnxruntime actually runs (after its graph optimisations, at :func:`session`'s
+    level, or ``level``: ``"default"`` is what a user's session with default options runs)."""
     with tempfile.TemporaryDirectory() as tmp:
         opt = os.path.join(tmp, "optimized.onnx")
-        session(path, optimized_path=opt)
+        session(path, optimized_path=opt, level=level)
         return onnx.load(opt)
 
 
