@@ -127,7 +127,9 @@ def test_dynamic_quantiser_computes_onnx_dynamicquantizelinear_bit_for_bit():
     layers of an encoder (hf-bert, 6 layers, dynamic: 0.85% relative error before, 0.40% after)."""
     import brevitas.nn as qnn
     import onnxruntime as ort
-    from brevitas_examples.common.generative.quantizers import ShiftedUint8DynamicActPerTensorFloat
+    from brevitas_examples.common.generative.quantizers import (
+        ShiftedUint8DynamicActPerTensorFloat,
+    )
     from onnx import TensorProto, helper
 
     from workbench.quantize import dynamic_act_quantizer
@@ -147,3 +149,21 @@ def test_dynamic_quantiser_computes_onnx_dynamicquantizelinear_bit_for_bit():
 
     assert int((codes(dynamic_act_quantizer()) != y).sum()) == 0
     assert int((codes(ShiftedUint8DynamicActPerTensorFloat) != y).sum()) > 0  # what the workbench's rounding fixes
+
+
+def test_qonnx_refuses_dynamic_layers_before_any_work(tmp_path):
+    """QONNX has no run-time activation scales: asking for it with a dynamic layer is a one-line
+    ExportError naming the layer and the exporter that can, before any folder is written."""
+    from typer.testing import CliRunner
+
+    from workbench.cli import app
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("weight_bits: 8\nact_bits: 8\nlayers:\n  'type:Linear': {act_mode: dynamic}\n")
+    out = tmp_path / "run"
+    res = CliRunner().invoke(app, ["quantize", "digits-cnn", "--spec", str(spec), "--out", str(out)])
+    assert res.exit_code == 2
+    msg = res.output.strip().splitlines()[-1]
+    assert msg == ("error: layers.classifier.act_mode is 'dynamic'; the qonnx export cannot carry run-time activation scales "
+                   "(exporters that can: qcdq; leave qonnx out of the formats)"), msg
+    assert not out.exists()

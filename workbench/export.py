@@ -77,6 +77,9 @@ def plan_formats(qmodel: nn.Module) -> dict[str, set[str]]:
     return out
 
 
+DYNAMIC_ACT_EXPORTERS = ("qcdq",)  # exporters that carry act_mode: dynamic (DynamicQuantizeLinear + MatMulInteger)
+
+
 def check_formats_exportable(qmodel: nn.Module | dict, exporter: str, label: str) -> None:
     """One-line ExportError naming a layer and its number format if exporter ``exporter`` cannot
     carry it. ``qmodel``: a workbench-quantised model, or resolved settings ``{layer: LayerQuant}``
@@ -89,6 +92,9 @@ def check_formats_exportable(qmodel: nn.Module | dict, exporter: str, label: str
         plan = getattr(qmodel, "workbench_plan", None)
         layers = plan.layers if plan is not None else {}
     for name, lq in layers.items():
+        if getattr(lq, "act_mode", "static") == "dynamic" and lq.act_bits is not None and exporter not in DYNAMIC_ACT_EXPORTERS:
+            raise ExportError(f"layers.{name}.act_mode is 'dynamic'; the {label} export cannot carry run-time activation scales "
+                              f"(exporters that can: {', '.join(DYNAMIC_ACT_EXPORTERS)}; leave {exporter} out of the formats)")
         for what, fmt_name, bits in (("weight_format", lq.weight_format, lq.weight_bits), ("act_format", lq.act_format, lq.act_bits)):
             fmt = get_format(fmt_name)
             if bits is not None and not fmt.carried_by(exporter):
