@@ -14,6 +14,11 @@ import typer
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Embedded-AI compression workbench: per-layer quantisation, export and verification.")
 
 
+def _short(x) -> str:
+    """A number in four significant digits (anything else as it is)."""
+    return f"{x:.4g}" if isinstance(x, float) else str(x)
+
+
 def _default_out(name: str) -> Path:
     safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in name)  # module:function -> module-function
     return Path("runs") / f"{safe}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
@@ -89,7 +94,7 @@ def _print_summary(summary: dict, out: Path) -> None:
         v = summary[k]
         typer.echo(f"  {k:22s} {v:.4f}" if isinstance(v, float) else f"  {k:22s} {v}")
     for name, v in summary["variants"].items():
-        typer.echo(f"  variant {name:8s} metric {v['quant_metric']:.4f} (onnxruntime {v['onnx_metric']:.4f}, agreement {v['onnx_agreement']}), "
+        typer.echo(f"  variant {name:8s} metric {v['quant_metric']:.4f} (onnxruntime {v['onnx_metric']:.4f}, agreement {_short(v.get('onnx_agreement'))}), "
                    f"{v['weight_bytes_quant']} weight bytes, integer kernels {v['int_kernels']}")
     if "search" in summary:
         sr = summary["search"]
