@@ -724,19 +724,40 @@ def unsigned_after_relu(model: onnx.ModelProto) -> int:
     ``min(saturate_u8(round(x / s)), 127)`` are the same integers, bit for bit. onnxruntime then
     drops the Relu (a uint8 zero point of 0 clamps at zero already) and fuses
     ``Conv -> Relu -> QuantizeLinear`` into QLinearConv. Run before :func:`activations_to_uint8`.
-    Returns the number of quantisers re-encoded."""
+
+    A float ``Clip`` with constant bounds ``0 <= lo`` (ReLU6, read only by the quantiser; the
+    per-module path's next layer quantises its input after it) is moved past the quantiser as
+    integer bounds ``rint(lo / s)`` and ``rint(hi / s)``: rounding is monotone, so
+    ``round(clip(x, lo, hi) / s) == clip(round(x / s), rint(lo / s), rint(hi / s))`` bit for bit,
+    and onnxruntime, which drops a float Clip only when the quantiser's whole range lies inside it,
+    then fuses ``Conv -> QuantizeLinear`` into QLinearConv. Returns the number of quantisers re-encoded."""
     graph = model.graph
     producer = {o: n for n in graph.node for o in n.output}
+    consumers = _consumers(graph)
     count = 0
     for q, clip, dqs in list(_activation_chains(graph)):
         src = producer.get(q.input[0])
+        pad = src if _is_zero_pad(graph, src, q, consumers) else None
+        if pad is not None:  # tf_padding's Pad (folded into the Conv later): Relu / Clip(0, hi) commute with it
+            src = producer.get(pad.input[0])
+            if src is None or len(consumers.get(src.output[0], [])) != 1:
+                continue
         zp = _constant(graph, q.input[2]) if len(q.input) > 2 and q.input[2] else None
-        if src is None or src.op_type != "Relu" or zp is None or zp.dtype != np.int8 or zp.size != 1 or int(zp) != 0:
+        if src is None or src.op_type not in ("Relu", "Clip") or zp is None or zp.dtype != np.int8 or zp.size != 1 or int(zp) != 0:
             continue
         if any(len(d.input) < 3 or d.input[2] != q.input[2] for d in dqs):
             continue
+        float_bounds = None
+        if src.op_type == "Clip":
+            float_bounds = _nonnegative_clip_as_integers(graph, src, pad or q, consumers)
+            if float_bounds is None or (pad is not None and float(_constant(graph, src.input[1])) != 0.0):
+                continue
         base = q.name or q.output[0]
         lo, hi = 0, 127
+        if float_bounds is not None:  # the float Clip's bounds, applied to the integers instead
+            lo, hi = max(lo, float_bounds[0]), min(hi, float_bounds[1])
+            (pad or q).input[0] = src.input[0]
+            graph.node.remove(src)
         if clip is not None:
             lo_c, hi_c = (_constant(graph, b) if b else None for b in (list(clip.input[1:]) + ["", ""])[:2])
             lo = max(lo, int(lo_c)) if lo_c is not None else lo
@@ -761,6 +782,35 @@ def unsigned_after_relu(model: onnx.ModelProto) -> int:
             graph.value_info.remove(vi)
         count += 1
     return count
+
+
+def _is_zero_pad(graph: onnx.GraphProto, node, reader: onnx.NodeProto, consumers) -> bool:
+    """Whether ``node`` is a constant-mode Pad of zeros read only by ``reader``."""
+    if node is None or node.op_type != "Pad" or consumers.get(node.output[0], []) != [reader] or node.output[0] in {o.name for o in graph.output}:
+        return False
+    mode = next((a.s for a in node.attribute if a.name == "mode"), b"constant")
+    value = _constant(graph, node.input[2]) if len(node.input) > 2 and node.input[2] else np.zeros(())
+    return mode == b"constant" and value is not None and value.size == 1 and float(value.reshape(())) == 0.0 and not (len(node.input) > 3 and node.input[3])
+
+
+def _nonnegative_clip_as_integers(graph: onnx.GraphProto, clip: onnx.NodeProto, reader: onnx.NodeProto, consumers) -> tuple[int, int] | None:
+    """``(rint(lo / s), rint(hi / s))`` for a float Clip with constant bounds ``lo >= 0`` read only
+    by ``reader`` (the per-tensor QuantizeLinear of scale ``s``, or a zero Pad that it reads; None
+    when it is not one; the upper bound is 127 when the Clip has none). Computed as the quantiser
+    does: float32 division, half to even."""
+    users = consumers.get(clip.output[0], [])
+    if len(clip.input) < 2 or not clip.input[1] or len(users) != 1 or users[0] != reader or clip.output[0] in {o.name for o in graph.output}:
+        return None
+    q = reader if reader.op_type == "QuantizeLinear" else consumers[reader.output[0]][0]
+    scale = _constant(graph, q.input[1])
+    lo_f = _constant(graph, clip.input[1])
+    hi_f = _constant(graph, clip.input[2]) if len(clip.input) > 2 and clip.input[2] else None
+    if scale is None or scale.size != 1 or lo_f is None or lo_f.size != 1 or float(lo_f) < 0 or (hi_f is not None and hi_f.size != 1):
+        return None
+    s = np.float32(scale.reshape(()))
+    lo = int(np.rint(np.float32(lo_f.reshape(())) / s))
+    hi = 127 if hi_f is None else int(np.clip(np.rint(np.float32(hi_f.reshape(())) / s), 0, 127))
+    return min(lo, 127), hi
 
 
 def _feeds_quantizer(node, consumers) -> bool:
@@ -1026,6 +1076,7 @@ def fold_pad_into_conv(model: onnx.ModelProto) -> int:
             conv.attribute.remove(a)
         conv.attribute.append(onnx.helper.make_attribute("pads", new_pads))
         q.input[0] = pad.input[0]
+        graph.node.remove(pad)  # its only reader was q: left in, it would count as a second reader of its input
         folded += 1
     return folded
 
