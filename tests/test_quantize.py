@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 import workbench as wb
-from workbench.verify import onnx_weight_integers
+from workbench.verify import onnx_weight_integers, verify_qcdq
 
 
 def test_per_layer_bits_are_honoured_everywhere(digits, tmp_path):
@@ -170,3 +170,9 @@ def test_per_module_path_folds_every_batchnorm_into_its_convolution(name, tmp_pa
     ops = [n.op_type for n in onnx.load(str(path)).graph.node]
     assert "BatchNormalization" not in ops
     assert sum(ops.count(k) for k in ("Conv", "ConvInteger", "QLinearConv")) == n_bn  # one per convolution
+    # every convolution whose output is requantised runs as QLinearConv: MobileNetV2's ReLU6 (a
+    # float Clip before the next layer's quantiser) becomes integer bounds after it; the others
+    # feed a residual Add or the pooling in float
+    res = verify_qcdq(path, q, task)
+    assert res["ort_ops"].get("QLinearConv", 0) == {"hf-mobilenetv2": 36, "hf-resnet18": 8}[name], res["ort_ops"]
+    assert res["rel_output_error"] < 0.05
