@@ -103,3 +103,65 @@ def test_exceptions_name_layers_that_stay_float(digits, tmp_path):
     broken = tmp_path / "broken.onnx"
     onnx.save(model_proto, str(broken))
     assert int_kernel_exceptions(broken) == {gemm.name: "its input is not quantised (read from Flatten)"}
+
+
+@pytest.mark.parametrize("pad", [False, True])
+def test_relu6_before_a_quantiser_becomes_integer_bounds_bit_for_bit(pad):
+    """Conv -> Clip(0, 6) (-> zero Pad) -> QuantizeLinear(int8): the float Clip moves behind the
+    quantiser as integer bounds (rounding is monotone), the file computes the same values on
+    convolution outputs below 0, inside [0, 6] and above 6, and onnxruntime then fuses the Conv
+    into QLinearConv."""
+    import numpy as np
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from workbench.export import activations_to_uint8, unsigned_after_relu
+
+    rng = np.random.default_rng(0)
+    s = np.float32(0.0625)  # 6 / s = 96 < 127: the upper bound clips in the integers
+    inits = [numpy_helper.from_array(rng.integers(-127, 128, (4, 3, 1, 1)).astype(np.int8), "w"),
+             numpy_helper.from_array(np.float32(0.05), "sw"), numpy_helper.from_array(np.int8(0), "zw"),
+             numpy_helper.from_array(np.float32(0.0), "lo"), numpy_helper.from_array(np.float32(6.0), "hi"),
+             numpy_helper.from_array(s, "s"), numpy_helper.from_array(np.int8(0), "z"),
+             numpy_helper.from_array(np.float32(0.1), "sx"), numpy_helper.from_array(np.int8(0), "zx"),
+             numpy_helper.from_array(np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64), "pads")]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "sx", "zx"], ["xq"]), helper.make_node("DequantizeLinear", ["xq", "sx", "zx"], ["xd"]),
+             helper.make_node("DequantizeLinear", ["w", "sw", "zw"], ["wd"]), helper.make_node("Conv", ["xd", "wd"], ["c"]),
+             helper.make_node("Clip", ["c", "lo", "hi"], ["r"])]
+    src = "r"
+    if pad:
+        nodes.append(helper.make_node("Pad", ["r", "pads"], ["p"], mode="constant"))
+        src = "p"
+    nodes += [helper.make_node("QuantizeLinear", [src, "s", "z"], ["q"]), helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"])]
+    side = 6
+    model = helper.make_model(helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, side, side])],
+                                                [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits),
+                              opset_imports=[helper.make_opsetid("", 13)])
+    before = model.SerializeToString()
+    assert unsigned_after_relu(model) == 1
+    activations_to_uint8(model)
+    assert not any(n.op_type == "Clip" and n.input[0] == "c" for n in model.graph.node)  # the float Clip is gone
+    no_opt = ort.SessionOptions()
+    no_opt.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    ref = ort.InferenceSession(before, no_opt, providers=["CPUExecutionProvider"])
+    new = ort.InferenceSession(model.SerializeToString(), no_opt, providers=["CPUExecutionProvider"])
+    for scale in (0.5, 3.0, 20.0):
+        x = (rng.standard_normal((1, 3, side, side)) * scale).astype(np.float32)
+        assert np.array_equal(ref.run(None, {"x": x})[0], new.run(None, {"x": x})[0])
+    if not pad:  # (a Pad is folded into the next Conv's pads by the export: hf-mobilenetv2's test)
+        ops = op_counts(onnx.load_from_string(_ort_optimized(model)))
+        assert ops.get("QLinearConv") == 1 and "Conv" not in ops, ops
+
+
+def _ort_optimized(model: onnx.ModelProto) -> bytes:
+    import os
+    import tempfile
+
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as tmp:
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        opts.optimized_model_filepath = os.path.join(tmp, "opt.onnx")
+        ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        return open(opts.optimized_model_filepath, "rb").read()
