@@ -510,15 +510,9 @@ def pack_low_bit_weights(model: onnx.ModelProto) -> int:
 NAMED_OPS = ("Conv", "Gemm", "MatMul", "ConvInteger", "MatMulInteger")  # layers: per-layer diagnostics name them
 
 
-def compact_graph(model: onnx.ModelProto) -> None:
-    """Shrink a QCDQ graph's names, a quarter to a third of a small model's file, alike for every
-    export (so file sizes compare what the weights take): internal tensors become ``t0``, ``t1``, ...
-    in node order; layer nodes (Conv, Gemm, MatMul, ConvInteger) and weight DequantizeLinear nodes
-    keep their names with Brevitas's ``export_handler`` part shortened to ``e`` (per-layer
-    diagnostics and :func:`workbench.verify.onnx_weight_integers` read them); other node names,
-    which ONNX makes optional, are dropped, as is the ``value_info`` shape cache. Graph inputs and
-    outputs keep their names."""
-    graph = model.graph
+def _short_names(graph: onnx.GraphProto):
+    """A function giving each internal tensor name ``t0``, ``t1``, ... in the order first asked
+    (graph inputs and outputs keep theirs; the same name always gets the same short one)."""
     keep = {v.name for v in graph.input} | {v.name for v in graph.output}
     names: dict[str, str] = {}
 
@@ -528,6 +522,20 @@ def compact_graph(model: onnx.ModelProto) -> None:
         if name not in names:
             names[name] = f"t{len(names)}"
         return names[name]
+
+    return short
+
+
+def compact_graph(model: onnx.ModelProto) -> None:
+    """Shrink a QCDQ graph's names, a quarter to a third of a small model's file, alike for every
+    export (so file sizes compare what the weights take): internal tensors become ``t0``, ``t1``, ...
+    in node order; layer nodes (Conv, Gemm, MatMul, ConvInteger) and weight DequantizeLinear nodes
+    keep their names with Brevitas's ``export_handler`` part shortened to ``e`` (per-layer
+    diagnostics and :func:`workbench.verify.onnx_weight_integers` read them); other node names,
+    which ONNX makes optional, are dropped, as is the ``value_info`` shape cache. Graph inputs and
+    outputs keep their names."""
+    graph = model.graph
+    short = _short_names(graph)
 
     for node in graph.node:
         label = node.name or node.output[0]
@@ -1497,15 +1505,7 @@ def compact_qonnx_names(model: onnx.ModelProto) -> None:
     for QCDQ: about 8 kB of a ResNet-8 file. Node names, which hls4ml names its layers after, and
     the graph's input and output names stay."""
     graph = model.graph
-    keep = {v.name for v in graph.input} | {v.name for v in graph.output}
-    names: dict[str, str] = {}
-
-    def short(name: str) -> str:
-        if not name or name in keep:
-            return name
-        if name not in names:
-            names[name] = f"t{len(names)}"
-        return names[name]
+    short = _short_names(graph)
 
     for node in graph.node:
         node.input[:] = [short(i) for i in node.input]
