@@ -299,7 +299,7 @@ def reencode_weights_u8(model: onnx.ModelProto) -> int:
     dropped: the constant already lies in its range. Returns the number of tensors re-encoded.
     """
     graph = model.graph
-    producer = {o: n for n in graph.node for o in n.output}
+    producer = _producers(graph)
     count = 0
     for node in list(graph.node):
         if node.op_type != "DequantizeLinear":
@@ -449,7 +449,7 @@ def pack_low_bit_weights(model: onnx.ModelProto) -> int:
     import ml_dtypes
 
     graph = model.graph
-    producer = {o: n for n in graph.node for o in n.output}
+    producer = _producers(graph)
     inits = {i.name: i for i in graph.initializer}
     readers: dict[str, int] = {}
     for n in graph.node:
@@ -567,6 +567,11 @@ def _replace_node(graph: onnx.GraphProto, old, new: list) -> None:
     graph.node.remove(old)
     for k, node in enumerate(new):
         graph.node.insert(at + k, node)
+
+
+def _producers(graph: onnx.GraphProto) -> dict:
+    """``{tensor name: the node that writes it}``."""
+    return {o: n for n in graph.node for o in n.output}
 
 
 def _consumers(graph: onnx.GraphProto) -> dict[str, list]:
@@ -740,7 +745,7 @@ def unsigned_after_relu(model: onnx.ModelProto) -> int:
     and onnxruntime, which drops a float Clip only when the quantiser's whole range lies inside it,
     then fuses ``Conv -> QuantizeLinear`` into QLinearConv. Returns the number of quantisers re-encoded."""
     graph = model.graph
-    producer = {o: n for n in graph.node for o in n.output}
+    producer = _producers(graph)
     consumers = _consumers(graph)
     count = 0
     for q, clip, dqs in list(_activation_chains(graph)):
@@ -839,7 +844,7 @@ def conv_integer_for_float_outputs(model: onnx.ModelProto) -> int:
     MatMulIntegerToFloat does for MatMul). Only uint8 activations and uint8 weights with one zero
     point per tensor (onnxruntime's ConvInteger takes no other). Returns the number rewritten."""
     graph = model.graph
-    producer = {o: n for n in graph.node for o in n.output}
+    producer = _producers(graph)
     consumers = _consumers(graph)
     count = 0
     for conv in list(graph.node):
@@ -904,7 +909,7 @@ def gather_quantized_rows(model: onnx.ModelProto) -> int:
     points of 0 (Brevitas's symmetric weight quantisers) and Gather on axis 0. Returns the number
     of tables rewritten."""
     graph = model.graph
-    producer = {o: n for n in graph.node for o in n.output}
+    producer = _producers(graph)
     count = 0
     for gather in list(graph.node):
         if gather.op_type != "Gather" or next((a.i for a in gather.attribute if a.name == "axis"), 0) != 0:
@@ -1006,7 +1011,7 @@ def _evaluate_constant(graph: onnx.GraphProto, name: str, opsets) -> np.ndarray 
     value = _constant(graph, name)
     if value is not None:
         return value
-    producer = {o: n for n in graph.node for o in n.output}
+    producer = _producers(graph)
     inits = {i.name: i for i in graph.initializer}
     needed, stack, seen = [], [name], set()
     while stack:
@@ -1039,7 +1044,7 @@ def fold_pad_into_conv(model: onnx.ModelProto) -> int:
     Only constant-mode pads of zero on the spatial axes, a Clip that keeps the zero point.
     Returns the number of Pads folded."""
     graph = model.graph
-    producer = {o: n for n in graph.node for o in n.output}
+    producer = _producers(graph)
     consumers = _consumers(graph)
     outputs = {o.name for o in graph.output}
     folded = 0
@@ -1096,7 +1101,7 @@ def drop_identity_requantize(model: onnx.ModelProto) -> int:
     op, e.g. a folded Pad, passed on with the same quantiser parameters.) Returns the number of
     pairs skipped."""
     graph = model.graph
-    producer = {o: n for n in graph.node for o in n.output}
+    producer = _producers(graph)
     outputs = {o.name for o in graph.output}
     dropped = 0
     for q in list(graph.node):
@@ -1123,7 +1128,7 @@ def quantize_before_flatten(model: onnx.ModelProto) -> int:
     QuantizeLinear`` into QLinearGlobalAveragePool (integer sum, one requantisation) and reads the
     next layer's DequantizeLinear after the Flatten. Returns the number of swaps."""
     graph = model.graph
-    producer = {o: n for n in graph.node for o in n.output}
+    producer = _producers(graph)
     consumers = _consumers(graph)
     outputs = {o.name for o in graph.output}
     swaps = 0
@@ -1217,7 +1222,7 @@ def float_weights_for_float_outputs(model: onnx.ModelProto) -> int:
     DequantizeLinear again on every run (1.2 ms of hf-resnet18's 4 ms). The file still stores the
     integers. Only weights with zero point 0. Returns the number of weights rewritten."""
     graph = model.graph
-    producer = {o: n for n in graph.node for o in n.output}
+    producer = _producers(graph)
     consumers = _consumers(graph)
     count = 0
     for conv in list(graph.node):
@@ -1263,7 +1268,7 @@ def dynamic_matmul_integer(model: onnx.ModelProto) -> int:
     tensor (through Clip / Transpose) with one zero point per tensor or per output column. Returns
     the number of MatMuls rewritten."""
     graph = model.graph
-    producer = {o: n for n in graph.node for o in n.output}
+    producer = _producers(graph)
     consumers = _consumers(graph)
     outputs = {o.name for o in graph.output}
     # one DynamicQuantizeLinear per tensor
@@ -1281,7 +1286,7 @@ def dynamic_matmul_integer(model: onnx.ModelProto) -> int:
         for node in graph.node:
             node.input[:] = [renamed.get(i, i) for i in node.input]
         prune_unused(model)
-        producer = {o: n for n in graph.node for o in n.output}
+        producer = _producers(graph)
         consumers = _consumers(graph)
     count = 0
     for dql in [n for n in graph.node if n.op_type == "DynamicQuantizeLinear"]:
