@@ -28,6 +28,7 @@ from .errors import (
     DatasetError,
     ExportError,
     OutputPathError,
+    ToolchainError,
     PruningError,
     SpecError,
     StoreError,
@@ -64,7 +65,7 @@ from .verify import latency_ms, optimized_op_counts, verify_qcdq, verify_qonnx
 
 __all__ = [
     "__version__",
-    "CalibrationError", "CheckpointError", "CodeNotAllowedError", "DatasetError", "ExportError", "OutputPathError", "PruningError", "RecipeError", "SpecError",
+    "CalibrationError", "CheckpointError", "CodeNotAllowedError", "DatasetError", "ExportError", "OutputPathError", "ToolchainError", "PruningError", "RecipeError", "SpecError",
     "StoreError", "TaskError", "UnsupportedLayerError",
     "WorkbenchError", "UnsupportedLayerWarning",
     "Task", "TaskData", "Split", "Metric", "create_task", "list_tasks", "make_task", "register_task", "task_from_factory", "tasks_table",

@@ -46,6 +46,12 @@ class ExportError(WorkbenchError):
     """A quantised model cannot be exported to the requested format."""
 
 
+class ToolchainError(WorkbenchError):
+    """A deployment target's toolchain is not installed (the message names the extra to install), or
+    a third-party tool (a converter, compiler or emulator) failed: its own message, in one line,
+    with the layer where it is known."""
+
+
 class OutputPathError(WorkbenchError):
     """An output path would escape its output directory, or an output directory cannot be
     written: it is a file or a symlink, holds files the workbench did not write, is a protected

@@ -25,13 +25,15 @@ name ``qcdq`` (:func:`resolve_formats` says so in one line otherwise).
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import re
 from pathlib import Path
 from collections.abc import Iterable
 
 from torch import nn
 
-from .errors import ExportError, unknown_name
+from .errors import ExportError, ToolchainError, unknown_name
 
 PRIMARY = "qcdq"
 DEFAULT_FORMATS = ("qcdq", "qonnx")
@@ -82,6 +84,73 @@ class Exporter:
         return f"<exporter {self.name!r} ({self.suffix})>"
 
 
+#: The columns of one deployment row (:meth:`Target.evaluate`, ``deployment.csv``), in order.
+#: ``ram_bytes`` / ``latency_*`` / ``cycles`` say where they come from in ``ram_source`` /
+#: ``latency_source`` (measured on this CPU, or estimated by a target compiler).
+DEPLOYMENT_COLUMNS = (
+    "target", "runtime", "metric", "agreement", "max_lsb_diff", "samples", "file_bytes",
+    "ram_bytes", "ram_source", "peak_act_estimate_bytes", "ram_vs_estimate",
+    "latency_ms_p50", "latency_ms_p99", "latency_ms_max", "jitter", "cycles", "latency_source",
+    "npu_ops", "cpu_ops", "unsupported", "artifact",
+)
+
+
+class Target(Exporter):
+    """A deployment target: an exporter whose artifact runs on (or is compiled for) embedded
+    hardware, built by a third-party toolchain installed with the ``[targets]`` extra.
+
+    Beyond :class:`Exporter` it has ``requires`` (importable modules, checked by
+    :meth:`available` before any work), ``support`` (a DataFrame naming every layer it cannot take
+    and why; :meth:`check` refuses them in one line), ``evaluate`` (one row per runtime with the
+    :data:`DEPLOYMENT_COLUMNS`) and, where the runtime exposes intermediate tensors,
+    ``layer_outputs`` (for :func:`workbench.divergence`). ``verify`` (the exporter API) returns the
+    rows of ``evaluate`` flattened under the target's name."""
+
+    extra = "targets"
+    requires: tuple[str, ...] = ()
+    runtime = ""
+    needs_float_model = True
+
+    def available(self) -> None:
+        """Raise a one-line ToolchainError naming the missing module and the extra to install."""
+        for module in self.requires:
+            try:
+                found = importlib.util.find_spec(module) is not None
+            except (ImportError, ValueError):
+                found = False
+            if not found:
+                raise ToolchainError(f"target {self.name!r} needs the Python module {module!r}, which is not installed; "
+                                     f"install the extra: pip install 'workbench[{self.extra}]'")
+
+    def support(self, qmodel: nn.Module):
+        """One row per quantised layer: ``layer``, ``op``, ``supported`` (bool), ``reason``."""
+        import pandas as pd
+
+        return pd.DataFrame(columns=["layer", "op", "supported", "reason"])
+
+    def check(self, qmodel: nn.Module) -> None:
+        self.available()
+        table = self.support(qmodel)
+        bad = table[~table["supported"].astype(bool)] if len(table) else table
+        if len(bad):
+            named = "; ".join(f"{r.layer}: {r.reason}" for r in bad.itertuples())
+            raise ExportError(f"target {self.name!r} cannot take {len(bad)} layer(s): {named}")
+
+    def evaluate(self, path: str | os.PathLike, qmodel: nn.Module, task, **options) -> list[dict]:
+        raise NotImplementedError
+
+    def verify(self, path, qmodel, task, **options) -> dict:
+        out = {}
+        for row in self.evaluate(path, qmodel, task, **options):
+            key = f"{self.name}@{row['runtime']}" if row.get("runtime") else self.name
+            out[key] = {k: row.get(k) for k in DEPLOYMENT_COLUMNS}
+        return out
+
+    def layer_outputs(self, path: str | os.PathLike, x) -> dict:
+        """``{tensor or layer name: numpy array}`` of the artifact's intermediate tensors on ``x``."""
+        raise NotImplementedError(f"target {self.name!r} does not expose intermediate tensors")
+
+
 EXPORTERS: dict[str, Exporter] = {}
 
 
@@ -93,8 +162,8 @@ def register_exporter(cls):
     obj = cls() if isinstance(cls, type) else cls
     if not isinstance(obj, Exporter):
         raise ExportError(f"register_exporter expects an Exporter subclass; got {type(obj).__name__}")
-    if not isinstance(obj.name, str) or not obj.name.isidentifier():
-        raise ExportError(f"exporter name {obj.name!r}; expected a short identifier such as 'qcdq'")
+    if not isinstance(obj.name, str) or not re.fullmatch(r"[a-z][a-z0-9_]*(-[a-z0-9_]+)*", obj.name):
+        raise ExportError(f"exporter name {obj.name!r}; expected a short lower-case name such as 'qcdq' or 'tflite-int8'")
     if not isinstance(obj.suffix, str) or not obj.suffix.startswith(".") or "/" in obj.suffix or "\\" in obj.suffix:
         raise ExportError(f"exporter {obj.name!r}: suffix {obj.suffix!r}; expected a file name part such as '.onnx'")
     for other in EXPORTERS.values():

@@ -109,6 +109,30 @@ def latency_ms(path: str | os.PathLike, example: torch.Tensor, runs: int = 200, 
     return {"p50": lat["p50"], "p99": lat["p99"]}
 
 
+def latency_stats(times_ms) -> dict[str, float]:
+    """``{"latency_ms_p50", "latency_ms_p99", "latency_ms_max", "jitter"}`` of per-run times in
+    milliseconds; ``jitter`` is p99 / p50 (real-time budgets are set by the worst case, not the
+    median)."""
+    t = np.asarray(list(times_ms), dtype=np.float64)
+    if t.size == 0:
+        raise ValueError("latency_stats needs at least one timed run")
+    p50, p99 = float(np.percentile(t, 50)), float(np.percentile(t, 99))
+    return {"latency_ms_p50": p50, "latency_ms_p99": p99, "latency_ms_max": float(t.max()), "jitter": p99 / p50 if p50 > 0 else float("nan")}
+
+
+def time_runs(fn, runs: int = 200, warmup: int = 20) -> dict[str, float]:
+    """Call ``fn()`` ``warmup`` times untimed, then ``runs`` times timed; :func:`latency_stats` of them.
+    The caller pins the runtime to one thread (its own setting) before passing ``fn``."""
+    for _ in range(warmup):
+        fn()
+    times = np.empty(runs)
+    for i in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        times[i] = (time.perf_counter() - t0) * 1e3
+    return latency_stats(times)
+
+
 def latency_level(path: str | os.PathLike) -> str:
     """The optimisation level latency is measured at: onnxruntime's ``default`` (ORT_ENABLE_ALL, what
     a deployment gets without asking), except where a file needs another to compute correctly
