@@ -38,7 +38,7 @@ from .errors import (
 )
 from .evaluate import evaluate, predict
 from .export import export_float, export_qcdq, export_qonnx
-from .exporters import Exporter, get_exporter, list_exporters, register_exporter
+from .exporters import Exporter, Target, get_exporter, list_exporters, register_exporter
 from .formats import NumberFormat, get_format, list_formats, register_format
 from .job import apply_recipe, run_demo, run_job
 from .loaders import load_cifar10_binary, load_image_folder, load_mnist_idx, load_npz
@@ -57,7 +57,8 @@ from .executors import ExecutorError, make_executor
 from .tracking import Tracker, TrackingError
 from .spec import LayerSettings, QuantSpec
 from .outdir import RunDir
-from .recipe import CodeNotAllowedError, Recipe, RecipeError, load_recipe, promote
+from .recipe import CodeNotAllowedError, Recipe, RecipeError, TargetTolerance, load_recipe, promote
+from .deploy import deploy, deployment_table, list_target_names
 from .cost import CostKind, cost_table, get_cost_kind, list_cost_kinds, load_target, register_cost_kind
 from .search import SearchConfig, search
 from .tasks import Task, create_task, list_tasks, make_task, register_task, task_from_factory, tasks_table
@@ -81,4 +82,5 @@ __all__ = [
     "PruningSpec", "prune", "channel_groups", "sparsity_table", "PruningSweepConfig", "pruning_sweep",
     "QATConfig", "train_qat", "recovery_table",
     "ExecutorError", "make_executor", "Tracker", "TrackingError",
+    "Target", "TargetTolerance", "deploy", "deployment_table", "list_target_names",
 ]

@@ -329,6 +329,48 @@ def apply(recipe: Path = typer.Argument(..., help="recipe YAML"),
         raise typer.Exit(1)
 
 
+DEPLOY_COLUMNS = ("target", "runtime", "metric", "agreement", "max_lsb_diff", "file_bytes", "ram_bytes", "latency_ms_p50", "latency_ms_p99",
+                  "jitter", "cycles", "npu_ops", "cpu_ops")
+
+
+@app.command()
+def deploy(recipe: Path = typer.Argument(..., help="recipe YAML (workbench promote writes one)"),
+           target: Optional[list[str]] = typer.Option(None, "--target", "-t",
+                                                      help="deployment target (repeatable): tflite-int8, ethos-u55-128, hls4ml, ... (workbench targets); "
+                                                           "default: the recipe's targets: section"),
+           out: Optional[Path] = typer.Option(None, help="output directory (default: runs/<recipe name>-deploy-<time>)"),
+           latency_runs: int = typer.Option(200, min=10, help="timed runs per measured latency (p50, p99, max, jitter)"),
+           overwrite: bool = typer.Option(False, help=OVERWRITE_HELP),
+           allow_code: bool = typer.Option(False, "--allow-code", help=ALLOW_CODE_HELP)) -> None:
+    """Rebuild a recipe, build every target's artifact, run or compile it, check it against the
+    simulation and write deployment.csv (one row per target and runtime); exit 1 outside the
+    recipe's tolerances."""
+    _quiet_libraries()
+    from .deploy import deploy as run_deploy
+    from .errors import WorkbenchError
+
+    out = out or _default_out(f"{recipe.stem}-deploy")
+    try:
+        table, failures = run_deploy(recipe, target or None, out, latency_runs=latency_runs, overwrite=overwrite, allow_code=allow_code or None)
+    except WorkbenchError as exc:
+        _fail(exc)
+    _echo_table(table[[c for c in DEPLOY_COLUMNS if c in table]])
+    typer.echo(f"wrote {out / 'deployment.csv'}, {out / 'report.html'} and the artifacts: {', '.join(a for a in table['artifact'] if a)}")
+    for f in failures:
+        typer.echo(f"FAILED {f}", err=True)
+    if failures:
+        raise typer.Exit(1)
+
+
+@app.command()
+def targets() -> None:
+    """List the deployment targets workbench deploy --target and a recipe's targets: section can name."""
+    _quiet_libraries()
+    from .deploy import list_targets
+
+    _echo_table(list_targets())
+
+
 @app.command()
 def qat(recipe: Path = typer.Argument(..., help="recipe YAML with a qat section"),
         out: Optional[Path] = typer.Option(None, help="output directory (default: runs/<recipe name>-qat-<time>)"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
@@ -13,7 +14,8 @@ from .baseline import load_or_train_baseline
 from .determinism import fixed_threads
 from .evaluate import predict
 from .export import resolve_pack, resolve_weight_encoding
-from .exporters import DEFAULT_FORMATS, check_spec_formats, resolve_formats
+from .errors import ExportError
+from .exporters import DEFAULT_FORMATS, check_spec_formats, get_exporter, resolve_formats
 from .fileio import atomic_write_json, atomic_write_text, inside
 from .pipeline import PTQConfig, Timer, evaluate_quantized, export_and_verify, export_float_model, quantize_task
 from .outdir import MARKER, RunDir
@@ -114,8 +116,8 @@ def run_job(task, variants: dict[str, QuantSpec | dict], out_dir: str | Path | R
                 summary.update(extra(summary) if callable(extra) else extra)
             summary["seconds"] = timer()
             atomic_write_json(inside(work, "summary.json"), summary)
-            for name, text in (files or {}).items():
-                atomic_write_text(inside(work, name), text)
+            for name, text in (files or {}).items():  # text, or a callable of the summary
+                atomic_write_text(inside(work, name), text(summary) if callable(text) else text)
             atomic_write_text(inside(work, "report.html"), write_report(summary, layers, sections or []))
             bar.update()
         finally:
@@ -164,7 +166,8 @@ def run_demo(out_dir: str | Path, progress: bool = True, budget_kib: float = 6.0
 
 
 def apply_recipe(recipe_path: str | Path, out_dir: str | Path, progress: bool = True, latency_runs: int = 200,
-                 checkpoint: bool = False, tracking=None, overwrite: bool = False, allow_code: bool | None = None) -> tuple[dict, list[str]]:
+                 checkpoint: bool = False, tracking=None, overwrite: bool = False, allow_code: bool | None = None,
+                 targets=None, require_targets: bool = False) -> tuple[dict, list[str]]:
     """Rebuild, export and verify what a recipe describes (pruning, PTQ, quantisation-aware
     training, as it says); returns the summary and the unmet expectations. ``checkpoint`` keeps
     QAT checkpoints in ``out_dir/checkpoints`` so a killed run resumes (``workbench qat``): the
@@ -172,14 +175,30 @@ def apply_recipe(recipe_path: str | Path, out_dir: str | Path, progress: bool = 
     ``tracking``: an MLflow URI or :class:`~workbench.tracking.Tracker` (None: ``$WORKBENCH_MLFLOW``
     if set; False: off) to log the recipe, the metrics and the files written as one run.
     ``allow_code``: a recipe whose task is a ``module:function`` factory imports and calls it only
-    when this is true (None: ``$WORKBENCH_ALLOW_CODE``)."""
+    when this is true (None: ``$WORKBENCH_ALLOW_CODE``).
+    ``targets``: deployment target names to build beside the export formats (None: the recipe's
+    ``targets:`` section); with any, the summary gets ``deployment`` rows, ``deployment.csv`` is
+    written and rows outside the recipe's tolerances are failures (:mod:`workbench.deploy`).
+    ``require_targets``: refuse (one line) when neither names a target (``workbench deploy``)."""
     from .baseline import load_or_train_baseline
     from .fileio import sha256_file
     from .recipe import check_recipe_against, load_recipe, resolve_task
     from .tracking import resolve_tracker
 
+    from .deploy import deployment_table, list_target_names, resolve_targets, tolerance_failures
+    from .recipe import TargetTolerance
+
     recipe, recipe_sha = load_recipe(recipe_path)
     formats = resolve_formats(recipe.export.formats)  # the files written; checked before any work
+    tolerances = dict(recipe.targets or {})
+    if targets is not None:
+        targets = [targets] if isinstance(targets, str) else list(targets)
+        tolerances = {name: tolerances.get(name, TargetTolerance()) for name in targets}
+    target_names = resolve_targets(list(tolerances))  # unknown names, missing toolchains: before any work
+    if require_targets and not target_names:
+        raise ExportError(f"no deployment target: name one (--target NAME) or list them in the recipe's targets: section; "
+                          f"targets: {', '.join(list_target_names())}")
+    formats = (*formats, *(n for n in target_names if n not in formats))
     run_dir = RunDir(out_dir, overwrite=overwrite, keep=("checkpoints",) if checkpoint else (),
                      resume=f"qat:{recipe_sha}" if checkpoint else None, command="qat" if checkpoint else "apply")
     tracker = resolve_tracker(tracking)  # an unreachable server fails here, before any work
@@ -187,6 +206,12 @@ def apply_recipe(recipe_path: str | Path, out_dir: str | Path, progress: bool = 
     probe = task.create_model()
     check_recipe_against(recipe, task, probe)  # data, layer names and target before any training
     check_spec_formats(validate_spec(recipe.quantization, probe), formats)  # number formats the exporters cannot carry
+    if target_names:  # layers a target cannot take, named before any training or calibration
+        from .quantize import quantize_model
+
+        unfitted = quantize_model(probe, recipe.quantization, example_input=task.example_input())
+        for name in target_names:
+            get_exporter(name).check(unfitted)
     with fixed_threads():
         model = load_or_train_baseline(task, seed=recipe.task.seed, epochs=recipe.task.epochs, progress=progress)
         ptq = recipe.ptq
@@ -207,8 +232,15 @@ def apply_recipe(recipe_path: str | Path, out_dir: str | Path, progress: bool = 
             why = exp.check(float(summary[key]))
             if why:
                 failures.append(f"expected.{key}: {why}")
-        return {"recipe": recipe.name, "recipe_sha256": recipe_sha, "onnx_sha256": summary["variants"][recipe.name]["onnx_sha256"],
-                "expectations_failed": failures, **extra_summary}
+        out = {"recipe": recipe.name, "recipe_sha256": recipe_sha, "onnx_sha256": summary["variants"][recipe.name]["onnx_sha256"],
+               "expectations_failed": failures, **extra_summary}
+        if target_names:
+            table = deployment_table(summary["variants"][recipe.name])
+            failures.extend(tolerance_failures(table, tolerances))
+            out["deployment"] = table.astype(object).where(table.notna(), None).to_dict("records")
+        return out
+
+    files = {"deployment.csv": lambda summary: pd.DataFrame(summary["deployment"]).to_csv(index=False)} if target_names else None
 
     train = None
     if recipe.qat is not None:
@@ -225,7 +257,7 @@ def apply_recipe(recipe_path: str | Path, out_dir: str | Path, progress: bool = 
 
     summary = run_job(task, {recipe.name: recipe.quantization}, run_dir, ptq=ptq, formats=formats,
                       latency_runs=latency_runs, progress=progress, float_model=model, weight_encoding=recipe.export.weight_encoding, extra=checks,
-                      train=train, pack=recipe.export.pack if recipe.export.pack is not None else True)
+                      train=train, pack=recipe.export.pack if recipe.export.pack is not None else True, files=files)
     assert summary["onnx_sha256"] == sha256_file(Path(out_dir) / "model.onnx")
     if tracker is not None:
         qat_history = summary.get("qat", {}).get("history", [])

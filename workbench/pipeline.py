@@ -126,12 +126,18 @@ def export_and_verify(task, qmodel: nn.Module, out_dir: str | Path, stem: str = 
         if getattr(exporter, "needs_float_model", False) and float_model is None:
             raise ExportError(f"export format {exporter.name!r} exports the float model: pass float_model= to export_and_verify")
     example = task.example_input()
+    # artifacts / rows: what the exporters before this one wrote and measured (a Vela target
+    # compiles the tflite-int8 file and quotes its rows)
     options = {"weight_encoding": encoding, "sim_outputs": sim_outputs, "qonnx_samples": qonnx_samples, "float_model": float_model,
-               "fp_outputs": fp_outputs, "float_onnx": float_onnx, "pack": pack}
+               "fp_outputs": fp_outputs, "float_onnx": float_onnx, "pack": pack, "task": task, "latency_runs": latency_runs,
+               "artifacts": {}, "rows": {}}
     result: dict = {"weight_encoding": encoding, "cpu_vnni": vnni, "pack": pack, "latency_method": None}  # first: the old keys keep their order
     for exporter in exporters:
         path = exporter.export(qmodel, example, inside(out_dir, f"{stem}{exporter.suffix}"), **options)
-        result.update(exporter.verify(path, qmodel, task, **options))
+        options["artifacts"][exporter.name] = path
+        verified = exporter.verify(path, qmodel, task, **options)
+        options["rows"].update({k: v for k, v in verified.items() if isinstance(v, dict) and "@" in k})
+        result.update(verified)
         result.setdefault(f"{exporter.name}_verified", True)
         result[exporter.path_key] = path.name
         if exporter.name == PRIMARY:
@@ -145,6 +151,8 @@ def export_and_verify(task, qmodel: nn.Module, out_dir: str | Path, stem: str = 
                 if name in files or name == "quant":
                     got = lat.get(name, {})
                     result[f"latency_ms_p50_{name}"], result[f"latency_ms_p99_{name}"] = got.get("p50"), got.get("p99")
+                    if name == "quant" and got:
+                        result["latency_ms_max_quant"], result["latency_jitter_quant"] = got["max"], got["p99"] / got["p50"]
             result["latency_method"] = lat.get("method")
     return result
 

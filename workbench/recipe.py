@@ -143,6 +143,39 @@ class Expectation(_Strict):
         return None
 
 
+class TargetTolerance(_Strict):
+    """What a deployment target's rows must meet (a recipe's ``targets: {name: {...}}``); every
+    bound is optional. ``min_agreement``: top-1 agreement with the simulation; ``max_lsb_diff``:
+    largest output difference in output LSBs; ``min_metric``: the task metric on the target's
+    outputs; ``max_ram_bytes`` / ``max_file_bytes``: RAM (TFLite Micro arena, NPU SRAM) and flash;
+    ``max_latency_ms_p99``; ``max_cpu_ops``: operators left on the CPU beside an NPU."""
+
+    min_agreement: float | None = Field(None, ge=0, le=1)
+    max_lsb_diff: float | None = Field(None, ge=0)
+    min_metric: float | None = None
+    max_ram_bytes: int | None = Field(None, ge=0)
+    max_file_bytes: int | None = Field(None, ge=0)
+    max_latency_ms_p99: float | None = Field(None, gt=0)
+    max_cpu_ops: int | None = Field(None, ge=0)
+
+    def check(self, row: dict) -> list[str]:
+        """Why ``row`` (a deployment row) is outside these bounds; empty when it is not. A bound
+        whose figure the row lacks (None: the runtime cannot measure it) is reported too."""
+        out = []
+        for field, column, lower in (("min_agreement", "agreement", True), ("min_metric", "metric", True), ("max_lsb_diff", "max_lsb_diff", False),
+                                     ("max_ram_bytes", "ram_bytes", False), ("max_file_bytes", "file_bytes", False),
+                                     ("max_latency_ms_p99", "latency_ms_p99", False), ("max_cpu_ops", "cpu_ops", False)):
+            bound = getattr(self, field)
+            if bound is None:
+                continue
+            value = row.get(column)
+            if value is None or value != value:
+                out.append(f"{column} was not measured; {field} {bound:g} cannot be checked")
+            elif (value < bound) if lower else (value > bound):
+                out.append(f"{column} {value:.6g} is {'below the minimum' if lower else 'above the maximum'} {bound:g}")
+        return out
+
+
 _YAML_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
@@ -168,6 +201,30 @@ class Recipe(_Strict):
     qat: QATConfig | None = None
     export: ExportSection = Field(default_factory=ExportSection)
     expected: dict[str, Expectation] = Field(default_factory=dict)
+    # deployment targets built by `workbench apply` / `workbench deploy`, with tolerances; None
+    # (the default, left out of the YAML so older recipes reserialise byte for byte): none
+    targets: dict[str, TargetTolerance] | None = None
+
+    @field_validator("targets", mode="before")
+    @classmethod
+    def _targets(cls, v):
+        """A list of names is a mapping to no tolerance; names must be registered targets."""
+        if v is None:
+            return v
+        if isinstance(v, list):
+            if not all(isinstance(n, str) for n in v):
+                raise ValueError(f"expected target names or a mapping of target name to tolerances; got {v!r}")
+            v = {n: {} for n in v}
+        if not isinstance(v, dict):
+            raise ValueError(f"expected target names or a mapping of target name to tolerances; got {type(v).__name__}")
+        from .deploy import list_target_names
+        from .errors import unknown_name
+
+        known = list_target_names()
+        for name in v:
+            if name not in known:
+                raise ValueError(unknown_name("deployment target", name, known, listed="targets:"))
+        return {n: ({} if t is None else t) for n, t in v.items()}
 
     @field_validator("ptq", "qat", mode="before")
     @classmethod
@@ -194,6 +251,10 @@ class Recipe(_Strict):
         d["dataset"] = {k: v for k, v in d["dataset"].items() if v is not None}
         if d["export"].get("pack") is None:
             d["export"].pop("pack", None)
+        if d.get("targets") is None:
+            d.pop("targets", None)
+        else:
+            d["targets"] = {n: {k: v for k, v in t.items() if v is not None} for n, t in d["targets"].items()}
         return yaml.safe_dump(d, sort_keys=False)
 
 

@@ -147,7 +147,7 @@ def paired_latency(paths: dict[str, str | os.PathLike], example: torch.Tensor, r
     ``warmup`` untimed runs each, then ``runs`` timed rounds that interleave the files (each round
     runs every file once; the order rotates by one file per round, so none always runs first).
 
-    Returns ``{name: {"p50", "p99", "level"}}`` per file (milliseconds) plus ``"order"``: the names
+    Returns ``{name: {"p50", "p99", "max", "level"}}`` per file (milliseconds) plus ``"order"``: the names
     in the order the timed runs happened (``runs * len(paths)`` entries) and ``"method"``: one line
     saying how it was measured."""
     if not paths:
@@ -169,7 +169,8 @@ def paired_latency(paths: dict[str, str | os.PathLike], example: torch.Tensor, r
             sessions[n].run(None, feeds[n])
             times[n][i] = (time.perf_counter() - t0) * 1e3
             order.append(n)
-    out: dict = {n: {"p50": float(np.percentile(times[n], 50)), "p99": float(np.percentile(times[n], 99)), "level": levels[n]} for n in names}
+    out: dict = {n: {"p50": float(np.percentile(times[n], 50)), "p99": float(np.percentile(times[n], 99)), "max": float(times[n].max()),
+                     "level": levels[n]} for n in names}
     level_text = ", ".join(f"{n} {levels[n]}" for n in names)
     out["order"] = order
     out["method"] = f"interleaved, batch 1, 1 thread, {runs} runs, levels: {level_text}"

@@ -1,0 +1,124 @@
+"""Deployment: build a recipe's model for embedded targets, run or compile each artifact, and
+gather one table (``deployment.csv``): one row per target and runtime.
+
+>>> table, failures = wb.deploy("recipe.yaml", ["tflite-int8", "ethos-u55-128"], "runs/deploy")
+
+Targets are entries of the exporter registry (:class:`workbench.exporters.Target`:
+``tflite-int8``, the Ethos-U configs compiled by Vela, ``hls4ml``); the QCDQ export is always
+built too and gives the ``onnxruntime`` row (this CPU), so the table compares the embedded
+targets with the desktop runtime the exploration used. Each row says where its RAM and latency
+figures come from (``ram_source``, ``latency_source``): measured on this CPU, or estimated by a
+target compiler. A recipe's ``targets:`` section names targets and their tolerances
+(:class:`workbench.recipe.TargetTolerance`); rows outside them are listed as failures, and
+``workbench apply`` / ``workbench deploy`` exit 1.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from pathlib import Path
+
+import pandas as pd
+
+from .errors import ExportError
+from .exporters import DEPLOYMENT_COLUMNS, PRIMARY, Target, get_exporter
+
+
+def resolve_targets(targets: Iterable[str] | str | None) -> tuple[str, ...]:
+    """Checked deployment target names, in build order (a target that compiles another's artifact,
+    e.g. a Vela config compiling the ``tflite-int8`` file, comes after it; that dependency is added
+    when missing). Unknown names and exporters that are not deployment targets are one-line
+    :class:`ExportError` s; a missing toolchain is a one-line :class:`~workbench.errors.ToolchainError`
+    naming the extra to install. All before any work."""
+    if targets is None:
+        return ()
+    if isinstance(targets, str):
+        targets = (targets,)
+    names: list[str] = []
+    for name in targets:
+        exporter = get_exporter(name)
+        if not isinstance(exporter, Target):
+            raise ExportError(f"{name!r} is an export format, not a deployment target; targets: {', '.join(list_target_names())}")
+        for dep in (*getattr(exporter, "depends_on", ()), name):
+            if dep not in names:
+                names.append(dep)
+    for name in names:
+        get_exporter(name).available()
+    return tuple(names)
+
+
+def list_target_names() -> list[str]:
+    from .exporters import EXPORTERS
+
+    return [n for n, e in EXPORTERS.items() if isinstance(e, Target)]
+
+
+def list_targets() -> pd.DataFrame:
+    """The registered deployment targets: name, runtime, carries, extra, installed (its toolchain
+    imports here) and description."""
+    from .errors import ToolchainError
+    from .exporters import EXPORTERS
+
+    rows = []
+    for name, t in EXPORTERS.items():
+        if not isinstance(t, Target):
+            continue
+        try:
+            t.available()
+            installed = True
+        except ToolchainError:
+            installed = False
+        rows.append({"name": name, "runtime": t.runtime, "carries": t.carries, "extra": t.extra, "installed": installed, "description": t.description})
+    return pd.DataFrame(rows, columns=["name", "runtime", "carries", "extra", "installed", "description"])
+
+
+def _none(v):
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
+
+
+def deployment_table(variant: dict) -> pd.DataFrame:
+    """The deployment rows of one variant's summary (``summary["variants"][name]``): the QCDQ
+    export in onnxruntime first, then each target's rows (keys ``"<target>@<runtime>"``), with the
+    :data:`~workbench.exporters.DEPLOYMENT_COLUMNS`."""
+    rows = [{
+        "target": PRIMARY, "runtime": "onnxruntime", "metric": variant.get("onnx_metric"), "agreement": variant.get("onnx_agreement"),
+        "samples": variant.get("onnx_samples"), "file_bytes": variant.get("onnx_file_bytes"),
+        "latency_ms_p50": variant.get("latency_ms_p50_quant"), "latency_ms_p99": variant.get("latency_ms_p99_quant"),
+        "latency_ms_max": variant.get("latency_ms_max_quant"), "jitter": variant.get("latency_jitter_quant"),
+        "latency_source": f"measured on this CPU ({variant.get('latency_method')})" if variant.get("latency_method") else None,
+        "cpu_ops": None, "artifact": variant.get("onnx_path"),
+    }]
+    for key, row in variant.items():
+        if isinstance(row, dict) and "@" in key and "target" in row:
+            rows.append(row)
+    return pd.DataFrame([{c: _none(r.get(c)) for c in DEPLOYMENT_COLUMNS} for r in rows], columns=list(DEPLOYMENT_COLUMNS))
+
+
+def tolerance_failures(table: pd.DataFrame, tolerances: dict) -> list[str]:
+    """``targets.<name> (<runtime>): why`` for every row outside its target's tolerance
+    (:class:`workbench.recipe.TargetTolerance`); a listed target with no row is a failure too."""
+    failures = []
+    for name, tol in tolerances.items():
+        rows = table[table["target"] == name]
+        if rows.empty:
+            failures.append(f"targets.{name}: no row was built")
+        for row in rows.to_dict("records"):
+            for why in tol.check(row):
+                failures.append(f"targets.{name} ({row['runtime']}): {why}")
+    return failures
+
+
+def deploy(recipe_path: str | Path, targets: Iterable[str] | str | None = None, out_dir: str | Path = "runs/deploy", *,
+           overwrite: bool = False, progress: bool = True, latency_runs: int = 200, allow_code: bool | None = None,
+           tracking=False) -> tuple[pd.DataFrame, list[str]]:
+    """Rebuild ``recipe_path``'s model (as ``workbench apply`` does), build, run and check every
+    target (``targets``: names; None: the recipe's ``targets:`` section), write the artifacts and
+    ``deployment.csv`` into ``out_dir``; return the table and the failures (the recipe's
+    expectations and target tolerances not met). Everything is refused before work when a target
+    is unknown, its toolchain is missing, or it cannot carry a layer the recipe asks for."""
+    from .job import apply_recipe
+
+    summary, failures = apply_recipe(recipe_path, out_dir, progress=progress, latency_runs=latency_runs, overwrite=overwrite,
+                                     allow_code=allow_code, tracking=tracking, targets=targets, require_targets=True)
+    return pd.DataFrame(summary["deployment"], columns=list(DEPLOYMENT_COLUMNS)), failures
