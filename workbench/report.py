@@ -72,6 +72,7 @@ def write_report(summary: dict, layers: dict[str, pd.DataFrame], sections: list[
                 "of which integer weights (QONNX)": sum(v.get(k) or 0 for k in ("qonnx_weight_bytes_packed", "qonnx_int8_bytes", "qonnx_int16_bytes"))}
                if "qonnx_file_bytes" in v else {}),
         })
+    deployment = _deployment_html(summary)
     fig_parts = iter(parts[3:])
     extra = "".join(f"<h2>{html.escape(title)}</h2>{next(fig_parts) if fig is not None else ''}{body}" for title, fig, body in sections)
     sections = "".join(f"<h3>{html.escape(name)}</h3>{_table(df)}" for name, df in layers.items())
@@ -83,9 +84,26 @@ code{{background:#f4f4f4;padding:1px 4px}}</style></head><body>
 <p>Data: {html.escape(summary.get('data_source', ''))}. Metric: <code>{html.escape(summary['metric_name'])}</code>.
 Float baseline {summary['fp_metric']:.4f}. Workbench {__version__}.</p>
 <h2>Variants</h2>{_table(pd.DataFrame(rows))}
+{deployment}
 {parts[0]}{parts[2]}<h2>Per layer</h2>{parts[1]}{sections}
 {extra}<h2>summary.json</h2><pre>{html.escape(json.dumps({k: v for k, v in summary.items() if k != 'variants'}, indent=2, default=str))}</pre>
 </body></html>"""
+
+
+def _deployment_html(summary: dict) -> str:
+    """The deployment table (``summary["deployment"]``, or the primary variant's onnxruntime row),
+    each figure with where it comes from."""
+    from .deploy import deployment_table
+
+    if summary.get("deployment"):
+        table = pd.DataFrame(summary["deployment"])
+    else:
+        table = deployment_table(summary["variants"][summary["primary_variant"]])
+    table = table.dropna(axis=1, how="all")
+    note = ("" if summary.get("deployment") else
+            "<p>Only this CPU's runtime here; <code>workbench deploy RECIPE --target T</code> adds the embedded targets "
+            "(<code>workbench targets</code> lists them).</p>")
+    return f"<h2>Deployment</h2>{note}{table.to_html(index=False, na_rep='-', border=0, classes='tbl')}"
 
 
 # ----------------------------------------------------------------------------- sensitivity
