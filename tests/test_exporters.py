@@ -92,7 +92,7 @@ def test_missing_float_onnx_is_an_export_error_naming_the_path(tmp_path, small_q
 def test_qonnx_false_alias_keeps_the_old_keys(tmp_path, small_q):
     task, q = small_q
     res = wb.export_and_verify(task, q, tmp_path, qonnx=False, latency_runs=5)
-    assert list(res)[-4:] == ["onnx_path", "onnx_sha256", "latency_ms_p50_quant", "latency_ms_p99_quant"]
+    assert list(res)[-6:] == ["onnx_path", "onnx_sha256", "latency_ms_p50_quant", "latency_ms_p99_quant", "latency_ms_max_quant", "latency_jitter_quant"]
     assert res["onnx_path"] == "model.onnx" and not any(k.startswith("qonnx") for k in res)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
 

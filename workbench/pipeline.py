@@ -129,11 +129,11 @@ def export_and_verify(task, qmodel: nn.Module, out_dir: str | Path, stem: str = 
     # artifacts / rows: what the exporters before this one wrote and measured (a Vela target
     # compiles the tflite-int8 file and quotes its rows)
     options = {"weight_encoding": encoding, "sim_outputs": sim_outputs, "qonnx_samples": qonnx_samples, "float_model": float_model,
-               "fp_outputs": fp_outputs, "float_onnx": float_onnx, "pack": pack, "task": task, "latency_runs": latency_runs,
+               "fp_outputs": fp_outputs, "float_onnx": float_onnx, "pack": pack, "latency_runs": latency_runs,
                "artifacts": {}, "rows": {}}
     result: dict = {"weight_encoding": encoding, "cpu_vnni": vnni, "pack": pack, "latency_method": None}  # first: the old keys keep their order
     for exporter in exporters:
-        path = exporter.export(qmodel, example, inside(out_dir, f"{stem}{exporter.suffix}"), **options)
+        path = exporter.export(qmodel, example, inside(out_dir, f"{stem}{exporter.suffix}"), task=task, **options)
         options["artifacts"][exporter.name] = path
         verified = exporter.verify(path, qmodel, task, **options)
         options["rows"].update({k: v for k, v in verified.items() if isinstance(v, dict) and "@" in k})
