@@ -258,10 +258,13 @@ def _tflite_facts(path: Path) -> dict:
 def _vela_failure(proc: subprocess.CompletedProcess, source: Path, config: str) -> ToolchainError:
     """One line: Vela's own last message (a Python traceback's last line, or the last line it
     printed that is not one of its default-configuration warnings), or the signal that killed it."""
-    text = (proc.stderr or "") + "\n" + (proc.stdout or "")
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("Warning: No ")]
-    tb = [ln for ln in (proc.stderr or "").splitlines() if ln and not ln.startswith(" ")]
-    message = tb[-1].strip() if tb and "Traceback" in (proc.stderr or "") else (lines[-1] if lines else "")
+    said = [ln.strip() for ln in (proc.stdout or "").splitlines() if ln.strip() and not ln.startswith(("Warning: No ", "#"))]
+    err = proc.stderr or ""
+    if "Traceback" in err:  # the exception line: the last unindented line of the traceback
+        said += [ln.strip() for ln in err.splitlines() if ln.strip() and not ln.startswith((" ", "Traceback"))][-1:]
+    else:
+        said += [ln.strip() for ln in err.splitlines() if ln.strip() and not ln.startswith("Warning: No ")]
+    message = "; ".join(dict.fromkeys(said[-2:]))
     if proc.returncode < 0:
         try:
             how = f"killed by {signal.Signals(-proc.returncode).name}"
@@ -269,8 +272,8 @@ def _vela_failure(proc: subprocess.CompletedProcess, source: Path, config: str) 
             how = f"killed by signal {-proc.returncode}"
     else:
         how = f"exited with status {proc.returncode}"
-    said = f": {message[:300]}" if message else " and printed no message"
-    return ToolchainError(f"Vela {vela_version() or ''} failed on {source.name!r} for {config}: {how}{said}".replace("Vela  ", "Vela "))
+    tail = f": {message[:300]}" if message else " and printed no message"
+    return ToolchainError(f"Vela {vela_version() or ''} failed on {source.name!r} for {config}: {how}{tail}".replace("Vela  ", "Vela "))
 
 
 def compile_vela(tflite_path: str | os.PathLike, config: str = HEADLINE, out_path: str | os.PathLike | None = None, *,
@@ -292,9 +295,6 @@ def compile_vela(tflite_path: str | os.PathLike, config: str = HEADLINE, out_pat
         raise ToolchainError("the Ethos-U targets need the Python module 'ethosu.vela', which is not installed; "
                              "install the extra: pip install 'workbench[targets]'")
     config = _check_config(config)
-    source = Path(tflite_path)
-    if not source.is_file():
-        raise ExportError(f"tflite_path {str(source)!r} does not exist; pass an int8 .tflite file")
     files = [config_files] if isinstance(config_files, (str, os.PathLike)) else list(config_files or [])
     for f in files:
         if not Path(f).is_file():
@@ -310,6 +310,9 @@ def compile_vela(tflite_path: str | os.PathLike, config: str = HEADLINE, out_pat
         raise ExportError(unknown_name("Vela optimise strategy", optimise, OPTIMISE))
     if arena_cache_size is not None and (isinstance(arena_cache_size, bool) or not isinstance(arena_cache_size, int) or arena_cache_size <= 0):
         raise ExportError(f"arena_cache_size {arena_cache_size!r}; expected a positive number of bytes")
+    source = Path(tflite_path)
+    if not source.is_file():
+        raise ExportError(f"tflite_path {str(source)!r} does not exist; pass an int8 .tflite file")
     facts = _tflite_facts(source)
     if facts["int4"]:
         raise ExportError(f"{source.name!r} holds INT4 tensors ({facts['int4'][0]!r}...): Vela needs 8-bit weights on every Ethos-U "
