@@ -120,7 +120,9 @@ def test_kws_dscnn_int8_runs_wholly_on_the_ethos_u55_128(kws, tmp_path):
     big = get_vela_target("ethos-u55-256")
     big_path = big.export(qmodel, task.example_input(), out / f"model{big.suffix}", tflite_path=tflite)
     assert big.evaluate(big_path, qmodel, task)[0]["cycles"] < row["cycles"]
-    assert target.verify(path, qmodel, task)["ethos-u55-128@vela (ethos-u55-128)"]["npu_ops"] == row["npu_ops"]
+    verified = target.verify(path, qmodel, task)
+    assert verified["ethos-u55-128@vela (ethos-u55-128)"]["npu_ops"] == row["npu_ops"]
+    assert verified["ethos-u55-128_verified"] is False and "runs only on an ethos-u55-128 NPU" in verified["ethos-u55-128_unverified_reason"]
     with pytest.raises(wb.ExportError, match=r"was compiled for ethos-u55-256, not ethos-u55-128"):
         target.evaluate(big_path, qmodel, task)
 

@@ -574,6 +574,16 @@ class VelaTarget(Target):
         return [row]
 
 
+    def verify(self, path, qmodel, task, **options) -> dict:
+        """The row of :meth:`evaluate` under the target's name, and ``<name>_verified`` False: no
+        runtime here runs the compiled file (its ``ethos-u`` operator needs the NPU)."""
+        out = super().verify(path, qmodel, task, **options)
+        out[f"{self.name}_verified"] = False
+        out[f"{self.name}_unverified_reason"] = (f"the compiled file runs only on an {self.config} NPU; the figures are Vela's estimates "
+                                                  f"(metric and agreement from the tflite-int8 rows where given)")
+        return out
+
+
 def _tflite_row(rows) -> dict | None:
     if not rows:
         return None
