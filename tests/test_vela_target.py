@@ -77,7 +77,8 @@ def test_unknown_config_is_one_line_listing_the_known_ones(tmp_path):
         compile_vela(tmp_path / "absent.tflite", "ethos-u77")
     with pytest.raises(wb.ExportError, match=r"^unknown export format 'ethos-u55-999'.*ethos-u55-128"):
         wb.get_exporter("ethos-u55-999")
-    with pytest.raises(wb.ExportError, match=r"^unknown Vela system configuration 'Ethos_U55_High_End_Embeded' \(did you mean 'Ethos_U55_High_End_Embedded'\?\); known: Ethos_U55_Deep_Embedded, "):
+    with pytest.raises(wb.ExportError, match=r"^unknown Vela system configuration 'Ethos_U55_High_End_Embeded' "
+                                           r"\(did you mean 'Ethos_U55_High_End_Embedded'\?\); known: Ethos_U55_Deep_Embedded, "):
         compile_vela(tmp_path / "absent.tflite", system_config="Ethos_U55_High_End_Embeded")
 
 
@@ -125,6 +126,16 @@ def test_kws_dscnn_int8_runs_wholly_on_the_ethos_u55_128(kws, tmp_path):
     assert verified["ethos-u55-128_verified"] is False and "runs only on an ethos-u55-128 NPU" in verified["ethos-u55-128_unverified_reason"]
     with pytest.raises(wb.ExportError, match=r"was compiled for ethos-u55-256, not ethos-u55-128"):
         target.evaluate(big_path, qmodel, task)
+
+    # another system configuration of Vela's .ini: a 200 MHz clock, so the same work takes longer
+    deep = target.export(qmodel, task.example_input(), out / "deep.ethos-u55-128.tflite", tflite_path=tflite,
+                         system_config="Ethos_U55_Deep_Embedded", memory_mode="Shared_Sram")
+    [slow] = target.evaluate(deep, qmodel, task)
+    assert slow["latency_source"] == "estimated by Vela at 200 MHz (Ethos_U55_Deep_Embedded)"
+    assert slow["latency_ms_p50"] == pytest.approx(slow["cycles"] / 200e6 * 1e3, rel=1e-4) and slow["latency_ms_p50"] > row["latency_ms_p50"]
+    with pytest.raises(wb.ExportError, match=r"^target 'ethos-u55-128' compiles an int8 TFLite file: pass tflite_path="):
+        target.export(qmodel, task.example_input(), out / "none.ethos-u55-128.tflite")
+    assert sorted(os.listdir(out)) == ["deep.ethos-u55-128.tflite", "model.ethos-u55-128.tflite", "model.ethos-u55-256.tflite"]
 
 
 def test_ic_resnet8_from_the_float_model_on_the_npu(tmp_path):

@@ -289,8 +289,6 @@ def compile_vela(tflite_path: str | os.PathLike, config: str = HEADLINE, out_pat
     errors listing the known values); a TFLite file with INT4 tensors is refused (Vela needs 8-bit
     weights; Vela 5.2 dies of a floating point exception on one). A Vela failure is one-line
     :class:`ToolchainError` with Vela's own message."""
-    import pandas as pd
-
     if not _vela_installed():
         raise ToolchainError("the Ethos-U targets need the Python module 'ethosu.vela', which is not installed; "
                              "install the extra: pip install 'workbench[targets]'")
@@ -361,8 +359,9 @@ def compile_vela(tflite_path: str | os.PathLike, config: str = HEADLINE, out_pat
         got = fallbacks.get(r.name, {})
         fallback_list.append({"op": got.get("op") or r.original_op, "name": r.name, "layer": r.layer,
                               "reason": got.get("reason") or "placed on the CPU by Vela (no reason printed)"})
+    listed = set(cpu_rows["name"]) if len(cpu_rows) else set()
     for name, got in fallbacks.items():  # a warned operator with no per-layer row (none seen in Vela 5.2)
-        if name not in set(cpu_rows["name"] if len(cpu_rows) else ()):
+        if name not in listed:
             fallback_list.append({**got, "layer": _short_name(name)})
     npu_ops = _count(log, "NPU")
     cpu_ops = _count(log, "CPU")
@@ -375,7 +374,7 @@ def compile_vela(tflite_path: str | os.PathLike, config: str = HEADLINE, out_pat
         weights_area=str(s["weights_storage_area"]), feature_map_area=str(s["feature_map_storage_area"]),
         npu_ops=npu_ops if npu_ops is not None else int((layers["placed"] == "npu").sum()),
         cpu_ops=cpu_ops if cpu_ops is not None else len(cpu_rows), macs=int(s.get("nn_macs") or 0),
-        fallbacks=fallback_list, layers=layers if isinstance(layers, pd.DataFrame) else pd.DataFrame(layers), summary=s,
+        fallbacks=fallback_list, layers=layers, summary=s,
         input_ops=facts["ops"] or [], compiled_bytes=len(data), sha256=hashlib.sha256(data).hexdigest(), vela_version=vela_version(), log=log)
     if out_path is not None:
         atomic_write_bytes(out_path, data)
@@ -646,7 +645,8 @@ def _int8_tflite_stand_in(float_model: nn.Module, calib, path: Path, act_bits: i
         try:
             litert_torch.convert(float_model.eval(), (x[:1],)).export(str(float_path))
         except Exception as exc:  # the converter raises many types; one line with its message
-            raise ToolchainError(f"litert_torch could not convert the float model: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}") from None
+            first = str(exc).splitlines()[0][:200] if str(exc) else ""
+            raise ToolchainError(f"litert_torch could not convert the float model: {type(exc).__name__}: {first}") from None
         sig = Interpreter(model_path=str(float_path)).get_signature_list()
         key = next(iter(sig))
         arg = sig[key]["inputs"][0]
