@@ -508,10 +508,11 @@ class VelaTarget(Target):
                 op = type(qmodel.get_submodule(name)).__name__
             except AttributeError:
                 op = None
-            reason = _layer_reason(lq)
-            if reason is None and lq.weight_bits is None and lq.act_bits is None:
+            refused = _layer_reason(lq)
+            reason = refused
+            if refused is None and lq.weight_bits is None and lq.act_bits is None:
                 reason = "float in the spec: the int8 TFLite file quantises it to int8 (Vela places a float operator on the CPU)"
-            rows.append({"layer": name, "op": op, "supported": _layer_reason(lq) is None, "reason": reason})
+            rows.append({"layer": name, "op": op, "supported": refused is None, "reason": reason})
         return pd.DataFrame(rows, columns=["layer", "op", "supported", "reason"])
 
     def export(self, qmodel, example, path, tflite_path=None, float_model=None, calib=None, system_config=None, memory_mode=None,
