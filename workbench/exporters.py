@@ -85,13 +85,14 @@ class Exporter:
 
 
 #: The columns of one deployment row (:meth:`Target.evaluate`, ``deployment.csv``), in order.
-#: ``ram_bytes`` / ``latency_*`` / ``cycles`` say where they come from in ``ram_source`` /
-#: ``latency_source`` (measured on this CPU, or estimated by a target compiler).
+#: ``ram_bytes`` / ``flash_bytes`` / ``latency_*`` / ``cycles`` say where they come from in
+#: ``ram_source`` / ``flash_source`` / ``latency_source`` (measured on this CPU, or estimated by a
+#: target compiler); ``notes`` says where a row's metric comes from when not its own runtime.
 DEPLOYMENT_COLUMNS = (
-    "target", "runtime", "metric", "agreement", "max_lsb_diff", "samples", "file_bytes",
+    "target", "runtime", "metric", "agreement", "max_lsb_diff", "samples", "file_bytes", "flash_bytes", "flash_source",
     "ram_bytes", "ram_source", "peak_act_estimate_bytes", "ram_vs_estimate",
     "latency_ms_p50", "latency_ms_p99", "latency_ms_max", "jitter", "cycles", "latency_source",
-    "npu_ops", "cpu_ops", "unsupported", "artifact",
+    "npu_ops", "cpu_ops", "unsupported", "artifact", "notes",
 )
 
 

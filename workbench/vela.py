@@ -478,6 +478,7 @@ class VelaTarget(Target):
     """An Arm Ethos-U NPU compiled for by Vela, one instance per accelerator configuration."""
 
     requires = (VELA_MODULE,)
+    depends_on = ("tflite-int8",)  # compiles that target's file (workbench.deploy adds it first)
     carries = "int8 weights (per-channel), int8 or int16 activations, via an int8 TFLite file"
     max_bits = 16
     needs_float_model = True
@@ -523,6 +524,7 @@ class VelaTarget(Target):
         self.check(qmodel)
         vela_options = {"system_config": system_config, "memory_mode": memory_mode, "config_files": config_files, "optimise": optimise,
                         "arena_cache_size": arena_cache_size}
+        tflite_path = tflite_path or options.get("artifacts", {}).get("tflite-int8")  # built before it by export_and_verify
         if tflite_path is not None:
             compile_vela(tflite_path, self.config, path, **vela_options)
             return Path(path)
@@ -541,6 +543,10 @@ class VelaTarget(Target):
         target's rows) give metric and agreement: the same int8 graph run by the TFLite
         interpreter; without them both are None, since nothing here runs the NPU."""
         self.available()
+        if tflite_rows is None:  # export_and_verify: the rows of the targets built before this one
+            tflite_rows = [r for r in options.get("rows", {}).values() if r.get("target") == "tflite-int8"] or None
+        if tflite_path is None:
+            tflite_path = options.get("artifacts", {}).get("tflite-int8")
         result = _report_for(path)
         if result is None and tflite_path is not None:
             result = compile_vela(tflite_path, self.config, system_config=system_config, memory_mode=memory_mode, config_files=config_files,
@@ -566,9 +572,8 @@ class VelaTarget(Target):
         source = _tflite_row(tflite_rows)
         if source is not None:
             row.update({k: source.get(k) for k in ("metric", "agreement", "max_lsb_diff", "samples")})
-            row["runtime"] = (f"{self.runtime}; metric and agreement of {source.get('target') or 'tflite-int8'} "
-                              f"({source.get('runtime') or 'TFLite'}): the same int8 graph, not run on the NPU")
-        # beside the deployment columns: the memory holding the weights
+            row["notes"] = (f"metric and agreement of {source.get('target') or 'tflite-int8'} "
+                            f"({source.get('runtime') or 'TFLite'}): the same int8 graph, not run on the NPU")
         row["flash_bytes"] = result.flash_bytes
         row["flash_source"] = f"Vela estimate: weights in {result.weights_area} ({result.system_config}, {result.memory_mode})"
         return [row]
