@@ -82,6 +82,11 @@ def test_a_perturbed_layer_is_the_first_over_the_threshold(digits_w8a8, qcdq_fil
     step = float(q.get_submodule("features.5").act_quant.scale().detach())
     assert table.loc["features.3", "max_lsb_diff"] == pytest.approx(0.5 * outs["features.3"].max() / step, rel=1e-3)
 
+    from widgets import DivergenceView
+
+    view = DivergenceView(table.reset_index())  # the real table drives the view: it jumps to the perturbed layer
+    assert view.dropdown.value == "features.3" and "SQNR 6.02 dB" in view.detail.value
+
     shifted = {**outs, "features.7": outs["features.7"] + 0.5 * np.abs(outs["features.7"]).mean()}
     table = wb.divergence(q, x, shifted, threshold_db=20.0)
     assert table.attrs["first_layer"] == "features.7" and table.attrs["threshold_db"] == 20.0

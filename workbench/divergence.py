@@ -1,4 +1,12 @@
-"""Where a QCDQ export and the Brevitas simulation part ways, quantiser by quantiser.
+"""Where an export and the Brevitas simulation part ways: layer by layer for any deployment
+target (:func:`divergence`), and quantiser by quantiser for QCDQ (:func:`quantiser_divergence`).
+
+:func:`divergence` (``wb.divergence``) compares each quantised layer's fused output
+(:func:`simulation_layer_outputs`: the tensor the next layer reads, after the activation a
+runtime fuses into the layer) with the same tensor from a target: the QCDQ ONNX file in
+onnxruntime (:func:`onnx_layer_outputs`) or any registered target's ``layer_outputs``. One row
+per layer, in execution order: SQNR, cosine, largest difference (in output quantisation steps
+too), the first layer under a SQNR threshold, and layers the target does not expose flagged.
 
 :func:`quantiser_divergence` exports ``qmodel`` with Brevitas's own QCDQ exporter (no workbench
 rewrite: their node names still name the module each QuantizeLinear came from), runs it in
@@ -13,7 +21,7 @@ the largest difference. What the rows tell:
 - float operations that the two runtimes compute with different last-bit rounding (LayerNorm,
   softmax, GELU, float matmuls) move a value across a rounding boundary now and then: codes one
   step apart in a small fraction of places, a fraction that grows with depth because each moved
-  code moves the next layer's inputs by a whole step (:func:`workbench.divergence` measured this on
+  code moves the next layer's inputs by a whole step (:func:`quantiser_divergence` measured this on
   ``hf-bert``; the same cascade appears between the float32 simulation and the same simulation in
   float64).
 
