@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 import torch
 from brevitas import nn as qnn
+from brevitas.quant import Int8ActPerTensorFloat
 from torch import nn
 
 import workbench as wb
-from workbench.divergence import DIVERGENCE_COLUMNS, onnx_layer_outputs, simulation_layer_outputs
+from workbench.divergence import DIVERGENCE_COLUMNS, layer_output_modules, onnx_layer_outputs, simulation_layer_outputs
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +52,7 @@ def test_simulation_layer_outputs_are_the_fused_requantised_tensors(digits_w8a8)
     assert table.attrs["exposed_by"] == {"features.0": "features.2", "features.3": "features.5", "features.7": "features.9",
                                          "classifier": "classifier_output_quant"}
     assert (table["sqnr_db"] == math.inf).all() and (table["max_lsb_diff"] == 0).all()
+    assert layer_output_modules(q, x[:1]) == table.attrs["exposed_by"]
 
 
 def test_qcdq_export_follows_the_simulation_on_every_layer(digits_w8a8, qcdq_file):
@@ -142,34 +144,43 @@ def test_bad_inputs_are_one_line_errors(digits_w8a8, qcdq_file):
         assert issubclass(exc, wb.WorkbenchError)
 
 
-class _SharedReLU(nn.Module):
-    """A model without a torch.fx graph, one ReLU module used after two layers, and a layer whose
-    output is pooled before its activation (so it stays unfused)."""
+class _ModuleByModule(nn.Module):
+    """A model without a torch.fx graph (as the workbench quantises Hugging Face models, module by
+    module): one ReLU module used after several layers, a layer quantising its own input, an
+    in-place residual addition, and a layer pooled before its activation."""
 
     def __init__(self):
         super().__init__()
         self.conv1 = qnn.QuantConv2d(1, 4, 3, padding=1, weight_bit_width=8)
-        self.conv2 = qnn.QuantConv2d(4, 4, 3, padding=1, weight_bit_width=8)
+        self.conv2 = qnn.QuantConv2d(4, 4, 3, padding=1, weight_bit_width=8, input_quant=Int8ActPerTensorFloat)
+        self.conv3 = qnn.QuantConv2d(4, 4, 3, padding=1, weight_bit_width=8)
         self.relu = nn.ReLU()
         self.pool = nn.MaxPool2d(2)
         self.fc = qnn.QuantLinear(4 * 4 * 4, 3, bias=True, weight_bit_width=8)
 
     def forward(self, x):
-        x = self.relu(self.conv1(x))
-        x = self.relu(self.pool(self.conv2(x)))
-        return self.fc(x.flatten(1))
+        y = self.relu(self.conv1(x))  # read by conv2's own input quantiser: that is conv1's tensor
+        h = self.conv3(self.conv2(y))
+        h += 0.5  # in place: conv3's output is changed before the ReLU reads it, so they do not fuse
+        h = self.relu(self.pool(self.relu(h)))
+        return self.fc(h.flatten(1))
 
 
 def test_hooks_without_a_graph_fuse_per_call():
     torch.manual_seed(0)
-    m = _SharedReLU().eval()
+    m = _ModuleByModule().eval()
     x = torch.randn(5, 1, 8, 8)
     sim = simulation_layer_outputs(m, x)
-    assert list(sim) == ["conv1", "conv2", "fc"]
+    assert list(sim) == ["conv1", "conv2", "conv3", "fc"]
     with torch.no_grad():
-        assert np.array_equal(sim["conv1"], torch.relu(m.conv1(x)).numpy())  # fused with the shared ReLU
-        assert np.array_equal(sim["conv2"], m.conv2(torch.relu(m.conv1(x))).numpy())  # pooled before its ReLU: its own output
-        assert sim["conv2"].min() < 0 and np.array_equal(sim["fc"], m(x).numpy())
-    table = wb.divergence(m, x, {"conv1": sim["conv1"]})
-    assert table.attrs["exposed_by"] == {"conv1": "relu", "conv2": "conv2", "fc": "fc"}
-    assert list(table["missing"]) == [False, True, True] and math.isnan(table.loc[0, "max_lsb_diff"])  # a float ReLU has no step
+        y = torch.relu(m.conv1(x))
+        quant = m.conv2.input_quant(y)
+        assert np.array_equal(sim["conv1"], quant.value.numpy()) and not np.array_equal(sim["conv1"], y.numpy())
+        h2 = m.conv2(y)
+        assert np.array_equal(sim["conv2"], h2.numpy())  # read by conv3, which does not quantise its input: its own output
+        assert np.array_equal(sim["conv3"], m.conv3(h2).numpy())  # before the in-place += (kept as a copy)
+        assert sim["conv3"].min() < 0 and np.array_equal(sim["fc"], m(x).numpy())
+    assert wb.divergence(m, x, sim).attrs["exposed_by"] == {"conv1": "conv2.input_quant", "conv2": "conv2", "conv3": "conv3", "fc": "fc"}
+    table = wb.divergence(m, x, {"conv1": sim["conv1"] + float(quant.scale), "conv2": sim["conv2"]})
+    assert table.loc[0, "max_lsb_diff"] == 1.0  # in steps of conv2's input quantiser
+    assert list(table["missing"]) == [False, False, True, True] and math.isnan(table.loc[1, "max_lsb_diff"])  # a float output has no step

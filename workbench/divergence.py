@@ -38,6 +38,7 @@ import tempfile
 import numpy as np
 import onnx
 import torch
+from brevitas import nn as qnn
 from onnx import numpy_helper
 from torch import nn
 
@@ -130,46 +131,51 @@ def first_divergence(rows: list[dict]) -> dict | None:
 # quantiser_divergence above bisects integer codes of one runtime; the functions below compare any
 # deployment target's per-layer tensors with the simulation's, in floats, layer by layer.
 
-#: Modules a deployment runtime fuses into the compute layer before them (conv + relu, conv +
-#: requantise): Brevitas's activation layers (QuantReLU, QuantIdentity, QuantHardTanh, QuantSigmoid,
-#: QuantTanh, ...) and torch's elementwise activations.
-FUSED_ACTIVATIONS = (
-    "brevitas.nn.quant_layer.QuantNonLinearActLayer",
-    nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.LeakyReLU, nn.PReLU, nn.Sigmoid, nn.Tanh, nn.Hardsigmoid, nn.Hardswish, nn.SiLU, nn.GELU, nn.ELU,
-)
+#: Modules a deployment runtime fuses into the compute layer before them (conv + relu + requantise):
+#: elementwise clamps and requantisers. Sigmoid, tanh, GELU and the like run as ops of their own
+#: in runtimes (lookup tables, float kernels), so they end a chain.
+FUSED_ACTIVATIONS = (qnn.QuantReLU, qnn.QuantIdentity, qnn.QuantHardTanh, nn.ReLU, nn.ReLU6, nn.Hardtanh)
 
 #: The columns of :func:`divergence`, in order.
 DIVERGENCE_COLUMNS = ("layer", "order", "shape", "sqnr_db", "cosine", "max_abs_diff", "max_lsb_diff", "over_threshold", "first", "missing", "note")
 
 
-def _activation_types() -> tuple[type, ...]:
-    from brevitas.nn.quant_layer import QuantNonLinearActLayer
+def _quantises_input(module) -> bool:
+    """A compute layer that quantises what it reads itself (its ``input_quant``), as the workbench's
+    module-by-module path places activation quantisers."""
+    proxy = getattr(module, "input_quant", None)
+    return isinstance(proxy, nn.Module) and bool(getattr(proxy, "is_quant_enabled", False))
 
-    return tuple(QuantNonLinearActLayer if t == FUSED_ACTIVATIONS[0] else t for t in FUSED_ACTIVATIONS)
 
-
-def _fx_chains(qmodel: nn.Module) -> dict[str, tuple[str, ...]] | None:
-    """On a torch.fx GraphModule: ``{layer: (activation module names fused after it, in order)}``.
-    A module joins the chain where it is a ``call_module`` node reading the previous node as its
-    first argument and that previous node has no other reader. None for a model without a graph."""
+def _fx_chains(qmodel: nn.Module) -> dict[str, tuple[tuple[str, str], ...]] | None:
+    """On a torch.fx GraphModule: ``{layer: ((module name, "act" or "requant"), ...)}``, the steps
+    fused after each layer. A step is a ``call_module`` node reading the previous node as its first
+    argument where that previous node has no other reader: an activation of
+    :data:`FUSED_ACTIVATIONS` (the chain goes on), or a compute layer quantising its input (the
+    chain ends with that quantised input). None for a model without a graph."""
     graph = getattr(qmodel, "graph", None)
     if graph is None or not hasattr(graph, "nodes"):
         return None
     from .quantize import QUANT_LAYERS
 
-    acts = _activation_types()
     modules = dict(qmodel.named_modules())
-    chains: dict[str, tuple[str, ...]] = {}
+    chains: dict[str, tuple[tuple[str, str], ...]] = {}
     for node in graph.nodes:
         if node.op != "call_module" or not isinstance(modules.get(node.target), QUANT_LAYERS) or node.target in chains:
             continue
         chain, cur = [], node
         while len(cur.users) == 1:
             (nxt,) = cur.users
-            if nxt.op != "call_module" or not isinstance(modules.get(nxt.target), acts) or not nxt.args or nxt.args[0] is not cur:
+            mod = modules.get(nxt.target) if nxt.op == "call_module" else None
+            if mod is None or not nxt.args or nxt.args[0] is not cur:
                 break
-            chain.append(nxt.target)
-            cur = nxt
+            if isinstance(mod, FUSED_ACTIVATIONS):
+                chain.append((nxt.target, "act"))
+                cur = nxt
+                continue
+            if isinstance(mod, QUANT_LAYERS) and _quantises_input(mod):
+                chain.append((nxt.target, "requant"))
+            break
         chains[node.target] = tuple(chain)
     return chains
 
@@ -201,29 +207,30 @@ def _step(qt) -> np.ndarray | None:
 
 def _simulate(qmodel: nn.Module, x: torch.Tensor) -> tuple[dict, dict, dict]:
     """``(outputs, steps, exposed_by)`` of :func:`simulation_layer_outputs`: each layer's fused output,
-    its quantisation step (None where it is float) and the module whose output it is."""
+    its quantisation step (None where it is float) and the module whose output it is
+    (``<layer>.input_quant`` where the next layer's own input quantiser requantises it)."""
     from .quantize import QUANT_LAYERS
 
-    acts = _activation_types()
     chains = _fx_chains(qmodel)
     named = list(qmodel.named_modules())
     layers = {m: n for n, m in named if isinstance(m, QUANT_LAYERS)}
     if chains is not None:
-        wanted = {t for c in chains.values() for t in c}
+        wanted = {name for c in chains.values() for name, kind in c if kind == "act"}
         act_mods = {m: n for n, m in named if n in wanted}
     else:  # top-level activation modules only: not the ReLU inside a QuantReLU
-        inside = [n for n, m in named if isinstance(m, QUANT_LAYERS + acts)]
-        act_mods = {m: n for n, m in named if isinstance(m, acts) and not any(n.startswith(p + ".") for p in inside if p)}
+        inside = [n for n, m in named if isinstance(m, QUANT_LAYERS + FUSED_ACTIVATIONS)]
+        act_mods = {m: n for n, m in named if isinstance(m, FUSED_ACTIVATIONS) and not any(n.startswith(p + ".") for p in inside if p)}
 
     outputs: dict[str, np.ndarray] = {}
     steps: dict[str, np.ndarray | None] = {}
     exposed_by: dict[str, str] = {}
-    open_: dict[int, tuple[str, int, object]] = {}  # id(tensor) -> (layer, chain position, tensor)
+    open_: dict[int, tuple[str, int, object, int]] = {}  # id(tensor) -> (layer, chain position, tensor, its version)
+    reading: dict[nn.Module, tuple] = {}  # module -> the open entry its input is, found before it runs
     last_quant: dict[nn.Module, object] = {}  # owner module -> the QuantTensor its output quantiser produced last
 
     def keep(layer, mod_name, out, step):
         value = out.value if hasattr(out, "value") and not isinstance(out, torch.Tensor) else out
-        outputs[layer] = value.detach().float().cpu().numpy()
+        outputs[layer] = np.array(value.detach().float().cpu().numpy(), copy=True)  # a copy: later in-place ops must not reach it
         steps[layer] = step
         exposed_by[layer] = mod_name
 
@@ -233,26 +240,50 @@ def _simulate(qmodel: nn.Module, x: torch.Tensor) -> tuple[dict, dict, dict]:
         qt = last_quant.pop(mod, None)
         return None if qt is None else _step(qt)
 
+    def step_allowed(entry, name, kind) -> bool:
+        layer, k = entry[0], entry[1]
+        if chains is None:
+            return True
+        return k < len(chains[layer]) and chains[layer][k] == (name, kind)
+
+    def take(mod, args, name, kind):
+        """Before ``mod`` runs: is its input an open chain's tensor itself, unchanged since it was
+        written (an in-place ``h += residual`` in between bumps its version and ends the chain)?"""
+        entry = open_.pop(id(args[0]), None) if args else None
+        if entry is not None and entry[2] is args[0] and entry[3] == getattr(args[0], "_version", 0) and step_allowed(entry, name, kind):
+            reading[mod] = entry
+
+    def open_chain(layer, k, out):
+        if chains is None or k < len(chains[layer]):
+            open_[id(out)] = (layer, k, out, getattr(out, "_version", 0))
+
+    def layer_pre_hook(mod, args):
+        if _quantises_input(mod):
+            take(mod, args, layers[mod], "requant")
+
     def layer_hook(mod, args, out):
+        reading.pop(mod, None)
         name = layers[mod]
         if name in outputs:  # a layer called twice (shared weights): its first call counts
             return
         keep(name, name, out, quant_step(mod, out))
-        if chains is None or chains.get(name):
-            open_[id(out)] = (name, 0, out)
+        open_chain(name, 0, out)
+
+    def input_quant_hook(owner):
+        def fn(mod, args, out):
+            entry = reading.pop(owner, None)
+            if entry is not None and hasattr(out, "scale"):
+                keep(entry[0], f"{layers[owner]}.input_quant", out, _step(out))
+        return fn
+
+    def act_pre_hook(mod, args):
+        take(mod, args, act_mods[mod], "act")
 
     def act_hook(mod, args, out):
-        entry = open_.get(id(args[0])) if args else None
-        if entry is None or entry[2] is not args[0]:
-            return
-        layer, k, _ = entry
-        name = act_mods[mod]
-        del open_[id(args[0])]
-        if chains is not None and (k >= len(chains[layer]) or chains[layer][k] != name):
-            return
-        keep(layer, name, out, quant_step(mod, out))
-        if chains is None or k + 1 < len(chains[layer]):
-            open_[id(out)] = (layer, k + 1, out)
+        entry = reading.pop(mod, None)
+        if entry is not None:
+            keep(entry[0], act_mods[mod], out, quant_step(mod, out))
+            open_chain(entry[0], entry[1] + 1, out)
 
     def proxy_hook(owner):
         def fn(mod, args, out):
@@ -266,7 +297,12 @@ def _simulate(qmodel: nn.Module, x: torch.Tensor) -> tuple[dict, dict, dict]:
             proxy = getattr(mod, child, None)
             if isinstance(proxy, nn.Module) and getattr(proxy, "is_quant_enabled", False):
                 handles.append(proxy.register_forward_hook(proxy_hook(mod)))
-    handles += [m.register_forward_hook(layer_hook) for m in layers]
+    for mod in layers:
+        if _quantises_input(mod):
+            handles.append(mod.input_quant.register_forward_hook(input_quant_hook(mod)))
+            handles.append(mod.register_forward_pre_hook(layer_pre_hook))
+        handles.append(mod.register_forward_hook(layer_hook))
+    handles += [m.register_forward_pre_hook(act_pre_hook) for m in act_mods]
     handles += [m.register_forward_hook(act_hook) for m in act_mods]
     was_training = qmodel.training
     qmodel.eval()
@@ -288,17 +324,30 @@ def simulation_layer_outputs(qmodel: nn.Module, x) -> dict[str, np.ndarray]:
 
     Definition (what every target's ``layer_outputs`` returns under the same keys): the layer's
     output, or, where that output is read by an activation module and by nothing else, the
-    output of that activation, and so on along a chain of such modules: deployment runtimes fuse
-    conv + relu (+ requantise) and expose only the fused, requantised tensor. Activation modules
-    are :data:`FUSED_ACTIVATIONS` (QuantReLU, QuantIdentity, QuantHardTanh, ..., nn.ReLU, ReLU6,
-    Hardtanh, ...) called as modules with the previous tensor itself as their first argument;
+    output of that activation, and so on along a chain of such modules; and where the chain's
+    tensor is then quantised by the next compute layer's own input quantiser (``input_quant``,
+    as the workbench's module-by-module path places them), that quantised tensor (the module
+    named ``<next layer>.input_quant``). Deployment runtimes fuse conv + relu + requantise and
+    expose only the fused, requantised tensor. Activation modules
+    are :data:`FUSED_ACTIVATIONS` (QuantReLU, QuantIdentity, QuantHardTanh, nn.ReLU, ReLU6,
+    Hardtanh: the clamps and requantisers runtimes fuse) called as modules with the previous tensor itself as their first argument;
     functional calls (``F.relu``) and anything else (pooling, reshapes, additions) end the chain.
-    "Read by nothing else" is checked on the model's torch.fx graph (every workbench model has
-    one); on a model without a graph a tensor also read by an addition cannot be told apart.
+    "Read by nothing else" is checked on the model's torch.fx graph where it has one; on a model
+    without one (Hugging Face models the workbench quantises module by module) the activation must
+    read the very tensor object, unmodified (an in-place ``h += residual`` in between ends the
+    chain), and a tensor also read by an out-of-place addition cannot be told apart.
     A layer that runs twice (shared weights) gives its first call; one that never runs is left
     out. Values are the dequantised (real) values, ``QuantTensor.value``."""
     outputs, _, _ = _simulate(qmodel, _as_input(qmodel, x))
     return outputs
+
+
+def layer_output_modules(qmodel: nn.Module, x) -> dict[str, str]:
+    """``{layer: name of the module whose output is that layer's tensor}`` in
+    :func:`simulation_layer_outputs` (the layer itself, or the last activation fused after it):
+    what a target's ``layer_outputs`` must return under each key. ``x``: a batch (one sample is
+    enough) to run the model on."""
+    return _simulate(qmodel, _as_input(qmodel, x))[2]
 
 
 # Ops that map a tensor elementwise (their other inputs constant), so the tensor a compute layer
@@ -309,16 +358,24 @@ _LAYER_OPS = ("Conv", "Gemm", "MatMul", "ConvInteger", "MatMulInteger", "QLinear
 
 
 def _node_module(name: str) -> tuple[str, ...]:
-    """The module paths a node name can stand for: ``/features.0/Conv`` -> ``features.0``;
-    ``/layer1/layer1.0/conv1/Conv`` -> ``layer1.layer1.0.conv1``, ``layer1.0.conv1`` (nested scopes)."""
-    parts = [p for p in name.strip("/").split("/")[:-1] if p not in ("e", "export_handler")]
+    """The module paths a layer node's name can stand for, most likely first.
+
+    torch writes one scope per called module, each the child's name within the nearest called
+    ancestor: ``/features.0/Conv`` -> ``features.0``; ``/model/encoder/stages.0/layer/layer.0/conv/Conv``
+    -> ``model.encoder.stages.0.layer.0.conv`` (``layer.0`` replaces the ``layer`` it extends);
+    the workbench's rewrites append to a node's name (``.../Conv/ConvInteger``)."""
+    parts = [p for p in name.strip("/").split("/") if p not in ("e", "export_handler")]
+    while parts and parts[-1].split("_")[0] in _LAYER_OPS:  # the op parts: Conv, Conv/ConvInteger, MatMul_1
+        parts.pop()
     if not parts:
         return ()
-    joined = ".".join(parts)
-    nested = parts[0]
-    for p in parts[1:]:  # torch writes each scope as the full path (layer1/layer1.0) or the attribute (layer1/0)
-        nested = p if p.startswith(nested + ".") else f"{nested}.{p}"
-    return (joined, nested, parts[-1])
+    path: list[str] = []
+    for p in parts:
+        if path and p.startswith(path[-1] + "."):
+            path[-1] = p
+        else:
+            path.append(p)
+    return tuple(dict.fromkeys((".".join(path), ".".join(parts), parts[-1])))
 
 
 def _fused_tensor(graph, layer_node, consumers, producers, outputs, const) -> tuple[str, object]:
@@ -415,7 +472,7 @@ def _onnx_outputs(onnx_path, x: torch.Tensor, sim: dict, level: str | None) -> t
             continue
         paths = _node_module(n.name)
         layer = next((p for p in paths if p in sim and p not in by_name), None)
-        if layer is None and paths:  # a scope named by attribute alone, numbered in call order: conv1, conv1_1, ...
+        if layer is None and len(paths) == 1:  # one scope named by attribute alone, numbered in call order: conv1, conv1_1, ...
             m = re.fullmatch(r"(.+?)(?:_(\d+))?", paths[-1])
             same = [k for k in sim if k.rsplit(".", 1)[-1] == m.group(1)]
             k = int(m.group(2) or 0)
