@@ -350,10 +350,11 @@ def layer_output_modules(qmodel: nn.Module, x) -> dict[str, str]:
     return _simulate(qmodel, _as_input(qmodel, x))[2]
 
 
-# Ops that map a tensor elementwise (their other inputs constant), so the tensor a compute layer
-# writes goes on through them as the "same" tensor up to the fused, requantised one.
-_ELEMENTWISE = {"Relu", "Clip", "LeakyRelu", "PRelu", "Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "Elu", "Gelu", "Max", "Min",
-                "QuantizeLinear", "DequantizeLinear", "Cast", "Mul", "Add", "Sub", "Div", "Identity"}
+# The walk from a layer node to its fused tensor: first the layer's own arithmetic (a bias Add, the
+# Cast and scale Mul after ConvInteger / MatMulInteger), then only what FUSED_ACTIVATIONS export to
+# (Relu, Clip, Max / Min clamps) and requantisation (QuantizeLinear, DequantizeLinear).
+_LAYER_ARITHMETIC = {"Cast", "Mul", "Add"}
+_FUSED_OPS = {"Relu", "Clip", "Max", "Min", "QuantizeLinear", "DequantizeLinear", "Identity"}
 _LAYER_OPS = ("Conv", "Gemm", "MatMul", "ConvInteger", "MatMulInteger", "QLinearConv", "QLinearMatMul", "QGemm")
 
 
@@ -380,16 +381,20 @@ def _node_module(name: str) -> tuple[str, ...]:
 
 def _fused_tensor(graph, layer_node, consumers, producers, outputs, const) -> tuple[str, object]:
     """Walk from a layer node's output through single-reader elementwise nodes (other inputs
-    constant); returns (tensor name, the QuantizeLinear whose scale decodes it, or None when it is
+    constant): the layer's own arithmetic, then fused clamps and requantisers; returns (tensor name, the QuantizeLinear whose scale decodes it, or None when it is
     float)."""
     t = layer_node.output[0]
-    quant = None
+    quant, fused = None, False
     while t not in outputs:
         users = consumers.get(t, [])
         if len(users) != 1:
             break
         n = users[0]
-        if n.op_type not in _ELEMENTWISE or n.input[0] != t or any(i and not const(i) for i in n.input[1:]):
+        if n.op_type in _FUSED_OPS:
+            fused = True
+        elif n.op_type not in _LAYER_ARITHMETIC or fused:
+            break
+        if n.input[0] != t or any(i and not const(i) for i in n.input[1:]):
             break
         if n.op_type == "QuantizeLinear":
             quant = n
@@ -420,10 +425,12 @@ def onnx_layer_outputs(onnx_path, x, qmodel: nn.Module, level: str | None = None
     - ``"node name"``: the layer's node (Conv, Gemm, MatMul, ConvInteger, ...; the export keeps
       their names: ``/features.0/Conv`` for ``features.0``; where torch names a scope by the
       attribute alone, ``/conv1/Conv``, ``/conv1_1/Conv``, ... are the first, second, ... layer
-      named ``*.conv1`` in the order the forward pass runs them); from its output the walk follows nodes that map the
-      tensor elementwise (Relu, Clip, QuantizeLinear, DequantizeLinear, Cast, Mul / Add by
-      constants, ...) while the tensor has a single reader, and stops before anything else
-      (pooling, reshapes, the next layer) or where the tensor is read twice. That tensor is added
+      named ``*.conv1`` in the order the forward pass runs them); from its output the walk follows, while the
+      tensor has a single reader, first the layer's own arithmetic (a bias Add; Cast and Mul by
+      constants after ConvInteger), then what the fused activations and requantisers export to
+      (Relu, Clip, Max / Min, QuantizeLinear, DequantizeLinear), and stops before anything else
+      (Tanh, GELU, pooling, reshapes, a residual Add, the next layer) or where the tensor is read
+      twice. That tensor is added
       to the graph's outputs; where it holds integer codes (a QuantizeLinear read by several
       DequantizeLinear, or followed by a Flatten) it is decoded with that QuantizeLinear's scale
       and zero point, exactly as the DequantizeLinear would.
