@@ -82,7 +82,8 @@ class DivergenceView(FigureBox):
     @staticmethod
     def _fill(table: pd.DataFrame) -> pd.DataFrame:
         """The columns the view reads, NaN where a hand-made table lacks them."""
-        out = table.copy()
+        out = (table.sort_values("order", kind="stable") if "order" in table else table).reset_index(drop=True)
+        out.attrs = dict(table.attrs)
         for col in ("cosine", "max_abs_diff", "max_lsb_diff"):
             if col not in out:
                 out[col] = np.nan

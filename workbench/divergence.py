@@ -344,7 +344,8 @@ def simulation_layer_outputs(qmodel: nn.Module, x) -> dict[str, np.ndarray]:
 
 def layer_output_modules(qmodel: nn.Module, x) -> dict[str, str]:
     """``{layer: name of the module whose output is that layer's tensor}`` in
-    :func:`simulation_layer_outputs` (the layer itself, or the last activation fused after it):
+    :func:`simulation_layer_outputs` (the layer itself, the last activation fused after it, or
+    ``<next layer>.input_quant``):
     what a target's ``layer_outputs`` must return under each key. ``x``: a batch (one sample is
     enough) to run the model on."""
     return _simulate(qmodel, _as_input(qmodel, x))[2]
@@ -379,10 +380,10 @@ def _node_module(name: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys((".".join(path), ".".join(parts), parts[-1])))
 
 
-def _fused_tensor(graph, layer_node, consumers, producers, outputs, const) -> tuple[str, object]:
+def _fused_tensor(layer_node, consumers, outputs, const) -> tuple[str, object]:
     """Walk from a layer node's output through single-reader elementwise nodes (other inputs
-    constant): the layer's own arithmetic, then fused clamps and requantisers; returns (tensor name, the QuantizeLinear whose scale decodes it, or None when it is
-    float)."""
+    constant): the layer's own arithmetic, then fused clamps and requantisers. Returns the tensor
+    name and the QuantizeLinear whose scale decodes it (None when it is float)."""
     t = layer_node.output[0]
     quant, fused = None, False
     while t not in outputs:
@@ -489,7 +490,7 @@ def _onnx_outputs(onnx_path, x: torch.Tensor, sim: dict, level: str | None) -> t
             by_name[layer] = n
     picked: dict[str, tuple[str, object]] = {}
     for layer, node in by_name.items():
-        picked[layer] = _fused_tensor(graph, node, consumers, producers, outputs, lambda i: i in inits)
+        picked[layer] = _fused_tensor(node, consumers, outputs, lambda i: i in inits)
     matched_by = {layer: "node name" for layer in picked}
     lost = [layer for layer in sim if layer not in picked]
     candidates = []
