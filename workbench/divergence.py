@@ -613,7 +613,9 @@ def divergence(qmodel: nn.Module, x, target_outputs: dict | None = None, *, targ
     and a batch of the first n samples is compared with those). Without it, they are computed:
     for ``target="qcdq"`` by :func:`onnx_layer_outputs` on the ONNX file ``artifact`` (None:
     :func:`workbench.export.export_qcdq` writes one to a temporary folder); for another target
-    by ``workbench.exporters.get_exporter(target).layer_outputs(artifact, x, qmodel=qmodel)``.
+    by ``workbench.exporters.get_exporter(target).layer_outputs(artifact, x, qmodel=qmodel)``
+    (``qmodel`` passed where its signature takes it). With ``target_outputs`` given, ``target``
+    only labels the table. ``target_outputs`` must come from the same inputs ``x``.
 
     Columns (:data:`DIVERGENCE_COLUMNS`): ``layer``, ``order`` (0, 1, ...), ``shape`` (the
     simulation's), ``sqnr_db`` (10 log10 of the simulation's mean square over the mean square
