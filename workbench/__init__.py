@@ -22,6 +22,7 @@ _warnings.filterwarnings("ignore", message="fast_hadamard_transform package not 
 from .baseline import load_or_train_baseline
 from .data import Split, TaskData
 from .describe import describe
+from .divergence import divergence, simulation_layer_outputs
 from .errors import (
     CalibrationError,
     CheckpointError,
@@ -73,7 +74,7 @@ __all__ = [
     "Task", "TaskData", "Split", "Metric", "create_task", "list_tasks", "make_task", "register_task", "task_from_factory", "tasks_table",
     "load_or_train_baseline", "evaluate", "predict",
     "QuantSpec", "LayerSettings", "PTQConfig", "quantize_model", "quantisable_layers", "quantize_task", "calibrate", "bias_correction", "learned_rounding",
-    "describe", "evaluate_quantized",
+    "describe", "evaluate_quantized", "divergence", "simulation_layer_outputs",
     "export_qcdq", "export_qonnx", "export_float", "verify_qcdq", "verify_qonnx", "optimized_op_counts", "latency_ms", "export_and_verify",
     "Exporter", "register_exporter", "get_exporter", "list_exporters", "NumberFormat", "register_format", "get_format", "list_formats",
     "load_mnist_idx", "load_cifar10_binary", "load_npz", "load_image_folder",
