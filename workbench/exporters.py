@@ -147,7 +147,7 @@ class Target(Exporter):
             out[key] = {k: row.get(k) for k in DEPLOYMENT_COLUMNS}
         return out
 
-    def layer_outputs(self, path: str | os.PathLike, x) -> dict:
+    def layer_outputs(self, path: str | os.PathLike, x, qmodel: nn.Module | None = None) -> dict:
         """``{tensor or layer name: numpy array}`` of the artifact's intermediate tensors on ``x``."""
         raise NotImplementedError(f"target {self.name!r} does not expose intermediate tensors")
 
