@@ -316,28 +316,81 @@ def match_tensors(tensors: dict[str, np.ndarray], quantisers: dict[str, dict], n
 # ----------------------------------------------------------------------------- export
 
 
-def _recipe(qz, settings: dict[str, dict], layer_names: list[str]):
-    """Load the default static a8w8 recipe, then one configuration per layer that differs."""
+#: Ops that hand their input on (shape or selection only) or pool it: walking up through them
+#: from a layer's op finds the op that produced the tensor the layer reads.
+PASS_OPS = ("RESHAPE", "TRANSPOSE", "MAX_POOL_2D", "PAD", "PADV2", "SQUEEZE", "EXPAND_DIMS", "MEAN", "AVERAGE_POOL_2D", "CONCATENATION")
+
+
+def op_plan(float_path: str | os.PathLike, settings: dict[str, dict], layers: list[str]) -> dict[str, dict]:
+    """``{op output tensor name: {"layer", "op", "act_bits", "weight_bits", "granularity"}}`` of every
+    op of the float file that differs from the default (int8 activations, 8-bit per-channel
+    weights): a layer's own op takes the layer's bits (None: float); the ops producing the tensor
+    an A16 layer reads (walking up through :data:`PASS_OPS` to the previous layer's op) write int16,
+    so the layer reads 16-bit data; the pass-through ops in front of a float layer stay float."""
+    ops = op_types(float_path)
+    producer = {out: i for i, (_, out, _) in enumerate(ops)}
+    by_layer = layer_tensor_map(float_path, layers)
+    layer_of = {t: l for l, t in by_layer.items()}
+    plan: dict[str, dict] = {}
+
+    def entry(out):
+        i = producer[out]
+        layer = layer_of.get(out)
+        r = settings.get(layer, {}) if layer else {}
+        wb = _nan_none(r.get("weight_bits")) if layer else 8
+        return plan.setdefault(out, {"layer": layer, "op": ops[i][0], "act_bits": 8, "weight_bits": None if wb is None else int(wb),
+                                     "granularity": r.get("granularity") or "per_channel"})
+
+    def upstream(out):
+        """The ops writing the tensor that ``out``'s op reads, up to and including a layer's op."""
+        seen, todo, found = set(), [n for n in ops[producer[out]][2][:1]], []
+        while todo:
+            t = todo.pop()
+            if t in seen or t not in producer:
+                continue
+            seen.add(t)
+            found.append(t)
+            if ops[producer[t]][0] in PASS_OPS and t not in layer_of:
+                todo.extend(ops[producer[t]][2][:1] if ops[producer[t]][0] != "CONCATENATION" else ops[producer[t]][2])
+        return found
+
+    for layer, out in by_layer.items():
+        r = settings.get(layer, {})
+        wb, ab = _nan_none(r.get("weight_bits")), _nan_none(r.get("act_bits"))
+        e = entry(out)
+        if wb is None:
+            e["weight_bits"], e["act_bits"] = None, None
+            for t in upstream(out):
+                if t not in layer_of:
+                    entry(t).update(weight_bits=None, act_bits=None)
+        elif ab is not None and int(ab) == 16:
+            e["act_bits"] = 16
+            for t in upstream(out):
+                if plan.get(t, {}).get("act_bits", 8) is not None:
+                    entry(t)["act_bits"] = 16
+    return {k: v for k, v in plan.items() if (v["act_bits"], v["weight_bits"], v["granularity"]) != (8, 8, "per_channel")}
+
+
+def _recipe(qz, plan: dict[str, dict]) -> None:
+    """Load the default static a8w8 recipe, then one configuration per op of ``plan``, selected by
+    its exact output tensor name (AEQ matches a regex against it)."""
     from ai_edge_quantizer import algorithm_manager, qtyping, recipe
 
     qz.load_quantization_recipe(recipe.static_wi8_ai8())
-    for name in layer_names:
-        r = settings.get(name, {})
-        wb, ab = _nan_none(r.get("weight_bits")), _nan_none(r.get("act_bits"))
-        regex = _module_regex(name)
-        if wb is None:
+    for out, e in plan.items():
+        regex = "^" + re.escape(out) + ";$"  # AEQ's op scope: the output names, each followed by ";"
+        if e["act_bits"] is None:
             qz.update_quantization_recipe(regex, qtyping.TFLOperationName.ALL_SUPPORTED, None, algorithm_manager.AlgorithmName.NO_QUANTIZE)
             continue
-        gran = qtyping.QuantGranularity.CHANNELWISE if r.get("granularity") != "per_tensor" else qtyping.QuantGranularity.TENSORWISE
-        if int(wb) != 8 or int(ab) != 8 or gran != qtyping.QuantGranularity.CHANNELWISE:
-            qz.add_static_config(regex, qtyping.TFLOperationName.ALL_SUPPORTED, int(ab), int(wb), gran)
+        gran = qtyping.QuantGranularity.TENSORWISE if e["granularity"] == "per_tensor" else qtyping.QuantGranularity.CHANNELWISE
+        qz.add_static_config(regex, qtyping.TFLOperationName.ALL_SUPPORTED, int(e["act_bits"]), int(e["weight_bits"] or 8), gran)
 
 
 def export_tflite_int8(qmodel: nn.Module, float_model: nn.Module, example: torch.Tensor, path: str | os.PathLike,
                        calib: torch.Tensor | None = None, carry_scales: bool = True) -> dict:
     """Write the integer TFLite file of ``qmodel`` to ``path`` (atomically) and return a report:
     ``{"path", "carried": {tensor: quantiser}, "calibrated": [tensors AEQ's own ranges kept],
-    "layer_tensors": {layer: tensor}}``.
+    "op_plan": {op output: settings differing from int8} (:func:`op_plan`), "layer_tensors": {layer: tensor}}``.
 
     ``float_model``: the float model ``qmodel`` was built from (converted with the simulation's
     weights, see the module docstring). ``calib``: calibration inputs (default: ``example``),
@@ -360,7 +413,8 @@ def export_tflite_int8(qmodel: nn.Module, float_model: nn.Module, example: torch
         try:
             with _quiet():
                 qz = quantizer.Quantizer(str(float_path))
-                _recipe(qz, settings, layers)
+                plan = op_plan(float_path, settings, layers)
+                _recipe(qz, plan)
                 cx = calib.numpy()
                 ranges = qz.calibrate({"serving_default": [{"args_0": cx[i:i + 1]} for i in range(len(cx))]}, num_threads=1)
         except Exception as exc:
@@ -383,7 +437,7 @@ def export_tflite_int8(qmodel: nn.Module, float_model: nn.Module, example: torch
             raise ToolchainError(f"ai_edge_quantizer could not quantise the model: {_one_line(exc)}") from None
     with atomic_target(path) as tmp_path:
         Path(tmp_path).write_bytes(data)
-    return {"path": Path(path), "carried": carried, "calibrated": sorted(set(ranges) - set(carried)),
+    return {"path": Path(path), "carried": carried, "calibrated": sorted(set(ranges) - set(carried)), "op_plan": plan,
             "layer_tensors": layer_tensor_map(path, layers)}
 
 
