@@ -273,7 +273,9 @@ def float_tensors(float_path: str | os.PathLike, x: np.ndarray) -> dict[str, np.
     """Every non-constant tensor of the float tflite on each sample of ``x``: ``{name: array (n, ...)}``."""
     from ai_edge_litert.interpreter import Interpreter
 
-    it = Interpreter(str(float_path), num_threads=1, experimental_preserve_all_tensors=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "preserve_all_tensors is for debugging": that is the use here
+        it = Interpreter(str(float_path), num_threads=1, experimental_preserve_all_tensors=True)
     it.allocate_tensors()
     inp = it.get_input_details()[0]
     details = [d for d in it.get_tensor_details() if d["dtype"] == np.float32]
@@ -480,6 +482,33 @@ def tensor_types(path: str | os.PathLike) -> dict[str, np.dtype]:
     return {d["name"]: d["dtype"] for d in tensors}
 
 
+_TYPE_NAMES = {0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 7: "int16", 9: "int8", 17: "int4"}
+
+
+def layer_types(path: str | os.PathLike, layers) -> dict[str, dict[str, str]]:
+    """``{layer: {"op", "input", "weight", "output"}}``: each layer's op and the stored types of the
+    tensor it reads, its weights (``int4`` where packed 4-bit) and its output, read from the
+    flatbuffer itself (the interpreters report int4 weights as int8)."""
+    from ai_edge_quantizer.utils import tfl_flatbuffer_utils as fb
+
+    model = fb.read_model(str(path))
+    graph = model.subgraphs[0]
+    codes = [fb.TFL_OP_CODE_TO_NAME.get(max(c.builtinCode, c.deprecatedBuiltinCode), str(c.builtinCode)) for c in model.operatorCodes]
+    mapping = layer_tensor_map(path, layers)
+    by_output = {fb.get_tensor_name(graph.tensors[op.outputs[0]]): op for op in graph.operators if len(op.outputs)}
+
+    def kind(i):
+        return _TYPE_NAMES.get(graph.tensors[i].type, str(graph.tensors[i].type)) if i >= 0 else None
+
+    out = {}
+    for layer, tname in mapping.items():
+        op = by_output[tname]
+        code = codes[op.opcodeIndex]
+        out[layer] = {"op": str(getattr(code, "value", code)), "input": kind(op.inputs[0]), "weight": kind(op.inputs[1]) if len(op.inputs) > 1 else None,
+                      "output": kind(op.outputs[0])}
+    return out
+
+
 # ----------------------------------------------------------------------------- runtimes
 
 
@@ -514,7 +543,9 @@ class LiteRTRunner:
         from ai_edge_litert.interpreter import Interpreter
 
         try:
-            self.it = Interpreter(str(path), num_threads=1, experimental_preserve_all_tensors=preserve)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # preserve=True warns it is for debugging: that is its use here
+                self.it = Interpreter(str(path), num_threads=1, experimental_preserve_all_tensors=preserve)
             self.it.allocate_tensors()
         except Exception as exc:
             raise ToolchainError(f"ai-edge-litert could not load {Path(path).name}: {_one_line(exc)}") from None
