@@ -769,7 +769,28 @@ def tflite_layer_outputs(path, x, qmodel=None) -> dict[str, np.ndarray]:
             elif v.ndim == 3:
                 v = np.moveaxis(v, -1, 1)
             out[layer].append(v[0])
-    return {k: np.stack(v) for k, v in out.items()}
+    result = {k: np.stack(v) for k, v in out.items()}
+    if qmodel is not None:  # the simulation's shapes (a Conv1d runs as a 2-D convolution of height 1 in the file)
+        shapes = _layer_shapes(qmodel, x[:1] if isinstance(x, torch.Tensor) else torch.from_numpy(xn[:1]))
+        for k, v in result.items():
+            want = shapes.get(k)
+            if want is not None and v.shape[1:] != want and int(np.prod(v.shape[1:])) == int(np.prod(want)):
+                result[k] = v.reshape(len(v), *want)
+    return result
+
+
+def _layer_shapes(qmodel: nn.Module, x: torch.Tensor) -> dict[str, tuple]:
+    """``{layer: output shape without the batch}`` of the simulation on ``x``."""
+    shapes = {}
+    hooks = [m.register_forward_hook(lambda mod, a, o, n=n: shapes.__setitem__(n, tuple(_plain(o).shape[1:])))
+             for n, m in quant_layers(qmodel).items()]
+    try:
+        with torch.no_grad():
+            qmodel.eval()(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return shapes
 
 
 def _layers_from_names(path) -> list[str]:
