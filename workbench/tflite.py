@@ -20,8 +20,10 @@ How the file is built (:func:`export_tflite_int8`):
    count, NCHW or channels-last, closest values over a few calibration samples) and its range is
    replaced by that quantiser's integer range times its scale (unsigned: ``[0, 255 s]``, signed:
    ``[-128 s, 127 s]``), which AEQ's asymmetric int8 rule turns back into exactly scale ``s``.
-   Tensors with no matching quantiser (max-pool outputs, which keep their input's scale, and
-   layouts the converter adds) keep AEQ's calibrated range. Where the converter recomputes a
+   A Brevitas quantiser shared by several tensors (the inputs of a residual add) is matched once
+   per call. Outputs of ops that keep their input's scale (:data:`SAME_SCALE_OPS`: max pool,
+   pad, reshape, transpose) take their input's range; any other tensor with no matching
+   quantiser keeps AEQ's calibrated range (the export's report lists them). Where the converter recomputes a
    scale: int16 activations are symmetric in TFLite, so a Brevitas 16-bit unsigned range
    ``[0, 65535 s]`` becomes scale ``2 s`` (one bit of resolution lost); ``carry_scales=False``
    uses AEQ's own calibration throughout (the agreement of both ways is measured by
@@ -221,6 +223,7 @@ def sim_quantisers(qmodel: nn.Module, x: torch.Tensor) -> dict[str, dict]:
     from brevitas.proxy.runtime_quant import ActQuantProxyFromInjector
 
     found: dict[str, dict] = {}
+    calls: dict[str, int] = {}  # a quantiser shared by several tensors (a residual add's inputs) is called once per tensor
     hooks = []
     for name, m in qmodel.named_modules():
         if not isinstance(m, ActQuantProxyFromInjector):
@@ -232,15 +235,19 @@ def sim_quantisers(qmodel: nn.Module, x: torch.Tensor) -> dict[str, dict]:
             scale = out.scale.detach().reshape(-1)
             if scale.numel() != 1:
                 return
-            found.setdefault(name, {"value": [], "scale": float(scale[0]), "zero_point": float(out.zero_point.detach().reshape(-1)[0]),
-                                    "bits": int(out.bit_width.detach()), "signed": bool(out.signed),
-                                    "narrow": bool(getattr(mod, "is_narrow_range", False))})
-            found[name]["value"].append(out.value.detach().float().numpy())
+            k = calls.get(name, 0)
+            calls[name] = k + 1
+            key = name if k == 0 else f"{name}#{k}"
+            found.setdefault(key, {"value": [], "scale": float(scale[0]), "zero_point": float(out.zero_point.detach().reshape(-1)[0]),
+                                   "bits": int(out.bit_width.detach()), "signed": bool(out.signed),
+                                   "narrow": bool(getattr(mod, "is_narrow_range", False))})
+            found[key]["value"].append(out.value.detach().float().numpy())
 
         hooks.append(m.register_forward_hook(hook))
     try:
         with torch.no_grad():
             for i in range(len(x)):
+                calls.clear()
                 qmodel.eval()(x[i:i + 1])
     finally:
         for h in hooks:
@@ -317,6 +324,9 @@ def match_tensors(tensors: dict[str, np.ndarray], quantisers: dict[str, dict], n
 
 # ----------------------------------------------------------------------------- export
 
+
+#: Ops whose output keeps its input's quantisation (TFLite Micro's kernels need the same scale).
+SAME_SCALE_OPS = ("RESHAPE", "TRANSPOSE", "MAX_POOL_2D", "PAD", "PADV2", "SQUEEZE", "EXPAND_DIMS")
 
 #: Ops that hand their input on (shape or selection only) or pool it: walking up through them
 #: from a layer's op finds the op that produced the tensor the layer reads.
@@ -431,6 +441,11 @@ def export_tflite_int8(qmodel: nn.Module, float_model: nn.Module, example: torch
                 lo, hi = quantiser_range(quantisers[qname])
                 ranges[tname] = {"min": np.array([lo], dtype=np.float32).reshape(np.shape(ranges[tname]["min"])),
                                  "max": np.array([hi], dtype=np.float32).reshape(np.shape(ranges[tname]["max"]))}
+            for op, out, inputs in op_types(float_path):  # ops that keep their input's scale, in graph order
+                if op in SAME_SCALE_OPS and out in ranges and out not in carried and inputs and inputs[0] in ranges:
+                    ranges[out] = {k: np.array(v, copy=True) for k, v in ranges[inputs[0]].items()}
+                    if inputs[0] in carried:
+                        carried[out] = carried[inputs[0]]
         try:
             with _quiet():
                 result = qz.quantize(ranges, enable_progress_report=False)
