@@ -4,7 +4,9 @@ Per task: the cached float baseline (``load_or_train_baseline``, ``--epochs`` fo
 cached), W8A8 calibrated on the task's calibration split, the TFLite file built with the
 simulation's scales carried (and, with ``--both``, with AEQ's own calibration too), then on the
 first ``--n`` eval samples: top-1 agreement with the simulation in ai-edge-litert and in
-tflite-micro, the task metric (ai-edge-litert), the file bytes (flash), the TFLite Micro arena
+tflite-micro, the largest output difference in output LSBs, the mean cosine of the litert outputs
+to the simulation's, the simulation's own top-1 agreement with the float model (how close to a tie
+the logits are), the task metric (simulation, litert, micro), the file bytes (flash), the TFLite Micro arena
 bytes (RAM, smallest arena that runs, by bisection), the cost model's peak-activation estimate
 (``peak_act_kib`` in bytes) and their ratio.
 
@@ -19,9 +21,11 @@ import time
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 
 import workbench as wb
+from workbench import tflite
 
 CNN_TASKS = ("digits-cnn", "mnist1d-cnn", "kws-dscnn", "vww-mobilenet", "ic-resnet8", "hf-resnet18", "hf-mobilenetv2")
 
@@ -44,10 +48,17 @@ def measure(name: str, n: int, epochs: int | None, both: bool, tmp: Path) -> lis
         lite, micro = rows["ai-edge-litert"], rows["tflite-micro"]
         with torch.no_grad():
             x = task.data.eval.x[:n]
-            sim_metric = task.score(torch.cat([qmodel(x[i:i + 256]) for i in range(0, len(x), 256)]), wb.Split(x, task.data.eval.y[:n]))
+            sim = torch.cat([qmodel(x[i:i + 256]) for i in range(0, len(x), 256)])
+            fp = torch.cat([model(x[i:i + 256]) for i in range(0, len(x), 256)])
+            sim_metric = task.score(sim, wb.Split(x, task.data.eval.y[:n]))
+            sim_fp_agree = float((sim.argmax(1) == fp.argmax(1)).float().mean())
+        runner = tflite.LiteRTRunner(path)
+        out = torch.from_numpy(np.stack([runner(x[i:i + 1].numpy()).reshape(sim.shape[1:]) for i in range(len(x))]))
+        cos = float(torch.nn.functional.cosine_similarity(out.flatten(1), sim.flatten(1)).mean())
         lines.append(
             f"{name:15s} {'carried' if carry else 'AEQ-cal':8s} n={lite['samples']:<5d} agree litert={lite['agreement']:.4f} micro={micro['agreement']:.4f} "
-            f"maxLSB litert={lite['max_lsb_diff']:.0f} micro={micro['max_lsb_diff']:.0f} metric sim={sim_metric:.4f} tflite={lite['metric']:.4f} "
+            f"maxLSB litert={lite['max_lsb_diff']:.0f} micro={micro['max_lsb_diff']:.0f} cos(litert,sim)={cos:.4f} sim-vs-float top1={sim_fp_agree:.3f} "
+            f"metric sim={sim_metric:.4f} litert={lite['metric']:.4f} micro={micro['metric']:.4f} "
             f"file={lite['file_bytes']}B arena={lite['ram_bytes']}B est={lite['peak_act_estimate_bytes']}B ratio={lite['ram_vs_estimate']:.2f} "
             f"carried={len(report['carried'])}/{len(report['carried']) + len(report['calibrated'])} (export {t1 - t0:.0f}s, eval {t2 - t1:.0f}s)")
         print(lines[-1], flush=True)

@@ -61,7 +61,8 @@ WEIGHT_BITS = (4, 8)
 ACT_BITS = (8, 16)
 CALIB_SAMPLES = 256  # AEQ calibration samples (every tensor needs a range before carrying)
 MATCH_SAMPLES = 8  # samples the tensor <-> quantiser matching compares
-MATCH_TOLERANCE = 0.15  # mean |tflite - sim| / mean |sim| above which a tensor is not matched
+MATCH_TOLERANCE = 0.15  # mean |tflite - sim| / mean |sim| under which the closest quantiser is taken
+NAME_TOLERANCE = 0.8  # ... under which the quantiser named like the tensor's module is taken (wrong ones: about 1.4)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -298,26 +299,43 @@ def float_tensors(float_path: str | os.PathLike, x: np.ndarray) -> dict[str, np.
     return {k: np.stack(v) for k, v in out.items() if len(v) == len(x)}
 
 
+def tensor_module(tname: str) -> str:
+    """The torch module path of the outermost op fused into a litert_torch tensor name
+    (``.../Sequential_features/torch.nn.modules.activation.ReLU_38;;...`` -> ``features.38``)."""
+    first = tname.split(";")[0]
+    parts = first.split("/")[1:]
+    return ".".join(p.rsplit(".", 1)[-1].split("_", 1)[1] for p in parts if "_" in p.rsplit(".", 1)[-1])
+
+
 def match_tensors(tensors: dict[str, np.ndarray], quantisers: dict[str, dict], names=None) -> dict[str, str]:
     """``{tflite tensor name: Brevitas quantiser name}``: each tensor (of ``names``, default all)
-    matched to the quantiser of the same element count whose output is closest (mean |diff| / mean
-    |sim| under :data:`MATCH_TOLERANCE`, NCHW or channels-last)."""
+    matched to a quantiser of the same element count (NCHW or channels-last) whose output is close
+    (error: mean |float tflite - simulation| / mean |simulation| over the samples; it grows with
+    depth, as the float file drifts from the quantised simulation). The quantiser of the module
+    the tensor's name starts with (``features.38`` -> ``features.38.act_quant``) is taken when its
+    error is under :data:`NAME_TOLERANCE`; otherwise the closest one, when under
+    :data:`MATCH_TOLERANCE`, or under :data:`NAME_TOLERANCE` and half the next candidate's error."""
     out = {}
     for tname, t in tensors.items():
         if names is not None and tname not in names:
             continue
         flat = t.reshape(t.shape[0], -1)
-        best, best_err = None, MATCH_TOLERANCE
+        errors = {}
         for qname, q in quantisers.items():
             v = q["value"]
             if v.shape[0] != flat.shape[0] or v[0].size != flat.shape[1]:
                 continue
             ref = float(np.abs(v).mean()) + 1e-12
-            for lay in _layouts(v):
-                err = float(np.abs(lay - flat).mean()) / ref
-                if err < best_err:
-                    best, best_err = qname, err
-        if best is not None:
+            errors[qname] = min(float(np.abs(lay - flat).mean()) / ref for lay in _layouts(v))
+        if not errors:
+            continue
+        hint = f"{tensor_module(tname)}.act_quant"
+        ranked = sorted(errors, key=errors.get)
+        best = ranked[0]
+        second = errors[ranked[1]] if len(ranked) > 1 else float("inf")
+        if errors.get(hint, float("inf")) < NAME_TOLERANCE:
+            out[tname] = hint
+        elif errors[best] < MATCH_TOLERANCE or (errors[best] < NAME_TOLERANCE and errors[best] < 0.5 * second):
             out[tname] = best
     return out
 
