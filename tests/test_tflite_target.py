@@ -44,7 +44,8 @@ def test_w8a8_runs_in_litert_and_micro_and_agrees_with_the_simulation(small_digi
     qmodel, path = build(task, model, tmp_path)
     assert path.is_file() and sorted(os.listdir(tmp_path)) == [path.name]  # the float intermediate lives elsewhere
     report = TARGET.last_report
-    assert len(report["carried"]) >= 6, report  # the simulation's activation ranges, not re-calibrated ones
+    assert len(report["carried"]) >= 6 and not report["calibrated"], report  # the simulation's ranges, none re-calibrated
+    assert report["float_ops"] == [] and list(report["layer_tensors"]) == list(tflite.quant_layers(qmodel))
     rows = TARGET.evaluate(path, qmodel, task, latency_runs=5, float_model=model)
     assert [r["runtime"] for r in rows] == ["ai-edge-litert", "tflite-micro"]
     with torch.no_grad():
@@ -108,6 +109,19 @@ def test_three_bit_weights_and_fp8_are_refused_naming_the_layer(small_digits, tm
     qmodel = wb.quantize_task(task, model, wb.QuantSpec(weight_bits=8, act_bits=8, layers={"features.7": {"weight_format": "fp8_e4m3"}}))
     with pytest.raises(wb.ExportError, match=r"features\.7: weight format fp8_e4m3"):
         TARGET.check(qmodel)
+    qmodel = wb.quantize_task(task, model, wb.QuantSpec(weight_bits=8, act_bits=8, layers={"classifier": {"act_mode": "dynamic"}}))
+    with pytest.raises(wb.ExportError, match=r"classifier: dynamic activation quantisation"):
+        TARGET.check(qmodel)
+
+
+def test_tensor_names_map_to_module_paths():
+    name = ("workbench.models.M/torch.nn.modules.container.Sequential_features/torch.nn.modules.activation.ReLU_38;;"
+            "workbench.models.M/torch.nn.modules.container.Sequential_features/torch.nn.modules.conv.Conv2d_36;1")
+    assert tflite.tensor_module(name) == "features.38"
+    assert tflite.tensor_module("m.M/transformers.x.MobileNetV2ConvLayer_conv_3x3/torch.nn.Conv2d_convolution;") == "conv_3x3.convolution"
+    import re
+
+    assert re.search(tflite._module_regex("features.36"), name) and not re.search(tflite._module_regex("features.3"), name)
 
 
 def test_toolchain_failure_is_one_line_and_leaves_nothing(small_digits, tmp_path):

@@ -43,7 +43,6 @@ import io
 import math
 import os
 import re
-import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -107,7 +106,13 @@ def _layer_settings(qmodel: nn.Module) -> dict[str, dict]:
 
 
 def _nan_none(v):
-    return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
+    """None for a missing table cell (None, NaN, pandas NA), else the value."""
+    import pandas as pd
+
+    try:
+        return None if v is None or bool(pd.isna(v)) else v
+    except (TypeError, ValueError):
+        return v
 
 
 # ----------------------------------------------------------------------------- support
@@ -151,7 +156,7 @@ def support_table(qmodel: nn.Module):
         spec = plan.spec
         if getattr(spec, "attention_bits", None) is not None:
             rows.append({"layer": "attention", "op": "attention", "supported": False, "reason": "quantised attention matmuls are not carried"})
-        for name, lq in (plan.embeddings or {}).items():
+        for name in plan.embeddings or {}:
             if not any(r["layer"] == name for r in rows):
                 rows.append({"layer": name, "op": "Embedding", "supported": False, "reason": "quantised embedding tables are not carried"})
     dyn = _dynamic_layers(qmodel)
@@ -420,7 +425,8 @@ def export_tflite_int8(qmodel: nn.Module, float_model: nn.Module, example: torch
                        calib: torch.Tensor | None = None, carry_scales: bool = True) -> dict:
     """Write the integer TFLite file of ``qmodel`` to ``path`` (atomically) and return a report:
     ``{"path", "carried": {tensor: quantiser}, "calibrated": [tensors AEQ's own ranges kept],
-    "op_plan": {op output: settings differing from int8} (:func:`op_plan`), "layer_tensors": {layer: tensor}}``.
+    "op_plan": {op output: settings differing from int8} (:func:`op_plan`), "layer_tensors": {layer: tensor},
+    "float_ops": [ops AEQ left float that the spec did not ask for (an op it cannot quantise)]}``.
 
     ``float_model``: the float model ``qmodel`` was built from (converted with the simulation's
     weights, see the module docstring). ``calib``: calibration inputs (default: ``example``),
@@ -472,8 +478,11 @@ def export_tflite_int8(qmodel: nn.Module, float_model: nn.Module, example: torch
             raise ToolchainError(f"ai_edge_quantizer could not quantise the model: {_one_line(exc)}") from None
     with atomic_target(path) as tmp_path:
         Path(tmp_path).write_bytes(data)
+    planned_float, types = {t for t, e in plan.items() if e["act_bits"] is None}, tensor_types(path)
+    float_ops = [f"{op} {tensor_module(out) or out}" for op, out, _ in op_types(path)
+                 if types.get(out) == np.float32 and op not in ("DEQUANTIZE",) and out not in planned_float]
     return {"path": Path(path), "carried": carried, "calibrated": sorted(set(ranges) - set(carried)), "op_plan": plan,
-            "layer_tensors": layer_tensor_map(path, layers)}
+            "layer_tensors": layer_tensor_map(path, layers), "float_ops": float_ops}
 
 
 @contextlib.contextmanager
@@ -780,7 +789,7 @@ class TFLiteInt8Target(Target):
             row.update(target=self.name, runtime=runtime, samples=len(xn), file_bytes=file_bytes, artifact=path.name,
                        metric=float(task.score(torch.from_numpy(outs), sub)),
                        agreement=_top1_agreement(outs, sim) if task.kind == "classification" else None,
-                       max_lsb_diff=float(np.abs(outs - sim).max() / scale) if scale == scale else None,
+                       max_lsb_diff=None if math.isnan(scale) else float(np.abs(outs - sim).max() / scale),
                        ram_bytes=arena, ram_source="TFLite Micro arena: smallest arena_size (16-byte steps, bisection) that allocates and invokes",
                        peak_act_estimate_bytes=estimate, ram_vs_estimate=arena / estimate if estimate else None)
             if latency_runs and (runtime == "ai-edge-litert" or micro_latency):
