@@ -7,8 +7,10 @@ first ``--n`` eval samples: top-1 agreement with the simulation in ai-edge-liter
 tflite-micro, the largest output difference in output LSBs, the mean cosine of the litert outputs
 to the simulation's, the simulation's own top-1 agreement with the float model (how close to a tie
 the logits are), the task metric (simulation, litert, micro), the file bytes (flash), the TFLite Micro arena
-bytes (RAM, smallest arena that runs, by bisection), the cost model's peak-activation estimate
-(``peak_act_kib`` in bytes) and their ratio.
+bytes (RAM, smallest arena that runs, by bisection) and its split (head: planned activations and
+scratch; tail: persistent structs and op data, from TFLite Micro's allocation report), the cost
+model's peak-activation estimate (``peak_act_kib`` in bytes) and the ratios arena / estimate and
+head / estimate.
 
     PYTHONPATH=. python benchmarks/targets_agreement.py [--tasks digits-cnn,kws-dscnn] [--n 256] [--both]
 """
@@ -55,11 +57,13 @@ def measure(name: str, n: int, epochs: int | None, both: bool, tmp: Path) -> lis
         runner = tflite.LiteRTRunner(path)
         out = torch.from_numpy(np.stack([runner(x[i:i + 1].numpy()).reshape(sim.shape[1:]) for i in range(len(x))]))
         cos = float(torch.nn.functional.cosine_similarity(out.flatten(1), sim.flatten(1)).mean())
+        alloc = tflite.micro_allocations(path, x[:1].numpy(), lite["ram_bytes"])
         lines.append(
             f"{name:15s} {'carried' if carry else 'AEQ-cal':8s} n={lite['samples']:<5d} agree litert={lite['agreement']:.4f} micro={micro['agreement']:.4f} "
             f"maxLSB litert={lite['max_lsb_diff']:.0f} micro={micro['max_lsb_diff']:.0f} cos(litert,sim)={cos:.4f} sim-vs-float top1={sim_fp_agree:.3f} "
             f"metric sim={sim_metric:.4f} litert={lite['metric']:.4f} micro={micro['metric']:.4f} "
             f"file={lite['file_bytes']}B arena={lite['ram_bytes']}B est={lite['peak_act_estimate_bytes']}B ratio={lite['ram_vs_estimate']:.2f} "
+            f"(arena head={alloc.get('head')}B head/est={alloc.get('head', 0) / lite['peak_act_estimate_bytes']:.2f}, tail={alloc.get('tail')}B) "
             f"carried={len(report['carried'])}/{len(report['carried']) + len(report['calibrated'])} (export {t1 - t0:.0f}s, eval {t2 - t1:.0f}s)")
         print(lines[-1], flush=True)
     return lines

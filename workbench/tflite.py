@@ -669,6 +669,34 @@ def _stderr_to_null():
         os.close(null)
 
 
+def micro_allocations(path: str | os.PathLike, x: np.ndarray, arena_size: int) -> dict[str, int]:
+    """TFLite Micro's allocation report after one run of ``x`` with ``arena_size`` bytes:
+    ``{"total", "head", "tail"}`` bytes (head: the planned, non-persistent buffers, i.e. activations
+    and scratch; tail: persistent data, i.e. tensor structs, per-channel multipliers, op data).
+    Empty where the report cannot be read."""
+    import sys
+
+    runner = MicroRunner(path, arena_size)
+    runner(x)
+    sys.stderr.flush()
+    with tempfile.TemporaryFile(mode="w+b") as log:
+        saved = os.dup(2)
+        try:
+            os.dup2(log.fileno(), 2)
+            runner.it.print_allocations()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        log.seek(0)
+        text = log.read().decode(errors="replace")
+    out = {}
+    for key in ("total", "head", "tail"):
+        m = re.search(rf"Arena allocation {key} (\d+) bytes", text)
+        if m:
+            out[key] = int(m.group(1))
+    return out
+
+
 def micro_arena_bytes(path: str | os.PathLike, x: np.ndarray, step: int = 16) -> int:
     """The smallest TFLite Micro ``arena_size`` (to ``step`` bytes) with which the file allocates
     and runs ``x`` (one sample): found by bisection between 1 KiB and 64 x the file size."""
@@ -779,6 +807,14 @@ class TFLiteInt8Target(Target):
             micro = MicroRunner(path, arena)
         except Exception as exc:
             raise ToolchainError(f"tflite-micro could not load {path.name}: {_one_line(exc)}") from None
+        try:
+            alloc = micro_allocations(path, xn[:1], arena)
+        except Exception:  # the report is a by-product: the bisection's figure stands without it
+            alloc = {}
+        ram_source = "TFLite Micro arena: smallest arena_size (16-byte steps, bisection) that allocates and invokes"
+        if {"total", "head", "tail"} <= set(alloc):
+            ram_source += (f"; its allocation report: {alloc['total']} B = {alloc['head']} B planned tensors and scratch "
+                           f"(the activations the estimate prices) + {alloc['tail']} B persistent (tensor structs, per-channel multipliers, op data)")
         scale = lite.out["quantization"][0] or float("nan")
         for runtime, runner in (("ai-edge-litert", lite), ("tflite-micro", micro)):
             try:
@@ -790,7 +826,7 @@ class TFLiteInt8Target(Target):
                        metric=float(task.score(torch.from_numpy(outs), sub)),
                        agreement=_top1_agreement(outs, sim) if task.kind == "classification" else None,
                        max_lsb_diff=None if math.isnan(scale) else float(np.abs(outs - sim).max() / scale),
-                       ram_bytes=arena, ram_source="TFLite Micro arena: smallest arena_size (16-byte steps, bisection) that allocates and invokes",
+                       ram_bytes=arena, ram_source=ram_source,
                        peak_act_estimate_bytes=estimate, ram_vs_estimate=arena / estimate if estimate else None)
             if latency_runs and (runtime == "ai-edge-litert" or micro_latency):
                 runner.set(xn[:1])
