@@ -314,3 +314,8 @@ class FloatExporter(Exporter):
         from .verify import verify_float
 
         return verify_float(path, float_model, task, fp_outputs=fp_outputs)
+
+
+# Deployment targets living in their own modules register themselves on import (their third-party
+# toolchains are imported only when used).
+from . import tflite as _tflite  # noqa: E402,F401  (registers "tflite-int8")
