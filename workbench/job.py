@@ -209,7 +209,9 @@ def apply_recipe(recipe_path: str | Path, out_dir: str | Path, progress: bool = 
     if target_names:  # layers a target cannot take, named before any training or calibration
         from .quantize import quantize_model
 
-        unfitted = quantize_model(probe, recipe.quantization, example_input=task.example_input())
+        example = task.example_input()
+        unfitted = quantize_model(probe, recipe.quantization, example_input=example)
+        unfitted.workbench_input_shape, unfitted.workbench_input_dtype = tuple(example.shape[1:]), example.dtype
         for name in target_names:
             get_exporter(name).check(unfitted)
     with fixed_threads():
