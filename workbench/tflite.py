@@ -780,6 +780,10 @@ class TFLiteInt8Target(Target):
         Target.check(self, qmodel)
 
     def export(self, qmodel, example, path, float_model=None, task=None, carry_scales: bool = True, calib=None, **options) -> Path:
+        """:func:`export_tflite_int8` after :meth:`check` (one-line errors before any work).
+        ``calib``: calibration inputs (default: ``task``'s calibration split, else ``example``).
+        The export's report (carried / calibrated tensors, op plan, float ops) is kept as
+        ``last_report``."""
         self.check(qmodel)
         if calib is None and task is not None:
             calib = task.data.calib.x
