@@ -142,7 +142,7 @@ def test_ic_resnet8_from_the_float_model_on_the_npu(tmp_path):
     """Without tflite_path the target builds the int8 TFLite file from the float model itself."""
     task = wb.create_task("ic-resnet8").small()
     model = wb.load_or_train_baseline(task, seed=0, epochs=1, progress=False)
-    qmodel = wb.quantize_model(model, {"weight_bits": 8, "act_bits": 8})
+    qmodel = wb.quantize_task(task, model, wb.QuantSpec.uniform(8, 8))  # calibrated: the tflite-int8 export carries its scales
     target = get_vela_target("ethos-u55-128")
     path = target.export(qmodel, task.example_input(), tmp_path / "resnet.ethos-u55-128.tflite", float_model=model, calib=task.data.calib.x[:32])
     assert os.listdir(tmp_path) == ["resnet.ethos-u55-128.tflite"]

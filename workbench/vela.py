@@ -530,9 +530,11 @@ class VelaTarget(Target):
             return Path(path)
         if float_model is None:
             raise ExportError(f"target {self.name!r} compiles an int8 TFLite file: pass tflite_path= (the tflite-int8 export) or float_model= to build one")
-        act_bits = _plan_act_bits(qmodel)
+        from .tflite import export_tflite_int8
+
         with tempfile.TemporaryDirectory(prefix="workbench-vela-tflite-") as tmp:
-            int8 = _int8_tflite_stand_in(float_model, example if calib is None else calib, Path(tmp) / "model.int8.tflite", act_bits=act_bits)
+            int8 = Path(tmp) / "model.int8.tflite"
+            export_tflite_int8(qmodel, float_model, example, int8, calib=calib)
             compile_vela(int8, self.config, path, **vela_options)
         return Path(path)
 
@@ -609,61 +611,6 @@ def _peak_act_estimate(qmodel, task) -> int | None:
     table = cost_table(costs, {n: lq.weight_bits for n, lq in plan.layers.items()},
                        {n: (lq.act_bits or 8) for n, lq in plan.layers.items()})
     return int(totals(table)["peak_act_bytes"]) or None
-
-
-def _plan_act_bits(qmodel) -> int:
-    plan = getattr(qmodel, "workbench_plan", None)
-    bits = {lq.act_bits for lq in (plan.layers.values() if plan is not None else ()) if lq.act_bits is not None}
-    if bits <= {8}:
-        return 8
-    if bits == {16}:
-        return 16
-    raise ExportError(f"activation bits {sorted(bits)}: the TFLite file built here quantises every layer alike (int8 or int16 activations); "
-                      f"pass tflite_path= for a mixed 8/16-bit model")
-
-
-# ----------------------------------------------------------------------------------------------
-# PRIVATE STAND-IN, to be replaced by the shared tflite-int8 exporter
-# (workbench/tflite.py, export_tflite_int8): float model -> int8 TFLite with litert_torch and
-# ai_edge_quantizer's static recipe. Nothing else in this module depends on how it works.
-# ----------------------------------------------------------------------------------------------
-
-
-def _int8_tflite_stand_in(float_model: nn.Module, calib, path: Path, act_bits: int = 8) -> Path:
-    """Write an int8-weight TFLite file of ``float_model`` to ``path`` (int8 activations, or int16
-    with ``act_bits=16``), calibrated by ai_edge_quantizer on the samples of ``calib`` (its own
-    min/max scales, not the workbench's)."""
-    import contextlib
-
-    import torch
-
-    for module in ("litert_torch", "ai_edge_quantizer"):
-        if importlib.util.find_spec(module) is None:
-            raise ToolchainError(f"building an int8 TFLite file needs the Python module {module!r}, which is not installed; "
-                                 f"install the extra: pip install 'workbench[targets]' (or pass tflite_path=)")
-    import litert_torch
-    from ai_edge_litert.interpreter import Interpreter
-    from ai_edge_quantizer import quantizer, recipe
-
-    x = torch.as_tensor(calib).float()
-    float_path = path.with_name("model.float.tflite")
-    with contextlib.redirect_stdout(io.StringIO()):
-        try:
-            litert_torch.convert(float_model.eval(), (x[:1],)).export(str(float_path))
-        except Exception as exc:  # the converter raises many types; one line with its message
-            first = str(exc).splitlines()[0][:200] if str(exc) else ""
-            raise ToolchainError(f"litert_torch could not convert the float model: {type(exc).__name__}: {first}") from None
-        sig = Interpreter(model_path=str(float_path)).get_signature_list()
-        key = next(iter(sig))
-        arg = sig[key]["inputs"][0]
-        q = quantizer.Quantizer(str(float_path))
-        q.load_quantization_recipe(recipe.static_wi8_ai16() if act_bits == 16 else recipe.static_wi8_ai8())
-        calibration = q.calibrate({key: [{arg: x[i:i + 1].numpy()} for i in range(len(x))]})
-        q.quantize(calibration).export_model(str(path), overwrite=True)
-    return path
-
-
-# --------------------------------------------------------------------------- registration
 
 
 for _config in vela_configs():
