@@ -100,6 +100,11 @@ def _print_summary(summary: dict, out: Path) -> None:
         sr = summary["search"]
         typer.echo(f"  search under {sr['budget_kib']:g} KiB: {sr['chosen_weight_kib']:.2f} KiB, measured {sr['chosen_measured_metric']:.4f} "
                    f"({sr['front_points']} points on the front); promoted to {out / sr['recipe']}")
+    for row in summary.get("deployment", []):
+        if row["target"] != "qcdq":
+            ram = f", RAM {row['ram_bytes']:,} B ({row['ram_source'].split(';')[0]})" if row.get("ram_bytes") else ""
+            typer.echo(f"  target {row['target']} ({row['runtime']}): agreement {_short(row.get('agreement'))}, "
+                       f"file {row['file_bytes']:,} B{ram}, p99 {_short(row.get('latency_ms_p99'))} ms")
     typer.echo(f"wrote {out / 'report.html'}, {out / 'summary.json'}, {out / 'model.onnx'}")
 
 

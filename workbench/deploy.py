@@ -92,7 +92,25 @@ def deployment_table(variant: dict) -> pd.DataFrame:
     for key, row in variant.items():
         if isinstance(row, dict) and "@" in key and "target" in row:
             rows.append(row)
-    return pd.DataFrame([{c: _none(r.get(c)) for c in DEPLOYMENT_COLUMNS} for r in rows], columns=list(DEPLOYMENT_COLUMNS))
+    table = pd.DataFrame([{c: _none(r.get(c)) for c in DEPLOYMENT_COLUMNS} for r in rows], columns=list(DEPLOYMENT_COLUMNS))
+    return table.astype({c: "Int64" for c in INTEGER_COLUMNS})
+
+
+def deployment_frame(records) -> pd.DataFrame:
+    """A deployment table from its rows as the summary stores them (``summary["deployment"]``):
+    the columns in order, counts and bytes as integers."""
+    table = pd.DataFrame(list(records), columns=list(DEPLOYMENT_COLUMNS))
+    return table.astype({c: "Int64" for c in INTEGER_COLUMNS})
+
+
+def deployment_records(table: pd.DataFrame) -> list[dict]:
+    """The rows of a deployment table as JSON-ready dicts (None where a figure is missing)."""
+    return [{k: (None if v is pd.NA or (isinstance(v, float) and math.isnan(v)) else (int(v) if k in INTEGER_COLUMNS else v)) for k, v in row.items()}
+            for row in table.astype(object).to_dict("records")]
+
+
+#: Deployment columns holding counts and bytes (nullable integers in the table).
+INTEGER_COLUMNS = ("samples", "file_bytes", "flash_bytes", "ram_bytes", "peak_act_estimate_bytes", "cycles", "npu_ops", "cpu_ops")
 
 
 def tolerance_failures(table: pd.DataFrame, tolerances: dict) -> list[str]:
@@ -121,4 +139,4 @@ def deploy(recipe_path: str | Path, targets: Iterable[str] | str | None = None, 
 
     summary, failures = apply_recipe(recipe_path, out_dir, progress=progress, latency_runs=latency_runs, overwrite=overwrite,
                                      allow_code=allow_code, tracking=tracking, targets=targets, require_targets=True)
-    return pd.DataFrame(summary["deployment"], columns=list(DEPLOYMENT_COLUMNS)), failures
+    return deployment_frame(summary["deployment"]), failures

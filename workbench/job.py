@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
@@ -127,12 +126,31 @@ def run_job(task, variants: dict[str, QuantSpec | dict], out_dir: str | Path | R
 
 DEMO_TASK = "digits-cnn"
 DEMO_VARIANTS = {"w8a8": QuantSpec.uniform(8, 8), "w4a8": QuantSpec.uniform(4, 8)}
+#: Deployment targets the demo builds when their toolchain is installed (``pip install
+#: 'workbench[targets]'``; ``make test`` installs it, ``make demo`` does not need it).
+DEMO_TARGETS = ("tflite-int8",)
 
 
-def run_demo(out_dir: str | Path, progress: bool = True, budget_kib: float = 6.0, overwrite: bool = False, **kwargs) -> dict:
+def installed_targets(names) -> tuple[str, ...]:
+    """Those of ``names`` whose toolchain imports here."""
+    from .errors import ToolchainError
+
+    out = []
+    for name in names:
+        try:
+            get_exporter(name).available()
+        except ToolchainError:
+            continue
+        out.append(name)
+    return tuple(out)
+
+
+def run_demo(out_dir: str | Path, progress: bool = True, budget_kib: float = 6.0, overwrite: bool = False, targets=None, **kwargs) -> dict:
     """The main job on the built-in default: digits-cnn float baseline, W8A8 and W4A8 PTQ, export and
     verification; then per-layer sensitivity, a mixed-precision search under ``budget_kib`` and the
-    chosen point promoted to ``recipe.yaml`` (rebuild it with ``workbench apply``)."""
+    chosen point promoted to ``recipe.yaml`` (rebuild it with ``workbench apply``).
+    ``targets``: deployment targets built for every variant (None: those of :data:`DEMO_TARGETS`
+    whose toolchain is installed); the W8A8 variant's rows go to ``deployment.csv`` and the report."""
     import html as _html
 
     from .baseline import load_or_train_baseline
@@ -162,7 +180,16 @@ def run_demo(out_dir: str | Path, progress: bool = True, budget_kib: float = 6.0
                         "chosen_bits": chosen["bits"], "front_points": int(front["on_front"].sum()), "recipe": "recipe.yaml"}}
     files = {"recipe.yaml": recipe_yaml, "pareto.csv": front.to_csv(index=False), "sensitivity.csv": sens.to_csv(index=False)}
     kwargs.setdefault("target", "cpu-int8-ort")  # its weight encoding (auto) unless the caller gives one
-    return run_job(task, DEMO_VARIANTS, run_dir, progress=progress, float_model=model, extra=extra, files=files, sections=sections, **kwargs)
+    targets = installed_targets(DEMO_TARGETS) if targets is None else tuple(targets)
+    kwargs["formats"] = (*kwargs.get("formats", DEFAULT_FORMATS), *targets)
+
+    from .deploy import deployment_frame, deployment_records, deployment_table
+
+    def with_deployment(summary: dict) -> dict:
+        return {**extra, "deployment": deployment_records(deployment_table(summary["variants"][summary["primary_variant"]]))}
+
+    files["deployment.csv"] = lambda summary: deployment_frame(summary["deployment"]).to_csv(index=False)
+    return run_job(task, DEMO_VARIANTS, run_dir, progress=progress, float_model=model, extra=with_deployment, files=files, sections=sections, **kwargs)
 
 
 def apply_recipe(recipe_path: str | Path, out_dir: str | Path, progress: bool = True, latency_runs: int = 200,
@@ -185,7 +212,7 @@ def apply_recipe(recipe_path: str | Path, out_dir: str | Path, progress: bool = 
     from .recipe import check_recipe_against, load_recipe, resolve_task
     from .tracking import resolve_tracker
 
-    from .deploy import deployment_table, list_target_names, resolve_targets, tolerance_failures
+    from .deploy import deployment_frame, deployment_records, deployment_table, list_target_names, resolve_targets, tolerance_failures
     from .recipe import TargetTolerance
 
     recipe, recipe_sha = load_recipe(recipe_path)
@@ -239,10 +266,10 @@ def apply_recipe(recipe_path: str | Path, out_dir: str | Path, progress: bool = 
         if target_names:
             table = deployment_table(summary["variants"][recipe.name])
             failures.extend(tolerance_failures(table, tolerances))
-            out["deployment"] = table.astype(object).where(table.notna(), None).to_dict("records")
+            out["deployment"] = deployment_records(table)
         return out
 
-    files = {"deployment.csv": lambda summary: pd.DataFrame(summary["deployment"]).to_csv(index=False)} if target_names else None
+    files = {"deployment.csv": lambda summary: deployment_frame(summary["deployment"]).to_csv(index=False)} if target_names else None
 
     train = None
     if recipe.qat is not None:

@@ -96,13 +96,17 @@ def _deployment_html(summary: dict) -> str:
     from .deploy import deployment_table
 
     if summary.get("deployment"):
-        table = pd.DataFrame(summary["deployment"])
+        from .deploy import deployment_frame
+
+        table = deployment_frame(summary["deployment"])
     else:
         table = deployment_table(summary["variants"][summary["primary_variant"]])
     table = table.dropna(axis=1, how="all")
-    note = ("" if summary.get("deployment") else
-            "<p>Only this CPU's runtime here; <code>workbench deploy RECIPE --target T</code> adds the embedded targets "
-            "(<code>workbench targets</code> lists them).</p>")
+    only_cpu = set(table["target"]) == {"qcdq"}
+    note = ("<p>Only this CPU's runtime here; <code>workbench deploy RECIPE --target T</code> adds the embedded targets "
+            "(<code>workbench targets</code> lists them; <code>pip install 'workbench[targets]'</code> installs their toolchains).</p>"
+            if only_cpu else "<p>One row per target and runtime; <code>ram_source</code> and <code>latency_source</code> say whether a "
+            "figure was measured on this CPU or estimated by a target compiler.</p>")
     return f"<h2>Deployment</h2>{note}{table.to_html(index=False, na_rep='-', border=0, classes='tbl')}"
 
 
