@@ -105,8 +105,12 @@ def deployment_frame(records) -> pd.DataFrame:
 
 def deployment_records(table: pd.DataFrame) -> list[dict]:
     """The rows of a deployment table as JSON-ready dicts (None where a figure is missing)."""
-    return [{k: (None if v is pd.NA or (isinstance(v, float) and math.isnan(v)) else (int(v) if k in INTEGER_COLUMNS else v)) for k, v in row.items()}
-            for row in table.astype(object).to_dict("records")]
+    def plain(k, v):
+        if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
+            return None
+        return int(v) if k in INTEGER_COLUMNS else v
+
+    return [{k: plain(k, v) for k, v in row.items()} for row in table.astype(object).to_dict("records")]
 
 
 #: Deployment columns holding counts and bytes (nullable integers in the table).
