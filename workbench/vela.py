@@ -378,24 +378,21 @@ def compile_vela(tflite_path: str | os.PathLike, config: str = HEADLINE, out_pat
         input_ops=facts["ops"] or [], compiled_bytes=len(data), sha256=hashlib.sha256(data).hexdigest(), vela_version=vela_version(), log=log)
     if out_path is not None:
         atomic_write_bytes(out_path, data)
-        _REPORTS[str(Path(out_path).resolve())] = result
+        _REPORTS[result.sha256] = result
     return result
 
 
-#: Reports of the files compiled in this process, by resolved path (checked against the file's
-#: SHA-256 before use): the compiled file does not hold Vela's estimates, and the output folder
-#: holds nothing but the compiled file.
+#: Reports of the files compiled in this process, by the compiled file's SHA-256 (a run folder is
+#: built aside and moved into place, so paths change): the compiled file does not hold Vela's
+#: estimates, and the output folder holds nothing but the compiled file.
 _REPORTS: dict[str, VelaResult] = {}
 
 
 def _report_for(path: str | os.PathLike) -> VelaResult | None:
-    key = str(Path(path).resolve())
-    got = _REPORTS.get(key)
-    if got is None or not Path(key).is_file():
+    path = Path(path)
+    if not path.is_file():
         return None
-    if hashlib.sha256(Path(key).read_bytes()).hexdigest() != got.sha256:
-        return None
-    return got
+    return _REPORTS.get(hashlib.sha256(path.read_bytes()).hexdigest())
 
 
 def _as_result(path_or_result, config: str | None = None, **options) -> VelaResult:
