@@ -53,6 +53,20 @@ def _module_of(node_name: str) -> str:
     return ".".join(parts[:cut])
 
 
+def _run_hooked(model: nn.Module, x, handles) -> None:
+    """One eval-mode, no-grad forward of ``model`` on ``x`` with the hooks ``handles`` registered;
+    the hooks are removed and the train / eval mode restored, also when the forward raises."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+
+
 def quantiser_divergence(qmodel: nn.Module, x: torch.Tensor, level: str = "disabled") -> list[dict]:
     """Per activation quantiser (graph order): ``{"quantiser", "elements", "mismatch", "max_code_diff"}``,
     comparing onnxruntime (at optimisation ``level``: disabled, basic, extended or default) with the
@@ -104,13 +118,7 @@ def quantiser_divergence(qmodel: nn.Module, x: torch.Tensor, level: str = "disab
                 codes[name] = torch.round(out.value / out.scale + out.zero_point).double()
         return fn
 
-    handles = [modules[n].register_forward_hook(hook(n)) for n in dict.fromkeys(picked)]
-    try:
-        with torch.no_grad():
-            qmodel(x)
-    finally:
-        for h in handles:
-            h.remove()
+    _run_hooked(qmodel, x, [modules[n].register_forward_hook(hook(n)) for n in dict.fromkeys(picked)])
     rows = []
     for name, got in zip(picked, outs):
         sim = codes.get(name)
@@ -304,15 +312,7 @@ def _simulate(qmodel: nn.Module, x: torch.Tensor) -> tuple[dict, dict, dict]:
         handles.append(mod.register_forward_hook(layer_hook))
     handles += [m.register_forward_pre_hook(act_pre_hook) for m in act_mods]
     handles += [m.register_forward_hook(act_hook) for m in act_mods]
-    was_training = qmodel.training
-    qmodel.eval()
-    try:
-        with torch.no_grad():
-            qmodel(x)
-    finally:
-        for h in handles:
-            h.remove()
-        qmodel.train(was_training)
+    _run_hooked(qmodel, x, handles)
     return outputs, steps, exposed_by
 
 
