@@ -76,9 +76,9 @@ def test_apply_builds_the_recipe_targets_and_deploy_overrides_them(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--target", "tflite"], "unknown export format 'tflite' (did you mean 'tflite-int8'?)"),
+    (["--target", "tflite"], "unknown deployment target 'tflite' (did you mean 'tflite-int8'?)"),
     (["--target", "qonnx"], "'qonnx' is an export format, not a deployment target"),
-    (["--target", "ethos-u55-999"], "unknown export format 'ethos-u55-999'"),
+    (["--target", "ethos-u55-999"], "unknown deployment target 'ethos-u55-999' (did you mean"),
     ([], "no deployment target"),
 ])
 def test_bad_target_is_one_line_before_any_work(tmp_path, args, message):

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .errors import ExportError
-from .exporters import DEPLOYMENT_COLUMNS, PRIMARY, Target, get_exporter
+from .errors import ExportError, unknown_name
+from .exporters import DEPLOYMENT_COLUMNS, EXPORTERS, PRIMARY, Target, get_exporter
 
 
 def resolve_targets(targets: Iterable[str] | str | None) -> tuple[str, ...]:
@@ -37,6 +37,8 @@ def resolve_targets(targets: Iterable[str] | str | None) -> tuple[str, ...]:
         targets = (targets,)
     names: list[str] = []
     for name in targets:
+        if not isinstance(name, str) or name not in EXPORTERS:
+            raise ExportError(unknown_name("deployment target", name, list_target_names(), listed="targets:"))
         exporter = get_exporter(name)
         if not isinstance(exporter, Target):
             raise ExportError(f"{name!r} is an export format, not a deployment target; targets: {', '.join(list_target_names())}")
@@ -49,8 +51,7 @@ def resolve_targets(targets: Iterable[str] | str | None) -> tuple[str, ...]:
 
 
 def list_target_names() -> list[str]:
-    from .exporters import EXPORTERS
-
+    """Names of the registered deployment targets, in registration order."""
     return [n for n, e in EXPORTERS.items() if isinstance(e, Target)]
 
 
@@ -58,7 +59,6 @@ def list_targets() -> pd.DataFrame:
     """The registered deployment targets: name, runtime, carries, extra, installed (its toolchain
     imports here) and description."""
     from .errors import ToolchainError
-    from .exporters import EXPORTERS
 
     rows = []
     for name, t in EXPORTERS.items():
