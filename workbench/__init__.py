@@ -39,6 +39,7 @@ from .errors import (
 from .evaluate import evaluate, predict
 from .export import export_float, export_qcdq, export_qonnx
 from .exporters import Exporter, get_exporter, list_exporters, register_exporter
+from . import hls as _hls  # noqa: F401  registers the "hls4ml" deployment target (hls4ml is imported only when used)
 from .formats import NumberFormat, get_format, list_formats, register_format
 from .job import apply_recipe, run_demo, run_job
 from .loaders import load_cifar10_binary, load_image_folder, load_mnist_idx, load_npz
