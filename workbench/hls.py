@@ -65,6 +65,8 @@ from .exporters import DEPLOYMENT_COLUMNS, Target, register_exporter
 
 PROJECT = "myproject"
 MANIFEST = "workbench_hls.json"
+IO_TYPE = "io_parallel"
+STRATEGY = "Latency"
 RUNTIME = "hls4ml C++ emulation (g++)"
 #: hls4ml's default precision, for what the workbench's export does not fix (ApplyAlpha of float scales).
 DEFAULT_PRECISION = "fixed<32,16>"
@@ -228,6 +230,7 @@ def prepare_for_hls(qonnx_path: str | os.PathLike, qmodel: nn.Module | None = No
     if last is not None and last.op_type == "Quant" and last.input[1] in inits:
         sc = numpy_helper.to_array(inits[last.input[1]]).astype(np.float64).ravel()
         out_scale = float(sc.min()) if sc.size else None
+    notes += _fold_zero_pads(model)
     layers = {}
     if qmodel is not None and weight_ints:
         matched = match_layer_weights(qmodel, weight_ints)
@@ -235,6 +238,72 @@ def prepare_for_hls(qonnx_path: str | os.PathLike, qmodel: nn.Module | None = No
         for node, row in rows.items():
             row["layer"] = layers.get(node)
     return model, {"precisions": precisions, "layers": layers, "table": list(rows.values()), "rewrites": notes, "output_scale": out_scale}
+
+
+def _fold_zero_pads(model) -> list[str]:
+    """A zero Pad (channels-first, spatial axes only) that reaches a Conv through Transpose /
+    zero-point-0 Quant / Identity nodes alone becomes the Conv's own (possibly asymmetric) padding.
+
+    hls4ml 1.3 parses an ONNX Pad as channels-last, so a Pad left channels-first in front of
+    qonnx's input Transpose (DS-CNN's TF-style 'same' ZeroPad2d) gives the next Conv the wrong
+    input size: ``np.split`` fails in ``generate_conv2d_line_buffer_fn`` (upstream cause). Quant of
+    zero is zero, so moving the zeros into the Conv changes no value."""
+    from onnx import numpy_helper
+
+    graph = model.graph
+    inits = {t.name: t for t in graph.initializer}
+    notes = []
+    for pad in [n for n in graph.node if n.op_type == "Pad"]:
+        at = _attrs(pad)
+        if at.get("mode", "constant") != "constant" or len(pad.input) < 2 or pad.input[1] not in inits:
+            continue
+        if len(pad.input) > 2 and pad.input[2] and (pad.input[2] not in inits or np.any(numpy_helper.to_array(inits[pad.input[2]]) != 0)):
+            continue
+        pads = [int(v) for v in numpy_helper.to_array(inits[pad.input[1]])]
+        rank = len(pads) // 2
+        begin, end = pads[:rank], pads[rank:]
+        if rank < 3 or any(begin[:2]) or any(end[:2]):
+            continue
+        node, chain = pad, []
+        while True:
+            readers = [n for n in graph.node if node.output[0] in n.input]
+            if len(readers) != 1:
+                break
+            node = readers[0]
+            if node.op_type == "Quant" and node.input[2] in inits and np.all(numpy_helper.to_array(inits[node.input[2]]) == 0):
+                chain.append(node)
+            elif node.op_type in ("Transpose", "Identity"):
+                chain.append(node)
+            else:
+                break
+        if node.op_type != "Conv" or node is pad:
+            continue
+        conv_pads = list(_attrs(node).get("pads", [0] * (2 * (rank - 2))))
+        k = rank - 2
+        new = [conv_pads[i] + begin[2 + i] for i in range(k)] + [conv_pads[k + i] + end[2 + i] for i in range(k)]
+        for a in node.attribute:
+            if a.name == "pads":
+                del a.ints[:]
+                a.ints.extend(new)
+                break
+        else:
+            from onnx import helper
+
+            node.attribute.append(helper.make_attribute("pads", new))
+        first = chain[0] if chain else node
+        first.input[0] = pad.input[0]
+        graph.node.remove(pad)
+        shape = list(model.get_tensor_shape(pad.input[0]))
+        for n in chain:  # the unpadded shapes along the chain
+            if n.op_type == "Transpose":
+                shape = [shape[i] for i in _attrs(n)["perm"]]
+            model.set_tensor_shape(n.output[0], shape)
+        notes.append(f"zero Pad {pad.name!r} folded into the padding of Conv {node.name!r} (hls4ml reads ONNX Pad as channels-last)")
+    if notes:
+        used = {i for n in graph.node for i in n.input}
+        for t in [t for t in graph.initializer if t.name not in used]:
+            graph.initializer.remove(t)
+    return notes
 
 
 def _hls_config(model, precisions: dict, input_precision: str) -> dict:
@@ -247,6 +316,7 @@ def _hls_config(model, precisions: dict, input_precision: str) -> dict:
     names.setdefault("global_in", {}).setdefault("Precision", {})["result"] = input_precision
     for name, layer in names.items():
         layer["Trace"] = True
+    cfg["Model"]["Strategy"] = STRATEGY
     return cfg
 
 
@@ -277,7 +347,7 @@ def build_project(qmodel: nn.Module, example: torch.Tensor, out_dir: str | os.Pa
 
         with _hls4ml_quiet():
             cfg = _hls_config(model, info["precisions"], "fixed<48,16>")
-            hls_model = hls4ml.converters.convert_from_onnx_model(model.model, output_dir=str(out_dir), project_name=PROJECT, io_type="io_parallel",
+            hls_model = hls4ml.converters.convert_from_onnx_model(model.model, output_dir=str(out_dir), project_name=PROJECT, io_type=IO_TYPE,
                                                                    backend="Vitis", hls_config=cfg)
             hls_model.config.trace_output = True
             hls_model.write()
