@@ -657,7 +657,9 @@ class HLS4MLTarget(Target):
 
     def layer_outputs(self, path_or_model, x, qmodel: nn.Module | None = None) -> dict:
         """``{workbench layer: output}`` (NCHW, float) of the Conv / Linear layers as the emulation
-        computes them (before the activation and its quantiser), from hls4ml's trace. ``path_or_model``:
+        computes them, from hls4ml's trace: the sum before the activation and its quantiser, except
+        where hls4ml fused the following quantiser into the layer's result type (the last Dense
+        feeding the output quantiser): there the quantised value. ``path_or_model``:
         an artifact path (or a quantised model, exported to a temporary artifact first)."""
         if isinstance(path_or_model, nn.Module):
             qmodel = path_or_model
