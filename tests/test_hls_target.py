@@ -169,3 +169,16 @@ def test_a_file_that_is_no_artifact_is_one_line(tmp_path, exported):
     with pytest.raises(wb.ExportError, match="not a readable .tar.gz") as err:
         target.evaluate(bad, q, task, n=4)
     assert "\n" not in str(err.value)
+
+
+def test_a_crash_inside_hls4ml_is_one_line_with_its_node(digits, tmp_path):
+    """Float (non power-of-two) scales: hls4ml 1.3's ApplyAlpha rescaling fails inside hls4ml."""
+    task, model = digits
+    q = wb.quantize_task(task.small(), model, wb.QuantSpec.uniform(8, 8), wb.PTQConfig(calib_samples=64))
+    target = wb.get_exporter("hls4ml")
+    with pytest.raises(wb.ToolchainError) as err:
+        target.export(q, task.example_input(1), tmp_path / "m.hls4ml.tar.gz")
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith("hls4ml failed to convert the QONNX export: ")
+    assert "(ApplyAlpha)" in msg and "scale_type 'po2'" in msg
+    assert list(tmp_path.iterdir()) == []

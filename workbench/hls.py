@@ -25,6 +25,12 @@ the cleaned QONNX graph, never of hls4ml:
   reads the sizes from the channels-first shape, so a real transpose in front of it pools over the
   wrong axis (every output wrong; upstream cause, hls4ml 1.3 ``converters/onnx/pooling.py``).
 
+- *A zero Pad left channels-first in front of qonnx's input Transpose* (DS-CNN's TF-style 'same'
+  padding) is folded into the next Conv's own, asymmetric, padding (:func:`_fold_zero_pads`):
+  hls4ml parses an ONNX Pad as channels-last, and the Conv after it then fails in
+  ``generate_conv2d_line_buffer_fn`` (``np.split``: "array split does not result in an equal
+  division"; upstream cause).
+
 Precisions follow the explored bits per layer: weights of ``b`` bits with power-of-two scales
 ``2**e`` (per tensor or per channel) are ``ap_fixed<b + max(e) - min(e), b + max(e)>``: every weight
 exactly, at ``b`` bits for a per-tensor scale; biases get the width their integers need at their
@@ -32,8 +38,12 @@ finest scale; activation Quant nodes (per-tensor, power-of-two scale, zero point
 ``linear`` activations of ``ap_(u)fixed<b, b + e>`` with convergent rounding and saturation, which
 is Brevitas's round-half-even and clamp; accumulators are left to hls4ml's precision inference,
 which makes them wide enough for every sum. Float (non power-of-two) scales cannot be held by
-``ap_fixed``: weights are then rounded to ``b + 8`` bits and activations go through hls4ml's
-``ApplyAlpha`` rescaling, so agreement is close but not exact (``precisions()`` says ``exact``).
+``ap_fixed``: weights are then rounded to ``b + 8`` bits (``precisions()`` says ``exact: False``),
+and activation Quant nodes become hls4ml's ``ApplyAlpha`` rescaling, which hls4ml 1.3 fails to
+move through the next convolution (``ValueError: operands could not be broadcast`` in its
+``move_scales`` passes: the rescale was broadcast to the tensor's shape by
+``ConstQuantToConstAlpha``; upstream cause): a one-line ToolchainError naming the ApplyAlpha node
+and asking for ``scale_type: po2``.
 
 The artifact (``.hls4ml.tar.gz``) is the hls4ml project (C++ firmware, weights, the g++ build
 script, the Python bridge) plus ``workbench_hls.json`` (the layer map, shapes and precisions);
@@ -342,8 +352,6 @@ def build_project(qmodel: nn.Module, example: torch.Tensor, out_dir: str | os.Pa
         raise ExportError(f"target 'hls4ml' cannot take {len(unsupported)} node(s): " + "; ".join(f"{n} ({why})" for n, why in unsupported.items()))
     try:
         import hls4ml
-        from hls4ml.converters import create_config
-        from hls4ml.converters.onnx_to_hls import onnx_to_hls
 
         with _hls4ml_quiet():
             cfg = _hls_config(model, info["precisions"], "fixed<48,16>")
@@ -354,7 +362,10 @@ def build_project(qmodel: nn.Module, example: torch.Tensor, out_dir: str | os.Pa
     except (ExportError, ToolchainError):
         raise
     except Exception as exc:  # hls4ml's own failure: one line, with its node where it says
-        raise ToolchainError(f"hls4ml failed to convert the QONNX export: {type(exc).__name__}: {_first_line(exc)}{_failing_node(exc)}") from None
+        where = _failing_node(exc)
+        hint = ("; this node rescales a float (non power-of-two) quantiser scale, which hls4ml 1.3 cannot move through the next layer: "
+                "quantise with scale_type 'po2' for this target") if "ApplyAlpha" in where else ""
+        raise ToolchainError(f"hls4ml failed to convert the QONNX export: {type(exc).__name__}: {_first_line(exc)}{where}{hint}") from None
     layers_map = info["layers"]
     traced = {}
     for layer in hls_model.get_layers():
@@ -384,8 +395,8 @@ def _trace_layer_names(hls_model, layers_map: dict) -> dict:
     out = {}
     for layer in hls_model.get_layers():
         for node, wb_layer in layers_map.items():
-            if layer.name == node or layer.name.endswith(f"_{node}") and layer.name.split("_", 1)[0] in (
-                    "Conv1D", "Conv2D", "DepthwiseConv1D", "DepthwiseConv2D", "Dense", "PointwiseConv1D", "PointwiseConv2D"):
+            if layer.name == node or (layer.name.endswith(f"_{node}") and layer.name.split("_", 1)[0] in (
+                    "Conv1D", "Conv2D", "DepthwiseConv1D", "DepthwiseConv2D", "Dense", "PointwiseConv1D", "PointwiseConv2D")):
                 out[layer.name] = wb_layer
     return out
 
@@ -587,11 +598,15 @@ class HLS4MLTarget(Target):
             example = torch.zeros((1, *shape), dtype=getattr(qmodel, "workbench_input_dtype", torch.float32))
         table = describe(qmodel, example)
         modules = dict(qmodel.named_modules())
+        plan = getattr(qmodel, "workbench_plan", None)
+        settings = plan.layers if plan is not None else {}
         rows = []
         for r in table.itertuples():
             m = modules.get(r.layer)
             reason = ""
-            if r.type.startswith("Embedding") or "kept in float" in r.type:
+            if getattr(settings.get(r.layer), "act_mode", "static") == "dynamic":
+                reason = "act_mode 'dynamic': hls4ml takes static activation scales only (ap_fixed types fixed at compile time)"
+            elif r.type.startswith("Embedding") or "kept in float" in r.type:
                 reason = f"{r.type}: hls4ml's ONNX frontend has no such layer"
             elif r.weight_format not in (None, "int") or r.act_format not in (None, "int"):
                 reason = f"number format {r.weight_format if r.weight_format not in (None, 'int') else r.act_format}: hls4ml takes integers (ap_fixed), not minifloats"
