@@ -14,7 +14,9 @@ difference in output LSBs) and ``n`` (samples). Each task runs in its own proces
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import multiprocessing as mp
 import tempfile
 import time
@@ -35,21 +37,42 @@ def run_task(name: str, scale_type: str, bits: int, n: int | None, epochs: int, 
     torch.manual_seed(0)
     row = {"task": name, "converts": False}
     try:
+        queue.put({"stage": "baseline"})
         task = wb.create_task(name).small(n_eval=n or 128)
         model = wb.load_or_train_baseline(task, seed=0, epochs=epochs, progress=False)
+        queue.put({"stage": "quantise + calibrate"})
         q = wb.quantize_task(task, model, wb.QuantSpec.uniform(bits, bits, scale_type=scale_type), wb.PTQConfig(calib_samples=64))
         target = wb.get_exporter("hls4ml")
+        queue.put({"stage": "hls4ml conversion + g++ build"})
         with tempfile.TemporaryDirectory() as tmp:
             t = time.perf_counter()
             path = target.export(q, task.example_input(1), Path(tmp) / f"{name}{target.suffix}")
             row["export_s"] = round(time.perf_counter() - t, 1)
             emu = load_emulation(path)
             row.update(converts=True, compile_s=round(emu.compile_seconds, 1), file_kib=round(path.stat().st_size / 1024, 1))
+            queue.put({"stage": "emulation on the eval split"})
             r = target.evaluate(path, q, task)[0]
             row.update(agreement=r["agreement"], max_lsb_diff=r["max_lsb_diff"], n=r["samples"])
     except Exception as exc:  # report, do not stop the sweep
         row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}" if str(exc) else traceback.format_exc(limit=1)
     queue.put(row)
+
+
+def _stop(proc) -> None:
+    """Kill the task's process and the compilers it started (g++ under hls4ml's build_lib.sh)."""
+    import signal
+    import subprocess
+
+    kids = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    for pid in kids:
+        grand = subprocess.run(["pgrep", "-P", pid], capture_output=True, text=True).stdout.split()
+        for g in grand:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(g), signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(pid), signal.SIGKILL)
+    proc.kill()
+    proc.join()
 
 
 def main() -> None:
@@ -70,12 +93,19 @@ def main() -> None:
         t = time.perf_counter()
         proc.start()
         proc.join(args.timeout)
+        msgs = []
+        while True:  # drain what the task reported (stages, then its row)
+            try:
+                msgs.append(queue.get(timeout=0.5))
+            except Exception:
+                break
+        stages = [m["stage"] for m in msgs if "stage" in m]
+        rows = [m for m in msgs if "task" in m]
         if proc.is_alive():
-            proc.kill()
-            proc.join()
-            row = {"task": name, "converts": None, "error": f"stopped after {args.timeout:.0f} s (export + g++ did not finish)"}
+            _stop(proc)
+            row = {"task": name, "converts": None, "error": f"stopped after {args.timeout:.0f} s in: {stages[-1] if stages else 'start-up'}"}
         else:
-            row = queue.get() if not queue.empty() else {"task": name, "converts": False, "error": f"process exited {proc.exitcode}"}
+            row = rows[-1] if rows else {"task": name, "converts": False, "error": f"process exited {proc.exitcode} in: {stages[-1] if stages else 'start-up'}"}
         row["wall_s"] = round(time.perf_counter() - t, 1)
 
         def f(k, fmt):
