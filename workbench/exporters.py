@@ -319,3 +319,4 @@ class FloatExporter(Exporter):
 # Deployment targets living in their own modules register themselves on import (their third-party
 # toolchains are imported only when used).
 from . import tflite as _tflite  # noqa: E402,F401  (registers "tflite-int8")
+from . import hls as _hls  # noqa: E402,F401  (registers "hls4ml"; hls4ml itself is imported only when used)
