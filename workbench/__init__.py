@@ -19,6 +19,21 @@ import warnings as _warnings
 # Brevitas warns at import about an optional CUDA package that a CPU workbench never needs.
 _warnings.filterwarnings("ignore", message="fast_hadamard_transform package not found")
 
+
+def _quiet_optional_imports() -> None:
+    """transformers imports torchao when it is installed (the [targets] extra brings it), and
+    torchao then logs that its CUDA kernels are missing and registers enums torch warns about:
+    noise on a CPU workbench. Those two loggers are raised to ERROR unless the user set a level."""
+    import logging
+
+    for name in ("torchao", "torch.utils._pytree"):
+        logger = logging.getLogger(name)
+        if logger.level == logging.NOTSET:
+            logger.setLevel(logging.ERROR)
+
+
+_quiet_optional_imports()
+
 from .baseline import load_or_train_baseline
 from .data import Split, TaskData
 from .describe import describe

@@ -614,6 +614,9 @@ class HLS4MLTarget(Target):
                 reason = "act_mode 'dynamic': hls4ml takes static activation scales only (ap_fixed types fixed at compile time)"
             elif r.type.startswith("Embedding") or "kept in float" in r.type:
                 reason = f"{r.type}: hls4ml's ONNX frontend has no such layer"
+            elif settings.get(r.layer) is not None and settings[r.layer].scale_type != "po2" and (settings[r.layer].weight_bits or settings[r.layer].act_bits):
+                reason = ("float scales: ap_fixed holds power-of-two scales only, and hls4ml 1.3 fails to move a float rescale "
+                          "(ApplyAlpha) through the next layer; quantise with scale_type: po2")
             elif r.weight_format not in (None, "int") or r.act_format not in (None, "int"):
                 reason = f"number format {r.weight_format if r.weight_format not in (None, 'int') else r.act_format}: hls4ml takes integers (ap_fixed), not minifloats"
             elif isinstance(m, (nn.Conv1d, nn.Conv2d)):
