@@ -75,17 +75,23 @@ def test_apply_builds_the_recipe_targets_and_deploy_overrides_them(tmp_path):
     assert (tmp_path / "applied" / "deployment.csv").is_file() and (tmp_path / "applied" / "model.int8.tflite").is_file()
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--target", "tflite"], "unknown deployment target 'tflite' (did you mean 'tflite-int8'?)"),
-    (["--target", "qonnx"], "'qonnx' is an export format, not a deployment target"),
-    (["--target", "ethos-u55-999"], "unknown deployment target 'ethos-u55-999' (did you mean"),
-    ([], "no deployment target"),
+@pytest.mark.parametrize("targets, message", [
+    (["tflite"], "unknown deployment target 'tflite' (did you mean 'tflite-int8'?)"),
+    (["qonnx"], "'qonnx' is an export format, not a deployment target"),
+    (["ethos-u55-999"], "unknown deployment target 'ethos-u55-999' (did you mean"),
+    (None, "no deployment target"),
 ])
-def test_bad_target_is_one_line_before_any_work(tmp_path, args, message):
-    recipe = _recipe(tmp_path)
-    res = _cli("deploy", str(recipe), "--out", "out", *args, cwd=tmp_path)
-    assert res.returncode != 0 and message in res.stderr, res.stderr[-1500:]
-    assert len(res.stderr.strip().splitlines()) == 1
+def test_bad_target_is_one_line_before_any_work(tmp_path, targets, message):
+    with pytest.raises(wb.ExportError) as err:
+        wb.deploy(_recipe(tmp_path), targets, tmp_path / "out", progress=False)
+    assert message in str(err.value) and "\n" not in str(err.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_cli_says_it_in_one_line_and_exits_2(tmp_path):
+    res = _cli("deploy", str(_recipe(tmp_path)), "--out", "out", "--target", "tflite", cwd=tmp_path)
+    assert res.returncode == 2 and res.stderr.strip() == ("error: unknown deployment target 'tflite' (did you mean 'tflite-int8'?); targets: "
+                                                          + ", ".join(wb.list_target_names())), res.stderr[-1500:]
     assert not (tmp_path / "out").exists()
 
 

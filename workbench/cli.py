@@ -360,7 +360,7 @@ def deploy(recipe: Path = typer.Argument(..., help="recipe YAML (workbench promo
     except WorkbenchError as exc:
         _fail(exc)
     _echo_table(table[[c for c in DEPLOY_COLUMNS if c in table]])
-    typer.echo(f"wrote {out / 'deployment.csv'}, {out / 'report.html'} and the artifacts: {', '.join(a for a in table['artifact'] if a)}")
+    typer.echo(f"wrote {out / 'deployment.csv'}, {out / 'report.html'} and the artifacts: {', '.join(dict.fromkeys(a for a in table['artifact'] if a))}")
     for f in failures:
         typer.echo(f"FAILED {f}", err=True)
     if failures:

@@ -674,7 +674,7 @@ class HLS4MLTarget(Target):
         row.update({
             "target": self.name, "runtime": RUNTIME, "metric": task.score(out, split), "agreement": cmp["agreement"],
             "max_lsb_diff": (diff / lsb) if lsb else None, "samples": len(split.x), "file_bytes": Path(path).stat().st_size,
-            "unsupported": 0, "artifact": str(path),
+            "unsupported": None, "artifact": Path(path).name,
             "latency_source": "none: hls4ml estimates latency only from HLS synthesis reports, not from the C++ emulation",
         })
         return [row]

@@ -636,7 +636,8 @@ class LiteRTRunner:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # preserve=True warns it is for debugging: that is its use here
-                self.it = Interpreter(str(path), num_threads=1, experimental_preserve_all_tensors=preserve)
+                with _stderr_to_null():  # "INFO: Created TensorFlow Lite XNNPACK delegate" (C++)
+                    self.it = Interpreter(str(path), num_threads=1, experimental_preserve_all_tensors=preserve)
             self.it.allocate_tensors()
         except Exception as exc:
             raise ToolchainError(f"ai-edge-litert could not load {Path(path).name}: {_one_line(exc)}") from None
