@@ -66,6 +66,7 @@ from torch import nn
 
 from .errors import ExportError, ToolchainError
 from .exporters import DEPLOYMENT_COLUMNS, Target, register_exporter
+from .metrics import output_agreement
 
 #: TFLite ops a workbench layer becomes (the op whose output is the layer's output).
 LAYER_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL", "TRANSPOSE_CONV")
@@ -771,10 +772,6 @@ def peak_act_estimate_bytes(qmodel: nn.Module, example: torch.Tensor, float_mode
     return int(totals(cost_table(costs, wbits, abits))["peak_act_bytes"])
 
 
-def _top1_agreement(a: np.ndarray, b: np.ndarray) -> float:
-    return float((a.reshape(len(a), -1).argmax(1) == b.reshape(len(b), -1).argmax(1)).mean())
-
-
 @register_exporter
 class TFLiteInt8Target(Target):
     """``tflite-int8``: see the module docstring for how the file is built and what is carried."""
@@ -864,7 +861,7 @@ class TFLiteInt8Target(Target):
             row = {k: None for k in DEPLOYMENT_COLUMNS}
             row.update(target=self.name, runtime=runtime, samples=len(xn), file_bytes=file_bytes, artifact=path.name,
                        metric=float(task.score(torch.from_numpy(outs), sub)),
-                       agreement=_top1_agreement(outs, sim) if task.kind == "classification" else None,
+                       agreement=output_agreement(outs, sim, task.kind)["agreement"],
                        max_lsb_diff=None if math.isnan(scale) else float(np.abs(outs - sim).max() / scale),
                        ram_bytes=arena if runtime == "tflite-micro" else None, ram_source=ram_source if runtime == "tflite-micro" else None,
                        peak_act_estimate_bytes=estimate, ram_vs_estimate=arena / estimate if estimate and arena and runtime == "tflite-micro" else None)

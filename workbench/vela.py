@@ -597,17 +597,13 @@ def _tflite_row(rows) -> dict | None:
 
 
 def _peak_act_estimate(qmodel, task) -> int | None:
-    """The workbench's peak activation estimate (largest layer input + output, at the plan's
-    activation bits) of ``qmodel``: what ``ram_vs_estimate`` compares Vela's SRAM with."""
-    plan = getattr(qmodel, "workbench_plan", None)
-    if qmodel is None or plan is None or task is None:
+    """The workbench's peak activation estimate of ``qmodel`` (:func:`workbench.tflite.peak_act_estimate_bytes`):
+    what ``ram_vs_estimate`` compares Vela's SRAM with; None without a workbench plan or task."""
+    if qmodel is None or task is None or getattr(qmodel, "workbench_plan", None) is None:
         return None
-    from .cost import cost_table, layer_costs, totals
+    from .tflite import peak_act_estimate_bytes
 
-    costs = layer_costs(qmodel, task.example_input())
-    table = cost_table(costs, {n: lq.weight_bits for n, lq in plan.layers.items()},
-                       {n: (lq.act_bits or 8) for n, lq in plan.layers.items()})
-    return int(totals(table)["peak_act_bytes"]) or None
+    return peak_act_estimate_bytes(qmodel, task.example_input()) or None
 
 
 for _config in vela_configs():
