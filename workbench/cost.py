@@ -179,6 +179,9 @@ _builtin(CostKind("ram_kib", "KiB", "RAM KiB", "what a microcontroller needs in 
 _builtin(CostKind("latency_ms", "ms", "latency p50 (ms)",
                   "onnxruntime p50 latency, batch 1, one thread, of the exported QCDQ model: measured on the front points, not computed",
                   measured=True))
+_builtin(CostKind("cycles", "cycles", "NPU cycles",
+                  "cycles of one inference as the target's compiler counts them (Vela for the Arm Ethos-U): measured per target "
+                  "(workbench.cost_tables), not computed", measured=True))
 
 
 # ----------------------------------------------------------------------------- target profiles
