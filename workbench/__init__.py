@@ -76,6 +76,7 @@ from .outdir import RunDir
 from .recipe import CodeNotAllowedError, Recipe, RecipeError, TargetTolerance, load_recipe, promote
 from .deploy import deploy, deployment_table, list_target_names
 from .cost import CostKind, cost_table, get_cost_kind, list_cost_kinds, load_target, register_cost_kind
+from .cost_tables import CostSource, TargetCostTable, build_cost_table, get_cost_source, list_cost_sources, measure_point, register_cost_source
 from .search import SearchConfig, search
 from .tasks import Task, create_task, list_tasks, make_task, register_task, task_from_factory, tasks_table
 from .verify import latency_ms, optimized_op_counts, verify_qcdq, verify_qonnx
@@ -95,6 +96,7 @@ __all__ = [
     "load_mnist_idx", "load_cifar10_binary", "load_npz", "load_image_folder",
     "run_job", "run_demo", "RunDir", "apply_recipe", "Recipe", "load_recipe", "promote", "cost_table", "load_target", "SearchConfig", "search",
     "CostKind", "register_cost_kind", "get_cost_kind", "list_cost_kinds",
+    "CostSource", "TargetCostTable", "build_cost_table", "get_cost_source", "list_cost_sources", "measure_point", "register_cost_source",
     "SensitivityConfig", "sensitivity", "hessian_traces", "layer_statistics", "weight_histogram", "ResultStore",
     "PruningSpec", "prune", "channel_groups", "sparsity_table", "PruningSweepConfig", "pruning_sweep",
     "QATConfig", "train_qat", "recovery_table",
