@@ -79,6 +79,7 @@ from .cost import CostKind, cost_table, get_cost_kind, list_cost_kinds, load_tar
 from .search import SearchConfig, search
 from .tasks import Task, create_task, list_tasks, make_task, register_task, task_from_factory, tasks_table
 from .verify import latency_ms, optimized_op_counts, verify_qcdq, verify_qonnx
+from .tflite import export_tflite_int8, tflite_for_assignment
 from .vela import get_vela_target, vela_layers, vela_summary  # registers one Ethos-U target per Vela accelerator config
 
 __all__ = [
@@ -100,5 +101,5 @@ __all__ = [
     "QATConfig", "train_qat", "recovery_table",
     "ExecutorError", "make_executor", "Tracker", "TrackingError",
     "Target", "TargetTolerance", "deploy", "deployment_table", "list_target_names",
-    "get_vela_target", "vela_layers", "vela_summary",
+    "get_vela_target", "vela_layers", "vela_summary", "export_tflite_int8", "tflite_for_assignment",
 ]
