@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -16,6 +17,7 @@ pytest.importorskip("litert_torch")
 pytest.importorskip("ai_edge_quantizer")
 
 import workbench as wb  # noqa: E402
+from workbench import tflite as tflite_module  # noqa: E402
 from workbench.exporters import DEPLOYMENT_COLUMNS  # noqa: E402
 from workbench.vela import VelaResult, compile_vela, get_vela_target, vela_configs, vela_layers, vela_summary  # noqa: E402
 
@@ -170,13 +172,24 @@ def test_a_cpu_fallback_is_named_with_vela_s_reason(tmp_path):
 def test_recipes_vela_cannot_carry_are_refused_naming_the_layer(kws, tmp_path):
     task, model, _, tflite = kws
     target = get_vela_target("ethos-u55-128")
-    w4 = wb.quantize_model(model, {"weight_bits": 8, "act_bits": 8, "layers": {"blocks.3": {"weight_bits": 4}}})
-    with pytest.raises(wb.ExportError, match=r"^target 'ethos-u55-128' cannot take 1 layer\(s\): blocks\.3: weight_bits 4: Vela needs 8-bit weight tensors") as exc:
-        target.export(w4, task.example_input(), tmp_path / "w4.ethos-u55-128.tflite", tflite_path=tflite)
+    w16 = wb.quantize_model(model, {"weight_bits": 8, "act_bits": 8, "layers": {"blocks.3": {"weight_bits": 16}}})
+    with pytest.raises(wb.ExportError, match=r"^target 'ethos-u55-128' cannot take 1 layer\(s\): blocks\.3: weight_bits 16: Vela needs int8 weight tensors") as exc:
+        target.export(w16, task.example_input(), tmp_path / "w16.ethos-u55-128.tflite", tflite_path=tflite)
     assert "\n" not in str(exc.value)
+    # 2..7-bit weights are taken: their codes go in int8 containers
+    low = wb.quantize_model(model, {"weight_bits": 8, "act_bits": 8, "layers": {"blocks.3": {"weight_bits": 4}, "blocks.6": {"weight_bits": 2}}})
+    table = target.support(low).set_index("layer")
+    assert table["supported"].all() and table.loc["blocks.3", "reason"] == "4-bit weight codes in an int8 container"
+    assert table.loc["blocks.6", "reason"] == "2-bit weight codes in an int8 container"
+    target.check(low)
+    a6 = wb.quantize_model(model, {"weight_bits": 4, "act_bits": 8, "layers": {"blocks.9": {"act_bits": 6}}})
+    with pytest.raises(wb.ExportError, match=r"^target 'ethos-u55-128' cannot take 1 layer\(s\): blocks\.9: act_bits 6: Ethos-U NPUs take int8 or int16"):
+        target.check(a6)
     fp8 = wb.quantize_model(model, {"weight_bits": 8, "act_bits": 8, "layers": {"blocks.6": {"weight_format": "fp8_e4m3"}}})
     with pytest.raises(wb.ExportError, match=r"^target 'ethos-u55-128' cannot take 1 layer\(s\): blocks\.6: weight_format 'fp8_e4m3': .*no FP8 type"):
         target.check(fp8)
+    with pytest.raises(wb.ExportError, match=r"^layer blocks\.6: weight format fp8_e4m3 cannot be stored in an int8 container"):
+        tflite_module.container_layers(wb.calibrate(fp8, task.data.calib.x[:8]) or fp8)
     a4 = wb.quantize_model(model, {"weight_bits": 8, "act_bits": 8, "layers": {"classifier": {"act_bits": 4}}})
     table = target.support(a4).set_index("layer")
     assert not table.loc["classifier", "supported"] and table.loc["classifier", "reason"].startswith("act_bits 4: ")
@@ -208,7 +221,7 @@ def test_int4_tflite_weights_are_refused_before_vela_which_dies_on_them(tmp_path
     q.load_quantization_recipe(manager.get_quantization_recipe())
     q.quantize(q.calibrate({"serving_default": [{"args_0": x[i:i + 1].numpy()} for i in range(8)]})).export_model(str(int4_path))
     out = tmp_path / "out"
-    with pytest.raises(wb.ExportError, match=r"^'m\.w4\.tflite' holds INT4 tensors .*Vela needs 8-bit weights"):
+    with pytest.raises(wb.ExportError, match=r"^'m\.w4\.tflite' holds INT4 tensors .*Vela needs int8 weight tensors.*weight_container='int8'"):
         compile_vela(int4_path, "ethos-u55-128", out / "m.ethos-u55-128.tflite")
     assert not out.exists()
     proc = subprocess.run([sys.executable, "-m", "ethosu.vela", str(int4_path), "--accelerator-config", "ethos-u55-128", "--output-dir",
@@ -238,3 +251,72 @@ def test_a_vela_failure_is_one_line_with_its_message_and_nothing_written(kws, tm
         compile_vela(junk, "ethos-u55-128", out / "junk.ethos-u55-128.tflite")
     with pytest.raises(wb.ExportError, match=r"^no Vela report for .*pass tflite_path="):
         target.evaluate(tmp_path / "never-compiled.ethos-u55-128.tflite", qmodel, task)
+
+
+def _weights(path, layer_tensor: str):
+    """``(int codes, scales, quantised dimension, bias values, bias scales)`` of the op writing ``layer_tensor``."""
+    from ai_edge_quantizer.utils import tfl_flatbuffer_utils as fb
+
+    model = fb.read_model(path)
+    graph = model.subgraphs[0]
+    op = next(o for o in graph.operators if fb.get_tensor_name(graph.tensors[o.outputs[0]]) == layer_tensor)
+    w, b = graph.tensors[op.inputs[1]], graph.tensors[op.inputs[2]]
+    return (fb.get_tensor_data(w, model.buffers), np.asarray(w.quantization.scale), w.quantization.quantizedDimension,
+            fb.get_tensor_data(b, model.buffers), np.asarray(b.quantization.scale), graph.tensors[op.inputs[0]].quantization.scale[0])
+
+
+def test_int8_containers_hold_the_simulation_s_low_bit_codes_and_agree_with_it(kws, tmp_path):
+    """A mixed 8/4/3-bit kws-dscnn with int8 weight containers: every weight tensor int8, the 4- and
+    3-bit layers' tensors exactly the simulation's codes and scales, the bias at input x weight
+    scale, and ai-edge-litert's outputs those of the simulation."""
+    from workbench.search import assignment_spec
+
+    task, model, _, _ = kws
+    assignment = {"blocks.0": 4, "blocks.3": 3, "classifier": 4}  # depthwise, pointwise and fully connected
+    path = wb.tflite_for_assignment(task, model, assignment, tmp_path / "mixed.int8.tflite")
+    assert path == tmp_path / "mixed.int8.tflite" and os.listdir(tmp_path) == ["mixed.int8.tflite"]
+    qmodel = wb.quantize_task(task, model, assignment_spec(assignment, 8))  # what the helper quantised (deterministic)
+    layers = list(tflite_module.quant_layers(qmodel))
+    types = tflite_module.layer_types(path, layers)
+    assert {t["weight"] for t in types.values()} == {"int8"} and types["blocks.0"]["op"] == "DEPTHWISE_CONV_2D"
+    tensors = tflite_module.layer_tensor_map(path, layers)
+    for layer, bits in assignment.items():
+        codes, scales, axis, bias, bias_scales, in_scale = _weights(path, tensors[layer])
+        with torch.no_grad():
+            qw = qmodel.get_submodule(layer).quant_weight()
+        sim_codes, sim_scales = qw.int().numpy(), qw.scale.flatten().numpy()
+        top = 2 ** (bits - 1) - 1
+        assert codes.dtype == np.int8 and codes.min() >= -top and codes.max() <= top and len(np.unique(codes)) <= 2 * top + 1
+        np.testing.assert_array_equal(scales.astype(np.float32), sim_scales.astype(np.float32))
+        layout = {"blocks.0": (1, 2, 3, 0), "blocks.3": (0, 2, 3, 1)}.get(layer)  # torch OIHW -> TFLite depthwise 1HWC / conv OHWI
+        np.testing.assert_array_equal(codes, sim_codes.transpose(layout) if layout else sim_codes)
+        assert axis == (3 if layer == "blocks.0" else 0)
+        np.testing.assert_allclose(bias_scales, np.float32(in_scale) * scales.astype(np.float32), rtol=1e-6)
+        sim_bias = qmodel.get_submodule(layer).bias.detach().numpy()
+        assert np.abs(bias * bias_scales - sim_bias).max() <= bias_scales.max() / 2 + 1e-9
+    x = task.data.eval.x[:64]
+    runner = tflite_module.LiteRTRunner(path)
+    outs = np.stack([runner(x[i:i + 1].numpy()).reshape(-1) for i in range(len(x))])
+    with torch.no_grad():
+        sim = qmodel(x).float().numpy()
+    assert (outs.argmax(1) == sim.argmax(1)).mean() == 1.0
+    assert np.abs(outs - sim).max() / runner.out["quantization"][0] <= 2  # a code or two at the output
+    with pytest.raises(wb.ExportError, match=r"^weight_container 'int4' is not known; expected one of 'native', 'int8'$"):
+        wb.tflite_for_assignment(task, model, assignment, tmp_path / "bad.tflite", weight_container="int4")
+    assert os.listdir(tmp_path) == ["mixed.int8.tflite"]
+
+
+def test_vela_compiles_4_bit_containers_into_less_flash_than_8_bit(kws, tmp_path):
+    task, model, _, _ = kws
+    target = get_vela_target("ethos-u55-128")
+    layers = list(tflite_module.quant_layers(wb.quantize_model(model, {"weight_bits": 8, "act_bits": 8})))
+    w8 = wb.tflite_for_assignment(task, model, {n: 8 for n in layers}, tmp_path / "w8.int8.tflite")
+    r8 = compile_vela(w8, "ethos-u55-128")
+    q4 = wb.quantize_task(task, model, wb.QuantSpec.uniform(4, 8))
+    # the target builds the int8-container file itself (the tflite-int8 file would hold INT4 tensors)
+    out = target.export(q4, task.example_input(), tmp_path / "out" / "w4.ethos-u55-128.tflite", float_model=model, task=task)
+    assert os.listdir(tmp_path / "out") == ["w4.ethos-u55-128.tflite"]
+    [row] = target.evaluate(out, q4, task)
+    assert row["cpu_ops"] == 0 and row["unsupported"] == ""
+    assert row["flash_bytes"] < 0.8 * r8.flash_bytes, (row["flash_bytes"], r8.flash_bytes)
+    assert 0 < row["cycles"] <= r8.cycles * 1.05

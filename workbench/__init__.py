@@ -80,6 +80,7 @@ from .cost_tables import CostSource, TargetCostTable, build_cost_table, get_cost
 from .search import SearchConfig, search
 from .tasks import Task, create_task, list_tasks, make_task, register_task, task_from_factory, tasks_table
 from .verify import latency_ms, optimized_op_counts, verify_qcdq, verify_qonnx
+from .tflite import export_tflite_int8, tflite_for_assignment
 from .vela import get_vela_target, vela_layers, vela_summary  # registers one Ethos-U target per Vela accelerator config
 
 __all__ = [
@@ -102,5 +103,5 @@ __all__ = [
     "QATConfig", "train_qat", "recovery_table",
     "ExecutorError", "make_executor", "Tracker", "TrackingError",
     "Target", "TargetTolerance", "deploy", "deployment_table", "list_target_names",
-    "get_vela_target", "vela_layers", "vela_summary",
+    "get_vela_target", "vela_layers", "vela_summary", "export_tflite_int8", "tflite_for_assignment",
 ]

@@ -32,6 +32,15 @@ How the file is built (:func:`export_tflite_int8`):
    carried: 1-2 codes in ai-edge-litert, agreement 1.0).
 5. AEQ writes every weight buffer inside the flatbuffer (:func:`_inline_buffers`): the external
    buffers it appends for models of 256 KiB of weights or more are not read by TFLite Micro.
+6. With ``weight_container="int8"`` (what the Ethos-U targets use: Vela takes int8 weight
+   tensors only) AEQ quantises every weight at 8 bits, and then :func:`write_int8_containers`
+   rewrites the flatbuffer's weight tensors of the 2..7-bit layers: the simulation's integer
+   codes (int8), its scales, and the bias requantised at input scale x those scales. The
+   default, ``"native"``, writes 4-bit layers as packed INT4 and takes 4 and 8 bits only.
+   Measured (``ethos-u55-128``, exact containers, small data): kws-dscnn 31,760 flash bytes at
+   8 bits, 20,624 at 4, 12,528 at 2 (cycles 100k, nearly flat); ic-resnet8 84,128 -> 44,896 ->
+   19,264 bytes, 215.9k -> 189.6k cycles; ai-edge-litert's top-1 agreement with the simulation
+   1.0 at every width.
 
 What to expect (``benchmarks/targets_agreement.py``, W8A8): on the models the workbench quantises
 on its fx path (digits-cnn, mnist1d-cnn, kws-dscnn, ic-resnet8, vww-mobilenet) every activation
@@ -208,13 +217,19 @@ def carrier_model(qmodel: nn.Module, float_model: nn.Module) -> nn.Module:
         if fm is None:
             raise ExportError(f"layer {name} of the quantised model has no module of that name in the float model; pass the float model the simulation was built from")
         with torch.no_grad():
-            w = qm.quant_weight().value if getattr(qm, "is_weight_quant_enabled", False) else qm.weight
+            w = qm.quant_weight().value if _weight_quantised(qm) else qm.weight
             fm.weight.data = w.detach().clone().float().reshape(fm.weight.shape)
             if qm.bias is not None:
                 fm.bias = nn.Parameter(qm.bias.detach().clone().float())
             elif fm.bias is not None:
                 fm.bias = None
     return carrier
+
+
+def _weight_quantised(layer: nn.Module) -> bool:
+    """Whether a Brevitas layer quantises its weights (its weight quantiser is enabled)."""
+    proxy = getattr(layer, "weight_quant", None)
+    return isinstance(proxy, nn.Module) and bool(getattr(proxy, "is_quant_enabled", False))
 
 
 def quiet_toolchain_logs() -> None:
@@ -448,7 +463,7 @@ def _recipe(qz, plan: dict[str, dict]) -> None:
 
 
 def export_tflite_int8(qmodel: nn.Module, float_model: nn.Module, example: torch.Tensor, path: str | os.PathLike,
-                       calib: torch.Tensor | None = None, carry_scales: bool = True) -> dict:
+                       calib: torch.Tensor | None = None, carry_scales: bool = True, weight_container: str = "native") -> dict:
     """Write the integer TFLite file of ``qmodel`` to ``path`` (atomically) and return a report:
     ``{"path", "carried": {tensor: quantiser}, "calibrated": [tensors AEQ's own ranges kept],
     "op_plan": {op output: settings differing from int8} (:func:`op_plan`), "layer_tensors": {layer: tensor},
@@ -458,7 +473,12 @@ def export_tflite_int8(qmodel: nn.Module, float_model: nn.Module, example: torch
     weights, see the module docstring). ``calib``: calibration inputs (default: ``example``),
     AEQ's calibration and the range matching run on them. ``carry_scales`` (default True):
     activation ranges from the simulation's quantisers; False: AEQ's calibrated ranges only.
-    Any failure inside litert_torch / AEQ is a one-line ToolchainError; nothing is left at ``path``.
+    ``weight_container``: ``"native"`` (default) stores 4-bit weights as packed INT4 tensors and
+    8-bit ones as int8; ``"int8"`` stores every quantised weight tensor as int8 and, for layers of
+    2 to 7 bits, writes the simulation's exact integer codes and scales into it
+    (:func:`write_int8_containers`; the report's ``int8_containers`` lists them), the form Arm's
+    Vela takes. Any failure inside litert_torch / AEQ is a one-line ToolchainError; nothing is
+    left at ``path``.
     """
     from ai_edge_quantizer import quantizer
 
@@ -466,17 +486,26 @@ def export_tflite_int8(qmodel: nn.Module, float_model: nn.Module, example: torch
 
     if float_model is None:
         raise ExportError("target 'tflite-int8' converts the float model with the simulation's weights: pass float_model=")
+    if weight_container not in WEIGHT_CONTAINERS:
+        raise ExportError(f"weight_container {weight_container!r} is not known; expected one of {', '.join(map(repr, WEIGHT_CONTAINERS))}")
     calib = example if calib is None else calib
     calib = calib[:CALIB_SAMPLES].float()
     settings = _layer_settings(qmodel)
     layers = list(quant_layers(qmodel))
+    containers: dict[str, int] = {}
+    aeq_settings = settings
+    if weight_container == "int8":
+        containers = container_layers(qmodel, settings)
+        # AEQ quantises these layers' weights at 8 bits; their buffers are rewritten afterwards
+        aeq_settings = {k: ({**r, "weight_bits": 8} if k in containers else r) for k, r in settings.items()}
     with tempfile.TemporaryDirectory(prefix="wb-tflite-") as tmp:
         float_path = convert_float(carrier_model(qmodel, float_model), example, Path(tmp) / "float.tflite")
         try:
             with _quiet():
                 qz = quantizer.Quantizer(str(float_path))
                 plan = op_plan(float_path, settings, layers)
-                _recipe(qz, plan)
+                plan_aeq = op_plan(float_path, aeq_settings, layers) if containers else plan
+                _recipe(qz, plan_aeq)
                 cx = calib.numpy()
                 ranges = qz.calibrate({"serving_default": [{"args_0": cx[i:i + 1]} for i in range(len(cx))]}, num_threads=1)
         except Exception as exc:
@@ -502,13 +531,165 @@ def export_tflite_int8(qmodel: nn.Module, float_model: nn.Module, example: torch
                 data = bytes(result.quantized_model)
         except Exception as exc:
             raise ToolchainError(f"ai_edge_quantizer could not quantise the model: {_one_line(exc)}") from None
+        if containers:
+            aeq_path = Path(tmp) / "aeq.tflite"
+            aeq_path.write_bytes(data)
+            data = write_int8_containers(data, qmodel, containers, layer_tensor_map(aeq_path, list(containers)))
     with atomic_target(path) as tmp_path:
         Path(tmp_path).write_bytes(data)
     planned_float, types = {t for t, e in plan.items() if e["act_bits"] is None}, tensor_types(path)
     float_ops = [f"{op} {tensor_module(out) or out}" for op, out, _ in op_types(path)
                  if types.get(out) == np.float32 and op not in ("DEQUANTIZE",) and out not in planned_float]
     return {"path": Path(path), "carried": carried, "calibrated": sorted(set(ranges) - set(carried)), "op_plan": plan,
-            "layer_tensors": layer_tensor_map(path, layers), "float_ops": float_ops}
+            "layer_tensors": layer_tensor_map(path, layers), "float_ops": float_ops, "weight_container": weight_container,
+            "int8_containers": containers}
+
+
+# ----------------------------------------------------------------------------- int8 containers
+
+
+#: How :func:`export_tflite_int8` stores quantised weights: ``native`` (4-bit as packed INT4,
+#: 8-bit as int8) or ``int8`` (every weight tensor int8; 2..7-bit codes held in it).
+WEIGHT_CONTAINERS = ("native", "int8")
+#: Weight bits an int8 container holds exactly (8: AEQ's own int8 quantisation).
+CONTAINER_BITS = range(2, 9)
+
+
+def container_layers(qmodel: nn.Module, settings: dict[str, dict] | None = None) -> dict[str, int]:
+    """``{layer: weight bits}`` of the layers whose weights an int8 container holds as the
+    simulation's codes: integer weights of 2 to 7 bits. Weights of other formats or widths (FP8,
+    1 bit, more than 8 bits) are a one-line ExportError naming the layer."""
+    settings = _layer_settings(qmodel) if settings is None else settings
+    out = {}
+    for name, r in settings.items():
+        wb = _nan_none(r.get("weight_bits"))
+        if wb is None or str(r.get("type", "")).startswith("Embedding"):
+            continue
+        wf = _nan_none(r.get("weight_format"))
+        if wf not in (None, "int") or int(wb) not in CONTAINER_BITS:
+            what = f"weight format {wf}" if wf not in (None, "int") else f"{int(wb)}-bit weights"
+            raise ExportError(f"layer {name}: {what} cannot be stored in an int8 container; expected integer weights of 2 to 8 bits")
+        if int(wb) < 8:
+            out[name] = int(wb)
+    return out
+
+
+def write_int8_containers(data: bytes, qmodel: nn.Module, layers: dict[str, int], tensors: dict[str, str]) -> bytes:
+    """The TFLite flatbuffer ``data`` (AEQ's int8 file) with the weights of each layer of
+    ``layers`` (``{layer: bits}``) replaced by the simulation's own: the int8 weight tensor holds
+    the Brevitas integer codes (``quant_weight().int()``) in TFLite's layout, its quantisation
+    the Brevitas scales (per channel on the tensor's quantised dimension, or one per tensor) with
+    zero point 0, and the bias (int32, or int64 beside int16 activations) the layer's float bias
+    at scale input scale x weight scale, as TFLite's kernels require. ``tensors``: ``{layer: op
+    output tensor name}`` (:func:`layer_tensor_map`).
+
+    The codes are read back from AEQ's 8-bit tensor (``round(q8 * s8 / s)``, exact since AEQ's
+    8-bit step is under half the layer's) and checked per channel against the simulation's codes:
+    a mismatch is an ExportError, never a silently different file."""
+    from ai_edge_litert.tools import flatbuffer_utils
+    from ai_edge_quantizer.utils import tfl_flatbuffer_utils as fb
+
+    model = fb.read_model(bytearray(data))
+    graph = model.subgraphs[0]
+    by_output = {fb.get_tensor_name(graph.tensors[op.outputs[0]]): op for op in graph.operators if len(op.outputs)}
+    users: dict[int, int] = {}
+    for t in graph.tensors:
+        users[t.buffer] = users.get(t.buffer, 0) + 1
+
+    def store(tensor, array: np.ndarray) -> None:
+        raw = np.frombuffer(np.ascontiguousarray(array).tobytes(), dtype=np.uint8).copy()
+        if users.get(tensor.buffer, 0) > 1:  # a buffer shared with another tensor: give this one its own
+            from ai_edge_litert import schema_py_generated as schema
+
+            buf = schema.BufferT()
+            model.buffers.append(buf)
+            users[tensor.buffer] -= 1
+            tensor.buffer = len(model.buffers) - 1
+            users[tensor.buffer] = 1
+        model.buffers[tensor.buffer].data = raw
+        model.buffers[tensor.buffer].offset, model.buffers[tensor.buffer].size = 0, 0
+
+    for layer, bits in layers.items():
+        tname = tensors.get(layer)
+        if tname is None or tname not in by_output:
+            raise ExportError(f"layer {layer}: no Conv/FullyConnected op of the TFLite file carries it; cannot write its {bits}-bit weights")
+        op = by_output[tname]
+        inp, w = graph.tensors[op.inputs[0]], graph.tensors[op.inputs[1]]
+        bias = graph.tensors[op.inputs[2]] if len(op.inputs) > 2 and op.inputs[2] >= 0 else None
+        q8 = fb.get_tensor_data(w, model.buffers)
+        if w.type != 9 or q8 is None or w.quantization is None or w.quantization.scale is None:  # 9: INT8
+            raise ExportError(f"layer {layer}: the TFLite weight tensor is not a constant int8 tensor (type {_TYPE_NAMES.get(w.type, w.type)}); "
+                              f"expected AEQ's int8 weights")
+        module = qmodel.get_submodule(layer)
+        with torch.no_grad():
+            qw = module.quant_weight()
+            codes_sim = qw.int().detach().cpu().numpy().astype(np.int64)
+            scale = qw.scale.detach().cpu().double().numpy().reshape(-1)
+            zero = np.asarray(qw.zero_point.detach().cpu().numpy(), dtype=np.float64)
+        if np.any(zero != 0):
+            raise ExportError(f"layer {layer}: asymmetric weights (zero point not 0) cannot be stored in a TFLite int8 weight tensor; expected symmetric weights")
+        axis = int(w.quantization.quantizedDimension or 0)
+        s8 = np.asarray(w.quantization.scale, dtype=np.float64)
+        bshape = [1] * q8.ndim
+        if s8.size > 1:
+            bshape[axis] = -1
+        if scale.size not in (1, q8.shape[axis]):
+            raise ExportError(f"layer {layer}: {scale.size} weight scales in the simulation for {q8.shape[axis]} TFLite channels; "
+                              f"expected one per output channel or one per tensor")
+        exact = q8.astype(np.float64) * s8.reshape(bshape)
+        sshape = [1] * q8.ndim
+        if scale.size > 1:
+            sshape[axis] = -1
+        codes = np.rint(exact / scale.reshape(sshape)).astype(np.int64)
+        per_channel = lambda a, ax: np.sort(np.moveaxis(a, ax, 0).reshape(a.shape[ax], -1), axis=1)  # noqa: E731
+        mine = per_channel(codes, axis) if scale.size > 1 else np.sort(codes.reshape(-1))
+        theirs = per_channel(codes_sim, 0) if scale.size > 1 else np.sort(codes_sim.reshape(-1))
+        if mine.shape != theirs.shape or not np.array_equal(mine, theirs):
+            raise ExportError(f"layer {layer}: the TFLite weights do not hold the simulation's {bits}-bit codes after requantisation "
+                              f"(shape {list(q8.shape)} vs {list(codes_sim.shape)}); cannot write an exact int8 container")
+        store(w, codes.astype(np.int8))
+        n = scale.size
+        w.quantization.scale = [float(np.float32(v)) for v in scale]
+        w.quantization.zeroPoint = [0] * n
+        w.quantization.min, w.quantization.max = None, None
+        w.quantization.quantizedDimension = axis if n > 1 else 0
+        if bias is not None and module.bias is not None:
+            in_scale = float(np.float32(inp.quantization.scale[0]))
+            bscale = np.array([in_scale * float(np.float32(v)) for v in scale], dtype=np.float64)
+            bvals = module.bias.detach().cpu().double().numpy().reshape(-1)
+            btype = {2: np.int32, 4: np.int64}.get(bias.type)
+            held = fb.get_tensor_data(bias, model.buffers)
+            if btype is None or held is None or bvals.size != held.size:
+                raise ExportError(f"layer {layer}: the TFLite bias tensor (type {_TYPE_NAMES.get(bias.type, bias.type)}) is not an int32/int64 "
+                                  f"tensor of {bvals.size} values; cannot rescale it to the simulation's weight scales")
+            info = np.iinfo(btype)
+            q = np.clip(np.rint(bvals / (bscale if n > 1 else bscale[0])), info.min, info.max).astype(btype)
+            store(bias, q)
+            bias.quantization.scale = [float(np.float32(v)) for v in bscale]
+            bias.quantization.zeroPoint = [0] * n
+            bias.quantization.min, bias.quantization.max = None, None
+            bias.quantization.quantizedDimension = 0
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def tflite_for_assignment(task, model: nn.Module, assignment: dict[str, int], path: str | os.PathLike, act_bits: int = 8,
+                          weight_container: str = "int8", ptq=None, carry_scales: bool = True) -> Path:
+    """Write the integer TFLite file of ``model`` quantised with per-layer weight bits
+    ``assignment`` (``{layer: bits}``, the other layers at the spec's defaults) and activations at
+    ``act_bits``, as the search quantises a candidate (:func:`workbench.search.assignment_spec`,
+    :func:`workbench.pipeline.quantize_task` with ``ptq``, default :class:`~workbench.pipeline.PTQConfig`),
+    to ``path`` (atomically) and return ``path``. ``weight_container``: ``"int8"`` (default: every
+    weight tensor int8, 2..8-bit codes exact, what Vela compiles) or ``"native"`` (4-bit as INT4,
+    4 and 8 bits only); see :func:`export_tflite_int8`."""
+    from .pipeline import PTQConfig, quantize_task
+    from .search import assignment_spec
+
+    if weight_container not in WEIGHT_CONTAINERS:
+        raise ExportError(f"weight_container {weight_container!r} is not known; expected one of {', '.join(map(repr, WEIGHT_CONTAINERS))}")
+    qmodel = quantize_task(task, model, assignment_spec(assignment, act_bits), ptq if ptq is not None else PTQConfig())
+    report = export_tflite_int8(qmodel, model, task.example_input(), path, calib=task.data.calib.x, carry_scales=carry_scales,
+                                weight_container=weight_container)
+    return report["path"]
 
 
 @contextlib.contextmanager

@@ -3,15 +3,19 @@
 One :class:`VelaTarget` is registered per accelerator configuration Vela knows (read from Vela
 itself: ``ethos-u55-32`` ... ``ethos-u85-2048``; ``ethos-u55-128`` is the headline one). Its
 ``export`` compiles an int8 ``.tflite`` (``tflite_path=``, or one built from the float model) into
-``<stem>.<config>.tflite`` and nothing else; its ``evaluate`` returns one deployment row with
+``<stem>.<config>.tflite`` and nothing else. Vela needs int8 weight tensors: weights quantised at
+2 to 7 bits go in *int8 containers* (:func:`workbench.tflite.export_tflite_int8` with
+``weight_container="int8"``: int8 tensors holding the simulation's exact integer codes and
+scales), which Vela's weight compression stores in fewer flash bytes than 8-bit codes. Its
+``evaluate`` returns one deployment row with
 Vela's estimates: cycles, inference time at the system configuration's clock, SRAM and flash
 used, and which operators Vela placed on the NPU and which fell back to the CPU (with Vela's
 reason for each). The compiled file holds an ``ethos-u`` custom operator that no runtime on this
 machine executes, so metric and agreement come only from the ``tflite-int8`` rows when given.
 
 Vela runs in a subprocess (its C++ core, Regor, can die of a signal: Vela 5.2 gets a floating
-point exception on a TFLite file with INT4 weights) inside a temporary directory; only the
-compiled file is copied, atomically, to the path asked for.
+point exception on a TFLite file with INT4 weights, so such files are refused before it runs)
+inside a temporary directory; only the compiled file is copied, atomically, to the path asked for.
 
 Defaults (Vela's own, documented in ``vela --help`` and its ``Arm/vela.ini``): Ethos-U55 uses
 system configuration ``Ethos_U55_High_End_Embedded`` (500 MHz, SRAM for tensors, weights in
@@ -46,6 +50,8 @@ from .exporters import DEPLOYMENT_COLUMNS, EXPORTERS, Target, register_exporter
 from .fileio import atomic_write_bytes
 
 HEADLINE = "ethos-u55-128"
+#: Weight bits an Ethos-U target takes: 8-bit weights as int8, 2..7-bit codes in int8 containers.
+CONTAINER_BITS = range(2, 9)
 VELA_MODULE = "ethosu.vela"
 OPTIMISE = ("Performance", "Size")
 #: What the tests and the docs saw in ``ethos-u-vela`` 5.2 (used only when Vela is not installed,
@@ -286,8 +292,9 @@ def compile_vela(tflite_path: str | os.PathLike, config: str = HEADLINE, out_pat
     ``system_config`` / ``memory_mode``: sections of the Vela .ini files (``config_files``; Vela's
     ``Arm/vela.ini`` when None) - None: Vela's default for the accelerator. ``optimise``:
     ``Performance`` (Vela's default) or ``Size``. Every option is checked before Vela runs (one-line
-    errors listing the known values); a TFLite file with INT4 tensors is refused (Vela needs 8-bit
-    weights; Vela 5.2 dies of a floating point exception on one). A Vela failure is one-line
+    errors listing the known values); a TFLite file with INT4 tensors is refused (Vela needs int8
+    weight tensors; Vela 5.2 dies of a floating point exception on one: write 4-bit weights in
+    int8 containers, ``export_tflite_int8(..., weight_container="int8")``). A Vela failure is one-line
     :class:`ToolchainError` with Vela's own message."""
     if not _vela_installed():
         raise ToolchainError("the Ethos-U targets need the Python module 'ethosu.vela', which is not installed; "
@@ -313,9 +320,9 @@ def compile_vela(tflite_path: str | os.PathLike, config: str = HEADLINE, out_pat
         raise ExportError(f"tflite_path {str(source)!r} does not exist; pass an int8 .tflite file")
     facts = _tflite_facts(source)
     if facts["int4"]:
-        raise ExportError(f"{source.name!r} holds INT4 tensors ({facts['int4'][0]!r}...): Vela needs 8-bit weights on every Ethos-U "
+        raise ExportError(f"{source.name!r} holds INT4 tensors ({facts['int4'][0]!r}...): Vela needs int8 weight tensors on every Ethos-U "
                           f"('Weight tensors must be 8-bit precision'), and Vela 5.2 crashes (floating point exception) on INT4 weights; "
-                          f"quantise weights to 8 bits")
+                          f"write the file with int8 weight containers (export_tflite_int8(..., weight_container='int8'))")
 
     with tempfile.TemporaryDirectory(prefix="workbench-vela-") as tmp:
         work = Path(tmp)
@@ -461,9 +468,9 @@ def _layer_reason(lq) -> str | None:
                 f"Vela has no FP8 type")
     if lq.act_bits is not None and lq.act_format != "int":
         return f"act_format {lq.act_format!r}: Ethos-U NPUs take int8 or int16 activations only; Vela has no FP8 type"
-    if lq.weight_bits is not None and lq.weight_bits != 8:
-        return (f"weight_bits {lq.weight_bits}: Vela needs 8-bit weight tensors on every Ethos-U ('Weight tensors must be 8-bit "
-                f"precision'; Vela 5.2 crashes on INT4 TFLite weights)")
+    if lq.weight_bits is not None and lq.weight_bits not in CONTAINER_BITS:
+        return (f"weight_bits {lq.weight_bits}: Vela needs int8 weight tensors on every Ethos-U ('Weight tensors must be 8-bit "
+                f"precision'); weights of 2 to 8 bits are stored in int8 containers")
     if lq.act_bits is not None and lq.act_bits not in (8, 16):
         return f"act_bits {lq.act_bits}: Ethos-U NPUs take int8 or int16 activations (8 or 16 bits)"
     if lq.dynamic:
@@ -476,7 +483,7 @@ class VelaTarget(Target):
 
     requires = (VELA_MODULE,)
     depends_on = ("tflite-int8",)  # compiles that target's file (workbench.deploy adds it first)
-    carries = "int8 weights (per-channel), int8 or int16 activations, via an int8 TFLite file"
+    carries = "2..8-bit weights in int8 tensors (per-channel), int8 or int16 activations, via an int8 TFLite file"
     max_bits = 16
     needs_float_model = True
 
@@ -494,9 +501,11 @@ class VelaTarget(Target):
         return f"Vela ({self.config})"
 
     def support(self, qmodel: nn.Module):
-        """One row per quantised layer: ``layer``, ``op``, ``supported``, ``reason`` (FP8 formats,
-        weights other than 8 bits, activations other than 8 or 16 bits and run-time activation
-        scales are refused; float layers are taken, since the int8 TFLite file quantises them)."""
+        """One row per quantised layer: ``layer``, ``op``, ``supported``, ``reason`` (integer
+        weights of 2 to 8 bits are taken, those under 8 bits as their codes in int8 containers;
+        FP8 formats, weights of 1 or more than 8 bits, activations other than 8 or 16 bits and
+        run-time activation scales are refused; float layers are taken, since the int8 TFLite file
+        quantises them)."""
         import pandas as pd
 
         plan = getattr(qmodel, "workbench_plan", None)
@@ -510,18 +519,27 @@ class VelaTarget(Target):
             reason = refused
             if refused is None and lq.weight_bits is None and lq.act_bits is None:
                 reason = "float in the spec: the int8 TFLite file quantises it to int8 (Vela places a float operator on the CPU)"
+            elif refused is None and lq.weight_bits is not None and lq.weight_bits < 8:
+                reason = f"{lq.weight_bits}-bit weight codes in an int8 container"
             rows.append({"layer": name, "op": op, "supported": refused is None, "reason": reason})
         return pd.DataFrame(rows, columns=["layer", "op", "supported", "reason"])
 
     def export(self, qmodel, example, path, tflite_path=None, float_model=None, calib=None, system_config=None, memory_mode=None,
                config_files=None, optimise=None, arena_cache_size=None, **options) -> Path:
         """Compile ``tflite_path`` (an int8 TFLite file of the model) for this NPU into ``path``.
-        Without ``tflite_path`` one is built from ``float_model`` (calibrated on ``calib``, else on
-        ``example``) in a temporary directory. Only ``path`` is written, atomically."""
+        Without ``tflite_path``, the ``tflite-int8`` target's file (``artifacts``, when it holds no
+        INT4 tensors) or one built from ``float_model`` with int8 weight containers (calibrated on
+        ``calib``, else on the task's calibration split, else on ``example``) in a temporary
+        directory. Only ``path`` is written, atomically."""
         self.check(qmodel)
         vela_options = {"system_config": system_config, "memory_mode": memory_mode, "config_files": config_files, "optimise": optimise,
                         "arena_cache_size": arena_cache_size}
-        tflite_path = tflite_path or options.get("artifacts", {}).get("tflite-int8")  # built before it by export_and_verify
+        if tflite_path is None:  # built before it by export_and_verify; its 4-bit weights are INT4, which Vela cannot take
+            built = options.get("artifacts", {}).get("tflite-int8")
+            if built is not None and not (Path(built).is_file() and _tflite_facts(Path(built))["int4"]):
+                tflite_path = built
+        if calib is None and options.get("task") is not None:
+            calib = options["task"].data.calib.x
         if tflite_path is not None:
             compile_vela(tflite_path, self.config, path, **vela_options)
             return Path(path)
@@ -531,7 +549,7 @@ class VelaTarget(Target):
 
         with tempfile.TemporaryDirectory(prefix="workbench-vela-tflite-") as tmp:
             int8 = Path(tmp) / "model.int8.tflite"
-            export_tflite_int8(qmodel, float_model, example, int8, calib=calib)
+            export_tflite_int8(qmodel, float_model, example, int8, calib=calib, weight_container="int8")
             compile_vela(int8, self.config, path, **vela_options)
         return Path(path)
 
