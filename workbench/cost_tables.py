@@ -187,18 +187,13 @@ def _quantised(task, model, assignment: dict[str, int], act_bits: int):
     return quantize_task(task, model, assignment_spec(assignment, act_bits))
 
 
-def _tflite_for(task, model, assignment: dict[str, int], act_bits: int, path) -> Path:
-    """The integer TFLite file of ``assignment`` written to ``path``.
+def _tflite_for(task, model, assignment: dict[str, int], act_bits: int, path, weight_container: str = "native") -> Path:
+    """The integer TFLite file of ``assignment`` written to ``path``: ``native`` stores 4-bit
+    weights as INT4 (what TFLite Micro runs), ``int8`` stores 2..8-bit codes in int8 tensors (what
+    Vela takes; its weight encoder compresses the narrow codes)."""
+    from .tflite import tflite_for_assignment
 
-    Until tflite.py offers an export that stores 2..7-bit weights in int8 containers (the tflc
-    branch: ``tflite_for_assignment(task, model, assignment, act_bits, path, weight_container="int8")``),
-    this quantises with the workbench's spec and calls :func:`workbench.tflite.export_tflite_int8`,
-    which takes 8- and 4-bit (packed int4) weights. This is the one place to plug that helper in."""
-    from .tflite import export_tflite_int8
-
-    qmodel = _quantised(task, model, assignment, act_bits)
-    export_tflite_int8(qmodel, model, task.example_input(), path, calib=task.data.calib.x)
-    return Path(path)
+    return Path(tflite_for_assignment(task, model, assignment, path, act_bits=act_bits, weight_container=weight_container))
 
 
 def _flatbuffer(path):
@@ -321,7 +316,7 @@ def _vela_measure(config: str):
 
         layers = _quant_layer_names(model)
         with tempfile.TemporaryDirectory(prefix="wb-costs-") as tmp:
-            path = _tflite_for(task, model, assignment, act_bits, Path(tmp) / "model.tflite")
+            path = _tflite_for(task, model, assignment, act_bits, Path(tmp) / "model.tflite", weight_container="int8")
             facts = tflite_layer_facts(path, layers)
             layer_tensors = layer_tensor_map(path, layers)
             result = compile_vela(path, config)
@@ -601,6 +596,6 @@ for _config in vela_configs():
     register_cost_source(CostSource(
         _config, ("cycles", "latency_ms", "flash_kib", "ram_kib"), _vela_measure(_config),
         available=lambda: not _modules_found(("ethosu.vela", *_TFLITE_MODULES)), requires=", ".join(("ethosu.vela", *_TFLITE_MODULES)),
-        version=_version("ethos-u-vela", *_TFLITE_DISTS), supported_bits=(8,),
+        version=_version("ethos-u-vela", *_TFLITE_DISTS), supported_bits=(8, 7, 6, 5, 4, 3, 2),
         description=f"Arm Vela for {_config}: cycles per layer from Vela's per-layer table, latency at the system clock, "
                     f"flash (per layer: its weights through Vela's encoder), SRAM"))
