@@ -313,6 +313,19 @@ def solve_min_cost(p: Problem, min_estimate: float, cuts: list[list[int]] = ()) 
     return _milp(p, objective, None, extra)
 
 
+def _best_estimate(p: Problem, cuts: list[list[int]] = ()) -> float | None:
+    """The highest estimated metric of an assignment within every limit and cap, unlike every
+    assignment of ``cuts``; None when none is left."""
+    n, k = p.cost.shape
+    extra = []
+    for cut in cuts:
+        row = np.zeros(n * k)
+        row[[i * k + c for i, c in enumerate(cut)]] = 1
+        extra.append(LinearConstraint(row[None, :], -np.inf, n - 1))
+    choice = _milp(p, -p.delta.ravel(), None, extra)
+    return None if choice is None else p.estimate(choice)
+
+
 def solve_greedy(p: Problem, budget: float) -> list[int] | None:
     """Start at the widest allowed bits; lower the layer that loses least score per unit of cost
     saved (with limits: per unit saved of every constraint still broken, each relative to its bound)."""
@@ -817,7 +830,10 @@ def search_accuracy_target(task, model, sens: pd.DataFrame, max_drop: float, con
     the target too, with ``cost_table``). When the measured drop is too big (or a measured cost
     breaks a budget), a no-good cut removes that assignment, the margin rises to the observed
     optimism (estimate - measured, the largest seen), and the program is solved again, until a
-    point holds, the program is infeasible, or ``max_iterations`` points have been measured.
+    point holds, the program is infeasible, or ``max_iterations`` points have been measured. When
+    the raised margin leaves no configuration, the next one is the cheapest of the best estimate
+    left, as long as that estimate reaches ``fp - max_drop + margin``: a single very optimistic
+    estimate does not make a reachable target unreachable.
 
     Returns a DataFrame with one row per iteration (kind ``target-<i>``), the columns of
     :func:`search` plus ``required_estimate``, ``drop`` (fp - measured), ``met_drop`` and
@@ -842,6 +858,14 @@ def search_accuracy_target(task, model, sens: pd.DataFrame, max_drop: float, con
     for i in range(max_iterations):
         need = floor + optimism
         choice = solve_min_cost(p, need, cuts)
+        if choice is None and optimism > margin:
+            # The margin is a heuristic: one very optimistic estimate may lift it over every
+            # configuration left. Then the next one is the cheapest of the best estimate left,
+            # as long as that estimate still reaches the target.
+            best = _best_estimate(p, cuts)
+            if best is not None and best >= floor + margin - 1e-12:
+                need = best
+                choice = solve_min_cost(p, need, cuts)
         if choice is None:
             why_stop = "infeasible"
             break
