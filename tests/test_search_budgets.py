@@ -246,3 +246,32 @@ def test_a_real_onnxruntime_cost_table(digits, sens):
     df = search(task, model, sens, SearchConfig(budget_kind="weight_kib", n_budgets=1, n_random=0, latency_runs=0, uniform_bits=(8, 2)),
                 cost_table=table, progress=False)
     assert df[kind].notna().all() and f"{kind}_estimate" in df
+
+
+def test_cli_max_drop_on_a_profile_and_bad_budgets(digits, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from workbench.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(app, ["search", "digits-cnn", "--target", "mcu", "--max-drop", "0.05", "--out", "found"])
+    assert res.exit_code == 0, (res.output, res.stderr)
+    points = pd.read_csv(tmp_path / "found" / "pareto.csv")
+    assert points["kind"].str.startswith("target-").all() and points["chosen"].sum() == 1
+    chosen = points[points["chosen"]].iloc[0]
+    assert chosen["drop"] <= 0.05 and chosen["flash_kib"] <= 256 and "cost minimised: weight_kib" in res.stdout
+    assert (tmp_path / "found" / "recipe.yaml").exists()
+    for args, message in [
+        (["--budget", "latency_ms=5"], "error: --budget 'latency_ms=5': latency_ms is measured, not computed, so only a target's cost table "
+                                       "prices it (target cpu-int8-ort is a profile with no cost table); give --target one of"),
+        (["--budget", "weight_kib=8", "--max-drop", "2"], "error: max_drop 2.0; expected a number in [0, 1]"),
+        (["--budget", "weight_kib=8", "--max-drop", "-0.1"], "error: max_drop -0.1; expected a number in [0, 1]"),
+        (["--budget", "weight_kib=8", "--target", "npu9"], "error: unknown target 'npu9'; expected a profile (cpu-int8-ort, fpga-dataflow, mcu)"),
+        (["--budget", "weight_kib=8", "--profile", "mcu"], "error: --profile 'mcu': only with a deployment --target"),
+        (["--budget", "weight_kib=8", "--budget", "cycle=3"], "error: --budget 'cycle=3': unknown cost kind 'cycle' (did you mean 'cycles'?)"),
+    ]:
+        bad = CliRunner().invoke(app, ["search", "digits-cnn", *args, "--out", str(tmp_path / "bad")])
+        assert bad.exit_code == 2 and bad.stderr.startswith(message) and bad.stderr.count("\n") == 1, bad.stderr[-2000:]
+        assert not (tmp_path / "bad").exists()
+    helptext = CliRunner().invoke(app, ["search", "--help"]).output
+    assert "--max-drop" in helptext and "--profile" in helptext and "latency_ms" in helptext
