@@ -720,7 +720,7 @@ def _finish(df: pd.DataFrame, s: _Setup, task, model, config) -> pd.DataFrame:
         df["latency_ms"] = np.nan
     df.attrs.update({"task": task.name, "target": s.target.name, "budget_kind": config.budget_kind, "fp_metric": s.p.fp_metric,
                      "act_bits": config.act_bits, "limits": dict(s.limits), "limit_sources": dict(s.sources), "budgets": dict(s.budgets),
-                     "cost_target": None if s.table is None else s.table.target})
+                     "cost_target": None if s.table is None else s.table.target, "bits": list(s.p.bits)})
     return df
 
 
