@@ -36,8 +36,14 @@ def test_chart_shows_every_point_and_the_front(explorer, searched):
     assert sorted(v for t in explorer.figure.data if t.mode == "markers" for v in t.x) == sorted(points["bops"])
     explorer.axis = "latency_ms"  # measured on the exported model of every front point
     assert explorer.axis_dropdown.value == "latency_ms"
-    xs = [v for t in explorer.figure.data if t.mode == "markers" for v in t.x if v == v]
-    assert len(xs) == int(points["on_front"].sum()) and all(v > 0 for v in xs)
+    measured = [v for t in explorer.figure.data if t.mode == "markers" and not t.name.startswith("no ") for v in t.x]
+    assert len(measured) == int(points["on_front"].sum()) and all(v > 0 for v in measured)
+    # the points with no latency are shown (not dropped), at the left edge, and are never on the latency front
+    n_missing = len(points) - len(measured)
+    missing = [t for t in explorer.figure.data if t.name == f"no latency_ms value ({n_missing})"]
+    assert len(missing) == 1 and set(missing[0].x) == {min(measured)} and "no latency p50 (ms) value" in missing[0].text[0]
+    front = [t for t in explorer.figure.data if t.name == "measured front"][0]
+    assert 1 <= len(front.x) <= len(measured) and set(front.x) <= set(measured)
 
 
 def test_select_by_click_fills_the_table(explorer, searched):

@@ -3,7 +3,9 @@ edits estimated at once, real evaluation, and promotion to a recipe.
 
 - a scatter of every evaluated configuration (metric against any cost kind the points have a
   column of: weight KiB, BOPs, MACs, latency, ... from the cost-kind registry; ``axis`` selects),
-  the measured front, hover details; clicking a point selects it;
+  the measured front recomputed on that axis (``workbench.search.front_on``), the points with no
+  value on it (a latency not measured) at the left edge in a trace of their own, hover details;
+  clicking a point selects it;
 - the selected point's bits as a table of dropdowns; an edit re-estimates metric, error and
   cost from the sensitivity table alone (no model run);
 - "Evaluate" builds, calibrates and measures the edited configuration and adds it to the chart;
@@ -63,7 +65,8 @@ class TradeoffExplorer(FigureBox):
         target = load_target(self.target_name)
         self.costs = layer_costs(model, task.example_input())
         self._pruned: dict[str, tuple] = {}  # pruning JSON -> (pruned model, its layer costs)
-        self.problem = build_problem(sens, self.costs, target.weight_bits, "weight_kib", self.act_bits)
+        bits = points.attrs.get("bits") or target.weight_bits  # a search on a target's cost table may sweep fewer widths
+        self.problem = build_problem(sens, self.costs, list(bits), "weight_kib", self.act_bits)
         self._promoted = 0
 
         self.axis_dropdown = W.Dropdown(options=axis_options(self.points), value=self.axis, description="x axis")

@@ -410,12 +410,19 @@ def qat(recipe: Path = typer.Argument(..., help="recipe YAML with a qat section"
 
 
 BUDGET_HELP = ("KIND=VALUE: a budget on a cost kind (weight_kib, flash_kib, bops, macs, peak_act_kib, ram_kib, or one you registered; "
-               "workbench.list_cost_kinds() lists them); repeatable: the first is the budget the point is chosen under, the others are "
-               "hard limits on top of the target's (--budget-kib / --budget-bops, when given, come first); VALUE alone is in the target's cost kind")
+               "`workbench costs` lists them; latency_ms and cycles only with a --target that measures them); repeatable: the first is the "
+               "budget the point is chosen under (with --max-drop: the cost minimised, and a hard budget too), the others are hard budgets on top "
+               "of the target's limits (--budget-kib / --budget-bops, when given, come first); VALUE alone is in the target's cost kind")
+TARGET_HELP = ("a target profile (cpu-int8-ort, fpga-dataflow, mcu, or a YAML file), or a deployment target with a cost source "
+               "(workbench.cost_tables.COST_SOURCES, such as onnxruntime): then a per-layer cost table is measured on it, budgets may be in its "
+               "own units (--budget latency_ms=5), and every candidate is measured on it")
+MAX_DROP_HELP = ("accuracy target: the cheapest configuration (on the first budget's kind) whose MEASURED metric is at most this far below "
+                 "the float metric, an absolute drop in the metric's units (0.005 = half a point of accuracy), in [0, 1]; exit 1 when unreachable")
 
 
-def _parse_budget(text: str, default_kind: str) -> tuple[str, float]:
-    """``KIND=VALUE`` (or ``VALUE`` in ``default_kind``) of ``--budget``, checked against the cost-kind registry."""
+def _parse_budget(text: str, default_kind: str, measured_ok: tuple = (), target: str = "") -> tuple[str, float]:
+    """``KIND=VALUE`` (or ``VALUE`` in ``default_kind``) of ``--budget``, checked against the
+    cost-kind registry; a measured kind only when ``measured_ok`` (the cost source's kinds) has it."""
     from .cost import get_cost_kind
     from .errors import SpecError
 
@@ -433,8 +440,14 @@ def _parse_budget(text: str, default_kind: str) -> tuple[str, float]:
         raise SpecError(f"--budget {text!r}: expected KIND=VALUE with a number, such as flash_kib=256") from None
     if not (number > 0 and number != float("inf")):
         raise SpecError(f"--budget {text!r}: expected a positive number")
-    if kind.measured:
-        raise SpecError(f"--budget {text!r}: {name} is measured, not computed, so it cannot be a budget")
+    if kind.measured and name not in measured_ok:
+        from .cost_tables import COST_SOURCES
+
+        who = [n for n, src in COST_SOURCES.items() if name in src.kinds]
+        where = (f"target {target} measures {', '.join(measured_ok) or 'nothing'}" if measured_ok or target in COST_SOURCES else
+                 f"target {target or 'cpu-int8-ort'} is a profile with no cost table")
+        raise SpecError(f"--budget {text!r}: {name} is measured, not computed, so only a target's cost table prices it ({where}); "
+                        f"give --target one of {', '.join(who) if who else 'the deployment targets with a cost source (none installed here)'}")
     return name, number
 
 
@@ -444,7 +457,10 @@ def search_cmd(task: str = typer.Argument(..., help=TASK_HELP),
                budget: Optional[list[str]] = typer.Option(None, "--budget", help=BUDGET_HELP),
                budget_kib: Optional[float] = typer.Option(None, help="budget on packed weight KiB (the same as --budget weight_kib=VALUE)"),
                budget_bops: Optional[float] = typer.Option(None, help="budget on BOPs, MACs x weight bits x act bits (the same as --budget bops=VALUE)"),
-               target: str = typer.Option("cpu-int8-ort", help="target profile name or YAML file"),
+               target: str = typer.Option("cpu-int8-ort", help=TARGET_HELP),
+               profile_name: Optional[str] = typer.Option(None, "--profile", help="with a deployment --target: the target profile whose "
+                                                          "bit-widths and limits the search uses (default cpu-int8-ort)"),
+               max_drop: Optional[float] = typer.Option(None, "--max-drop", help=MAX_DROP_HELP),
                act_bits: int = typer.Option(8, help="activation bits of every layer"),
                executor: str = typer.Option("local", help=EXECUTOR_HELP),
                mlflow: Optional[str] = typer.Option(None, help=MLFLOW_HELP),
@@ -453,14 +469,18 @@ def search_cmd(task: str = typer.Argument(..., help=TASK_HELP),
     """Mixed-precision search under a budget: writes DIR/pareto.csv and DIR/recipe.yaml.
 
     The target profile's limits (the mcu's flash_kib and ram_kib) always apply; the output says
-    which constraint bound the chosen point."""
+    which constraint bound the chosen point. With a deployment --target (a cost source) the
+    budgets may be in the target's own units and every candidate is measured on it; with
+    --max-drop the search looks for the cheapest configuration within that drop of float
+    (exit 1, pareto.csv only, when the target is unreachable)."""
     _quiet_libraries()
     tracker = _tracker(mlflow)
     from .baseline import load_or_train_baseline
-    from .cost import budget_kind, get_cost_kind, load_target
+    from .cost import budget_kind, get_cost_kind, list_targets, load_target
+    from .cost_tables import COST_SOURCES
     from .errors import SpecError, WorkbenchError
     from .recipe import promote
-    from .search import SearchConfig, best_within, resolve_limits, search
+    from .search import SearchConfig, best_within, check_max_drop, resolve_budgets, resolve_limits, search
     from .executors import make_executor
     from .sensitivity import SensitivityConfig, sensitivity
     from .tasks import resolve_task_arg
@@ -470,54 +490,102 @@ def search_cmd(task: str = typer.Argument(..., help=TASK_HELP),
     try:
         if budget_kib is not None and budget_bops is not None:
             raise SpecError("give exactly one of --budget-kib or --budget-bops")
+        max_drop = check_max_drop(max_drop)
         t = resolve_task_arg(task, tuple(imports or ()))  # first: an --import module may register cost kinds
-        profile = load_target(target)
+        is_profile = target in list_targets() or Path(target).suffix != "" or target not in COST_SOURCES
+        source = None if is_profile else COST_SOURCES[target]
+        if source is None and target not in list_targets() and not Path(target).suffix:
+            raise SpecError(f"unknown target {target!r}; expected a profile ({', '.join(list_targets())}), a YAML file, or a deployment "
+                            f"target with a cost source ({', '.join(COST_SOURCES) or 'none installed here'})")
+        if source is None and profile_name is not None:
+            raise SpecError(f"--profile {profile_name!r}: only with a deployment --target (a cost source); --target {target} is a profile itself")
+        if source is not None and not source.available():
+            raise SpecError(f"target {target}: its toolchain is not installed; pip install 'workbench[{source.requires or 'targets'}]'")
+        profile_target = target if source is None else (profile_name or "cpu-int8-ort")
+        profile = load_target(profile_target)
+        measured_ok = tuple(source.kinds) if source is not None else ()
         given = [("weight_kib", budget_kib)] if budget_kib is not None else [("bops", budget_bops)] if budget_bops is not None else []
-        given += [_parse_budget(text, profile.cost) for text in budget or ()]
-        if not given:
+        given += [_parse_budget(text, profile.cost, measured_ok, target) for text in budget or ()]
+        if not given and max_drop is None:
             raise SpecError("give a budget: --budget KIND=VALUE (or --budget VALUE in the target's cost kind), --budget-kib or --budget-bops")
         kinds = [k for k, _ in given]
         if len(set(kinds)) < len(kinds):
             raise SpecError(f"--budget: {next(k for k in kinds if kinds.count(k) > 1)} is given twice; give each cost kind once")
-        (kind, budget_value), limits = given[0], dict(given[1:])
-        budget_kind(kind)  # additive, so a search can budget it
+        (kind, budget_value), rest = (given[0], given[1:]) if given else ((profile.cost, None), [])
+        if not get_cost_kind(kind).measured:
+            budget_kind(kind)  # additive, so a search can budget it
+        hard = dict(given) if max_drop is not None else dict(rest)  # with --max-drop the first budget is hard too
+        on_target = {k: v for k, v in hard.items() if k in measured_ok}  # read from the target's cost table
+        limits = {k: v for k, v in hard.items() if k not in on_target}
         resolve_limits(profile, limits)  # limits the profile forbids (looser than its own) fail before any work
         executor = make_executor(executor)
         store = _open_store()  # a read-only or corrupt store is dealt with before any work
         model = load_or_train_baseline(t)
+        table = None
+        if source is not None:
+            try:
+                from .cost_tables import build_cost_table
+            except ImportError:
+                raise SpecError("this workbench has no workbench.cost_tables.build_cost_table yet; give --target a profile") from None
+            table = build_cost_table(t, model, target, bits=tuple(profile.weight_bits), act_bits=act_bits)
+        resolve_budgets(on_target, table)
         sens = sensitivity(t, model, SensitivityConfig(weight_bits=tuple(profile.weight_bits)), executor=executor, store=store)
-        df = search(t, model, sens, SearchConfig(target=target, budget_kind=kind, act_bits=act_bits), extra_budgets=(budget_value,), limits=limits)
-        best = best_within(df, budget_value, kind)
-        recipe = promote(t, best, target=target, act_bits=act_bits, name=f"{t.name}-{kind}-{budget_value:g}")
+        config = SearchConfig(target=profile_target, budget_kind=kind, act_bits=act_bits)
+        if max_drop is not None:
+            df = search(t, model, sens, config, budgets=on_target, limits=limits, cost_table=table, max_drop=max_drop)
+            best = df.loc[df.attrs["chosen"]] if df.attrs["reached"] else None
+        else:
+            df = search(t, model, sens, config, budgets=on_target, extra_budgets=(budget_value,), limits=limits, cost_table=table)
+            best = best_within(df, budget_value, kind)
+        recipe = None if best is None else promote(t, best, target=profile_target, act_bits=act_bits,
+                                                   name=f"{t.name}-{kind}-{budget_value:g}" if budget_value is not None else f"{t.name}-drop-{max_drop:g}")
     except WorkbenchError as exc:
         _fail(exc)
     budget = budget_value
+    shown = [c for c in df.columns if c != "bits"]
+    if recipe is None:  # the accuracy target is unreachable: the iterations, no recipe
+        _write_files(run_dir, {"pareto.csv": df.to_csv(index=False)})
+        typer.echo(df[shown].round(4).to_string(index=False))
+        typer.echo(f"error: {df.attrs['message']}", err=True)
+        typer.echo(f"wrote {out / 'pareto.csv'}")
+        raise typer.Exit(1)
     _write_files(run_dir, {"pareto.csv": df.to_csv(index=False), "recipe.yaml": recipe.to_yaml()})
     if tracker is not None:
         run_id = tracker.log_run(f"search {t.name}", params={"task": t.name, "target": target, "budget_kind": kind, "budget": budget,
-                                                             "act_bits": act_bits, "chosen_bits": best["bits"],
+                                                             "act_bits": act_bits, "chosen_bits": best["bits"], "max_drop": "" if max_drop is None else max_drop,
                                                              "limits": json.dumps(df.attrs.get("limits", {}), sort_keys=True),
+                                                             "budgets": json.dumps(df.attrs.get("budgets", {}), sort_keys=True),
                                                              "bound_by": best.get("bound_by", "")},
                                  metrics={"measured_metric": best["measured_metric"], "estimated_metric": best["estimated_metric"],
                                           "weight_kib": best["weight_kib"], "bops": best["bops"], "points": len(df)},
                                  artifacts=[out / "pareto.csv", out / "recipe.yaml"])
         typer.echo(f"mlflow run {run_id} ({tracker.uri})")
-    typer.echo(df.drop(columns=["bits"]).round(4).to_string(index=False))
-    typer.echo(f"chosen ({best['kind']}, best measured within the budget): {best['weight_kib']:.2f} KiB, {best['bops']:.3g} BOPs, measured {best['measured_metric']:.4f} (estimate {best['estimated_metric']:.4f})")
+    typer.echo(df[shown].round(4).to_string(index=False))
+    unit = get_cost_kind(kind).unit
+    why = f"the cheapest within {max_drop:g} of float, measured" if max_drop is not None else "best measured within the budget"
+    typer.echo(f"chosen ({best['kind']}, {why}): {kind} {best[kind]:.6g} {unit}, {best['weight_kib']:.2f} KiB, {best['bops']:.3g} BOPs, "
+               f"measured {best['measured_metric']:.4f} (estimate {best['estimated_metric']:.4f})")
     limits_used, sources = df.attrs.get("limits", {}), df.attrs.get("limit_sources", {})
+    budgets_used = df.attrs.get("budgets", {})
 
     def _limit(k: str) -> str:
+        if k in budgets_used and k not in limits_used:
+            return f"{k} <= {budgets_used[k]:g} {get_cost_kind(k).unit} (target {target})"
         return f"{k} <= {limits_used[k]:g} {get_cost_kind(k).unit} ({sources.get(k, 'limit')})"
 
-    typer.echo(f"budget: {kind} <= {budget:g} {get_cost_kind(kind).unit}; limits: " + (", ".join(map(_limit, limits_used)) or "none"))
-    # what held the search back at this budget: the ILP's point solved at it
-    at = df[(df["kind"] == "ilp") & ((df["budget"] - budget).abs() <= 1e-9 * abs(budget))]
-    solved = at.iloc[0] if len(at) else best
-    held = [h for h in str(solved.get("bound_by", "") or "").split(",") if h]
-    other = "" if solved["bits"] == best["bits"] else (f" (that is the ILP's point at this budget, {solved[kind]:.6g} {get_cost_kind(kind).unit}; "
-                                                       f"the chosen {best['kind']} point measured better)")
-    typer.echo("bound by: " + (", ".join(f"the budget {kind} <= {budget:g}" if h == "budget" else _limit(h) for h in held) if held
-                               else "nothing (no wider bit-width is held back)") + other)
+    head = f"budget: {kind} <= {budget:g} {unit}; " if budget is not None else f"cost minimised: {kind}; "
+    typer.echo(head + "limits: " + (", ".join(map(_limit, [*limits_used, *(k for k in budgets_used if k not in limits_used)])) or "none"))
+    if max_drop is not None:
+        typer.echo(df.attrs["message"])
+    else:
+        # what held the search back at this budget: the ILP's point solved at it
+        at = df[(df["kind"] == "ilp") & ((df["budget"] - budget).abs() <= 1e-9 * abs(budget))]
+        solved = at.iloc[0] if len(at) else best
+        held = [h for h in str(solved.get("bound_by", "") or "").split(",") if h]
+        other = "" if solved["bits"] == best["bits"] else (f" (that is the ILP's point at this budget, {solved[kind]:.6g} {unit}; "
+                                                           f"the chosen {best['kind']} point measured better)")
+        typer.echo("bound by: " + (", ".join(f"the budget {kind} <= {budget:g}" if h == "budget" else _limit(h) for h in held) if held
+                                   else "nothing (no wider bit-width is held back)") + other)
     typer.echo(f"wrote {out / 'pareto.csv'}, {out / 'recipe.yaml'}")
 
 

@@ -201,29 +201,53 @@ def _check_axis(df: pd.DataFrame, axis: str) -> None:
     if axis not in df:
         raise SpecError(f"axis {axis!r}: the points have no {axis} column; they have {', '.join(k for k in COST_KINDS if k in df)}")
 KIND_STYLE = {"ilp": ("#4C78A8", "circle"), "greedy": ("#72B7B2", "diamond"), "uniform": ("#F58518", "square"),
-              "random": ("#BBBBBB", "x"), "edited": ("#E45756", "star"), "pruned": ("#54A24B", "triangle-up")}
+              "random": ("#BBBBBB", "x"), "edited": ("#E45756", "star"), "pruned": ("#54A24B", "triangle-up"),
+              "target": ("#B279A2", "hexagon")}
 
 
 def kind_family(kind: str) -> str:
-    return "uniform" if kind.startswith("uniform") else kind.split("@")[0]
+    if kind.startswith("uniform"):
+        return "uniform"
+    if kind.startswith("target-"):
+        return "target"
+    return kind.split("@")[0]
+
+
+def _hover(r) -> str:
+    e, m = r.get("estimated_metric"), r.get("measured_metric")
+    over = "" if r.get("within_budgets", True) in (True, None) or pd.isna(r.get("within_budgets")) else f"<br>over budget: {r.get('over_budgets', '')}"
+    return (f"{r['kind']}<br>estimate {'n/a' if e is None or pd.isna(e) else f'{e:.4f}'}<br>measured {m:.4f}{over}<br>{r['bits']}")
 
 
 def pareto_traces(df: pd.DataFrame, axis: str = "weight_kib") -> list:
-    """Scatter traces per kind of candidate plus the measured front as a line."""
+    """Scatter traces per kind of candidate, the front recomputed on ``axis`` as a line
+    (:func:`workbench.search.front_on`: switching axis draws that axis's own front), and the points
+    with no value on ``axis`` (a latency not measured) as one more trace, "no <axis> value (n)",
+    at the chart's left edge with hover text saying so (never on the front)."""
+    from .search import front_on
+
     _check_axis(df, axis)
     traces = []
+    x = pd.to_numeric(df[axis], errors="coerce")
+    has = x.notna()
     fam = df["kind"].map(kind_family)
-    for family in ("ilp", "greedy", "uniform", "random", "pruned", "edited"):
-        sub = df[fam == family]
+    for family in ("ilp", "greedy", "uniform", "target", "random", "pruned", "edited"):
+        sub = df[(fam == family) & has]
         if sub.empty:
             continue
         color, symbol = KIND_STYLE[family]
-        text = [f"{k}<br>estimate {'n/a' if pd.isna(e) else f'{e:.4f}'}<br>measured {m:.4f}<br>{b}" for k, e, m, b in
-                zip(sub["kind"], sub["estimated_metric"], sub["measured_metric"], sub["bits"])]
+        text = [_hover(r) for _, r in sub.iterrows()]
         traces.append(go.Scatter(x=list(sub[axis]), y=list(sub["measured_metric"]), mode="markers", name=family,
                                  marker={"color": color, "symbol": symbol, "size": 10}, text=text, hoverinfo="text",
                                  customdata=list(sub.index)))
-    front = df[df.get("on_front", False)].sort_values(axis) if "on_front" in df else df.iloc[:0]
+    missing = df[~has]
+    if len(missing):
+        left = float(x.min()) if has.any() else 0.0
+        text = [f"no {AXES[axis]} value for this point (not measured): shown at the left edge<br>" + _hover(r) for _, r in missing.iterrows()]
+        traces.append(go.Scatter(x=[left] * len(missing), y=list(missing["measured_metric"]), mode="markers",
+                                 name=f"no {axis} value ({len(missing)})", marker={"color": "#999999", "symbol": "line-ew-open", "size": 12},
+                                 text=text, hoverinfo="text", customdata=list(missing.index)))
+    front = df[front_on(df, axis)].sort_values(axis) if len(df) else df
     traces.append(go.Scatter(x=list(front[axis]), y=list(front["measured_metric"]), mode="lines", name="measured front",
                              line={"color": "#4C78A8", "dash": "dot"}, hoverinfo="skip"))
     return traces

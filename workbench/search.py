@@ -13,13 +13,26 @@ ram_kib 64) and the caller's ``limits``. Additive ones are further linear constr
 program (and the greedy solver and the baselines respect them); a limit on a kind the weight bits
 do not change (peak activation RAM at fixed activation bits) is checked once, before any work. No
 point over a limit is ever returned; ``bound_by`` says which constraint held each point back.
+
+Several hard ``budgets`` (cost kind -> value) may be given at once. With a per-target cost table
+(:class:`workbench.cost_tables.TargetCostTable`) a budget may be in the target's own units
+(``latency_ms``, ``cycles``: measured kinds, budgetable only with a table): an additive kind is a
+sum constraint (the layers' values plus the table's overhead), a non-additive one (a maximum over
+layers, RAM) forbids every (layer, bits) whose value plus overhead passes it. Every candidate is
+then also measured on the target; a candidate whose measured number breaks a budget is kept,
+flagged (``within_budgets`` False), and never on the front nor chosen.
+
+``max_drop`` turns the search into an accuracy target (:func:`search_accuracy_target`): the
+cheapest configuration whose measured metric is within ``max_drop`` of the float metric.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -28,11 +41,12 @@ from scipy.optimize import Bounds, LinearConstraint, milp
 from tqdm.auto import tqdm
 
 from .cost import COST_KINDS, LayerCost, budget_kind as _budget_kind, cost_table, get_cost_kind, layer_costs, load_target, totals
+from .cost import cost_table as cost_table_of
 from .errors import SpecError
 from .evaluate import predict
 from .options import OptionModel, choice, integer
 from .pipeline import PTQConfig, quantize_task
-from .spec import QuantSpec
+from .spec import QuantSpec, short_repr
 from .determinism import fixed_threads
 
 
@@ -54,6 +68,24 @@ class Limit:
 
 
 @dataclass(frozen=True)
+class Cap:
+    """A hard budget on a non-additive cost kind (a maximum over layers, such as RAM): every
+    (layer, bits) whose value (``matrix``) plus ``offset`` (the target's overhead) passes ``value``
+    is forbidden; ``floor``: what the layers the search does not choose bits for need already."""
+
+    kind: str
+    value: float
+    matrix: np.ndarray
+    offset: float = 0.0
+    floor: float = -math.inf
+    source: str = ""
+
+    @property
+    def allowed(self) -> np.ndarray:
+        return self.matrix + self.offset <= self.value + _tol(self.value)
+
+
+@dataclass(frozen=True)
 class Problem:
     """Layers, allowed bits, per-(layer, bits) estimated metric change and cost."""
 
@@ -65,7 +97,17 @@ class Problem:
     fp_metric: float
 
     objective: str = "output_mse"
-    limits: tuple = ()  # Limit, one per additive hard limit
+    limits: tuple = ()  # Limit, one per additive hard limit or budget
+    caps: tuple = ()  # Cap, one per non-additive budget read per layer (forbidden variables)
+    offset: float = 0.0  # the budget kind's part the searched layers do not explain (overhead, other layers)
+
+    @property
+    def allowed(self) -> np.ndarray:
+        """(layers, bits): False where a cap forbids that layer at those bits."""
+        ok = np.ones(self.cost.shape, bool)
+        for cap in self.caps:
+            ok &= cap.allowed
+        return ok
 
     @property
     def gain(self) -> np.ndarray:
@@ -98,17 +140,19 @@ class Problem:
         return self.fp_metric + float(self.delta[np.arange(len(self.layers)), choice].sum())
 
     def total_cost(self, choice: list[int]) -> float:
-        return float(self.cost[np.arange(len(self.layers)), choice].sum())
+        """The budget kind's value of ``choice`` (the searched layers' sum plus ``offset``)."""
+        return float(self.cost[np.arange(len(self.layers)), choice].sum()) + self.offset
 
     def constraints(self, budget: float | None) -> list[tuple[str, np.ndarray, float]]:
         """(name, per-(layer, bits) cost, bound) of the budget (named "budget"; left out when
         ``budget`` is None) and of every limit."""
-        own = [("budget", self.cost, float(budget))] if budget is not None else []
+        own = [("budget", self.cost, float(budget) - self.offset)] if budget is not None else []
         return own + [(lim.kind, lim.cost, lim.room) for lim in self.limits]
 
     def within_limits(self, choice: list[int]) -> bool:
         rows = np.arange(len(self.layers))
-        return all(float(lim.cost[rows, choice].sum()) <= lim.room + _tol(lim.room) for lim in self.limits)
+        return (all(float(lim.cost[rows, choice].sum()) <= lim.room + _tol(lim.room) for lim in self.limits)
+                and bool(self.allowed[rows, choice].all()))
 
     def assignment(self, choice: list[int]) -> dict[str, int]:
         return {layer: self.bits[c] for layer, c in zip(self.layers, choice)}
@@ -131,13 +175,57 @@ def cost_matrix(costs: dict[str, LayerCost], layers: list[str], bits: list[int],
     return out
 
 
+def _measured_without_table(name: str, what: str, table) -> str:
+    have = f"the {table.target} cost table has {', '.join(table.kinds)}" if table is not None else "no cost table was given"
+    return (f"{what} {name}: {name} is measured, not computed, so only a per-target cost table prices it ({have}); "
+            f"give cost_table=workbench.cost_tables.build_cost_table(...) of a target that measures {name}")
+
+
+def kind_values(kind: str, costs: dict[str, LayerCost], layers: list[str], bits: list[int], act_bits: int = 8, table=None,
+                what: str = "budget") -> tuple[np.ndarray, float, float, str]:
+    """One cost kind as the search reads it: ``(matrix, offset, floor, source)``.
+
+    ``matrix`` (layers, bits): each searched layer's value at each weight width; from the cost
+    table ``table`` where it has the kind (the target's own units), else from the formula of
+    :data:`workbench.cost.COST_KINDS` (a measured kind with no table: SpecError). ``offset``: what
+    the searched layers do not explain (the table's overhead; an additive kind also counts the
+    layers not searched, at 8 bits). ``floor``: a non-additive kind's value of the layers not
+    searched (-inf: none). ``source``: "<target> cost table" or "formula"."""
+    k = get_cost_kind(kind)
+    others = [name for name in (table.layers if table is not None and kind in table.kinds else costs) if name not in layers]
+    if table is not None and kind in table.kinds:
+        matrix = table.matrix(kind, layers, list(bits))
+        rest = table.matrix(kind, others, [8]).ravel() if others else np.zeros(0)
+        overhead = float(table.overhead.get(kind, 0.0))
+        if k.additive:
+            return matrix, overhead + float(rest.sum()), -math.inf, f"{table.target} cost table"
+        return matrix, overhead, (float(rest.max()) + overhead if len(rest) else -math.inf), f"{table.target} cost table"
+    if k.measured:
+        raise SpecError(_measured_without_table(kind, what, table))
+    rest_table = cost_table({n: costs[n] for n in others}, {}, act_bits)
+    if k.additive:
+        return cost_matrix(costs, layers, list(bits), kind, act_bits), (float(k.value(rest_table)) if others else 0.0), -math.inf, "formula"
+    matrix = np.array([[float(k.total(cost_table({layer: costs[layer]}, {layer: b}, act_bits))) for b in bits] for layer in layers])
+    return matrix, 0.0, (float(k.total(rest_table)) if others else -math.inf), "formula"
+
+
 def build_problem(sens: pd.DataFrame, costs: dict[str, LayerCost], bits: list[int], budget_kind: str, act_bits: int = 8,
-                  objective: str = "output_mse", limits: dict[str, float] | None = None, sources: dict[str, str] | None = None) -> Problem:
+                  objective: str = "output_mse", limits: dict[str, float] | None = None, sources: dict[str, str] | None = None,
+                  budgets: dict[str, float] | None = None, cost_table=None) -> Problem:
     """Turn a quantise-one weight sweep into a search problem over ``bits``, budgeting the
-    additive cost kind ``budget_kind``; ``limits`` (additive kinds only) become constraints too."""
-    _budget_kind(budget_kind)
+    additive cost kind ``budget_kind``; ``limits`` (additive kinds only) become constraints too.
+
+    ``budgets`` (cost kind -> value, checked by :func:`resolve_budgets`) are hard constraints
+    read from ``cost_table`` where it has the kind, else from the formula: additive kinds as sum
+    constraints, others as forbidden (layer, bits). With ``cost_table`` holding ``budget_kind``,
+    the budget is in the target's units (its overhead in ``Problem.offset``)."""
     if objective not in OBJECTIVES:
         raise SpecError(f"objective {objective!r}; expected one of {', '.join(OBJECTIVES)}")
+    bk = get_cost_kind(budget_kind)
+    if not bk.additive:
+        _budget_kind(budget_kind)  # the registry's one-line message
+    if bk.measured and (cost_table is None or budget_kind not in cost_table.kinds):
+        raise SpecError(_measured_without_table(budget_kind, "budget kind", cost_table))
     sw = sens[(sens["mode"] == "quantise-one")]
     for col in ("weight_format", "act_format"):  # the search picks integer widths: other formats' rows are columns it does not read
         if col in sw:
@@ -156,53 +244,107 @@ def build_problem(sens: pd.DataFrame, costs: dict[str, LayerCost], bits: list[in
             # A layer alone never improves the model: a positive change is evaluation noise, and
             # summing noise would steer the search. Ties are then broken by the output error.
             delta[i, j], mse[i, j] = min(0.0, d), r["output_mse"]
-    cost = cost_matrix(costs, layers, list(bits), budget_kind, act_bits)
+    if cost_table is not None and budget_kind in cost_table.kinds:
+        cost, offset, _, _ = kind_values(budget_kind, costs, layers, list(bits), act_bits, cost_table)
+    else:
+        cost, offset = cost_matrix(costs, layers, list(bits), budget_kind, act_bits), 0.0
     others = {name: c for name, c in costs.items() if name not in layers}  # not searched: at 8 bits, as the measured model
-    rest = cost_table(others, {}, act_bits)
-    lims = tuple(Limit(kind, float(value), cost_matrix(costs, layers, list(bits), kind, act_bits),
-                       float(get_cost_kind(kind).value(rest)) if others else 0.0, (sources or {}).get(kind, ""))
-                 for kind, value in (limits or {}).items())
-    return Problem(layers, list(bits), delta, mse, cost, float(sens.attrs.get("fp_metric", 0.0)), objective, lims)
+    rest = cost_table_of(others, {}, act_bits)
+    lims = [Limit(kind, float(value), cost_matrix(costs, layers, list(bits), kind, act_bits),
+                  float(get_cost_kind(kind).value(rest)) if others else 0.0, (sources or {}).get(kind, ""))
+            for kind, value in (limits or {}).items()]
+    caps = []
+    for kind, value in (budgets or {}).items():
+        matrix, off, floor, source = kind_values(kind, costs, layers, list(bits), act_bits, cost_table)
+        if get_cost_kind(kind).additive:
+            lims.append(Limit(kind, float(value), matrix, off, f"budgets ({source})"))
+        else:
+            caps.append(Cap(kind, float(value), matrix, off, floor, f"budgets ({source})"))
+    return Problem(layers, list(bits), delta, mse, cost, float(sens.attrs.get("fp_metric", 0.0)), objective, tuple(lims), tuple(caps), offset)
 
 
 def smallest_budget(p: Problem) -> float:
-    return float(p.cost.min(axis=1).sum())
+    """The budget kind's cheapest value (every layer at its cheapest allowed bits)."""
+    return float(np.where(p.allowed, p.cost, np.inf).min(axis=1).sum()) + p.offset
 
 
-def solve_ilp(p: Problem, budget: float) -> list[int] | None:
-    """Exact: maximise the score subject to one bit-width per layer, total cost <= budget and
-    every limit of the problem."""
-    n, k = p.cost.shape
-    # In units of a thousandth of the tie-break step, so the solver's absolute tolerances
-    # (about 1e-6) are far finer than any difference between assignments that matters.
-    objective = -p.gain.ravel() * (1e3 / p._eps)
+def _one_hot(n: int, k: int) -> LinearConstraint:
     one_per_layer = np.zeros((n, n * k))
     for i in range(n):
         one_per_layer[i, i * k : (i + 1) * k] = 1
-    constraints = [LinearConstraint(one_per_layer, 1, 1)]
-    constraints += [LinearConstraint(c.ravel()[None, :], -np.inf, bound + _tol(bound)) for _, c, bound in p.constraints(budget)]
-    res = milp(objective, constraints=constraints, integrality=np.ones(n * k), bounds=Bounds(0, 1), options={"mip_rel_gap": 1e-12})
+    return LinearConstraint(one_per_layer, 1, 1)
+
+
+def _milp(p: Problem, objective: np.ndarray, budget: float | None = None, extra: list | None = None, skip: str | None = None) -> list[int] | None:
+    """Minimise ``objective`` (per (layer, bits), flattened) over one bit-width per layer, subject
+    to the budget (unless None), every limit (but the one named ``skip``), every cap and ``extra``
+    LinearConstraints; None when infeasible."""
+    n, k = p.cost.shape
+    constraints = [_one_hot(n, k)]
+    constraints += [LinearConstraint(c.ravel()[None, :], -np.inf, bound + _tol(bound)) for name, c, bound in p.constraints(budget) if name != skip]
+    constraints += list(extra or [])
+    res = milp(objective, constraints=constraints, integrality=np.ones(n * k), bounds=Bounds(0, p.allowed.ravel().astype(float)),
+               options={"mip_rel_gap": 1e-12})
     if res.status != 0 or res.x is None:
         return None
     return [int(np.argmax(res.x[i * k : (i + 1) * k])) for i in range(n)]
 
 
-def solve_greedy(p: Problem, budget: float) -> list[int] | None:
-    """Start at the widest bits; lower the layer that loses least score per unit of cost saved
-    (with limits: per unit saved of every constraint still broken, each relative to its bound)."""
+def solve_ilp(p: Problem, budget: float) -> list[int] | None:
+    """Exact: maximise the score subject to one bit-width per layer, total cost <= budget and
+    every limit and cap of the problem."""
+    # In units of a thousandth of the tie-break step, so the solver's absolute tolerances
+    # (about 1e-6) are far finer than any difference between assignments that matters.
+    return _milp(p, -p.gain.ravel() * (1e3 / p._eps), budget)
+
+
+def solve_min_cost(p: Problem, min_estimate: float, cuts: list[list[int]] = ()) -> list[int] | None:
+    """Exact: the cheapest assignment (the budget kind) whose estimated metric is at least
+    ``min_estimate``, within every limit and cap and unlike every assignment of ``cuts`` (no-good
+    cuts); ties go to the lower output error. None when infeasible."""
     n, k = p.cost.shape
-    order = np.argsort(p.bits)  # indices from narrowest to widest
-    choice = [int(order[-1])] * n
+    span = max(float(np.abs(p.cost).max()), 1e-30)
+    objective = p.cost.ravel() / span + 1e-7 * p.mse_norm.ravel() / n
+    extra = [LinearConstraint(p.delta.ravel()[None, :], min_estimate - p.fp_metric - 1e-12, np.inf)]
+    for cut in cuts:
+        row = np.zeros(n * k)
+        row[[i * k + c for i, c in enumerate(cut)]] = 1
+        extra.append(LinearConstraint(row[None, :], -np.inf, n - 1))
+    return _milp(p, objective, None, extra)
+
+
+def _best_estimate(p: Problem, cuts: list[list[int]] = ()) -> float | None:
+    """The highest estimated metric of an assignment within every limit and cap, unlike every
+    assignment of ``cuts``; None when none is left."""
+    n, k = p.cost.shape
+    extra = []
+    for cut in cuts:
+        row = np.zeros(n * k)
+        row[[i * k + c for i, c in enumerate(cut)]] = 1
+        extra.append(LinearConstraint(row[None, :], -np.inf, n - 1))
+    choice = _milp(p, -p.delta.ravel(), None, extra)
+    return None if choice is None else p.estimate(choice)
+
+
+def solve_greedy(p: Problem, budget: float) -> list[int] | None:
+    """Start at the widest allowed bits; lower the layer that loses least score per unit of cost
+    saved (with limits: per unit saved of every constraint still broken, each relative to its bound)."""
+    n, k = p.cost.shape
+    allowed = p.allowed
+    orders = [[int(j) for j in np.argsort(p.bits) if allowed[i, j]] for i in range(n)]  # per layer, narrowest to widest allowed
+    if not all(orders):
+        return None
+    choice = [o[-1] for o in orders]
     score = p.gain
     rows = np.arange(n)
     constraints = p.constraints(budget)
     while broken := [(c, bound) for _, c, bound in constraints if float(c[rows, choice].sum()) > bound + _tol(bound)]:
         best, best_ratio = None, None
         for i in range(n):
-            pos = list(order).index(choice[i])
+            pos = orders[i].index(choice[i])
             if pos == 0:
                 continue
-            nxt = int(order[pos - 1])
+            nxt = orders[i][pos - 1]
             if len(constraints) == 1:
                 saved = p.cost[i, choice[i]] - p.cost[i, nxt]
             else:
@@ -224,7 +366,7 @@ def bound_by(p: Problem, choice: list[int], budget: float | None = None) -> str:
     constraint order; "" when nothing holds the point back (every layer at its widest, or no
     constraint)."""
     constraints = p.constraints(budget)
-    if not constraints:
+    if not constraints and not p.caps:
         return ""
     n = len(p.layers)
     rows = np.arange(n)
@@ -236,18 +378,23 @@ def bound_by(p: Problem, choice: list[int], budget: float | None = None) -> str:
         for wider in order[order.index(choice[i]) + 1:]:
             if gain[i, wider] <= gain[i, choice[i]]:
                 continue
+            capped = [cap.kind for cap in p.caps if not cap.allowed[i, wider]]
+            if capped:
+                names.update(capped)
+                continue
             excess = {name: (used[name] - c[i, choice[i]] + c[i, wider] - bound) / max(abs(bound), 1e-30) for name, c, bound in constraints}
             broken = {name: e for name, e in excess.items() if e > 1e-12}
             if broken:
                 names.add(max(broken, key=broken.get))
-    return ",".join(name for name, _, _ in constraints if name in names)
+    order_names = [name for name, _, _ in constraints] + [cap.kind for cap in p.caps]
+    return ",".join(dict.fromkeys(name for name in order_names if name in names))
 
 
 def check_budget(p: Problem, budget: float, unit: str) -> None:
     low = smallest_budget(p)
-    if budget < low:
-        raise SpecError(f"no assignment meets a budget of {budget:.6g} {unit}; the smallest reachable is {low:.6g} {unit} "
-                        f"(every layer at {min(p.bits)} bits)")
+    if budget < low - _tol(low):
+        where = f"every layer at {min(p.bits)} bits" if p.allowed.all() else "every layer at its cheapest allowed bits"
+        raise SpecError(f"no assignment meets a budget of {budget:.6g} {unit}; the smallest reachable is {low:.6g} {unit} ({where})")
 
 
 def resolve_limits(target, limits: dict[str, float] | None = None) -> tuple[dict[str, float], dict[str, str]]:
@@ -297,6 +444,89 @@ def check_limits(p: Problem, costs: dict[str, LayerCost], limits: dict[str, floa
                                 f"({kind.label} at {act_bits} activation bits, whatever the weight bits)")
 
 
+def resolve_budgets(budgets, cost_table=None) -> dict[str, float]:
+    """Hard budgets (cost kind -> positive number) checked before any work: each kind registered
+    (one-line SpecError naming the closest and the known ones), each value a positive number, a
+    measured kind (``latency_ms``, ``cycles``) only with a cost table that holds it."""
+    if budgets is None:
+        return {}
+    if not isinstance(budgets, Mapping):
+        raise SpecError(f"budgets {short_repr(budgets)}; expected a mapping of cost kind to value, such as {{'latency_ms': 5, 'ram_kib': 64}}")
+    out = {}
+    for name, value in budgets.items():
+        kind = get_cost_kind(name)
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not (math.isfinite(value) and value > 0):
+            raise SpecError(f"budget {name}={value!r}; expected a positive number in {kind.unit}")
+        if kind.measured and (cost_table is None or name not in cost_table.kinds):
+            raise SpecError(_measured_without_table(name, "budget", cost_table))
+        out[name] = float(value)
+    return out
+
+
+def check_max_drop(max_drop) -> float | None:
+    """``max_drop`` as a float in [0, 1] (None stays None); one-line SpecError otherwise."""
+    if max_drop is None:
+        return None
+    if isinstance(max_drop, bool) or not isinstance(max_drop, (int, float, np.integer, np.floating)) or not (0 <= max_drop <= 1):
+        raise SpecError(f"max_drop {max_drop!r}; expected a number in [0, 1]: the largest allowed drop of the measured metric "
+                        f"below the float metric, in the metric's units (0.005 = half a point of accuracy)")
+    return float(max_drop)
+
+
+def _cap_value(cap: Cap, choice: list[int]) -> float:
+    return max(float(cap.matrix[np.arange(len(choice)), choice].max()) + cap.offset, cap.floor)
+
+
+def _cheapest_cap(p: Problem, cap: Cap, extra: list | None = None) -> float | None:
+    """The smallest value of ``cap``'s kind reachable with every other constraint held (None: none)."""
+    from dataclasses import replace
+
+    rest = replace(p, caps=tuple(c for c in p.caps if c is not cap))
+    for t in np.unique(cap.matrix + cap.offset):
+        trial = replace(rest, caps=rest.caps + (Cap(cap.kind, float(t), cap.matrix, cap.offset),))
+        if trial.allowed.any(axis=1).all() and _milp(trial, np.zeros(p.cost.size), None, extra) is not None:
+            return max(float(t), cap.floor)
+    return None
+
+
+def check_budgets(p: Problem, budgets: dict[str, float]) -> None:
+    """Before any work: every budget reachable alone, and all of them (with the limits) together.
+    One-line SpecError naming the cheapest reachable value of each budget's kind: alone when one
+    is out of reach, with the others held when they contradict each other."""
+    if not budgets:
+        return
+    mine = [lim for lim in p.limits if lim.source.startswith("budgets")] + list(p.caps)
+
+    def unit(kind):
+        return get_cost_kind(kind).unit
+
+    alone = {}
+    for c in mine:
+        if isinstance(c, Cap):
+            alone[c.kind] = max(float(c.matrix.min(axis=1).max()) + c.offset, c.floor)
+        else:
+            alone[c.kind] = float(c.cost.min(axis=1).sum()) + c.offset
+    listed = ", ".join(f"{k} {v:.6g} {unit(k)}" for k, v in alone.items())
+    for c in mine:
+        if alone[c.kind] > c.value + _tol(c.value):
+            raise SpecError(f"no configuration meets the budget {c.kind} <= {c.value:g} {unit(c.kind)} ({c.source[len('budgets ('):-1]}); "
+                            f"the cheapest reachable is {alone[c.kind]:.6g} {unit(c.kind)} (cheapest reachable per budget: {listed})")
+    if _milp(p, np.zeros(p.cost.size)) is not None:
+        return
+    held = {}
+    for c in mine:
+        if isinstance(c, Cap):
+            held[c.kind] = _cheapest_cap(p, c)
+        else:
+            choice = _milp(p, c.cost.ravel(), skip=c.kind)
+            held[c.kind] = None if choice is None else float(c.cost[np.arange(len(choice)), choice].sum()) + c.offset
+    given = ", ".join(f"{k} <= {v:g} {unit(k)}" for k, v in budgets.items())
+    lims = [lim.kind for lim in p.limits if not lim.source.startswith("budgets")]
+    cheapest = ", ".join(f"{k} {'none' if v is None else f'{v:.6g} {unit(k)}'}" for k, v in held.items())
+    raise SpecError(f"the budgets {given} contradict each other{' and the limits ' + ', '.join(lims) if lims else ''}: each is reachable alone, "
+                    f"not all together; the cheapest reachable of each with the others held: {cheapest}")
+
+
 def over_limits(values: dict, limits: dict[str, float]) -> list[str]:
     """The limits a point's computed costs (kind -> value) break."""
     return [name for name, value in limits.items() if name in values and values[name] > value + _tol(value)]
@@ -325,7 +555,8 @@ class SearchConfig(OptionModel):
     @classmethod
     def _registered_budget_kind(cls, v):
         try:
-            _budget_kind(v)  # a registered, computed, additive cost kind (the registry's one-line message)
+            if not get_cost_kind(v).measured:  # a measured additive kind (latency_ms) needs a cost table: checked by search
+                _budget_kind(v)  # a registered, computed, additive cost kind (the registry's one-line message)
         except SpecError as exc:
             raise ValueError(str(exc)) from None
         return v
@@ -372,51 +603,191 @@ def _cost_row(table: dict) -> dict:
     return {**first, **{k: v for k, v in table.items() if k not in first}}
 
 
+def front_on(points: pd.DataFrame, axis: str, metric: str = "measured_metric") -> pd.Series:
+    """The Pareto front of ``points`` on ``axis`` (lower is better) and ``metric`` (higher is
+    better), recomputed for that axis: a bool Series on ``points.index``. Random baselines, points
+    over a budget (``within_budgets`` False) and points with no value on ``axis`` or ``metric``
+    (NaN: a latency not measured) are never on it."""
+    if axis not in points or metric not in points:
+        raise SpecError(f"front_on: the points have no {axis if axis not in points else metric!r} column; they have {', '.join(map(str, points.columns))}")
+    x = pd.to_numeric(points[axis], errors="coerce").to_numpy(dtype=float)
+    y = pd.to_numeric(points[metric], errors="coerce").to_numpy(dtype=float)
+    ok = np.isfinite(x) & np.isfinite(y)
+    if "kind" in points:
+        ok &= (points["kind"] != "random").to_numpy()
+    if "within_budgets" in points:
+        ok &= points["within_budgets"].fillna(True).astype(bool).to_numpy()
+    out = np.zeros(len(points), bool)
+    out[ok] = pareto_mask(x[ok], y[ok])
+    return pd.Series(out, index=points.index, name=f"on_front_{axis}")
+
+
+def _default_measure_costs():
+    try:
+        from .cost_tables import measure_point
+    except ImportError:
+        raise SpecError("cost_table given but workbench.cost_tables.measure_point is not available in this workbench; "
+                        "pass measure_costs=callable(task, model, assignment, target, act_bits) -> {kind: value}") from None
+    return measure_point
+
+
+@dataclass
+class _Setup:
+    """What every candidate of one search is evaluated against (checked before any work)."""
+
+    target: object
+    p: Problem
+    costs: dict
+    limits: dict
+    sources: dict
+    budgets: dict
+    table: object
+    measure_costs: Callable | None
+
+    @property
+    def hard(self) -> dict[str, float]:
+        """Every hard constraint on a point's columns: the limits and the budgets (the tighter of both)."""
+        out = dict(self.limits)
+        for k, v in self.budgets.items():
+            out[k] = min(v, out.get(k, math.inf))
+        return out
+
+
+def _setup(task, model, sens, config, budgets, limits, cost_table, measure_costs) -> _Setup:
+    target = load_target(config.target)
+    if config.act_bits not in target.act_bits:
+        raise SpecError(f"act_bits {config.act_bits} is not allowed by target {target.name}; it allows {target.act_bits}")
+    if cost_table is not None and not hasattr(cost_table, "matrix"):
+        raise SpecError(f"cost_table: expected a workbench.cost_tables.TargetCostTable; got {type(cost_table).__name__}")
+    hard = resolve_budgets(budgets, cost_table)
+    bk = get_cost_kind(config.budget_kind)
+    if bk.measured and (cost_table is None or config.budget_kind not in cost_table.kinds):
+        raise SpecError(_measured_without_table(config.budget_kind, "budget kind", cost_table))
+    values, sources = resolve_limits(target, limits)
+    additive = {k: v for k, v in values.items() if get_cost_kind(k).additive}
+    bits = list(target.weight_bits)
+    if cost_table is not None:
+        bits = [b for b in bits if b in cost_table.bits]
+        if not bits:
+            raise SpecError(f"the {cost_table.target} cost table holds bits {', '.join(map(str, cost_table.bits))}, none of target "
+                            f"{target.name}'s {', '.join(map(str, target.weight_bits))}")
+    costs = layer_costs(model, task.example_input())
+    p = build_problem(sens, costs, bits, config.budget_kind, config.act_bits, config.objective, additive, sources, hard, cost_table)
+    check_limits(p, costs, values, sources, config.act_bits)
+    check_budgets(p, hard)
+    if cost_table is not None and measure_costs is None:
+        measure_costs = _default_measure_costs()
+    return _Setup(target, p, costs, values, sources, hard, cost_table, measure_costs)
+
+
+def _row(s: _Setup, task, model, config, kind: str, budget: float, choice: list[int], cache: dict) -> dict | None:
+    """One evaluated candidate (built, calibrated, measured; on the target too with a cost table);
+    None when its computed costs break a limit or budget the program could not carry."""
+    assignment = s.p.assignment(choice)
+    table = point_costs(s.costs, assignment, config.act_bits)
+    computed = {k: v for k, v in s.hard.items() if s.table is None or k not in s.table.kinds}
+    if over_limits(table, computed):  # a kind the program cannot carry (not additive, depends on the weights)
+        return None
+    key = json.dumps(assignment, sort_keys=True)
+    if key not in cache:
+        metric = measure(task, model, assignment, config.act_bits, config.ptq)
+        on_target = dict(s.measure_costs(task, model, assignment, s.table.target, config.act_bits)) if s.table is not None else {}
+        cache[key] = (metric, on_target)
+    metric, on_target = cache[key]
+    row = {"kind": kind, "budget": budget, **_cost_row(table)}
+    if s.table is not None:
+        for k in s.table.kinds:
+            row[k] = float(on_target.get(k, math.nan))
+            row[f"{k}_estimate"] = s.table.estimate(assignment, k)
+    over = [k for k, v in s.hard.items() if k in row and _value(row, k) > v + _tol(v)]
+    row.update({"estimated_metric": s.p.estimate(choice), "estimated_error": -s.p.score(choice), "measured_metric": metric, "bits": key,
+                "bound_by": bound_by(s.p, choice, budget if kind in ("ilp", "greedy") else None), "within_budgets": not over,
+                "over_budgets": ",".join(over)})
+    return row
+
+
+def _value(row: dict, kind: str) -> float:
+    """A point's value of ``kind``: measured on the target, its estimate where not measured (NaN)."""
+    v = row[kind]
+    return row.get(f"{kind}_estimate", v) if (v is None or (isinstance(v, float) and math.isnan(v))) else v
+
+
+def _finish(df: pd.DataFrame, s: _Setup, task, model, config) -> pd.DataFrame:
+    if config.latency_runs and "on_front" in df and (s.table is None or "latency_ms" not in s.table.kinds):
+        df["latency_ms"] = np.nan
+        df.loc[df["on_front"], "latency_ms"] = [_latency(task, model, json.loads(b), config) for b in df.loc[df["on_front"], "bits"]]
+    elif "latency_ms" not in df:
+        df["latency_ms"] = np.nan
+    df.attrs.update({"task": task.name, "target": s.target.name, "budget_kind": config.budget_kind, "fp_metric": s.p.fp_metric,
+                     "act_bits": config.act_bits, "limits": dict(s.limits), "limit_sources": dict(s.sources), "budgets": dict(s.budgets),
+                     "cost_target": None if s.table is None else s.table.target, "bits": list(s.p.bits)})
+    return df
+
+
 @fixed_threads()
-def search(task, model, sens: pd.DataFrame, config: SearchConfig = SearchConfig(), budgets: list[float] | None = None,
-           progress: bool = True, extra_budgets: tuple = (), limits: dict[str, float] | None = None) -> pd.DataFrame:
+def search(task, model, sens: pd.DataFrame, config: SearchConfig = SearchConfig(), budgets: dict[str, float] | list[float] | None = None,
+           progress: bool = True, extra_budgets: tuple = (), limits: dict[str, float] | None = None, cost_table=None,
+           max_drop: float | None = None, measure_costs: Callable | None = None, max_iterations: int = 8) -> pd.DataFrame:
     """ILP (and greedy) assignments over a sweep of budgets, uniform and random baselines, all measured.
 
-    ``budgets``: the swept values of ``config.budget_kind`` (any additive cost kind of
-    ``workbench.cost.COST_KINDS``; default: a sweep from the cheapest to the dearest assignment).
-    ``limits``: hard limits (cost kind -> value) on top of the target profile's own budgets, which
-    they may tighten but not loosen; no returned point is over any of them.
+    ``budgets``: a mapping (cost kind -> value) is a set of hard budgets held at once (additive
+    kinds as sum constraints, others, a maximum over layers, as forbidden (layer, bits)), read
+    from ``cost_table`` where it has the kind, else from the formula; a list is the swept values
+    of ``config.budget_kind`` (as before; default: a sweep from the cheapest to the dearest
+    assignment). ``limits``: hard limits (cost kind -> value) on top of the target profile's own
+    budgets, which they may tighten but not loosen; the profile's limits always hold.
+
+    ``cost_table`` (a :class:`workbench.cost_tables.TargetCostTable`): per-layer costs measured
+    on a deployment target; its kinds (``latency_ms``, ``cycles`` ...) become budgetable, and
+    ``config.budget_kind`` may be one of them. Every candidate is then measured on the target
+    by ``measure_costs(task, model, assignment, cost_table.target, act_bits) -> {kind: value}``
+    (default :func:`workbench.cost_tables.measure_point`): the columns of the table's kinds hold
+    the target's measured numbers, ``<kind>_estimate`` the table's estimate.
+
+    ``max_drop``: an accuracy target instead of a sweep; returns :func:`search_accuracy_target`'s
+    frame (read its docstring).
 
     One row per evaluated configuration: kind, budget, one column per computed cost kind
     (weight_kib, bops, flash_kib, macs, peak_act_kib, ...; peak_act_bytes too), estimated_metric,
     measured_metric, the per-layer bits as JSON, bound_by (what held the point back: "budget",
-    a limit's cost kind, or ""), on_front (Pareto front of the measured points of the solvers and
-    the uniform assignments; random baselines are shown, never on the front) and latency_ms.
-    ``df.attrs["limits"]`` holds the limits applied. The search chooses bits for Conv/Linear
+    a limit's or budget's cost kind, or ""), within_budgets (False: a measured number broke a
+    budget; kept, never on the front; ``over_budgets`` names which), on_front (Pareto front of
+    the measured points of the solvers and the uniform assignments within the budgets; random
+    baselines are shown, never on the front) and latency_ms. ``df.attrs["limits"]`` holds the
+    limits applied, ``attrs["budgets"]`` the budgets. The search chooses bits for Conv/Linear
     layers only: embedding tables are not varied (every point leaves them float) nor counted in
     its costs (:func:`workbench.cost.embedding_costs` prices them).
+
+    Bad input (an unknown cost kind, a budget no configuration meets, budgets that contradict
+    each other, a measured kind with no cost table, a bad ``max_drop``) is a one-line SpecError
+    before any model is built.
     """
-    target = load_target(config.target)
-    bkind = _budget_kind(config.budget_kind)
-    if config.act_bits not in target.act_bits:
-        raise SpecError(f"act_bits {config.act_bits} is not allowed by target {target.name}; it allows {target.act_bits}")
-    values, sources = resolve_limits(target, limits)
-    additive = {k: v for k, v in values.items() if get_cost_kind(k).additive}
-    costs = layer_costs(model, task.example_input())
-    p = build_problem(sens, costs, target.weight_bits, config.budget_kind, config.act_bits, config.objective, additive, sources)
-    check_limits(p, costs, values, sources, config.act_bits)
-    unit = bkind.unit
+    sweep = None
+    if budgets is not None and not isinstance(budgets, Mapping):
+        sweep, budgets = budgets, None
+    max_drop = check_max_drop(max_drop)
+    if max_drop is not None:
+        return search_accuracy_target(task, model, sens, max_drop, config, budgets=budgets, limits=limits, cost_table=cost_table,
+                                      measure_costs=measure_costs, max_iterations=max_iterations, progress=progress)
+    s = _setup(task, model, sens, config, budgets, limits, cost_table, measure_costs)
+    p = s.p
+    unit = get_cost_kind(config.budget_kind).unit
     uniform = {b: [p.bits.index(b)] * len(p.layers) for b in config.uniform_bits if b in p.bits}
     uniform = {b: c for b, c in uniform.items() if p.within_limits(c)}  # a uniform width over a limit is no candidate
-    if budgets is None:
-        low, high = smallest_budget(p), float(p.cost.max(axis=1).sum())
-        if p.limits:  # beyond what the limits allow, a larger budget changes nothing
+    if sweep is None:
+        low, high = smallest_budget(p), float(p.cost.max(axis=1).sum()) + p.offset
+        if p.limits or p.caps:  # beyond what the limits allow, a larger budget changes nothing
             top = solve_ilp(p, high)
             if top is None:
-                raise SpecError(f"no assignment meets every limit at once ({', '.join(f'{k} <= {v:g}' for k, v in values.items())})")
+                raise SpecError(f"no assignment meets every limit at once ({', '.join(f'{k} <= {v:g}' for k, v in s.hard.items())})")
             high = max(low, p.total_cost(top))
-        budgets = [p.total_cost(c) for c in uniform.values()] + list(np.linspace(low, high, config.n_budgets))
-    budgets = sorted(set(list(budgets) + [float(b) for b in extra_budgets]))
-    for b in budgets:
+        sweep = [p.total_cost(c) for c in uniform.values()] + list(np.linspace(low, high, config.n_budgets))
+    sweep = sorted(set(list(sweep) + [float(b) for b in extra_budgets]))
+    for b in sweep:
         check_budget(p, b, unit)
 
     candidates = []
-    for budget in budgets:
+    for budget in sweep:
         for kind, solver in (("ilp", solve_ilp), ("greedy", solve_greedy)):
             choice = solver(p, budget)
             if choice is not None:
@@ -431,37 +802,117 @@ def search(task, model, sens: pd.DataFrame, config: SearchConfig = SearchConfig(
                 candidates.append(("random", budget, [int(c) for c in choice]))
                 break
 
-    rows, measured = [], {}
+    rows, cache = [], {}
     for kind, budget, choice in tqdm(candidates, desc=f"search {task.name}", disable=not progress):
-        assignment = p.assignment(choice)
-        table = point_costs(costs, assignment, config.act_bits)
-        if over_limits(table, values):  # a kind the program cannot carry (not additive, depends on the weights)
-            continue
-        key = json.dumps(assignment, sort_keys=True)
-        if key not in measured:
-            measured[key] = measure(task, model, assignment, config.act_bits, config.ptq)
-        held = bound_by(p, choice, budget if kind in ("ilp", "greedy") else None)
-        rows.append({"kind": kind, "budget": budget, **_cost_row(table), "estimated_metric": p.estimate(choice),
-                     "estimated_error": -p.score(choice), "measured_metric": measured[key], "bits": key, "bound_by": held})
+        row = _row(s, task, model, config, kind, budget, choice, cache)
+        if row is not None:
+            rows.append(row)
     df = pd.DataFrame(rows)
     # The front is drawn over every measured candidate of the search space: the solvers' points
-    # and the uniform assignments (feasible points too), not the random baselines.
-    searched = (df["kind"] != "random").to_numpy()
-    front = np.zeros(len(df), bool)
-    front[searched] = pareto_mask(df.loc[searched, config.budget_kind].to_numpy(), df.loc[searched, "measured_metric"].to_numpy())
-    df["on_front"] = front
-    df["latency_ms"] = np.nan
-    if config.latency_runs:
-        df.loc[df["on_front"], "latency_ms"] = [
-            _latency(task, model, json.loads(b), config) for b in df.loc[df["on_front"], "bits"]]
-    df.attrs.update({"task": task.name, "target": target.name, "budget_kind": config.budget_kind, "fp_metric": p.fp_metric, "act_bits": config.act_bits,
-                     "limits": dict(values), "limit_sources": dict(sources)})
+    # and the uniform assignments (feasible points too), not the random baselines nor a point a
+    # measured number put over a budget.
+    df["on_front"] = front_on(df, config.budget_kind).to_numpy() if len(df) else np.zeros(0, bool)
+    return _finish(df, s, task, model, config)
+
+
+@fixed_threads()
+def search_accuracy_target(task, model, sens: pd.DataFrame, max_drop: float, config: SearchConfig = SearchConfig(),
+                           budgets: dict[str, float] | None = None, limits: dict[str, float] | None = None, cost_table=None,
+                           measure_costs: Callable | None = None, max_iterations: int = 8, margin: float = 0.0,
+                           progress: bool = True) -> pd.DataFrame:
+    """The cheapest configuration (on ``config.budget_kind``) whose MEASURED metric is within
+    ``max_drop`` of the float metric (``sens.attrs["fp_metric"]``): ``measured >= fp - max_drop``,
+    an absolute drop in the metric's own units (0.005 = half a point of accuracy), under every
+    budget and limit.
+
+    Each iteration solves an exact ILP: minimise the cost subject to the estimated metric
+    ``>= fp - max_drop + margin`` and the budgets, then builds and measures that assignment (on
+    the target too, with ``cost_table``). When the measured drop is too big (or a measured cost
+    breaks a budget), a no-good cut removes that assignment, the margin rises to the observed
+    optimism (estimate - measured, the largest seen), and the program is solved again, until a
+    point holds, the program is infeasible, or ``max_iterations`` points have been measured. When
+    the raised margin leaves no configuration, the next one is the cheapest of the best estimate
+    left, as long as that estimate reaches ``fp - max_drop + margin``: a single very optimistic
+    estimate does not make a reachable target unreachable.
+
+    Returns a DataFrame with one row per iteration (kind ``target-<i>``), the columns of
+    :func:`search` plus ``required_estimate``, ``drop`` (fp - measured), ``met_drop`` and
+    ``chosen`` (True on the one row chosen, the first that met the drop within the budgets).
+    ``attrs["chosen"]``: that row's index, or None when the target is unreachable;
+    ``attrs["reached"]``: whether it was reached; ``attrs["message"]``: one line saying what was
+    chosen, or that the target is unreachable and what came closest (the best measured point
+    and its drop); ``attrs["max_drop"]``, ``attrs["fp_metric"]``. It raises nothing for an
+    unreachable target: read ``attrs["reached"]``.
+    """
+    max_drop = check_max_drop(max_drop)
+    if max_drop is None:
+        raise SpecError("max_drop None; expected a number in [0, 1]")
+    if isinstance(max_iterations, bool) or not isinstance(max_iterations, int) or max_iterations < 1:
+        raise SpecError(f"max_iterations {max_iterations!r}; expected a positive integer")
+    s = _setup(task, model, sens, config, budgets, limits, cost_table, measure_costs)
+    p = s.p
+    floor = p.fp_metric - max_drop
+    rows, cache, cuts = [], {}, []
+    optimism, chosen, why_stop = float(margin), None, "max_iterations"
+    bar = tqdm(total=max_iterations, desc=f"accuracy target {task.name}", disable=not progress)
+    for i in range(max_iterations):
+        need = floor + optimism
+        choice = solve_min_cost(p, need, cuts)
+        if choice is None and optimism > margin:
+            # The margin is a heuristic: one very optimistic estimate may lift it over every
+            # configuration left. Then the next one is the cheapest of the best estimate left,
+            # as long as that estimate still reaches the target.
+            best = _best_estimate(p, cuts)
+            if best is not None and best >= floor + margin - 1e-12:
+                need = best
+                choice = solve_min_cost(p, need, cuts)
+        if choice is None:
+            why_stop = "infeasible"
+            break
+        row = _row(s, task, model, config, f"target-{i}", p.total_cost(choice), choice, cache)
+        cuts.append(choice)
+        bar.update()
+        if row is None:  # a computed cost over a limit the program cannot carry
+            continue
+        met = row["measured_metric"] >= floor - 1e-12
+        row.update({"required_estimate": need, "drop": p.fp_metric - row["measured_metric"], "met_drop": bool(met)})
+        rows.append(row)
+        if met and row["within_budgets"]:
+            chosen = len(rows) - 1
+            break
+        if not met:
+            optimism = max(optimism, row["estimated_metric"] - row["measured_metric"])
+    bar.close()
+    cols = list(rows[0]) if rows else ["kind", "budget", "estimated_metric", "measured_metric", "bits", "bound_by", "within_budgets",
+                                       "required_estimate", "drop", "met_drop"]
+    df = pd.DataFrame(rows, columns=cols)
+    df["chosen"] = np.arange(len(df)) == (chosen if chosen is not None else -1)
+    df["on_front"] = df["chosen"]
+    df = _finish(df, s, task, model, config)
+    kind = get_cost_kind(config.budget_kind)
+    if chosen is not None:
+        r = df.iloc[chosen]
+        message = (f"{r['kind']}: {config.budget_kind} {r[config.budget_kind]:.6g} {kind.unit}, measured {r['measured_metric']:.4f} "
+                   f"(drop {r['drop']:.4g} <= {max_drop:g} below float {p.fp_metric:.4f})")
+    else:
+        ok = df[df["within_budgets"].astype(bool)] if len(df) else df
+        stop = {"infeasible": "no configuration left whose estimate can reach it within the budgets",
+                "max_iterations": f"{max_iterations} iterations measured"}[why_stop]
+        if len(ok):
+            best = ok.loc[ok["measured_metric"].idxmax()]
+            closest = (f"closest: {best['kind']} measured {best['measured_metric']:.4f} (drop {best['drop']:.4g}) at "
+                       f"{config.budget_kind} {best[config.budget_kind]:.6g} {kind.unit}")
+        else:
+            closest = "nothing within the budgets was measured"
+        message = f"accuracy target unreachable: no configuration measured a drop <= {max_drop:g} below float {p.fp_metric:.4f} ({stop}); {closest}"
+    df.attrs.update({"chosen": None if chosen is None else int(df.index[chosen]), "reached": chosen is not None, "message": message,
+                     "max_drop": max_drop})
     return df
 
 
 def best_within(points: pd.DataFrame, budget: float, budget_kind: str = "weight_kib", limits: dict[str, float] | None = None) -> pd.Series:
     """The best measured candidate (solver or uniform, not random) whose cost fits ``budget`` and
-    every limit (the search's ``attrs["limits"]`` and ``limits``); ties go to the cheaper one, then
+    every limit (the search's ``attrs["limits"]`` and ``limits``) and budget (``within_budgets``); ties go to the cheaper one, then
     to one solved at ``budget``."""
     get_cost_kind(budget_kind)
     if budget_kind not in points:
@@ -471,6 +922,8 @@ def best_within(points: pd.DataFrame, budget: float, budget_kind: str = "weight_
         get_cost_kind(name)
         applied[name] = min(float(value), applied.get(name, math.inf))
     ok = (points["kind"] != "random") & (points[budget_kind] <= budget * (1 + 1e-12))
+    if "within_budgets" in points:
+        ok &= points["within_budgets"].fillna(True).astype(bool)
     for name, value in applied.items():
         if name in points:
             ok &= points[name] <= value + _tol(value)
@@ -532,9 +985,6 @@ def join_points(points: pd.DataFrame, more: pd.DataFrame, budget_kind: str | Non
     df["pruning"] = df["pruning"].fillna("")
     if "bound_by" in df:
         df["bound_by"] = df["bound_by"].fillna("")
-    searched = (df["kind"] != "random").to_numpy()
-    front = np.zeros(len(df), bool)
-    front[searched] = pareto_mask(df.loc[searched, budget_kind].to_numpy(), df.loc[searched, "measured_metric"].to_numpy())
-    df["on_front"] = front
+    df["on_front"] = front_on(df, budget_kind).to_numpy()
     df.attrs.update(points.attrs)
     return df
