@@ -77,6 +77,7 @@ from .recipe import CodeNotAllowedError, Recipe, RecipeError, TargetTolerance, l
 from .deploy import deploy, deployment_table, list_target_names
 from .cost import CostKind, cost_table, get_cost_kind, list_cost_kinds, load_target, register_cost_kind
 from .search import SearchConfig, search
+from .width_search import WidthSearchConfig, width_search
 from .tasks import Task, create_task, list_tasks, make_task, register_task, task_from_factory, tasks_table
 from .verify import latency_ms, optimized_op_counts, verify_qcdq, verify_qonnx
 from .vela import get_vela_target, vela_layers, vela_summary  # registers one Ethos-U target per Vela accelerator config
@@ -96,7 +97,7 @@ __all__ = [
     "run_job", "run_demo", "RunDir", "apply_recipe", "Recipe", "load_recipe", "promote", "cost_table", "load_target", "SearchConfig", "search",
     "CostKind", "register_cost_kind", "get_cost_kind", "list_cost_kinds",
     "SensitivityConfig", "sensitivity", "hessian_traces", "layer_statistics", "weight_histogram", "ResultStore",
-    "PruningSpec", "prune", "channel_groups", "sparsity_table", "PruningSweepConfig", "pruning_sweep",
+    "PruningSpec", "prune", "channel_groups", "sparsity_table", "PruningSweepConfig", "pruning_sweep", "WidthSearchConfig", "width_search",
     "QATConfig", "train_qat", "recovery_table",
     "ExecutorError", "make_executor", "Tracker", "TrackingError",
     "Target", "TargetTolerance", "deploy", "deployment_table", "list_target_names",
