@@ -18,17 +18,17 @@ from workbench.search import join_points
 from workbench.width_search import WidthSearchConfig, stages, width_search
 
 ROOT = Path(__file__).resolve().parents[1]
-ARGS = dict(n_trials=6, bits=(8, 4), widths=(1.0, 0.75, 0.5), objective_kind="macs", budgets={"weight_kib": 4.0}, finetune_epochs=1, seed=3)
+ARGS = dict(n_trials=6, bits=(8, 4), widths=(1.0, 0.75, 0.5), objective_kind="macs", budgets={"weight_kib": 7.0}, finetune_epochs=1, seed=3)
 
 
 @pytest.fixture(scope="module")
 def digits_small():
     task = wb.create_task("digits-cnn").small()
-    return task, wb.load_or_train_baseline(task, seed=0, epochs=2, progress=False)
+    return task, wb.load_or_train_baseline(task, seed=0, epochs=20, progress=False)
 
 
 def _config(**kw):
-    return WidthSearchConfig(**{**ARGS, "population_size": 3, **kw})  # two NSGA-II generations in six trials
+    return WidthSearchConfig(**{**ARGS, "population_size": 4, **kw})  # two NSGA-II generations in six trials, the anchors in the first
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +66,10 @@ def test_rows_front_and_budget(first):
     for row in df.itertuples():
         widths, bits = json.loads(row.widths), json.loads(row.bits)
         assert set(widths.values()) <= {1.0, 0.75, 0.5} and set(bits) == {"features.0", "features.3", "features.7", "classifier"}
-        assert row.feasible == (row.weight_kib <= 4.0) and row.bound_by == ("" if row.feasible else "weight_kib")
+        assert row.feasible == (row.weight_kib <= 7.0) and row.bound_by == ("" if row.feasible else "weight_kib")
         assert (row.pruning == "") == (set(widths.values()) == {1.0})
+    for trial, b in ((0, 8), (1, 4)):  # the anchors: the unpruned model at the widest and the narrowest bits
+        assert set(json.loads(df.loc[trial, "widths"]).values()) == {1.0} and set(json.loads(df.loc[trial, "bits"]).values()) == {b}
     assert df["feasible"].any() and not df["feasible"].all(), "the budget should split these six trials"
     front = df[df["on_front"]]
     assert len(front) and front["feasible"].all()
@@ -112,8 +114,8 @@ def test_resume_after_sigkill_recomputes_nothing_done_and_ends_like_an_uninterru
     task, model = digits_small
     out = tmp_path / "killed"
     code = ("import workbench as wb\nfrom workbench.width_search import width_search, WidthSearchConfig\n"
-            "task = wb.create_task('digits-cnn').small()\nmodel = wb.load_or_train_baseline(task, seed=0, epochs=2, progress=False)\n"
-            f"width_search(task, model, out={str(out)!r}, config=WidthSearchConfig(**{{**{ARGS!r}, 'population_size': 3}}), progress=False)\n")
+            "task = wb.create_task('digits-cnn').small()\nmodel = wb.load_or_train_baseline(task, seed=0, epochs=20, progress=False)\n"
+            f"width_search(task, model, out={str(out)!r}, config=WidthSearchConfig(**{{**{ARGS!r}, 'population_size': 4}}), progress=False)\n")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}  # the test session's baseline cache too
     proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     journal = None

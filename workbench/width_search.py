@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 from .cost import COST_KINDS, get_cost_kind, layer_costs
 from .errors import SpecError
 from .formats import ALLOWED_BITS
-from .options import OptionModel, choice, integer, number, raw
+from .options import Flag, OptionModel, choice, integer, number, raw
 from .pipeline import PTQConfig
 
 WIDTH_SEARCH_VERSION = "1"
@@ -102,6 +102,7 @@ class WidthSearchConfig(OptionModel):
     max_stages: integer(1, 16) = 6
     sampler: choice(SAMPLERS) = "nsga2"
     population_size: integer(2) = 8
+    anchors: Flag = True  # the study starts with the unpruned model at the widest and at the narrowest bits: reference points
     seed: integer(0) = 0
     latency_runs: integer(1) = 30  # onnxruntime runs per trial when latency_ms is measured without a cost_tables target
     ptq: PTQConfig = Field(default_factory=PTQConfig)
@@ -261,6 +262,22 @@ def _rerun_killed(study) -> int:
     return len(killed)
 
 
+def _enqueue_anchors(study, plan: dict, layers: list[str], config: WidthSearchConfig) -> None:
+    """The unpruned model at the largest and the smallest bit-width, first in the study (and in
+    NSGA-II's first generation)."""
+    from optuna.trial import TrialState
+
+    widest = {f"width:{stage}": max(config.widths) for stage in plan}
+    queued = {t.user_attrs.get("anchor") for t in study.get_trials(deepcopy=False)}  # a run killed while queueing them queued some
+    for b in dict.fromkeys((max(config.bits), min(config.bits))):
+        if b in queued:
+            continue
+        study.enqueue_trial({**widest, **{f"bits:{layer}": b for layer in layers}}, user_attrs={"anchor": b})
+        if config.sampler == "nsga2":  # enqueued trials skip the sampler, which would leave them out of every generation
+            last = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))[-1]
+            study._storage.set_trial_system_attr(last._trial_id, "NSGAIISampler:generation", 0)
+
+
 def _cost_row(costs: dict) -> dict:
     first = {k: costs[k] for k in ("weight_kib", "bops", "peak_act_bytes") if k in costs}
     return {**first, **{k: v for k, v in costs.items() if k not in first}}
@@ -347,6 +364,8 @@ def width_search(task, model: nn.Module, *, out: str | Path, bits=(8, 4), widths
         study = _open_study(journal, f"width_search-{fp}")
         from optuna.trial import TrialState
 
+        if config.anchors and not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING, TrialState.FAIL)):
+            _enqueue_anchors(study, plan, layers, config)
         _rerun_killed(study)
         complete = lambda: study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))  # noqa: E731
         resumed = len(complete())
