@@ -31,7 +31,8 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Annotated, Callable
+from collections.abc import Callable
+from typing import Annotated
 
 import numpy as np
 import pandas as pd
@@ -367,7 +368,9 @@ def width_search(task, model: nn.Module, *, out: str | Path, bits=(8, 4), widths
         if config.anchors and not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING, TrialState.FAIL)):
             _enqueue_anchors(study, plan, layers, config)
         _rerun_killed(study)
-        complete = lambda: study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))  # noqa: E731
+        def complete():
+            return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+
         resumed = len(complete())
         fp_metric = _metric(task, model)
         measured = {t.user_attrs["key"]: t for t in complete()}
@@ -464,4 +467,4 @@ def _measure(task, model, plan, choice_, assignment, config: WidthSearchConfig, 
             "over": over, "seconds": time.perf_counter() - start}
 
 
-__all__ = ["WidthSearchConfig", "width_search", "stages", "width_spec", "computed_costs", "WIDTH_SEARCH_VERSION"]
+__all__ = ["WIDTH_SEARCH_VERSION", "WidthSearchConfig", "computed_costs", "stages", "width_search", "width_spec"]
