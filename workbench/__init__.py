@@ -78,6 +78,7 @@ from .deploy import deploy, deployment_table, list_target_names
 from .cost import CostKind, cost_table, get_cost_kind, list_cost_kinds, load_target, register_cost_kind
 from .cost_tables import CostSource, TargetCostTable, build_cost_table, get_cost_source, list_cost_sources, measure_point, register_cost_source
 from .search import SearchConfig, front_on, search, search_accuracy_target
+from .width_search import WidthSearchConfig, width_search
 from .tasks import Task, create_task, list_tasks, make_task, register_task, task_from_factory, tasks_table
 from .verify import latency_ms, optimized_op_counts, verify_qcdq, verify_qonnx
 from .tflite import export_tflite_int8, tflite_for_assignment
@@ -99,7 +100,7 @@ __all__ = [
     "CostKind", "register_cost_kind", "get_cost_kind", "list_cost_kinds",
     "CostSource", "TargetCostTable", "build_cost_table", "get_cost_source", "list_cost_sources", "measure_point", "register_cost_source",
     "SensitivityConfig", "sensitivity", "hessian_traces", "layer_statistics", "weight_histogram", "ResultStore",
-    "PruningSpec", "prune", "channel_groups", "sparsity_table", "PruningSweepConfig", "pruning_sweep",
+    "PruningSpec", "prune", "channel_groups", "sparsity_table", "PruningSweepConfig", "pruning_sweep", "WidthSearchConfig", "width_search",
     "QATConfig", "train_qat", "recovery_table",
     "ExecutorError", "make_executor", "Tracker", "TrackingError",
     "Target", "TargetTolerance", "deploy", "deployment_table", "list_target_names",

@@ -54,6 +54,9 @@ class PruningSpec(SpecModel):  # direct construction raises SpecError, as QuantS
     - ``criterion``: ``l1`` / ``l2`` magnitude, ``taylor`` (|weight x gradient| of the task loss
       on calibration data), ``bn_scale`` (the following BatchNorm's scale; structured only);
     - ``layers``: prune only these layers (default: every layer that can be); ``ignore``: never these;
+    - ``layer_sparsity``: structured only, instead of ``sparsity`` / ``layers``: ``{layer: share}``
+      prunes each named layer's channel group by its own share (per-stage widths; a group is
+      pruned whole, so two layers of one group must share one value); ``sparsity`` is then unused;
     - ``finetune_epochs`` / ``finetune_lr`` / ``seed``: an optional short, seeded fine-tune
       (masks stay applied; cosine schedule from ``finetune_lr``, by default the task's learning rate).
     """
@@ -66,6 +69,7 @@ class PruningSpec(SpecModel):  # direct construction raises SpecError, as QuantS
     m: int = Field(4, ge=2, le=64)
     layers: list[str] | None = None
     ignore: list[str] = Field(default_factory=list)
+    layer_sparsity: dict[str, float] | None = None
     finetune_epochs: int = Field(0, ge=0)
     finetune_lr: float | None = Field(None, gt=0)
     seed: int = 0
@@ -78,8 +82,25 @@ class PruningSpec(SpecModel):  # direct construction raises SpecError, as QuantS
             raise ValueError(f"expected a value in [0, 1); got {short_repr(v)}")
         return float(v)
 
+    @field_validator("layer_sparsity", mode="before")
+    @classmethod
+    def _layer_sparsity(cls, v):
+        if v is None:
+            return v
+        if not isinstance(v, dict) or not v:
+            raise ValueError(f"expected a non-empty mapping of layer name to a share in [0, 1); got {short_repr(v)}")
+        for name, share in v.items():
+            if not isinstance(name, str) or not _is_sparsity(share):
+                raise ValueError(f"{name}: expected a share of channels in [0, 1); got {short_repr(share)}")
+        return {name: float(share) for name, share in v.items()}
+
     @model_validator(mode="after")
     def _consistent(self):
+        if self.layer_sparsity is not None:
+            if self.method != "structured":
+                raise ValueError("layer_sparsity sets per-layer channel shares; it applies to method 'structured' only")
+            if self.layers is not None or self.scope == "global":
+                raise ValueError("layer_sparsity names each layer's share; leave layers and scope 'global' unset")
         if self.method == "nm":
             removed = self.sparsity * self.m
             if abs(removed - round(removed)) > 1e-9 or not (0 < round(removed) < self.m):
@@ -108,6 +129,8 @@ class PruningSpec(SpecModel):  # direct construction raises SpecError, as QuantS
     def label(self) -> str:
         if self.method == "nm":
             return f"{self.n}:{self.m}"
+        if self.layer_sparsity is not None:
+            return f"{self.method} " + ",".join(f"{k}={v:g}" for k, v in self.layer_sparsity.items())
         return f"{self.method} {self.sparsity:g}"
 
     @classmethod
@@ -123,7 +146,10 @@ class PruningSpec(SpecModel):  # direct construction raises SpecError, as QuantS
             raise SpecError(format_validation_error(exc)) from None
 
     def to_dict(self) -> dict:
-        return self.model_dump(mode="json")
+        d = self.model_dump(mode="json")
+        if d["layer_sparsity"] is None:  # specs without it keep the dict (and every digest of it) they had
+            del d["layer_sparsity"]
+        return d
 
 
 # ----------------------------------------------------------------------------- layers and scores
@@ -355,6 +381,8 @@ def _importance(criterion: str):
 def _prune_structured(task, model: nn.Module, spec: PruningSpec, example: torch.Tensor) -> nn.Module:
     tp = _tp()
     groups = channel_groups(model, example).set_index("layer")
+    if spec.layer_sparsity is not None:
+        return _prune_per_layer(task, model, spec, example, groups)
     wanted = list(prunable_layers(model, spec.layers))
     ignore = set(prunable_layers(model, spec.ignore))
     if spec.layers is not None:
@@ -393,6 +421,41 @@ def _prune_structured(task, model: nn.Module, spec: PruningSpec, example: torch.
     if sum(p.numel() for p in model.parameters()) == before:
         raise PruningError(f"Torch-Pruning removed no channel of {type(model).__name__} at sparsity {spec.sparsity:g} with criterion "
                            f"'{spec.criterion}': every channel scored alike, or its dependency graph found nothing to prune")
+    return model
+
+
+def _prune_per_layer(task, model: nn.Module, spec: PruningSpec, example: torch.Tensor, groups: pd.DataFrame) -> nn.Module:
+    """Structured pruning with a share per layer's channel group (``spec.layer_sparsity``)."""
+    tp = _tp()
+    try:
+        layers = {n: spec.layer_sparsity[n] for n in prunable_layers(model, list(spec.layer_sparsity))}
+    except SpecError as exc:
+        raise SpecError("layer_sparsity." + str(exc).removeprefix("layers.")) from None
+    ratio: dict[str, float] = {}
+    for name, share in layers.items():
+        if groups.loc[name, "refused"]:
+            raise PruningError(f"{name}: cannot be pruned: {groups.loc[name, 'refused']}")
+        channels = int(groups.loc[name, "channels"])
+        if int(channels * (1 - share)) < 1:  # Torch-Pruning keeps int(C * (1 - share)) channels
+            raise PruningError(f"layer_sparsity.{name}: pruning {share:g} of its {channels} output channels would remove every channel; "
+                               f"expected at most {1 - 1 / channels:.3g}")
+        for member in groups.loc[name, "group"].split(", "):
+            if member in ratio and ratio[member] != share:
+                raise SpecError(f"layer_sparsity.{name}: {share:g}, but {member} of its channel group ({groups.loc[name, 'group']}) "
+                                f"has {ratio[member]:g}; expected one share per channel group")
+            ratio[member] = share
+    ratio = {m: r for m, r in ratio.items() if r > 0}
+    if not ratio:
+        return model
+    ignored = [model.get_submodule(n) for n in groups.index if n not in ratio]
+    if spec.criterion == "taylor":
+        task_gradients(task, model, spec.calib_samples)
+    kwargs: dict[str, Any] = {"importance": _importance(spec.criterion), "ignored_layers": ignored, "forward_fn": _forward, "pruning_ratio": 0.0,
+                              "pruning_ratio_dict": {model.get_submodule(m): r for m, r in sorted(ratio.items())}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tp.pruner.BasePruner(model, example, **kwargs).step()
+    model.zero_grad(set_to_none=True)
     return model
 
 
