@@ -105,7 +105,6 @@ class WidthSearchConfig(OptionModel):
     population_size: integer(2) = 8
     anchors: Flag = True  # the study starts with the unpruned model at the widest and at the narrowest bits: reference points
     seed: integer(0) = 0
-    latency_runs: integer(1) = 30  # onnxruntime runs per trial when latency_ms is measured without a cost_tables target
     ptq: PTQConfig = Field(default_factory=PTQConfig)
 
     @field_validator("objective_kind")
@@ -199,18 +198,10 @@ def _target_costs(target: str | None, config: WidthSearchConfig) -> Callable | N
     """``f(task, model, assignment) -> {kind: value}`` measuring on ``target``, or None."""
     if target is None:
         return None
-    from . import cost_tables
+    from .cost_tables import get_cost_source, measure_point
 
-    measure_point = getattr(cost_tables, "measure_point", None)
-    if measure_point is not None:
-        return lambda task, model, assignment: measure_point(task, model, assignment, target, config.act_bits)
-    if target == "onnxruntime":  # this build has no cost_tables.measure_point: the search's own onnxruntime latency
-        from .search import SearchConfig, _latency
-
-        sc = SearchConfig(act_bits=config.act_bits, latency_runs=config.latency_runs, ptq=config.ptq)
-        return lambda task, model, assignment: {"latency_ms": _latency(task, model, assignment, sc)}
-    raise SpecError(f"target {target!r}: this build cannot measure deployment targets (workbench.cost_tables.measure_point is missing); "
-                    f"use target 'onnxruntime' or a computed cost kind")
+    get_cost_source(target)  # an unknown target or a missing toolchain: one line, before any trial
+    return lambda task, model, assignment: measure_point(task, model, assignment, target, config.act_bits)
 
 
 def _check_kinds(config: WidthSearchConfig, measured_by: bool) -> None:
