@@ -113,6 +113,24 @@ def test_a_measured_kind_is_a_budget_kind_with_a_table_and_best_within_skips_fla
     assert best["latency_ms"] <= lat8 and bool(best["within_budgets"])
 
 
+def test_a_profile_limit_holds_on_the_targets_own_number(digits, sens, tmp_path):
+    """A profile's RAM limit the formula meets (peak activations) but the target's measured RAM
+    breaks (the hand table keeps each layer's weights in RAM): the point is flagged, never chosen."""
+    task, model = digits
+    table = hand_table(task, model)
+    costs = layer_costs(model, task.example_input())
+    formula_ram = totals(cost_table(costs, {}, 8))["ram_kib"]
+    limit = max(formula_ram, ram_of(table, {n: 4 for n in costs})) * 1.001  # 4-bit everywhere fits, 8-bit somewhere does not
+    assert ram_of(table, {n: 8 for n in costs}) > limit
+    profile = tmp_path / "ram.yaml"
+    profile.write_text(f"name: ram\nweight_bits: [2, 4, 8]\nact_bits: [8]\ncost: weight_kib\nbudgets: {{ram_kib: {limit}}}\n")
+    df = search(task, model, sens, SearchConfig(target=str(profile), **FAST), cost_table=table, measure_costs=Target(table), progress=False)
+    over = df["ram_kib"] > limit
+    assert over.any() and (~df.loc[over, "within_budgets"]).all() and (df.loc[over, "over_budgets"] == "ram_kib").all()
+    assert not df.loc[over, "on_front"].any() and (df.loc[~over, "within_budgets"]).all()
+    assert best_within(df, math.inf, "weight_kib")["ram_kib"] <= limit
+
+
 def test_accuracy_target_generous_drop_returns_a_cheap_point_within_it(digits, sens, cpu248):
     task, model = digits
     fp = sens.attrs["fp_metric"]

@@ -510,7 +510,7 @@ def check_budgets(p: Problem, budgets: dict[str, float]) -> None:
     for c in mine:
         if alone[c.kind] > c.value + _tol(c.value):
             raise SpecError(f"no configuration meets the budget {c.kind} <= {c.value:g} {unit(c.kind)} ({c.source[len('budgets ('):-1]}); "
-                            f"the cheapest reachable is {alone[c.kind]:.6g} {unit(c.kind)} (cheapest reachable per budget: {listed})")
+                            f"the cheapest reachable is {alone[c.kind]:.6g} {unit(c.kind)}" + (f" (cheapest reachable per budget: {listed})" if len(alone) > 1 else ""))
     if _milp(p, np.zeros(p.cost.size)) is not None:
         return
     held = {}
@@ -699,7 +699,10 @@ def _row(s: _Setup, task, model, config, kind: str, budget: float, choice: list[
         for k in s.table.kinds:
             row[k] = float(on_target.get(k, math.nan))
             row[f"{k}_estimate"] = s.table.estimate(assignment, k)
-    over = [k for k, v in s.hard.items() if k in row and _value(row, k) > v + _tol(v)]
+    caps = dict(s.limits)  # the profile's limits hold on the target's own numbers too (the mcu's ram_kib on TFLite Micro's arena)
+    for k, v in s.hard.items():
+        caps[k] = min(v, caps.get(k, math.inf))
+    over = [k for k, v in caps.items() if k in row and _value(row, k) > v + _tol(v)]
     row.update({"estimated_metric": s.p.estimate(choice), "estimated_error": -s.p.score(choice), "measured_metric": metric, "bits": key,
                 "bound_by": bound_by(s.p, choice, budget if kind in ("ilp", "greedy") else None), "within_budgets": not over,
                 "over_budgets": ",".join(over)})
@@ -750,7 +753,7 @@ def search(task, model, sens: pd.DataFrame, config: SearchConfig = SearchConfig(
     One row per evaluated configuration: kind, budget, one column per computed cost kind
     (weight_kib, bops, flash_kib, macs, peak_act_kib, ...; peak_act_bytes too), estimated_metric,
     measured_metric, the per-layer bits as JSON, bound_by (what held the point back: "budget",
-    a limit's or budget's cost kind, or ""), within_budgets (False: a measured number broke a
+    a limit's or budget's cost kind, or ""), within_budgets (False: a measured number broke a limit or a
     budget; kept, never on the front; ``over_budgets`` names which), on_front (Pareto front of
     the measured points of the solvers and the uniform assignments within the budgets; random
     baselines are shown, never on the front) and latency_ms. ``df.attrs["limits"]`` holds the
