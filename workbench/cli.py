@@ -552,8 +552,22 @@ def search_cmd(task: str = typer.Argument(..., help=TASK_HELP),
             df = search(t, model, sens, config, budgets=on_target, limits=limits, cost_table=table, max_drop=max_drop)
             best = df.loc[df.attrs["chosen"]] if df.attrs["reached"] else None
         else:
-            df = search(t, model, sens, config, budgets=on_target, extra_budgets=(budget_value,), limits=limits, cost_table=table)
-            best = best_within(df, budget_value, kind)
+            try:
+                df = search(t, model, sens, config, budgets=on_target, extra_budgets=(budget_value,), limits=limits, cost_table=table)
+            except SpecError:
+                if not widths:
+                    raise
+                import pandas as pd  # bits alone cannot reach the budget (MACs): the width points only
+
+                df = pd.DataFrame(columns=["kind", "budget", "bits", kind, "measured_metric", "estimated_metric", "bound_by"])
+                lim, src = resolve_limits(profile, limits)
+                df.attrs.update({"budget_kind": kind, "limits": lim, "limit_sources": src, "budgets": dict(on_target)})
+            try:
+                best = best_within(df, budget_value, kind)
+            except SpecError:
+                if not widths:
+                    raise
+                best = None  # the width search may reach what bits alone cannot (a MACs budget)
         bits_best, width_best, wdf = best, None, None
         if widths:
             wbits = _width_bits(profile.weight_bits, source)
@@ -572,6 +586,9 @@ def search_cmd(task: str = typer.Argument(..., help=TASK_HELP),
                 best = width_best
             if best is not None and "chosen" in df:
                 df["chosen"] = df.index == best.name
+            if best is None and max_drop is None:
+                raise SpecError(f"no bits-only point nor width point fits a budget of {budget_value:.6g} {kind}; "
+                                f"expected a looser budget, more --trials or smaller --width-choices")
         recipe = None if best is None else promote(t, best, target=profile_target, act_bits=act_bits,
                                                    name=f"{t.name}-{kind}-{budget_value:g}" if budget_value is not None else f"{t.name}-drop-{max_drop:g}")
     except WorkbenchError as exc:
