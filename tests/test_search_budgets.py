@@ -293,3 +293,38 @@ def test_cli_max_drop_on_a_profile_and_bad_budgets(digits, tmp_path, monkeypatch
         assert not (tmp_path / "bad").exists()
     helptext = CliRunner().invoke(app, ["search", "--help"]).output
     assert "--max-drop" in helptext and "--profile" in helptext and "latency_ms" in helptext
+
+
+def test_cli_widths_joins_width_trials_promotes_a_pruned_point_and_resumes(digits, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from workbench.cli import app
+    from workbench.recipe import load_recipe
+
+    monkeypatch.chdir(tmp_path)
+    args = ["search", "digits-cnn", "--target", "mcu", "--budget", "macs=300000", "--widths", "--finetune-epochs", "0", "--out", "w"]
+    res = CliRunner().invoke(app, [*args, "--trials", "4"])
+    assert res.exit_code == 0, (res.output, res.stderr)
+    points = pd.read_csv(tmp_path / "w" / "pareto.csv")
+    width = points[points["kind"] == "width"]
+    assert len(width) >= 1 and (width["macs"] <= 300000).all() and width["pruning"].str.contains("layer_sparsity").all()
+    line = next(x for x in res.stdout.splitlines() if x.startswith("bits-only:"))
+    assert "bits-only: none within the budgets; width+bits: " in line and "chosen: width+bits" in line and "0 resumed" in line
+    recipe, _ = load_recipe(tmp_path / "w" / "recipe.yaml")  # MACs below the unpruned model's: only a pruned point fits
+    assert recipe.pruning is not None and recipe.pruning.layer_sparsity
+    again = CliRunner().invoke(app, [*args, "--trials", "5"])  # the same folder continues the study
+    assert again.exit_code == 0, (again.output, again.stderr)
+    assert "4 resumed" in again.stdout and len(pd.read_csv(tmp_path / "w" / "widths" / "trials.csv")) == 5
+
+
+def test_cli_widths_bad_options_are_one_line_errors(tmp_path):
+    from typer.testing import CliRunner
+
+    from workbench.cli import app
+
+    for args, message in [(["--trials", "0"], "error: --trials 0: expected a whole number of width-search trials >= 1"),
+                          (["--width-choices", "1.0,1.5"], "error: --width-choices '1.0,1.5': expected distinct comma-separated shares"),
+                          (["--finetune-epochs", "-1"], "error: --finetune-epochs -1: expected a whole number of epochs >= 0")]:
+        bad = CliRunner().invoke(app, ["search", "digits-cnn", "--budget", "weight_kib=8", "--widths", *args, "--out", str(tmp_path / "bad")])
+        assert bad.exit_code == 2 and bad.stderr.startswith(message) and bad.stderr.count("\n") == 1, bad.stderr[-2000:]
+        assert not (tmp_path / "bad").exists()

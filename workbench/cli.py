@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
+import math
 import sys
 import warnings
 from pathlib import Path
@@ -41,13 +43,17 @@ OVERWRITE_HELP = "replace DIR if an earlier workbench run wrote it (never a fold
 ALLOW_CODE_HELP = "allow a recipe's task.factory (module:function) to be imported and run (also WORKBENCH_ALLOW_CODE=1)"
 
 
-def _run_dir(out: Path, overwrite: bool, command: str):
+WIDTHS_HELP = ("after the bits search, a width-and-bits search (Optuna, per-stage channel widths) under the same budgets, in DIR/widths; "
+               "its feasible trials join pareto.csv and the best point of both is promoted (a pruned one with its pruning section)")
+
+
+def _run_dir(out: Path, overwrite: bool, command: str, keep: tuple = (), resume: str | None = None):
     """The output folder, checked before any work (one-line error otherwise)."""
     from .errors import WorkbenchError
     from .outdir import RunDir
 
     try:
-        return RunDir(out, overwrite=overwrite, command=command)
+        return RunDir(out, overwrite=overwrite, command=command, keep=keep, resume=resume)
     except WorkbenchError as exc:
         _fail(exc)
 
@@ -465,14 +471,20 @@ def search_cmd(task: str = typer.Argument(..., help=TASK_HELP),
                executor: str = typer.Option("local", help=EXECUTOR_HELP),
                mlflow: Optional[str] = typer.Option(None, help=MLFLOW_HELP),
                out: Optional[Path] = typer.Option(None, help="output directory (default: runs/<task>-search-<time>)"),
-               overwrite: bool = typer.Option(False, help=OVERWRITE_HELP)) -> None:
+               overwrite: bool = typer.Option(False, help=OVERWRITE_HELP),
+               widths: bool = typer.Option(False, "--widths", help=WIDTHS_HELP),
+               trials: int = typer.Option(16, "--trials", help="with --widths: width-search trials (a larger number continues the study in DIR/widths)"),
+               finetune_epochs: int = typer.Option(1, "--finetune-epochs", help="with --widths: seeded fine-tune epochs after each pruning"),
+               width_choices: str = typer.Option("1.0,0.75,0.5", "--width-choices", help="with --widths: shares of each stage's channels kept")) -> None:
     """Mixed-precision search under a budget: writes DIR/pareto.csv and DIR/recipe.yaml.
 
     The target profile's limits (the mcu's flash_kib and ram_kib) always apply; the output says
     which constraint bound the chosen point. With a deployment --target (a cost source) the
     budgets may be in the target's own units and every candidate is measured on it; with
     --max-drop the search looks for the cheapest configuration within that drop of float
-    (exit 1, pareto.csv only, when the target is unreachable)."""
+    (exit 1, pareto.csv only, when the target is unreachable). With --widths a width-and-bits
+    search (DIR/widths, resumed by a re-run with the same DIR) joins pareto.csv and the best point
+    of both searches is promoted."""
     _quiet_libraries()
     tracker = _tracker(mlflow)
     from .baseline import load_or_train_baseline
@@ -486,8 +498,13 @@ def search_cmd(task: str = typer.Argument(..., help=TASK_HELP),
     from .tasks import resolve_task_arg
 
     out = out or _default_out(f"{task}-search")
-    run_dir = _run_dir(out, overwrite, "search")
+    resume = None
+    if widths:  # a re-run with the same arguments continues the width study in DIR/widths
+        resume = "search-widths:" + hashlib.sha256(json.dumps([task, imports, budget, budget_kib, budget_bops, target, profile_name, max_drop,
+                                                               act_bits, finetune_epochs, width_choices], default=str).encode()).hexdigest()[:16]
+    run_dir = _run_dir(out, overwrite, "search", keep=("widths",) if widths else (), resume=resume)
     try:
+        width_shares = _width_options(widths, trials, finetune_epochs, width_choices)
         if budget_kib is not None and budget_bops is not None:
             raise SpecError("give exactly one of --budget-kib or --budget-bops")
         max_drop = check_max_drop(max_drop)
@@ -535,14 +552,49 @@ def search_cmd(task: str = typer.Argument(..., help=TASK_HELP),
             df = search(t, model, sens, config, budgets=on_target, limits=limits, cost_table=table, max_drop=max_drop)
             best = df.loc[df.attrs["chosen"]] if df.attrs["reached"] else None
         else:
-            df = search(t, model, sens, config, budgets=on_target, extra_budgets=(budget_value,), limits=limits, cost_table=table)
-            best = best_within(df, budget_value, kind)
+            try:
+                df = search(t, model, sens, config, budgets=on_target, extra_budgets=(budget_value,), limits=limits, cost_table=table)
+            except SpecError:
+                if not widths:
+                    raise
+                import pandas as pd  # bits alone cannot reach the budget (MACs): the width points only
+
+                df = pd.DataFrame(columns=["kind", "budget", "bits", kind, "measured_metric", "estimated_metric", "bound_by"])
+                lim, src = resolve_limits(profile, limits)
+                df.attrs.update({"budget_kind": kind, "limits": lim, "limit_sources": src, "budgets": dict(on_target)})
+            try:
+                best = best_within(df, budget_value, kind)
+            except SpecError:
+                if not widths:
+                    raise
+                best = None  # the width search may reach what bits alone cannot (a MACs budget)
+        bits_best, width_best, wdf = best, None, None
+        if widths:
+            wbits = _width_bits(profile.weight_bits, source)
+            objective = kind
+            hard_w = dict(given)
+            for name, value in df.attrs.get("limits", {}).items():  # the profile's limits bind the width points too
+                hard_w[name] = min(float(value), hard_w.get(name, math.inf))
+            wdf = _run_width_search(t, model, run_dir, out, overwrite, resume, bits=wbits, widths=width_shares, n_trials=trials,
+                                    objective_kind=objective, budgets=hard_w or None, target=None if source is None else target,
+                                    finetune_epochs=finetune_epochs, act_bits=act_bits)
+            from .search import join_points
+
+            df = join_points(df, wdf[wdf["feasible"]].drop(columns=["state", "seconds", "reused", "feasible"]), kind)
+            width_best = _best_width(df, kind, budget_value, max_drop)
+            if width_best is not None and (best is None or _better(width_best, best, kind, max_drop)):
+                best = width_best
+            if best is not None and "chosen" in df:
+                df["chosen"] = df.index == best.name
+            if best is None and max_drop is None:
+                raise SpecError(f"no bits-only point nor width point fits a budget of {budget_value:.6g} {kind}; "
+                                f"expected a looser budget, more --trials or smaller --width-choices")
         recipe = None if best is None else promote(t, best, target=profile_target, act_bits=act_bits,
                                                    name=f"{t.name}-{kind}-{budget_value:g}" if budget_value is not None else f"{t.name}-drop-{max_drop:g}")
     except WorkbenchError as exc:
         _fail(exc)
     budget = budget_value
-    shown = [c for c in df.columns if c != "bits"]
+    shown = [c for c in df.columns if c not in ("bits", "pruning")]
     if recipe is None:  # the accuracy target is unreachable: the iterations, no recipe
         _write_files(run_dir, {"pareto.csv": df.to_csv(index=False)})
         typer.echo(df[shown].round(4).to_string(index=False))
@@ -586,7 +638,92 @@ def search_cmd(task: str = typer.Argument(..., help=TASK_HELP),
                                                            f"the chosen {best['kind']} point measured better)")
         typer.echo("bound by: " + (", ".join(f"the budget {kind} <= {budget:g}" if h == "budget" else _limit(h) for h in held) if held
                                    else "nothing (no wider bit-width is held back)") + other)
-    typer.echo(f"wrote {out / 'pareto.csv'}, {out / 'recipe.yaml'}")
+    if widths:
+        typer.echo(_width_line(bits_best, width_best, best, kind, unit, wdf))
+    typer.echo(f"wrote {out / 'pareto.csv'}, {out / 'recipe.yaml'}" + (f", {out / 'widths'}" if widths else ""))
+
+
+WIDTH_BITS = (8, 6, 4)  # the width search's per-layer weight bits: these of the profile's, when it has two or more of them
+
+
+def _width_options(widths: bool, trials: int, finetune_epochs: int, width_choices: str) -> tuple[float, ...] | None:
+    """The width shares of ``--width-choices`` (None without ``--widths``); one-line SpecError for bad options."""
+    from .errors import SpecError
+
+    if not widths:
+        return None
+    if trials < 1:
+        raise SpecError(f"--trials {trials}: expected a whole number of width-search trials >= 1")
+    if finetune_epochs < 0:
+        raise SpecError(f"--finetune-epochs {finetune_epochs}: expected a whole number of epochs >= 0")
+    try:
+        shares = tuple(float(x) for x in width_choices.split(","))
+    except ValueError:
+        raise SpecError(f"--width-choices {width_choices!r}: expected comma-separated shares of channels kept in (0, 1], such as 1.0,0.75,0.5") from None
+    if not shares or any(not (0 < x <= 1) for x in shares) or len(set(shares)) != len(shares):
+        raise SpecError(f"--width-choices {width_choices!r}: expected distinct comma-separated shares of channels kept in (0, 1], such as 1.0,0.75,0.5")
+    return shares
+
+
+def _width_bits(profile_bits, source) -> tuple[int, ...]:
+    """The width search's weight bits: the profile's that the target builds, at most three (8, 6, 4 first)."""
+    from .errors import SpecError
+
+    ok = [b for b in sorted(set(profile_bits), reverse=True) if not (source is not None and source.supported_bits) or b in source.supported_bits]
+    if not ok:
+        raise SpecError(f"--widths: the target builds none of the profile's weight bits {sorted(profile_bits)}")
+    preferred = [b for b in WIDTH_BITS if b in ok]
+    return tuple(preferred) if len(preferred) >= 2 else tuple(ok[:3])
+
+
+def _run_width_search(t, model, run_dir, out: Path, overwrite: bool, resume: str, **kw):
+    """The width search in ``out/widths``; ``out`` is claimed first (marked as this search's, the
+    ``widths`` folder kept) so that the result folder moved in at the end keeps the study."""
+    from .fileio import atomic_write_json
+    from .outdir import MARKER, read_manifest
+    from .width_search import WidthSearchConfig, width_search
+
+    config = WidthSearchConfig(**kw)  # bad options fail here, before the folder is claimed
+    root = run_dir.claim()
+    manifest = read_manifest(root) or {}
+    if manifest.get("resume") != resume:  # an earlier run's folder taken over with --overwrite
+        atomic_write_json(root / MARKER, {**manifest, "complete": False, "resume": resume, "kept": ["widths"]})
+    return width_search(t, model, out=out / "widths", overwrite=overwrite, progress=False, config=config)
+
+
+def _best_width(df, kind: str, budget, max_drop):
+    """The best width point of the joined table within the budget (or, with ``max_drop``, the
+    cheapest within the drop), or None."""
+    from .errors import SpecError
+    from .search import best_within
+
+    rows = df[df["kind"] == "width"]
+    if rows.empty:
+        return None
+    if max_drop is not None:
+        ok = rows[rows["measured_metric"] >= df.attrs.get("fp_metric", math.inf) - max_drop - 1e-12]
+        return None if ok.empty else ok.sort_values([kind, "measured_metric"], ascending=[True, False], kind="stable").iloc[0]
+    try:
+        return best_within(rows, budget, kind)
+    except SpecError:
+        return None
+
+
+def _better(a, b, kind: str, max_drop) -> bool:
+    """Whether point ``a`` beats ``b``: cheaper (``max_drop``) or better measured, then cheaper."""
+    if max_drop is not None:
+        return (a[kind], -a["measured_metric"]) < (b[kind], -b["measured_metric"])
+    return (-a["measured_metric"], a[kind]) < (-b["measured_metric"], b[kind])
+
+
+def _width_line(bits_best, width_best, best, kind: str, unit: str, wdf) -> str:
+    """One line: the best bits-only point against the best width+bits point, and which was chosen."""
+    def show(p):
+        return "none within the budgets" if p is None else f"{p['measured_metric']:.4f} at {kind} {p[kind]:.6g} {unit}"
+
+    which = "width+bits" if width_best is not None and best is width_best else "bits-only"
+    stats = f"{int(wdf['feasible'].sum())} of {len(wdf)} width trials feasible, {wdf.attrs.get('resumed', 0)} resumed"
+    return f"bits-only: {show(bits_best)}; width+bits: {show(width_best)}; chosen: {which} ({stats})"
 
 
 @app.command()
