@@ -616,7 +616,8 @@ def search_cmd(task: str = typer.Argument(..., help=TASK_HELP),
     unit = get_cost_kind(kind).unit
     why = f"the cheapest within {max_drop:g} of float, measured" if max_drop is not None else "best measured within the budget"
     typer.echo(f"chosen ({best['kind']}, {why}): {kind} {best[kind]:.6g} {unit}, {best['weight_kib']:.2f} KiB, {best['bops']:.3g} BOPs, "
-               f"measured {best['measured_metric']:.4f} (estimate {best['estimated_metric']:.4f})")
+               f"measured {best['measured_metric']:.4f}" + ("" if math.isnan(float(best["estimated_metric"])) else f" (estimate {best['estimated_metric']:.4f})")
+               + (f", pruned to widths {best['widths']}" if str(best.get("pruning", "") or "") else ""))
     limits_used, sources = df.attrs.get("limits", {}), df.attrs.get("limit_sources", {})
     budgets_used = df.attrs.get("budgets", {})
 
@@ -629,6 +630,8 @@ def search_cmd(task: str = typer.Argument(..., help=TASK_HELP),
     typer.echo(head + "limits: " + (", ".join(map(_limit, [*limits_used, *(k for k in budgets_used if k not in limits_used)])) or "none"))
     if max_drop is not None:
         typer.echo(df.attrs["message"])
+    elif str(best.get("pruning", "") or ""):
+        typer.echo("bound by: a width + bits trial (no per-layer estimate says what holds it back)")
     else:
         # what held the search back at this budget: the ILP's point solved at it
         at = df[(df["kind"] == "ilp") & ((df["budget"] - budget).abs() <= 1e-9 * abs(budget))]
