@@ -92,6 +92,12 @@ def _tracker(mlflow: Optional[str]):
         _fail(exc)
 
 
+def _pruning_label(spec: dict) -> str:
+    from .pruning import PruningSpec
+
+    return PruningSpec.parse(spec).label
+
+
 def _print_summary(summary: dict, out: Path) -> None:
     keys = ["fp_metric", "quant_metric", "onnx_metric", "onnx_agreement", "max_abs_diff", "weight_bytes_fp", "weight_bytes_quant",
             "onnx_file_bytes", "int_kernel_nodes", "latency_ms_p50_fp", "latency_ms_p50_quant"]
@@ -331,7 +337,7 @@ def apply(recipe: Path = typer.Argument(..., help="recipe YAML"),
     _print_summary(summary, out)
     if "pruning" in summary:
         p = summary["pruning"]
-        typer.echo(f"  pruned ({p['spec']['method']} {p['spec']['sparsity']:g}): params {p['params_unpruned']:,} -> {p['params']:,}, "
+        typer.echo(f"  pruned ({_pruning_label(p['spec'])}): params {p['params_unpruned']:,} -> {p['params']:,}, "
                    f"MACs {p['macs_unpruned']:,} -> {p['macs']:,}, float metric {p['metric_unpruned']:.4f} -> {p['metric']:.4f}")
     typer.echo(f"recipe_sha256 {summary['recipe_sha256']}\nonnx_sha256   {summary['onnx_sha256']}")
     for f in failures:
