@@ -5,7 +5,9 @@ additive estimate against the target's own numbers; the result store; bad target
 import importlib.util
 import json
 
+import pandas as pd
 import pytest
+import torch
 
 import workbench as wb
 from workbench.cost_tables import COST_SOURCES, TargetCostTable, build_cost_table, list_cost_sources, measure_point
@@ -49,6 +51,29 @@ def test_tflite_table_shape_and_flash_estimate_is_exact(kws, tflite_table):
     # ram: a max over layers, plus the arena's overhead
     assert table.estimate(mixed, "ram_kib") == pytest.approx(v[v["kind"] == "ram_kib"].iloc[0]["estimate"])
     assert table.estimate({layer: 8 for layer in layers}, "ram_kib") == pytest.approx(table.totals.iloc[0]["ram_kib"])
+    # TFLite Micro has no INT4 FULLY_CONNECTED kernel: the classifier at 4 bits has no RAM (NaN), so
+    # the uniform 4-bit file does not allocate, and validation points keep the classifier at 8 bits
+    ram = table.matrix("ram_kib", layers, [8, 4])
+    linear = [i for i, layer in enumerate(layers) if isinstance(model.get_submodule(layer), torch.nn.Linear)]
+    assert linear and all(pd.isna(ram[i, 1]) for i in linear) and pd.notna(ram).sum() == 2 * len(layers) - len(linear)
+    assert pd.isna(table.totals.set_index("weight_bits").loc[4, "ram_kib"]) and pd.isna(table.estimate({layer: 4 for layer in layers}, "ram_kib"))
+    assert all(mixed[layers[i]] == 8 for i in linear)
+    assert v.loc[v["kind"] == "ram_kib", "error"].iloc[0] < 0.02  # the arena against the layers' max + overhead
+
+
+def test_a_search_never_picks_what_tflite_micro_cannot_run(kws, tflite_table):
+    from workbench.search import SearchConfig, search
+    from workbench.sensitivity import SensitivityConfig, sensitivity
+
+    task, model = kws
+    table, _ = tflite_table
+    sens = sensitivity(task, model, SensitivityConfig(weight_bits=(8, 4)), store=False, progress=False)
+    df = search(task, model, sens, SearchConfig(target="mcu", n_budgets=2, uniform_bits=(8, 4), n_random=0, latency_runs=0),
+                cost_table=table, progress=False)
+    classifier = [layer for layer in table.layers if isinstance(model.get_submodule(layer), torch.nn.Linear)]
+    assert "uniform-4" not in set(df["kind"]) and len(df) >= 2  # a 4-bit classifier everywhere: not a candidate
+    assert all(json.loads(b)[c] == 8 for b in df["bits"] for c in classifier)
+    assert df["ram_kib"].notna().all() and df["within_budgets"].all()  # every candidate allocated and ran on TFLite Micro
 
 
 def test_measure_point_matches_estimate_of_another_mixed_point(kws, tflite_table):

@@ -20,6 +20,7 @@ lookup.
 
 from __future__ import annotations
 
+import math
 import re
 import tempfile
 from dataclasses import dataclass, field
@@ -36,7 +37,7 @@ from .store import resolve_store, sweep_fingerprint
 from .vela import vela_configs
 
 #: Bumped when what a cost table holds or how it is measured changes (stored tables are rebuilt).
-COST_TABLE_VERSION = "1"
+COST_TABLE_VERSION = "2"
 
 
 @dataclass(frozen=True)
@@ -121,7 +122,7 @@ class TargetCostTable:
     def estimate(self, assignment: dict[str, int], kind: str) -> float:
         """The table's estimate of ``kind`` for ``assignment`` (layers not named: 8 bits, or the
         table's widest where it holds no 8): the layers' sum (additive kinds) or maximum (others)
-        plus the overhead."""
+        plus the overhead; NaN where a layer is NaN in the table (the target cannot run it at those bits)."""
         kind = self._kind(kind)
         layers = self.layers
         default = 8 if 8 in self.bits else max(self.bits)
@@ -132,6 +133,8 @@ class TargetCostTable:
         values = self.matrix(kind, layers, sorted(set(chosen)))
         col = {b: j for j, b in enumerate(sorted(set(chosen)))}
         values = [float(values[i, col[b]]) for i, b in enumerate(chosen)]
+        if any(math.isnan(v) for v in values):  # a layer the target cannot run at those bits
+            return math.nan
         if get_cost_kind(kind).additive:
             return float(sum(values)) + self.overhead.get(kind, 0.0)
         return float(max(values)) + self.overhead.get(kind, 0.0)
@@ -210,24 +213,29 @@ def _tensor_bytes(t) -> int:
     return int(np.prod(shape, dtype=np.int64)) * width if shape else width
 
 
+FULLY_CONNECTED = 9  # the TFLite builtin operator code
+
+
 def tflite_layer_facts(path, layers) -> dict[str, dict]:
     """Per workbench layer of an integer TFLite file: ``{"weight_bytes"}`` (bytes of the constant
     buffers the layer's op reads: weights, bias), ``"act_bytes"`` (its input + output activation
     tensors), ``"scratch_bytes"`` (int4 weights: the int8 buffer TFLite Micro unpacks them into
     while the op runs), ``"weights"`` (the weight tensor's stored values, int8 where stored as int8, else
-    None) and ``"out_channels"``. Layers are found by :func:`workbench.tflite.layer_tensor_map`."""
+    None), ``"out_channels"`` and ``"int4_fully_connected"`` (an INT4 FULLY_CONNECTED op, which the
+    TFLite Micro here has no kernel for). Layers are found by :func:`workbench.tflite.layer_tensor_map`."""
     from .tflite import layer_tensor_map
 
     fb, model, graph = _flatbuffer(path)
     mapping = layer_tensor_map(path, layers)
     by_output = {fb.get_tensor_name(graph.tensors[op.outputs[0]]): op for op in graph.operators if len(op.outputs)}
+    codes = [max(int(c.builtinCode), int(c.deprecatedBuiltinCode)) for c in model.operatorCodes]
     counted: set[int] = set()
     out = {}
     for layer, tname in mapping.items():
         op = by_output.get(tname)
         if op is None:
             continue
-        wbytes, abytes, weights, channels, scratch = 0, 0, None, 0, 0
+        wbytes, abytes, weights, channels, scratch, int4 = 0, 0, None, 0, 0, False
         for k, i in enumerate(list(op.inputs) + list(op.outputs)):
             if i < 0:
                 continue
@@ -243,9 +251,11 @@ def tflite_layer_facts(path, layers) -> dict[str, dict]:
                         weights = np.frombuffer(bytes(data), dtype=np.int8)
                     elif int(t.type) == 17:  # int4: TFLite Micro unpacks it to int8 in a scratch buffer while the op runs
                         scratch += int(np.prod([int(d) for d in t.shape], dtype=np.int64))
+                        int4 = True
             else:
                 abytes += _tensor_bytes(t)
-        out[layer] = {"weight_bytes": wbytes, "act_bytes": abytes, "scratch_bytes": scratch, "weights": weights, "out_channels": channels}
+        out[layer] = {"weight_bytes": wbytes, "act_bytes": abytes, "scratch_bytes": scratch, "weights": weights, "out_channels": channels,
+                      "int4_fully_connected": int4 and codes[op.opcodeIndex] == FULLY_CONNECTED}
     return out
 
 
@@ -275,7 +285,10 @@ def _measure_tflite(task, model, assignment: dict[str, int], act_bits: int):
             arena = micro_arena_bytes(path, task.example_input()[:1].float().numpy(), limit=max(1 << 22, 16 * file_bytes))
         except ToolchainError:
             arena = float("nan")
-    per_layer = {layer: {"flash_kib": f["weight_bytes"] / 1024, "ram_kib": (f["act_bytes"] + f["scratch_bytes"]) / 1024} for layer, f in facts.items()}
+    # a layer TFLite Micro has no kernel for (INT4 FULLY_CONNECTED) has no RAM: NaN, so a search never picks it
+    per_layer = {layer: {"flash_kib": f["weight_bytes"] / 1024,
+                         "ram_kib": math.nan if f["int4_fully_connected"] else (f["act_bytes"] + f["scratch_bytes"]) / 1024}
+                 for layer, f in facts.items()}
     return per_layer, {"flash_kib": file_bytes / 1024, "ram_kib": arena / 1024}
 
 
@@ -498,11 +511,8 @@ def build_cost_table(task, model, target: str, bits=(8, 4), act_bits: int = 8, k
 
     layers = _quant_layer_names(model)
     uniform = {b: {layer: b for layer in layers} for b in bits}
-    rng = np.random.default_rng(seed)
-    points = [{layer: int(rng.choice(bits)) for layer in layers} for _ in range(n_validate)]
     measured: dict[str, tuple] = {}
-    bar = tqdm(total=len(bits) + len({_bits_json(p) for p in points} - {_bits_json(u) for u in uniform.values()}),
-               desc=f"cost table {task.name} on {target}", disable=not progress)
+    bar = tqdm(total=len(bits) + n_validate, desc=f"cost table {task.name} on {target}", disable=not progress)
 
     def run(assignment):
         k = _bits_json(assignment)
@@ -524,13 +534,21 @@ def build_cost_table(task, model, target: str, bits=(8, 4), act_bits: int = 8, k
     overhead = {k: _overhead(k, ref_total[k], ref[k].tolist()) for k in kinds}
     out = TargetCostTable(task=task.name, target=target, act_bits=act_bits, bits=bits, kinds=kinds, table=table, overhead=overhead,
                           totals=pd.DataFrame(totals, columns=["weight_bits", *kinds]))
+    # validation points: seeded mixes of the widths each layer runs at (a NaN in the table: the
+    # target cannot run that layer at those bits, so no configuration holding it is validated)
+    rng = np.random.default_rng(seed)
+    runnable = {layer: [b for b in bits if not table[(table["layer"] == layer) & (table["weight_bits"] == b)][list(kinds)].isna().any(axis=None)]
+                or [widest] for layer in layers}
+    points = [{layer: int(rng.choice(runnable[layer])) for layer in layers} for _ in range(n_validate)]
+    bar.total = len(bits) + len({_bits_json(p) for p in points} - {_bits_json(u) for u in uniform.values()})
+    bar.refresh()
     vrows = []
     for i, point in enumerate(points):
         _, actual = run(point)
         for k in kinds:
             est, act = out.estimate(point, k), float(actual[k])
             vrows.append({"point": i, "bits": _bits_json(point), "kind": k, "estimate": est, "actual": act,
-                          "error": abs(est - act) / abs(act) if act else (0.0 if est == act else float("inf"))})
+                          "error": _error(est, act)})
     bar.close()
     out.validation = pd.DataFrame(vrows, columns=["point", "bits", "kind", "estimate", "actual", "error"])
     out.fingerprint, out.from_store, out.builds = key, False, len(measured)
@@ -538,6 +556,14 @@ def build_cost_table(task, model, target: str, bits=(8, 4), act_bits: int = 8, k
     if store is not None:
         store.put(key, "cost_table", "table", _to_row(out))
     return out
+
+
+def _error(estimate: float, actual: float) -> float:
+    """|estimate - actual| / actual; 0 where both are NaN (both say the target does not run it),
+    inf where only one is, or where actual is 0 and the estimate is not."""
+    if math.isnan(estimate) or math.isnan(actual):
+        return 0.0 if math.isnan(estimate) and math.isnan(actual) else math.inf
+    return abs(estimate - actual) / abs(actual) if actual else (0.0 if estimate == actual else math.inf)
 
 
 def _bits_json(assignment: dict) -> str:

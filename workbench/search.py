@@ -100,11 +100,13 @@ class Problem:
     limits: tuple = ()  # Limit, one per additive hard limit or budget
     caps: tuple = ()  # Cap, one per non-additive budget read per layer (forbidden variables)
     offset: float = 0.0  # the budget kind's part the searched layers do not explain (overhead, other layers)
+    runs: np.ndarray | None = None  # (layers, bits): False where the cost table's target cannot run that layer at those bits (NaN)
 
     @property
     def allowed(self) -> np.ndarray:
-        """(layers, bits): False where a cap forbids that layer at those bits."""
-        ok = np.ones(self.cost.shape, bool)
+        """(layers, bits): False where a cap forbids that layer at those bits, or the cost
+        table's target cannot run it (a NaN in the table: TFLite Micro has no INT4 FULLY_CONNECTED)."""
+        ok = np.ones(self.cost.shape, bool) if self.runs is None else self.runs.copy()
         for cap in self.caps:
             ok &= cap.allowed
         return ok
@@ -260,7 +262,18 @@ def build_problem(sens: pd.DataFrame, costs: dict[str, LayerCost], bits: list[in
             lims.append(Limit(kind, float(value), matrix, off, f"budgets ({source})"))
         else:
             caps.append(Cap(kind, float(value), matrix, off, floor, f"budgets ({source})"))
-    return Problem(layers, list(bits), delta, mse, cost, float(sens.attrs.get("fp_metric", 0.0)), objective, tuple(lims), tuple(caps), offset)
+    runs = None
+    if cost_table is not None:
+        tabled = [layer for layer in layers if layer in cost_table.layers]
+        runs = np.ones((len(layers), len(bits)), bool)
+        for kind in cost_table.kinds:
+            m = cost_table.matrix(kind, tabled, list(bits))
+            runs[[layers.index(layer) for layer in tabled]] &= ~np.isnan(m)
+        if not runs.any(axis=1).all():
+            bad = [layer for layer, ok in zip(layers, runs.any(axis=1)) if not ok]
+            raise SpecError(f"the {cost_table.target} cost table has no runnable width for {', '.join(bad)} among bits {', '.join(map(str, bits))}")
+    return Problem(layers, list(bits), delta, mse, cost, float(sens.attrs.get("fp_metric", 0.0)), objective, tuple(lims), tuple(caps), offset,
+                   runs)
 
 
 def smallest_budget(p: Problem) -> float:
@@ -702,7 +715,10 @@ def _row(s: _Setup, task, model, config, kind: str, budget: float, choice: list[
     caps = dict(s.limits)  # the profile's limits hold on the target's own numbers too (the mcu's ram_kib on TFLite Micro's arena)
     for k, v in s.hard.items():
         caps[k] = min(v, caps.get(k, math.inf))
-    over = [k for k, v in caps.items() if k in row and _value(row, k) > v + _tol(v)]
+    # a kind the target was asked for and gave no number (NaN: TFLite Micro could not allocate the
+    # model) fails its cap: the configuration does not run there
+    failed = [k for k in (s.table.kinds if s.table is not None else ()) if k in caps and math.isnan(row[k])]
+    over = [k for k, v in caps.items() if k in row and (k in failed or _value(row, k) > v + _tol(v))]
     row.update({"estimated_metric": s.p.estimate(choice), "estimated_error": -s.p.score(choice), "measured_metric": metric, "bits": key,
                 "bound_by": bound_by(s.p, choice, budget if kind in ("ilp", "greedy") else None), "within_budgets": not over,
                 "over_budgets": ",".join(over)})
@@ -754,7 +770,8 @@ def search(task, model, sens: pd.DataFrame, config: SearchConfig = SearchConfig(
     (weight_kib, bops, flash_kib, macs, peak_act_kib, ...; peak_act_bytes too), estimated_metric,
     measured_metric, the per-layer bits as JSON, bound_by (what held the point back: "budget",
     a limit's or budget's cost kind, or ""), within_budgets (False: a measured number broke a limit or a
-    budget; kept, never on the front; ``over_budgets`` names which), on_front (Pareto front of
+    budget, or the target gave no number for a capped kind (NaN: it could not run the
+    configuration); kept, never on the front; ``over_budgets`` names which), on_front (Pareto front of
     the measured points of the solvers and the uniform assignments within the budgets; random
     baselines are shown, never on the front) and latency_ms. ``df.attrs["limits"]`` holds the
     limits applied, ``attrs["budgets"]`` the budgets. The search chooses bits for Conv/Linear
