@@ -17,7 +17,7 @@ points: the additive estimate's relative error against the target's own number),
 One line per task and target, the ratios last:
 
     PYTHONPATH=. python benchmarks/hardware_search.py [--tasks kws-dscnn,ic-resnet8] [--targets ethos-u55-128,onnxruntime]
-        [--trials 16] [--finetune-epochs 2] [--small]
+        [--trials 16] [--finetune-epochs 6] [--widths 1.0,0.75,0.5] [--small]
 
 Latency on ``onnxruntime`` is this machine's (probe printed first); Vela's is its cycle estimate.
 """
@@ -54,7 +54,8 @@ def _best(points, budget: float):
         return None
 
 
-def run(task_name: str, targets: list[str], trials: int, epochs: int, small: bool, n_validate: int, tmp: Path) -> list[str]:
+def run(task_name: str, targets: list[str], trials: int, epochs: int, small: bool, n_validate: int, tmp: Path,
+        width_choices: tuple[float, ...] = (1.0, 0.75, 0.5)) -> list[str]:
     task = wb.create_task(task_name)
     task = task.small() if small else task
     model = wb.load_or_train_baseline(task, seed=0, progress=False)
@@ -68,7 +69,7 @@ def run(task_name: str, targets: list[str], trials: int, epochs: int, small: boo
         table = wb.build_cost_table(task, model, target, bits=bits, n_validate=n_validate, seed=0, progress=False)
         t_table = time.perf_counter() - t0
         err = table.validation[table.validation["kind"] == "latency_ms"]["error"]
-        l8 = float(table.totals.set_index("weight_bits").loc[8, "latency_ms"])
+        l8 = float(table.totals.set_index("weight_bits").loc[8, "latency_ms"])  # the table's uniform 8-bit build: the width budget
         folder = tmp / f"{task_name}-{target}"
         folder.mkdir(parents=True, exist_ok=True)
         config = SearchConfig(target=_profile(folder, bits), budget_kind="latency_ms", n_budgets=5, n_random=0, latency_runs=0,
@@ -77,10 +78,11 @@ def run(task_name: str, targets: list[str], trials: int, epochs: int, small: boo
         points = search(task, model, sens, config, cost_table=table, progress=False)
         t_search = time.perf_counter() - t0
         u8 = points[points["kind"] == "uniform-8"].iloc[0]
+        l8 = float(u8["latency_ms"])  # uniform 8-bit as the search measured it (onnxruntime: the same run's noise)
         at1, at07 = _best(points, l8), _best(points, 0.7 * l8)
         cheapest = float(points.loc[points["within_budgets"], "latency_ms"].min())
         t0 = time.perf_counter()
-        widths = wb.width_search(task, model, out=folder / "widths", bits=bits[:2], n_trials=trials, objective_kind="latency_ms",
+        widths = wb.width_search(task, model, out=folder / "widths", bits=bits[:2], widths=width_choices, n_trials=trials, objective_kind="latency_ms",
                                  target=target, budgets={"latency_ms": 0.7 * l8}, finetune_epochs=epochs, seed=0, progress=False)
         t_width = time.perf_counter() - t0
         done = widths[widths["state"] == "COMPLETE"] if "state" in widths else widths
@@ -92,11 +94,12 @@ def run(task_name: str, targets: list[str], trials: int, epochs: int, small: boo
 
         w07m = None if w07.empty else w07.iloc[0]
         w1m = None if w1.empty else w1.iloc[0]
+        fastest = done.sort_values("latency_ms").iloc[0] if len(done) else None
         drop07 = "" if w07m is None else f" (drop {100 * (fp - w07m['measured_metric']):.1f} pt)"
         lines.append(
             f"{task_name} {target}: float {fp:.4f}; uniform-8 {u8['measured_metric']:.4f} at {l8:.4f} ms | "
             f"within L8: bits-only {pt(at1)}, width+bits {pt(w1m)} | within 0.7x L8: bits-only {pt(at07)} "
-            f"(cheapest bits-only point {cheapest / l8:.2f}x), width+bits {pt(w07m)}"
+            f"(cheapest bits-only point {cheapest / l8:.2f}x), width+bits {pt(w07m)} (fastest trial {pt(fastest)})"
             f"{drop07} | "
             f"table error median {100 * err.median():.1f}% max {100 * err.max():.1f}% | "
             f"time: table {t_table:.0f} s, search {t_search:.0f} s ({len(points)} points), widths {t_width:.0f} s ({len(done)} trials) | "
@@ -111,7 +114,8 @@ def main() -> None:
     ap.add_argument("--tasks", default="kws-dscnn,ic-resnet8")
     ap.add_argument("--targets", default="ethos-u55-128,onnxruntime")
     ap.add_argument("--trials", type=int, default=16)
-    ap.add_argument("--finetune-epochs", type=int, default=2)
+    ap.add_argument("--finetune-epochs", type=int, default=6)
+    ap.add_argument("--widths", default="1.0,0.75,0.5", help="the width choices of each stage")
     ap.add_argument("--validate", type=int, default=5, help="mixed points the cost tables are validated on")
     ap.add_argument("--small", action="store_true", help="the tasks' small subsets (quick)")
     args = ap.parse_args()
@@ -124,7 +128,8 @@ def main() -> None:
     lines = []
     with tempfile.TemporaryDirectory(prefix="wb-hwsearch-") as tmp:
         for name in args.tasks.split(","):
-            lines += run(name, args.targets.split(","), args.trials, args.finetune_epochs, args.small, args.validate, Path(tmp))
+            lines += run(name, args.targets.split(","), args.trials, args.finetune_epochs, args.small, args.validate, Path(tmp),
+                         tuple(float(w) for w in args.widths.split(",")))
     print("\n".join(["# summary", *lines]))
 
 
