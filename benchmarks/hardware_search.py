@@ -12,7 +12,8 @@ points: the additive estimate's relative error against the target's own number),
   the Ethos-U narrower codes only shorten the weight stream);
 - width + bits search (Optuna NSGA-II over per-stage channel widths, pruned and fine-tuned, and
   per-layer bits; every trial measured on the target) under a 0.7 x L8 budget, and its best
-  trial within L8 (the same latency as the bits-only comparison).
+  trial within L8 (the same latency as the bits-only comparison);
+- pruning-only: the same width search with every layer at 8 bits.
 
 One line per task and target, the ratios last:
 
@@ -81,30 +82,37 @@ def run(task_name: str, targets: list[str], trials: int, epochs: int, small: boo
         l8 = float(u8["latency_ms"])  # uniform 8-bit as the search measured it (onnxruntime: the same run's noise)
         at1, at07 = _best(points, l8), _best(points, 0.7 * l8)
         cheapest = float(points.loc[points["within_budgets"], "latency_ms"].min())
-        t0 = time.perf_counter()
-        widths = wb.width_search(task, model, out=folder / "widths", bits=bits[:2], widths=width_choices, n_trials=trials, objective_kind="latency_ms",
-                                 target=target, budgets={"latency_ms": 0.7 * l8}, finetune_epochs=epochs, seed=0, progress=False)
-        t_width = time.perf_counter() - t0
-        done = widths[widths["state"] == "COMPLETE"] if "state" in widths else widths
-        w07 = done[done["feasible"]].sort_values(["measured_metric", "latency_ms"], ascending=[False, True]).head(1)
-        w1 = done[done["latency_ms"] <= l8 * (1 + 1e-12)].sort_values(["measured_metric", "latency_ms"], ascending=[False, True]).head(1)
-
         def pt(row) -> str:
             return "none" if row is None else f"{row['measured_metric']:.4f} @ {row['latency_ms'] / l8:.2f}x"
 
-        w07m = None if w07.empty else w07.iloc[0]
-        w1m = None if w1.empty else w1.iloc[0]
+        def best(rows, limit):
+            fit = rows[rows["latency_ms"] <= limit * (1 + 1e-12)].sort_values(["measured_metric", "latency_ms"], ascending=[False, True])
+            return None if fit.empty else fit.iloc[0]
+
+        arms, t_width = {}, 0.0
+        for arm, arm_bits in (("width+bits", bits[:2]), ("pruning-only", (8,))):
+            t0 = time.perf_counter()
+            rows = wb.width_search(task, model, out=folder / arm, bits=arm_bits, widths=width_choices, n_trials=trials, objective_kind="latency_ms",
+                                   target=target, budgets={"latency_ms": 0.7 * l8}, finetune_epochs=epochs, seed=0, progress=False)
+            t_width += time.perf_counter() - t0
+            arms[arm] = rows[rows["state"] == "COMPLETE"] if "state" in rows else rows
+        done = arms["width+bits"]
+        w1m, w07m = best(done, l8), best(done, 0.7 * l8)
+        p1, p07 = best(arms["pruning-only"], l8), best(arms["pruning-only"], 0.7 * l8)
         fastest = done.sort_values("latency_ms").iloc[0] if len(done) else None
         drop07 = "" if w07m is None else f" (drop {100 * (fp - w07m['measured_metric']):.1f} pt)"
+
+        def ratio(a, b) -> float:
+            return a["measured_metric"] / b["measured_metric"] if a is not None and b is not None else math.nan
+
         lines.append(
             f"{task_name} {target}: float {fp:.4f}; uniform-8 {u8['measured_metric']:.4f} at {l8:.4f} ms | "
-            f"within L8: bits-only {pt(at1)}, width+bits {pt(w1m)} | within 0.7x L8: bits-only {pt(at07)} "
-            f"(cheapest bits-only point {cheapest / l8:.2f}x), width+bits {pt(w07m)} (fastest trial {pt(fastest)})"
-            f"{drop07} | "
-            f"table error median {100 * err.median():.1f}% max {100 * err.max():.1f}% | "
-            f"time: table {t_table:.0f} s, search {t_search:.0f} s ({len(points)} points), widths {t_width:.0f} s ({len(done)} trials) | "
-            f"ratios: bits-only/uniform-8 within L8 {(at1['measured_metric'] / u8['measured_metric']) if at1 is not None else math.nan:.3f}, "
-            f"width+bits/bits-only within L8 {(w1m['measured_metric'] / at1['measured_metric']) if (w1m is not None and at1 is not None) else math.nan:.3f}")
+            f"within L8: bits-only {pt(at1)}, width+bits {pt(w1m)}, pruning-only {pt(p1)} | within 0.7x L8: bits-only {pt(at07)} "
+            f"(cheapest bits-only point {cheapest / l8:.2f}x), width+bits {pt(w07m)}{drop07} (fastest trial {pt(fastest)}), "
+            f"pruning-only {pt(p07)} | table error median {100 * err.median():.1f}% max {100 * err.max():.1f}% | "
+            f"time: table {t_table:.0f} s, search {t_search:.0f} s ({len(points)} points), width searches {t_width:.0f} s (2 x {len(done)} trials) | "
+            f"ratios: bits-only/uniform-8 within L8 {ratio(at1, u8):.3f}, width+bits/bits-only within L8 {ratio(w1m, at1):.3f}, "
+            f"width+bits/pruning-only within 0.7x L8 {ratio(w07m, p07):.3f}")
         print(lines[-1], flush=True)
     return lines
 
