@@ -100,7 +100,7 @@ TARGET_CASES = {
     "wrong-type": ("name: t\nweight_bits: 8\nact_bits: [8]\n", r": weight_bits: Input should be a valid list; got 8"),
     "wrong-item": ("name: t\nweight_bits: [4, eight]\nact_bits: [8]\n", r": weight_bits\.1: Input should be a valid integer.*got 'eight'"),
     "bad-bits": ("name: t\nweight_bits: [4, 33]\nact_bits: [8]\n", r": weight_bits: expected a non-empty list of bit-widths in 2-8 or 16; got \[4, 33\]"),
-    "bad-cost": ("name: t\nweight_bits: [8]\nact_bits: [8]\ncost: speed\n", r": cost: unknown cost kind 'speed'; expected one of weight_kib, .*latency_ms; got 'speed'"),
+    "bad-cost": ("name: t\nweight_bits: [8]\nact_bits: [8]\ncost: speed\n", r": cost: unknown cost kind 'speed'; expected one of weight_kib, .*latency_ms, cycles; got 'speed'"),
     "unknown-budget": ("name: t\nweight_bits: [8]\nact_bits: [8]\nbudgets: {flash_kb: 256}\n",
                        r": budgets: unknown cost kind 'flash_kb' \(did you mean 'flash_kib'\?\); expected one of weight_kib, .*; got \{'flash_kb': 256"),
     "measured-budget": ("name: t\nweight_bits: [8]\nact_bits: [8]\nbudgets: {latency_ms: 3}\n", r": budgets: latency_ms is measured, not computed"),
