@@ -99,7 +99,7 @@ def test_a_layer_the_target_cannot_carry_is_named_before_any_work(tmp_path):
     task = wb.create_task("kws-dscnn")
     names = list(wb.quantisable_layers(task.create_model()))
     layer = names[1]
-    recipe = _recipe(tmp_path, quantization={"weight_bits": 8, "act_bits": 8, "layers": {layer: {"weight_bits": 3}}})
+    recipe = _recipe(tmp_path, quantization={"weight_bits": 8, "act_bits": 8, "layers": {layer: {"weight_bits": 16}}})
     res = _cli("deploy", str(recipe), "--out", "out", "--target", "tflite-int8", cwd=tmp_path)
     assert res.returncode != 0 and layer in res.stderr and "tflite-int8" in res.stderr, res.stderr[-1500:]
     assert not (tmp_path / "out").exists()

@@ -101,13 +101,19 @@ def test_per_layer_choices_float_a16_and_int4(small_digits, tmp_path):
         assert row["agreement"] >= 0.98, row
 
 
-def test_three_bit_weights_and_fp8_are_refused_naming_the_layer(small_digits, tmp_path):
+def test_three_bit_weights_go_in_an_int8_container_and_16_bit_weights_and_fp8_are_refused(small_digits, tmp_path):
     task, model = small_digits
     qmodel = wb.quantize_task(task, model, wb.QuantSpec(weight_bits=8, act_bits=8, layers={"features.3": {"weight_bits": 3}}))
-    table = TARGET.support(qmodel)
-    assert list(table.loc[~table["supported"], "layer"]) == ["features.3"]
+    table = TARGET.support(qmodel).set_index("layer")
+    assert table["supported"].all() and "int8 container" in table.loc["features.3", "reason"]
+    path = TARGET.export(qmodel, task.example_input(), tmp_path / "m3.int8.tflite", float_model=model, task=task)
+    assert tflite.layer_types(path, ["features.3"])["features.3"]["weight"] == "int8"
+    assert TARGET.last_report["int8_containers"] == {"features.3": 3}
+    for row in TARGET.evaluate(path, qmodel, task, latency_runs=0, float_model=model):
+        assert row["agreement"] >= 0.98, row  # the simulation's 3-bit codes, exactly
+    qmodel = wb.quantize_task(task, model, wb.QuantSpec(weight_bits=8, act_bits=8, layers={"features.3": {"weight_bits": 16}}))
     path = tmp_path / "m.int8.tflite"
-    with pytest.raises(wb.ExportError, match=r"^target 'tflite-int8' cannot take 1 layer\(s\): features\.3: 3-bit weights") as err:
+    with pytest.raises(wb.ExportError, match=r"^target 'tflite-int8' cannot take 1 layer\(s\): features\.3: 16-bit weights") as err:
         TARGET.export(qmodel, task.example_input(), path, float_model=model, task=task)
     assert "\n" not in str(err.value) and not path.exists()
     qmodel = wb.quantize_task(task, model, wb.QuantSpec(weight_bits=8, act_bits=8, layers={"features.7": {"weight_format": "fp8_e4m3"}}))

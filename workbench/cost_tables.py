@@ -616,7 +616,7 @@ register_cost_source(CostSource(
     description="host CPU: the QCDQ export in onnxruntime, one thread, batch 1; per layer: profiled node times (median), total: p50 latency"))
 register_cost_source(CostSource(
     "tflite-int8", ("flash_kib", "ram_kib"), _measure_tflite, available=lambda: not _modules_found(_TFLITE_MODULES),
-    requires=", ".join(_TFLITE_MODULES), version=_version(*_TFLITE_DISTS), supported_bits=(8, 4),
+    requires=", ".join(_TFLITE_MODULES), version=_version(*_TFLITE_DISTS), supported_bits=(8, 7, 6, 5, 4, 3, 2),
     description="TFLite Micro: flash = file bytes (per layer: its weight and bias buffers), RAM = smallest arena (per layer: op input + output)"))
 for _config in vela_configs():
     register_cost_source(CostSource(

@@ -36,7 +36,8 @@ How the file is built (:func:`export_tflite_int8`):
    tensors only) AEQ quantises every weight at 8 bits, and then :func:`write_int8_containers`
    rewrites the flatbuffer's weight tensors of the 2..7-bit layers: the simulation's integer
    codes (int8), its scales, and the bias requantised at input scale x those scales. The
-   default, ``"native"``, writes 4-bit layers as packed INT4 and takes 4 and 8 bits only.
+   default, ``"native"``, writes 4-bit layers as packed INT4 and keeps int8 containers for the
+   widths TFLite has no type for (2, 3, 5, 6, 7 bits: exact, stored at 8 bits).
    Measured (``ethos-u55-128``, exact containers, small data): kws-dscnn 31,760 flash bytes at
    8 bits, 20,624 at 4, 12,528 at 2 (cycles 100k, nearly flat); ic-resnet8 84,128 -> 44,896 ->
    19,264 bytes, 215.9k -> 189.6k cycles; ai-edge-litert's top-1 agreement with the simulation
@@ -79,7 +80,6 @@ from .metrics import output_agreement
 
 #: TFLite ops a workbench layer becomes (the op whose output is the layer's output).
 LAYER_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL", "TRANSPOSE_CONV")
-WEIGHT_BITS = (4, 8)
 ACT_BITS = (8, 16)
 CALIB_SAMPLES = 256  # AEQ calibration samples (every tensor needs a range before carrying)
 MATCH_SAMPLES = 8  # samples the tensor <-> quantiser matching compares
@@ -143,8 +143,9 @@ def _nan_none(v):
 
 def support_table(qmodel: nn.Module):
     """One row per layer: ``layer``, ``op``, ``supported``, ``reason``. Carried: integer weights of
-    4 or 8 bits (per-channel or per-tensor, float scales), int activations of 8 or 16 bits (static),
-    layers left float. Refused: other bit widths, FP8 / minifloat formats, power-of-two scales
+    2 to 8 bits (per-channel or per-tensor, float scales; 2/3/5/6/7-bit codes in int8 containers,
+    said in ``reason``), int activations of 8 or 16 bits (static), layers left float. Refused:
+    other bit widths, FP8 / minifloat formats, power-of-two scales
     (AEQ recomputes max-abs scales), dynamic activations, quantised embedding tables and attention."""
     import pandas as pd
 
@@ -160,8 +161,8 @@ def support_table(qmodel: nn.Module):
                 reasons.append("quantised embedding tables are not carried by the TFLite target")
             rows.append({"layer": name, "op": op, "supported": not reasons, "reason": "; ".join(reasons)})
             continue
-        if wb is not None and int(wb) not in WEIGHT_BITS:
-            reasons.append(f"{int(wb)}-bit weights (TFLite Micro runs 8- or 4-bit weights)")
+        if wb is not None and int(wb) not in CONTAINER_BITS:
+            reasons.append(f"{int(wb)}-bit weights (TFLite carries 2- to 8-bit weights: 8-bit int8, 4-bit INT4, others in int8 containers)")
         if ab is not None and int(ab) not in ACT_BITS:
             reasons.append(f"{int(ab)}-bit activations (TFLite runs int8 or int16 activations)")
         if wf not in (None, "int"):
@@ -174,7 +175,10 @@ def support_table(qmodel: nn.Module):
             reasons.append("float weights reading quantised activations (TFLite has no such kernel; leave the layer float or quantise its weights)")
         if wb is not None and ab is None:
             reasons.append("quantised weights reading float activations (weight-only layers are not carried; quantise its input too)")
-        rows.append({"layer": name, "op": op, "supported": not reasons, "reason": "; ".join(reasons)})
+        note = ""
+        if not reasons and wb is not None and int(wb) not in (4, 8):
+            note = f"{int(wb)}-bit codes in an int8 container (TFLite has no {int(wb)}-bit type: stored, and read from flash, at 8 bits)"
+        rows.append({"layer": name, "op": op, "supported": not reasons, "reason": "; ".join(reasons) or note})
     if plan is not None:
         spec = plan.spec
         if getattr(spec, "attention_bits", None) is not None:
@@ -473,8 +477,9 @@ def export_tflite_int8(qmodel: nn.Module, float_model: nn.Module, example: torch
     weights, see the module docstring). ``calib``: calibration inputs (default: ``example``),
     AEQ's calibration and the range matching run on them. ``carry_scales`` (default True):
     activation ranges from the simulation's quantisers; False: AEQ's calibrated ranges only.
-    ``weight_container``: ``"native"`` (default) stores 4-bit weights as packed INT4 tensors and
-    8-bit ones as int8; ``"int8"`` stores every quantised weight tensor as int8 and, for layers of
+    ``weight_container``: ``"native"`` (default) stores 4-bit weights as packed INT4 tensors,
+    8-bit ones as int8, and 2-, 3-, 5-, 6-, 7-bit ones in int8 containers (TFLite has no such
+    type); ``"int8"`` stores every quantised weight tensor as int8 and, for layers of
     2 to 7 bits, writes the simulation's exact integer codes and scales into it
     (:func:`write_int8_containers`; the report's ``int8_containers`` lists them), the form Arm's
     Vela takes. Any failure inside litert_torch / AEQ is a one-line ToolchainError; nothing is
@@ -496,6 +501,9 @@ def export_tflite_int8(qmodel: nn.Module, float_model: nn.Module, example: torch
     aeq_settings = settings
     if weight_container == "int8":
         containers = container_layers(qmodel, settings)
+    else:  # native: 4-bit as INT4; the widths TFLite has no type for in int8 containers
+        containers = {k: b for k, b in container_layers(qmodel, settings).items() if b != 4}
+    if containers:
         # AEQ quantises these layers' weights at 8 bits; their buffers are rewritten afterwards
         aeq_settings = {k: ({**r, "weight_bits": 8} if k in containers else r) for k, r in settings.items()}
     with tempfile.TemporaryDirectory(prefix="wb-tflite-") as tmp:
@@ -680,7 +688,7 @@ def tflite_for_assignment(task, model: nn.Module, assignment: dict[str, int], pa
     :func:`workbench.pipeline.quantize_task` with ``ptq``, default :class:`~workbench.pipeline.PTQConfig`),
     to ``path`` (atomically) and return ``path``. ``weight_container``: ``"int8"`` (default: every
     weight tensor int8, 2..8-bit codes exact, what Vela compiles) or ``"native"`` (4-bit as INT4,
-    4 and 8 bits only); see :func:`export_tflite_int8`."""
+    the other widths below 8 in int8 containers); see :func:`export_tflite_int8`."""
     from .pipeline import PTQConfig, quantize_task
     from .search import assignment_spec
 
@@ -958,7 +966,8 @@ class TFLiteInt8Target(Target):
     """``tflite-int8``: see the module docstring for how the file is built and what is carried."""
 
     name, suffix = "tflite-int8", ".int8.tflite"
-    carries = "int8 / int16 (A16W8) activations, 8- or 4-bit weights per layer, float layers left float; batch 1"
+    carries = ("int8 / int16 (A16W8) activations, 2- to 8-bit weights per layer (4-bit as INT4, 2/3/5/6/7-bit in int8 containers), "
+               "float layers left float; batch 1")
     max_bits = 16
     verified_by = "ai-edge-litert and tflite-micro (eval split or first n samples; arena bytes by bisection)"
     description = "integer TFLite for microcontrollers (TFLite Micro operators), simulation's scales carried"
