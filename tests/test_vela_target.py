@@ -19,6 +19,7 @@ pytest.importorskip("ai_edge_quantizer")
 import workbench as wb  # noqa: E402
 from workbench import tflite as tflite_module  # noqa: E402
 from workbench.exporters import DEPLOYMENT_COLUMNS  # noqa: E402
+from workbench.search import assignment_spec  # noqa: E402
 from workbench.vela import VelaResult, compile_vela, get_vela_target, vela_configs, vela_layers, vela_summary  # noqa: E402
 
 
@@ -320,3 +321,20 @@ def test_vela_compiles_4_bit_containers_into_less_flash_than_8_bit(kws, tmp_path
     assert row["cpu_ops"] == 0 and row["unsupported"] == ""
     assert row["flash_bytes"] < 0.8 * r8.flash_bytes, (row["flash_bytes"], r8.flash_bytes)
     assert 0 < row["cycles"] <= r8.cycles * 1.05
+
+
+def test_a_point_searched_on_vela_deploys_with_the_cycles_the_search_measured(kws, tmp_path):
+    """What the search measured for a mixed 8/4/3-bit point (cost_tables.measure_point) is what
+    the deployed Ethos-U artifact of the same quantised model reports: the same cycles and flash."""
+    task, model, _, _ = kws
+    layers = list(tflite_module.quant_layers(wb.quantize_model(model, {"weight_bits": 8, "act_bits": 8})))
+    assignment = {n: (3 if i % 3 == 0 else 4 if i % 3 == 1 else 8) for i, n in enumerate(layers)}
+    measured = wb.measure_point(task, model, assignment, "ethos-u55-128")
+    q = wb.quantize_task(task, model, assignment_spec(assignment, 8))
+    tflite_target = wb.get_exporter("tflite-int8")
+    assert tflite_target.support(q)["supported"].all()  # 3-bit codes in int8 containers, 4-bit as INT4
+    target = get_vela_target("ethos-u55-128")
+    out = target.export(q, task.example_input(), tmp_path / "m.ethos-u55-128.tflite", float_model=model, task=task)
+    [row] = target.evaluate(out, q, task)
+    assert row["cpu_ops"] == 0 and row["cycles"] == measured["cycles"]
+    assert row["flash_bytes"] / 1024 == pytest.approx(measured["flash_kib"])
