@@ -131,6 +131,26 @@ def test_a_profile_limit_holds_on_the_targets_own_number(digits, sens, tmp_path)
     assert best_within(df, math.inf, "weight_kib")["ram_kib"] <= limit
 
 
+def test_what_the_target_cannot_run_is_never_picked_nor_counted_as_reachable(digits, sens):
+    """A NaN in the cost table (the target has no kernel for that layer at those bits): the search
+    never proposes it, and a budget only it would meet is out of reach, said so in one line."""
+    task, model = digits
+    table = hand_table(task, model)
+    costs = layer_costs(model, task.example_input())
+    big = max(costs, key=lambda n: costs[n].weights)  # the layer whose 2-bit RAM sets the cheapest maximum
+    rows = table.table.copy()
+    rows.loc[(rows["layer"] == big) & (rows["weight_bits"] == 2), ["latency_ms", "ram_kib"]] = math.nan
+    table = TargetCostTable(table.task, table.target, 8, BITS, table.kinds, rows, table.overhead)
+    df = search(task, model, sens, SearchConfig(**FAST), cost_table=table, measure_costs=Target(table), progress=False)
+    assert "uniform-2" not in set(df["kind"]) and all(json.loads(b)[big] != 2 for b in df["bits"])
+    cheapest = ram_of(table, {n: (4 if n == big else 2) for n in costs})
+    with pytest.raises(wb.SpecError) as err:
+        search(task, model, sens, SearchConfig(**FAST), budgets={"ram_kib": cheapest * 0.999}, cost_table=table, measure_costs=Target(table),
+               progress=False)
+    assert one_line(err.value).startswith(f"no configuration meets the budget ram_kib <= {cheapest * 0.999:g} KiB")
+    assert f"the cheapest reachable is {cheapest:.6g} KiB" in str(err.value)
+
+
 def test_accuracy_target_generous_drop_returns_a_cheap_point_within_it(digits, sens, cpu248):
     task, model = digits
     fp = sens.attrs["fp_metric"]

@@ -628,9 +628,11 @@ def search_cmd(task: str = typer.Argument(..., help=TASK_HELP),
     budgets_used = df.attrs.get("budgets", {})
 
     def _limit(k: str) -> str:
-        if k in budgets_used and k not in limits_used:
-            return f"{k} <= {budgets_used[k]:g} {get_cost_kind(k).unit} (target {target})"
-        return f"{k} <= {limits_used[k]:g} {get_cost_kind(k).unit} ({sources.get(k, 'limit')})"
+        unit_k = get_cost_kind(k).unit
+        if k in budgets_used and (k not in limits_used or budgets_used[k] < limits_used[k]):
+            also = f"; {sources.get(k, 'limit')}: {limits_used[k]:g}" if k in limits_used else ""
+            return f"{k} <= {budgets_used[k]:g} {unit_k} (--budget, on target {target}{also})"
+        return f"{k} <= {limits_used[k]:g} {unit_k} ({sources.get(k, 'limit')})"
 
     head = f"budget: {kind} <= {budget:g} {unit}; " if budget is not None else f"cost minimised: {kind}; "
     typer.echo(head + "limits: " + (", ".join(map(_limit, [*limits_used, *(k for k in budgets_used if k not in limits_used)])) or "none"))

@@ -446,7 +446,8 @@ def check_limits(p: Problem, costs: dict[str, LayerCost], limits: dict[str, floa
         who = f"{sources.get(name, 'the')}'s" if sources.get(name, "").startswith("target") else "the"
         if kind.additive:
             lim = next(lim for lim in p.limits if lim.kind == name)
-            low = float(lim.cost.min(axis=1).sum()) + lim.offset
+            runs = np.ones(lim.cost.shape, bool) if p.runs is None else p.runs  # what the target cannot run is no cheapest
+            low = float(np.where(runs, lim.cost, np.inf).min(axis=1).sum()) + lim.offset
             if low > value + _tol(value):
                 raise SpecError(f"no assignment meets {who} {name} limit of {value:g} {kind.unit}; the smallest reachable is "
                                 f"{low:.6g} {kind.unit} (every layer at its cheapest of {', '.join(map(str, p.bits))} bits)")
@@ -495,7 +496,7 @@ def _cheapest_cap(p: Problem, cap: Cap, extra: list | None = None) -> float | No
     from dataclasses import replace
 
     rest = replace(p, caps=tuple(c for c in p.caps if c is not cap))
-    for t in np.unique(cap.matrix + cap.offset):
+    for t in np.unique(cap.matrix[~np.isnan(cap.matrix)] + cap.offset):
         trial = replace(rest, caps=rest.caps + (Cap(cap.kind, float(t), cap.matrix, cap.offset),))
         if trial.allowed.any(axis=1).all() and _milp(trial, np.zeros(p.cost.size), None, extra) is not None:
             return max(float(t), cap.floor)
@@ -513,12 +514,13 @@ def check_budgets(p: Problem, budgets: dict[str, float]) -> None:
     def unit(kind):
         return get_cost_kind(kind).unit
 
+    runs = np.ones(p.cost.shape, bool) if p.runs is None else p.runs  # what the target cannot run is no cheapest
     alone = {}
     for c in mine:
         if isinstance(c, Cap):
-            alone[c.kind] = max(float(c.matrix.min(axis=1).max()) + c.offset, c.floor)
+            alone[c.kind] = max(float(np.where(runs, c.matrix, np.inf).min(axis=1).max()) + c.offset, c.floor)
         else:
-            alone[c.kind] = float(c.cost.min(axis=1).sum()) + c.offset
+            alone[c.kind] = float(np.where(runs, c.cost, np.inf).min(axis=1).sum()) + c.offset
     listed = ", ".join(f"{k} {v:.6g} {unit(k)}" for k, v in alone.items())
     for c in mine:
         if alone[c.kind] > c.value + _tol(c.value):
