@@ -177,7 +177,9 @@ _builtin(CostKind("ram_kib", "KiB", "RAM KiB", "what a microcontroller needs in 
                   additive=False, total=lambda t: float(t["act_bytes"].max() / 1024) if len(t) else 0.0, weight_dependent=False,
                   same_as="peak_act_kib"))
 _builtin(CostKind("latency_ms", "ms", "latency p50 (ms)",
-                  "onnxruntime p50 latency, batch 1, one thread, of the exported QCDQ model: measured on the front points, not computed",
+                  "p50 latency of one inference, batch 1, measured, not computed: onnxruntime on this CPU (one thread, the QCDQ "
+                  "export) on a search's front points, or a deployment target's own with a cost table (workbench.cost_tables: "
+                  "Vela's cycles at its clock, onnxruntime's profile)",
                   measured=True))
 _builtin(CostKind("cycles", "cycles", "NPU cycles",
                   "cycles of one inference as the target's compiler counts them (Vela for the Arm Ethos-U): measured per target "
