@@ -1,5 +1,4 @@
 import pytest
-from plotly.callbacks import InputDeviceState, Points
 
 import workbench as wb
 from widgets import SensitivityDashboard
@@ -44,8 +43,8 @@ def test_value_dropdown_recolours(dash):
 def test_click_opens_the_layer_detail(dash):
     dash.run()
     assert dash.detail.layout.display == "none"
-    trace = dash.heatmap.data[0]
-    trace._dispatch_on_click(Points(point_inds=[0], xs=["W2"], ys=["features.7"], trace_index=0), InputDeviceState())
+    row = list(dash.heatmap.data[0].y).index("features.7")
+    dash.heatmap.click(0, [row, 0])  # what a click on the heatmap's cell sends
     assert dash.selected_layer == "features.7" and dash.detail.layout.display == "flex"
     hist, grid = dash.histogram.data
     assert sum(hist.y) == 32 * 32 * 9  # every weight of the layer

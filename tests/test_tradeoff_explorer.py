@@ -2,7 +2,6 @@ import json
 import time
 
 import pytest
-from plotly.callbacks import InputDeviceState, Points
 
 import workbench as wb
 from widgets import TradeoffExplorer
@@ -48,9 +47,9 @@ def test_chart_shows_every_point_and_the_front(explorer, searched):
 
 def test_select_by_click_fills_the_table(explorer, searched):
     _, points = searched
-    trace = [t for t in explorer.figure.data if t.name == "uniform"][0]
+    curve, trace = [(c, t) for c, t in enumerate(explorer.figure.data) if t.name == "uniform"][0]
     i = list(trace.x).index(min(trace.x))
-    trace._dispatch_on_click(Points(point_inds=[i], xs=[trace.x[i]], ys=[trace.y[i]], trace_index=0), InputDeviceState())
+    explorer.figure.click(curve, i)  # what a click on the point sends
     row = points.loc[explorer.selected]
     assert row["kind"].startswith("uniform")
     assert explorer.bits == json.loads(row["bits"])

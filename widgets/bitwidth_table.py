@@ -17,7 +17,7 @@ import traitlets
 import workbench as wb
 from workbench.cost import packed_weight_bytes
 
-from .figure_box import FigureBox
+from .chart import Chart
 
 def bit_choices() -> list[tuple[str, int | str]]:
     """Dropdown choices from the number-format registry: the integer widths, then each
@@ -31,7 +31,7 @@ def bit_choices() -> list[tuple[str, int | str]]:
 BIT_CHOICES = bit_choices()  # at import; the table reads bit_choices() when built, so later registrations show too
 
 
-class BitWidthTable(FigureBox):
+class BitWidthTable(W.VBox):
     """A dropdown per layer for weight and activation bits, an Evaluate button and a bar chart."""
 
     spec = traitlets.Dict(help="the QuantSpec (as a dict) the dropdowns describe")
@@ -71,7 +71,7 @@ class BitWidthTable(FigureBox):
         self.progress = W.IntProgress(value=0, min=0, max=3, description="", layout=W.Layout(width="200px"))
         self.result = W.HTML()
         names = list(self.layer_types)
-        self.figure = go.FigureWidget(
+        self.figure = Chart(
             data=[
                 go.Bar(name="float32", x=names, y=[packed_weight_bytes(w, b, None) for w, b in self._sizes.values()], marker_color="#BBBBBB"),
                 go.Bar(name="estimate", x=names, y=[0] * len(names), marker_color="#4C78A8"),

@@ -27,7 +27,7 @@ import traitlets
 from workbench.errors import SpecError
 from workbench.exporters import DEPLOYMENT_COLUMNS
 
-from .figure_box import FigureBox
+from .chart import Chart
 
 OK, BAD = "#4C78A8", "#E45756"
 PREFERRED = ("file_bytes", "ram_bytes", "latency_ms_p50", "latency_ms_p99", "latency_ms_max", "jitter", "cycles", "agreement",
@@ -46,7 +46,7 @@ def _cell(v) -> str:
     return html.escape(str(v))
 
 
-class DeploymentMatrix(FigureBox):
+class DeploymentMatrix(W.VBox):
     column = traitlets.Unicode("file_bytes", allow_none=True, help="the column charted (None: no numeric column)")
     tolerance = traitlets.Float(0.99, help="rows whose agreement is below this are flagged")
     flagged = traitlets.List(traitlets.Unicode(), help="labels (target @ runtime) of the rows below tolerance")
@@ -59,7 +59,7 @@ class DeploymentMatrix(FigureBox):
         self.dropdown = W.Dropdown(options=self.numeric_columns(), description="chart")
         self.dropdown.value = self._pick(column)
         self.column = self.dropdown.value
-        self.figure = go.FigureWidget(layout=go.Layout(height=360, margin=dict(l=60, r=10, t=50, b=110), showlegend=False,
+        self.figure = Chart(layout=go.Layout(height=360, margin=dict(l=60, r=10, t=50, b=110), showlegend=False,
                                                        xaxis={"type": "category", "title": "target @ runtime"}))
         traitlets.link((self.dropdown, "value"), (self, "column"))
         self.observe(lambda _: self._draw_chart(), "column")

@@ -30,7 +30,7 @@ import traitlets
 from workbench.divergence import DIVERGENCE_COLUMNS, apply_threshold
 from workbench.errors import SpecError
 
-from .figure_box import FigureBox
+from .chart import Chart
 
 OK, OVER, MISSING = "#4C78A8", "#E45756", "#BBBBBB"
 
@@ -43,7 +43,7 @@ def _num(v, fmt: str, unit: str = "") -> str:
     return f"{v:{fmt}}{unit}"
 
 
-class DivergenceView(FigureBox):
+class DivergenceView(W.VBox):
     threshold_db = traitlets.Float(30.0, help="SQNR (dB) under which a layer counts as diverged")
     layer = traitlets.Unicode(None, allow_none=True, help="layer shown in the detail line (set to the first one over the threshold)")
     first_layer = traitlets.Unicode(None, allow_none=True, help="first layer, in order, whose SQNR is under the threshold")
@@ -66,7 +66,7 @@ class DivergenceView(FigureBox):
         self.slider = W.FloatSlider(value=float(threshold_db), min=0.0, max=self._top, step=0.5, description="threshold dB",
                                     continuous_update=False, readout_format=".1f", layout=W.Layout(width="420px"))
         self.dropdown = W.Dropdown(options=list(self.table["layer"]), value=None, description="layer")
-        self.figure = go.FigureWidget(layout=go.Layout(
+        self.figure = Chart(layout=go.Layout(
             title=f"SQNR of {self.target} against the simulation, per layer", height=380, margin=dict(l=50, r=10, t=50, b=90),
             xaxis={"title": "layer (execution order)", "type": "category"}, yaxis={"title": "SQNR (dB)", "range": [0, self._top * 1.05]},
             showlegend=False))

@@ -21,7 +21,7 @@ import traitlets
 
 from workbench.pruning_sweep import PruningSweepConfig, pruning_sweep
 
-from .figure_box import FigureBox
+from .chart import Chart
 
 
 def _fmt(v, unit: str = "") -> str:
@@ -32,7 +32,7 @@ def _fmt(v, unit: str = "") -> str:
     return f"{int(v):,}{unit}"
 
 
-class PruningSweep(FigureBox):
+class PruningSweep(W.VBox):
     level = traitlets.Float(0.0, help="global sparsity shown by the slider")
     rows_done = traitlets.Int(0)
     status = traitlets.Unicode("")
@@ -53,7 +53,7 @@ class PruningSweep(FigureBox):
         self.slider = W.SelectionSlider(options=[(f"{s:g}", s) for s in levels], value=levels[0], description="global level",
                                         continuous_update=False, disabled=not self.config.global_sweep)
         traitlets.link((self.slider, "value"), (self, "level"))
-        self.figure = go.FigureWidget(layout=go.Layout(
+        self.figure = Chart(layout=go.Layout(
             title=f"{task.metric.name} against sparsity ({self.config.method}, {self.config.criterion})", height=420,
             xaxis={"title": "sparsity (share of channels or weights removed)"}, yaxis={"title": task.metric.name},
             margin=dict(l=50, r=10, t=50, b=40)))

@@ -16,10 +16,10 @@ from plotly.subplots import make_subplots
 from workbench.evaluate import evaluate
 from workbench.qat import QATConfig, train_qat
 
-from .figure_box import FigureBox
+from .chart import Chart
 
 
-class QATProgress(FigureBox):
+class QATProgress(W.VBox):
     epoch = traitlets.Int(-1, help="last finished epoch")
     status = traitlets.Unicode("")
 
@@ -41,7 +41,7 @@ class QATProgress(FigureBox):
             fig.add_scatter(x=[0, max(1, config.epochs - 1)], y=[value, value], mode="lines", name=name, line={"dash": "dot", "color": color},
                             secondary_y=True)
         fig.update_layout(height=360, margin=dict(l=50, r=50, t=40, b=40), title="quantisation-aware training", xaxis_title="epoch")
-        self.figure = go.FigureWidget(fig)
+        self.figure = Chart(fig)
         self.children = [W.HBox([self.run_button, self.progress, self.label]), self.figure]
 
     def run(self):

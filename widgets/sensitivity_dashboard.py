@@ -18,10 +18,10 @@ from workbench.layer_stats import folded_graph, layer_statistics, weight_histogr
 from workbench.report import SENSITIVITY_VALUES, case_label, heatmap_matrix
 from workbench.sensitivity import SensitivityConfig, sensitivity
 
-from .figure_box import FigureBox
+from .chart import Chart
 
 
-class SensitivityDashboard(FigureBox):
+class SensitivityDashboard(W.VBox):
     value = traitlets.Unicode("metric_delta", help="what colours the heatmap: " + ", ".join(SENSITIVITY_VALUES))
     selected_layer = traitlets.Unicode(None, allow_none=True)
     rows_done = traitlets.Int(0)
@@ -45,15 +45,15 @@ class SensitivityDashboard(FigureBox):
         self.run_button.on_click(lambda _: self.run())
         self.progress = W.IntProgress(value=0, min=0, max=len(self.layers) * len(self.labels), layout=W.Layout(width="260px"))
         self.progress_label = W.Label("")
-        self.heatmap = go.FigureWidget(
+        self.heatmap = Chart(
             data=[go.Heatmap(z=[[None] * len(self.labels) for _ in self.layers], x=self.labels, y=self.layers, colorscale="RdBu", zmid=0,
                              hovertemplate="%{y} at %{x}: %{z:.4g}<extra></extra>")],
             layout=go.Layout(title="Per-layer sensitivity (click a layer)", yaxis={"autorange": "reversed"},
                              height=max(320, 26 * len(self.layers) + 140), margin=dict(l=120, r=20, t=50, b=40)),
         )
-        self.heatmap.data[0].on_click(self._on_click)
-        self.histogram = go.FigureWidget(layout=go.Layout(title="weights and quantisation grid", height=300, margin=dict(l=40, r=10, t=40, b=30)))
-        self.curve = go.FigureWidget(layout=go.Layout(title="metric against bits", height=300, margin=dict(l=40, r=10, t=40, b=30),
+        self.heatmap.on_click(self._on_click)
+        self.histogram = Chart(layout=go.Layout(title="weights and quantisation grid", height=300, margin=dict(l=40, r=10, t=40, b=30)))
+        self.curve = Chart(layout=go.Layout(title="metric against bits", height=300, margin=dict(l=40, r=10, t=40, b=30),
                                                       xaxis={"title": "weight bits"}, yaxis={"title": task.metric.name}))
         self.detail_text = W.HTML()
         self.detail = W.VBox([self.detail_text, W.HBox([self.histogram, self.curve])], layout=W.Layout(display="none"))
@@ -92,9 +92,9 @@ class SensitivityDashboard(FigureBox):
             trace.colorbar.title.text = SENSITIVITY_VALUES[self.value]
 
     # -------------------------------------------------------------- detail
-    def _on_click(self, trace, points, state):
-        if points.ys:
-            self.select_layer(points.ys[0])
+    def _on_click(self, points: list[dict]) -> None:
+        if points and points[0].get("y") in self.layers:
+            self.select_layer(points[0]["y"])
 
     def select_layer(self, layer: str) -> None:
         """Open the detail panel of ``layer``."""

@@ -34,14 +34,14 @@ from workbench.recipe import promote
 from workbench.report import AXES, axis_options, pareto_traces
 from workbench.search import build_problem, measure
 
-from .figure_box import FigureBox
+from .chart import Chart
 
 
 def _nan(v):
     return float("nan") if v is None else v
 
 
-class TradeoffExplorer(FigureBox):
+class TradeoffExplorer(W.VBox):
     axis = traitlets.Unicode("weight_kib", help="x axis: " + ", ".join(AXES))
     selected = traitlets.Int(None, allow_none=True, help="row of ``points`` selected")
     bits = traitlets.Dict(help="per-layer weight bits being edited")
@@ -71,7 +71,8 @@ class TradeoffExplorer(FigureBox):
 
         self.axis_dropdown = W.Dropdown(options=axis_options(self.points), value=self.axis, description="x axis")
         traitlets.link((self.axis_dropdown, "value"), (self, "axis"))
-        self.figure = go.FigureWidget(layout=go.Layout(height=420, yaxis_title=f"{task.metric.name} (measured)", margin=dict(l=50, r=10, t=40, b=40)))
+        self.figure = Chart(layout=go.Layout(height=420, yaxis_title=f"{task.metric.name} (measured)", margin=dict(l=50, r=10, t=40, b=40)))
+        self.figure.on_click(self._on_click)
         self._draw()
         self.dropdowns = {layer: W.Dropdown(options=self.problem.bits, description=layer, style={"description_width": "140px"},
                                             layout=W.Layout(width="260px")) for layer in self.problem.layers}
@@ -98,13 +99,13 @@ class TradeoffExplorer(FigureBox):
             for trace in pareto_traces(self.points, self.axis):
                 self.figure.add_trace(trace)
             self.figure.layout.xaxis.title.text = AXES[self.axis]
-        for trace in self.figure.data:
-            if trace.mode == "markers":
-                trace.on_click(self._on_click)
 
-    def _on_click(self, trace, points, state) -> None:
-        if points.point_inds:
-            self.select(int(trace.customdata[points.point_inds[0]]))
+    def _on_click(self, points: list[dict]) -> None:
+        for p in points:
+            trace = self.figure.data[p["curve"]] if p.get("curve") is not None and p["curve"] < len(self.figure.data) else None
+            if trace is not None and trace.mode == "markers" and p.get("customdata") is not None:
+                self.select(int(p["customdata"] if not isinstance(p["customdata"], list) else p["customdata"][0]))
+                return
 
     # ------------------------------------------------------------------ selection and edits
     def select(self, index: int) -> None:
