@@ -719,6 +719,7 @@ class _Measured:
         self._recorders: dict[str, SweepRecorder] = {}
         self._computed: set[str] = set()
         self._stored: set[str] = set()
+        self._asked: dict[str, dict] = {}  # a caller's measure_costs: not stored
 
     @property
     def computed(self) -> int:
@@ -774,9 +775,12 @@ class _Measured:
         """The target's own numbers of ``assignment`` (``measure_costs``); stored only for the
         default ``measure_point``, a caller's callable is asked every time."""
         s, c = self.s, self.config
-        if not s.default_costs:
-            return dict(s.measure_costs(self.task, self.model, assignment, s.table.target, c.act_bits))
         bits = json.dumps(assignment, sort_keys=True)
+        if not s.default_costs:  # asked once per configuration of this search
+            if bits not in self._asked:
+                self._asked[bits] = dict(s.measure_costs(self.task, self.model, assignment, s.table.target, c.act_bits))
+                self._computed.add(bits)
+            return self._asked[bits]
         return self._get("target", bits, (), lambda: dict(s.measure_costs(self.task, self.model, assignment, s.table.target, c.act_bits)))
 
     def latency(self, bits: str) -> float:
