@@ -773,7 +773,7 @@ class _Measured:
 
     def on_target(self, assignment: dict[str, int]) -> dict[str, float]:
         """The target's own numbers of ``assignment`` (``measure_costs``); stored only for the
-        default ``measure_point``, a caller's callable is asked every time."""
+        default ``measure_point``; a caller's callable is asked once per configuration in every search."""
         s, c = self.s, self.config
         bits = json.dumps(assignment, sort_keys=True)
         if not s.default_costs:  # asked once per configuration of this search
@@ -885,7 +885,7 @@ def search(task, model, sens: pd.DataFrame, config: SearchConfig = SearchConfig(
     numbers on the target; the runs and onnxruntime version for latency) is read from it, not
     built again; ``attrs["computed"]`` and ``attrs["from_store"]`` say how many distinct
     configurations were measured now and how many came from the store. A caller's
-    ``measure_costs`` is not stored: it is asked every time.
+    ``measure_costs`` is not stored: every search asks it again.
 
     Bad input (an unknown cost kind, a budget no configuration meets, budgets that contradict
     each other, a measured kind with no cost table, a bad ``max_drop``) is a one-line SpecError
