@@ -61,15 +61,20 @@ def test_tflite_table_shape_and_flash_estimate_is_exact(kws, tflite_table):
     assert v.loc[v["kind"] == "ram_kib", "error"].iloc[0] < 0.02  # the arena against the layers' max + overhead
 
 
-def test_a_search_never_picks_what_tflite_micro_cannot_run(kws, tflite_table):
+def test_a_search_never_picks_what_tflite_micro_cannot_run(kws, tflite_table, tmp_path):
     from workbench.search import SearchConfig, search
     from workbench.sensitivity import SensitivityConfig, sensitivity
+    from workbench.store import ResultStore
 
     task, model = kws
     table, _ = tflite_table
     sens = sensitivity(task, model, SensitivityConfig(weight_bits=(8, 4)), store=False, progress=False)
-    df = search(task, model, sens, SearchConfig(target="mcu", n_budgets=2, uniform_bits=(8, 4), n_random=0, latency_runs=0),
-                cost_table=table, progress=False)
+    config = SearchConfig(target="mcu", n_budgets=2, uniform_bits=(8, 4), n_random=0, latency_runs=0)
+    df = search(task, model, sens, config, cost_table=table, progress=False, store=ResultStore(tmp_path / "results.sqlite"))
+    # the target's numbers are stored with the metric: a second search builds nothing for TFLite Micro either
+    again = search(task, model, sens, config, cost_table=table, progress=False, store=ResultStore(tmp_path / "results.sqlite"))
+    assert df.attrs["computed"] == again.attrs["from_store"] == df["bits"].nunique() and again.attrs["computed"] == 0
+    pd.testing.assert_frame_equal(df, again, check_exact=True)
     classifier = [layer for layer in table.layers if isinstance(model.get_submodule(layer), torch.nn.Linear)]
     assert "uniform-4" not in set(df["kind"]) and len(df) >= 2  # a 4-bit classifier everywhere: not a candidate
     assert all(json.loads(b)[c] == 8 for b in df["bits"] for c in classifier)

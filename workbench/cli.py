@@ -555,11 +555,11 @@ def search_cmd(task: str = typer.Argument(..., help=TASK_HELP),
         sens = sensitivity(t, model, SensitivityConfig(weight_bits=tuple(profile.weight_bits)), executor=executor, store=store)
         config = SearchConfig(target=profile_target, budget_kind=kind, act_bits=act_bits)
         if max_drop is not None:
-            df = search(t, model, sens, config, budgets=on_target, limits=limits, cost_table=table, max_drop=max_drop)
+            df = search(t, model, sens, config, budgets=on_target, limits=limits, cost_table=table, max_drop=max_drop, store=store)
             best = df.loc[df.attrs["chosen"]] if df.attrs["reached"] else None
         else:
             try:
-                df = search(t, model, sens, config, budgets=on_target, extra_budgets=(budget_value,), limits=limits, cost_table=table)
+                df = search(t, model, sens, config, budgets=on_target, extra_budgets=(budget_value,), limits=limits, cost_table=table, store=store)
             except SpecError:
                 if not widths:
                     raise

@@ -24,12 +24,20 @@ flagged (``within_budgets`` False), and never on the front nor chosen.
 
 ``max_drop`` turns the search into an accuracy target (:func:`search_accuracy_target`): the
 cheapest configuration whose measured metric is within ``max_drop`` of the float metric.
+
+What a candidate measures is kept in a :class:`~workbench.store.ResultStore` (``store=``, like the
+sweeps): its metric under a key of the model weights, data, activation bits and PTQ configuration;
+its numbers on the target (default ``measure_point``) under one of the weights, data, activation
+bits, target and toolchain version; its latency under one of the weights, data, activation bits,
+PTQ configuration, number of runs and onnxruntime version; each row named by the bits
+assignment. A second identical search is a lookup and builds nothing.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Callable
@@ -48,6 +56,9 @@ from .options import OptionModel, choice, integer
 from .pipeline import PTQConfig, quantize_task
 from .spec import QuantSpec, short_repr
 from .determinism import fixed_threads
+from .store import ResultStore, SweepRecorder, resolve_store, sweep_fingerprint
+
+SEARCH_VERSION = "1"  # what a stored candidate's numbers mean; bump when measuring changes
 
 
 @dataclass(frozen=True)
@@ -658,6 +669,7 @@ class _Setup:
     budgets: dict
     table: object
     measure_costs: Callable | None
+    default_costs: bool = False  # measure_costs is workbench's measure_point: its numbers may be stored
 
     @property
     def hard(self) -> dict[str, float]:
@@ -690,12 +702,100 @@ def _setup(task, model, sens, config, budgets, limits, cost_table, measure_costs
     p = build_problem(sens, costs, bits, config.budget_kind, config.act_bits, config.objective, additive, sources, hard, cost_table)
     check_limits(p, costs, values, sources, config.act_bits)
     check_budgets(p, hard)
-    if cost_table is not None and measure_costs is None:
+    default_costs = cost_table is not None and measure_costs is None
+    if default_costs:
         measure_costs = _default_measure_costs()
-    return _Setup(target, p, costs, values, sources, hard, cost_table, measure_costs)
+    return _Setup(target, p, costs, values, sources, hard, cost_table, measure_costs, default_costs)
 
 
-def _row(s: _Setup, task, model, config, kind: str, budget: float, choice: list[int], cache: dict) -> dict | None:
+class _Measured:
+    """What one search measures of its candidates, each configuration (its bits as JSON) once:
+    read from the store where a sound row is stored under the same key, else measured and stored
+    at once (one transaction per row). ``computed``: how many configurations had anything
+    measured in this call; ``from_store``: how many had everything read from the store."""
+
+    def __init__(self, store, task, model, config: "SearchConfig", s: _Setup):
+        self.store, self.task, self.model, self.config, self.s = store, task, model, config, s
+        self._recorders: dict[str, SweepRecorder] = {}
+        self._computed: set[str] = set()
+        self._stored: set[str] = set()
+        self._asked: dict[str, dict] = {}  # a caller's measure_costs: not stored
+
+    @property
+    def computed(self) -> int:
+        return len(self._computed)
+
+    @property
+    def from_store(self) -> int:
+        return len(self._stored - self._computed)
+
+    def _recorder(self, what: str) -> SweepRecorder:
+        """The rows of one kind of measurement, under the key of everything that determines it."""
+        if what not in self._recorders:
+            c, extra = self.config, {}
+            key = {"act_bits": c.act_bits}
+            if what == "metric":
+                key["ptq"] = c.ptq.to_dict()
+            elif what == "target":
+                from .cost_tables import get_cost_source
+
+                key["target"] = self.s.table.target
+                extra["toolchain"] = get_cost_source(self.s.table.target).version()
+            else:  # latency
+                import onnxruntime
+
+                key.update({"ptq": c.ptq.to_dict(), "latency_runs": c.latency_runs})
+                extra["onnxruntime"] = onnxruntime.__version__
+            sweep = sweep_fingerprint(f"search_{what}", self.task, self.model, key, SEARCH_VERSION, **extra)
+            self._recorders[what] = SweepRecorder(self.store, sweep, f"search_{what}")
+        return self._recorders[what]
+
+    def _get(self, what: str, bits: str, fields: tuple, compute: Callable[[], dict]) -> dict:
+        rec = self._recorder(what)
+        row = rec.done.get(bits)
+        if row is not None and not _sound(row, fields):
+            warnings.warn(f"result store {self.store.path}: a stored {what} row of {bits} is unreadable; it is computed again",
+                          RuntimeWarning, stacklevel=3)
+            row = None
+        if row is None:
+            row = rec.put(bits, {k: float(v) for k, v in compute().items()})
+            self._computed.add(bits)
+        else:
+            self._stored.add(bits)
+        return row
+
+    def metric(self, assignment: dict[str, int]) -> float:
+        """The measured metric of ``assignment`` (built, calibrated, evaluated)."""
+        c = self.config
+        bits = json.dumps(assignment, sort_keys=True)
+        return self._get("metric", bits, ("measured_metric",),
+                         lambda: {"measured_metric": measure(self.task, self.model, assignment, c.act_bits, c.ptq)})["measured_metric"]
+
+    def on_target(self, assignment: dict[str, int]) -> dict[str, float]:
+        """The target's own numbers of ``assignment`` (``measure_costs``); stored only for the
+        default ``measure_point``; a caller's callable is asked once per configuration in every search."""
+        s, c = self.s, self.config
+        bits = json.dumps(assignment, sort_keys=True)
+        if not s.default_costs:  # asked once per configuration of this search
+            if bits not in self._asked:
+                self._asked[bits] = dict(s.measure_costs(self.task, self.model, assignment, s.table.target, c.act_bits))
+                self._computed.add(bits)
+            return self._asked[bits]
+        return self._get("target", bits, (), lambda: dict(s.measure_costs(self.task, self.model, assignment, s.table.target, c.act_bits)))
+
+    def latency(self, bits: str) -> float:
+        """p50 onnxruntime latency of the configuration ``bits`` (JSON of an assignment)."""
+        return self._get("latency", bits, ("latency_ms",),
+                         lambda: {"latency_ms": _latency(self.task, self.model, json.loads(bits), self.config)})["latency_ms"]
+
+
+def _sound(row, fields: tuple) -> bool:
+    """A stored row holds a number under each of ``fields`` (and nothing but numbers)."""
+    return (isinstance(row, dict) and all(f in row for f in fields)
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in row.values()))
+
+
+def _row(s: _Setup, task, model, config, kind: str, budget: float, choice: list[int], measured: _Measured) -> dict | None:
     """One evaluated candidate (built, calibrated, measured; on the target too with a cost table);
     None when its computed costs break a limit or budget the program could not carry."""
     assignment = s.p.assignment(choice)
@@ -704,11 +804,8 @@ def _row(s: _Setup, task, model, config, kind: str, budget: float, choice: list[
     if over_limits(table, computed):  # a kind the program cannot carry (not additive, depends on the weights)
         return None
     key = json.dumps(assignment, sort_keys=True)
-    if key not in cache:
-        metric = measure(task, model, assignment, config.act_bits, config.ptq)
-        on_target = dict(s.measure_costs(task, model, assignment, s.table.target, config.act_bits)) if s.table is not None else {}
-        cache[key] = (metric, on_target)
-    metric, on_target = cache[key]
+    metric = measured.metric(assignment)
+    on_target = measured.on_target(assignment) if s.table is not None else {}
     row = {"kind": kind, "budget": budget, **_cost_row(table)}
     if s.table is not None:
         for k in s.table.kinds:
@@ -733,22 +830,24 @@ def _value(row: dict, kind: str) -> float:
     return row.get(f"{kind}_estimate", v) if (v is None or (isinstance(v, float) and math.isnan(v))) else v
 
 
-def _finish(df: pd.DataFrame, s: _Setup, task, model, config) -> pd.DataFrame:
+def _finish(df: pd.DataFrame, s: _Setup, task, model, config, measured: _Measured) -> pd.DataFrame:
     if config.latency_runs and "on_front" in df and (s.table is None or "latency_ms" not in s.table.kinds):
         df["latency_ms"] = np.nan
-        df.loc[df["on_front"], "latency_ms"] = [_latency(task, model, json.loads(b), config) for b in df.loc[df["on_front"], "bits"]]
+        df.loc[df["on_front"], "latency_ms"] = [measured.latency(b) for b in df.loc[df["on_front"], "bits"]]
     elif "latency_ms" not in df:
         df["latency_ms"] = np.nan
     df.attrs.update({"task": task.name, "target": s.target.name, "budget_kind": config.budget_kind, "fp_metric": s.p.fp_metric,
                      "act_bits": config.act_bits, "limits": dict(s.limits), "limit_sources": dict(s.sources), "budgets": dict(s.budgets),
-                     "cost_target": None if s.table is None else s.table.target, "bits": list(s.p.bits)})
+                     "cost_target": None if s.table is None else s.table.target, "bits": list(s.p.bits),
+                     "computed": measured.computed, "from_store": measured.from_store})
     return df
 
 
 @fixed_threads()
 def search(task, model, sens: pd.DataFrame, config: SearchConfig = SearchConfig(), budgets: dict[str, float] | list[float] | None = None,
            progress: bool = True, extra_budgets: tuple = (), limits: dict[str, float] | None = None, cost_table=None,
-           max_drop: float | None = None, measure_costs: Callable | None = None, max_iterations: int = 8) -> pd.DataFrame:
+           max_drop: float | None = None, measure_costs: Callable | None = None, max_iterations: int = 8,
+           store: "ResultStore | None | bool" = None) -> pd.DataFrame:
     """ILP (and greedy) assignments over a sweep of budgets, uniform and random baselines, all measured.
 
     ``budgets``: a mapping (cost kind -> value) is a set of hard budgets held at once (additive
@@ -780,6 +879,14 @@ def search(task, model, sens: pd.DataFrame, config: SearchConfig = SearchConfig(
     layers only: embedding tables are not varied (every point leaves them float) nor counted in
     its costs (:func:`workbench.cost.embedding_costs` prices them).
 
+    ``store``: a :class:`~workbench.store.ResultStore`, None for the default one in the cache
+    folder, or False for none. A configuration measured before under the same key (model weights,
+    data, bits, activation bits, PTQ configuration; the target and its toolchain version for its
+    numbers on the target; the runs and onnxruntime version for latency) is read from it, not
+    built again; ``attrs["computed"]`` and ``attrs["from_store"]`` say how many distinct
+    configurations were measured now and how many came from the store. A caller's
+    ``measure_costs`` is not stored: every search asks it again.
+
     Bad input (an unknown cost kind, a budget no configuration meets, budgets that contradict
     each other, a measured kind with no cost table, a bad ``max_drop``) is a one-line SpecError
     before any model is built.
@@ -790,8 +897,9 @@ def search(task, model, sens: pd.DataFrame, config: SearchConfig = SearchConfig(
     max_drop = check_max_drop(max_drop)
     if max_drop is not None:
         return search_accuracy_target(task, model, sens, max_drop, config, budgets=budgets, limits=limits, cost_table=cost_table,
-                                      measure_costs=measure_costs, max_iterations=max_iterations, progress=progress)
+                                      measure_costs=measure_costs, max_iterations=max_iterations, progress=progress, store=store)
     s = _setup(task, model, sens, config, budgets, limits, cost_table, measure_costs)
+    measured = _Measured(resolve_store(store), task, model, config, s)  # a corrupt store moved aside, a read-only one refused, before any work
     p = s.p
     unit = get_cost_kind(config.budget_kind).unit
     uniform = {b: [p.bits.index(b)] * len(p.layers) for b in config.uniform_bits if b in p.bits}
@@ -824,9 +932,9 @@ def search(task, model, sens: pd.DataFrame, config: SearchConfig = SearchConfig(
                 candidates.append(("random", budget, [int(c) for c in choice]))
                 break
 
-    rows, cache = [], {}
+    rows = []
     for kind, budget, choice in tqdm(candidates, desc=f"search {task.name}", disable=not progress):
-        row = _row(s, task, model, config, kind, budget, choice, cache)
+        row = _row(s, task, model, config, kind, budget, choice, measured)
         if row is not None:
             rows.append(row)
     df = pd.DataFrame(rows)
@@ -834,14 +942,14 @@ def search(task, model, sens: pd.DataFrame, config: SearchConfig = SearchConfig(
     # and the uniform assignments (feasible points too), not the random baselines nor a point a
     # measured number put over a budget.
     df["on_front"] = front_on(df, config.budget_kind).to_numpy() if len(df) else np.zeros(0, bool)
-    return _finish(df, s, task, model, config)
+    return _finish(df, s, task, model, config, measured)
 
 
 @fixed_threads()
 def search_accuracy_target(task, model, sens: pd.DataFrame, max_drop: float, config: SearchConfig = SearchConfig(),
                            budgets: dict[str, float] | None = None, limits: dict[str, float] | None = None, cost_table=None,
                            measure_costs: Callable | None = None, max_iterations: int = 8, margin: float = 0.0,
-                           progress: bool = True) -> pd.DataFrame:
+                           progress: bool = True, store: "ResultStore | None | bool" = None) -> pd.DataFrame:
     """The cheapest configuration (on ``config.budget_kind``) whose MEASURED metric is within
     ``max_drop`` of the float metric (``sens.attrs["fp_metric"]``): ``measured >= fp - max_drop``,
     an absolute drop in the metric's own units (0.005 = half a point of accuracy), under every
@@ -861,7 +969,8 @@ def search_accuracy_target(task, model, sens: pd.DataFrame, max_drop: float, con
     :func:`search` plus ``required_estimate``, ``drop`` (fp - measured), ``met_drop`` and
     ``chosen`` (True on the one row chosen, the first that met the drop within the budgets).
     ``attrs["chosen"]``: that row's index, or None when the target is unreachable;
-    ``attrs["reached"]``: whether it was reached; ``attrs["message"]``: one line saying what was
+    ``attrs["reached"]``: whether it was reached; ``attrs["computed"]`` / ``attrs["from_store"]``
+    and ``store`` as in :func:`search`; ``attrs["message"]``: one line saying what was
     chosen, or that the target is unreachable and what came closest (the best measured point
     and its drop); ``attrs["max_drop"]``, ``attrs["fp_metric"]``. It raises nothing for an
     unreachable target: read ``attrs["reached"]``.
@@ -872,9 +981,10 @@ def search_accuracy_target(task, model, sens: pd.DataFrame, max_drop: float, con
     if isinstance(max_iterations, bool) or not isinstance(max_iterations, int) or max_iterations < 1:
         raise SpecError(f"max_iterations {max_iterations!r}; expected a positive integer")
     s = _setup(task, model, sens, config, budgets, limits, cost_table, measure_costs)
+    measured = _Measured(resolve_store(store), task, model, config, s)
     p = s.p
     floor = p.fp_metric - max_drop
-    rows, cache, cuts = [], {}, []
+    rows, cuts = [], []
     optimism, chosen, why_stop = float(margin), None, "max_iterations"
     bar = tqdm(total=max_iterations, desc=f"accuracy target {task.name}", disable=not progress)
     for i in range(max_iterations):
@@ -891,7 +1001,7 @@ def search_accuracy_target(task, model, sens: pd.DataFrame, max_drop: float, con
         if choice is None:
             why_stop = "infeasible"
             break
-        row = _row(s, task, model, config, f"target-{i}", p.total_cost(choice), choice, cache)
+        row = _row(s, task, model, config, f"target-{i}", p.total_cost(choice), choice, measured)
         cuts.append(choice)
         bar.update()
         if row is None:  # a computed cost over a limit the program cannot carry
@@ -910,7 +1020,7 @@ def search_accuracy_target(task, model, sens: pd.DataFrame, max_drop: float, con
     df = pd.DataFrame(rows, columns=cols)
     df["chosen"] = np.arange(len(df)) == (chosen if chosen is not None else -1)
     df["on_front"] = df["chosen"]
-    df = _finish(df, s, task, model, config)
+    df = _finish(df, s, task, model, config, measured)
     kind = get_cost_kind(config.budget_kind)
     if chosen is not None:
         r = df.iloc[chosen]

@@ -1,0 +1,83 @@
+"""Search candidates are kept in the result store: a second identical search measures nothing."""
+
+import copy
+import sqlite3
+
+import pandas as pd
+import pytest
+import torch
+
+from workbench.search import SearchConfig, search
+from workbench.sensitivity import SensitivityConfig, sensitivity
+from workbench.store import ResultStore
+
+BITS = (2, 3, 4, 5, 6, 7, 8)
+SMALL = dict(n_budgets=2, uniform_bits=(8, 4), n_random=1)
+
+
+@pytest.fixture(scope="module")
+def small(digits):
+    task, model = digits
+    task = task.small(256, 64, 128)
+    sens = sensitivity(task, model, SensitivityConfig(weight_bits=BITS), store=False, progress=False)
+    return task, model, sens
+
+
+def _run(small, store, **config):
+    task, model, sens = small
+    cfg = SearchConfig(**{"target": "fpga-dataflow", "latency_runs": 0, **SMALL, **config})
+    return search(task, model, sens, cfg, progress=False, store=store)
+
+
+def _same(a: pd.DataFrame, b: pd.DataFrame) -> None:
+    pd.testing.assert_frame_equal(a, b, check_exact=True)
+    skip = {"computed", "from_store"}
+    assert {k: v for k, v in a.attrs.items() if k not in skip} == {k: v for k, v in b.attrs.items() if k not in skip}
+
+
+def test_second_search_is_a_lookup(small, tmp_path):
+    store = ResultStore(tmp_path / "results.sqlite")
+    first = _run(small, store, target="cpu-int8-ort", latency_runs=3)  # latency of the front points is stored too
+    n = first["bits"].nunique()
+    assert first.attrs["computed"] == n and first.attrs["from_store"] == 0 and n >= 3
+    assert first["latency_ms"].notna().any()
+    again = _run(small, ResultStore(tmp_path / "results.sqlite"), target="cpu-int8-ort", latency_runs=3)
+    assert again.attrs["computed"] == 0 and again.attrs["from_store"] == n
+    _same(first, again)
+    # without a store everything is measured again, to the same numbers (latency, a clock, left out)
+    none = _run(small, False, target="cpu-int8-ort")
+    assert none.attrs["computed"] == n and none.attrs["from_store"] == 0
+    pd.testing.assert_frame_equal(first.drop(columns="latency_ms"), none.drop(columns="latency_ms"), check_exact=True)
+
+
+def test_act_bits_and_weights_change_the_key(small, tmp_path):
+    task, model, sens = small
+    store = ResultStore(tmp_path / "results.sqlite")
+    first = _run(small, store)
+    n = first["bits"].nunique()
+    six = _run(small, store, act_bits=6)
+    assert six.attrs["computed"] == six["bits"].nunique() and six.attrs["from_store"] == 0
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        next(other.parameters()).view(-1)[0] += 1e-3  # one weight moved: a different model
+    moved = search(task, other, sens, SearchConfig(target="fpga-dataflow", latency_runs=0, **SMALL), progress=False, store=store)
+    assert moved.attrs["computed"] == moved["bits"].nunique() and moved.attrs["from_store"] == 0
+    # the PTQ configuration is part of the key too; the target profile (only which bits may be chosen) is not
+    calib = _run(small, store, ptq={"calib_samples": 16})
+    assert calib.attrs["from_store"] == 0
+    cpu = _run(small, store, target="cpu-int8-ort")
+    assert cpu.attrs["computed"] == 0 and cpu.attrs["from_store"] == cpu["bits"].nunique() == n
+
+
+def test_corrupt_entry_is_computed_again(small, tmp_path):
+    path = tmp_path / "results.sqlite"
+    first = _run(small, ResultStore(path))
+    with sqlite3.connect(path) as db:  # one row damaged on disk, another stored without its number
+        keys = [k for (k,) in db.execute("SELECT case_key FROM rows WHERE kind = 'search_metric' ORDER BY seq")]
+        db.execute("UPDATE rows SET payload = 'not json{' WHERE case_key = ?", (keys[0],))
+        db.execute("UPDATE rows SET payload = '{\"measured_metric\": \"high\"}' WHERE case_key = ?", (keys[1],))
+    with pytest.warns(RuntimeWarning, match="unreadable; it is computed again") as caught:
+        again = _run(small, ResultStore(path))
+    assert sum("unreadable" in str(w.message) for w in caught) == 2
+    assert again.attrs["computed"] == 2 and again.attrs["from_store"] == first["bits"].nunique() - 2
+    _same(first, again)
