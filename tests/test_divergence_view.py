@@ -117,7 +117,8 @@ def test_deployment_matrix_table_chart_and_tolerance():
 
     m.dropdown.value = "latency_ms_p99"
     assert m.column == "latency_ms_p99" and list(m.figure.data[0].y) == [0.08, 0.06, None]
-    assert m.figure.layout.yaxis.title.text == "latency_ms_p99"
+    assert m.figure.layout.yaxis.title.text == "latency p99 (ms)"  # what it is, with its unit
+    assert "latency p99 (ms)" in m.figure.data[0].hovertemplate
     m.tolerance = 0.95
     assert m.flagged == [] and "below-tolerance" not in m.html.value
 
@@ -127,3 +128,12 @@ def test_deployment_matrix_table_chart_and_tolerance():
     assert "cycles" not in m.dropdown.options  # no value left in that column
     with pytest.raises(wb.SpecError, match="deployment table without column"):
         DeploymentMatrix(pd.DataFrame({"x": [1]}))
+
+
+def test_divergence_axes_and_hovers_say_what_and_in_which_unit():
+    view = DivergenceView(divergence_table())
+    layout = view.figure.layout
+    assert layout.xaxis.title.text == "layer (execution order)" and layout.yaxis.title.text.endswith("(dB)")
+    hover = view.figure.data[0].hovertext
+    assert "SQNR 24.00 dB" in hover[3] and "LSB" in hover[3] and "cosine similarity" in hover[3]
+    assert hover[4] == "b3: not exposed by tflite-int8"  # the missing layer: no row of n/a numbers

@@ -47,3 +47,56 @@ def test_slider_shows_params_macs_and_latency_of_the_level(sweep):
     again = PruningSweep(sweep.task, sweep.model, sweep.config, store=sweep.store)
     again.run()
     assert again.status.startswith("done: 0 computed")
+
+
+def test_axes_hovers_and_the_marker_follows_every_slider_change(sweep):
+    sweep.run()
+    layout = sweep.figure.layout
+    assert layout.xaxis.title.text == "sparsity (fraction of channels removed)"
+    assert layout.yaxis.title.text == f"{sweep.task.metric.name} (higher is better)"
+    glob = [t for t in sweep.figure.data if t.name == "global"][0]
+    assert "sparsity 0.25 (25% of channels removed)" in glob.hovertext[1] and " B ONNX" in glob.hovertext[1] and " ms latency" in glob.hovertext[1]
+    for level in (0.25, 0.0, 0.5, 0.25):
+        sweep.slider.value = level
+        marker = [t for t in sweep.figure.data if t.name.startswith("level ")]
+        assert [t.name for t in marker] == [f"level {level:g}"] and list(marker[0].x) == [level]
+        assert marker[0].y[0] == pytest.approx(glob.y[list(glob.x).index(level)])
+
+
+def test_cancel_keeps_finished_rows_and_a_new_run_resumes(digits, tmp_path):
+    task, model = digits
+    config = PruningSweepConfig(method="structured", sparsities=(0.5,), latency_runs=0)
+    w = PruningSweep(task, model, config, store=wb.ResultStore(tmp_path / "r.sqlite"))
+    w.observe(lambda ch: ch["new"] == 1 and w.runner.cancel(), "rows_done")
+    w.run_button.click()
+    w.runner.join()
+    assert w.rows_done == 1 < w.total and w.status.startswith(f"cancelled after 1/{w.total} rows")
+    assert not w.run_button.disabled and "cancelled" in w.message.value
+    again = PruningSweep(task, model, config, store=wb.ResultStore(tmp_path / "r.sqlite"))
+    again.run_button.click()
+    again.runner.join()
+    assert again.status == f"done: {again.total - 1} computed, 1 from the store"
+    assert again.progress.value == again.progress.max == again.total == len(again.results)
+
+
+def test_bad_input_shows_a_message_not_a_traceback(digits):
+    import dataclasses
+
+    from torch import nn
+
+    from workbench.data import Split, TaskData
+
+    task, model = digits
+    d = task.data
+    unlabelled_task = lambda t: t.with_data(TaskData(Split(d.train.x), Split(d.calib.x), Split(d.eval.x), d.source, d.synthetic, d.num_classes))
+    nan_metric_task = lambda t: dataclasses.replace(t, metric=wb.Metric("broken", lambda o, y, x: float("nan")))  # every row non-finite
+    empty = PruningSweep(task, nn.Sequential(nn.Flatten(), nn.ReLU()), PruningSweepConfig(global_sweep=False), store=False)
+    assert "nothing to sweep" in empty.message.value and empty.run_button.disabled
+    unlabelled = PruningSweep(unlabelled_task(task), model, store=False)
+    assert "has no labels on its eval split" in unlabelled.message.value
+    with pytest.raises(wb.TaskError, match="no labels"):
+        unlabelled.run()
+    broken = PruningSweep(nan_metric_task(task), model, PruningSweepConfig(sparsities=(0.5,), per_layer=False, latency_runs=0), store=False)
+    df = broken.run()
+    assert set(df["status"]) == {"nonfinite"} and broken.figure.data == ()
+    assert f"no finite broken in the {len(df)} rows (status: nonfinite)" in broken.message.value

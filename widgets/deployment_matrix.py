@@ -30,6 +30,26 @@ from workbench.exporters import DEPLOYMENT_COLUMNS
 from .chart import Chart
 
 OK, BAD = "#4C78A8", "#E45756"
+# what each charted column is, with its unit (axis title and hover)
+COLUMN_TITLES = {
+    "file_bytes": "file size (bytes)", "flash_bytes": "flash (bytes)", "ram_bytes": "RAM (bytes)",
+    "peak_act_estimate_bytes": "peak activation estimate (bytes)", "ram_vs_estimate": "RAM / estimate (ratio)",
+    "latency_ms_p50": "latency p50 (ms)", "latency_ms_p99": "latency p99 (ms)", "latency_ms_max": "latency max (ms)",
+    "jitter": "jitter (p99 / p50 latency, ratio)", "cycles": "cycles (count)", "agreement": "agreement with the simulation (fraction)",
+    "max_lsb_diff": "max difference (LSB)", "metric": "task metric", "samples": "samples (count)", "npu_ops": "NPU operators (count)",
+    "cpu_ops": "CPU operators (count)",
+}
+
+
+def column_title(col: str | None, metric_name: str | None = None) -> str:
+    """Axis title of a charted column: what it is and its unit."""
+    if col is None:
+        return ""
+    if col == "metric" and metric_name:
+        return f"task metric ({metric_name})"
+    return COLUMN_TITLES.get(col, col)
+
+
 PREFERRED = ("file_bytes", "ram_bytes", "latency_ms_p50", "latency_ms_p99", "latency_ms_max", "jitter", "cycles", "agreement",
              "max_lsb_diff", "metric", "peak_act_estimate_bytes", "npu_ops", "cpu_ops")
 
@@ -65,6 +85,7 @@ class DeploymentMatrix(W.VBox):
         self.observe(lambda _: self._draw_chart(), "column")
         self.observe(lambda _: self._refresh(), "tolerance")
         self.children = [self.html, self.dropdown, self.figure]
+        self.layout.max_width = "100%"
         self._refresh()
 
     # -------------------------------------------------------------- data
@@ -138,8 +159,10 @@ class DeploymentMatrix(W.VBox):
             self.figure.data = []
             if col and col in self.table:
                 y = pd.to_numeric(self.table[col], errors="coerce").astype(float)
+                title = column_title(col, self.table.attrs.get("metric_name"))
+                flag = [f"<br>agreement below {self.tolerance:g}" if b else "" for b in bad]
                 self.figure.add_bar(x=self.labels(), y=[None if math.isnan(v) else float(v) for v in y],
-                                    marker={"color": [BAD if b else OK for b in bad]}, name=col,
-                                    hovertemplate="%{x}<br>" + col + " %{y}<extra></extra>")
-            self.figure.layout.title = f"{col or 'nothing to chart'} per target and runtime"
-            self.figure.layout.yaxis.title = col
+                                    marker={"color": [BAD if b else OK for b in bad]}, name=col, customdata=flag,
+                                    hovertemplate="%{x}<br>" + title + ": %{y:,.4~g}%{customdata}<extra></extra>")
+            self.figure.layout.title = f"{column_title(col) or 'nothing to chart'} per target and runtime"
+            self.figure.layout.yaxis.title = column_title(col, self.table.attrs.get("metric_name"))

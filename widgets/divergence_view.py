@@ -64,11 +64,12 @@ class DivergenceView(W.VBox):
         self._top = math.ceil(top / 10.0) * 10.0
 
         self.slider = W.FloatSlider(value=float(threshold_db), min=0.0, max=self._top, step=0.5, description="threshold dB",
-                                    continuous_update=False, readout_format=".1f", layout=W.Layout(width="420px"))
+                                    continuous_update=False, readout_format=".1f", layout=W.Layout(width="420px", max_width="100%"))
         self.dropdown = W.Dropdown(options=list(self.table["layer"]), value=None, description="layer")
         self.figure = Chart(layout=go.Layout(
             title=f"SQNR of {self.target} against the simulation, per layer", height=380, margin=dict(l=50, r=10, t=50, b=90),
-            xaxis={"title": "layer (execution order)", "type": "category"}, yaxis={"title": "SQNR (dB)", "range": [0, self._top * 1.05]},
+            xaxis={"title": {"text": "layer (execution order)"}, "type": "category"},
+            yaxis={"title": {"text": f"SQNR of {self.target} against the simulation (dB)"}, "range": [0, self._top * 1.05]},
             showlegend=False))
         self.detail = W.HTML()
         self.threshold_db = float(threshold_db)  # before the links, so the first draw sees it
@@ -76,7 +77,8 @@ class DivergenceView(W.VBox):
         traitlets.link((self.dropdown, "value"), (self, "layer"))
         self.observe(self._on_threshold, "threshold_db")
         self.observe(lambda _: self._draw(), "layer")
-        self.children = [W.HBox([self.slider, self.dropdown]), self.figure, self.detail]
+        self.children = [W.Box([self.slider, self.dropdown], layout=W.Layout(flex_flow="row wrap")), self.figure, self.detail]
+        self.layout.max_width = "100%"
         self._on_threshold()
 
     @staticmethod
@@ -127,8 +129,11 @@ class DivergenceView(W.VBox):
         colours = [MISSING if m else (OVER if o else OK) for m, o in zip(missing, t["over_threshold"])]
         widths = [3 if name == self.layer else 0 for name in t["layer"]]
         labels = ["missing" if m else _num(float(s), ".1f") for m, s in zip(missing, sqnr)]
-        hover = [f"{r.layer}<br>SQNR {_num(float(r.sqnr_db), '.2f', ' dB')}<br>cosine {_num(float(r.cosine), '.6f')}"
-                 f"<br>max |diff| {_num(float(r.max_abs_diff), '.4g')} ({_num(float(r.max_lsb_diff), '.3g')} LSB)" for r in t.itertuples()]
+        hover = [(f"{r.layer}: not exposed by {self.target}" if m else
+                  f"{r.layer}<br>SQNR {_num(float(r.sqnr_db), '.2f', ' dB')} ({self.target} against the simulation)"
+                  f"<br>cosine similarity {_num(float(r.cosine), '.6f')} (1 = same direction)"
+                  f"<br>max |diff| {_num(float(r.max_abs_diff), '.4g')} (tensor units; {_num(float(r.max_lsb_diff), '.3g')} LSB)")
+                 for r, m in zip(t.itertuples(), missing)]
         annotations = []
         sel = self.row()
         if sel is not None:
@@ -144,6 +149,7 @@ class DivergenceView(W.VBox):
             self.figure.layout.shapes = [dict(type="line", xref="paper", x0=0, x1=1, yref="y", y0=self.threshold_db, y1=self.threshold_db,
                                               line={"color": OVER, "dash": "dash", "width": 2})]
             self.figure.layout.annotations = annotations
+            self.figure.layout.yaxis.title.text = f"SQNR of {self.target} against the simulation (dB)"  # update() may bring another target
         self._describe(sel)
 
     def _describe(self, sel) -> None:

@@ -2,11 +2,16 @@
 
 A progress bar over epochs and a plotly chart of the training loss and the eval metric, updated
 after every epoch (``workbench.qat.train_qat``'s ``on_epoch``); the plain-PTQ metric is drawn as a
-reference line and the float metric as the ceiling. State in traitlets (``epoch``, ``status``);
-``history`` is the DataFrame ``train_qat`` returns.
+reference line and the float metric as the ceiling. "Train" runs in a background thread
+(:class:`~widgets.background.Runner`): the button says "Running...", the label gives epochs done /
+total and an ETA, and Cancel stops training between epochs (the last epoch's checkpoint stays in
+``checkpoint_dir``, and the next Train resumes from it). State in traitlets (``epoch``,
+``status``); ``history`` is the DataFrame ``train_qat`` returns.
 """
 
 from __future__ import annotations
+
+import time
 
 import ipywidgets as W
 import plotly.graph_objects as go
@@ -16,7 +21,9 @@ from plotly.subplots import make_subplots
 from workbench.evaluate import evaluate
 from workbench.qat import QATConfig, train_qat
 
+from .background import Cancelled, Runner, message_html
 from .chart import Chart
+from .sensitivity_dashboard import eta_text
 
 
 class QATProgress(W.VBox):
@@ -32,7 +39,9 @@ class QATProgress(W.VBox):
         self.progress = W.IntProgress(value=0, min=0, max=config.epochs, description="epochs", layout=W.Layout(width="320px"))
         self.label = W.Label(f"PTQ {task.metric.name} {self.ptq_metric:.4f}")
         self.run_button = W.Button(description="Train", icon="play", button_style="primary")
-        self.run_button.on_click(lambda _: self.run())
+        self.runner = Runner(self.run_button)
+        self.run_button.on_click(lambda _: self.start())
+        self.message = W.HTML()
         fig = make_subplots(specs=[[{"secondary_y": True}]])
         fig.add_scatter(x=[], y=[], mode="lines+markers", name="training loss", secondary_y=False)
         fig.add_scatter(x=[], y=[], mode="lines+markers", name=f"eval {task.metric.name}", secondary_y=True)
@@ -40,13 +49,42 @@ class QATProgress(W.VBox):
         for name, value, color in lines:
             fig.add_scatter(x=[0, max(1, config.epochs - 1)], y=[value, value], mode="lines", name=name, line={"dash": "dot", "color": color},
                             secondary_y=True)
-        fig.update_layout(height=360, margin=dict(l=50, r=50, t=40, b=40), title="quantisation-aware training", xaxis_title="epoch")
+        better = "higher" if getattr(task.metric, "higher_is_better", True) else "lower"
+        fig.update_layout(height=360, margin=dict(l=60, r=60, t=40, b=45), title="quantisation-aware training", xaxis_title="epoch",
+                          legend={"orientation": "h", "y": -0.2})
+        fig.update_yaxes(title_text="training loss (task loss)", secondary_y=False)
+        fig.update_yaxes(title_text=f"eval {task.metric.name} ({better} is better)", secondary_y=True)
+        fig.update_traces(selector={"name": "training loss"}, hovertemplate="epoch %{x}: training loss %{y:.4f}<extra></extra>")
+        fig.update_traces(selector={"name": f"eval {task.metric.name}"}, hovertemplate=f"epoch %{{x}}: eval {task.metric.name} %{{y:.4f}}<extra></extra>")
+        for name, _, _ in lines:
+            fig.update_traces(selector={"name": name}, hovertemplate=f"{name} {task.metric.name} %{{y:.4f}}<extra></extra>")
         self.figure = Chart(fig)
-        self.children = [W.HBox([self.run_button, self.progress, self.label]), self.figure]
+        controls = W.Box([self.run_button, self.runner.cancel_button, self.progress, self.label], layout=W.Layout(flex_flow="row wrap", align_items="center"))
+        self.children = [controls, self.message, self.figure]
+
+    def start(self):
+        """What "Train" does: :meth:`run` in a background thread, with Cancel between epochs."""
+        return self.runner.start(self._run_cancellable, on_error=self._failed)
+
+    def _run_cancellable(self):
+        try:
+            return self.run()
+        except Cancelled:
+            kept = "its checkpoint is in checkpoint_dir; Train resumes from it" if self.checkpoint_dir is not None else "no checkpoint_dir: Train starts again"
+            self.status = f"cancelled after epoch {self.epoch} ({kept})"
+            self.label.value = self.status
+            self.message.value = message_html(self.status, "note")
+            return None
+
+    def _failed(self, text: str) -> None:
+        self.status = f"error: {text}"
+        self.message.value = message_html(text)
 
     def run(self):
-        """Train (resuming from ``checkpoint_dir`` when it holds a checkpoint); returns the history."""
+        """Train (resuming from ``checkpoint_dir`` when it holds a checkpoint); returns the history (synchronous)."""
         self.status = "training"
+        self.message.value = ""
+        self._t0, self._epochs_run = time.monotonic(), 0
         self.qmodel, self.history = train_qat(self.task, self.float_model, self.qmodel, self.config, checkpoint_dir=self.checkpoint_dir,
                                               progress=False, on_epoch=self._on_epoch)
         best = evaluate(self.qmodel, self.task)
@@ -60,5 +98,10 @@ class QATProgress(W.VBox):
             loss.x, loss.y = tuple(loss.x) + (row["epoch"],), tuple(loss.y) + (row["loss"],)
             metric.x, metric.y = tuple(metric.x) + (row["epoch"],), tuple(metric.y) + (row["metric"],)
         self.progress.value = row["epoch"] + 1
-        self.label.value = f"epoch {row['epoch']}: loss {row['loss']:.4f}, {self.task.metric.name} {row['metric']:.4f}"
+        self._epochs_run += 1
+        left = self.config.epochs - row["epoch"] - 1
+        eta = eta_text((time.monotonic() - self._t0) / self._epochs_run * left) if left > 0 else ""
+        self.label.value = (f"epoch {row['epoch'] + 1}/{self.config.epochs}: loss {row['loss']:.4f}, {self.task.metric.name} {row['metric']:.4f}"
+                            + (f", {eta}" if eta else ""))
         self.epoch = row["epoch"]
+        self.runner.check()  # the epoch's checkpoint is written before on_epoch: Cancel stops here

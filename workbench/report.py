@@ -146,14 +146,37 @@ def heatmap_matrix(df: pd.DataFrame, value: str, layers: list[str] | None = None
     return layers, labels, z
 
 
+def sensitivity_value_text(value: str, v, metric_name: str = "metric") -> str:
+    """One cell's number with what it is and its unit: ``metric change -0.0123 (accuracy)``,
+    ``output SQNR 23.4 dB``; ``v`` None or NaN reads "no value"."""
+    if v is None or pd.isna(v):
+        return f"{SENSITIVITY_VALUES[value]}: no value"
+    v = float(v)
+    if value == "metric_delta":
+        return f"metric change {v:+.4f} ({metric_name})"
+    if value == "sqnr_db":
+        return f"output SQNR {v:.1f} dB"
+    if value == "kl":
+        return f"KL to float {v:.4g} nats"
+    return f"output MSE {v:.4g} (squared output units)"
+
+
+def sensitivity_hover(layers: list[str], labels: list[str], z: list[list], value: str, metric_name: str = "metric") -> list[list[str]]:
+    """Hover text of each heatmap cell: ``features.7 at W4A8: metric change -0.0123 (accuracy)``."""
+    return [[f"{layer} at {lab}: {sensitivity_value_text(value, v, metric_name)}" for lab, v in zip(labels, row)] for layer, row in zip(layers, z)]
+
+
+SENSITIVITY_AXES = {"x": "weight / activation bits", "y": "layer (network order)"}
+
+
 def sensitivity_heatmap(df: pd.DataFrame, value: str = "metric_delta") -> go.Figure:
     layers, labels, z = heatmap_matrix(df, value)
     scale = "RdBu" if value == "metric_delta" else ("Viridis" if value == "sqnr_db" else "Viridis_r")
+    text = sensitivity_hover(layers, labels, z, value, str(df.attrs.get("metric_name", "metric")))
     fig = go.Figure(go.Heatmap(z=z, x=labels, y=layers, colorscale=scale, zmid=0 if value == "metric_delta" else None,
-                               colorbar={"title": SENSITIVITY_VALUES[value]},
-                               hovertemplate="%{y} at %{x}<br>" + SENSITIVITY_VALUES[value] + " %{z:.4g}<extra></extra>"))
-    fig.update_layout(title=f"Per-layer sensitivity: {SENSITIVITY_VALUES[value]}", yaxis={"autorange": "reversed", "title": "layer (network order)"},
-                      xaxis={"title": "setting of that layer"}, height=max(320, 26 * len(layers) + 140))
+                               colorbar={"title": SENSITIVITY_VALUES[value]}, text=text, hovertemplate="%{text}<extra></extra>"))
+    fig.update_layout(title=f"Per-layer sensitivity: {SENSITIVITY_VALUES[value]}", yaxis={"autorange": "reversed", "title": SENSITIVITY_AXES["y"]},
+                      xaxis={"title": SENSITIVITY_AXES["x"]}, height=max(320, 26 * len(layers) + 140))
     return fig
 
 
