@@ -81,3 +81,27 @@ def test_corrupt_entry_is_computed_again(small, tmp_path):
     assert sum("unreadable" in str(w.message) for w in caught) == 2
     assert again.attrs["computed"] == 2 and again.attrs["from_store"] == first["bits"].nunique() - 2
     _same(first, again)
+
+
+def test_a_store_opened_in_one_thread_serves_others(tmp_path):
+    """Widgets sweep in a background thread on the store the notebook opened."""
+    import threading
+
+    store = ResultStore(tmp_path / "store.sqlite")
+    errors = []
+
+    def write(i):
+        try:
+            for k in range(20):
+                store.put("s", "test", f"{i}-{k}", {"i": i, "k": k})
+            store.rows("s")
+        except Exception as exc:  # an SQLite object used in another thread would fail here
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and store.count("s") == 80
+    assert sorted(r["k"] for r in store.rows("s").values() if r["i"] == 2) == list(range(20))

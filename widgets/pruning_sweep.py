@@ -30,7 +30,7 @@ from workbench.pruning_sweep import PruningSweepConfig, pruning_sweep
 
 from .background import Cancelled, Runner, message_html, one_line
 from .chart import Chart
-from .sensitivity_dashboard import eta_text, store_for_this_thread, unlabelled_problem
+from .sensitivity_dashboard import eta_text, unlabelled_problem
 
 UNITS = {"metric": "", "params": " parameters", "macs": " MACs", "onnx_bytes": " B", "latency_ms": " ms"}
 
@@ -112,8 +112,7 @@ class PruningSweep(W.VBox):
             self.total = self.expected_rows()
         self.progress.max = max(1, self.total)
         self.progress_label.value = f"0/{self.total} rows"
-        with store_for_this_thread(self.store) as store:
-            self.results = pruning_sweep(self.task, self.model, self.config, store=store, progress=False, on_row=self._on_row)
+        self.results = pruning_sweep(self.task, self.model, self.config, store=self.store, progress=False, on_row=self._on_row)
         self.total = len(self.results)
         self.progress.max = max(1, len(self.results))
         self.progress.value = len(self.results)

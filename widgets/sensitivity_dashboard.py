@@ -13,8 +13,6 @@ State is in traitlets (``value``, ``selected_layer``, ``rows_done``, ``status``)
 from __future__ import annotations
 
 import math
-import threading
-from contextlib import contextmanager
 
 import ipywidgets as W
 import pandas as pd
@@ -56,20 +54,6 @@ def unlabelled_problem(task) -> str | None:
         return (f"task {task.name!r} has no labels on its eval split: the sweep scores {task.metric.name} against them; "
                 "give the task eval=(x, y)")
     return None
-
-
-@contextmanager
-def store_for_this_thread(store):
-    """``store`` usable in the thread that runs the sweep: an SQLite connection serves only the
-    thread that opened it, so a worker thread opens the same file anew (closed at the end)."""
-    if not isinstance(store, wb.ResultStore) or threading.current_thread() is threading.main_thread():
-        yield store
-        return
-    mine = wb.ResultStore(store.path)
-    try:
-        yield mine
-    finally:
-        mine.close()
 
 
 class SensitivityDashboard(W.VBox):
@@ -153,8 +137,7 @@ class SensitivityDashboard(W.VBox):
         if self.problem is not None:
             raise wb.TaskError(self.problem)
         self._begin()
-        with store_for_this_thread(self.store) as store:
-            self.results = sensitivity(self.task, self.model, self.config, store=store, progress=False, on_row=self._on_row)
+        self.results = sensitivity(self.task, self.model, self.config, store=self.store, progress=False, on_row=self._on_row)
         self.status = f"done: {self.results.attrs['computed']} computed, {self.results.attrs['from_store']} from the store"
         self.progress_label.value = f"{self.rows_done}/{self.total} rows; {self.status}"
         self._check_finite()

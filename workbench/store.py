@@ -12,6 +12,7 @@ import json
 import math
 import os
 import sqlite3
+import threading
 import warnings
 from pathlib import Path
 
@@ -79,6 +80,7 @@ class ResultStore:
             path = cache_dir() / "results.sqlite"
         self.path = Path(path)
         self._conn = None
+        self._lock = threading.RLock()  # a widget sweeps in a background thread on the store the notebook opened
         self._check_access()
         try:
             self._open()
@@ -122,7 +124,7 @@ class ResultStore:
         if head and head != b"SQLite format 3\x00":
             raise _Corrupt("file is not a database")
         try:
-            self._conn = sqlite3.connect(str(self.path), timeout=30, isolation_level=None)
+            self._conn = sqlite3.connect(str(self.path), timeout=30, isolation_level=None, check_same_thread=False)  # one lock serialises threads
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=FULL")
             self._conn.execute(SCHEMA)
@@ -167,37 +169,41 @@ class ResultStore:
 
     def rows(self, sweep: str) -> dict[str, dict]:
         """Stored rows of a sweep, ``{case_key: row}`` in the order they were computed."""
-        try:
-            cur = self._conn.execute("SELECT case_key, payload FROM rows WHERE sweep = ? ORDER BY seq", (sweep,))
-            stored = cur.fetchall()
-        except sqlite3.Error as exc:
-            raise self._error(exc, "read") from None
-        out = {}
-        for k, p in stored:
+        with self._lock:
             try:
-                out[k] = _decode(p)
-            except (ValueError, TypeError, AttributeError):  # a damaged row: computed again
-                warnings.warn(f"result store {self.path}: a stored row of case {k!r} is unreadable; it is computed again", RuntimeWarning, stacklevel=2)
-        return out
+                cur = self._conn.execute("SELECT case_key, payload FROM rows WHERE sweep = ? ORDER BY seq", (sweep,))
+                stored = cur.fetchall()
+            except sqlite3.Error as exc:
+                raise self._error(exc, "read") from None
+            out = {}
+            for k, p in stored:
+                try:
+                    out[k] = _decode(p)
+                except (ValueError, TypeError, AttributeError):  # a damaged row: computed again
+                    warnings.warn(f"result store {self.path}: a stored row of case {k!r} is unreadable; it is computed again", RuntimeWarning, stacklevel=2)
+            return out
 
     def put(self, sweep: str, kind: str, case_key: str, row: dict) -> bool:
         """Store one row atomically; returns False when the case was already stored."""
-        try:
-            with self._conn:
-                self._conn.execute("BEGIN IMMEDIATE")
-                seq = self._conn.execute("SELECT COALESCE(MAX(seq), -1) + 1 FROM rows WHERE sweep = ?", (sweep,)).fetchone()[0]
-                cur = self._conn.execute("INSERT OR IGNORE INTO rows VALUES (?, ?, ?, ?, ?)", (sweep, kind, case_key, seq, _encode(row)))
-                return cur.rowcount == 1
-        except sqlite3.Error as exc:
-            raise self._error(exc, "write") from None
+        with self._lock:
+            try:
+                with self._conn:
+                    self._conn.execute("BEGIN IMMEDIATE")
+                    seq = self._conn.execute("SELECT COALESCE(MAX(seq), -1) + 1 FROM rows WHERE sweep = ?", (sweep,)).fetchone()[0]
+                    cur = self._conn.execute("INSERT OR IGNORE INTO rows VALUES (?, ?, ?, ?, ?)", (sweep, kind, case_key, seq, _encode(row)))
+                    return cur.rowcount == 1
+            except sqlite3.Error as exc:
+                raise self._error(exc, "write") from None
 
     def count(self, sweep: str | None = None) -> int:
-        if sweep is None:
-            return self._conn.execute("SELECT COUNT(*) FROM rows").fetchone()[0]
-        return self._conn.execute("SELECT COUNT(*) FROM rows WHERE sweep = ?", (sweep,)).fetchone()[0]
+        with self._lock:
+            if sweep is None:
+                return self._conn.execute("SELECT COUNT(*) FROM rows").fetchone()[0]
+            return self._conn.execute("SELECT COUNT(*) FROM rows WHERE sweep = ?", (sweep,)).fetchone()[0]
 
     def integrity_ok(self) -> bool:
-        return self._conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        with self._lock:
+            return self._conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
     def close(self) -> None:
         self._close_quietly()
