@@ -88,7 +88,7 @@ class TradeoffExplorer(W.VBox):
         options = axis_options(self.points) or [(AXES["weight_kib"], "weight_kib")]
         if self.axis not in [v for _, v in options]:
             self.axis = options[0][1]
-        self.axis_dropdown = W.Dropdown(options=options, value=self.axis, description="x axis", layout=W.Layout(width="auto"))
+        self.axis_dropdown = W.Dropdown(options=options, value=self.axis, description="x axis", layout=W.Layout(width="360px", max_width="100%"))
         traitlets.link((self.axis_dropdown, "value"), (self, "axis"))
         self.figure = Chart(layout=go.Layout(height=420, yaxis_title=f"{task.metric.name} (measured on the eval split)",
                                              xaxis_title=AXES[self.axis], margin=dict(l=60, r=10, t=30, b=50)))
@@ -169,7 +169,12 @@ class TradeoffExplorer(W.VBox):
         with self.figure.batch_update():
             self.figure.data = []
             if self._drawable():
-                for trace in pareto_traces(self.points, self.axis, self.task.metric.name):
+                traces = pareto_traces(self.points, self.axis, self.task.metric.name)
+                drawn = [v for t in traces if t.mode == "markers" and not t.name.startswith("no ") for v in t.x]
+                for trace in traces:
+                    if trace.name.startswith("no "):  # just left of the drawn points (not hidden under the leftmost), titled with units
+                        trace.name = f"no {AXES[self.axis]} value ({len(trace.x)})"
+                        trace.x = [min(drawn) - 0.04 * (max(drawn) - min(drawn)) if drawn else 0.0] * len(trace.x)
                     self.figure.add_trace(trace)
             self.figure.add_trace(go.Scatter(x=[], y=[], mode="markers", name="selected", hoverinfo="skip", customdata=[],
                                              marker={"symbol": "circle-open", "size": 22, "color": "#111111", "line": {"width": 3}}))
@@ -188,7 +193,7 @@ class TradeoffExplorer(W.VBox):
             ring.x, ring.y, ring.customdata = [], [], []
             return
         x = pd.to_numeric(self.points[self.axis], errors="coerce")
-        xi = x.loc[i] if pd.notna(x.loc[i]) else (float(x.min()) if x.notna().any() else 0.0)
+        xi = x.loc[i] if pd.notna(x.loc[i]) else next((t.x[0] for t in self.figure.data if t.name.startswith("no ") and len(t.x)), 0.0)
         ring.x, ring.y, ring.customdata = [float(xi)], [float(_nan(self.points.loc[i, "measured_metric"]))], [int(i)]
 
     def _draw_note(self) -> None:
