@@ -69,7 +69,7 @@ def test_select_by_click_fills_the_table(explorer, searched):
     _, points = searched
     curve, trace = [(c, t) for c, t in enumerate(explorer.figure.data) if t.name == "uniform"][0]
     i = list(trace.x).index(min(trace.x))
-    ring_curve = [c for c, t in enumerate(explorer.figure.data) if t.name == "selected"][0]
+    ring_curve = next(c for c, t in enumerate(explorer.figure.data) if t.name == "selected")
     before = list(explorer.figure.data[ring_curve].customdata)
     explorer.result.value = "wrote <code>x-recipe-1.yaml</code>"  # a message about the point selected before
     explorer.figure.click(curve, i)  # what a click on the point sends
@@ -91,12 +91,14 @@ def test_edit_updates_estimate_and_cost_without_running_the_model(explorer, monk
     monkeypatch.setattr(te, "measure", lambda *a, **k: pytest.fail("an edit must not run the model"))
     explorer.set_bits("features.3", 8)
     before = (explorer.estimated_metric, explorer.weight_kib, explorer.bops)
+    explorer.result.value = "wrote <code>x-recipe-1.yaml</code>"  # about the bits before the edit
     t0 = time.perf_counter()
     explorer.set_bits("features.3", 2)
     assert (time.perf_counter() - t0) < 0.1  # well under 100 ms (a guard, not a benchmark)
     assert explorer.weight_kib < before[1] and explorer.bops < before[2]
     assert explorer.estimated_metric < before[0] and explorer.measured_metric is None
-    assert "not measured" in explorer.estimate_label.value
+    assert "not measured" in explorer.estimate_label.value and "edited bits" in explorer.estimate_label.value
+    assert explorer.result.value == ""
     with pytest.raises(wb.SpecError, match="9 bits is not allowed by target cpu-int8-ort"):
         explorer.set_bits("features.3", 9)
 
@@ -114,7 +116,7 @@ def test_evaluate_then_promote(explorer, digits):
     assert len(explorer.points) == n + 1 and explorer.points.iloc[-1]["kind"] == "edited"
     assert 0 <= metric <= 1 and explorer.status == "evaluated" and explorer.progress.value == 2
     assert any(t.name == "edited" for t in explorer.figure.data)
-    ring = [t for t in explorer.figure.data if t.name == "selected"][0]  # the evaluated point is the selected one
+    ring = next(t for t in explorer.figure.data if t.name == "selected")  # the evaluated point is the selected one
     assert explorer.selected == n and list(ring.customdata) == [n] and ring.y[0] == pytest.approx(metric)
     explorer.promote_button.click()
     explorer.promote_runner.join()

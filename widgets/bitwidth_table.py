@@ -31,7 +31,7 @@ def labels_missing(task) -> str:
     cannot be measured; empty when it has them."""
     try:
         y = task.data.eval.y
-    except Exception:  # data that cannot load says so when it is used
+    except (wb.WorkbenchError, OSError):  # data that cannot load says so when it is used
         return ""
     if y is not None:
         return ""

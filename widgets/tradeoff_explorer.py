@@ -109,7 +109,7 @@ class TradeoffExplorer(W.VBox):
         self.progress = W.IntProgress(value=0, min=0, max=2, layout=W.Layout(width="160px"))
         self.result = W.HTML()
         self.observe(lambda _: self._draw(), "axis")
-        wrap = dict(flex_flow="row wrap", align_items="center")
+        wrap = {"flex_flow": "row wrap", "align_items": "center"}
         table = W.VBox(list(self.dropdowns.values()), layout=W.Layout(max_height="360px", overflow="auto", flex="0 0 280px"))
         side = W.VBox([self.estimate_label, W.HBox([self.evaluate_button, self.runner.cancel_button, self.progress], layout=W.Layout(**wrap)),
                        W.HBox([self.promote_button, self.promote_runner.cancel_button], layout=W.Layout(**wrap)), self.result],
