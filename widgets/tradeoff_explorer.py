@@ -11,6 +11,14 @@ edits estimated at once, real evaluation, and promotion to a recipe.
 - "Evaluate" builds, calibrates and measures the edited configuration and adds it to the chart;
 - "Promote to recipe" writes it as a recipe file and shows its path and sha256.
 
+The selected point wears a ring (trace "selected"). Evaluate and Promote run in a background
+thread (:class:`widgets.background.Runner`: the button disabled with a running label, Cancel,
+progress; an error is one line in the widget); ``evaluate()`` / ``promote()`` stay synchronous
+for notebooks and scripts. A message about an earlier action (the recipe written) is cleared
+when the selection or the bits change. A search result the chart cannot show in full (no points,
+one point, no measured metric, columns missing) gives a readable message in the widget, never
+an exception from the constructor.
+
 Pruned-and-quantised points (``workbench.search.pruned_candidates`` joined with ``join_points``)
 share the axes; selecting one shows its pruning, and its costs come from the pruned model (there
 is no additive estimate for them: Evaluate measures), and promotion writes the pruning section too.
@@ -22,6 +30,7 @@ import json
 from pathlib import Path
 
 import ipywidgets as W
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import traitlets
@@ -31,10 +40,14 @@ from workbench.cost import COST_KINDS, cost_table, layer_costs, load_target, tot
 from workbench.fileio import atomic_write_text, inside, sha256_file
 from workbench.pruning import PruningSpec, prune
 from workbench.recipe import promote
-from workbench.report import AXES, axis_options, pareto_traces
+from workbench.report import AXES, axis_options, kind_family, pareto_traces
 from workbench.search import build_problem, measure
 
+from .background import Runner, message_html
+from .bitwidth_table import labels_missing
 from .chart import Chart
+
+REQUIRED = ("kind", "bits", "measured_metric")  # what a row needs to be drawn and selected
 
 
 def _nan(v):
@@ -53,6 +66,7 @@ class TradeoffExplorer(W.VBox):
     recipe_path = traitlets.Unicode("")
     recipe_sha256 = traitlets.Unicode("")
     status = traitlets.Unicode("")
+    message = traitlets.Unicode("", help="what the widget cannot show of the points given (empty when it shows them all)")
     pruning = traitlets.Unicode("", help="pruning spec (JSON) of the selected point; empty when unpruned")
 
     def __init__(self, task, model, sens: pd.DataFrame, points: pd.DataFrame, out_dir: str | Path = "runs/recipes", **kwargs):
@@ -68,37 +82,130 @@ class TradeoffExplorer(W.VBox):
         bits = points.attrs.get("bits") or target.weight_bits  # a search on a target's cost table may sweep fewer widths
         self.problem = build_problem(sens, self.costs, list(bits), "weight_kib", self.act_bits)
         self._promoted = 0
+        self._loading = self._edited = False
+        self.message = self._check_points()
 
-        self.axis_dropdown = W.Dropdown(options=axis_options(self.points), value=self.axis, description="x axis")
+        options = axis_options(self.points) or [(AXES["weight_kib"], "weight_kib")]
+        if self.axis not in [v for _, v in options]:
+            self.axis = options[0][1]
+        self.axis_dropdown = W.Dropdown(options=options, value=self.axis, description="x axis", layout=W.Layout(width="360px", max_width="100%"))
         traitlets.link((self.axis_dropdown, "value"), (self, "axis"))
-        self.figure = Chart(layout=go.Layout(height=420, yaxis_title=f"{task.metric.name} (measured)", margin=dict(l=50, r=10, t=40, b=40)))
+        self.figure = Chart(layout=go.Layout(height=420, yaxis_title=f"{task.metric.name} (measured on the eval split)",
+                                             xaxis_title=AXES[self.axis], margin=dict(l=60, r=10, t=30, b=50)))
         self.figure.on_click(self._on_click)
-        self._draw()
-        self.dropdowns = {layer: W.Dropdown(options=self.problem.bits, description=layer, style={"description_width": "140px"},
+        self.note = W.HTML()  # under the chart: the bad-input message and the points with no value on the axis
+        self.dropdowns = {layer: W.Dropdown(options=self.problem.bits, value=max(self.problem.bits), description=layer,
+                                            style={"description_width": "140px"},
                                             layout=W.Layout(width="260px")) for layer in self.problem.layers}
         for d in self.dropdowns.values():
             d.observe(self._on_edit, "value")
         self.estimate_label = W.HTML()
-        self.evaluate_button = W.Button(description="Evaluate", icon="play", button_style="primary")
-        self.evaluate_button.on_click(lambda _: self.evaluate())
-        self.promote_button = W.Button(description="Promote to recipe", icon="file", button_style="success")
-        self.promote_button.on_click(lambda _: self.promote())
+        self.evaluate_button = W.Button(description="Evaluate", icon="play", button_style="primary", layout=W.Layout(width="auto"))
+        self.promote_button = W.Button(description="Promote to recipe", icon="file", button_style="success", layout=W.Layout(width="auto"))
+        self.runner = Runner(self.evaluate_button, running="Evaluating...", controls=(self.promote_button,))
+        self.promote_runner = Runner(self.promote_button, running="Promoting...", controls=(self.evaluate_button,))
+        self.evaluate_button.on_click(lambda _: self.runner.start(self._evaluate_work(self.runner.check), self._on_error, self._add_point))
+        self.promote_button.on_click(lambda _: self._start_promote())
         self.progress = W.IntProgress(value=0, min=0, max=2, layout=W.Layout(width="160px"))
         self.result = W.HTML()
         self.observe(lambda _: self._draw(), "axis")
-        table = W.VBox(list(self.dropdowns.values()), layout=W.Layout(max_height="360px", overflow="auto"))
-        self.children = [self.axis_dropdown, self.figure,
-                         W.HBox([table, W.VBox([self.estimate_label, W.HBox([self.evaluate_button, self.progress]), self.promote_button, self.result])])]
-        best = self.points[self.points.get("on_front", False)] if "on_front" in self.points else self.points
-        self.select(int((best if len(best) else self.points)["measured_metric"].idxmax()))
+        wrap = {"flex_flow": "row wrap", "align_items": "center"}
+        table = W.VBox(list(self.dropdowns.values()), layout=W.Layout(max_height="360px", overflow="auto", flex="0 0 280px"))
+        side = W.VBox([self.estimate_label, W.HBox([self.evaluate_button, self.runner.cancel_button, self.progress], layout=W.Layout(**wrap)),
+                       W.HBox([self.promote_button, self.promote_runner.cancel_button], layout=W.Layout(**wrap)), self.result],
+                      layout=W.Layout(flex="1 1 300px", min_width="0"))
+        self.children = [self.axis_dropdown, self.figure, self.note,
+                         W.HBox([table, side], layout=W.Layout(flex_flow="row wrap", width="100%", max_width="100%"))]
+        self._draw()
+        first = self._first_selection()
+        if first is None:
+            self._estimate()
+        else:
+            try:
+                self.select(first)
+            except (wb.WorkbenchError, IndexError, KeyError, TypeError, ValueError) as exc:
+                self.message = " ".join(filter(None, [self.message, f"point {first} cannot be selected: {exc}"]))
+                self._estimate()
+                self._draw_note()
+        if labels_missing(task):
+            self.result.value = message_html(labels_missing(task), "note")
+
+    # ------------------------------------------------------------------ bad input
+    def _check_points(self) -> str:
+        """A readable line on what of ``points`` cannot be shown (empty when all can)."""
+        n = len(self.points)
+        missing = [c for c in REQUIRED if c not in self.points]
+        if n == 0:
+            self.points = pd.DataFrame({c: pd.Series(dtype=object) for c in self.points.columns.union(list(REQUIRED), sort=False)})
+            return ("This search result has no points: nothing to plot. Search again with looser budgets "
+                    "(workbench.search.search), or set bits below and press Evaluate.")
+        if missing:
+            return (f"These points have no {', '.join(missing)} column: they are not a search result "
+                    f"(workbench.search.search returns one); the chart is empty.")
+        metric = pd.to_numeric(self.points["measured_metric"], errors="coerce")
+        if not np.isfinite(metric).any():
+            return (f"None of the {n} points has a measured {self.task.metric.name} (all NaN: not measured, or the "
+                    "measurement failed): the chart has nothing to place; select a point with .select(i) or press Evaluate.")
+        if n == 1:
+            return "This search result has one point only: there is no trade-off to show (search with more budgets for a front)."
+        return ""
+
+    def _first_selection(self) -> int | None:
+        """The best measured point on the front (else overall, else the first row); None with no rows."""
+        if not len(self.points) or any(c not in self.points for c in REQUIRED):
+            return None
+        metric = pd.to_numeric(self.points["measured_metric"], errors="coerce")
+        if not metric.notna().any():
+            return int(self.points.index[0])
+        front = self.points["on_front"].fillna(False).astype(bool) if "on_front" in self.points else pd.Series(False, index=self.points.index)
+        best = metric[front & metric.notna()]
+        return int((best if len(best) else metric.dropna()).idxmax())
 
     # ------------------------------------------------------------------ chart
+    def _drawable(self) -> bool:
+        return len(self.points) > 0 and all(c in self.points for c in REQUIRED) and self.axis in self.points
+
     def _draw(self) -> None:
         with self.figure.batch_update():
             self.figure.data = []
-            for trace in pareto_traces(self.points, self.axis):
-                self.figure.add_trace(trace)
+            if self._drawable():
+                traces = pareto_traces(self.points, self.axis, self.task.metric.name)
+                drawn = [v for t in traces if t.mode == "markers" and not t.name.startswith("no ") for v in t.x]
+                for trace in traces:
+                    if trace.name.startswith("no "):  # just left of the drawn points (not hidden under the leftmost), titled with units
+                        trace.name = f"no {AXES[self.axis]} value ({len(trace.x)})"
+                        trace.x = [min(drawn) - 0.04 * (max(drawn) - min(drawn)) if drawn else 0.0] * len(trace.x)
+                    self.figure.add_trace(trace)
+            self.figure.add_trace(go.Scatter(x=[], y=[], mode="markers", name="selected", hoverinfo="skip", customdata=[],
+                                             marker={"symbol": "circle-open", "size": 22, "color": "#111111", "line": {"width": 3}}))
             self.figure.layout.xaxis.title.text = AXES[self.axis]
+            self._place_ring()
+        self._draw_note()
+
+    def _ring(self):
+        return next(t for t in self.figure.data if t.name == "selected")
+
+    def _place_ring(self) -> None:
+        """Move the "selected" ring onto the selected point (the left edge when it has no value on the axis)."""
+        ring = self._ring()
+        i = self.selected
+        if i is None or not self._drawable() or i not in self.points.index:
+            ring.x, ring.y, ring.customdata = [], [], []
+            return
+        x = pd.to_numeric(self.points[self.axis], errors="coerce")
+        xi = x.loc[i] if pd.notna(x.loc[i]) else next((t.x[0] for t in self.figure.data if t.name.startswith("no ") and len(t.x)), 0.0)
+        ring.x, ring.y, ring.customdata = [float(xi)], [float(_nan(self.points.loc[i, "measured_metric"]))], [int(i)]
+
+    def _draw_note(self) -> None:
+        parts = [message_html(self.message, "error")] if self.message else []
+        if self._drawable():
+            missing = self.points[pd.to_numeric(self.points[self.axis], errors="coerce").isna()]
+            if len(missing):
+                kinds = missing["kind"].map(kind_family).value_counts()
+                listed = ", ".join(f"{k} x{n}" for k, n in kinds.items())
+                parts.append(message_html(f"{len(missing)} of {len(self.points)} points have no {AXES[self.axis]} value "
+                                          f"(not measured: {listed}); they are drawn at the left edge, never on the front.", "note"))
+        self.note.value = "<br>".join(parts)
 
     def _on_click(self, points: list[dict]) -> None:
         for p in points:
@@ -109,20 +216,25 @@ class TradeoffExplorer(W.VBox):
 
     # ------------------------------------------------------------------ selection and edits
     def select(self, index: int) -> None:
-        """Select row ``index`` of ``points``: its bits fill the table."""
+        """Select row ``index`` of ``points``: its bits fill the table, the ring moves onto it."""
         if index not in self.points.index:
             raise IndexError(f"no point {index}; there are {len(self.points)}")
-        self.selected = index
         bits = json.loads(self.points.loc[index, "bits"])
+        self.selected, self._edited = index, False
         self._loading = True
         try:
             for layer, d in self.dropdowns.items():
-                d.value = bits[layer]
+                if layer in bits:
+                    d.value = bits[layer]
         finally:
             self._loading = False
         self.pruning = str(self.points.loc[index, "pruning"]) if "pruning" in self.points and pd.notna(self.points.loc[index, "pruning"]) else ""
-        self.measured_metric = float(self.points.loc[index, "measured_metric"])
+        m = pd.to_numeric(pd.Series([self.points.loc[index, "measured_metric"]]), errors="coerce").iloc[0]
+        self.measured_metric = None if pd.isna(m) else float(m)
+        self.result.value = ""  # a message about another point (the recipe written) is not about this one
         self._estimate()
+        with self.figure.batch_update():
+            self._place_ring()
 
     def set_bits(self, layer: str, bits: int) -> None:
         if layer not in self.dropdowns:
@@ -132,20 +244,22 @@ class TradeoffExplorer(W.VBox):
         self.dropdowns[layer].value = bits
 
     def _on_edit(self, change) -> None:
-        if getattr(self, "_loading", False):
+        if self._loading:
             return
-        self.measured_metric = None
+        self.measured_metric, self._edited = None, True
         self.status = "edited: estimate only, press Evaluate to measure"
+        self.result.value = ""  # the recipe written was of the bits before this edit
         self._estimate()
 
-    def _model_and_costs(self):
-        """The float model the selected point starts from (pruned when it is) and its layer costs."""
-        if not self.pruning:
+    def _model_and_costs(self, pruning: str | None = None):
+        """The float model the point starts from (pruned when it is) and its layer costs."""
+        pruning = self.pruning if pruning is None else pruning
+        if not pruning:
             return self.model, self.costs
-        if self.pruning not in self._pruned:
-            pruned = prune(self.task, self.model, json.loads(self.pruning))
-            self._pruned[self.pruning] = (pruned, layer_costs(pruned, self.task.example_input()))
-        return self._pruned[self.pruning]
+        if pruning not in self._pruned:
+            pruned = prune(self.task, self.model, json.loads(pruning))
+            self._pruned[pruning] = (pruned, layer_costs(pruned, self.task.example_input()))
+        return self._pruned[pruning]
 
     def _estimate(self) -> None:
         """Estimated metric, error and costs of the table's bits: numpy sums, no model run.
@@ -160,42 +274,99 @@ class TradeoffExplorer(W.VBox):
         tot = totals(cost_table(self._model_and_costs()[1], self.bits, self.act_bits))
         self._cost_values = {k: tot[k] for k in COST_KINDS if k in tot}
         self.weight_kib, self.bops = tot["weight_kib"], float(tot["bops"])
+        name = self.task.metric.name
         measured = "not measured" if self.measured_metric is None else f"{self.measured_metric:.4f}"
         estimate = ("no estimate (pruned: " + PruningSpec.parse(json.loads(self.pruning)).label + ")" if self.pruning
-                    else f"{self.estimated_metric:.4f} (error {self.estimated_error:.4g})")
-        self.estimate_label.value = (f"<b>estimate</b> {estimate} &nbsp; "
-                                     f"<b>measured</b> {measured}<br>{self.weight_kib:.2f} KiB, {self.bops:.3g} BOPs")
+                    else f"{self.estimated_metric:.4f} (estimated error {self.estimated_error:.4g})")
+        point = f"point {self.selected}" if self.selected is not None and not self._edited else "edited bits (not a point yet)"
+        self.estimate_label.value = (f"<b>{point}</b><br><b>estimated {name}</b> {estimate}<br><b>measured {name}</b> {measured}<br>"
+                                     f"packed weights {self.weight_kib:,.2f} KiB, {self.bops:,.0f} BOPs")
 
     # ------------------------------------------------------------------ actions
-    def evaluate(self) -> float:
-        """Build, calibrate and measure the table's bits; the point joins the chart as 'edited'."""
+    def _evaluate_work(self, check=lambda: None):
+        """The work of one evaluation, on a snapshot of the table (a click elsewhere meanwhile does
+        not change what is measured): a function returning the new point's row; ``check()`` raises
+        after Cancel (a runner's)."""
+        bits, pruning = dict(self.bits), self.pruning
+        snapshot = {"kind": "edited", "budget": self.weight_kib, **self._cost_values, "weight_kib": self.weight_kib, "bops": self.bops,
+                    "estimated_metric": _nan(self.estimated_metric), "estimated_error": _nan(self.estimated_error),
+                    "bits": json.dumps(bits, sort_keys=True), "bound_by": "", "on_front": False, "pruning": pruning}
         self.progress.value = 0
         self.status = "evaluating"
-        bits = dict(self.bits)
-        metric = measure(self.task, self._model_and_costs()[0], bits, self.act_bits, wb.PTQConfig())
-        self.progress.value = 1
-        row = {"kind": "edited", "budget": self.weight_kib, **self._cost_values, "weight_kib": self.weight_kib, "bops": self.bops,
-               "estimated_metric": _nan(self.estimated_metric), "estimated_error": _nan(self.estimated_error), "measured_metric": metric,
-               "bits": json.dumps(bits, sort_keys=True), "bound_by": "", "on_front": False, "pruning": self.pruning}
-        self.points = pd.concat([self.points, pd.DataFrame([row])], ignore_index=True)
-        self._draw()
-        self.selected = len(self.points) - 1
-        self.measured_metric = metric
-        self._estimate()
-        self.progress.value = 2
+
+        def work() -> dict:
+            if labels_missing(self.task):
+                raise wb.TaskError(labels_missing(self.task))
+            model = self._model_and_costs(pruning)[0]
+            check()
+            metric = measure(self.task, model, bits, self.act_bits, wb.PTQConfig())
+            self.progress.value = 1
+            check()
+            return {**snapshot, "measured_metric": metric}
+
+        return work
+
+    def _add_point(self, row: dict) -> float:
+        """Add an evaluated row to the chart and select it."""
+        self.points = pd.concat([self.points, pd.DataFrame([row])], ignore_index=True) if len(self.points) else pd.DataFrame([row])
+        if self.message and all(c in self.points for c in REQUIRED) and pd.to_numeric(self.points["measured_metric"], errors="coerce").notna().any():
+            self.message = ""  # an evaluated point: the chart has something to show now
+        options = axis_options(self.points)
+        if options and options != list(self.axis_dropdown.options):  # an edited point may bring a cost kind the others lack
+            axis = self.axis
+            self.axis_dropdown.options = options
+            self.axis_dropdown.value = axis if axis in [v for _, v in options] else options[0][1]
         self.status = "evaluated"
-        return metric
+        self.select(len(self.points) - 1)
+        self._draw()
+        self.progress.value = 2
+        return row["measured_metric"]
+
+    def _on_error(self, message: str) -> None:
+        self.status = f"error: {message}"
+        self.progress.value = 0
+        self.result.value = message_html(message, "error")
+
+    def evaluate(self) -> float:
+        """Build, calibrate and measure the table's bits; the point joins the chart as 'edited'
+        and is selected. Synchronous (the Evaluate button runs the same in the background)."""
+        try:
+            row = self._evaluate_work()()
+        except Exception:
+            self.status, self.progress.value = "error", 0
+            raise
+        return self._add_point(row)
+
+    def _start_promote(self) -> None:
+        evaluate = self._evaluate_work(self.promote_runner.check) if self.measured_metric is None else None
+
+        def work():
+            row = evaluate() if evaluate is not None else None
+            self.promote_runner.check()
+            return row
+
+        def done(row):
+            if row is not None:
+                self._add_point(row)
+            self._write_recipe()
+
+        self.promote_runner.start(work, self._on_error, done)
 
     def promote(self) -> Path:
-        """Write the selected configuration as a recipe file; show its path and sha256."""
+        """Write the selected configuration as a recipe file (evaluating it first when it is not
+        measured); show its path and sha256."""
         if self.measured_metric is None:
             self.evaluate()
+        return self._write_recipe()
+
+    def _write_recipe(self) -> Path:
         self._promoted += 1
         row = {"bits": json.dumps(self.bits, sort_keys=True), "measured_metric": self.measured_metric}
         recipe = promote(self.task, row, target=self.target_name, act_bits=self.act_bits, name=f"{self.task.name}-{self.weight_kib:.2f}kib",
                          pruning=json.loads(self.pruning) if self.pruning else None)
         path = atomic_write_text(inside(self.out_dir, f"{self.task.name}-recipe-{self._promoted}.yaml"), recipe.to_yaml())
         self.recipe_path, self.recipe_sha256 = str(path), sha256_file(path)
-        self.result.value = f"wrote <code>{self.recipe_path}</code><br>sha256 <code>{self.recipe_sha256[:16]}...</code>"
+        point = "" if self.selected is None else f" (point {self.selected})"
+        self.result.value = f"wrote <code>{self.recipe_path}</code>{point}<br>sha256 <code>{self.recipe_sha256[:16]}...</code>"
         self.status = "promoted"
         return path

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import json
+import textwrap
 from collections.abc import Mapping
 
 import pandas as pd
@@ -202,7 +203,8 @@ class _Axes(Mapping):
     at each use, so a kind registered later is an axis too."""
 
     def __getitem__(self, name: str) -> str:
-        return COST_KINDS[name].label
+        kind = COST_KINDS[name]  # the title names its unit: "(unit)" added where the label has none
+        return kind.label if not kind.unit or kind.unit in kind.label else f"{kind.label} ({kind.unit})"
 
     def __iter__(self):
         return iter(list(COST_KINDS))
@@ -216,7 +218,7 @@ AXES = _Axes()
 
 def axis_options(df: pd.DataFrame) -> list[tuple[str, str]]:
     """(title, cost kind) of each registered kind the points have a column of, aliases left out."""
-    return [(k.label, k.name) for k in COST_KINDS.values() if k.name in df and not k.same_as]
+    return [(AXES[k.name], k.name) for k in COST_KINDS.values() if k.name in df and not k.same_as]
 
 
 def _check_axis(df: pd.DataFrame, axis: str) -> None:
@@ -236,17 +238,76 @@ def kind_family(kind: str) -> str:
     return kind.split("@")[0]
 
 
-def _hover(r) -> str:
+HOVER_WIDTH = 60  # characters per hover line: a hover is never wider than the chart
+
+
+def _number(v) -> str:
+    v = float(v)
+    return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.4g}"
+
+
+def _cost_line(kind, v) -> str:
+    """``packed weight: 3.25 KiB``: a cost with its name and unit."""
+    label, unit = kind.label, kind.unit
+    for tail in (f" ({unit})", f" {unit}"):
+        if unit and label.endswith(tail) and len(label) > len(tail):
+            label = label[: -len(tail)]
+            break
+    return f"{label}: {_number(v)}" + ("" if not unit or label == unit else f" {unit}")
+
+
+def _wrap(items: list[str], width: int = HOVER_WIDTH, max_lines: int = 8) -> list[str]:
+    """``items`` joined with ", " into lines of at most ``width`` characters (an item longer than
+    that has a line of its own); past ``max_lines`` the rest is counted, not listed."""
+    lines: list[str] = []
+    for i, item in enumerate(items):
+        if lines and len(lines[-1]) + 2 + len(item) <= width:
+            lines[-1] += ", " + item
+            continue
+        if len(lines) == max_lines:
+            lines[-1] += f", ... {len(items) - i} more"
+            break
+        lines.append(item)
+    return lines
+
+
+def bits_lines(bits, width: int = HOVER_WIDTH) -> list[str]:
+    """Per-layer weight bits as short lines (``features.0 W8, features.3 W4``) of at most ``width``
+    characters; ``bits`` is a dict or its JSON."""
+    try:
+        d = json.loads(bits) if isinstance(bits, str) else dict(bits)
+    except (TypeError, ValueError):
+        return _wrap([str(bits)[:width]], width)
+    return _wrap([f"{layer} {'W' + str(b) if isinstance(b, int) else b}" for layer, b in d.items()], width)
+
+
+def _hover(r, metric_name: str = "metric") -> str:
+    """A point's hover: what each number is, with units, in lines of at most ~60 characters."""
+    def num(v):
+        return v is not None and not isinstance(v, str) and pd.notna(v)
+
     e, m = r.get("estimated_metric"), r.get("measured_metric")
-    over = "" if r.get("within_budgets", True) in (True, None) or pd.isna(r.get("within_budgets")) else f"<br>over budget: {r.get('over_budgets', '')}"
-    return (f"{r['kind']}<br>estimate {'n/a' if e is None or pd.isna(e) else f'{e:.4f}'}<br>measured {m:.4f}{over}<br>{r['bits']}")
+    name = html.escape(str(metric_name))
+    lines = [f"<b>{html.escape(str(r['kind']))}</b> (point {r.name})",
+             f"measured {name}: {f'{m:.4f}' if num(m) else 'not measured'}"]
+    if num(e):
+        lines.append(f"estimated {name}: {e:.4f}")
+    lines += [_cost_line(k, r[k.name]) for k in COST_KINDS.values() if not k.same_as and k.name in r and num(r[k.name])]
+    if not (r.get("within_budgets", True) in (True, None) or pd.isna(r.get("within_budgets"))):
+        lines += [html.escape(x) for x in textwrap.wrap(f"over budget: {r.get('over_budgets', '')}", HOVER_WIDTH)]
+    if isinstance(r.get("pruning"), str) and r.get("pruning"):
+        lines += [html.escape(x) for x in textwrap.wrap(f"pruning: {r['pruning']}", HOVER_WIDTH)]
+    if "bits" in r:
+        lines += ["weight bits per layer:"] + [html.escape(x) for x in bits_lines(r["bits"])]
+    return "<br>".join(lines)
 
 
-def pareto_traces(df: pd.DataFrame, axis: str = "weight_kib") -> list:
+def pareto_traces(df: pd.DataFrame, axis: str = "weight_kib", metric_name: str = "metric") -> list:
     """Scatter traces per kind of candidate, the front recomputed on ``axis`` as a line
     (:func:`workbench.search.front_on`: switching axis draws that axis's own front), and the points
     with no value on ``axis`` (a latency not measured) as one more trace, "no <axis> value (n)",
-    at the chart's left edge with hover text saying so (never on the front)."""
+    at the chart's left edge with hover text saying so (never on the front). Hovers name each
+    number with its unit (``metric_name`` is the measured metric's name) and wrap at ~60 characters."""
     from .search import front_on
 
     _check_axis(df, axis)
@@ -259,14 +320,14 @@ def pareto_traces(df: pd.DataFrame, axis: str = "weight_kib") -> list:
         if sub.empty:
             continue
         color, symbol = KIND_STYLE[family]
-        text = [_hover(r) for _, r in sub.iterrows()]
+        text = [_hover(r, metric_name) for _, r in sub.iterrows()]
         traces.append(go.Scatter(x=list(sub[axis]), y=list(sub["measured_metric"]), mode="markers", name=family,
                                  marker={"color": color, "symbol": symbol, "size": 10}, text=text, hoverinfo="text",
                                  customdata=list(sub.index)))
     missing = df[~has]
     if len(missing):
         left = float(x.min()) if has.any() else 0.0
-        text = [f"no {AXES[axis]} value for this point (not measured): shown at the left edge<br>" + _hover(r) for _, r in missing.iterrows()]
+        text = [f"no {AXES[axis]} value (not measured):<br>shown at the left edge<br>" + _hover(r, metric_name) for _, r in missing.iterrows()]
         traces.append(go.Scatter(x=[left] * len(missing), y=list(missing["measured_metric"]), mode="markers",
                                  name=f"no {axis} value ({len(missing)})", marker={"color": "#999999", "symbol": "line-ew-open", "size": 12},
                                  text=text, hoverinfo="text", customdata=list(missing.index)))
