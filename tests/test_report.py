@@ -81,7 +81,7 @@ def test_report_holds_the_chosen_recipe_costs_latency_place_and_size_note(job):
     for column in ("<th>MACs</th>", "<th>BOPs</th>", "<th>peak activation bytes</th>", "change from float, onnxruntime (pt)"):
         assert column in report
     assert "Chosen recipe: rebuilt, exported and verified" in report and "the recipe&#x27;s expectations" in report
-    assert "model_chosen.onnx, model_chosen.qonnx.onnx" in report and "Chosen recipe (chosen): bits per layer" in report
+    assert "model_chosen.onnx, model_chosen.qonnx.onnx" in report and "Chosen recipe (variant chosen): bits per layer" in report
     assert summary["variants"]["chosen"]["qonnx_agreement"] is not None and "qonnx_path" not in summary["variants"]["w8a8"]
     # pack none: W4A8 sits in int8 containers, as large as W8A8; the note says why, naming both
     assert summary["variants"]["w4a8"]["onnx_file_bytes"] == summary["variants"]["w8a8"]["onnx_file_bytes"]

@@ -35,7 +35,7 @@ def metric_figure(summary: dict) -> go.Figure:
         hover = [f"{n}: {metric} {'n/a' if v is None else f'{v:.4f}'} (float {fp:.4f})<br>change {'n/a' if d is None else f'{d:+.2f} pt'}"
                  for n, v, d in zip(names, values, deltas)]
         fig.add_bar(x=names, y=deltas, name=label, marker_color=color, text=[None if d is None else f"{d:+.2f}" for d in deltas],
-                    hovertext=hover, hoverinfo="text", customdata=values)
+                    textposition="outside", hovertext=hover, hoverinfo="text", customdata=values)
     fig.add_hline(y=0, line={"color": "#888888", "width": 1})
     fig.update_layout(title=f"{metric} change from float ({fp:.4f}) on the held-out split, percentage points", barmode="group",
                       yaxis_title=f"{metric} - float (pt)", height=380)
@@ -84,7 +84,7 @@ def _table(df: pd.DataFrame) -> str:
 def write_report(summary: dict, layers: dict[str, pd.DataFrame], sections: list[tuple[str, go.Figure | None, str]] = ()) -> str:
     """The report as an HTML string; ``sections`` adds (title, figure, html) blocks at the end."""
     chosen_name = chosen_variant(summary)
-    chosen_fig = [bits_figure(layers[chosen_name], f"Chosen recipe ({chosen_name}): bits per layer")] if chosen_name in layers else []
+    chosen_fig = [bits_figure(layers[chosen_name], f"Chosen recipe (variant {chosen_name}): bits per layer")] if chosen_name in layers else []
     figs = [metric_figure(summary), layer_bytes_figure(layers), latency_figure(summary), *chosen_fig] + [f for _, f, _ in sections if f is not None]
     parts = [f.to_html(full_html=False, include_plotlyjs=("inline" if i == 0 else False), config={"displaylogo": False}) for i, f in enumerate(figs)]
     data_badge = " <span class='synthetic'>synthetic data</span>" if summary.get("synthetic") else ""
