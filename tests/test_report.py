@@ -137,3 +137,10 @@ def test_job_files_and_folders_follow_the_umask(job, digits, tmp_path):
         os.umask(old)
     files, dirs = _modes(tmp_path / "runs")
     assert files == {"0o600"} and dirs == {"0o700"}
+
+
+def test_variant_formats_naming_no_variant_is_one_line_before_any_folder(digits, tmp_path):
+    task, model = digits
+    with pytest.raises(wb.SpecError, match=r"^variant_formats names w9; expected variants of this job: w8$"):
+        wb.run_job(task, {"w8": wb.QuantSpec.uniform(8, 8)}, tmp_path / "o", float_model=model, progress=False, variant_formats={"w9": ("qcdq",)})
+    assert not (tmp_path / "o").exists()

@@ -66,7 +66,9 @@ def run_job(task, variants: dict[str, QuantSpec | dict], out_dir: str | Path | R
     specs = {name: QuantSpec.parse(spec) for name, spec in variants.items()}
     unknown = sorted(set(variant_formats or {}) - set(specs))
     if unknown:
-        raise ValueError(f"variant_formats names {', '.join(unknown)}; expected variants of this job: {', '.join(specs)}")
+        from .errors import SpecError
+
+        raise SpecError(f"variant_formats names {', '.join(unknown)}; expected variants of this job: {', '.join(specs)}")
     per_variant = {name: resolve_formats(f) for name, f in (variant_formats or {}).items()}
     probe = float_model if float_model is not None else task.create_model()
     for name, spec in specs.items():
