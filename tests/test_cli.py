@@ -23,7 +23,8 @@ def test_tasks_command_lists_every_task():
 
 def test_demo_writes_report_summary_and_model(tmp_path):
     out = tmp_path / "demo"
-    res = run("demo", "--out", str(out), "--latency-runs", "50")
+    res = subprocess.run([WORKBENCH, "demo", "--out", str(out), "--latency-runs", "50"], capture_output=True, text=True, env={**os.environ}, timeout=600,
+                         preexec_fn=lambda: os.umask(0o022))
     assert res.returncode == 0, res.stderr[-2000:]
     summary = json.loads((out / "summary.json").read_text())
     assert abs(summary["quant_metric"] - summary["fp_metric"]) <= 0.01
@@ -36,7 +37,14 @@ def test_demo_writes_report_summary_and_model(tmp_path):
         assert 0.0 <= summary[key] <= 1.0
     assert summary["weight_bytes_quant"] * 3 < summary["weight_bytes_fp"]
     assert summary["onnx_file_bytes"] == (out / "model.onnx").stat().st_size
-    assert set(summary["variants"]) == {"w8a8", "w4a8"}
+    assert set(summary["variants"]) == {"w8a8", "w4a8", "chosen"}
+    # the promoted recipe, rebuilt and exported as its export section says, verified: its expectations met
+    chosen, search = summary["variants"]["chosen"], summary["search"]
+    assert search["variant"] == "chosen" and search["expectations_failed"] == [] and chosen["onnx_agreement"] >= 0.98
+    assert abs(chosen["quant_metric"] - search["chosen_measured_metric"]) <= 0.02 and chosen["int_kernel_nodes"] > 0
+    assert chosen["weight_bytes_quant"] / 1024 == pytest.approx(search["chosen_weight_kib"])
+    assert (out / "model_chosen.onnx").is_file() and (out / "model_chosen.qonnx.onnx").is_file()
+    assert all(summary["variants"][n][k] > 0 for n in summary["variants"] for k in ("macs", "bops", "peak_act_bytes"))
     report = (out / "report.html").read_text()
     assert "plotly" in report and "Weight bytes per layer" in report and "w4a8" in report
     assert "Mixed-precision search" in report and "measured front" in report and "recipe_version: 1" in report
@@ -47,6 +55,11 @@ def test_demo_writes_report_summary_and_model(tmp_path):
     assert summary["search"]["chosen_weight_kib"] <= summary["search"]["budget_kib"]
     assert (out / "pareto.csv").exists() and (out / "sensitivity.csv").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".demo")]  # no temporary folder left
+    for text in ("Chosen recipe: rebuilt, exported and verified", "<th>MACs</th>", "<th>BOPs</th>", "<th>peak activation bytes</th>",
+                 "percentage points", f"Latency (ms), measured on {summary['latency_where']}", "budget 6 KiB", '"name":"chosen"'):
+        assert text in report, text
+    # under umask 022 every file the demo writes is 0644 and the folder 0755
+    assert {oct(p.stat().st_mode & 0o777) for p in out.iterdir()} == {"0o644"} and oct(out.stat().st_mode & 0o777) == "0o755"
 
 
 @pytest.mark.parametrize("args,message", [

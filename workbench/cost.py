@@ -345,3 +345,18 @@ def totals(table: pd.DataFrame) -> dict:
     out = {"params": int(table["params"].sum()), "weight_bytes": int(table["weight_bytes"].sum()),
            "peak_act_bytes": int(table["act_bytes"].max()) if len(table) else 0}
     return {**out, **cost_values(table)}
+
+
+def described_costs(costs: dict[str, LayerCost], described: pd.DataFrame) -> dict:
+    """:func:`totals` (params, packed weight bytes, MACs, BOPs, peak activation bytes and every
+    computed cost kind) of the bit assignment a :func:`~workbench.describe.describe` table records:
+    its ``weight_bits`` and ``act_bits`` per layer of ``costs`` (:func:`layer_costs`; NaN: float)."""
+
+    def bits(v):
+        return None if v is None or pd.isna(v) else int(v)
+
+    rows = described.set_index("layer")
+    known = [name for name in costs if name in rows.index]
+    weight = {name: bits(rows.at[name, "weight_bits"]) for name in known}
+    act = {name: bits(rows.at[name, "act_bits"]) for name in known}
+    return totals(cost_table({name: costs[name] for name in known}, weight, act))

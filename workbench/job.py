@@ -15,12 +15,14 @@ from .evaluate import predict
 from .export import resolve_pack, resolve_weight_encoding
 from .errors import ExportError
 from .exporters import DEFAULT_FORMATS, check_spec_formats, get_exporter, resolve_formats
+from .cost import cost_table, described_costs, layer_costs, totals
 from .fileio import atomic_write_json, atomic_write_text, inside
 from .pipeline import PTQConfig, Timer, evaluate_quantized, export_and_verify, export_float_model, quantize_task
 from .outdir import MARKER, RunDir
 from .report import write_report
 from .quantize import validate_spec
 from .spec import QuantSpec
+from .verify import latency_where
 
 SUMMARY_KEYS = ("fp_metric", "quant_metric", "onnx_metric", "onnx_agreement", "max_abs_diff", "weight_bytes_fp", "weight_bytes_quant",
                 "onnx_file_bytes", "int_kernel_nodes", "latency_ms_p50_fp", "latency_ms_p50_quant")
@@ -29,7 +31,7 @@ SUMMARY_KEYS = ("fp_metric", "quant_metric", "onnx_metric", "onnx_agreement", "m
 def run_job(task, variants: dict[str, QuantSpec | dict], out_dir: str | Path | RunDir, *, ptq: PTQConfig = PTQConfig(), formats=DEFAULT_FORMATS, qonnx: bool | None = None,
             latency_runs: int = 200, progress: bool = True, float_model: torch.nn.Module | None = None, weight_encoding: str | None = None,
             target=None, extra: dict | None = None, files: dict[str, str] | None = None, sections: list | None = None,
-            train=None, overwrite: bool = False, pack: bool | str = True) -> dict:
+            train=None, overwrite: bool = False, pack: bool | str = True, variant_formats: dict | None = None) -> dict:
     """Run every variant; the first is the primary one (``model.onnx``, top-level summary keys).
 
     ``out_dir`` is a folder path or a :class:`~workbench.outdir.RunDir` checked earlier. Everything is
@@ -45,6 +47,11 @@ def run_job(task, variants: dict[str, QuantSpec | dict], out_dir: str | Path | R
     ``auto``. The summary records the choice (``weight_encoding``) and the probe (``cpu_vnni``).
     ``pack``: True / ``"int4"`` (default: weights of at most 4 bits two a byte, QONNX weights as
     integers) or False / ``"none"`` (int8 containers in QCDQ, float weights in QONNX); recorded as ``pack``.
+    ``variant_formats``: export formats of named variants in place of ``formats`` (a promoted
+    recipe exported as its ``export.formats`` say).
+    Each variant records its MACs, BOPs and peak activation bytes at its bits (the cost kinds of
+    :mod:`workbench.cost`: ``macs``, ``bops``, ``peak_act_bytes``); the summary says where latency
+    was measured (``latency_where``, :func:`~workbench.verify.latency_where`).
     """
     if not variants:
         raise ValueError("run_job needs at least one variant spec")
@@ -57,9 +64,15 @@ def run_job(task, variants: dict[str, QuantSpec | dict], out_dir: str | Path | R
     resolve_pack(pack)  # likewise
     formats = resolve_formats(formats, qonnx=qonnx)  # unknown names fail before any work
     specs = {name: QuantSpec.parse(spec) for name, spec in variants.items()}
+    unknown = sorted(set(variant_formats or {}) - set(specs))
+    if unknown:
+        from .errors import SpecError
+
+        raise SpecError(f"variant_formats names {', '.join(unknown)}; expected variants of this job: {', '.join(specs)}")
+    per_variant = {name: resolve_formats(f) for name, f in (variant_formats or {}).items()}
     probe = float_model if float_model is not None else task.create_model()
-    for spec in specs.values():
-        check_spec_formats(validate_spec(spec, probe), formats)  # bad layer names, formats an exporter cannot carry: before training anything
+    for name, spec in specs.items():
+        check_spec_formats(validate_spec(spec, probe), per_variant.get(name, formats))  # bad layer names, formats an exporter cannot carry: before training anything
     run_dir = out_dir if isinstance(out_dir, RunDir) else RunDir(out_dir, overwrite=overwrite, command="run_job")
     timer = Timer()
     steps = 2 + 2 * len(specs) + 1
@@ -70,6 +83,7 @@ def run_job(task, variants: dict[str, QuantSpec | dict], out_dir: str | Path | R
             model = float_model if float_model is not None else load_or_train_baseline(task, progress=progress)
             fp_out = predict(model, task.data.eval.x)
             fp_onnx = export_float_model(task, model, work)
+            costs = layer_costs(model, task.example_input())
             bar.update()
             variants_out, layers = {}, {}
             for i, (name, spec) in enumerate(specs.items()):
@@ -82,13 +96,15 @@ def run_job(task, variants: dict[str, QuantSpec | dict], out_dir: str | Path | R
                 bar.update()
                 bar.set_postfix_str(f"{name}: export + verify")
                 stem = "model" if i == 0 else f"model_{name}"
-                ver = export_and_verify(task, qmodel, work, stem, formats=formats, float_onnx=fp_onnx, latency_runs=latency_runs, sim_outputs=ev["sim_outputs"], float_model=model, fp_outputs=fp_out,
+                ver = export_and_verify(task, qmodel, work, stem, formats=per_variant.get(name, formats), float_onnx=fp_onnx, latency_runs=latency_runs, sim_outputs=ev["sim_outputs"], float_model=model, fp_outputs=fp_out,
                                         weight_encoding=weight_encoding, pack=pack)
                 bar.update()
                 layers[name] = ev.pop("layers")
                 ev.pop("sim_outputs")
-                variants_out[name] = {"spec": spec.to_dict(), **ev, **ver}
+                cost = described_costs(costs, layers[name])
+                variants_out[name] = {"spec": spec.to_dict(), **ev, **ver, **{k: cost[k] for k in ("macs", "bops", "peak_act_bytes")}}
             primary = next(iter(variants_out.values()))
+            fp_cost = totals(cost_table(costs, {n: None for n in costs}, None))
             summary = {
                 "task": task.name,
                 "metric_name": task.metric.name,
@@ -98,6 +114,8 @@ def run_job(task, variants: dict[str, QuantSpec | dict], out_dir: str | Path | R
                 "latency_ms_p99_fp": primary.get("latency_ms_p99_fp"),
                 "latency_ms_p99_quant": primary.get("latency_ms_p99_quant"),
                 **{k: primary.get(k) for k in ("latency_method", "weight_encoding", "cpu_vnni", "pack")},
+                "latency_where": latency_where(),
+                "float_costs": {k: fp_cost[k] for k in ("macs", "bops", "peak_act_bytes")},
                 **{k: primary.get(k) for k in ("onnx_weight_bytes_packed", "onnx_float_bytes", "packing")},  # file bytes by what they hold
                 **{k: primary[k] for k in ("qonnx_file_bytes", "qonnx_weight_bytes_packed", "qonnx_int8_bytes", "qonnx_int16_bytes", "qonnx_float_bytes",
                                         "qonnx_graph_bytes", "qonnx_packing") if k in primary},
@@ -129,6 +147,8 @@ DEMO_VARIANTS = {"w8a8": QuantSpec.uniform(8, 8), "w4a8": QuantSpec.uniform(4, 8
 #: Deployment targets the demo builds when their toolchain is installed (``pip install
 #: 'workbench[targets]'``; ``make test`` installs it, ``make demo`` does not need it).
 DEMO_TARGETS = ("tflite-int8",)
+#: The demo's variant name for the point its search chose and promoted to ``recipe.yaml``.
+CHOSEN = "chosen"
 
 
 def installed_targets(names) -> tuple[str, ...]:
@@ -148,7 +168,9 @@ def installed_targets(names) -> tuple[str, ...]:
 def run_demo(out_dir: str | Path, progress: bool = True, budget_kib: float = 6.0, overwrite: bool = False, targets=None, **kwargs) -> dict:
     """The main job on the built-in default: digits-cnn float baseline, W8A8 and W4A8 PTQ, export and
     verification; then per-layer sensitivity, a mixed-precision search under ``budget_kib`` and the
-    chosen point promoted to ``recipe.yaml`` (rebuild it with ``workbench apply``).
+    chosen point promoted to ``recipe.yaml`` (rebuild it with ``workbench apply``), itself rebuilt,
+    exported and verified as the variant ``chosen`` (the recipe's formats; its expectations checked,
+    ``summary["search"]["expectations_failed"]``).
     ``targets``: deployment targets built for every variant (None: those of :data:`DEMO_TARGETS`
     whose toolchain is installed); the W8A8 variant's rows go to ``deployment.csv`` and the report."""
     import html as _html
@@ -168,16 +190,18 @@ def run_demo(out_dir: str | Path, progress: bool = True, budget_kib: float = 6.0
     sens = sensitivity(task, model, SensitivityConfig(weight_bits=(2, 3, 4, 5, 6, 7, 8)), progress=progress)
     front = search(task, model, sens, SearchConfig(n_budgets=4), extra_budgets=(budget_kib,), progress=progress)
     chosen = best_within(front, budget_kib)
-    recipe = promote(task, chosen, target="cpu-int8-ort", name=f"{DEMO_TASK}-{budget_kib:g}kib")
+    recipe = promote(task, chosen, target="cpu-int8-ort", name=f"{DEMO_TASK}-{budget_kib:g}kib", weight_encoding=kwargs.get("weight_encoding"),
+                     pack=kwargs.get("pack"))
     recipe_yaml = recipe.to_yaml()
     sections = [
         ("Per-layer sensitivity (quantise-one, weights)", sensitivity_heatmap(sens, "metric_delta"), ""),
-        (f"Mixed-precision search (budget {budget_kib:g} KiB)", pareto_figure(front, "weight_kib", task.metric.name),
+        (f"Mixed-precision search (budget {budget_kib:g} KiB)",
+         pareto_figure(front, "weight_kib", task.metric.name, budget=budget_kib, chosen=chosen.name),
          f"<p>Chosen (best measured within the budget, {chosen['kind']}): {chosen['weight_kib']:.2f} KiB, measured {chosen['measured_metric']:.4f} (estimate {chosen['estimated_metric']:.4f}). "
          f"Promoted to <code>recipe.yaml</code>:</p><pre>{_html.escape(recipe_yaml)}</pre>"),
     ]
-    extra = {"search": {"budget_kib": budget_kib, "chosen_weight_kib": float(chosen["weight_kib"]), "chosen_measured_metric": float(chosen["measured_metric"]),
-                        "chosen_bits": chosen["bits"], "front_points": int(front["on_front"].sum()), "recipe": "recipe.yaml"}}
+    search_info = {"budget_kib": budget_kib, "chosen_weight_kib": float(chosen["weight_kib"]), "chosen_measured_metric": float(chosen["measured_metric"]),
+                   "chosen_bits": chosen["bits"], "front_points": int(front["on_front"].sum()), "recipe": "recipe.yaml", "variant": CHOSEN}
     files = {"recipe.yaml": recipe_yaml, "pareto.csv": front.to_csv(index=False), "sensitivity.csv": sens.to_csv(index=False)}
     kwargs.setdefault("target", "cpu-int8-ort")  # its weight encoding (auto) unless the caller gives one
     targets = installed_targets(DEMO_TARGETS) if targets is None else tuple(targets)
@@ -186,10 +210,16 @@ def run_demo(out_dir: str | Path, progress: bool = True, budget_kib: float = 6.0
     from .deploy import deployment_frame, deployment_records, deployment_table
 
     def with_deployment(summary: dict) -> dict:
-        return {**extra, "deployment": deployment_records(deployment_table(summary["variants"][summary["primary_variant"]]))}
+        got = summary["variants"][CHOSEN]
+        failed = [f"expected.{key}: {why}" for key, exp in recipe.expected.items() if (why := exp.check(float(got[key])))]
+        return {"search": {**search_info, "expected": {k: e.model_dump(exclude_none=True) for k, e in recipe.expected.items()},
+                           "expectations_failed": failed},
+                "deployment": deployment_records(deployment_table(summary["variants"][summary["primary_variant"]]))}
 
     files["deployment.csv"] = lambda summary: deployment_frame(summary["deployment"]).to_csv(index=False)
-    return run_job(task, DEMO_VARIANTS, run_dir, progress=progress, float_model=model, extra=with_deployment, files=files, sections=sections, **kwargs)
+    kwargs.setdefault("ptq", recipe.ptq)
+    return run_job(task, {**DEMO_VARIANTS, CHOSEN: recipe.quantization}, run_dir, progress=progress, float_model=model, extra=with_deployment,
+                   files=files, sections=sections, variant_formats={CHOSEN: recipe.export.formats}, **kwargs)
 
 
 def apply_recipe(recipe_path: str | Path, out_dir: str | Path, progress: bool = True, latency_runs: int = 200,

@@ -17,16 +17,41 @@ from .errors import SpecError
 PALETTE = ["#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#B279A2"]
 
 
+def change_pt(value, reference) -> float | None:
+    """``(value - reference) * 100``: a 0-1 metric's change in percentage points (None when either is missing)."""
+    if value is None or reference is None or pd.isna(value) or pd.isna(reference):
+        return None
+    return (float(value) - float(reference)) * 100
+
+
 def metric_figure(summary: dict) -> go.Figure:
-    names, sim, onnx_ = [], [], []
-    for name, v in summary["variants"].items():
-        names.append(name)
-        sim.append(v["quant_metric"])
-        onnx_.append(v["onnx_metric"])
+    """Per variant, the metric's change from float in percentage points, in the simulation and in
+    onnxruntime (the absolute values in the hover text; the variants table lists them too)."""
+    fp, metric = summary["fp_metric"], summary["metric_name"]
+    names = list(summary["variants"])
     fig = go.Figure()
-    fig.add_bar(x=["float"] + names, y=[summary["fp_metric"]] + sim, name="PyTorch / Brevitas simulation", marker_color=PALETTE[0])
-    fig.add_bar(x=names, y=onnx_, name="onnxruntime (exported QCDQ)", marker_color=PALETTE[1])
-    fig.update_layout(title=f"{summary['metric_name']} on the held-out split", barmode="group", yaxis_title=summary["metric_name"], height=380)
+    for key, label, color in (("quant_metric", "PyTorch / Brevitas simulation", PALETTE[0]), ("onnx_metric", "onnxruntime (exported QCDQ)", PALETTE[1])):
+        values = [summary["variants"][n].get(key) for n in names]
+        deltas = [change_pt(v, fp) for v in values]
+        hover = [f"{n}: {metric} {'n/a' if v is None else f'{v:.4f}'} (float {fp:.4f})<br>change {'n/a' if d is None else f'{d:+.2f} pt'}"
+                 for n, v, d in zip(names, values, deltas)]
+        fig.add_bar(x=names, y=deltas, name=label, marker_color=color, text=[None if d is None else f"{d:+.2f}" for d in deltas],
+                    textposition="outside", hovertext=hover, hoverinfo="text", customdata=values)
+    fig.add_hline(y=0, line={"color": "#888888", "width": 1})
+    fig.update_layout(title=f"{metric} change from float ({fp:.4f}) on the held-out split, percentage points", barmode="group",
+                      yaxis_title=f"{metric} - float (pt)", height=380)
+    return fig
+
+
+def bits_figure(layer_table: pd.DataFrame, title: str = "Bits per layer") -> go.Figure:
+    """Bars per layer (network order): weight bits and activation bits (of the tensor the layer
+    reads), from a :func:`~workbench.describe.describe` table; float layers are bars at 32 labelled ``float``."""
+    fig = go.Figure()
+    for col, label, color in (("weight_bits", "weight bits", PALETTE[0]), ("act_bits", "activation bits", PALETTE[1])):
+        bits = [None if pd.isna(b) else int(b) for b in layer_table[col]]
+        fig.add_bar(x=list(layer_table["layer"]), y=[32 if b is None else b for b in bits], name=label, marker_color=color,
+                    text=["float" if b is None else str(b) for b in bits], textposition="outside")
+    fig.update_layout(title=title, barmode="group", yaxis_title="bits", xaxis_title="layer (network order)", height=360)
     return fig
 
 
@@ -48,7 +73,8 @@ def latency_figure(summary: dict) -> go.Figure:
     p99 = [summary.get("latency_ms_p99_fp")] + [v["latency_ms_p99_quant"] for v in summary["variants"].values()]
     fig.add_bar(x=names, y=p50, name="p50", marker_color=PALETTE[2])
     fig.add_bar(x=names, y=p99, name="p99", marker_color=PALETTE[3])
-    fig.update_layout(title="onnxruntime latency, batch 1, one thread (ms)", barmode="group", yaxis_title="ms", height=360)
+    where = summary.get("latency_where") or "onnxruntime, batch 1, one thread"
+    fig.update_layout(title=f"Latency (ms), measured on {where}", barmode="group", yaxis_title="ms", height=360)
     return fig
 
 
@@ -58,13 +84,19 @@ def _table(df: pd.DataFrame) -> str:
 
 def write_report(summary: dict, layers: dict[str, pd.DataFrame], sections: list[tuple[str, go.Figure | None, str]] = ()) -> str:
     """The report as an HTML string; ``sections`` adds (title, figure, html) blocks at the end."""
-    figs = [metric_figure(summary), layer_bytes_figure(layers), latency_figure(summary)] + [f for _, f, _ in sections if f is not None]
+    chosen_name = chosen_variant(summary)
+    chosen_fig = [bits_figure(layers[chosen_name], f"Chosen recipe (variant {chosen_name}): bits per layer")] if chosen_name in layers else []
+    figs = [metric_figure(summary), layer_bytes_figure(layers), latency_figure(summary), *chosen_fig] + [f for _, f, _ in sections if f is not None]
     parts = [f.to_html(full_html=False, include_plotlyjs=("inline" if i == 0 else False), config={"displaylogo": False}) for i, f in enumerate(figs)]
     data_badge = " <span class='synthetic'>synthetic data</span>" if summary.get("synthetic") else ""
     rows = []
+    fp = summary["fp_metric"]
     for name, v in summary["variants"].items():
+        d_sim, d_ort = change_pt(v["quant_metric"], fp), change_pt(v["onnx_metric"], fp)
         rows.append({
-            "variant": name, "metric (sim)": round(v["quant_metric"], 4), "metric (onnxruntime)": round(v["onnx_metric"], 4),
+            "variant": name, "metric (sim)": round(v["quant_metric"], 4), "metric (onnxruntime)": _round(v["onnx_metric"], 4),
+            "change from float, sim (pt)": _round(d_sim, 2), "change from float, onnxruntime (pt)": _round(d_ort, 2),
+            "MACs": v.get("macs"), "BOPs": v.get("bops"), "peak activation bytes": v.get("peak_act_bytes"),
             "agreement": v["onnx_agreement"], "max |diff|": f"{v['max_abs_diff']:.3g}", "weight bytes (cost model, packed at their bits)": v["weight_bytes_quant"],
             "ONNX file bytes (whole file)": v["onnx_file_bytes"], "of which 4-bit packed weights": v.get("onnx_weight_bytes_packed"),
             "of which int8 containers": v.get("onnx_int8_bytes"), "of which float (scales, float layers)": v.get("onnx_float_bytes"), "integer kernels": ", ".join(f"{k} x{c}" for k, c in v["int_kernels"].items()) or "none",
@@ -74,7 +106,13 @@ def write_report(summary: dict, layers: dict[str, pd.DataFrame], sections: list[
                if "qonnx_file_bytes" in v else {}),
         })
     deployment = _deployment_html(summary)
-    fig_parts = iter(parts[3:])
+    chosen = _chosen_html(summary, chosen_name, parts[3] if chosen_fig else "")
+    size_note = onnx_size_note(summary, layers)
+    float_costs = summary.get("float_costs") or {}
+    cost_line = (f" Float: {float_costs['macs']:,} MACs, {float_costs['bops']:,} BOPs, {float_costs['peak_act_bytes']:,} peak activation bytes "
+                 f"(BOPs = MACs x weight bits x activation bits; peak activation bytes = the largest layer input + output at the variant's "
+                 f"activation bits, layers run one at a time)." if float_costs else "")
+    fig_parts = iter(parts[3 + len(chosen_fig):])
     extra = "".join(f"<h2>{html.escape(title)}</h2>{next(fig_parts) if fig is not None else ''}{body}" for title, fig, body in sections)
     sections = "".join(f"<h3>{html.escape(name)}</h3>{_table(df)}" for name, df in layers.items())
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>workbench report: {html.escape(summary['task'])}</title>
@@ -83,12 +121,78 @@ def write_report(summary: dict, layers: dict[str, pd.DataFrame], sections: list[
 code{{background:#f4f4f4;padding:1px 4px}}</style></head><body>
 <h1>{html.escape(summary['task'])}{data_badge}</h1>
 <p>Data: {html.escape(summary.get('data_source', ''))}. Metric: <code>{html.escape(summary['metric_name'])}</code>.
-Float baseline {summary['fp_metric']:.4f}. Workbench {__version__}.</p>
+Float baseline {summary['fp_metric']:.4f}. Workbench {__version__}.{html.escape(cost_line)}
+Latency measured on {html.escape(summary.get('latency_where') or 'this CPU')}.</p>
 <h2>Variants</h2>{_table(pd.DataFrame(rows))}
+{size_note}
 {deployment}
 {parts[0]}{parts[2]}<h2>Per layer</h2>{parts[1]}{sections}
-{extra}<h2>summary.json</h2><pre>{html.escape(json.dumps({k: v for k, v in summary.items() if k != 'variants'}, indent=2, default=str))}</pre>
+{extra}{chosen}<h2>summary.json</h2><pre>{html.escape(json.dumps({k: v for k, v in summary.items() if k != 'variants'}, indent=2, default=str))}</pre>
 </body></html>"""
+
+
+def _round(value, digits: int):
+    return None if value is None or pd.isna(value) else round(float(value), digits)
+
+
+def chosen_variant(summary: dict) -> str | None:
+    """The variant that rebuilt a search's chosen point (``summary["search"]["variant"]``), or None."""
+    name = (summary.get("search") or {}).get("variant")
+    return name if name in summary.get("variants", {}) else None
+
+
+def _chosen_html(summary: dict, name: str | None, figure_html: str) -> str:
+    """The chosen recipe's section: its bits per layer and how its export verified (the recipe's
+    expectations, onnxruntime and QONNX agreement with the simulation, integer kernels)."""
+    if name is None:
+        return ""
+    search, v = summary["search"], summary["variants"][name]
+    fp = summary["fp_metric"]
+    rows = [("metric in the search (measured)", f"{search['chosen_measured_metric']:.4f}"),
+            ("metric rebuilt from the recipe (simulation)", f"{v['quant_metric']:.4f} ({change_pt(v['quant_metric'], fp):+.2f} pt from float)"),
+            ("metric in onnxruntime (QCDQ file)", "n/a" if v.get("onnx_metric") is None else f"{v['onnx_metric']:.4f} ({change_pt(v['onnx_metric'], fp):+.2f} pt from float)"),
+            ("onnxruntime agreement with the simulation", f"{v['onnx_agreement']:.4g} (max |diff| {v['max_abs_diff']:.3g})"),
+            ("QONNX agreement with the simulation", "not exported" if v.get("qonnx_agreement") is None else f"{v['qonnx_agreement']:.4g}"),
+            ("integer kernels onnxruntime runs", ", ".join(f"{k} x{c}" for k, c in v["int_kernels"].items()) or "none"),
+            ("weight bytes (packed at their bits)", f"{v['weight_bytes_quant']:,} ({search['chosen_weight_kib']:.2f} KiB; budget {search['budget_kib']:g} KiB)"),
+            ("MACs / BOPs / peak activation bytes", f"{v.get('macs', 0):,} / {v.get('bops', 0):,} / {v.get('peak_act_bytes', 0):,}"),
+            ("files", ", ".join(str(v[k]) for k in ("onnx_path", "qonnx_path") if v.get(k)))]
+    failed = search.get("expectations_failed")
+    if failed is not None:
+        expected = "; ".join(f"{k}: {', '.join(f'{a} {b:g}' for a, b in e.items())}" for k, e in (search.get("expected") or {}).items())
+        rows.insert(0, ("the recipe's expectations", ("met" if not failed else "NOT met: " + "; ".join(failed)) + (f" ({expected})" if expected else "")))
+    table = "".join(f"<tr><th style='text-align:left'>{html.escape(k)}</th><td style='text-align:left'>{html.escape(str(val))}</td></tr>" for k, val in rows)
+    return (f"<h2>Chosen recipe: rebuilt, exported and verified</h2><p>The point the search chose, rebuilt from <code>{html.escape(str(search.get('recipe', 'recipe.yaml')))}</code> "
+            f"(as <code>workbench apply</code> does) as the variant <code>{html.escape(name)}</code>, exported in the recipe's formats and run in onnxruntime.</p>"
+            f"<table class='tbl'>{table}</table>{figure_html}")
+
+
+def onnx_size_note(summary: dict, layers: dict[str, pd.DataFrame]) -> str:
+    """A note where a variant's QCDQ file stores weights below 8 bits in int8 containers (so its
+    ONNX bytes do not shrink with those bits, and W8A8 and W4A8 files can be the same size); empty
+    where none does."""
+    notes = []
+    for name, v in summary["variants"].items():
+        in_int8 = set((v.get("packing") or {}).get("int8", []))
+        table = layers.get(name)
+        if table is None or not in_int8:
+            continue
+        low = [r.layer for r in table.itertuples() if r.layer in in_int8 and pd.notna(r.weight_bits) and r.weight_bits < 8]
+        if not low:
+            continue
+        qonnx = sum(v.get(k) or 0 for k in ("qonnx_weight_bytes_packed", "qonnx_int8_bytes", "qonnx_int16_bytes"))
+        same = [o for o, w in summary["variants"].items() if o != name and w.get("onnx_file_bytes") == v.get("onnx_file_bytes")]
+        notes.append(f"<li><code>{html.escape(name)}</code>: {len(low)} layer(s) below 8 bits ({html.escape(', '.join(low))}) are stored in int8 "
+                     f"containers in the QCDQ ONNX file{' (as large as ' + html.escape(', '.join(same)) + ')' if same else ''}; the low-bit size is "
+                     f"{v['weight_bytes_quant']:,} weight bytes packed at their bits"
+                     + (f", {qonnx:,} bytes of integer weights at their bits in the QONNX file" if qonnx else "") + ".</li>")
+    if not notes:
+        return ""
+    return ("<p><b>Why some ONNX file bytes do not shrink with the bits:</b> a QCDQ ONNX file (QuantizeLinear / DequantizeLinear for "
+            "onnxruntime) stores integer weights as int8 initialisers; only weights of at most 4 bits are packed (as INT4, with "
+            "<code>--pack int4</code>, the default). Weights of 5-7 bits, or 4 bits with <code>--pack none</code>, take a full byte each, "
+            "so e.g. W4A8 and W8A8 files are the same size then. The low-bit size is the packed one (the cost model's weight bytes; "
+            "the QONNX file's integer weights, which it stores at their bit width unless <code>--pack none</code>):</p><ul>" + "".join(notes) + "</ul>")
 
 
 def _deployment_html(summary: dict) -> str:
@@ -337,7 +441,29 @@ def pareto_traces(df: pd.DataFrame, axis: str = "weight_kib", metric_name: str =
     return traces
 
 
-def pareto_figure(df: pd.DataFrame, axis: str = "weight_kib", metric_name: str = "metric") -> go.Figure:
+def pareto_figure(df: pd.DataFrame, axis: str = "weight_kib", metric_name: str = "metric", budget: float | None = None,
+                  chosen=None) -> go.Figure:
+    """The measured points and front (:func:`pareto_traces`) on ``axis``. ``budget`` (a value on
+    ``axis``) adds a labelled vertical line there and shades what is within it; ``chosen`` (an
+    index label of ``df``) adds a labelled, highlighted marker trace ``chosen`` on that point."""
+    _check_axis(df, axis)
     fig = go.Figure(pareto_traces(df, axis))
+    unit = COST_KINDS[axis].unit
+    if budget is not None:
+        x = pd.to_numeric(df[axis], errors="coerce")
+        left = float(x.min()) if x.notna().any() else float(budget)
+        if left < budget:  # within the budget: shaded from the leftmost point
+            fig.add_vrect(x0=left, x1=float(budget), fillcolor="#54A24B", opacity=0.08, line_width=0, layer="below")
+        fig.add_vline(x=float(budget), line={"color": "#54A24B", "dash": "dash", "width": 2},
+                      annotation_text=f"budget {budget:g} {unit}", annotation_position="top left")
+    if chosen is not None:
+        if chosen not in df.index:
+            raise SpecError(f"chosen point {chosen!r} is not a row of the points; expected one of their index labels")
+        r = df.loc[chosen]
+        fig.add_scatter(x=[r[axis]], y=[r["measured_metric"]], mode="markers+text", name="chosen",
+                        marker={"color": "rgba(0,0,0,0)", "size": 20, "line": {"color": "#E45756", "width": 3}, "symbol": "circle"},
+                        text=[f"chosen: {float(r[axis]):.2f} {unit}, {float(r['measured_metric']):.4f}"], textposition="bottom center",
+                        textfont={"color": "#E45756"}, hovertext=["chosen (promoted to a recipe)<br>" + _hover(r)], hoverinfo="text",
+                        customdata=[chosen])
     fig.update_layout(title=f"Measured {metric_name} against {AXES[axis]}", xaxis_title=AXES[axis], yaxis_title=f"{metric_name} (measured)", height=420)
     return fig

@@ -141,6 +141,31 @@ def latency_level(path: str | os.PathLike) -> str:
     return "default" if level == "extended" else level
 
 
+def host_cpu(cpuinfo: str | None = None) -> str:
+    """This host's CPU model: the first ``model name`` (x86) or ``Model`` / ``Hardware`` (ARM) line
+    of ``cpuinfo`` (default: /proc/cpuinfo), else :func:`platform.processor`, else the machine
+    type (``x86_64``); ``"unknown CPU"`` when none says."""
+    import platform
+
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            cpuinfo = ""
+    for key in ("model name", "Model", "Hardware"):
+        for line in cpuinfo.splitlines():
+            name, sep, value = line.partition(":")
+            if sep and name.strip() == key and value.strip():
+                return " ".join(value.split())
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def latency_where(threads: int = 1, batch: int = 1) -> str:
+    """Where :func:`paired_latency` measures: ``"host CPU (<model>), onnxruntime <version>, 1 thread,
+    batch 1"``: the label a latency figure carries."""
+    return f"host CPU ({host_cpu()}), onnxruntime {ort.__version__}, {threads} thread{'s' if threads != 1 else ''}, batch {batch}"
+
+
 def paired_latency(paths: dict[str, str | os.PathLike], example: torch.Tensor, runs: int = 200, warmup: int = 20) -> dict:
     """Batch-1 latency of several files (a float baseline and its quantised export) measured the
     same way, in this process: one session per file at :func:`latency_level`, one intra-op thread,
