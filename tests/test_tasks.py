@@ -79,3 +79,14 @@ def test_task_on_user_data_via_npz(tmp_path):
     train, calib, eval_ = split_arrays(xs, ys, seed=0)
     task = wb.create_task("digits-cnn").with_data(wb.TaskData(train, calib, eval_, source="my npz"))
     assert task.data_source == "my npz" and len(task.data.eval) == 8
+
+
+def test_scoring_a_classifier_without_labels_is_a_task_error():
+    from workbench.data import Split, TaskData
+
+    task = wb.create_task("ic-resnet8").small(64, 32, 32)
+    d = task.data
+    unlabelled = task.with_data(TaskData(Split(d.train.x), Split(d.calib.x), Split(d.eval.x), d.source, d.synthetic, d.num_classes))
+    model = task.create_model()
+    with pytest.raises(wb.TaskError, match="no labels.*top1_accuracy"):
+        wb.evaluate(model, unlabelled)

@@ -17,6 +17,7 @@ class Metric:
     name: str
     fn: Callable[[torch.Tensor, torch.Tensor | None, torch.Tensor], float]
     higher_is_better: bool = True
+    needs_targets: bool = False  # scores outputs against the split's labels (y)
 
     def __call__(self, outputs: torch.Tensor, targets: torch.Tensor | None, inputs: torch.Tensor) -> float:
         return float(self.fn(outputs, targets, inputs))
@@ -59,8 +60,8 @@ def reconstruction_auc(outputs: torch.Tensor, targets: torch.Tensor, inputs: tor
     return roc_auc(reconstruction_errors(outputs, inputs).numpy(), targets.numpy())
 
 
-ACCURACY = Metric("top1_accuracy", top1_accuracy)
-AUC = Metric("auc", reconstruction_auc)
+ACCURACY = Metric("top1_accuracy", top1_accuracy, needs_targets=True)
+AUC = Metric("auc", reconstruction_auc, needs_targets=True)
 
 
 def mean_cosine(outputs: torch.Tensor, targets: torch.Tensor, inputs=None) -> float:

@@ -92,6 +92,10 @@ class Task:
         return self.data.calib.x[:batch].clone()
 
     def score(self, outputs: torch.Tensor, split: Split) -> float:
+        """The task's metric of ``outputs`` on ``split``; a split without the labels the metric needs is a TaskError."""
+        if split.y is None and self.metric.needs_targets:
+            raise TaskError(f"task {self.name!r}: the split has no labels, and {self.metric.name} scores the outputs against them; "
+                            "give the task labelled data (eval=(x, y))")
         return self.metric(outputs, split.y, split.x)
 
     @property
