@@ -31,7 +31,7 @@ demo: $(STAMP)
 	$(BIN)/workbench demo $(if $(OUT),--out $(OUT),) $(if $(OVERWRITE),--overwrite,)
 
 test: $(TARGETS_STAMP)
-	WORKBENCH_SMALL=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests --nbval-lax notebooks
+	WORKBENCH_SMALL=1 $(BIN)/python -m pytest -q -p no:cacheprovider --durations=30 tests --nbval-lax notebooks
 
 test-fast: $(TARGETS_STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests -m "not slow"
