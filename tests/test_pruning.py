@@ -229,6 +229,25 @@ def test_structured_sweep_rows_show_real_reductions_and_resume_from_the_store(re
     assert store.count() == len(df) and store.integrity_ok()
 
 
+def test_sweep_reference_is_fine_tuned_with_the_same_recipe_as_the_pruned_models(resnet_task):
+    """Pruning must not look like a gain because only the pruned models got extra training."""
+    import copy
+
+    from workbench.baseline import train_float
+
+    task, model = resnet_task
+    config = PruningSweepConfig(method="structured", sparsities=(0.5,), per_layer=False, finetune_epochs=1, seed=3, latency_runs=0)
+    df = pruning_sweep(task, model, config, store=False, progress=False)
+    ref = df[(df["layer"] == "global") & (df["sparsity"] == 0)].iloc[0]
+    tuned = train_float(copy.deepcopy(model).eval(), task, 3, 1, False).eval()  # the recipe the pruned rows got
+    assert ref["finetune_epochs"] == 1 and (df["finetune_epochs"] == 1).all()
+    assert ref["metric"] == pytest.approx(wb.evaluate(tuned, task)) and ref["metric_delta"] == 0
+    assert df.attrs["fp_metric"] == ref["metric"]
+    untuned = pruning_sweep(task, model, config.model_copy(update={"finetune_epochs": 0}), store=False, progress=False)
+    ref0 = untuned[(untuned["layer"] == "global") & (untuned["sparsity"] == 0)].iloc[0]
+    assert ref0["finetune_epochs"] == 0 and ref0["metric"] == pytest.approx(wb.evaluate(model, task))
+
+
 def test_unstructured_sweep_reports_sparsity_and_honest_dense_bytes(resnet_task):
     task, model = resnet_task
     df = pruning_sweep(task, model, PruningSweepConfig(method="unstructured", sparsities=(0.5, 0.9), layers=("stack2.conv1",), latency_runs=0),

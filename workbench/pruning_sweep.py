@@ -7,7 +7,9 @@ Two kinds of rows, one DataFrame:
   with it, listed in ``group``), so each group is measured once; layers that cannot be pruned
   get a row whose ``status`` says why;
 - global (``layer == "global"``): the whole model at each sparsity, starting with 0.0 (the
-  unpruned model measured the same way, the reference of every curve).
+  unpruned model measured the same way, the reference of every curve). When the sweep fine-tunes
+  pruned models, the reference is fine-tuned with the same recipe (epochs, learning rate, seed):
+  extra training alone never reads as a gain from pruning, and ``metric_delta`` is against it.
 
 Every row is measured for real: the task metric on the eval split (after an optional seeded
 fine-tune), parameters and MACs of the pruned model, the share of zero weights, the bytes of
@@ -21,6 +23,7 @@ Rows are kept in the sensitivity sweeps' :class:`~workbench.store.ResultStore` (
 
 from __future__ import annotations
 
+import copy
 import math
 import tempfile
 import time
@@ -46,7 +49,7 @@ from .determinism import fixed_threads
 
 COLUMNS = ["method", "criterion", "scope", "sparsity", "layer", "group", "metric", "metric_delta", "params", "macs", "weight_sparsity",
            "onnx_bytes", "latency_ms", "finetune_epochs", "seconds", "status"]
-PRUNING_SWEEP_VERSION = "2"  # 2: a NaN / inf metric is status "nonfinite"
+PRUNING_SWEEP_VERSION = "3"  # 2: a NaN / inf metric is status "nonfinite"; 3: the reference is fine-tuned as the pruned models
 
 
 def _sparsity_list(v):
@@ -131,23 +134,40 @@ class _PruningWork:
 
     def __init__(self, task, model: nn.Module, config: PruningSweepConfig):
         self.task, self.model, self.config = task, model, config
-        self.reference: float | None = None  # the unpruned metric, computed once where a row needs it
+        self.reference: float | None = None  # the reference model's metric, computed once where a row needs it
+        self._reference_model: nn.Module | None = None
+
+    def reference_model(self) -> nn.Module:
+        """The unpruned model as the pruned ones are trained: a copy fine-tuned with the config's
+        recipe (epochs, learning rate, seed), or the model itself when the sweep does not fine-tune."""
+        if self._reference_model is None:
+            from .baseline import train_float
+
+            config, model = self.config, self.model
+            if config.finetune_epochs:
+                model = copy.deepcopy(model).eval()
+                train_float(model, self.task, config.seed, config.finetune_epochs, False, lr=config.finetune_lr, desc="fine-tune unpruned")
+                for p in model.parameters():
+                    p.grad = None
+                model.eval()
+            self._reference_model = model
+        return self._reference_model
 
     def row(self, case: tuple) -> dict:
         layer, group, sparsity, refused = case
         task, model, config = self.task, self.model, self.config
         if self.reference is None:
-            self.reference = evaluate(model, task)
+            self.reference = evaluate(self.reference_model(), task)
         t0 = time.perf_counter()
-        is_reference = layer == "global" and sparsity == 0  # the unpruned model, not fine-tuned
+        is_reference = layer == "global" and sparsity == 0  # the unpruned model, fine-tuned as the pruned ones are
         spec = None if is_reference else config.spec(sparsity, None if layer == "global" else layer)
         base = {"method": config.method, "criterion": config.criterion, "scope": "layer" if spec is None else spec.resolved_scope,
-                "sparsity": float(sparsity), "layer": layer, "group": group, "finetune_epochs": 0 if spec is None else config.finetune_epochs}
+                "sparsity": float(sparsity), "layer": layer, "group": group, "finetune_epochs": config.finetune_epochs}
         if refused:
             res = _empty(f"refused: {refused}")
         else:
             try:
-                pruned = model if spec is None else prune(task, model, spec)
+                pruned = self.reference_model() if spec is None else prune(task, model, spec)
                 res = measure_model(task, pruned, config.latency_runs)
                 res["status"] = "ok" if _finite(res["metric"]) else "nonfinite"  # a metric function may return NaN / inf
                 res["metric_delta"] = res["metric"] - self.reference
