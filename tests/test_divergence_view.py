@@ -1,5 +1,5 @@
 """The divergence view and the deployment matrix, headless: traits, dropdowns, sliders and the
-FigureWidgets' data and layout. Tables are hand-made (they test the widgets; the numbers behind
+charts' data and layout. Tables are hand-made (they test the widgets; the numbers behind
 them are tested in test_layer_divergence.py)."""
 
 from __future__ import annotations
