@@ -6,7 +6,8 @@ after each (tests/browser_dashboard.py holds the steps).
 
 Each step's time (action to the DOM showing its result) is printed and written to
 ``$WORKBENCH_TEST_ARTIFACTS/browser-timings.json`` with Voila's first paint (page.goto to the
-first chart with data) and a second load (results in the store by then); the steps that run no
+first chart with data) and a second load (results in the store by then; waited for at most
+``WORKBENCH_BROWSER_SECOND_LOAD_S``, 30 s, and not asserted on: the search is not stored yet); the steps that run no
 model must take at most ``WORKBENCH_BROWSER_LIMIT_S`` (2 s). Screenshots of every state are kept
 there too (voila-*.png, lab-*.png). The Lab run reuses the result store the Voila run filled (the
 session's WORKBENCH_CACHE)."""
@@ -126,6 +127,19 @@ def _browser_page(viewport: dict, failure: str):
             browser.close()
 
 
+def _whole_page(page, path: Path) -> None:
+    """Screenshot the whole dashboard: Voila scrolls inside an element, so the viewport is
+    stretched to the tallest scrolled content for the shot, then restored."""
+    size = page.viewport_size
+    height = page.evaluate("""() => Math.max(document.documentElement.scrollHeight, ...Array.from(document.querySelectorAll('body *'))
+        .filter(e => e.scrollHeight > e.clientHeight + 1 && /auto|scroll/.test(getComputedStyle(e).overflowY)).map(e => e.scrollHeight))""")
+    page.set_viewport_size({"width": size["width"], "height": min(int(height) + 40, 12_000)})
+    page.wait_for_timeout(500)  # the charts follow the resize
+    page.screenshot(path=str(path), full_page=True)
+    page.set_viewport_size(size)
+    page.wait_for_timeout(500)
+
+
 def _interact(page, root, prefix: str) -> dict:
     """The shared steps, each asserted on what the page shows; returns each step's seconds."""
     times = {}
@@ -180,9 +194,9 @@ def test_voila_dashboard_shows_each_interaction(tmp_path):
             page.goto(url, timeout=600_000)  # Voila runs the notebook (sensitivity, search, pruning) before it renders
             times = {"first_paint_s": wait_for_charts(page, body, 1, 300) - t0}
             times["all_charts_s"] = wait_for_charts(page, body, CHARTS, 300) - t0
-            page.screenshot(path=str(ARTIFACTS / "voila-loaded.png"), full_page=True)
+            _whole_page(page, ARTIFACTS / "voila-loaded.png")
             times.update(_interact(page, body, "voila"))
-            page.screenshot(path=str(ARTIFACTS / "voila-dashboard.png"), full_page=True)
+            _whole_page(page, ARTIFACTS / "voila-dashboard.png")
         with _browser_page({"width": 1400, "height": 1800}, "voila-second-load-failure.png") as page:
             t0 = time.perf_counter()  # a second load: the sweeps are in the store now (the search is not, yet)
             try:
@@ -221,13 +235,17 @@ def test_jupyterlab_runs_the_dashboard_and_shows_each_interaction(tmp_path):
             page.goto(f"{url}lab/tree/dashboards/{NOTEBOOK.name}", timeout=120_000)
             panel = page.locator(".jp-NotebookPanel").first
             panel.locator(".jp-Cell").first.wait_for(timeout=120_000)
-            page.wait_for_function("() => document.querySelector('.jp-Notebook-ExecutionIndicator')?.dataset.status === 'idle'", timeout=120_000)
+            # the status bar says "Python 3 (ipykernel) | Idle" once the kernel is connected (the toolbar's indicator says idle before)
+            page.wait_for_function("() => Array.from(document.querySelectorAll('.jp-StatusBar-TextItem')).some(e => /\\|\\s*Idle/.test(e.textContent))",
+                                   timeout=120_000)
             times["lab_open_s"] = time.perf_counter() - t0
             panel.locator(".jp-Cell").first.click()
             page.locator(".lm-MenuBar-item", has_text=re.compile(r"^\s*Run\s*$")).click()
             t0 = time.perf_counter()
             page.locator(".lm-Menu-item").filter(has=page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^\s*Run All Cells\s*$"))).click()
-            times["run_all_first_chart_s"] = wait_for_charts(page, panel, 1, 600) - t0
+            prompts = panel.locator(".jp-CodeCell .jp-InputPrompt")  # "[*]:" or "[1]:" once the kernel has the cells
+            prompts.first.filter(has_text=re.compile(r"\[(\*|\d+)\]")).wait_for(timeout=30_000)
+            times["run_all_first_chart_s"] = wait_for_charts(page, panel, 1, 300) - t0
             times["run_all_charts_s"] = wait_for_charts(page, panel, CHARTS, 300) - t0
             page.screenshot(path=str(ARTIFACTS / "lab-loaded.png"))
             times.update(_interact(page, panel, "lab"))
