@@ -100,3 +100,15 @@ def test_bad_input_shows_a_message_not_a_traceback(digits):
     df = broken.run()
     assert set(df["status"]) == {"nonfinite"} and broken.figure.data == ()
     assert f"no finite broken in the {len(df)} rows (status: nonfinite)" in broken.message.value
+
+
+def test_a_global_only_sweep_shows_every_ratio(digits, tmp_path):
+    """Integer columns come back from the frame as numpy integers: their ratios are shown too."""
+    task, model = digits
+    sweep = PruningSweep(task, model, PruningSweepConfig(method="structured", sparsities=(0.5,), per_layer=False, latency_runs=2),
+                         store=wb.ResultStore(tmp_path / "r.sqlite"))
+    df = sweep.run()
+    sweep.slider.value = 0.5
+    row, ref = (df[(df.layer == "global") & (df.sparsity == s)].iloc[0] for s in (0.5, 0.0))
+    for col in ("params", "macs", "onnx_bytes"):
+        assert f"{float(row[col]) / float(ref[col]):.2f}x" in sweep.level_table.value, col

@@ -18,6 +18,7 @@ no finite metric show one line in the widget instead of raising. State is in tra
 from __future__ import annotations
 
 import math
+from numbers import Real as numbers_Real
 
 import ipywidgets as W
 import pandas as pd
@@ -233,7 +234,8 @@ class PruningSweep(W.VBox):
         lines = []
         for col, unit in UNITS.items():
             v, r = row[col], ref[col]
-            ratio = f"{v / r:.2f}x" if isinstance(v, (int, float)) and isinstance(r, (int, float)) and r and not math.isnan(v) else ""
+            numbers = isinstance(v, numbers_Real) and isinstance(r, numbers_Real) and not isinstance(v, bool)  # numpy ints and floats too
+            ratio = f"{float(v) / float(r):.2f}x" if numbers and r and math.isfinite(float(v)) and math.isfinite(float(r)) else ""
             lines.append(f"<tr><td>{col}</td><td>{_fmt(v, unit)}</td><td>{_fmt(r, unit)}</td><td>{ratio}</td></tr>")
         self.level_table.value = (f"<b>global {self.config.method} sparsity {self.level:g}</b> ({row['status']})"
                                   "<table><tr><th></th><th>pruned</th><th>unpruned</th><th>ratio</th></tr>" + "".join(lines) + "</table>")
