@@ -123,8 +123,6 @@ def click_heatmap(page, root, row: int = 1, timeout_s: float = 30) -> tuple[floa
     box, plots = plots_near(dropdown(page, root, "colour by"))
     kinds = [p.evaluate("p => (p.data || []).map(t => t.type).join(',')") for p in plots]
     heatmap = plots[next(i for i, k in enumerate(kinds) if "heatmap" in k)]
-    details = [p for p, k in zip(plots, kinds) if "heatmap" not in k]
-    assert len(details) >= 2, f"expected the histogram and the metric-against-bits chart beside the heatmap; kinds {kinds}"
     cell = heatmap.evaluate("""(p, row) => {
         const t = p.data[0], z = t.z[row], col = Math.max(0, z.findIndex(v => v !== null && v !== undefined));
         const xa = p._fullLayout.xaxis, ya = p._fullLayout.yaxis;
@@ -133,11 +131,17 @@ def click_heatmap(page, root, row: int = 1, timeout_s: float = 30) -> tuple[floa
     drag = heatmap.query_selector(".nsewdrag")
     t0 = time.perf_counter()
     drag.click(position={"x": cell["x"], "y": cell["y"]})
-    seconds = _timed_wait(page, t0, """([details, layer]) => {
+    # the detail charts are drawn when their panel is shown (a hidden chart is not drawn at all)
+    seconds = _timed_wait(page, t0, """([box, layer]) => {
+        const details = Array.from(box.querySelectorAll('.js-plotly-plot')).filter(p => !(p.data || []).some(t => t.type === 'heatmap'));
         const filled = details.map(p => (p.data || []).some(t => (t.y || []).length > 0));
         const titles = details.map(p => (p.querySelector('.gtitle') || {}).textContent || '');
-        return filled.slice(0, 2).every(Boolean) && titles.some(t => t.includes(layer));
-    }""", [details[:2], cell["layer"]], timeout_s)
+        return details.length >= 2 && filled.slice(0, 2).every(Boolean) && titles.some(t => t.includes(layer));
+    }""", [box, cell["layer"]], timeout_s)
+    details = [p for p in box.query_selector_all(".js-plotly-plot") if "heatmap" not in p.evaluate("p => (p.data || []).map(t => t.type).join(',')")]
+    assert len(details) >= 2, "expected the histogram and the metric-against-bits chart beside the heatmap"
+    fits = [p.evaluate("p => [p.getBoundingClientRect().width, p.parentElement.closest('.workbench-chart').getBoundingClientRect().width]") for p in details[:2]]
+    assert all(w <= outer + 1 for w, outer in fits), f"a detail chart is wider than its place (chart, place px): {fits}"
     facts = [p.evaluate("""p => ({title: (p.querySelector('.gtitle') || {}).textContent || '',
                                   traces: (p.data || []).map(t => [t.type || 'scatter', t.name, (t.y || []).length])})""") for p in details[:2]]
     return seconds, box, {**cell, "details": facts}

@@ -6,8 +6,9 @@ after each (tests/browser_dashboard.py holds the steps).
 
 Each step's time (action to the DOM showing its result) is printed and written to
 ``$WORKBENCH_TEST_ARTIFACTS/browser-timings.json`` with Voila's first paint (page.goto to the
-first chart with data) and a second load (results in the store by then; waited for at most
-``WORKBENCH_BROWSER_SECOND_LOAD_S``, 30 s, and not asserted on: the search is not stored yet); the steps that run no
+first chart with data; the session's store starts empty, so the sweeps and the search run) and a
+reload (sensitivity rows, search candidates and pruning rows all come from the result store
+then), which must paint within ``WORKBENCH_BROWSER_SECOND_LOAD_S`` (30 s); the steps that run no
 model must take at most ``WORKBENCH_BROWSER_LIMIT_S`` (2 s). Screenshots of every state are kept
 there too (voila-*.png, lab-*.png). The Lab run reuses the result store the Voila run filled (the
 session's WORKBENCH_CACHE)."""
@@ -198,16 +199,17 @@ def test_voila_dashboard_shows_each_interaction(tmp_path):
             times.update(_interact(page, body, "voila"))
             _whole_page(page, ARTIFACTS / "voila-dashboard.png")
         with _browser_page({"width": 1400, "height": 1800}, "voila-second-load-failure.png") as page:
-            t0 = time.perf_counter()  # a second load: the sweeps are in the store now (the search is not, yet)
+            t0 = time.perf_counter()  # a reload: sweeps and search candidates all come from the store now
             try:
                 page.goto(url, timeout=SECOND_LOAD_S * 1000)
                 times["second_load_s"] = wait_for_charts(page, page.locator("body"), 1, max(1.0, SECOND_LOAD_S - (time.perf_counter() - t0))) - t0
             except PlaywrightTimeout:
-                times["second_load_s"] = f"over {SECOND_LOAD_S:g} (not waited for)"
+                times["second_load_s"] = f"over {SECOND_LOAD_S:g}"
     times["test_s"] = time.perf_counter() - start
     _record("voila", times)
     assert (ARTIFACTS / "voila-dashboard.png").stat().st_size > 20_000
     _check_limits(times)
+    assert isinstance(times["second_load_s"], float), f"a reload of the dashboard did not paint within {SECOND_LOAD_S:g} s (results are in the store by then)"
 
 
 def test_jupyterlab_runs_the_dashboard_and_shows_each_interaction(tmp_path):

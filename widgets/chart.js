@@ -40,30 +40,42 @@ function plain(v) {
 
 async function render({ model, el }) {
   el.classList.add("workbench-chart");
+  // never wider than the space given: a chart first drawn while hidden (a detail panel) would
+  // otherwise keep plotly's default 700 px and push its box wider than the page
+  el.style.minWidth = "0";
+  el.style.width = "100%"; // the place it is given, also as an item of a row box (flex basis: its width)
+  el.style.overflow = "hidden";
   const div = document.createElement("div");
   div.style.width = "100%";
   el.appendChild(div);
   const Plotly = await plotly(model);
   const config = { responsive: true, displaylogo: false };
+  let drawn = false;
   const draw = () => {
+    if (el.offsetWidth === 0) return; // hidden: drawn when shown, at the width it gets
     const spec = model.get("spec") || {};
     Plotly.react(div, spec.data || [], { ...(spec.layout || {}), autosize: true }, config);
+    if (!drawn) {
+      drawn = true;
+      div.on("plotly_click", (event) => {
+        const points = (event.points || []).map((p) => ({
+          curve: p.curveNumber,
+          index: plain(p.pointNumber ?? p.pointIndex),
+          x: plain(p.x),
+          y: plain(p.y),
+          z: plain(p.z),
+          customdata: plain(p.customdata),
+        }));
+        model.send({ type: "click", points });
+      });
+    }
   };
   draw();
   model.on("change:spec", draw);
-  div.on("plotly_click", (event) => {
-    const points = (event.points || []).map((p) => ({
-      curve: p.curveNumber,
-      index: plain(p.pointNumber ?? p.pointIndex),
-      x: plain(p.x),
-      y: plain(p.y),
-      z: plain(p.z),
-      customdata: plain(p.customdata),
-    }));
-    model.send({ type: "click", points });
-  });
   const resize = new ResizeObserver(() => {
-    if (div.offsetWidth > 0) Plotly.Plots.resize(div);
+    if (el.offsetWidth === 0) return;
+    if (drawn) Plotly.Plots.resize(div);
+    else draw();
   });
   resize.observe(el);
   return () => {
