@@ -107,3 +107,50 @@ def message_html(text: str, kind: str = "error") -> str:
 
     color = {"error": "#c0392b", "note": "#666", "stale": "#b26b00"}.get(kind, "#666")
     return f"<span style='color:{color}'>{html.escape(text)}</span>"
+
+
+class RunnerWidget:
+    """Mixin of the widgets whose button work runs on a :class:`Runner`: what they show when the
+    work fails or is cancelled. A widget has ``status`` and ``message`` (an HTML line), and says
+    where it stands (:meth:`_done_text`), what is kept (:meth:`_kept_text`) and which label shows
+    its status (:meth:`_status_label`)."""
+
+    def _done_text(self) -> str:
+        raise NotImplementedError
+
+    def _kept_text(self) -> str:
+        raise NotImplementedError
+
+    def _status_label(self) -> W.Widget:
+        raise NotImplementedError
+
+    def _after_cancel(self) -> None:
+        """Redraw what depends on the status (nothing by default)."""
+
+    def _run_cancellable(self):
+        """:meth:`run`, with Cancel shown as a note (what is done and what is kept), not an error."""
+        try:
+            return self.run()
+        except Cancelled:
+            self.status = f"cancelled after {self._done_text()} ({self._kept_text()})"
+            self._status_label().value = self.status
+            self.message.value = message_html(self.status, "note")
+            self._after_cancel()
+            return None
+
+    def _failed(self, text: str) -> None:
+        self.status = f"error: {text}"
+        self.message.value = message_html(text)
+
+
+class SweepWidget(RunnerWidget):
+    """A :class:`RunnerWidget` whose units are result-store rows (``rows_done`` of ``total``)."""
+
+    def _done_text(self) -> str:
+        return f"{self.rows_done}/{self.total} rows"
+
+    def _kept_text(self) -> str:
+        return "kept in the result store; Run sweep resumes from them" if self.store is not False else "not kept (no result store)"
+
+    def _status_label(self) -> W.Widget:
+        return self.progress_label

@@ -29,7 +29,7 @@ from workbench.errors import TaskError
 from workbench.pruning import channel_groups, prunable_layers
 from workbench.pruning_sweep import PruningSweepConfig, pruning_sweep
 
-from .background import Cancelled, Runner, message_html, one_line
+from .background import Runner, SweepWidget, message_html, one_line
 from .chart import Chart
 from .sensitivity_dashboard import eta_text, unlabelled_problem
 
@@ -44,7 +44,7 @@ def _fmt(v, unit: str = "") -> str:
     return f"{int(v):,}{unit}"
 
 
-class PruningSweep(W.VBox):
+class PruningSweep(SweepWidget, W.VBox):
     level = traitlets.Float(0.0, help="global sparsity shown by the slider")
     rows_done = traitlets.Int(0)
     status = traitlets.Unicode("")
@@ -136,20 +136,8 @@ class PruningSweep(W.VBox):
             n += len(names) * len(self.config.sparsities)
         return n
 
-    def _run_cancellable(self):
-        try:
-            return self.run()
-        except Cancelled:
-            kept = "kept in the result store; Run sweep resumes from them" if self.store is not False else "not kept (no result store)"
-            self.status = f"cancelled after {self.rows_done}/{self.total} rows ({kept})"
-            self.progress_label.value = self.status
-            self.message.value = message_html(self.status, "note")
-            self._show_level()
-            return None
-
-    def _failed(self, text: str) -> None:
-        self.status = f"error: {text}"
-        self.message.value = message_html(text)
+    def _after_cancel(self) -> None:
+        self._show_level()
 
     def _on_row(self, row: dict) -> None:
         self._rows.append(row)

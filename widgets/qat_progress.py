@@ -14,19 +14,18 @@ from __future__ import annotations
 import time
 
 import ipywidgets as W
-import plotly.graph_objects as go
 import traitlets
 from plotly.subplots import make_subplots
 
 from workbench.evaluate import evaluate
 from workbench.qat import QATConfig, train_qat
 
-from .background import Cancelled, Runner, message_html
+from .background import Runner, RunnerWidget
 from .chart import Chart
 from .sensitivity_dashboard import eta_text
 
 
-class QATProgress(W.VBox):
+class QATProgress(RunnerWidget, W.VBox):
     epoch = traitlets.Int(-1, help="last finished epoch")
     status = traitlets.Unicode("")
 
@@ -66,19 +65,14 @@ class QATProgress(W.VBox):
         """What "Train" does: :meth:`run` in a background thread, with Cancel between epochs."""
         return self.runner.start(self._run_cancellable, on_error=self._failed)
 
-    def _run_cancellable(self):
-        try:
-            return self.run()
-        except Cancelled:
-            kept = "its checkpoint is in checkpoint_dir; Train resumes from it" if self.checkpoint_dir is not None else "no checkpoint_dir: Train starts again"
-            self.status = f"cancelled after epoch {self.epoch} ({kept})"
-            self.label.value = self.status
-            self.message.value = message_html(self.status, "note")
-            return None
+    def _done_text(self) -> str:
+        return f"epoch {self.epoch}"
 
-    def _failed(self, text: str) -> None:
-        self.status = f"error: {text}"
-        self.message.value = message_html(text)
+    def _kept_text(self) -> str:
+        return "its checkpoint is in checkpoint_dir; Train resumes from it" if self.checkpoint_dir is not None else "no checkpoint_dir: Train starts again"
+
+    def _status_label(self) -> W.Widget:
+        return self.label
 
     def run(self):
         """Train (resuming from ``checkpoint_dir`` when it holds a checkpoint); returns the history (synchronous)."""

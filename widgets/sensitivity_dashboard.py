@@ -24,7 +24,7 @@ from workbench.layer_stats import folded_graph, layer_statistics, weight_histogr
 from workbench.report import SENSITIVITY_AXES, SENSITIVITY_VALUES, case_label, heatmap_matrix, sensitivity_hover
 from workbench.sensitivity import SensitivityConfig, sensitivity
 
-from .background import Cancelled, Runner, message_html, one_line
+from .background import Runner, SweepWidget, message_html, one_line
 from .chart import Chart
 
 COLOURBAR = {"metric_delta": "metric change", "sqnr_db": "output SQNR (dB)", "output_mse": "output MSE", "kl": "KL to float (nats)"}
@@ -56,7 +56,7 @@ def unlabelled_problem(task) -> str | None:
     return None
 
 
-class SensitivityDashboard(W.VBox):
+class SensitivityDashboard(SweepWidget, W.VBox):
     value = traitlets.Unicode("metric_delta", help="what colours the heatmap: " + ", ".join(SENSITIVITY_VALUES))
     selected_layer = traitlets.Unicode(None, allow_none=True)
     rows_done = traitlets.Int(0)
@@ -142,20 +142,6 @@ class SensitivityDashboard(W.VBox):
         self.progress_label.value = f"{self.rows_done}/{self.total} rows; {self.status}"
         self._check_finite()
         return self.results
-
-    def _run_cancellable(self):
-        try:
-            return self.run()
-        except Cancelled:
-            kept = "kept in the result store; Run sweep resumes from them" if self.store is not False else "not kept (no result store)"
-            self.status = f"cancelled after {self.rows_done}/{self.total} rows ({kept})"
-            self.progress_label.value = self.status
-            self.message.value = message_html(self.status, "note")
-            return None
-
-    def _failed(self, text: str) -> None:
-        self.status = f"error: {text}"
-        self.message.value = message_html(text)
 
     def _begin(self) -> None:
         self._rows = []
