@@ -64,8 +64,9 @@ class Runner:
 
     def start(self, work: Callable[[], Any], on_error: Callable[[str], None], on_done: Callable[[Any], None] | None = None,
               background: bool = True) -> threading.Thread | None:
-        """Run ``work()`` (in a thread unless ``background`` is False); ignored while a run is going.
-        ``on_error(message)`` gets a one-line message for any failure, Cancel included."""
+        """Run ``work()`` then ``on_done(result)`` (in a thread unless ``background`` is False); ignored
+        while a run is going. ``on_error(message)`` gets a one-line message for any failure of
+        either, Cancel included."""
         if self.running:
             return None
         self._cancel.clear()
@@ -74,11 +75,10 @@ class Runner:
         def go():
             try:
                 result = work()
-            except Exception as exc:  # shown in the widget: the thread has no output area to print to
-                on_error(one_line(exc))
-            else:
                 if on_done is not None:
                     on_done(result)
+            except Exception as exc:  # shown in the widget (a thread has no output area: a traceback would land in the log)
+                on_error(one_line(exc))
             finally:
                 self._busy(False)
 
