@@ -42,7 +42,7 @@ lab: $(STAMP)
 # Serve the sensitivity dashboard and trade-off explorer with Voila: http://127.0.0.1:$(PORT)/
 PORT ?= 8866
 dashboard: $(STAMP)
-	$(BIN)/voila dashboards/compression_dashboard.ipynb --port=$(PORT) --no-browser --Voila.ip=127.0.0.1
+	$(BIN)/voila dashboards/compression_dashboard.ipynb --port=$(PORT) --no-browser --Voila.ip=127.0.0.1 --progressive_rendering=True
 
 clean:
 	rm -rf runs .pytest_cache

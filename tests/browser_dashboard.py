@@ -63,6 +63,14 @@ def _timed_wait(page, t0: float, expression: str, arg, timeout_s: float) -> floa
     return time.perf_counter() - t0
 
 
+def wait_until_done(page, root, timeout_s: float, sweeps: int = 2) -> float:
+    """Wait until the page's sweeps all say "done: ... from the store" (the last cell has finished
+    and the kernel is free for the steps); returns when (perf_counter)."""
+    page.wait_for_function("([r, n]) => (r.innerText.match(/from the store/g) || []).length >= n",
+                           arg=[root.first.element_handle(timeout=timeout_s * 1000), sweeps], timeout=timeout_s * 1000)
+    return time.perf_counter()
+
+
 def wait_for_charts(page, root, n: int, timeout_s: float) -> float:
     """Wait until ``n`` charts under ``root`` have drawn numbers (y or z values); returns when (perf_counter)."""
     page.wait_for_function(f"([r, n]) => Array.from(r.querySelectorAll('.js-plotly-plot')).filter({HAS_NUMBERS}).length >= n",

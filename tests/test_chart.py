@@ -47,3 +47,15 @@ def test_plotly_js_is_the_installed_packages_own():
     chart.send = lambda content, buffers=None: sent.append(content)
     chart._on_message(chart, {"type": "need-plotly"}, [])
     assert sent == [{"type": "plotly", "source": source}]
+
+
+def test_one_open_chart_per_kernel_carries_plotly_js_in_its_state():
+    import widgets.chart as chart_module
+
+    for c in list(chart_module._CARRIERS):
+        c.close()
+    first, second = Chart(), Chart()
+    assert first.get_state()["_plotly_js"] == plotly_source() and second.get_state()["_plotly_js"] == ""
+    first.close()  # the page may still ask by message; a new chart carries it again
+    third = Chart()
+    assert third.get_state()["_plotly_js"] == plotly_source()

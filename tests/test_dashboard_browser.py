@@ -34,6 +34,7 @@ from browser_dashboard import (
     move_slider,
     switch_axis,
     wait_for_charts,
+    wait_until_done,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -187,7 +188,7 @@ def test_voila_dashboard_shows_each_interaction(tmp_path):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     port = _free_port()
     url = f"http://127.0.0.1:{port}/"
-    cmd = [str(BIN / "voila"), str(NOTEBOOK), f"--port={port}", "--no-browser", "--Voila.ip=127.0.0.1"]
+    cmd = [str(BIN / "voila"), str(NOTEBOOK), f"--port={port}", "--no-browser", "--Voila.ip=127.0.0.1", "--progressive_rendering=True"]  # as make dashboard
     with _server(cmd, f"{url}voila/static/", tmp_path / "voila.log", _env(), ROOT):
         with _browser_page({"width": 1400, "height": 1800}, "voila-failure.png") as page:
             body = page.locator("body")
@@ -195,6 +196,7 @@ def test_voila_dashboard_shows_each_interaction(tmp_path):
             page.goto(url, timeout=600_000)  # Voila runs the notebook (sensitivity, search, pruning) before it renders
             times = {"first_paint_s": wait_for_charts(page, body, 1, 300) - t0}
             times["all_charts_s"] = wait_for_charts(page, body, CHARTS, 300) - t0
+            times["done_s"] = wait_until_done(page, body, 300) - t0  # every cell run: the charts filled live until now
             _whole_page(page, ARTIFACTS / "voila-loaded.png")
             times.update(_interact(page, body, "voila"))
             _whole_page(page, ARTIFACTS / "voila-dashboard.png")
@@ -249,6 +251,7 @@ def test_jupyterlab_runs_the_dashboard_and_shows_each_interaction(tmp_path):
             prompts.first.filter(has_text=re.compile(r"\[(\*|\d+)\]")).wait_for(timeout=30_000)
             times["run_all_first_chart_s"] = wait_for_charts(page, panel, 1, 300) - t0
             times["run_all_charts_s"] = wait_for_charts(page, panel, CHARTS, 300) - t0
+            times["run_all_done_s"] = wait_until_done(page, panel, 300) - t0
             page.screenshot(path=str(ARTIFACTS / "lab-loaded.png"))
             times.update(_interact(page, panel, "lab"))
             page.screenshot(path=str(ARTIFACTS / "lab-dashboard.png"))

@@ -2,7 +2,14 @@
 // change, clicks sent back to the kernel as {type: "click", points: [...]}.
 // plotly.js itself is asked from the kernel once per page (a 4.8 MB custom message), never from
 // the network; every chart on the page shares it.
-const SHARED = (globalThis.__workbenchChart ??= { plotly: null });
+const SHARED = (globalThis.__workbenchChart ??= {});
+if (!SHARED.ready) {
+  let resolve;
+  SHARED.ready = new Promise((r) => (resolve = r));
+  SHARED.resolve = resolve;
+  SHARED.loading = false;
+  SHARED.asked = false;
+}
 
 async function importPlotly(source) {
   // plotly.min.js is a UMD bundle: given a `module` it fills module.exports.
@@ -15,23 +22,33 @@ async function importPlotly(source) {
   }
 }
 
+function loadFrom(source) {
+  if (SHARED.loading || !source) return;
+  SHARED.loading = true;
+  importPlotly(source).then((P) => SHARED.resolve(P));
+}
+
+// plotly.js comes with the first chart's state (`_plotly_js`, loaded when that model is created,
+// shown or not), so a chart displayed before a long cell draws at once; a page that has no such
+// chart (all closed) asks the kernel for it, which answers when it is idle.
 function plotly(model) {
   if (globalThis.Plotly?.react) return Promise.resolve(globalThis.Plotly);
-  if (!SHARED.plotly) {
-    SHARED.plotly = new Promise((resolve) => {
-      const ask = () => model.send({ type: "need-plotly" });
-      const onMessage = async (msg) => {
-        if (msg?.type !== "plotly") return;
-        model.off("msg:custom", onMessage);
-        clearInterval(retry);
-        resolve(await importPlotly(msg.source));
-      };
-      model.on("msg:custom", onMessage);
-      const retry = setInterval(ask, 5000); // a kernel busy with a long cell answers later
-      ask();
+  loadFrom(model.get("_plotly_js"));
+  if (!SHARED.loading && !SHARED.asked) {
+    SHARED.asked = true;
+    const ask = () => model.send({ type: "need-plotly" });
+    const onMessage = (msg) => {
+      if (msg?.type === "plotly") loadFrom(msg.source);
+    };
+    model.on("msg:custom", onMessage);
+    const retry = setInterval(ask, 5000);
+    SHARED.ready.then(() => {
+      clearInterval(retry);
+      model.off("msg:custom", onMessage);
     });
+    ask();
   }
-  return SHARED.plotly;
+  return SHARED.ready;
 }
 
 function plain(v) {
@@ -84,4 +101,8 @@ async function render({ model, el }) {
   };
 }
 
-export default { render };
+function initialize({ model }) {
+  if (!globalThis.Plotly?.react) loadFrom(model.get("_plotly_js"));
+}
+
+export default { initialize, render };

@@ -6,7 +6,9 @@ the figures on a page, differently on each load (measured: 1 to 2 of 4 figures f
 loads, while plain anywidgets and ipywidgets on the same page update every time). ``Chart`` keeps
 a plain ``go.Figure`` on the Python side and syncs the whole figure as JSON (``spec``); the
 browser redraws it with ``Plotly.react`` on every change. plotly.js (the copy inside the
-installed plotly package, so the version always matches) is sent by the kernel once per page.
+installed plotly package, so the version always matches) travels once per kernel, in the state of
+the first open chart, so a chart shown before a long cell draws and fills while the cell runs (a
+page whose carrier chart was closed asks the kernel for it by message).
 
 The Python API follows ``FigureWidget`` where the workbench uses it: ``data``, ``layout``,
 ``add_trace`` / ``add_bar`` / ``add_scatter``, ``batch_update()`` (one redraw at the end), and
@@ -18,6 +20,7 @@ same event from Python (what a click in the browser sends).
 from __future__ import annotations
 
 import json
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -36,9 +39,13 @@ def plotly_source() -> str:
     return resources.files("plotly").joinpath("package_data", "plotly.min.js").read_text(encoding="utf-8")
 
 
+_CARRIERS: weakref.WeakSet = weakref.WeakSet()  # the open charts whose state holds plotly.js
+
+
 class Chart(anywidget.AnyWidget):
     _esm = Path(__file__).with_name("chart.js")
     spec = traitlets.Dict(help="the figure as plotly JSON: {'data': [...], 'layout': {...}}").tag(sync=True)
+    _plotly_js = traitlets.Unicode("", help="plotly.js, carried by one open chart per kernel").tag(sync=True)
 
     def __init__(self, figure: go.Figure | dict | None = None, *, data=None, layout=None, **kwargs):
         """``Chart(figure)`` or ``Chart(data=..., layout=...)`` as ``go.Figure`` takes them."""
@@ -46,6 +53,9 @@ class Chart(anywidget.AnyWidget):
         self._held = 0
         self._click_handlers: list[Callable[[list[dict]], None]] = []
         super().__init__(**kwargs)
+        if not any(c.comm is not None for c in _CARRIERS):  # the page gets plotly.js with this chart's state
+            self._plotly_js = plotly_source()
+            _CARRIERS.add(self)
         self.on_msg(self._on_message)
         self.push()
 
