@@ -141,6 +141,7 @@ class SensitivityDashboard(SweepWidget, W.VBox):
         self.status = f"done: {self.results.attrs['computed']} computed, {self.results.attrs['from_store']} from the store"
         self.progress_label.value = f"{self.rows_done}/{self.total} rows; {self.status}"
         self._check_finite()
+        self.layer_stats()
         return self.results
 
     def _begin(self) -> None:
@@ -219,18 +220,26 @@ class SensitivityDashboard(SweepWidget, W.VBox):
         if points and points[0].get("y") in self.layers:
             self.select_layer(points[0]["y"])
 
+    def _int_bits(self) -> list[int]:
+        return [b for b in self.config.weight_bits if isinstance(b, int)] or [8]  # integer widths (format names are other columns)
+
+    def layer_stats(self) -> pd.DataFrame:
+        """Per-layer weight and activation statistics of the detail panel (one float pass, computed
+        once: at the end of a run, so a click on the heatmap runs no model)."""
+        if self._stats is None:
+            self._stats = layer_statistics(self.task, self.model, bits=tuple(sorted(set(self._int_bits()))),
+                                           granularity=self.config.base.weight_granularity, scale_type=self.config.base.scale_type).set_index("layer")
+        return self._stats
+
     def select_layer(self, layer: str) -> None:
         """Open the detail panel of ``layer``."""
         if layer not in self.layers:
             raise wb.SpecError(f"no quantisable layer {layer!r}; layers are {', '.join(self.layers)}")
         self.selected_layer = layer
         self.detail_note.value = ""
-        bits = [b for b in self.config.weight_bits if isinstance(b, int)] or [8]  # integer widths (format names are other columns)
+        bits = self._int_bits()
         hist = weight_histogram(self.model, layer, min(bits), self.config.base.weight_granularity, self.config.base.scale_type, graph=self._graph)
-        if self._stats is None:
-            self._stats = layer_statistics(self.task, self.model, bits=tuple(sorted(set(bits))),
-                                           granularity=self.config.base.weight_granularity, scale_type=self.config.base.scale_type).set_index("layer")
-        stats = self._stats.loc[layer]
+        stats = self.layer_stats().loc[layer]
         centers = [(a + b) / 2 for a, b in zip(hist["edges"][:-1], hist["edges"][1:])]
         with self.histogram.batch_update():
             self.histogram.data = []
