@@ -43,6 +43,7 @@ def test_value_dropdown_recolours(dash):
 def test_click_opens_the_layer_detail(dash):
     dash.run()
     assert dash.detail.layout.display == "none"
+    assert dash._stats is not None  # computed by the run: a click runs no model
     row = list(dash.heatmap.data[0].y).index("features.7")
     dash.heatmap.click(0, [row, 0])  # what a click on the heatmap's cell sends
     assert dash.selected_layer == "features.7" and dash.detail.layout.display == "flex"
