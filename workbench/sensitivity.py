@@ -26,6 +26,9 @@ per-module path builds, still without rebuilding or calibrating a whole quantise
 caches nothing (every case recomputes the forward pass), so its memory stays that of one model
 and one batch however many layers the model has. Other cases the graph cannot be cut at (reused
 modules, leave-one-float on an untraceable model) fall back to full runs (``engine="full"``).
+Where such a model has repeated blocks (encoder layers), the ``block`` engine replays the cached
+float outputs of the blocks that return before layer L is called and runs the rest
+(``engine="swap"`` in :func:`sensitivity` turns that off: every case reruns every block).
 
 A sweep runs one unit per layer (that layer's cases) on an executor (:mod:`workbench.executors`:
 in this process by default, a process pool or Ray); the rows are the same on each.
@@ -77,6 +80,7 @@ from .store import ResultStore, SweepRecorder, resolve_store, sweep_fingerprint 
 from .determinism import fixed_threads
 
 MODES = ("quantise-one", "leave-one-float")
+ENGINES = ("cut", "swap", "naive")  # "swap": as "cut", but untraceable models rerun every block per case (no block replay)
 COLUMNS = ["layer", "layer_type", "depth", "params", "macs", "weight_bits", "act_bits", "weight_format", "act_format", "mode", "metric",
            "metric_delta", "sqnr_db", "output_mse", "kl", "seconds", "engine", "status"]
 SENSITIVITY_VERSION = "3"  # 2: a NaN / inf metric is status "nonfinite"; 3: weight_format / act_format columns
@@ -289,16 +293,116 @@ class _Engine:
         return torch.cat([self.runner.run_from(env, {layer: module}) for env in self.eval_envs]).float()
 
 
-class _SwapEngine:
-    """Quantise-one on an untraceable model: the whole float model (BatchNorm folded as the
-    per-module path folds it) runs per case with only ``layer`` replaced by its quantised version,
-    which is then put back. Nothing is cached between cases."""
+def repeated_blocks(model: nn.Module) -> tuple[str, list[nn.Module]] | None:
+    """The model's repeated blocks: ``(name, blocks)`` for the ``nn.ModuleList`` / ``nn.Sequential``
+    of at least 2 children, all of one class, holding the most parameters (e.g. BERT's
+    ``bert.encoder.layer``); None when the model has none."""
+    best, best_params = None, 0
+    for name, mod in model.named_modules():
+        kids = list(mod.children())
+        if not isinstance(mod, (nn.ModuleList, nn.Sequential)) or len(kids) < 2 or len({type(k) for k in kids}) != 1:
+            continue
+        params = sum(p.numel() for p in mod.parameters())
+        if params > best_params:
+            best, best_params = (name, kids), params
+    return best
 
-    def __init__(self, task, model: nn.Module, config: SensitivityConfig):
+
+class _SwapEngine:
+    """Quantise-one on an untraceable model: the float model (BatchNorm folded as the per-module
+    path folds it) runs per case with only ``layer`` replaced by its quantised version, which is
+    then put back.
+
+    With ``blocks`` (the block-cut engine), the outputs of the model's repeated blocks
+    (:func:`repeated_blocks`) are captured once per chunk of the eval (and calibration) data, in
+    the chunks ``predict`` (``calibrate``) uses; a case for a layer first called after blocks
+    ``0..k-1`` have returned replays their cached outputs (their ``forward`` is replaced for the
+    case, so they compute nothing) and runs the rest. Exact: a block that has returned before the
+    layer is called cannot depend on it. Blocks must be called once each per forward, in order,
+    without nesting; otherwise (or without blocks) every case runs the whole model."""
+
+    EVAL_BATCH = 256  # the batch size of ``predict``: capture and replay use the same chunks
+
+    def __init__(self, task, model: nn.Module, config: SensitivityConfig, blocks: bool = True):
         self.task, self.config = task, config
         self.model = fold_batchnorm(copy.deepcopy(model).eval(), task.example_input(8))
         calib = task.data.calib.x
         self.x_calib = calib if config.ptq.calib_samples is None else calib[: config.ptq.calib_samples]
+        self.blocks, self.start, self.cache, self._where = [], {}, {}, None
+        found = repeated_blocks(self.model) if blocks else None
+        if found is not None:
+            self._capture(found[1])
+
+    def _capture(self, blocks: list[nn.Module]) -> None:
+        """Fill ``cache[split][j][chunk]`` with block ``j``'s float output and ``start[layer]``
+        with the number of blocks returned before ``layer`` is first called."""
+        events, start, cache = [], {}, {"eval": [[] for _ in blocks], "calib": [[] for _ in blocks]}
+        split = ["eval"]
+
+        def on_root(_m, _args):
+            events.append([])
+
+        def on_block(j):
+            def pre(_m, _args):
+                events[-1].append(("in", j))
+
+            def post(_m, _args, out):
+                events[-1].append(("out", j))
+                cache[split[0]][j].append(out)
+            return pre, post
+
+        def on_layer(name):
+            def pre(_m, _args):
+                start.setdefault(name, sum(1 for e in events[-1] if e[0] == "out"))
+            return pre
+
+        handles = [self.model.register_forward_pre_hook(on_root)]
+        for j, blk in enumerate(blocks):
+            pre, post = on_block(j)
+            handles += [blk.register_forward_pre_hook(pre), blk.register_forward_hook(post)]
+        handles += [self.model.get_submodule(n).register_forward_pre_hook(on_layer(n)) for n in quantisable_layers(self.model)]
+        try:
+            predict(self.model, self.task.data.eval.x, batch_size=self.EVAL_BATCH)
+            if any(a is not None for a in self.config.act_bits):
+                split[0] = "calib"
+                with torch.no_grad():
+                    for i in range(0, len(self.x_calib), self.config.ptq.batch_size):
+                        self.model(self.x_calib[i : i + self.config.ptq.batch_size])
+        finally:
+            for h in handles:
+                h.remove()
+        expected = [(kind, j) for j in range(len(blocks)) for kind in ("in", "out")]
+        if any(ev != expected for ev in events):
+            warnings.warn("the repeated blocks are not called once each, in order; every case runs the whole model", stacklevel=4)
+            return
+        self.blocks, self.start, self.cache = blocks, start, cache
+
+    def cut_at(self, layer: str) -> int:
+        """How many blocks a case for ``layer`` replays (0: it runs the whole model)."""
+        return self.start.get(layer, 0)
+
+    def _replay(self, j: int):
+        def forward(*_args, **_kwargs):
+            split, chunks = self._where
+            return self.cache[split][j][chunks[-1]]
+        return forward
+
+    def _run(self, fn, split: str, k: int):
+        """``fn()`` with blocks ``0..k-1`` replaying ``split``'s cached outputs, chunk by chunk."""
+        if k == 0:
+            return fn()
+        chunks = []
+        handle = self.model.register_forward_pre_hook(lambda _m, _a: chunks.append(len(chunks)))
+        self._where = (split, chunks)
+        for j in range(k):
+            self.blocks[j].forward = self._replay(j)
+        try:
+            return fn()
+        finally:
+            handle.remove()
+            for j in range(k):
+                del self.blocks[j].forward
+            self._where = None
 
     @staticmethod
     def applies(config: SensitivityConfig) -> bool:
@@ -312,11 +416,12 @@ class _SwapEngine:
 
         original = self.model.get_submodule(layer)
         b = self.config.base
+        k = self.cut_at(layer)
         set_module(self.model, build_quant_layer(original, _layer_quant(w, a, b.weight_granularity, b.scale_type), input_quant=True), layer)
         try:
             if a is not None:
-                calibrate(self.model, self.x_calib, batch_size=self.config.ptq.batch_size)
-            return predict(self.model, self.task.data.eval.x)
+                self._run(lambda: calibrate(self.model, self.x_calib, batch_size=self.config.ptq.batch_size), "calib", k)
+            return self._run(lambda: predict(self.model, self.task.data.eval.x, batch_size=self.EVAL_BATCH), "eval", k)
         finally:
             set_module(self.model, original, layer)
 
@@ -341,8 +446,9 @@ class _SensitivityWork:
 
     def engines(self):
         if self._engines is None:
-            eng = _Engine(self.task, self.model, self.config) if self.engine == "cut" else None
-            swap = _SwapEngine(self.task, self.model, self.config) if (eng is not None and eng.runner is None and _SwapEngine.applies(self.config)) else None
+            eng = _Engine(self.task, self.model, self.config) if self.engine in ("cut", "swap") else None
+            swap = (_SwapEngine(self.task, self.model, self.config, blocks=self.engine == "cut")
+                    if (eng is not None and eng.runner is None and _SwapEngine.applies(self.config)) else None)
             self._engines = (eng, swap)
         return self._engines
 
@@ -357,6 +463,7 @@ class _SensitivityWork:
         layer, cases = unit
         eng, swap = self.engines()
         cut = eng is not None and eng.can_cut(layer)
+        replay = swap is not None and swap.cut_at(layer) > 0
         if cut:
             eng.move_to(layer)
         info, config, task = self.info(layer), self.config, self.task
@@ -380,7 +487,7 @@ class _SensitivityWork:
             (wb, wf), (ab, af) = bits_and_format(w), bits_and_format(a)
             row = {**info, "weight_bits": wb, "act_bits": ab, "weight_format": wf, "act_format": af, "mode": config.mode, **res,
                    "seconds": time.perf_counter() - t0,
-                   "engine": "cut" if cut else ("swap" if swap is not None else ("full" if self.engine == "cut" else "naive"))}
+                   "engine": "cut" if cut else ("block" if replay else "swap") if swap is not None else ("naive" if self.engine == "naive" else "full")}
             if config.hessian:
                 row["hessian_trace"] = self.hessian.get(layer, math.nan)
             out_rows.append((case_key(layer, w, a, config.mode), row))
@@ -409,8 +516,8 @@ def sensitivity(task, model: nn.Module, config: SensitivityConfig | None = None,
 
     config = config or SensitivityConfig()
     tracker = resolve_tracker(tracking)
-    if engine not in ("cut", "naive"):
-        raise SpecError(f"engine {engine!r}; expected 'cut' or 'naive'")
+    if engine not in ENGINES:
+        raise SpecError(f"engine {engine!r}; expected one of {', '.join(map(repr, ENGINES))}")
     executor = make_executor(executor)
     model = model.eval()
     all_layers = quantisable_layers(model)
