@@ -92,11 +92,15 @@ class GraphRunner:
         overrides = overrides or {}
         local = dict(env)
         with torch.no_grad():
-            for n in self.nodes[env["__pos__"]:]:
+            for i in range(env["__pos__"], len(self.nodes)):
+                n = self.nodes[i]
                 if n.op == "placeholder":
                     continue
                 if n.op == "output":
                     out = _map_args(n.args[0], local)
                     return out.value if hasattr(out, "value") else out
                 local[n.name] = self._run_node(n, local, overrides)
+                for a in n.all_input_nodes:  # free what nothing after this node reads: memory is reused, not grown
+                    if self.last_use.get(a.name) == i:
+                        local.pop(a.name, None)
         raise RuntimeError("graph has no output node")

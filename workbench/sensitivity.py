@@ -58,10 +58,11 @@ from tqdm.auto import tqdm
 from .data import check_calibration
 from .errors import SpecError
 from .evaluate import predict, task_loss
+from .batching import PREDICT_BATCH, Stacked, batch_independent, batch_major, pass_rows, sample_chunks, setting_groups, split_rows, tensors_in, tile
 from .graph_runner import GraphRunner
 from .metrics import output_agreement
 from .models import count_macs, module_calls
-from .options import Flag, OptionModel, choice, names
+from .options import Flag, OptionModel, choice, names, number
 from .pipeline import PTQConfig, quantize_task
 from .ptq import LayerInputs
 from .quantize import (
@@ -135,6 +136,7 @@ class SensitivityConfig(OptionModel):
     layers: names("a list of layer names") | None = None  # None: every quantisable layer
     ptq: PTQConfig = Field(default_factory=PTQConfig)
     hessian: Flag = False
+    max_cache_mb: number("a positive number of MB", gt=0) | None = 1024.0  # cached activations; beyond it, recomputed (None: no limit)
 
     @model_validator(mode="after")
     def _formats_fit_the_scale_type(self):
@@ -168,7 +170,8 @@ def parse_bits(text: str, what: str = "bits") -> tuple:
 
 
 def sweep_fingerprint(task, model: nn.Module, config: SensitivityConfig) -> str:
-    return store_fingerprint("sensitivity", task, model, config.to_dict(), SENSITIVITY_VERSION)
+    settings = {k: v for k, v in config.to_dict().items() if k != "max_cache_mb"}  # memory changes how, not what, rows are computed
+    return store_fingerprint("sensitivity", task, model, settings, SENSITIVITY_VERSION)
 
 
 def case_key(layer: str, w, a, mode: str) -> str:
@@ -215,14 +218,38 @@ def _finite(value) -> bool:
         return False
 
 
-def _chunks(x: torch.Tensor, size: int) -> list[torch.Tensor]:
-    return [x[i : i + size] for i in range(0, len(x), size)]
+class _LayerRun:
+    """The outcome of one layer's cases: per case its output tensor, or the exception it raised."""
+
+    def __init__(self, n: int):
+        self.outs: list[list[torch.Tensor]] = [[] for _ in range(n)]
+        self.errors: dict[int, Exception] = {}
+
+    def result(self, i: int):
+        return self.errors[i] if i in self.errors else torch.cat(self.outs[i]).float()
+
+
+_CASE_ERRORS = (RuntimeError, ValueError, FloatingPointError)
+
+
+def _mb(nbytes: float) -> str:
+    return f"{nbytes / 2**20:.1f} MB"
+
+
+def _too_small(budget_mb: float, need: float, what: str) -> SpecError:
+    return SpecError(f"max_cache_mb={budget_mb:g} cannot hold one batch of cached activations ({what}); expected at least {_mb(need)}")
 
 
 class _Engine:
-    """Cut-based evaluation of the cases of one sweep."""
+    """Cut-based evaluation of the cases of one sweep (models fx can trace).
 
-    EVAL_BATCH = 256  # the batch size of ``predict``: the same partition gives the same floats
+    The values live at a layer's input (for every eval pass and, where activations are swept,
+    every calibration batch) are cached and advanced from layer to layer; each case runs only
+    the graph from the layer onward. Passes are sized by bytes (:mod:`workbench.batching`); where
+    the eval data is smaller than one pass, a layer's settings are stacked along the batch. Where
+    the cached values would exceed ``config.max_cache_mb``, the layer's eval data is taken a group
+    of passes at a time, each recomputed from the input (and the calibration data a batch at a
+    time), so memory stays within the budget at the price of recomputing the prefix."""
 
     def __init__(self, task, model: nn.Module, config: SensitivityConfig):
         self.task, self.config = task, config
@@ -238,59 +265,179 @@ class _Engine:
                     self.graph = bq.preprocess_for_quantize(copy.deepcopy(model).eval(), equalize_iters=config.ptq.equalize_iters)
                 else:
                     self.graph = quantize_task(task, model, config.base, config.ptq)
-        except Exception as exc:  # untraceable: the swap engine (quantise-one) or full runs
-            warnings.warn(f"the graph cannot be cut ({type(exc).__name__}); every case runs the whole model", stacklevel=3)
+        except Exception as exc:  # untraceable: the swap / block engine (quantise-one) or full runs
+            self.reason = f"fx cannot trace the model ({type(exc).__name__})"
         self.runner = None if self.graph is None or not hasattr(self.graph, "graph") else GraphRunner(self.graph)
-        if self.runner is not None:
-            self.eval_envs = [self.runner.start(x) for x in _chunks(self.x_eval, self.EVAL_BATCH)]
-            needs_calib = config.mode == "quantise-one" and any(a is not None for a in config.act_bits)
-            self.calib_envs = [self.runner.start(x) for x in _chunks(self.x_calib, config.ptq.batch_size)] if needs_calib else []
+        if self.graph is not None and self.runner is None:
+            self.reason = "the quantised model is not an fx graph"
+        if self.runner is None:
+            return
+        self.rows = pass_rows(self.graph, self.x_eval)
+        if not batch_independent(self.graph, self.x_eval, self.rows):
+            warnings.warn(f"this model's outputs depend on the batch size on this machine; the engine runs passes of {PREDICT_BATCH} samples as predict does", stacklevel=3)
+            self.rows = PREDICT_BATCH
+        self.needs_calib = config.mode == "quantise-one" and any(a is not None for a in config.act_bits)
+        self.live = self._live_bytes_per_sample()
+        self.eval_envs, self.calib_envs = [], []
+        self._stack_ok: dict[str, bool] = {}
 
+    # -- memory ------------------------------------------------------------------------------
+    def _live_bytes_per_sample(self) -> list[int]:
+        """Bytes of the values live in front of each node, for one sample."""
+        env, live = self.runner.start(self.x_eval[:1]), []
+        for i in range(len(self.runner.nodes)):
+            self.runner.advance(env, i)
+            live.append(sum(v.element_size() * v.numel() for k, v in env.items() if isinstance(v, torch.Tensor)))
+        return live
+
+    def _calib_batch(self) -> int:
+        return min(self.config.ptq.batch_size, len(self.x_calib))
+
+    def cache_bytes(self, layer: str) -> tuple[float, float]:
+        """``(all, one)``: bytes of the cached values at ``layer`` for all the data, and for one pass."""
+        per = self.live[self.runner.index[self.runner.node_of(layer).name]]
+        n = len(self.x_eval) + (len(self.x_calib) if self.needs_calib else 0)
+        one = max(min(self.rows, len(self.x_eval)), self._calib_batch() if self.needs_calib else 0)
+        return per * n, per * one
+
+    def check_budget(self, layers: list[str]) -> None:
+        """A budget too small to hold one pass at some layer: one line naming the minimum."""
+        budget = self.config.max_cache_mb
+        if budget is None or self.runner is None:
+            return
+        need = [(self.cache_bytes(n)[1], n) for n in layers if self.can_cut(n)]
+        if need:
+            one, layer = max(need)
+            if one > budget * 2**20:
+                raise _too_small(budget, one, f"one pass of {min(self.rows, len(self.x_eval))} samples at layer {layer!r}")
+
+    def _fits(self, layer: str) -> bool:
+        return self.config.max_cache_mb is None or self.cache_bytes(layer)[0] <= self.config.max_cache_mb * 2**20
+
+    # -- cached values ---------------------------------------------------------------------------
     def can_cut(self, layer: str) -> bool:
         return self.runner is not None and self.runner.can_cut_at(layer)
 
+    def _start(self, x: torch.Tensor, size: int) -> list[dict]:
+        return [self.runner.start(x[a:b]) for a, b in sample_chunks(len(x), size)]
+
     def move_to(self, layer: str) -> None:
+        """Advance the cached values to ``layer`` (start again for an earlier layer); drop them
+        where the layer's values would exceed the memory budget."""
+        if not self._fits(layer):
+            self.eval_envs, self.calib_envs = [], []
+            return
         stop = self.runner.index[self.runner.node_of(layer).name]
-        if self.eval_envs and self.eval_envs[0]["__pos__"] > stop:  # a layer earlier than the last one: start again
-            self.eval_envs = [self.runner.start(x) for x in _chunks(self.x_eval, self.EVAL_BATCH)]
-            if self.calib_envs:
-                self.calib_envs = [self.runner.start(x) for x in _chunks(self.x_calib, self.config.ptq.batch_size)]
+        if not self.eval_envs or self.eval_envs[0]["__pos__"] > stop:
+            self.eval_envs = self._start(self.x_eval, self.rows)
+            self.calib_envs = self._start(self.x_calib, self.config.ptq.batch_size) if self.needs_calib else []
         for env in self.eval_envs + self.calib_envs:
             self.runner.advance(env, stop)
 
-    def _layer_at(self, layer: str, base: nn.Module, lq: LayerQuant) -> nn.Module:
-        """The quantised layer for ``lq``: built once per layer, later cases swap its quantisers."""
-        cached = getattr(self, "_built", None)
-        if cached is None or cached[0] != layer:
-            self._built = (layer, build_quant_layer(base, lq), lq)
-        else:
-            apply_weight_settings(cached[1], lq, cached[2])
-            self._built = (layer, cached[1], lq)
-        return self._built[1]
+    def _env_groups(self, x: torch.Tensor, size: int, stop: int, cached: list[dict], per_group: int):
+        """The envs at ``stop``: the cached ones, or (beyond the budget) ``per_group`` passes at a time."""
+        if cached:
+            yield cached
+            return
+        chunks = sample_chunks(len(x), size)
+        for g in range(0, len(chunks), per_group):
+            envs = [self.runner.start(x[a:b]) for a, b in chunks[g : g + per_group]]
+            for env in envs:
+                self.runner.advance(env, stop)
+            yield envs
 
-    def run_case(self, layer: str, w, a) -> torch.Tensor:
-        node = self.runner.node_of(layer)
+    def _per_group(self, layer: str) -> int:
+        if self._fits(layer):
+            return 1 << 30
+        per = self.live[self.runner.index[self.runner.node_of(layer).name]]
+        return max(1, int(self.config.max_cache_mb * 2**20 // max(per * self.rows, 1)))
+
+    # -- cases -----------------------------------------------------------------------------------
+    def _modules(self, layer: str, node, cases: list[tuple]) -> list[nn.Module]:
+        """One module per case standing for ``layer`` at that case's settings (activation
+        quantisers calibrated on the float values at its input, all in one pass over them)."""
+        from contextlib import ExitStack
+
+        from brevitas.nn import QuantIdentity
+
         base = self.graph.get_submodule(layer)
-        if self.config.mode == "quantise-one":
-            b = self.config.base
-            lq = _layer_quant(w, a, b.weight_granularity, b.scale_type)
-            module = self._layer_at(layer, base, lq)
-            if a is not None:
-                from brevitas.nn import QuantIdentity
-
-                signed = not input_is_nonnegative(self.graph, node.args[0])
-                iq = QuantIdentity(act_quant=act_quantizer(lq.act_bits, signed, b.scale_type, lq.act_format), return_quant_tensor=True)
-                iq.eval()
-                with torch.no_grad(), calibration_mode(iq):
-                    for env in self.calib_envs:
-                        iq(env[node.args[0].name])
-                module = nn.Sequential(iq, module)
-        else:
+        if self.config.mode != "quantise-one":
             module = copy.deepcopy(base)
             current = self.graph.workbench_plan.layers[layer]
             apply_weight_settings(module, LayerQuant(None, current.act_bits, current.weight_granularity, current.scale_type, INT, current.act_format), current)
-        module.eval()
-        return torch.cat([self.runner.run_from(env, {layer: module}) for env in self.eval_envs]).float()
+            return [module.eval()]
+        b = self.config.base
+        mods, quantisers = [], []
+        signed = None
+        for w, a in cases:
+            lq = _layer_quant(w, a, b.weight_granularity, b.scale_type)
+            module = build_quant_layer(base, lq)
+            if a is not None:
+                if signed is None:
+                    signed = not input_is_nonnegative(self.graph, node.args[0])
+                iq = QuantIdentity(act_quant=act_quantizer(lq.act_bits, signed, b.scale_type, lq.act_format), return_quant_tensor=True)
+                iq.eval()
+                quantisers.append(iq)
+                module = nn.Sequential(iq, module)
+            mods.append(module.eval())
+        if quantisers:
+            stop = self.runner.index[node.name]
+            with torch.no_grad(), ExitStack() as stack:
+                for iq in quantisers:
+                    stack.enter_context(calibration_mode(iq))
+                for envs in self._env_groups(self.x_calib, self.config.ptq.batch_size, stop, self.calib_envs, 1):
+                    for env in envs:
+                        for iq in quantisers:
+                            iq(env[node.args[0].name])
+        return mods
+
+    def _stackable(self, layer: str, env: dict, base: nn.Module, n: int, times: int) -> bool:
+        """Whether a pass stacking ``times`` settings gives what separate passes give (checked once
+        per layer on the float layer: the cached values must all be batch-major tensors)."""
+        if layer not in self._stack_ok:
+            values = [v for k, v in env.items() if k != "__pos__"]
+            ok = all(isinstance(v, torch.Tensor) and batch_major(v, n) for v in values)
+            if ok:
+                alone = self.runner.run_from(env, {layer: base})
+                tiled = {k: (v if k == "__pos__" else tile(v, times)) for k, v in env.items()}
+                stacked = self.runner.run_from(tiled, {layer: Stacked([base] * times, n)})
+                ok = torch.equal(torch.cat([alone] * times), stacked)
+            self._stack_ok[layer] = ok
+        return self._stack_ok[layer]
+
+    def run_layer(self, layer: str, cases: list[tuple]) -> list:
+        """Per case (in order) its outputs on the eval data, or the exception it raised."""
+        node = self.runner.node_of(layer)
+        result = _LayerRun(len(cases))
+        try:
+            mods = self._modules(layer, node, cases)
+        except _CASE_ERRORS as exc:
+            return [exc] * len(cases)
+        stop = self.runner.index[node.name]
+        groups = setting_groups(len(mods), len(self.x_eval), self.rows)
+        for envs in self._env_groups(self.x_eval, self.rows, stop, self.eval_envs, self._per_group(layer)):
+            for group in groups:
+                for env in envs:
+                    self._run_group(layer, env, group, mods, result)
+        return [result.result(i) for i in range(len(cases))]
+
+    def _run_group(self, layer: str, env: dict, group: list[int], mods: list[nn.Module], result: _LayerRun) -> None:
+        todo = [i for i in group if i not in result.errors]
+        n = tensors_in([v for k, v in env.items() if k != "__pos__"])[0].shape[0]
+        if len(todo) > 1 and self._stackable(layer, env, self.graph.get_submodule(layer), n, len(todo)):
+            tiled = {k: (v if k == "__pos__" else tile(v, len(todo))) for k, v in env.items()}
+            try:
+                out = self.runner.run_from(tiled, {layer: Stacked([mods[i] for i in todo], n)})
+                for i, part in zip(todo, split_rows(out, n, len(todo))):
+                    result.outs[i].append(part)
+                return
+            except _CASE_ERRORS:
+                pass  # one of the settings fails: run them one by one to say which
+        for i in todo:
+            try:
+                result.outs[i].append(self.runner.run_from(env, {layer: mods[i]}))
+            except _CASE_ERRORS as exc:
+                result.errors[i] = exc
 
 
 def repeated_blocks(model: nn.Module) -> tuple[str, list[nn.Module]] | None:
@@ -314,29 +461,75 @@ class _SwapEngine:
     then put back.
 
     With ``blocks`` (the block-cut engine), the outputs of the model's repeated blocks
-    (:func:`repeated_blocks`) are captured once per chunk of the eval (and calibration) data, in
-    the chunks ``predict`` (``calibrate``) uses; a case for a layer first called after blocks
-    ``0..k-1`` have returned replays their cached outputs (their ``forward`` is replaced for the
-    case, so they compute nothing) and runs the rest. Exact: a block that has returned before the
-    layer is called cannot depend on it. Blocks must be called once each per forward, in order,
-    without nesting; otherwise (or without blocks) every case runs the whole model."""
+    (:func:`repeated_blocks`) are captured once per eval pass (and calibration batch); a case for
+    a layer first called after blocks ``0..k-1`` have returned replays their cached outputs
+    (their ``forward`` is replaced for the case, so they compute nothing) and runs the rest.
+    Exact: a block that has returned before the layer is called cannot depend on it. Blocks must
+    be called once each per forward, in order, without nesting; otherwise (or without blocks)
+    every case runs the whole model, and :attr:`reason` says why. Only as many leading blocks
+    are cached as ``config.max_cache_mb`` holds; layers after them replay those only.
 
-    EVAL_BATCH = 256  # the batch size of ``predict``: capture and replay use the same chunks
+    Passes are sized by bytes and settings stacked along the batch where the eval data is
+    smaller than one pass (:mod:`workbench.batching`), as in the cut engine."""
 
     def __init__(self, task, model: nn.Module, config: SensitivityConfig, blocks: bool = True):
         self.task, self.config = task, config
         self.model = fold_batchnorm(copy.deepcopy(model).eval(), task.example_input(8))
+        self.x_eval = task.data.eval.x
         calib = task.data.calib.x
         self.x_calib = calib if config.ptq.calib_samples is None else calib[: config.ptq.calib_samples]
-        self.blocks, self.start, self.cache, self._where = [], {}, {}, None
-        found = repeated_blocks(self.model) if blocks else None
-        if found is not None:
-            self._capture(found[1])
+        self.needs_calib = any(a is not None for a in config.act_bits)
+        self.rows = pass_rows(self.model, self.x_eval)
+        if not batch_independent(self.model, self.x_eval, self.rows):
+            warnings.warn(f"this model's outputs depend on the batch size on this machine; the engine runs passes of {PREDICT_BATCH} samples as predict does", stacklevel=3)
+            self.rows = PREDICT_BATCH
+        self.blocks, self.start, self.cache, self.stackable = [], {}, {}, True
+        self.reason = "engine='swap' asked for no block replay"
+        if blocks:
+            found = repeated_blocks(self.model)
+            if found is None:
+                self.reason = "no repeated blocks found (an nn.ModuleList or nn.Sequential of 2 or more children of one class)"
+            else:
+                self._capture(found[0], found[1])
+        if not self.blocks:
+            self.stackable = self._check_stacking()
 
-    def _capture(self, blocks: list[nn.Module]) -> None:
-        """Fill ``cache[split][j][chunk]`` with block ``j``'s float output and ``start[layer]``
-        with the number of blocks returned before ``layer`` is first called."""
-        events, start, cache = [], {}, {"eval": [[] for _ in blocks], "calib": [[] for _ in blocks]}
+    def _block_bytes_per_sample(self, blocks: list[nn.Module]) -> list[int]:
+        sizes = [0] * len(blocks)
+
+        def hook(j):
+            def post(_m, _args, out):
+                sizes[j] = max(sizes[j], sum(t.element_size() * t.numel() for t in tensors_in(out)))
+            return post
+
+        handles = [blk.register_forward_hook(hook(j)) for j, blk in enumerate(blocks)]
+        try:
+            predict(self.model, self.x_eval[:1], batch_size=1)
+        finally:
+            for h in handles:
+                h.remove()
+        return sizes
+
+    def _capture(self, name: str, blocks: list[nn.Module]) -> None:
+        """Fill ``cache[split][j][pass]`` with block ``j``'s float output (for as many leading
+        blocks as the memory budget holds) and ``start[layer]`` with the number of blocks
+        returned before ``layer`` is first called."""
+        per_sample = self._block_bytes_per_sample(blocks)
+        n = len(self.x_eval) + (len(self.x_calib) if self.needs_calib else 0)
+        keep = len(blocks)
+        budget = self.config.max_cache_mb
+        if budget is not None:
+            one = max(per_sample) * max(min(self.rows, len(self.x_eval)), min(self.config.ptq.batch_size, len(self.x_calib)) if self.needs_calib else 0)
+            if one > budget * 2**20:
+                raise _too_small(budget, one, f"one pass of block outputs of {name!r}")
+            total, keep = 0, 0
+            while keep < len(blocks) and total + per_sample[keep] * n <= budget * 2**20:
+                total += per_sample[keep] * n
+                keep += 1
+            if keep == 0:
+                self.reason = f"max_cache_mb={budget:g} holds no block's outputs ({_mb(per_sample[0] * n)} each)"
+                return
+        events, start, cache = [], {}, {"eval": [[] for _ in range(keep)], "calib": [[] for _ in range(keep)]}
         split = ["eval"]
 
         def on_root(_m, _args):
@@ -348,12 +541,13 @@ class _SwapEngine:
 
             def post(_m, _args, out):
                 events[-1].append(("out", j))
-                cache[split[0]][j].append(out)
+                if j < keep:
+                    cache[split[0]][j].append(out)
             return pre, post
 
-        def on_layer(name):
+        def on_layer(layer):
             def pre(_m, _args):
-                start.setdefault(name, sum(1 for e in events[-1] if e[0] == "out"))
+                start.setdefault(layer, sum(1 for e in events[-1] if e[0] == "out"))
             return pre
 
         handles = [self.model.register_forward_pre_hook(on_root)]
@@ -362,68 +556,112 @@ class _SwapEngine:
             handles += [blk.register_forward_pre_hook(pre), blk.register_forward_hook(post)]
         handles += [self.model.get_submodule(n).register_forward_pre_hook(on_layer(n)) for n in quantisable_layers(self.model)]
         try:
-            predict(self.model, self.task.data.eval.x, batch_size=self.EVAL_BATCH)
-            if any(a is not None for a in self.config.act_bits):
+            predict(self.model, self.x_eval, batch_size=self.rows)
+            if self.needs_calib:
                 split[0] = "calib"
                 with torch.no_grad():
-                    for i in range(0, len(self.x_calib), self.config.ptq.batch_size):
-                        self.model(self.x_calib[i : i + self.config.ptq.batch_size])
+                    for a, b in sample_chunks(len(self.x_calib), self.config.ptq.batch_size):
+                        self.model(self.x_calib[a:b])
         finally:
             for h in handles:
                 h.remove()
         expected = [(kind, j) for j in range(len(blocks)) for kind in ("in", "out")]
         if any(ev != expected for ev in events):
-            warnings.warn("the repeated blocks are not called once each, in order; every case runs the whole model", stacklevel=4)
+            self.reason = f"the blocks of {name!r} are not called once each, in order"
+            warnings.warn(f"{self.reason}; every case runs the whole model (swap engine)", stacklevel=4)
             return
-        self.blocks, self.start, self.cache = blocks, start, cache
+        self.blocks, self.start, self.cache = blocks[:keep], {k: min(v, keep) for k, v in start.items()}, cache
+        self.reason = ""
+        chunks = sample_chunks(len(self.x_eval), self.rows)
+        self.stackable = all(batch_major(out, b - a) for j in range(keep) for out, (a, b) in zip(cache["eval"][j], chunks))
+        self.stackable = self.stackable and self._check_stacking()
+
+    def _check_stacking(self) -> bool:
+        """Whether the float model gives the same outputs stacked as alone (checked only where the
+        eval data is smaller than a pass, the only place settings are stacked), with no block and
+        with every cached block replayed."""
+        if len(self.x_eval) >= self.rows:
+            return True
+        for k in sorted({0, len(self.blocks)}):
+            alone = self._pass(self.x_eval, "eval", 0, k, 1)
+            if not torch.equal(torch.cat([alone] * 2), self._pass(tile(self.x_eval, 2), "eval", 0, k, 2)):
+                return False
+        return True
 
     def cut_at(self, layer: str) -> int:
         """How many blocks a case for ``layer`` replays (0: it runs the whole model)."""
         return self.start.get(layer, 0)
 
-    def _replay(self, j: int):
-        def forward(*_args, **_kwargs):
-            split, chunks = self._where
-            return self.cache[split][j][chunks[-1]]
-        return forward
-
-    def _run(self, fn, split: str, k: int):
-        """``fn()`` with blocks ``0..k-1`` replaying ``split``'s cached outputs, chunk by chunk."""
-        if k == 0:
-            return fn()
-        chunks = []
-        handle = self.model.register_forward_pre_hook(lambda _m, _a: chunks.append(len(chunks)))
-        self._where = (split, chunks)
+    def _pass(self, x: torch.Tensor, split: str, chunk: int, k: int, times: int) -> torch.Tensor:
+        """One forward pass on ``x`` with blocks ``0..k-1`` returning their cached outputs for
+        ``split``'s pass ``chunk`` (repeated ``times`` along the batch)."""
         for j in range(k):
-            self.blocks[j].forward = self._replay(j)
+            self.blocks[j].forward = (lambda *_a, _j=j, **_kw: tile(self.cache[split][_j][chunk], times))
         try:
-            return fn()
+            with torch.no_grad():
+                out = self.model(x)
         finally:
-            handle.remove()
             for j in range(k):
                 del self.blocks[j].forward
-            self._where = None
+        return out.value if hasattr(out, "value") and not isinstance(out, torch.Tensor) else out
 
     @staticmethod
     def applies(config: SensitivityConfig) -> bool:
         """Exact only where the full rebuild does no more than quantise and calibrate."""
         return config.mode == "quantise-one" and not config.ptq.bias_correction and config.ptq.equalize_iters == 0
 
-    def run_case(self, layer: str, w, a) -> torch.Tensor:
-        from brevitas.graph.utils import set_module
+    def _calibrate(self, k: int) -> None:
+        """Calibrate the model's activation quantisers (as :func:`workbench.ptq.calibrate` does)
+        with blocks ``0..k-1`` replaying their cached outputs."""
+        with torch.no_grad(), calibration_mode(self.model):
+            for c, (a, b) in enumerate(sample_chunks(len(self.x_calib), self.config.ptq.batch_size)):
+                self._pass(self.x_calib[a:b], "calib", c, k, 1)
 
-        from .ptq import calibrate
+    def run_layer(self, layer: str, cases: list[tuple]) -> list:
+        """Per case (in order) its outputs on the eval data, or the exception it raised."""
+        from brevitas.graph.utils import set_module
 
         original = self.model.get_submodule(layer)
         b = self.config.base
         k = self.cut_at(layer)
-        set_module(self.model, build_quant_layer(original, _layer_quant(w, a, b.weight_granularity, b.scale_type), input_quant=True), layer)
+        result, mods = _LayerRun(len(cases)), {}
         try:
-            if a is not None:
-                self._run(lambda: calibrate(self.model, self.x_calib, batch_size=self.config.ptq.batch_size), "calib", k)
-            return self._run(lambda: predict(self.model, self.task.data.eval.x, batch_size=self.EVAL_BATCH), "eval", k)
+            for i, (w, a) in enumerate(cases):
+                try:
+                    mods[i] = build_quant_layer(original, _layer_quant(w, a, b.weight_granularity, b.scale_type), input_quant=True).eval()
+                    if a is not None:
+                        set_module(self.model, mods[i], layer)
+                        self._calibrate(k)
+                except _CASE_ERRORS as exc:
+                    result.errors[i] = exc
+                finally:
+                    set_module(self.model, original, layer)
+            todo = [i for i in range(len(cases)) if i not in result.errors]
+            chunks = sample_chunks(len(self.x_eval), self.rows)
+            for group in setting_groups(len(todo), len(self.x_eval), self.rows):
+                ids = [todo[g] for g in group]
+                if len(ids) > 1 and self.stackable:
+                    set_module(self.model, Stacked([mods[i] for i in ids], len(self.x_eval)), layer)
+                    try:
+                        out = self._pass(tile(self.x_eval, len(ids)), "eval", 0, k, len(ids))
+                        for i, part in zip(ids, split_rows(out, len(self.x_eval), len(ids))):
+                            result.outs[i].append(part)
+                        continue
+                    except _CASE_ERRORS:
+                        pass  # run them one by one to say which setting fails
+                    finally:
+                        set_module(self.model, original, layer)
+                for i in ids:
+                    set_module(self.model, mods[i], layer)
+                    try:
+                        result.outs[i] = [self._pass(self.x_eval[s:e], "eval", c, k, 1) for c, (s, e) in enumerate(chunks)]
+                    except _CASE_ERRORS as exc:
+                        result.errors[i] = exc
+                    finally:
+                        set_module(self.model, original, layer)
         finally:
             set_module(self.model, original, layer)
+        return [result.result(i) for i in range(len(cases))]
 
 
 def naive_case(task, model: nn.Module, config: SensitivityConfig, layer: str, w, a) -> torch.Tensor:
@@ -440,15 +678,30 @@ class _SensitivityWork:
         self.task, self.model, self.config, self.engine = task, model, config, engine
         self.fp_out, self.fp_metric, self.macs, self.order, self.hessian, self.all_layers = fp_out, fp_metric, macs, order, hessian, all_layers
         self._engines = None
+        self.note = ""
 
     def __getstate__(self):
         return {**self.__dict__, "_engines": None}
 
     def engines(self):
+        """``(cut engine, swap / block engine)``, built on first use (the second only where fx
+        cannot trace the model); a warning says which engine runs where the cut one cannot, and why."""
         if self._engines is None:
             eng = _Engine(self.task, self.model, self.config) if self.engine in ("cut", "swap") else None
-            swap = (_SwapEngine(self.task, self.model, self.config, blocks=self.engine == "cut")
-                    if (eng is not None and eng.runner is None and _SwapEngine.applies(self.config)) else None)
+            swap = None
+            if eng is not None and eng.runner is None:
+                if _SwapEngine.applies(self.config):
+                    swap = _SwapEngine(self.task, self.model, self.config, blocks=self.engine == "cut")
+                    if swap.blocks:
+                        self.note = f"block engine: {eng.reason}; blocks 0..{len(swap.blocks) - 1} replayed from cache"
+                    else:
+                        self.note = f"swap engine: {eng.reason}; {swap.reason}: every case runs the whole model"
+                else:
+                    self.note = f"full runs: {eng.reason}; the swap and block engines cover quantise-one without bias correction or equalisation only"
+                if self.engine == "cut":
+                    warnings.warn(self.note, stacklevel=4)
+            elif eng is not None:
+                eng.check_budget(list(self.all_layers))
             self._engines = (eng, swap)
         return self._engines
 
@@ -459,35 +712,43 @@ class _SensitivityWork:
                 "params": sum(p.numel() for p in mod.parameters(recurse=False)), "macs": self.macs.get(layer, 0)}
 
     def layer_rows(self, unit: tuple) -> list[tuple[str, dict]]:
-        """The rows of one unit ``(layer, ((w, a), ...))``: the cases of one layer still to compute."""
+        """The rows of one unit ``(layer, ((w, a), ...))``: the cases of one layer still to compute.
+        ``seconds`` is the layer's time shared equally by its cases (they may run in one pass)."""
         layer, cases = unit
         eng, swap = self.engines()
         cut = eng is not None and eng.can_cut(layer)
-        replay = swap is not None and swap.cut_at(layer) > 0
-        if cut:
-            eng.move_to(layer)
         info, config, task = self.info(layer), self.config, self.task
         split = task.data.eval
+        t0 = time.perf_counter()
+        if cut:
+            eng.move_to(layer)
+            outs, engine = eng.run_layer(layer, list(cases)), "cut"
+        elif swap is not None:
+            outs, engine = swap.run_layer(layer, list(cases)), ("block" if swap.cut_at(layer) > 0 else "swap")
+        else:
+            outs, engine = [], ("naive" if self.engine == "naive" else "full")
+            for w, a in cases:
+                try:
+                    outs.append(naive_case(task, self.model, config, layer, w, a))
+                except _CASE_ERRORS as exc:
+                    if isinstance(exc, SpecError):
+                        raise
+                    outs.append(exc)
+        seconds = (time.perf_counter() - t0) / max(len(cases), 1)
         out_rows = []
-        for w, a in cases:
-            t0 = time.perf_counter()
+        for (w, a), out in zip(cases, outs):
             try:
-                if cut:
-                    out = eng.run_case(layer, w, a)
-                elif swap is not None:
-                    out = swap.run_case(layer, w, a)
-                else:
-                    out = naive_case(task, self.model, config, layer, w, a)
+                if isinstance(out, Exception):
+                    raise out
                 res = compare_outputs(task, out, self.fp_out, self.fp_metric, split)
-            except (RuntimeError, ValueError, FloatingPointError) as exc:
+            except _CASE_ERRORS as exc:
                 if isinstance(exc, SpecError):
                     raise
                 res = {"metric": math.nan, "metric_delta": math.nan, "sqnr_db": math.nan, "output_mse": math.nan, "kl": math.nan,
                        "status": f"error: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}"}
             (wb, wf), (ab, af) = bits_and_format(w), bits_and_format(a)
             row = {**info, "weight_bits": wb, "act_bits": ab, "weight_format": wf, "act_format": af, "mode": config.mode, **res,
-                   "seconds": time.perf_counter() - t0,
-                   "engine": "cut" if cut else ("block" if replay else "swap") if swap is not None else ("naive" if self.engine == "naive" else "full")}
+                   "seconds": seconds, "engine": engine}
             if config.hessian:
                 row["hessian_trace"] = self.hessian.get(layer, math.nan)
             out_rows.append((case_key(layer, w, a, config.mode), row))
