@@ -40,7 +40,7 @@ def test_block_engine_rows_equal_swap_engine_rows(bert):
         swap = sensitivity(task, model, config, store=False, engine="swap", progress=False)
         block = sensitivity(task, model, config, store=False, progress=False)
     assert set(swap["engine"]) == {"swap"}
-    assert list(block["engine"]) == ["swap"] * 4 + ["block"] * 12  # block 0's layer has nothing to replay
+    assert set(block["engine"]) == {"block"}  # block 0's query replays the embeddings
     assert list(block["layer"]) == list(swap["layer"]) and len(block) == 16
     assert (block[METRICS] - swap[METRICS]).abs().max().max() <= 1e-6
     assert block["sqnr_db"].notna().all()

@@ -240,6 +240,36 @@ def _too_small(budget_mb: float, need: float, what: str) -> SpecError:
     return SpecError(f"max_cache_mb={budget_mb:g} cannot hold one batch of cached activations ({what}); expected at least {_mb(need)}")
 
 
+def freeze_weights(qlayer: nn.Module, base: nn.Module) -> nn.Module | None:
+    """A plain copy of ``base`` computing what the weight-quantised Brevitas ``qlayer`` computes on
+    a float input: ``fn(x, quantised weight, float bias)``, its quantised weight computed once
+    instead of at every pass. None where ``qlayer`` quantises more than its weight (its input,
+    bias or output), which a plain layer cannot repeat."""
+    if any(getattr(qlayer, q).is_quant_enabled for q in ("input_quant", "bias_quant", "output_quant")):
+        return None
+    frozen = copy.deepcopy(base)
+    with torch.no_grad():
+        qw = qlayer.quant_weight()
+        frozen.weight.copy_(qw.value if hasattr(qw, "value") else qw)
+    return frozen.eval()
+
+
+def weight_only_versions(base: nn.Module, lqs: list[LayerQuant]) -> list[nn.Module]:
+    """``base`` at each weight-only setting of ``lqs``: one Brevitas layer is built and its weight
+    quantiser re-set per setting (building one per setting costs ~10 ms each), frozen
+    (:func:`freeze_weights`) where that is exact, else built on its own."""
+    out, built, current = [], None, None
+    for lq in lqs:
+        if built is None:
+            built = build_quant_layer(base, lq)
+        else:
+            apply_weight_settings(built, lq, current)
+        current = lq
+        frozen = freeze_weights(built, base)
+        out.append(frozen if frozen is not None else build_quant_layer(base, lq).eval())
+    return out
+
+
 class _Engine:
     """Cut-based evaluation of the cases of one sweep (models fx can trace).
 
@@ -369,7 +399,12 @@ class _Engine:
         b = self.config.base
         mods, quantisers = [], []
         signed = None
-        for w, a in cases:
+        weight_only = [i for i, (w, a) in enumerate(cases) if a is None]
+        frozen = dict(zip(weight_only, weight_only_versions(base, [_layer_quant(cases[i][0], None, b.weight_granularity, b.scale_type) for i in weight_only])))
+        for i, (w, a) in enumerate(cases):
+            if i in frozen:
+                mods.append(frozen[i])
+                continue
             lq = _layer_quant(w, a, b.weight_granularity, b.scale_type)
             module = build_quant_layer(base, lq)
             if a is not None:
@@ -460,14 +495,18 @@ class _SwapEngine:
     path folds it) runs per case with only ``layer`` replaced by its quantised version, which is
     then put back.
 
-    With ``blocks`` (the block-cut engine), the outputs of the model's repeated blocks
-    (:func:`repeated_blocks`) are captured once per eval pass (and calibration batch); a case for
-    a layer first called after blocks ``0..k-1`` have returned replays their cached outputs
-    (their ``forward`` is replaced for the case, so they compute nothing) and runs the rest.
-    Exact: a block that has returned before the layer is called cannot depend on it. Blocks must
-    be called once each per forward, in order, without nesting; otherwise (or without blocks)
-    every case runs the whole model, and :attr:`reason` says why. Only as many leading blocks
-    are cached as ``config.max_cache_mb`` holds; layers after them replay those only.
+    With ``blocks`` (the block-cut engine), the model's repeated blocks (:func:`repeated_blocks`:
+    encoder layers, ResNet stages), their children and grandchildren (attention, feed-forward,
+    ...) and the modules beside the blocks' container on the way up to the root (the embeddings)
+    are *replayable*: their float outputs are captured once per eval pass (and calibration
+    batch). A case for layer L replaces the ``forward`` of every replayable module that has
+    returned before L is first called by its cached output, so those compute nothing; the rest
+    runs as usual. Exact: a module that has returned before L is called cannot depend on L.
+    Replayable modules must be called once each per forward, without side effects a later module
+    reads; modules called more often are left out, and where the blocks themselves are, every
+    case runs the whole model and :attr:`reason` says why. The cache holds blocks first, then
+    the modules beside them, then the blocks' children, then their grandchildren, as far as
+    ``config.max_cache_mb`` allows.
 
     Passes are sized by bytes and settings stacked along the batch where the eval data is
     smaller than one pass (:mod:`workbench.batching`), as in the cut engine."""
@@ -483,7 +522,7 @@ class _SwapEngine:
         if not batch_independent(self.model, self.x_eval, self.rows):
             warnings.warn(f"this model's outputs depend on the batch size on this machine; the engine runs passes of {PREDICT_BATCH} samples as predict does", stacklevel=3)
             self.rows = PREDICT_BATCH
-        self.blocks, self.start, self.cache, self.stackable = [], {}, {}, True
+        self.blocks, self.replayed, self.cached, self.cache, self.stackable = [], {}, [], {}, True
         self.reason = "engine='swap' asked for no block replay"
         if blocks:
             found = repeated_blocks(self.model)
@@ -491,18 +530,29 @@ class _SwapEngine:
                 self.reason = "no repeated blocks found (an nn.ModuleList or nn.Sequential of 2 or more children of one class)"
             else:
                 self._capture(found[0], found[1])
-        if not self.blocks:
-            self.stackable = self._check_stacking()
+        self.stackable = self.stackable and self._check_stacking()
 
-    def _block_bytes_per_sample(self, blocks: list[nn.Module]) -> list[int]:
-        sizes = [0] * len(blocks)
+    def _replayable(self, name: str, blocks: list[nn.Module]) -> list[tuple[str, nn.Module]]:
+        """Candidates in cache priority: blocks, the modules beside their container up to the
+        root, the blocks' children, their grandchildren."""
+        names = {m: n for n, m in self.model.named_modules()}
+        beside, path = [], name.split(".") if name else []
+        for depth in range(len(path)):
+            parent = self.model.get_submodule(".".join(path[:depth]))
+            beside += [(names[c], c) for c in parent.children() if names[c] != ".".join(path[: depth + 1])]
+        children = [(names[c], c) for blk in blocks for c in blk.children()]
+        grand = [(names[g], g) for _, c in children for g in c.children()]
+        return [(names[blk], blk) for blk in blocks] + beside + children + grand
+
+    def _output_bytes_per_sample(self, modules: list[nn.Module]) -> list[int]:
+        sizes = [0] * len(modules)
 
         def hook(j):
             def post(_m, _args, out):
                 sizes[j] = max(sizes[j], sum(t.element_size() * t.numel() for t in tensors_in(out)))
             return post
 
-        handles = [blk.register_forward_hook(hook(j)) for j, blk in enumerate(blocks)]
+        handles = [m.register_forward_hook(hook(j)) for j, m in enumerate(modules)]
         try:
             predict(self.model, self.x_eval[:1], batch_size=1)
         finally:
@@ -511,49 +561,50 @@ class _SwapEngine:
         return sizes
 
     def _capture(self, name: str, blocks: list[nn.Module]) -> None:
-        """Fill ``cache[split][j][pass]`` with block ``j``'s float output (for as many leading
-        blocks as the memory budget holds) and ``start[layer]`` with the number of blocks
-        returned before ``layer`` is first called."""
-        per_sample = self._block_bytes_per_sample(blocks)
+        """Fill ``cache[split][j][pass]`` with replayable module ``j``'s float outputs (as many as
+        the memory budget holds) and ``replayed[layer]`` with the modules that return before
+        ``layer`` is first called."""
+        candidates = self._replayable(name, blocks)
+        per_sample = self._output_bytes_per_sample([m for _, m in candidates])
         n = len(self.x_eval) + (len(self.x_calib) if self.needs_calib else 0)
-        keep = len(blocks)
-        budget = self.config.max_cache_mb
-        if budget is not None:
-            one = max(per_sample) * max(min(self.rows, len(self.x_eval)), min(self.config.ptq.batch_size, len(self.x_calib)) if self.needs_calib else 0)
-            if one > budget * 2**20:
-                raise _too_small(budget, one, f"one pass of block outputs of {name!r}")
-            total, keep = 0, 0
-            while keep < len(blocks) and total + per_sample[keep] * n <= budget * 2**20:
-                total += per_sample[keep] * n
-                keep += 1
-            if keep == 0:
-                self.reason = f"max_cache_mb={budget:g} holds no block's outputs ({_mb(per_sample[0] * n)} each)"
-                return
-        events, start, cache = [], {}, {"eval": [[] for _ in range(keep)], "calib": [[] for _ in range(keep)]}
+        budget = math.inf if self.config.max_cache_mb is None else self.config.max_cache_mb * 2**20
+        one = max(per_sample[: len(blocks)]) * max(min(self.rows, len(self.x_eval)), min(self.config.ptq.batch_size, len(self.x_calib)) if self.needs_calib else 0)
+        if one > budget:
+            raise _too_small(self.config.max_cache_mb, one, f"one pass of the outputs of {name!r}")
+        events, first = [], {}
+        kept, total = [], 0
+        for j, size in enumerate(per_sample):
+            if size > 0 and total + size * n <= budget:
+                kept.append(j)
+                total += size * n
+        if not any(j < len(blocks) for j in kept):
+            self.reason = f"max_cache_mb={self.config.max_cache_mb:g} holds no block's outputs ({_mb(per_sample[0] * n)} each)"
+            return
+        cache = {"eval": {j: [] for j in kept}, "calib": {j: [] for j in kept}}
         split = ["eval"]
 
         def on_root(_m, _args):
-            events.append([])
+            events.append({"calls": {}, "returned": []})
 
-        def on_block(j):
+        def on_module(j):
             def pre(_m, _args):
-                events[-1].append(("in", j))
+                events[-1]["calls"][j] = events[-1]["calls"].get(j, 0) + 1
 
             def post(_m, _args, out):
-                events[-1].append(("out", j))
-                if j < keep:
+                events[-1]["returned"].append(j)
+                if j in cache[split[0]]:
                     cache[split[0]][j].append(out)
             return pre, post
 
         def on_layer(layer):
             def pre(_m, _args):
-                start.setdefault(layer, sum(1 for e in events[-1] if e[0] == "out"))
+                first.setdefault(layer, set(events[-1]["returned"]))
             return pre
 
         handles = [self.model.register_forward_pre_hook(on_root)]
-        for j, blk in enumerate(blocks):
-            pre, post = on_block(j)
-            handles += [blk.register_forward_pre_hook(pre), blk.register_forward_hook(post)]
+        for j in kept:
+            pre, post = on_module(j)
+            handles += [candidates[j][1].register_forward_pre_hook(pre), candidates[j][1].register_forward_hook(post)]
         handles += [self.model.get_submodule(n).register_forward_pre_hook(on_layer(n)) for n in quantisable_layers(self.model)]
         try:
             predict(self.model, self.x_eval, batch_size=self.rows)
@@ -565,44 +616,48 @@ class _SwapEngine:
         finally:
             for h in handles:
                 h.remove()
-        expected = [(kind, j) for j in range(len(blocks)) for kind in ("in", "out")]
-        if any(ev != expected for ev in events):
-            self.reason = f"the blocks of {name!r} are not called once each, in order"
+        once = [j for j in kept if all(ev["calls"].get(j) == 1 for ev in events)]
+        if any(j < len(blocks) and j not in once for j in kept):
+            self.reason = f"the blocks of {name!r} are not called once each per forward"
             warnings.warn(f"{self.reason}; every case runs the whole model (swap engine)", stacklevel=4)
             return
-        self.blocks, self.start, self.cache = blocks[:keep], {k: min(v, keep) for k, v in start.items()}, cache
+        self.blocks = [candidates[j][1] for j in once if j < len(blocks)]
+        self.cached = [(candidates[j][0], candidates[j][1]) for j in once]
+        index = {j: i for i, j in enumerate(once)}
+        self.cache = {sp: [cache[sp][j] for j in once] for sp in cache}
+        self.replayed = {layer: sorted(index[j] for j in done if j in index) for layer, done in first.items()}
         self.reason = ""
         chunks = sample_chunks(len(self.x_eval), self.rows)
-        self.stackable = all(batch_major(out, b - a) for j in range(keep) for out, (a, b) in zip(cache["eval"][j], chunks))
-        self.stackable = self.stackable and self._check_stacking()
+        self.stackable = all(batch_major(out, b - a) for outs in self.cache["eval"] for out, (a, b) in zip(outs, chunks))
 
     def _check_stacking(self) -> bool:
         """Whether the float model gives the same outputs stacked as alone (checked only where the
-        eval data is smaller than a pass, the only place settings are stacked), with no block and
-        with every cached block replayed."""
+        eval data is smaller than a pass, the only place settings are stacked), replaying nothing
+        and replaying what the last layer replays."""
         if len(self.x_eval) >= self.rows:
             return True
-        for k in sorted({0, len(self.blocks)}):
-            alone = self._pass(self.x_eval, "eval", 0, k, 1)
-            if not torch.equal(torch.cat([alone] * 2), self._pass(tile(self.x_eval, 2), "eval", 0, k, 2)):
+        most = max(self.replayed.values(), key=len, default=[])
+        for ids in ([], most) if most else ([],):
+            alone = self._pass(self.x_eval, "eval", 0, ids, 1)
+            if not torch.equal(torch.cat([alone] * 2), self._pass(tile(self.x_eval, 2), "eval", 0, ids, 2)):
                 return False
         return True
 
     def cut_at(self, layer: str) -> int:
-        """How many blocks a case for ``layer`` replays (0: it runs the whole model)."""
-        return self.start.get(layer, 0)
+        """How many modules a case for ``layer`` replays (0: it runs the whole model)."""
+        return len(self.replayed.get(layer, ()))
 
-    def _pass(self, x: torch.Tensor, split: str, chunk: int, k: int, times: int) -> torch.Tensor:
-        """One forward pass on ``x`` with blocks ``0..k-1`` returning their cached outputs for
+    def _pass(self, x: torch.Tensor, split: str, chunk: int, ids: list[int], times: int) -> torch.Tensor:
+        """One forward pass on ``x`` with the cached modules ``ids`` returning their outputs for
         ``split``'s pass ``chunk`` (repeated ``times`` along the batch)."""
-        for j in range(k):
-            self.blocks[j].forward = (lambda *_a, _j=j, **_kw: tile(self.cache[split][_j][chunk], times))
+        for i in ids:
+            self.cached[i][1].forward = (lambda *_a, _i=i, **_kw: tile(self.cache[split][_i][chunk], times))
         try:
             with torch.no_grad():
                 out = self.model(x)
         finally:
-            for j in range(k):
-                del self.blocks[j].forward
+            for i in ids:
+                del self.cached[i][1].forward
         return out.value if hasattr(out, "value") and not isinstance(out, torch.Tensor) else out
 
     @staticmethod
@@ -610,9 +665,9 @@ class _SwapEngine:
         """Exact only where the full rebuild does no more than quantise and calibrate."""
         return config.mode == "quantise-one" and not config.ptq.bias_correction and config.ptq.equalize_iters == 0
 
-    def _calibrate(self, k: int) -> None:
+    def _calibrate(self, k: list[int]) -> None:
         """Calibrate the model's activation quantisers (as :func:`workbench.ptq.calibrate` does)
-        with blocks ``0..k-1`` replaying their cached outputs."""
+        with the cached modules ``k`` replaying their outputs."""
         with torch.no_grad(), calibration_mode(self.model):
             for c, (a, b) in enumerate(sample_chunks(len(self.x_calib), self.config.ptq.batch_size)):
                 self._pass(self.x_calib[a:b], "calib", c, k, 1)
@@ -623,10 +678,17 @@ class _SwapEngine:
 
         original = self.model.get_submodule(layer)
         b = self.config.base
-        k = self.cut_at(layer)
+        k = self.replayed.get(layer, [])
         result, mods = _LayerRun(len(cases)), {}
         try:
+            weight_only = [i for i, (w, a) in enumerate(cases) if a is None]
+            try:
+                mods.update(zip(weight_only, weight_only_versions(original, [_layer_quant(cases[i][0], None, b.weight_granularity, b.scale_type) for i in weight_only])))
+            except _CASE_ERRORS:
+                pass  # built one by one below, to say which setting fails
             for i, (w, a) in enumerate(cases):
+                if i in mods:
+                    continue
                 try:
                     mods[i] = build_quant_layer(original, _layer_quant(w, a, b.weight_granularity, b.scale_type), input_quant=True).eval()
                     if a is not None:
@@ -693,7 +755,7 @@ class _SensitivityWork:
                 if _SwapEngine.applies(self.config):
                     swap = _SwapEngine(self.task, self.model, self.config, blocks=self.engine == "cut")
                     if swap.blocks:
-                        self.note = f"block engine: {eng.reason}; blocks 0..{len(swap.blocks) - 1} replayed from cache"
+                        self.note = f"block engine: {eng.reason}; {len(swap.cached)} modules ({len(swap.blocks)} blocks) replayed from cache"
                     else:
                         self.note = f"swap engine: {eng.reason}; {swap.reason}: every case runs the whole model"
                 else:
