@@ -136,7 +136,7 @@ class SensitivityConfig(OptionModel):
     layers: names("a list of layer names") | None = None  # None: every quantisable layer
     ptq: PTQConfig = Field(default_factory=PTQConfig)
     hessian: Flag = False
-    max_cache_mb: number("a positive number of MB", gt=0) | None = 1024.0  # cached activations; beyond it, recomputed (None: no limit)
+    max_cache_mb: number("a positive number of MB", gt=0) | None = 512.0  # cached activations; beyond it, recomputed (None: no limit)
 
     @model_validator(mode="after")
     def _formats_fit_the_scale_type(self):
@@ -505,7 +505,7 @@ class _SwapEngine:
     Replayable modules must be called once each per forward, without side effects a later module
     reads; modules called more often are left out, and where the blocks themselves are, every
     case runs the whole model and :attr:`reason` says why. The cache holds blocks first, then
-    the modules beside them, then the blocks' children, then their grandchildren, as far as
+    the others that some layer would replay outermost, smallest first, as far as
     ``config.max_cache_mb`` allows.
 
     Passes are sized by bytes and settings stacked along the batch where the eval data is
@@ -544,28 +544,43 @@ class _SwapEngine:
         grand = [(names[g], g) for _, c in children for g in c.children()]
         return [(names[blk], blk) for blk in blocks] + beside + children + grand
 
-    def _output_bytes_per_sample(self, modules: list[nn.Module]) -> list[int]:
-        sizes = [0] * len(modules)
+    def _dry_run(self, candidates: list[tuple[str, nn.Module]]) -> tuple[list[int], set[int]]:
+        """On one sample: each candidate's output bytes, and the candidates worth caching: those
+        some layer would replay outermost (returned before the layer's first call, inside no
+        other candidate that has)."""
+        sizes, returned, before = [0] * len(candidates), [], {}
 
-        def hook(j):
-            def post(_m, _args, out):
+        def post(j):
+            def hook(_m, _args, out):
                 sizes[j] = max(sizes[j], sum(t.element_size() * t.numel() for t in tensors_in(out)))
-            return post
+                returned.append(j)
+            return hook
 
-        handles = [m.register_forward_hook(hook(j)) for j, m in enumerate(modules)]
+        def pre(layer):
+            def hook(_m, _args):
+                before.setdefault(layer, list(returned))
+            return hook
+
+        handles = [m.register_forward_hook(post(j)) for j, (_, m) in enumerate(candidates)]
+        handles += [self.model.get_submodule(n).register_forward_pre_hook(pre(n)) for n in quantisable_layers(self.model)]
         try:
             predict(self.model, self.x_eval[:1], batch_size=1)
         finally:
             for h in handles:
                 h.remove()
-        return sizes
+        names = [n for n, _ in candidates]
+        useful = set()
+        for done in before.values():
+            done_names = {names[j] for j in done}
+            useful |= {j for j in done if not any(names[j].startswith(o + ".") for o in done_names)}
+        return sizes, useful
 
     def _capture(self, name: str, blocks: list[nn.Module]) -> None:
         """Fill ``cache[split][j][pass]`` with replayable module ``j``'s float outputs (as many as
         the memory budget holds) and ``replayed[layer]`` with the modules that return before
         ``layer`` is first called."""
         candidates = self._replayable(name, blocks)
-        per_sample = self._output_bytes_per_sample([m for _, m in candidates])
+        per_sample, useful = self._dry_run(candidates)
         n = len(self.x_eval) + (len(self.x_calib) if self.needs_calib else 0)
         budget = math.inf if self.config.max_cache_mb is None else self.config.max_cache_mb * 2**20
         one = max(per_sample[: len(blocks)]) * max(min(self.rows, len(self.x_eval)), min(self.config.ptq.batch_size, len(self.x_calib)) if self.needs_calib else 0)
@@ -573,7 +588,9 @@ class _SwapEngine:
             raise _too_small(self.config.max_cache_mb, one, f"one pass of the outputs of {name!r}")
         events, first = [], {}
         kept, total = [], 0
-        for j, size in enumerate(per_sample):
+        order = list(range(len(blocks))) + sorted(useful - set(range(len(blocks))), key=lambda j: (per_sample[j], j))  # blocks, then the smallest
+        for j in order:
+            size = per_sample[j]
             if size > 0 and total + size * n <= budget:
                 kept.append(j)
                 total += size * n
@@ -621,6 +638,7 @@ class _SwapEngine:
             self.reason = f"the blocks of {name!r} are not called once each per forward"
             warnings.warn(f"{self.reason}; every case runs the whole model (swap engine)", stacklevel=4)
             return
+        once = sorted(once)
         self.blocks = [candidates[j][1] for j in once if j < len(blocks)]
         self.cached = [(candidates[j][0], candidates[j][1]) for j in once]
         index = {j: i for i, j in enumerate(once)}
