@@ -80,6 +80,7 @@ from .cost_tables import CostSource, TargetCostTable, build_cost_table, get_cost
 from .search import SearchConfig, front_on, search, search_accuracy_target
 from .width_search import WidthSearchConfig, width_search
 from .tasks import Task, create_task, list_tasks, make_task, register_task, task_from_factory, tasks_table
+from .qonnx_run import lower_qonnx, qonnx_session, run_qonnx
 from .verify import host_cpu, latency_ms, latency_where, optimized_op_counts, verify_qcdq, verify_qonnx
 from .tflite import export_tflite_int8, tflite_for_assignment
 from .vela import get_vela_target, vela_layers, vela_summary  # registers one Ethos-U target per Vela accelerator config
@@ -93,7 +94,7 @@ __all__ = [
     "load_or_train_baseline", "evaluate", "predict",
     "QuantSpec", "LayerSettings", "PTQConfig", "quantize_model", "quantisable_layers", "quantize_task", "calibrate", "bias_correction", "learned_rounding",
     "describe", "evaluate_quantized", "divergence", "simulation_layer_outputs",
-    "export_qcdq", "export_qonnx", "export_float", "verify_qcdq", "verify_qonnx", "optimized_op_counts", "latency_ms", "latency_where", "host_cpu", "export_and_verify",
+    "export_qcdq", "export_qonnx", "export_float", "verify_qcdq", "verify_qonnx", "run_qonnx", "qonnx_session", "lower_qonnx", "optimized_op_counts", "latency_ms", "latency_where", "host_cpu", "export_and_verify",
     "Exporter", "register_exporter", "get_exporter", "list_exporters", "NumberFormat", "register_format", "get_format", "list_formats",
     "load_mnist_idx", "load_cifar10_binary", "load_npz", "load_image_folder",
     "run_job", "run_demo", "RunDir", "apply_recipe", "Recipe", "load_recipe", "promote", "cost_table", "described_costs", "load_target", "SearchConfig", "search", "search_accuracy_target", "front_on",

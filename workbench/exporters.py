@@ -269,7 +269,7 @@ class QONNXExporter(Exporter):
     name, suffix = "qonnx", ".qonnx.onnx"
     carries = "integers of any width (Quant nodes; weights stored as integers, at most 4 bits two a byte), batch 1"
     max_bits = None
-    verified_by = "qonnx reference executor (first qonnx_samples eval samples)"
+    verified_by = "qonnx's arithmetic in onnxruntime (qonnx_run; qonnx's own executor where a graph cannot be lowered), first qonnx_samples eval samples"
     description = "QONNX for FPGA flows (FINN, hls4ml)"
 
     def export(self, qmodel, example, path, pack: bool | str = True, **options) -> Path:
