@@ -105,3 +105,36 @@ def test_a_store_opened_in_one_thread_serves_others(tmp_path):
         t.join()
     assert errors == [] and store.count("s") == 80
     assert sorted(r["k"] for r in store.rows("s").values() if r["i"] == 2) == list(range(20))
+
+
+def _costs_by_hand(task, model, assignment, target, act_bits):
+    """A caller's measure_costs (module level, so it pickles): a number of the assignment alone."""
+    return {"cycles": float(sum(assignment.values()) * 1000 + act_bits)}
+
+
+def test_process_executor_gives_the_same_rows_and_resumes(small, tmp_path):
+    """Candidates measured in two worker processes: the rows of the in-process search, each
+    configuration once; what a stopped search stored is read, not measured again."""
+    from workbench.executors import make_executor
+
+    local = _run(small, False)
+    n = local["bits"].nunique()
+    assert local.attrs["computed"] == n and len(local) > n  # some configurations proposed twice, measured once
+    store = ResultStore(tmp_path / "results.sqlite")
+    # a search stopped part-way: the store holds the metric of some configurations only
+    done = list(dict.fromkeys(local["bits"]))[: n // 2]
+    first = _run(small, store)  # fills the store, then keep only `done`
+    with sqlite3.connect(tmp_path / "results.sqlite") as db:
+        db.execute(f"DELETE FROM rows WHERE kind = 'search_metric' AND case_key NOT IN ({','.join('?' * len(done))})", done)
+    executor = make_executor("process:2")
+    task, model, sens = small
+    cfg = SearchConfig(target="fpga-dataflow", latency_runs=0, **SMALL)
+    pooled = search(task, model, sens, cfg, progress=False, store=ResultStore(tmp_path / "results.sqlite"), executor=executor)
+    assert pooled.attrs["executor"] == "process:2" and local.attrs["executor"] == "local"
+    assert pooled.attrs["computed"] == n - len(done) and pooled.attrs["from_store"] == len(done)
+    pd.testing.assert_frame_equal(pooled, local, check_exact=True)
+    pd.testing.assert_frame_equal(first, local, check_exact=True)
+    # every configuration is now stored: the same search on the pool measures nothing
+    again = search(task, model, sens, cfg, progress=False, store=ResultStore(tmp_path / "results.sqlite"), executor=executor)
+    assert again.attrs["computed"] == 0 and again.attrs["from_store"] == n
+    pd.testing.assert_frame_equal(again, local, check_exact=True)
