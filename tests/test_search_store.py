@@ -1,7 +1,9 @@
 """Search candidates are kept in the result store: a second identical search measures nothing."""
 
 import copy
+import json
 import sqlite3
+import threading
 
 import pandas as pd
 import pytest
@@ -105,3 +107,69 @@ def test_a_store_opened_in_one_thread_serves_others(tmp_path):
         t.join()
     assert errors == [] and store.count("s") == 80
     assert sorted(r["k"] for r in store.rows("s").values() if r["i"] == 2) == list(range(20))
+
+
+
+def _cycles(task, model, assignment, target, act_bits):
+    """A caller's measure_costs (module level, so it pickles): the target's cycles, from the bits alone."""
+    return {"cycles": float(sum(b * b for b in assignment.values()) * 1000 + act_bits)}
+
+
+class _Unpicklable:
+    def __init__(self):
+        self.lock = threading.Lock()
+
+    def __call__(self, task, model, assignment, target, act_bits):
+        return _cycles(task, model, assignment, target, act_bits)
+
+
+def _hand_table(task, model):
+    """A per-layer table of cycles at 4 and 8 weight bits (what a target would measure)."""
+    from workbench.cost import layer_costs
+    from workbench.cost_tables import TargetCostTable
+
+    costs = layer_costs(model, task.example_input())
+    rows = [{"layer": name, "weight_bits": b, "cycles": float(c.macs * b)} for name, c in costs.items() for b in (4, 8)]
+    return TargetCostTable(task.name, "hand-npu", 8, (4, 8), ("cycles",), pd.DataFrame(rows), {"cycles": 100.0})
+
+
+def test_process_executor_gives_the_same_rows_and_resumes(small, tmp_path):
+    """Candidates measured in two worker processes: the rows of the in-process search, each
+    configuration once; what a stopped search stored is read, not measured again."""
+    path = tmp_path / "results.sqlite"
+    local = _run(small, ResultStore(path))
+    n = local["bits"].nunique()
+    assert local.attrs["computed"] == n and len(local) > n  # some configurations proposed twice, measured once
+    assert local.attrs["executor"] == "local"
+    # a search stopped part-way: the store holds the metric of some configurations only
+    done = list(dict.fromkeys(local["bits"]))[: n // 2]
+    with sqlite3.connect(path) as db:
+        db.execute(f"DELETE FROM rows WHERE kind = 'search_metric' AND case_key NOT IN ({','.join('?' * len(done))})", done)
+    task, model, sens = small
+    cfg = SearchConfig(target="fpga-dataflow", latency_runs=0, **SMALL)
+    pooled = search(task, model, sens, cfg, progress=False, store=ResultStore(path), executor="process:2")
+    assert pooled.attrs["executor"] == "process:2"
+    assert pooled.attrs["computed"] == n - len(done) and pooled.attrs["from_store"] == len(done)
+    pd.testing.assert_frame_equal(pooled, local, check_exact=True)
+    # every configuration is now stored: the same search on the pool measures nothing
+    again = search(task, model, sens, cfg, progress=False, store=ResultStore(path), executor="process:2")
+    assert again.attrs["computed"] == 0 and again.attrs["from_store"] == n
+    pd.testing.assert_frame_equal(again, local, check_exact=True)
+
+
+def test_process_executor_measures_on_the_target_with_the_callers_function(small):
+    """With a cost table, the caller's measure_costs runs in the workers, to the same rows; one
+    that does not pickle is a one-line ExecutorError before any work."""
+    from workbench.executors import ExecutorError
+
+    task, model, sens = small
+    table = _hand_table(task, model)
+    cfg = SearchConfig(target="fpga-dataflow", latency_runs=0, **SMALL)
+    with pytest.raises(ExecutorError, match=r"measure_costs .* cannot be sent to executor process:2 .*expected a picklable") as caught:
+        search(task, model, sens, cfg, cost_table=table, measure_costs=_Unpicklable(), progress=False, store=False, executor="process:2")
+    assert "\n" not in str(caught.value)
+    local = search(task, model, sens, cfg, cost_table=table, measure_costs=_Unpicklable(), progress=False, store=False)  # here it runs
+    pooled = search(task, model, sens, cfg, cost_table=table, measure_costs=_cycles, progress=False, store=False, executor="process:2")
+    assert local["cycles"].tolist() == [_cycles(task, model, json.loads(b), "hand-npu", 8)["cycles"] for b in local["bits"]]
+    assert pooled.attrs["computed"] == local.attrs["computed"] == local["bits"].nunique()
+    pd.testing.assert_frame_equal(pooled, local, check_exact=True)

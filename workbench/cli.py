@@ -559,7 +559,8 @@ def search_cmd(task: str = typer.Argument(..., help=TASK_HELP),
             best = df.loc[df.attrs["chosen"]] if df.attrs["reached"] else None
         else:
             try:
-                df = search(t, model, sens, config, budgets=on_target, extra_budgets=(budget_value,), limits=limits, cost_table=table, store=store)
+                df = search(t, model, sens, config, budgets=on_target, extra_budgets=(budget_value,), limits=limits, cost_table=table, store=store,
+                            executor=executor)
             except SpecError:
                 if not widths:
                     raise

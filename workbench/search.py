@@ -750,19 +750,62 @@ class _Measured:
             self._recorders[what] = SweepRecorder(self.store, sweep, f"search_{what}")
         return self._recorders[what]
 
-    def _get(self, what: str, bits: str, fields: tuple, compute: Callable[[], dict]) -> dict:
+    def _lookup(self, what: str, bits: str, fields: tuple) -> dict | None:
+        """The stored row of ``what`` for the configuration ``bits``; None when there is none or
+        it is unsound (then warned about once and dropped, so it is computed again)."""
         rec = self._recorder(what)
         row = rec.done.get(bits)
         if row is not None and not _sound(row, fields):
             warnings.warn(f"result store {self.store.path}: a stored {what} row of {bits} is unreadable; it is computed again",
-                          RuntimeWarning, stacklevel=3)
+                          RuntimeWarning, stacklevel=4)
+            del rec.done[bits]
             row = None
+        return row
+
+    def _get(self, what: str, bits: str, fields: tuple, compute: Callable[[], dict]) -> dict:
+        row = self._lookup(what, bits, fields)
         if row is None:
-            row = rec.put(bits, {k: float(v) for k, v in compute().items()})
+            row = self._recorder(what).put(bits, {k: float(v) for k, v in compute().items()})
             self._computed.add(bits)
         else:
             self._stored.add(bits)
         return row
+
+    def missing(self, assignment: dict[str, int]) -> tuple[str, ...]:
+        """What of ``assignment`` is neither stored nor asked yet: "metric", "target" (its
+        numbers on the cost table's target), both or none."""
+        bits = json.dumps(assignment, sort_keys=True)
+        out = () if self._lookup("metric", bits, ("measured_metric",)) is not None else ("metric",)
+        if self.s.table is not None:
+            known = self._lookup("target", bits, ()) is not None if self.s.default_costs else bits in self._asked
+            out += () if known else ("target",)
+        return out
+
+    def measure_all(self, assignments: list[dict[str, int]], executor, progress: bool = False) -> None:
+        """Measure on ``executor`` what the store lacks of ``assignments``, each configuration
+        once (one unit per configuration), storing each unit's numbers here, in the calling
+        process, as it finishes: a search stopped part-way resumes from what was stored.
+        Afterwards :meth:`metric` and :meth:`on_target` read these numbers without measuring."""
+        units = {}
+        for assignment in assignments:
+            bits = json.dumps(assignment, sort_keys=True)
+            if bits not in units and (what := self.missing(assignment)):
+                units[bits] = (bits, what, tuple(assignment.items()))
+        if not units:
+            return
+        work = _SearchWork(self.task, self.model, self.config, self.s.table.target if self.s.table is not None else None,
+                           self.s.measure_costs)
+        with tqdm(total=len(units), desc=f"search {self.task.name}", disable=not progress) as bar:
+            for (bits, _, _), result in executor.run(_search_unit, work, list(units.values())):
+                if "metric" in result:
+                    self._recorder("metric").put(bits, {"measured_metric": float(result["metric"])})
+                if "target" in result:
+                    if self.s.default_costs:
+                        self._recorder("target").put(bits, {k: float(v) for k, v in result["target"].items()})
+                    else:
+                        self._asked[bits] = result["target"]
+                self._computed.add(bits)
+                bar.update()
 
     def metric(self, assignment: dict[str, int]) -> float:
         """The measured metric of ``assignment`` (built, calibrated, evaluated)."""
@@ -789,6 +832,54 @@ class _Measured:
                          lambda: {"latency_ms": _latency(self.task, self.model, json.loads(bits), self.config)})["latency_ms"]
 
 
+class _SearchWork:
+    """A search's payload: what a unit (one configuration's measurements) needs, in any process.
+    ``target``: the cost table's target (None: no numbers on a target are measured)."""
+
+    def __init__(self, task, model, config: "SearchConfig", target: str | None, measure_costs: Callable | None):
+        self.task, self.model, self.config, self.target, self.measure_costs = task, model, config, target, measure_costs
+
+    def measure(self, unit: tuple) -> dict:
+        """The numbers of one unit ``(bits, what, assignment items)``: ``{"metric": float}`` and
+        ``{"target": {kind: value}}`` for what it names."""
+        _, what, items = unit
+        assignment, c, out = dict(items), self.config, {}
+        if "metric" in what:
+            out["metric"] = float(measure(self.task, self.model, assignment, c.act_bits, c.ptq))
+        if "target" in what:
+            out["target"] = dict(self.measure_costs(self.task, self.model, assignment, self.target, c.act_bits))
+        return out
+
+
+def _search_unit(work: _SearchWork, unit: tuple) -> dict:
+    return work.measure(unit)
+
+
+def _check_sendable(measure_costs: Callable | None, executor) -> None:
+    """A caller's ``measure_costs`` runs in the executor's workers: it must pickle (cloudpickle
+    also sends lambdas and closures); one-line ExecutorError naming it otherwise."""
+    from .executors import ExecutorError, LocalExecutor
+
+    if measure_costs is None or isinstance(executor, LocalExecutor):
+        return
+    import cloudpickle
+
+    try:
+        cloudpickle.dumps(measure_costs)
+    except Exception as exc:  # pickling raises TypeError, PicklingError, AttributeError, ...
+        raise ExecutorError(f"measure_costs {short_repr(measure_costs)} cannot be sent to executor {executor.describe()} "
+                            f"({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}); expected a picklable "
+                            f"callable (a module-level function), or executor 'local'") from None
+
+
+def _over_computed(s: _Setup, config, assignment: dict[str, int]) -> bool:
+    """Whether the computed costs of ``assignment`` break a limit or budget the program could
+    not carry (a kind not additive that depends on the weights): such a point is never measured."""
+    table = point_costs(s.costs, assignment, config.act_bits)
+    computed = {k: v for k, v in s.hard.items() if s.table is None or k not in s.table.kinds}
+    return bool(over_limits(table, computed))
+
+
 def _sound(row, fields: tuple) -> bool:
     """A stored row holds a number under each of ``fields`` (and nothing but numbers)."""
     return (isinstance(row, dict) and all(f in row for f in fields)
@@ -799,10 +890,9 @@ def _row(s: _Setup, task, model, config, kind: str, budget: float, choice: list[
     """One evaluated candidate (built, calibrated, measured; on the target too with a cost table);
     None when its computed costs break a limit or budget the program could not carry."""
     assignment = s.p.assignment(choice)
-    table = point_costs(s.costs, assignment, config.act_bits)
-    computed = {k: v for k, v in s.hard.items() if s.table is None or k not in s.table.kinds}
-    if over_limits(table, computed):  # a kind the program cannot carry (not additive, depends on the weights)
+    if _over_computed(s, config, assignment):  # a kind the program cannot carry (not additive, depends on the weights)
         return None
+    table = point_costs(s.costs, assignment, config.act_bits)
     key = json.dumps(assignment, sort_keys=True)
     metric = measured.metric(assignment)
     on_target = measured.on_target(assignment) if s.table is not None else {}
@@ -847,7 +937,7 @@ def _finish(df: pd.DataFrame, s: _Setup, task, model, config, measured: _Measure
 def search(task, model, sens: pd.DataFrame, config: SearchConfig = SearchConfig(), budgets: dict[str, float] | list[float] | None = None,
            progress: bool = True, extra_budgets: tuple = (), limits: dict[str, float] | None = None, cost_table=None,
            max_drop: float | None = None, measure_costs: Callable | None = None, max_iterations: int = 8,
-           store: "ResultStore | None | bool" = None) -> pd.DataFrame:
+           store: "ResultStore | None | bool" = None, executor=None) -> pd.DataFrame:
     """ILP (and greedy) assignments over a sweep of budgets, uniform and random baselines, all measured.
 
     ``budgets``: a mapping (cost kind -> value) is a set of hard budgets held at once (additive
@@ -887,18 +977,37 @@ def search(task, model, sens: pd.DataFrame, config: SearchConfig = SearchConfig(
     configurations were measured now and how many came from the store. A caller's
     ``measure_costs`` is not stored: every search asks it again.
 
+    ``executor``: where the candidates are measured (see :mod:`workbench.executors`: ``"local"``
+    by default, ``"process:N"``, ``"ray"``, or an Executor). Each distinct configuration (its bits)
+    is one unit, measured once however many solvers or baselines proposed it, and only where the
+    store lacks it; its numbers are stored by this process as the unit finishes (a search stopped
+    part-way resumes from them), and the rows are the same, in the same order, on every executor
+    (``attrs["executor"]`` names it). A caller's ``measure_costs`` then runs in the workers: it
+    must pickle (cloudpickle: lambdas and closures do), else a one-line ExecutorError before any
+    work. The latency of the front points (``config.latency_runs``) is always measured here, one
+    at a time: a clock shared with other workers would not be the model's latency. With
+    ``max_drop`` every iteration depends on the one before, so the accuracy target measures its
+    points here one at a time whatever ``executor`` says (``attrs["executor"]`` is "local").
+
     Bad input (an unknown cost kind, a budget no configuration meets, budgets that contradict
     each other, a measured kind with no cost table, a bad ``max_drop``) is a one-line SpecError
     before any model is built.
     """
+    from .executors import make_executor
+
     sweep = None
     if budgets is not None and not isinstance(budgets, Mapping):
         sweep, budgets = budgets, None
     max_drop = check_max_drop(max_drop)
+    executor = make_executor(executor)  # an unknown name: one line, before any work
     if max_drop is not None:
-        return search_accuracy_target(task, model, sens, max_drop, config, budgets=budgets, limits=limits, cost_table=cost_table,
-                                      measure_costs=measure_costs, max_iterations=max_iterations, progress=progress, store=store)
+        df = search_accuracy_target(task, model, sens, max_drop, config, budgets=budgets, limits=limits, cost_table=cost_table,
+                                    measure_costs=measure_costs, max_iterations=max_iterations, progress=progress, store=store)
+        df.attrs["executor"] = "local"  # each iteration depends on the one before: measured here, one at a time
+        return df
     s = _setup(task, model, sens, config, budgets, limits, cost_table, measure_costs)
+    if s.table is not None and not s.default_costs:  # a caller's measure_costs runs in the workers
+        _check_sendable(s.measure_costs, executor)
     measured = _Measured(resolve_store(store), task, model, config, s)  # a corrupt store moved aside, a read-only one refused, before any work
     p = s.p
     unit = get_cost_kind(config.budget_kind).unit
@@ -932,8 +1041,12 @@ def search(task, model, sens: pd.DataFrame, config: SearchConfig = SearchConfig(
                 candidates.append(("random", budget, [int(c) for c in choice]))
                 break
 
+    # Every distinct configuration the store lacks is measured first (on the executor), then the
+    # rows are assembled in the candidates' order from what was measured or stored.
+    assignments = [p.assignment(choice) for _, _, choice in candidates]
+    measured.measure_all([a for a in assignments if not _over_computed(s, config, a)], executor, progress)
     rows = []
-    for kind, budget, choice in tqdm(candidates, desc=f"search {task.name}", disable=not progress):
+    for kind, budget, choice in candidates:
         row = _row(s, task, model, config, kind, budget, choice, measured)
         if row is not None:
             rows.append(row)
@@ -942,7 +1055,9 @@ def search(task, model, sens: pd.DataFrame, config: SearchConfig = SearchConfig(
     # and the uniform assignments (feasible points too), not the random baselines nor a point a
     # measured number put over a budget.
     df["on_front"] = front_on(df, config.budget_kind).to_numpy() if len(df) else np.zeros(0, bool)
-    return _finish(df, s, task, model, config, measured)
+    df = _finish(df, s, task, model, config, measured)
+    df.attrs["executor"] = executor.describe()
+    return df
 
 
 @fixed_threads()
