@@ -271,6 +271,7 @@ def sensitivity(task: str = typer.Argument(..., help=TASK_HELP),
                 base: Optional[Path] = typer.Option(None, help="YAML spec of the rest of the model (leave-one-float; default W8A8)"),
                 layers: Optional[str] = typer.Option(None, help="comma-separated layer names (default: all)"),
                 hessian: bool = typer.Option(False, help="add a Hutchinson Hessian-trace column"),
+                max_cache_mb: float = typer.Option(512.0, help="memory budget in MB for cached activations (beyond it, they are recomputed)"),
                 no_store: bool = typer.Option(False, "--no-store", help="do not read or write the result store"),
                 executor: str = typer.Option("local", help=EXECUTOR_HELP),
                 mlflow: Optional[str] = typer.Option(None, help=MLFLOW_HELP),
@@ -298,6 +299,7 @@ def sensitivity(task: str = typer.Argument(..., help=TASK_HELP),
             base=_load_spec(base, "8", "8") if base else QuantSpec(),
             layers=None if layers is None else tuple(s.strip() for s in layers.split(",")),
             hessian=hessian,
+            max_cache_mb=max_cache_mb,
         )
         t = resolve_task_arg(task, tuple(imports or ()))
         executor = make_executor(executor)

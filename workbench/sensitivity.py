@@ -18,17 +18,21 @@ The engine caches the activations at the input of layer L and runs only the netw
 onward, swapping in a quantised (or float) L built on its own, instead of building, calibrating
 and running a whole quantised model per case. Activation quantisers are calibrated on float
 activations (as Brevitas's calibration mode does), so the result is identical to the full
-rebuild; ``engine="naive"`` runs that full rebuild and the tests check the two agree.
+rebuild; ``engine="naive"`` runs that full rebuild and the tests check the two agree. A
+weight-only setting runs as a plain layer holding the quantised weight (computed once, not per
+pass). Passes are sized by bytes and a layer's settings stacked along the batch where the eval
+data is smaller than one pass (:mod:`workbench.batching`); the cached activations stay within
+``config.max_cache_mb`` (beyond it, a layer's data is taken a few passes at a time, recomputed).
 
-Models fx cannot trace (most Hugging Face models) get the ``swap`` engine in quantise-one mode:
-the whole float model runs per case with only layer L replaced by the quantised layer the
-per-module path builds, still without rebuilding or calibrating a whole quantised model. It
-caches nothing (every case recomputes the forward pass), so its memory stays that of one model
-and one batch however many layers the model has. Other cases the graph cannot be cut at (reused
-modules, leave-one-float on an untraceable model) fall back to full runs (``engine="full"``).
-Where such a model has repeated blocks (encoder layers), the ``block`` engine replays the cached
-float outputs of the blocks that return before layer L is called and runs the rest
-(``engine="swap"`` in :func:`sensitivity` turns that off: every case reruns every block).
+Models fx cannot trace (most Hugging Face models) get the ``block`` engine in quantise-one mode:
+the float outputs of the model's repeated blocks (encoder layers), of the modules beside them
+(embeddings) and of the blocks' parts (attention, feed-forward) are captured once; a case for
+layer L replays those that return before L is first called and runs the rest, with only L
+replaced by the quantised layer the per-module path builds. Where no blocks are found, or they
+are not called once each per forward (``engine="swap"`` asks for this too), the ``swap`` engine
+runs the whole float model per case with only L replaced. Other cases the graph cannot be cut at
+(reused modules, leave-one-float on an untraceable model) fall back to full runs
+(``engine="full"``). A warning says which engine runs where the cut one cannot, and why.
 
 A sweep runs one unit per layer (that layer's cases) on an executor (:mod:`workbench.executors`:
 in this process by default, a process pool or Ray); the rows are the same on each.
@@ -844,6 +848,11 @@ def sensitivity(task, model: nn.Module, config: SensitivityConfig | None = None,
                 engine: str = "cut", progress: bool = True, on_row: Callable[[dict], None] | None = None,
                 executor=None, tracking=None) -> pd.DataFrame:
     """Run a sensitivity sweep; one row per layer x case (see the module docstring).
+
+    ``engine``: ``"cut"`` (the default: the cut engine, or the block engine on a model fx cannot
+    trace), ``"swap"`` (as ``"cut"``, but an untraceable model replays nothing: every case runs
+    the whole model) or ``"naive"`` (build, calibrate and run the whole quantised model per
+    case: the reference). The ``engine`` column says which ran each row.
 
     ``store``: a :class:`ResultStore`, None for the default one in the cache folder, or False
     for none. ``on_row(row)`` is called for every row, stored rows first, then new ones as they
