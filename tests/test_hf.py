@@ -38,7 +38,7 @@ def test_architecture_end_to_end(arch, tmp_path):
     # per-layer sensitivity (label-free metric and SQNR), on the swap engine: these models do not fx-trace
     some = tuple(list(layers)[:3]) + (list(layers)[-1],)
     sens = sensitivity(task, model, SensitivityConfig(weight_bits=(2, 8), layers=some), store=False, progress=False)
-    assert set(sens["engine"]) == {"swap"} and len(sens) == 8
+    assert "block" in set(sens["engine"]) and set(sens["engine"]) <= {"block", "swap"} and len(sens) == 8  # untraceable: the block engine
     two, eight = sens[sens.weight_bits == 2], sens[sens.weight_bits == 8]
     assert (eight["sqnr_db"].to_numpy() > two["sqnr_db"].to_numpy()).all()
 

@@ -108,6 +108,16 @@ class Stacked(nn.Module):
         self.versions = nn.ModuleList(modules)
         self.n = n
 
+    def __getattr__(self, name: str):
+        """What the model reads of the layer itself (a convolution's ``stride``, ``weight``, ...)
+        is the first version's: the versions differ only in how they quantise."""
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name == "versions":
+                raise
+            return getattr(self.versions[0], name)
+
     def forward(self, x, *args, **kwargs):
         outs = []
         for i, mod in enumerate(self.versions):

@@ -470,8 +470,8 @@ class _Engine:
                 for i, part in zip(todo, split_rows(out, n, len(todo))):
                     result.outs[i].append(part)
                 return
-            except _CASE_ERRORS:
-                pass  # one of the settings fails: run them one by one to say which
+            except Exception:  # noqa: BLE001 - whatever stacking broke (or a setting failed), the settings then run one by one
+                pass
         for i in todo:
             try:
                 result.outs[i].append(self.runner.run_from(env, {layer: mods[i]}))
@@ -731,8 +731,8 @@ class _SwapEngine:
                         for i, part in zip(ids, split_rows(out, len(self.x_eval), len(ids))):
                             result.outs[i].append(part)
                         continue
-                    except _CASE_ERRORS:
-                        pass  # run them one by one to say which setting fails
+                    except Exception:  # noqa: BLE001 - whatever stacking broke, the settings then run one by one
+                        pass
                     finally:
                         set_module(self.model, original, layer)
                 for i in ids:
