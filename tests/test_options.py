@@ -22,7 +22,7 @@ from workbench.pruning_sweep import PruningSweepConfig
 from workbench.qat import QATConfig
 from workbench.recipe import Recipe, RecipeError, parse_recipe
 from workbench.search import SearchConfig
-from workbench.sensitivity import SensitivityConfig
+from workbench.sensitivity import SensitivityConfig, fingerprint_settings
 from workbench.spec import SpecModel
 
 OPTIONS = [PTQConfig, QATConfig, SensitivityConfig, PruningSweepConfig, SearchConfig]
@@ -34,7 +34,7 @@ BEFORE = {
     QATConfig: {"epochs": 5, "lr": 0.0001, "batch_size": 64, "distill": True, "temperature": 4.0, "alpha": 0.7, "patience": 0, "seed": 0},
     SensitivityConfig: {"weight_bits": (2, 3, 4, 6, 8), "act_bits": (None,), "mode": "quantise-one",
                         "base": {"weight_bits": 8, "act_bits": 8, "weight_granularity": "per_channel", "scale_type": "float", "layers": {}},
-                        "layers": None, "ptq": PTQ_DEFAULT, "hessian": False},
+                        "layers": None, "ptq": PTQ_DEFAULT, "hessian": False, "max_cache_mb": 512.0},  # max_cache_mb: not in fingerprints
     PruningSweepConfig: {"method": "structured", "sparsities": (0.25, 0.5, 0.75), "per_layer": True, "global_sweep": True, "criterion": "l1",
                          "scope": None, "m": 4, "layers": None, "finetune_epochs": 0, "finetune_lr": None, "seed": 0, "latency_runs": 50},
     SearchConfig: {"target": "cpu-int8-ort", "budget_kind": "weight_kib", "act_bits": 8, "n_budgets": 6, "uniform_bits": (8, 6, 4, 3), "n_random": 3,
@@ -44,7 +44,8 @@ BEFORE = {
 
 def _fingerprint_part(config) -> str:
     """The configuration's share of a sweep fingerprint / QAT checkpoint key (store.sweep_fingerprint's encoding)."""
-    return json.dumps(config.to_dict(), sort_keys=True, default=str)
+    settings = fingerprint_settings(config) if isinstance(config, SensitivityConfig) else config.to_dict()
+    return json.dumps(settings, sort_keys=True, default=str)
 
 
 # JSON of to_dict() for non-default configurations, computed with the dataclasses before the change
@@ -89,7 +90,8 @@ def test_to_dict_of_the_defaults_is_what_the_dataclasses_gave(cls):
     d = cls().to_dict()
     assert d == BEFORE[cls] and list(d) == list(BEFORE[cls])  # same keys, same order, same values
     assert all(type(d[k]) is type(v) for k, v in BEFORE[cls].items())  # tuples stay tuples
-    assert _fingerprint_part(cls()) == json.dumps(BEFORE[cls], sort_keys=True, default=str)
+    before = {k: v for k, v in BEFORE[cls].items() if not (cls is SensitivityConfig and k == "max_cache_mb")}
+    assert _fingerprint_part(cls()) == json.dumps(before, sort_keys=True, default=str)
 
 
 @pytest.mark.parametrize("make,before", CUSTOM, ids=["ptq", "qat", "sensitivity", "pruning"])
@@ -183,3 +185,9 @@ def test_yaml_1_1_number_text_in_a_recipe_is_still_a_number():
         parse_recipe({"task": {"name": "digits-cnn"}, "qat": {"lr": "fast"}})
     with pytest.raises(RecipeError, match=r"^qat\.epochs: expected an integer >= 1; got '5'$"):
         parse_recipe({"task": {"name": "digits-cnn"}, "qat": {"epochs": "5"}})
+
+
+def test_the_memory_budget_is_not_part_of_a_sensitivity_fingerprint():
+    assert fingerprint_settings(SensitivityConfig(max_cache_mb=64)) == fingerprint_settings(SensitivityConfig(max_cache_mb=None)) == fingerprint_settings(SensitivityConfig())
+    assert fingerprint_settings(SensitivityConfig(hessian=True)) != fingerprint_settings(SensitivityConfig())
+    assert SensitivityConfig(max_cache_mb=64).to_dict()["max_cache_mb"] == 64.0  # still a parameter runs record

@@ -173,9 +173,14 @@ def parse_bits(text: str, what: str = "bits") -> tuple:
     return tuple(out)
 
 
+def fingerprint_settings(config: SensitivityConfig) -> dict:
+    """The configuration's share of a sweep's fingerprint: every parameter but ``max_cache_mb``,
+    which changes how the rows are computed, not what they are (stored sweeps stay valid)."""
+    return {k: v for k, v in config.to_dict().items() if k != "max_cache_mb"}
+
+
 def sweep_fingerprint(task, model: nn.Module, config: SensitivityConfig) -> str:
-    settings = {k: v for k, v in config.to_dict().items() if k != "max_cache_mb"}  # memory changes how, not what, rows are computed
-    return store_fingerprint("sensitivity", task, model, settings, SENSITIVITY_VERSION)
+    return store_fingerprint("sensitivity", task, model, fingerprint_settings(config), SENSITIVITY_VERSION)
 
 
 def case_key(layer: str, w, a, mode: str) -> str:
