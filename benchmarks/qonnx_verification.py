@@ -11,8 +11,9 @@ extrapolated: the measured 4-sample verification plus 60 times its executor's pe
 Each way runs in its own process (export in a third), so peak resident memory is its own; growth
 is measured over the loaded float model, quantised model and data. Prints time, peak RSS growth,
 the largest output difference between the executors on the 4 samples, and the ratio last.
-Torch runs on one thread (the simulation half of the verification; onnxruntime takes every core):
-on a shared 2-core machine, two torch threads took the same verification from 2.8 s to 13-16 s.
+Torch and onnxruntime run at their default thread counts. On a 2-core machine shared with other
+work the verification took 13-16 s once (the Brevitas simulation beside it slowed 8x): quote the
+load average with the figures.
 
     .venv/bin/python benchmarks/qonnx_verification.py
 """
@@ -38,7 +39,6 @@ def _setup():
 
     import workbench as wb
 
-    torch.set_num_threads(1)  # on a busy 2-core box, 2 torch threads made the simulation and storage report 8x slower
     task = wb.create_task("hf-minilm-embed")
     model = wb.load_or_train_baseline(task, progress=False)
     q = wb.quantize_task(task, model, wb.QuantSpec.uniform(8, 8))
@@ -77,6 +77,9 @@ def _run(mode: str, path: str) -> dict:
 
 
 def main() -> None:
+    import os
+
+    print(f"machine: {os.cpu_count()} CPUs, load average {', '.join(f'{v:.2f}' for v in os.getloadavg())}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         path = str(Path(tmp) / "minilm_w8a8.qonnx.onnx")
         _run("export", path)

@@ -32,6 +32,9 @@ def timed(fn):
 
 
 def main() -> None:
+    import os
+
+    print(f"machine: {os.cpu_count()} CPUs, load average {', '.join(f'{v:.2f}' for v in os.getloadavg())}", flush=True)
     total = {"cut": 0.0, "naive": 0.0}
     for name in TASKS:
         task = wb.create_task(name)
