@@ -27,16 +27,13 @@ STALE = ("measured (stale: edited since)", "#BBBBBB")
 
 
 def labels_missing(task) -> str:
-    """A readable line when ``task`` has no labels (targets) on its eval split, so its metric
-    cannot be measured; empty when it has them."""
+    """A readable line when ``task``'s metric cannot be measured for want of labels on its eval
+    split (:meth:`workbench.Task.missing_labels`); empty when it can."""
     try:
-        y = task.data.eval.y
+        why = task.missing_labels()
     except (wb.WorkbenchError, OSError):  # data that cannot load says so when it is used
         return ""
-    if y is not None:
-        return ""
-    return (f"task {task.name!r} has no labels on its eval split: Evaluate cannot measure {task.metric.name} "
-            "(give the eval split targets: Split(x, y)); sizes and estimates still work.")
+    return f"{why}: Evaluate cannot measure {task.metric.name} (give the eval split targets: Split(x, y)); sizes and estimates still work." if why else ""
 
 
 def setting_label(value) -> str:

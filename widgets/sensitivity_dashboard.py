@@ -49,11 +49,9 @@ def act_name(bits, fmt=None) -> str:
 
 
 def unlabelled_problem(task) -> str | None:
-    """Why the task metric cannot be scored (a classifier whose eval split has no labels), or None."""
-    if task.is_classifier and task.data.eval.y is None:
-        return (f"task {task.name!r} has no labels on its eval split: the sweep scores {task.metric.name} against them; "
-                "give the task eval=(x, y)")
-    return None
+    """Why the task metric cannot be scored (:meth:`workbench.Task.missing_labels`), or None."""
+    why = task.missing_labels()
+    return f"{why}; give the task eval=(x, y)" if why else None
 
 
 class SensitivityDashboard(SweepWidget, W.VBox):

@@ -209,7 +209,7 @@ def compare_outputs(task, out: torch.Tensor, fp_out: torch.Tensor, fp_metric: fl
     """Task metric and label-free errors of ``out`` against the float outputs."""
     if not torch.isfinite(out).all():
         return {"metric": math.nan, "metric_delta": math.nan, "sqnr_db": math.nan, "output_mse": math.nan, "kl": math.nan, "status": "nonfinite"}
-    scored = split.y is not None or not task.is_classifier  # a classifier without labels has no metric (NaN, status ok)
+    scored = task.missing_labels(split) is None  # a metric that needs labels the split lacks: NaN, status ok
     metric = task.score(out, split) if scored else math.nan
     cmp = output_agreement(out, fp_out, task.is_classifier)
     kl = math.nan

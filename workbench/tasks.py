@@ -91,11 +91,20 @@ class Task:
     def example_input(self, batch: int = 1) -> torch.Tensor:
         return self.data.calib.x[:batch].clone()
 
+    def missing_labels(self, split: Split | None = None) -> str | None:
+        """Why the task's metric cannot score ``split`` (default: the eval split): it has no labels
+        and the metric scores the outputs against them. None when it can."""
+        where = "its eval split" if split is None else "the split"
+        split = self.data.eval if split is None else split
+        if split.y is None and self.metric.needs_targets:
+            return f"task {self.name!r} has no labels on {where}, and {self.metric.name} scores the outputs against them"
+        return None
+
     def score(self, outputs: torch.Tensor, split: Split) -> float:
         """The task's metric of ``outputs`` on ``split``; a split without the labels the metric needs is a TaskError."""
-        if split.y is None and self.metric.needs_targets:
-            raise TaskError(f"task {self.name!r}: the split has no labels, and {self.metric.name} scores the outputs against them; "
-                            "give the task labelled data (eval=(x, y))")
+        why = self.missing_labels(split)
+        if why:
+            raise TaskError(f"{why}; give the task labelled data (eval=(x, y))")
         return self.metric(outputs, split.y, split.x)
 
     @property
