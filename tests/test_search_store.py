@@ -173,3 +173,22 @@ def test_process_executor_measures_on_the_target_with_the_callers_function(small
     assert local["cycles"].tolist() == [_cycles(task, model, json.loads(b), "hand-npu", 8)["cycles"] for b in local["bits"]]
     assert pooled.attrs["computed"] == local.attrs["computed"] == local["bits"].nunique()
     pd.testing.assert_frame_equal(pooled, local, check_exact=True)
+
+
+def test_stored_latency_belongs_to_the_machine_that_measured_it(small, tmp_path, monkeypatch):
+    import workbench.verify
+
+    store = ResultStore(tmp_path / "results.sqlite")
+    first = _run(small, store, target="cpu-int8-ort", latency_runs=3)
+    n_latency = int(first["latency_ms"].notna().sum())
+    assert n_latency >= 1
+    again = _run(small, ResultStore(tmp_path / "results.sqlite"), target="cpu-int8-ort", latency_runs=3)
+    assert again.attrs["computed"] == 0  # same machine: latency read back too
+    pd.testing.assert_series_equal(again["latency_ms"], first["latency_ms"], check_exact=True)
+    # the same store on a host with another CPU: metrics are still read back, latency is measured again
+    monkeypatch.setattr(workbench.verify, "host_cpu", lambda cpuinfo=None: "Another CPU 9000")
+    other = _run(small, ResultStore(tmp_path / "results.sqlite"), target="cpu-int8-ort", latency_runs=3)
+    fresh = other["latency_ms"].notna()
+    assert other.attrs["computed"] == other.loc[fresh, "bits"].nunique() >= 1  # only the latencies are measured again
+    pd.testing.assert_series_equal(other["measured_metric"], first["measured_metric"], check_exact=True)
+    assert fresh.sum() == n_latency and other.loc[fresh, "latency_ms"].tolist() != first.loc[fresh, "latency_ms"].tolist()

@@ -29,7 +29,8 @@ What a candidate measures is kept in a :class:`~workbench.store.ResultStore` (``
 sweeps): its metric under a key of the model weights, data, activation bits and PTQ configuration;
 its numbers on the target (default ``measure_point``) under one of the weights, data, activation
 bits, target and toolchain version; its latency under one of the weights, data, activation bits,
-PTQ configuration, number of runs and onnxruntime version; each row named by the bits
+PTQ configuration, number of runs, onnxruntime version and the host's CPU (model and count: a
+store copied to another machine measures latency again); each row named by the bits
 assignment. A second identical search is a lookup and builds nothing.
 """
 
@@ -37,6 +38,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -744,8 +746,10 @@ class _Measured:
             else:  # latency
                 import onnxruntime
 
+                from .verify import host_cpu
+
                 key.update({"ptq": c.ptq.to_dict(), "latency_runs": c.latency_runs})
-                extra["onnxruntime"] = onnxruntime.__version__
+                extra.update({"onnxruntime": onnxruntime.__version__, "cpu": f"{host_cpu()} x{os.cpu_count()}"})  # a clock of this machine
             sweep = sweep_fingerprint(f"search_{what}", self.task, self.model, key, SEARCH_VERSION, **extra)
             self._recorders[what] = SweepRecorder(self.store, sweep, f"search_{what}")
         return self._recorders[what]
@@ -972,7 +976,7 @@ def search(task, model, sens: pd.DataFrame, config: SearchConfig = SearchConfig(
     ``store``: a :class:`~workbench.store.ResultStore`, None for the default one in the cache
     folder, or False for none. A configuration measured before under the same key (model weights,
     data, bits, activation bits, PTQ configuration; the target and its toolchain version for its
-    numbers on the target; the runs and onnxruntime version for latency) is read from it, not
+    numbers on the target; the runs, onnxruntime version and host CPU for latency) is read from it, not
     built again; ``attrs["computed"]`` and ``attrs["from_store"]`` say how many distinct
     configurations were measured now and how many came from the store. A caller's
     ``measure_costs`` is not stored: every search asks it again.
