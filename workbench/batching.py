@@ -15,6 +15,8 @@ fall back to ``predict``'s batches otherwise).
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 
@@ -67,6 +69,16 @@ def batch_independent(model: nn.Module, x: torch.Tensor, rows: int) -> bool:
     if rows == PREDICT_BATCH:
         return True
     return torch.equal(predict(model, x, batch_size=rows), predict(model, x, batch_size=PREDICT_BATCH))
+
+
+def checked_pass_rows(model: nn.Module, x: torch.Tensor) -> int:
+    """:func:`pass_rows` where :func:`batch_independent` holds; else ``predict``'s batch, with a warning."""
+    rows = pass_rows(model, x)
+    if batch_independent(model, x, rows):
+        return rows
+    warnings.warn(f"this model's outputs depend on the batch size on this machine; the engine runs passes of {PREDICT_BATCH} samples as predict does",
+                  stacklevel=4)
+    return PREDICT_BATCH
 
 
 def sample_chunks(n: int, rows: int) -> list[tuple[int, int]]:

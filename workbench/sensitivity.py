@@ -62,7 +62,7 @@ from tqdm.auto import tqdm
 from .data import check_calibration
 from .errors import SpecError
 from .evaluate import predict, task_loss
-from .batching import PREDICT_BATCH, Stacked, batch_independent, batch_major, pass_rows, sample_chunks, setting_groups, split_rows, tensors_in, tile
+from .batching import Stacked, batch_major, checked_pass_rows, sample_chunks, setting_groups, split_rows, tensors_in, tile
 from .graph_runner import GraphRunner
 from .metrics import output_agreement
 from .models import count_macs, module_calls
@@ -311,10 +311,7 @@ class _Engine:
             self.reason = "the quantised model is not an fx graph"
         if self.runner is None:
             return
-        self.rows = pass_rows(self.graph, self.x_eval)
-        if not batch_independent(self.graph, self.x_eval, self.rows):
-            warnings.warn(f"this model's outputs depend on the batch size on this machine; the engine runs passes of {PREDICT_BATCH} samples as predict does", stacklevel=3)
-            self.rows = PREDICT_BATCH
+        self.rows = checked_pass_rows(self.graph, self.x_eval)
         self.needs_calib = config.mode == "quantise-one" and any(a is not None for a in config.act_bits)
         self.live = self._live_bytes_per_sample()
         self.eval_envs, self.calib_envs = [], []
@@ -527,10 +524,7 @@ class _SwapEngine:
         calib = task.data.calib.x
         self.x_calib = calib if config.ptq.calib_samples is None else calib[: config.ptq.calib_samples]
         self.needs_calib = any(a is not None for a in config.act_bits)
-        self.rows = pass_rows(self.model, self.x_eval)
-        if not batch_independent(self.model, self.x_eval, self.rows):
-            warnings.warn(f"this model's outputs depend on the batch size on this machine; the engine runs passes of {PREDICT_BATCH} samples as predict does", stacklevel=3)
-            self.rows = PREDICT_BATCH
+        self.rows = checked_pass_rows(self.model, self.x_eval)
         self.blocks, self.replayed, self.cached, self.cache, self.stackable = [], {}, [], {}, True
         self.reason = "engine='swap' asked for no block replay"
         if blocks:
