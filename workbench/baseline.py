@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 from pathlib import Path
 from typing import Callable
 
@@ -28,6 +27,7 @@ from .evaluate import evaluate, task_loss
 from .store import model_hash
 from .errors import OutputPathError
 from .fileio import CorruptFileWarning, atomic_write_bytes, move_aside  # noqa: F401 (re-exported)
+from .outdir import cache_dir  # noqa: F401 (re-exported: the one reader of WORKBENCH_CACHE)
 
 
 def error_summary(exc: BaseException) -> str:
@@ -35,9 +35,6 @@ def error_summary(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[:160]}" if text else type(exc).__name__
 
 
-def cache_dir() -> Path:
-    """``$WORKBENCH_CACHE`` or ``~/.cache/workbench``."""
-    return Path(os.environ.get("WORKBENCH_CACHE", Path.home() / ".cache" / "workbench"))
 
 
 def baseline_fingerprint(task, seed: int, epochs: int, initial: str | None = None) -> str:

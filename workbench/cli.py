@@ -693,15 +693,10 @@ def _width_bits(profile_bits, source) -> tuple[int, ...]:
 def _run_width_search(t, model, run_dir, out: Path, overwrite: bool, resume: str, **kw):
     """The width search in ``out/widths``; ``out`` is claimed first (marked as this search's, the
     ``widths`` folder kept) so that the result folder moved in at the end keeps the study."""
-    from .fileio import atomic_write_json
-    from .outdir import MARKER, read_manifest
     from .width_search import WidthSearchConfig, width_search
 
     config = WidthSearchConfig(**kw)  # bad options fail here, before the folder is claimed
-    root = run_dir.claim()
-    manifest = read_manifest(root) or {}
-    if manifest.get("resume") != resume:  # an earlier run's folder taken over with --overwrite
-        atomic_write_json(root / MARKER, {**manifest, "complete": False, "resume": resume, "kept": ["widths"]})
+    run_dir.claim()  # an earlier run's folder (--overwrite) is taken over: marked as this search's
     return width_search(t, model, out=out / "widths", overwrite=overwrite, progress=False, config=config)
 
 

@@ -256,7 +256,9 @@ def apply_recipe(recipe_path: str | Path, out_dir: str | Path, progress: bool = 
         raise ExportError(f"no deployment target: name one (--target NAME) or list them in the recipe's targets: section; "
                           f"targets: {', '.join(list_target_names())}")
     formats = (*formats, *(n for n in target_names if n not in formats))
-    run_dir = RunDir(out_dir, overwrite=overwrite, keep=("checkpoints",) if checkpoint else (),
+    from .qat import CHECKPOINT_FILES
+
+    run_dir = RunDir(out_dir, overwrite=overwrite, keep={"checkpoints": CHECKPOINT_FILES} if checkpoint else (),
                      resume=f"qat:{recipe_sha}" if checkpoint else None, command="qat" if checkpoint else "apply")
     tracker = resolve_tracker(tracking)  # an unreachable server fails here, before any work
     task = resolve_task(recipe.task, allow_code=allow_code)

@@ -48,6 +48,9 @@ from .options import Flag, OptionModel, integer, number
 
 CHECKPOINT_FORMAT = 2  # 2: best state, scheduler and stale count in qat-last (1 kept best in qat-best only)
 LAST, BEST = "qat-last.safetensors", "qat-best.safetensors"
+# every file a run writes in its checkpoint folder (atomic temporaries, damaged ones moved aside): what an output
+# folder's marker counts as the workbench's there; anything else in it is the user's
+CHECKPOINT_FILES = tuple(p for name in (LAST, BEST) for p in (name, f".{name}.*.tmp", f"{name}.corrupt-*"))
 
 
 class QATConfig(OptionModel):

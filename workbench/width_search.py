@@ -51,6 +51,7 @@ WIDTH_SEARCH_VERSION = "1"
 SAMPLERS = ("nsga2", "tpe")
 CRITERIA = ("l1", "l2", "taylor", "bn_scale")
 STUDY_DIR = "study"
+STUDY_FILES = ("*.journal", "*.journal.lock", "*.journal.lock*.rename")  # the Optuna journal and its lock files: all it writes
 
 
 def _nonempty(what: str):
@@ -346,11 +347,10 @@ def width_search(task, model: nn.Module, *, out: str | Path, bits=(8, 4), widths
     layers = list(layer_costs(model, example))
     fn_name = None if cost_fn is None else f"{getattr(cost_fn, '__module__', '')}.{getattr(cost_fn, '__qualname__', repr(cost_fn))}"
     fp = sweep_fingerprint("width_search", task, model, config.fingerprint_config(), WIDTH_SEARCH_VERSION, cost_fn=fn_name)
-    run_dir = RunDir(out, overwrite=overwrite, keep=(STUDY_DIR,), resume=f"width_search:{fp}", command="width_search")
+    run_dir = RunDir(out, overwrite=overwrite, keep={STUDY_DIR: STUDY_FILES}, resume=f"width_search:{fp}", command="width_search")
 
     with fixed_threads(), run_dir as work:
-        root = run_dir.claim()
-        _adopt(root, run_dir.resume, fp)
+        root = run_dir.claim()  # an earlier search's folder (overwrite): its journals go, the workbench's only
         (root / STUDY_DIR).mkdir(exist_ok=True)
         journal = root / STUDY_DIR / f"{fp}.journal"
         study = _open_study(journal, f"width_search-{fp}")
@@ -404,23 +404,6 @@ def width_search(task, model: nn.Module, *, out: str | Path, bits=(8, 4), widths
                      "target": config.target, "stages": plan, "fp_metric": fp_metric, "act_bits": config.act_bits, "computed": computed,
                      "resumed": resumed, "journal": str(Path(out) / STUDY_DIR / journal.name), "limits": {}})
     return df
-
-
-def _adopt(root: Path, resume: str, fp: str) -> None:
-    """An earlier run's folder taken over with ``overwrite``: its marker now names this search, and
-    the other searches' journals go."""
-    from .fileio import atomic_write_json
-    from .outdir import MARKER, read_manifest
-
-    manifest = read_manifest(root) or {}
-    if manifest.get("resume") == resume:
-        return
-    study = root / STUDY_DIR
-    if study.is_dir():
-        for f in study.iterdir():
-            if not f.name.startswith(fp):
-                f.unlink()
-    atomic_write_json(root / MARKER, {**manifest, "complete": False, "resume": resume, "kept": [STUDY_DIR]})
 
 
 def _metric(task, model: nn.Module) -> float:
