@@ -124,6 +124,7 @@ def test_a_user_file_written_during_the_final_check_of_overwrite_survives(box, m
             (self.path / "thesis.tex").write_text("my thesis")
             (self.path / "notes").mkdir()
             (self.path / "notes" / "a.txt").write_text("my notes")
+            (self.path / "drafts").mkdir()  # an empty folder of the user's is theirs too
         return manifest
 
     monkeypatch.setattr(RunDir, "_check_existing", check_then_user_writes)
@@ -133,6 +134,7 @@ def test_a_user_file_written_during_the_final_check_of_overwrite_survives(box, m
     ok(res)
     assert len(calls) == 2
     assert (box / "o" / "thesis.tex").read_text() == "my thesis" and (box / "o" / "notes" / "a.txt").read_text() == "my notes"
+    assert (box / "o" / "drafts").is_dir()
     assert any(issubclass(w.category, ForeignFileWarning) and "thesis.tex" in str(w.message) for w in caught)
     assert (box / "o" / "model.onnx").exists() and leftovers(box) == []
     # the next --overwrite refuses the folder: the user's files are in it

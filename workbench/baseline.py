@@ -35,8 +35,6 @@ def error_summary(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[:160]}" if text else type(exc).__name__
 
 
-
-
 def baseline_fingerprint(task, seed: int, epochs: int, initial: str | None = None) -> str:
     """The cache key of a trained baseline; ``initial`` is the :func:`~workbench.store.model_hash` of the model
     training starts from (a user's model handed to ``make_task`` has its own starting weights)."""

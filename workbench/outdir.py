@@ -278,26 +278,43 @@ def dispose(old: Path, into: Path | None) -> list[str]:
     it was being replaced) is moved back into ``into`` at its own path, never over a file; returns
     where each such file now is. Nothing is deleted as a tree."""
     manifest = read_manifest(old)
-    owned = survey(old, manifest)[0] if manifest is not None else []
+    owned, strangers = survey(old, manifest) if manifest is not None else ([], [e for e, _ in _entries(old)])
     for rel in sorted(owned, key=lambda r: (r.rsplit("/", 1)[-1] == MARKER, -r.count("/"), r)):
         try:
             os.unlink(old / rel)
         except FileNotFoundError:
             pass
-    _rmdirs(old)
-    if not old.exists():
+    foreign = {s.split(CHANGED, 1)[0] for s in strangers}
+    for here, dirs, _files in os.walk(old, topdown=False):  # the workbench's folders, once empty; someone's empty folder stays
+        for d in dirs:
+            if (Path(here) / d).relative_to(old).as_posix() not in foreign:
+                try:
+                    os.rmdir(Path(here) / d)
+                except OSError:
+                    pass
+    try:
+        os.rmdir(old)
         return []
-    return _put_back(old, into)
+    except OSError:
+        return _put_back(old, into)
 
 
 def _put_back(old: Path, into: Path | None) -> list[str]:
     where = []
+    if into is not None and (into.is_symlink() or not into.is_dir()):
+        into = None  # no folder to put things back into: they stay where they are
     for root, dirs, files in os.walk(old):
         rel = Path(root).relative_to(old)
+        for d in dirs:
+            if into is not None and not (Path(root) / d).is_symlink():
+                try:
+                    (into / rel / d).mkdir(parents=True, exist_ok=True)
+                except OSError:
+                    pass
         for name in sorted(files + [d for d in dirs if (Path(root) / d).is_symlink()]):
             src, dst = Path(root) / name, (into / rel / name) if into is not None else None
             try:
-                if dst is None or not into.is_dir() or into.is_symlink():
+                if dst is None:
                     raise FileNotFoundError(errno.ENOENT, "no folder to put it back into")
                 (into / rel).mkdir(parents=True, exist_ok=True)
                 _link_no_replace(src, dst)
