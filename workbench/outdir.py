@@ -422,7 +422,10 @@ class RunDir:
 
         @contextlib.contextmanager
         def held():
-            fd = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                fd = os.open(self.path.parent, os.O_RDONLY)
+            except OSError as exc:
+                raise disk_error(exc, self.path.parent) from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 yield
@@ -449,7 +452,10 @@ class RunDir:
         if not self.path.is_dir():
             return
         for old in self._siblings(OLD_TAG):
-            back = dispose(old, self.path)
+            try:
+                back = dispose(old, self.path)
+            except OSError:  # it cannot be removed (yet): it stays, whole, for a later run
+                continue
             if back:
                 warnings.warn(f"{len(back)} file(s) the workbench did not write were left in {old.name} by a killed run; "
                               f"put back: {', '.join(back[:3])}", ForeignFileWarning, stacklevel=4)
@@ -578,17 +584,29 @@ class RunDir:
             if name not in nested and folder.is_dir() and not folder.is_symlink():
                 _rmdirs(folder, keep_root=name in self.keep)
 
-    def _carry(self, manifest: dict | None, work: Path, folders: list[str]) -> None:
+    def _carry(self, manifest: dict | None, work: Path, folders: list[str]) -> list[str]:
         """The kept sub-``folders``' files move from the folder into the new result, one by one (what
         else is there stays, and is put back after the swap)."""
         if manifest is None:
-            return
+            return []
         owned, _ = survey(self.path, manifest, fallback=self.kept_files)
+        moved = []
         for rel in owned:
             if "/" not in rel or rel.split("/", 1)[0] not in folders:
                 continue
             (work / rel).parent.mkdir(parents=True, exist_ok=True)
             os.rename(self.path / rel, work / rel)
+            moved.append(rel)
+        return moved
+
+    def _uncarry(self, work: Path, moved: list[str]) -> None:
+        """The swap undone: the kept files go back where they were (a resumable run keeps its checkpoints)."""
+        for rel in moved:
+            try:
+                (self.path / rel).parent.mkdir(parents=True, exist_ok=True)
+                _link_no_replace(work / rel, self.path / rel)
+            except OSError:
+                pass
 
     def _clashes(self, aside: Path) -> list[str]:
         """Files in the replaced result ``aside`` that the workbench did not write (or that were
@@ -603,10 +621,11 @@ class RunDir:
         with self._parent_lock():
             if self.path.is_symlink() or (self.path.exists() and not self.path.is_dir()):
                 raise OutputPathError(f"output folder {str(self.path)!r} became a file or symlink during the run; the result was not moved in")
+            moved: list[str] = []
             if self.path.is_dir():
                 manifest = self._check_existing()  # again: another run or the user may have written there meanwhile
                 carried = [name for name in self.keep if not (work / name).exists()]
-                self._carry(manifest, work, carried)
+                moved = self._carry(manifest, work, carried)
                 for name in carried:
                     if (work / name).is_dir():
                         os.chmod(work / name, dir_mode())
@@ -621,6 +640,7 @@ class RunDir:
             except OSError:
                 if not self.path.exists():
                     os.rename(aside, self.path)
+                    self._uncarry(work, moved)
                     raise
                 raise OutputPathError(f"{str(self.path)!r} was made again by another process while the result was moved in; "
                                       f"the new result was not moved in (the previous one is in {aside.name})") from None
@@ -628,9 +648,13 @@ class RunDir:
             if clash:  # a file of someone's at a path the new result uses: everything back as it was, nothing replaced
                 os.rename(self.path, work)
                 os.rename(aside, self.path)
+                self._uncarry(work, moved)
                 raise OutputPathError(f"{str(self.path)!r}: {', '.join(clash[:3])} appeared or changed while the result was moved in; "
                                       f"left as it was and the new result not moved in: move it out and run again")
-            back = dispose(aside, self.path)
+            try:
+                back = dispose(aside, self.path)
+            except OSError as exc:  # the new result is in place: the old one stays aside for the next run to remove
+                back = [f"{aside.name} (not removed: {exc.strerror or type(exc).__name__})"]
         if back:
             warnings.warn(f"{len(back)} file(s) the workbench did not write appeared in {str(self.path)!r} while it was replaced; "
                           f"kept: {', '.join(back[:3])}{' ...' if len(back) > 3 else ''}", ForeignFileWarning, stacklevel=3)
