@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from test_bad_inputs import SMALL, error_lines, snapshot, write_recipe
+from test_bad_inputs import error_lines, snapshot, write_recipe
 from workbench.cli import app
 from workbench.errors import OutputPathError
 from workbench.outdir import MARKER, ForeignFileWarning, RunDir
