@@ -216,6 +216,8 @@ class TargetProfile(SpecModel):
         bad = [b for b in v if b not in allowed]
         if bad or not v:
             raise ValueError(f"expected a non-empty list of bit-widths in 2-8 or 16; got {short_repr(v)}")
+        if len(set(v)) != len(v):
+            raise ValueError(f"expected distinct bit-widths, each given once; got {short_repr(v)}")
         return sorted(v)
 
     @field_validator("cost")

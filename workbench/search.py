@@ -42,11 +42,11 @@ import os
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Callable
+from typing import Annotated, Callable
 
 import numpy as np
 import pandas as pd
-from pydantic import Field, field_validator
+from pydantic import BeforeValidator, Field, field_validator
 from scipy.optimize import Bounds, LinearConstraint, milp
 from tqdm.auto import tqdm
 
@@ -54,7 +54,7 @@ from .cost import COST_KINDS, LayerCost, budget_kind as _budget_kind, cost_table
 from .cost import cost_table as cost_table_of
 from .errors import SpecError
 from .evaluate import predict
-from .options import OptionModel, choice, integer
+from .options import OptionModel, choice, distinct, integer
 from .pipeline import PTQConfig, quantize_task
 from .spec import QuantSpec, short_repr
 from .determinism import fixed_threads
@@ -572,7 +572,7 @@ class SearchConfig(OptionModel):
     budget_kind: str = "weight_kib"
     act_bits: integer(1) = 8
     n_budgets: integer(0) = 6
-    uniform_bits: tuple[integer(1), ...] = (8, 6, 4, 3)
+    uniform_bits: Annotated[tuple[integer(1), ...], BeforeValidator(lambda v: distinct(v, "bit-widths") if isinstance(v, (list, tuple)) else v)] = (8, 6, 4, 3)
     n_random: integer(0) = 3
     seed: integer(0) = 0
     objective: choice(OBJECTIVES) = "output_mse"
@@ -751,7 +751,9 @@ class _Measured:
                 key.update({"ptq": c.ptq.to_dict(), "latency_runs": c.latency_runs})
                 extra.update({"onnxruntime": onnxruntime.__version__, "cpu": f"{host_cpu()} x{os.cpu_count()}"})  # a clock of this machine
             sweep = sweep_fingerprint(f"search_{what}", self.task, self.model, key, SEARCH_VERSION, **extra)
-            self._recorders[what] = SweepRecorder(self.store, sweep, f"search_{what}")
+            fields = ("measured_metric",) if what == "metric" else ()
+            self._recorders[what] = SweepRecorder(self.store, sweep, f"search_{what}",
+                                                  check=lambda key, row: None if _sound(row, fields) else f"expected numbers{' under ' + ', '.join(fields) if fields else ''}")
         return self._recorders[what]
 
     def _lookup(self, what: str, bits: str, fields: tuple) -> dict | None:
