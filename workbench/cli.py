@@ -452,8 +452,8 @@ def _parse_budget(text: str, default_kind: str, measured_ok: tuple = (), target:
         number = float(value)
     except ValueError:
         raise SpecError(f"--budget {text!r}: expected KIND=VALUE with a number, such as flash_kib=256") from None
-    if not (number > 0 and number != float("inf")):
-        raise SpecError(f"--budget {text!r}: expected a positive number")
+    if not (number > 0 and math.isfinite(number)):
+        raise SpecError(f"--budget {text!r}: expected a positive finite number")
     if kind.measured and name not in measured_ok:
         from .cost_tables import COST_SOURCES
 
@@ -500,7 +500,7 @@ def search_cmd(task: str = typer.Argument(..., help=TASK_HELP),
     from .cost_tables import COST_SOURCES
     from .errors import SpecError, WorkbenchError
     from .recipe import promote
-    from .search import SearchConfig, best_within, check_max_drop, resolve_budgets, resolve_limits, search
+    from .search import SearchConfig, best_within, check_max_drop, preflight, resolve_budgets, resolve_limits, search
     from .executors import make_executor
     from .sensitivity import SensitivityConfig, sensitivity
     from .tasks import resolve_task_arg
@@ -512,6 +512,9 @@ def search_cmd(task: str = typer.Argument(..., help=TASK_HELP),
                                                                act_bits, finetune_epochs, width_choices], default=str).encode()).hexdigest()[:16]
     run_dir = _run_dir(out, overwrite, "search", keep=("widths",) if widths else (), resume=resume)
     try:
+        for flag, value in (("--budget-kib", budget_kib), ("--budget-bops", budget_bops)):  # nan / inf: refused before any work
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise SpecError(f"{flag} {value}: expected a positive finite number")
         width_shares = _width_options(widths, trials, finetune_epochs, width_choices)
         if budget_kib is not None and budget_bops is not None:
             raise SpecError("give exactly one of --budget-kib or --budget-bops")
@@ -528,6 +531,9 @@ def search_cmd(task: str = typer.Argument(..., help=TASK_HELP),
             raise SpecError(f"target {target}: its toolchain is not installed; pip install 'workbench[{source.requires or 'targets'}]'")
         profile_target = target if source is None else (profile_name or "cpu-int8-ort")
         profile = load_target(profile_target)
+        config = SearchConfig(target=profile_target, budget_kind=profile.cost, act_bits=act_bits)  # a bad --act-bits: before any work
+        if act_bits not in profile.act_bits:
+            raise SpecError(f"--act-bits {act_bits} is not allowed by target {profile.name}; it allows {', '.join(map(str, profile.act_bits))}")
         measured_ok = tuple(source.kinds) if source is not None else ()
         given = [("weight_kib", budget_kib)] if budget_kib is not None else [("bops", budget_bops)] if budget_bops is not None else []
         given += [_parse_budget(text, profile.cost, measured_ok, target) for text in budget or ()]
@@ -554,8 +560,11 @@ def search_cmd(task: str = typer.Argument(..., help=TASK_HELP),
                 raise SpecError("this workbench has no workbench.cost_tables.build_cost_table yet; give --target a profile") from None
             table = build_cost_table(t, model, target, bits=tuple(profile.weight_bits), act_bits=act_bits)
         resolve_budgets(on_target, table)
-        sens = sensitivity(t, model, SensitivityConfig(weight_bits=tuple(profile.weight_bits)), executor=executor, store=store)
         config = SearchConfig(target=profile_target, budget_kind=kind, act_bits=act_bits)
+        # budgets, limits and bits the search would refuse, refused before the sensitivity sweep
+        preflight(t, model, config, budgets=on_target, limits=limits, cost_table=table,
+                  extra_budgets=(budget_value,) if budget_value is not None and max_drop is None and not widths else ())
+        sens = sensitivity(t, model, SensitivityConfig(weight_bits=tuple(profile.weight_bits)), executor=executor, store=store)
         if max_drop is not None:
             df = search(t, model, sens, config, budgets=on_target, limits=limits, cost_table=table, max_drop=max_drop, store=store)
             best = df.loc[df.attrs["chosen"]] if df.attrs["reached"] else None

@@ -490,6 +490,14 @@ def resolve_budgets(budgets, cost_table=None) -> dict[str, float]:
     return out
 
 
+def check_budget_value(value, what: str = "budget") -> float:
+    """A budget as a positive finite float; NaN, infinity, booleans and text are a one-line
+    SpecError naming ``what``, before any work (an infinite budget would name a wrong ILP point)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not (math.isfinite(value) and value > 0):
+        raise SpecError(f"{what} {value!r}; expected a positive finite number")
+    return float(value)
+
+
 def check_max_drop(max_drop) -> float | None:
     """``max_drop`` as a float in [0, 1] (None stays None); one-line SpecError otherwise."""
     if max_drop is None:
@@ -708,6 +716,20 @@ def _setup(task, model, sens, config, budgets, limits, cost_table, measure_costs
     if default_costs:
         measure_costs = _default_measure_costs()
     return _Setup(target, p, costs, values, sources, hard, cost_table, measure_costs, default_costs)
+
+
+def preflight(task, model, config: "SearchConfig", budgets=None, limits=None, cost_table=None, extra_budgets: tuple = ()) -> None:
+    """Before a sensitivity sweep: what :func:`search` would refuse of these arguments (the
+    target's bits and limits, ``budgets``, ``limits``, each of ``extra_budgets`` reachable), from
+    the model's layer costs alone: one-line SpecError now rather than after the sweep."""
+    costs = layer_costs(model, task.example_input())
+    target = load_target(config.target)
+    rows = [{"layer": name, "depth": i, "mode": "quantise-one", "weight_bits": b, "metric_delta": 0.0, "output_mse": 0.0}
+            for i, name in enumerate(costs) for b in target.weight_bits]
+    s = _setup(task, model, pd.DataFrame(rows), config, budgets, limits, cost_table, None)
+    unit = get_cost_kind(config.budget_kind).unit
+    for b in extra_budgets:
+        check_budget(s.p, check_budget_value(b), unit)
 
 
 class _Measured:
@@ -1004,6 +1026,10 @@ def search(task, model, sens: pd.DataFrame, config: SearchConfig = SearchConfig(
     sweep = None
     if budgets is not None and not isinstance(budgets, Mapping):
         sweep, budgets = budgets, None
+        if isinstance(sweep, (str, bytes)) or not isinstance(sweep, (list, tuple, np.ndarray, pd.Series)):
+            raise SpecError(f"budgets {short_repr(sweep)}; expected a mapping of cost kind to value, or a list of {config.budget_kind} values")
+        sweep = [check_budget_value(b, f"budgets[{i}]") for i, b in enumerate(sweep)]
+    extra_budgets = tuple(check_budget_value(b, f"extra_budgets[{i}]") for i, b in enumerate(extra_budgets))
     max_drop = check_max_drop(max_drop)
     executor = make_executor(executor)  # an unknown name: one line, before any work
     if max_drop is not None:
