@@ -206,7 +206,7 @@ def test_boolean_target_budget_is_not_a_number(tmp_path):
 
     for change, field in (({"task": {**SMALL, "seed": True}}, "task.seed"), ({"task": {**SMALL, "subset": [True, 64, 64]}}, "task.subset[0]"),
                           ({"expected": {"quant_metric": {"min": True}}}, "expected.quant_metric.min"),
-                          ({"targets": {"onnxruntime": {"min_agreement": True}}}, "targets.onnxruntime.min_agreement"),
+                          ({"targets": {"tflite-int8": {"min_agreement": True}}}, "targets.tflite-int8.min_agreement"),
                           ({"pruning": {"sparsity": 0.5, "seed": False}}, "pruning.seed")):
         with pytest.raises(RecipeError, match=rf"^{re.escape(field)}: expected a number, not (true|false)"):
             parse_recipe({**RECIPE, **change})
@@ -262,7 +262,7 @@ def test_search_arguments_fail_before_the_sensitivity_sweep(tmp_path):
     one_error(res, "--act-bits 4 is not allowed by target cpu-int8-ort; it allows 8")
     assert not (cache / "baselines").exists()
     res = cli("search", "digits-cnn", "--budget-kib", "6", "--act-bits", "33", "--out", "o", cwd=tmp_path, env=env)
-    one_error(res, "act_bits")
+    one_error(res, "--act-bits 33 is not allowed by target cpu-int8-ort")
     # a budget no assignment meets: refused from the model's costs, before any sensitivity case runs
     res = cli("search", "digits-cnn", "--budget-kib", "0.01", "--out", "o", cwd=tmp_path, env=env)
     one_error(res, "no assignment meets a budget of 0.01 KiB; the smallest reachable is")
