@@ -269,3 +269,17 @@ def test_search_arguments_fail_before_the_sensitivity_sweep(tmp_path):
     with sqlite3.connect(cache / "results.sqlite") as db:
         assert db.execute("SELECT COUNT(*) FROM rows").fetchone()[0] == 0
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["sensitivity", "digits-cnn", "--layers", "features.0,nosuch"], "layers.nosuch: no such quantisable layer"),
+    (["sensitivity", "digits-cnn", "--mode", "leave-one-float", "--base", "b.yaml"], "layers.fc: no such quantisable layer"),
+    (["prune", "digits-cnn", "--layers", "nosuch"], "layers.nosuch: no such prunable layer"),
+    (["prune", "digits-cnn", "--finetune-lr", "nan"], "finetune_lr"),
+])
+def test_layer_names_and_options_fail_before_the_baseline_is_trained(tmp_path, args, message):
+    (tmp_path / "b.yaml").write_text("weight_bits: 8\nlayers:\n  fc: {weight_bits: 4}\n")
+    cache = tmp_path / "cache"
+    res = cli(*args, "--out", "o", cwd=tmp_path, env={"WORKBENCH_CACHE": str(cache)})
+    one_error(res, message)
+    assert not (cache / "baselines").exists() and not (tmp_path / "o").exists()

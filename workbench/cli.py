@@ -283,7 +283,7 @@ def sensitivity(task: str = typer.Argument(..., help=TASK_HELP),
     from .baseline import load_or_train_baseline
     from .errors import WorkbenchError
     from .report import write_sensitivity_report
-    from .sensitivity import SensitivityConfig, parse_bits
+    from .sensitivity import SensitivityConfig, check_config, parse_bits
     from .sensitivity import sensitivity as run_sensitivity
     from .executors import make_executor
     from .spec import QuantSpec
@@ -302,6 +302,7 @@ def sensitivity(task: str = typer.Argument(..., help=TASK_HELP),
             max_cache_mb=max_cache_mb,
         )
         t = resolve_task_arg(task, tuple(imports or ()))
+        check_config(config, t.create_model())  # layer names and the base spec: before the baseline is trained
         executor = make_executor(executor)
         store = _open_store() if not no_store else False  # a read-only or corrupt store is dealt with before any work
         model = load_or_train_baseline(t)
@@ -549,6 +550,12 @@ def search_cmd(task: str = typer.Argument(..., help=TASK_HELP),
         on_target = {k: v for k, v in hard.items() if k in measured_ok}  # read from the target's cost table
         limits = {k: v for k, v in hard.items() if k not in on_target}
         resolve_limits(profile, limits)  # limits the profile forbids (looser than its own) fail before any work
+        if widths:  # the width search's bits and options, checked now rather than after the bits search
+            from .width_search import WidthSearchConfig
+
+            wbits = _width_bits(profile.weight_bits, source)
+            WidthSearchConfig(bits=wbits, widths=width_shares, n_trials=trials, objective_kind=kind, budgets=dict(given) or None,
+                              target=None if source is None else target, finetune_epochs=finetune_epochs, act_bits=act_bits)
         executor = make_executor(executor)
         store = _open_store()  # a read-only or corrupt store is dealt with before any work
         model = load_or_train_baseline(t)
@@ -588,7 +595,6 @@ def search_cmd(task: str = typer.Argument(..., help=TASK_HELP),
                 best = None  # the width search may reach what bits alone cannot (a MACs budget)
         bits_best, width_best, wdf = best, None, None
         if widths:
-            wbits = _width_bits(profile.weight_bits, source)
             objective = kind
             hard_w = dict(given)
             for name, value in df.attrs.get("limits", {}).items():  # the profile's limits bind the width points too
@@ -772,6 +778,7 @@ def prune(task: str = typer.Argument(..., help=TASK_HELP),
     tracker = _tracker(mlflow)
     from .baseline import load_or_train_baseline
     from .errors import SpecError, WorkbenchError
+    from .pruning import prunable_layers
     from .pruning_sweep import PruningSweepConfig, pruning_sweep
     from .executors import make_executor
     from .tasks import resolve_task_arg
@@ -789,6 +796,8 @@ def prune(task: str = typer.Argument(..., help=TASK_HELP),
                                     layers=None if layers is None else tuple(s.strip() for s in layers.split(",")),
                                     finetune_epochs=finetune_epochs, finetune_lr=finetune_lr, latency_runs=latency_runs)
         t = resolve_task_arg(task, tuple(imports or ()))
+        if config.layers is not None:
+            prunable_layers(t.create_model(), list(config.layers))  # unknown names: before the baseline is trained
         executor = make_executor(executor)
         store = _open_store() if not no_store else False  # a read-only or corrupt store is dealt with before any work
         model = load_or_train_baseline(t)

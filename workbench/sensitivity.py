@@ -858,6 +858,15 @@ class _SensitivityWork:
         return out_rows
 
 
+def check_config(config: SensitivityConfig, model: nn.Module) -> None:
+    """``config`` against ``model``'s layers (trained or not: the CLI checks an untrained one
+    before training): the base spec and the layer names, one-line SpecError naming the closest."""
+    if config.mode == "leave-one-float":
+        validate_spec(config.base, model)
+    if config.layers is not None:
+        validate_spec(QuantSpec.parse({"layers": {n: {} for n in config.layers}}), model)  # unknown names: closest valid ones
+
+
 def _sensitivity_unit(work: _SensitivityWork, unit: tuple) -> list[tuple[str, dict]]:
     return work.layer_rows(unit)
 
@@ -890,11 +899,8 @@ def sensitivity(task, model: nn.Module, config: SensitivityConfig | None = None,
     executor = make_executor(executor)
     model = model.eval()
     all_layers = quantisable_layers(model)
-    if config.mode == "leave-one-float":
-        validate_spec(config.base, model)
+    check_config(config, model)
     layers = list(all_layers) if config.layers is None else list(config.layers)
-    if config.layers is not None:
-        validate_spec(QuantSpec.parse({"layers": {n: {} for n in layers}}), model)  # unknown names: closest valid ones
     check_calibration(task.data.calib.x)
     LayerInputs.check(model, task.data.calib.x)  # data that does not fit the model: one line, before any work
     store = resolve_store(store)  # a corrupt store is moved aside, a read-only one refused, before any work
