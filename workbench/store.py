@@ -215,9 +215,11 @@ class ResultStore:
         try:
             with self._conn:
                 self._conn.execute("BEGIN IMMEDIATE")
-                self._conn.execute("INSERT INTO set_aside VALUES (?, ?, ?, ?, ?, ?)",
-                                   (sweep, kind, case_key, payload, problem, datetime.datetime.now(datetime.timezone.utc).isoformat()))
-                self._conn.execute("DELETE FROM rows WHERE sweep = ? AND case_key = ?", (sweep, case_key))
+                # only the payload read (another process may have set it aside, or stored a sound row, meanwhile)
+                cur = self._conn.execute("DELETE FROM rows WHERE sweep = ? AND case_key = ? AND payload = ?", (sweep, case_key, payload))
+                if cur.rowcount:
+                    self._conn.execute("INSERT INTO set_aside VALUES (?, ?, ?, ?, ?, ?)",
+                                       (sweep, kind, case_key, payload, problem, datetime.datetime.now(datetime.timezone.utc).isoformat()))
         except sqlite3.Error as exc:
             raise self._error(exc, "write") from None
         warnings.warn(f"result store {self.path}: the stored {kind or 'sweep'} row of case {case_key!r} is unsound ({problem}); "
