@@ -251,6 +251,9 @@ def test_inf_and_nan_budgets_are_refused_by_the_api(digits):
         assert "\n" not in str(info.value) and "positive" in str(info.value)
     with pytest.raises(wb.SpecError, match=r"extra_budgets\[0\] inf; expected a positive finite number"):
         wb.search(task, model, empty, wb.SearchConfig(), extra_budgets=(float("inf"),), progress=False, store=False)
+    for value in (True, float("inf"), float("nan")):  # a limit (mcu's flash_kib tightened): true is not 1
+        with pytest.raises(wb.SpecError, match=r"^limit flash_kib=.*; expected a positive finite number$"):
+            wb.search(task, model, empty, wb.SearchConfig(target="mcu"), budgets=[4.0], limits={"flash_kib": value}, progress=False, store=False)
 
 
 # ------------------------------------------------------------------ 9. arguments that would fail late

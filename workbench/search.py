@@ -436,12 +436,9 @@ def resolve_limits(target, limits: dict[str, float] | None = None) -> tuple[dict
         if kind.measured:
             raise SpecError(f"limit {name}: {name} is measured, not computed, so it cannot be a limit; computed kinds are "
                             f"{', '.join(k for k, v in COST_KINDS.items() if not v.measured)}")
-        try:
-            value = float(value)
-        except (TypeError, ValueError):
-            raise SpecError(f"limit {name}={value!r}; expected a positive number") from None
-        if not (math.isfinite(value) and value > 0):
-            raise SpecError(f"limit {name}={value!r}; expected a positive number")
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not (math.isfinite(value) and value > 0):
+            raise SpecError(f"limit {name}={value!r}; expected a positive finite number")  # true is not 1, nor '5' a number
+        value = float(value)
         for other, fixed in target.limits.items():
             same = {name, kind.same_as or name} & {other, COST_KINDS[other].same_as or other}
             if same and value > fixed * (1 + 1e-12):
