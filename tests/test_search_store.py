@@ -78,9 +78,9 @@ def test_corrupt_entry_is_computed_again(small, tmp_path):
         keys = [k for (k,) in db.execute("SELECT case_key FROM rows WHERE kind = 'search_metric' ORDER BY seq")]
         db.execute("UPDATE rows SET payload = 'not json{' WHERE case_key = ?", (keys[0],))
         db.execute("UPDATE rows SET payload = '{\"measured_metric\": \"high\"}' WHERE case_key = ?", (keys[1],))
-    with pytest.warns(RuntimeWarning, match="unreadable; it is computed again") as caught:
+    with pytest.warns(RuntimeWarning, match="moved to the store's set_aside table and is computed again") as caught:
         again = _run(small, ResultStore(path))
-    assert sum("unreadable" in str(w.message) for w in caught) == 2
+    assert sum("set_aside" in str(w.message) for w in caught) == 2
     assert again.attrs["computed"] == 2 and again.attrs["from_store"] == first["bits"].nunique() - 2
     _same(first, again)
 

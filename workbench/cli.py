@@ -283,7 +283,7 @@ def sensitivity(task: str = typer.Argument(..., help=TASK_HELP),
     from .baseline import load_or_train_baseline
     from .errors import WorkbenchError
     from .report import write_sensitivity_report
-    from .sensitivity import SensitivityConfig, parse_bits
+    from .sensitivity import SensitivityConfig, check_config, parse_bits
     from .sensitivity import sensitivity as run_sensitivity
     from .executors import make_executor
     from .spec import QuantSpec
@@ -302,6 +302,7 @@ def sensitivity(task: str = typer.Argument(..., help=TASK_HELP),
             max_cache_mb=max_cache_mb,
         )
         t = resolve_task_arg(task, tuple(imports or ()))
+        check_config(config, t.create_model())  # layer names and the base spec: before the baseline is trained
         executor = make_executor(executor)
         store = _open_store() if not no_store else False  # a read-only or corrupt store is dealt with before any work
         model = load_or_train_baseline(t)
@@ -452,8 +453,8 @@ def _parse_budget(text: str, default_kind: str, measured_ok: tuple = (), target:
         number = float(value)
     except ValueError:
         raise SpecError(f"--budget {text!r}: expected KIND=VALUE with a number, such as flash_kib=256") from None
-    if not (number > 0 and number != float("inf")):
-        raise SpecError(f"--budget {text!r}: expected a positive number")
+    if not (number > 0 and math.isfinite(number)):
+        raise SpecError(f"--budget {text!r}: expected a positive finite number")
     if kind.measured and name not in measured_ok:
         from .cost_tables import COST_SOURCES
 
@@ -500,7 +501,7 @@ def search_cmd(task: str = typer.Argument(..., help=TASK_HELP),
     from .cost_tables import COST_SOURCES
     from .errors import SpecError, WorkbenchError
     from .recipe import promote
-    from .search import SearchConfig, best_within, check_max_drop, resolve_budgets, resolve_limits, search
+    from .search import SearchConfig, best_within, check_max_drop, preflight, resolve_budgets, resolve_limits, search
     from .executors import make_executor
     from .sensitivity import SensitivityConfig, sensitivity
     from .tasks import resolve_task_arg
@@ -512,6 +513,9 @@ def search_cmd(task: str = typer.Argument(..., help=TASK_HELP),
                                                                act_bits, finetune_epochs, width_choices], default=str).encode()).hexdigest()[:16]
     run_dir = _run_dir(out, overwrite, "search", keep=("widths",) if widths else (), resume=resume)
     try:
+        for flag, value in (("--budget-kib", budget_kib), ("--budget-bops", budget_bops)):  # nan / inf: refused before any work
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise SpecError(f"{flag} {value}: expected a positive finite number")
         width_shares = _width_options(widths, trials, finetune_epochs, width_choices)
         if budget_kib is not None and budget_bops is not None:
             raise SpecError("give exactly one of --budget-kib or --budget-bops")
@@ -528,6 +532,9 @@ def search_cmd(task: str = typer.Argument(..., help=TASK_HELP),
             raise SpecError(f"target {target}: its toolchain is not installed; pip install 'workbench[{source.requires or 'targets'}]'")
         profile_target = target if source is None else (profile_name or "cpu-int8-ort")
         profile = load_target(profile_target)
+        config = SearchConfig(target=profile_target, budget_kind=profile.cost, act_bits=act_bits)  # a bad --act-bits: before any work
+        if act_bits not in profile.act_bits:
+            raise SpecError(f"--act-bits {act_bits} is not allowed by target {profile.name}; it allows {', '.join(map(str, profile.act_bits))}")
         measured_ok = tuple(source.kinds) if source is not None else ()
         given = [("weight_kib", budget_kib)] if budget_kib is not None else [("bops", budget_bops)] if budget_bops is not None else []
         given += [_parse_budget(text, profile.cost, measured_ok, target) for text in budget or ()]
@@ -543,6 +550,12 @@ def search_cmd(task: str = typer.Argument(..., help=TASK_HELP),
         on_target = {k: v for k, v in hard.items() if k in measured_ok}  # read from the target's cost table
         limits = {k: v for k, v in hard.items() if k not in on_target}
         resolve_limits(profile, limits)  # limits the profile forbids (looser than its own) fail before any work
+        if widths:  # the width search's bits and options, checked now rather than after the bits search
+            from .width_search import WidthSearchConfig
+
+            wbits = _width_bits(profile.weight_bits, source)
+            WidthSearchConfig(bits=wbits, widths=width_shares, n_trials=trials, objective_kind=kind, budgets=dict(given) or None,
+                              target=None if source is None else target, finetune_epochs=finetune_epochs, act_bits=act_bits)
         executor = make_executor(executor)
         store = _open_store()  # a read-only or corrupt store is dealt with before any work
         model = load_or_train_baseline(t)
@@ -554,8 +567,11 @@ def search_cmd(task: str = typer.Argument(..., help=TASK_HELP),
                 raise SpecError("this workbench has no workbench.cost_tables.build_cost_table yet; give --target a profile") from None
             table = build_cost_table(t, model, target, bits=tuple(profile.weight_bits), act_bits=act_bits)
         resolve_budgets(on_target, table)
-        sens = sensitivity(t, model, SensitivityConfig(weight_bits=tuple(profile.weight_bits)), executor=executor, store=store)
         config = SearchConfig(target=profile_target, budget_kind=kind, act_bits=act_bits)
+        # budgets, limits and bits the search would refuse, refused before the sensitivity sweep
+        preflight(t, model, config, budgets=on_target, limits=limits, cost_table=table,
+                  extra_budgets=(budget_value,) if budget_value is not None and max_drop is None and not widths else ())
+        sens = sensitivity(t, model, SensitivityConfig(weight_bits=tuple(profile.weight_bits)), executor=executor, store=store)
         if max_drop is not None:
             df = search(t, model, sens, config, budgets=on_target, limits=limits, cost_table=table, max_drop=max_drop, store=store)
             best = df.loc[df.attrs["chosen"]] if df.attrs["reached"] else None
@@ -579,7 +595,6 @@ def search_cmd(task: str = typer.Argument(..., help=TASK_HELP),
                 best = None  # the width search may reach what bits alone cannot (a MACs budget)
         bits_best, width_best, wdf = best, None, None
         if widths:
-            wbits = _width_bits(profile.weight_bits, source)
             objective = kind
             hard_w = dict(given)
             for name, value in df.attrs.get("limits", {}).items():  # the profile's limits bind the width points too
@@ -758,6 +773,7 @@ def prune(task: str = typer.Argument(..., help=TASK_HELP),
     tracker = _tracker(mlflow)
     from .baseline import load_or_train_baseline
     from .errors import SpecError, WorkbenchError
+    from .pruning import prunable_layers
     from .pruning_sweep import PruningSweepConfig, pruning_sweep
     from .executors import make_executor
     from .tasks import resolve_task_arg
@@ -775,6 +791,8 @@ def prune(task: str = typer.Argument(..., help=TASK_HELP),
                                     layers=None if layers is None else tuple(s.strip() for s in layers.split(",")),
                                     finetune_epochs=finetune_epochs, finetune_lr=finetune_lr, latency_runs=latency_runs)
         t = resolve_task_arg(task, tuple(imports or ()))
+        if config.layers is not None:
+            prunable_layers(t.create_model(), list(config.layers))  # unknown names: before the baseline is trained
         executor = make_executor(executor)
         store = _open_store() if not no_store else False  # a read-only or corrupt store is dealt with before any work
         model = load_or_train_baseline(t)

@@ -12,17 +12,17 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Annotated, Callable, Literal
 
 import pandas as pd
 import torch
-from pydantic import ConfigDict, Field, ValidationError, field_validator
+from pydantic import BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 from torch import nn
 
 from .errors import SpecError, unknown_name
 from .models import layer_macs
 from .quantize import QUANTISABLE
-from .spec import SpecModel, format_validation_error, short_repr
+from .spec import Int, SpecModel, _not_bool, format_validation_error, short_repr
 from .yamlio import load_yaml
 
 TARGETS_DIR = Path(__file__).resolve().parent / "targets"
@@ -201,10 +201,10 @@ class TargetProfile(SpecModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: str
     description: str = ""
-    weight_bits: list[int]
-    act_bits: list[int]
+    weight_bits: list[Int]
+    act_bits: list[Int]
     cost: str = "weight_kib"
-    budgets: dict[str, float | None] = Field(default_factory=dict)
+    budgets: dict[str, Annotated[float, BeforeValidator(_not_bool)] | None] = Field(default_factory=dict)  # NaN / inf: the check below
     weight_encoding: Literal["u8", "s8", "auto"] | None = None
 
     @field_validator("weight_bits", "act_bits")
@@ -216,6 +216,8 @@ class TargetProfile(SpecModel):
         bad = [b for b in v if b not in allowed]
         if bad or not v:
             raise ValueError(f"expected a non-empty list of bit-widths in 2-8 or 16; got {short_repr(v)}")
+        if len(set(v)) != len(v):
+            raise ValueError(f"expected distinct bit-widths, each given once; got {short_repr(v)}")
         return sorted(v)
 
     @field_validator("cost")

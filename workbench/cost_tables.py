@@ -505,7 +505,7 @@ def build_cost_table(task, model, target: str, bits=(8, 4), act_bits: int = 8, k
     store = resolve_store(store)
     key = cost_table_fingerprint(task, model, source, bits, act_bits, kinds, n_validate, seed)
     if store is not None:
-        row = store.rows(key).get("table")
+        row = store.rows(key, _stored_table_problem).get("table")  # an edited or damaged table: set aside, measured again
         if row is not None:
             return _from_row(row, from_store=True)
 
@@ -587,6 +587,19 @@ def _from_row(row: dict, from_store: bool) -> TargetCostTable:
                         validation=pd.DataFrame(row["validation"], columns=["point", "bits", "kind", "estimate", "actual", "error"]))
     t.fingerprint, t.from_store, t.builds, t.toolchain = row["fingerprint"], from_store, 0 if from_store else row["builds"], row["toolchain"]
     return t
+
+
+def _stored_table_problem(key: str, row: dict) -> str | None:
+    """Why a stored cost table is unsound (it does not read back, or a cost is not a number), or None."""
+    try:
+        t = _from_row(row, True)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        return f"it does not read back as a cost table ({type(exc).__name__})"
+    for name, df in (("table", t.table), ("totals", t.totals)):
+        for col in ("weight_bits", *t.kinds):
+            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in df[col]):
+                return f"{name}.{col} holds a value that is not a number"
+    return None
 
 
 # ----------------------------------------------------------------------------- the built-in sources

@@ -51,6 +51,16 @@ class TaskData:
     num_classes: int | None = None
     meta: dict = field(default_factory=dict)
 
+    def __post_init__(self):
+        # NaN / inf anywhere is refused as in calibration data: evaluated on, it gives numbers that
+        # mean nothing (a metric, an agreement, a max_abs_diff of nan)
+        check_finite(self.calib.x, "calibration data")
+        for label, split in (("eval", self.eval), ("train", self.train)):
+            if split is not self.calib:
+                check_finite(split.x, f"{label} data (inputs)", DatasetError)
+            if split.y is not None:
+                check_finite(split.y, f"{label} data (targets)", DatasetError)
+
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.eval.x.shape[1:])
@@ -77,13 +87,19 @@ class TaskData:
         )
 
 
+def check_finite(x: torch.Tensor, what: str, error: type = CalibrationError) -> None:
+    """Refuse data holding NaN or inf with a one-line ``error`` naming ``what``: the one check of
+    calibration data (:func:`check_calibration`) and of every split of a task (:class:`TaskData`)."""
+    if isinstance(x, torch.Tensor) and (x.is_floating_point() or x.is_complex()) and not torch.isfinite(x).all():
+        bad = int((~torch.isfinite(x)).sum())
+        raise error(f"{what} holds {bad} NaN or inf values; expected finite numbers")
+
+
 def check_calibration(x: torch.Tensor, what: str = "calibration data") -> None:
     """Refuse empty or non-finite calibration data with a clear one-line error."""
     if x is None or len(x) == 0:
         raise CalibrationError(f"{what} is empty; expected at least one sample")
-    if not torch.isfinite(x).all():
-        bad = int((~torch.isfinite(x)).sum())
-        raise CalibrationError(f"{what} holds {bad} NaN or inf values; expected finite numbers")
+    check_finite(x, what)
 
 
 def validate_arrays(x: np.ndarray, y: np.ndarray | None, *, name: str, num_classes: int | None = None) -> None:

@@ -180,13 +180,31 @@ def choice(options: tuple[str, ...]) -> Any:
     return Annotated[typing.Literal[options], BeforeValidator(check)]  # type: ignore[valid-type]
 
 
+def distinct(values, what: str):
+    """``values`` when none repeats, else ``ValueError('expected distinct WHAT; got ... (V twice)')``:
+    every list option refuses a repeated value (``--weight-bits 4,4,4`` would repeat every row)."""
+    seen, twice = set(), []
+    for v in values:
+        key = (type(v) is str, v)  # 8 and '8' differ; 0.5 and 0.50 are one value
+        try:
+            if key in seen and v not in twice:
+                twice.append(v)
+            seen.add(key)
+        except TypeError:  # unhashable: the field's own check refuses it
+            return values
+    if twice:
+        counts = ", ".join(f"{v!r} given {sum(1 for x in values if (type(x) is str, x) == (type(v) is str, v))} times" for v in twice[:3])
+        raise ValueError(f"expected distinct {what}, each given once; got {cut_text(repr(list(values)), 120)} ({counts})")
+    return values
+
+
 def names(expected: str = "a list of layer names or globs") -> Any:
-    """A tuple of strings, given as a list or tuple (a single string is refused)."""
+    """A tuple of distinct strings, given as a list or tuple (a single string is refused)."""
 
     def check(v):
         if isinstance(v, (str, bytes)) or not isinstance(v, (list, tuple)) or not all(isinstance(n, str) for n in v):
             raise ValueError(f"expected {expected}")
-        return tuple(v)
+        return tuple(distinct(v, "names"))
 
     return Annotated[tuple[str, ...], BeforeValidator(check)]
 
@@ -197,4 +215,4 @@ def raw(schema_type: Any) -> Any:
     return Annotated[schema_type, PlainValidator(lambda v: v, json_schema_input_type=schema_type)]
 
 
-__all__ = ["OptionModel", "format_error", "integer", "number", "Flag", "choice", "names", "raw"]
+__all__ = ["OptionModel", "format_error", "integer", "number", "Flag", "choice", "names", "raw", "distinct"]

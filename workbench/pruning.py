@@ -28,7 +28,7 @@ from torch import nn
 
 from .errors import PruningError, SpecError
 from .quantize import QUANTISABLE
-from .spec import SpecModel, format_validation_error, short_repr
+from .spec import FiniteFloat, Int, SpecModel, format_validation_error, short_repr
 
 GLOBAL_MAX_RATIO = 0.9  # global structured ranking never takes more than this share of one layer's channels
 
@@ -66,14 +66,14 @@ class PruningSpec(SpecModel):  # direct construction raises SpecError, as QuantS
     sparsity: float = 0.5
     scope: Literal["layer", "global"] | None = None
     criterion: Literal["l1", "l2", "taylor", "bn_scale"] = "l1"
-    m: int = Field(4, ge=2, le=64)
+    m: Int = Field(4, ge=2, le=64)
     layers: list[str] | None = None
     ignore: list[str] = Field(default_factory=list)
     layer_sparsity: dict[str, float] | None = None
-    finetune_epochs: int = Field(0, ge=0)
-    finetune_lr: float | None = Field(None, gt=0)
-    seed: int = 0
-    calib_samples: int = Field(256, ge=1)
+    finetune_epochs: Int = Field(0, ge=0)
+    finetune_lr: FiniteFloat | None = Field(None, gt=0)
+    seed: Int = 0
+    calib_samples: Int = Field(256, ge=1)
 
     @field_validator("sparsity", mode="before")
     @classmethod

@@ -40,11 +40,11 @@ from .errors import PruningError, SpecError
 from .evaluate import evaluate
 from .executors import make_executor
 from .models import count_macs, count_params
-from .options import Flag, OptionModel, integer, names, raw
+from .options import Flag, OptionModel, distinct, integer, names, raw
 from .ptq import LayerInputs
 from .pruning import PruningSpec, channel_groups, prunable_layers, prune
 from .spec import short_repr
-from .store import ResultStore, SweepRecorder, resolve_store, sweep_fingerprint
+from .store import ResultStore, SweepRecorder, resolve_store, row_problem, sweep_fingerprint
 from .determinism import fixed_threads
 
 COLUMNS = ["method", "criterion", "scope", "sparsity", "layer", "group", "metric", "metric_delta", "params", "macs", "weight_sparsity",
@@ -59,7 +59,7 @@ def _sparsity_list(v):
         levels = None
     if not levels:
         raise ValueError(f"expected a non-empty list of values in [0, 1); got {short_repr(v)}")
-    return levels
+    return distinct(levels, "sparsity levels")
 
 
 class PruningSweepConfig(OptionModel):
@@ -127,6 +127,17 @@ def measure_model(task, model: nn.Module, latency_runs: int = 50, onnx: bool = T
 
 def _case_key(layer: str, sparsity: float) -> str:
     return f"{layer}|{sparsity!r}"
+
+
+def stored_row_problem(key: str, row: dict) -> str | None:
+    """Why a stored pruning row is unsound (a field of the wrong type, not the row of its case), or None."""
+    problem = row_problem(row, numbers=("sparsity", "metric", "metric_delta", "params", "macs", "weight_sparsity", "onnx_bytes", "latency_ms",
+                                        "finetune_epochs", "seconds"), texts=("method", "criterion", "scope", "layer", "group", "status"))
+    if problem is None and _case_key(row["layer"], row["sparsity"]) != key:
+        problem = f"its layer and sparsity ({row['layer']!r}, {row['sparsity']!r}) are not those of its case"
+    if problem is None and row["status"] == "ok" and not _finite(row["metric"]):
+        problem = f"status 'ok' with a metric of {row['metric']!r}"
+    return problem
 
 
 class _PruningWork:
@@ -222,7 +233,7 @@ def pruning_sweep(task, model: nn.Module, config: PruningSweepConfig | None = No
         cases += [("global", "", s, "") for s in config.global_levels()]
 
     sweep = sweep_fingerprint("pruning", task, model, config.to_dict(), PRUNING_SWEEP_VERSION, torch_pruning=torch_pruning.__version__)
-    rec = SweepRecorder(store, sweep, "pruning", on_row)
+    rec = SweepRecorder(store, sweep, "pruning", on_row, check=stored_row_problem)
     keys = [_case_key(c[0], c[2]) for c in cases]
     units = [c for c, k in zip(cases, keys) if k not in rec.done]
     executor = make_executor(executor)

@@ -204,9 +204,9 @@ LEARNED_ROUND_TYPES = ("QuantConv1d", "QuantConv2d", "QuantLinear")
 def _rounding_targets(qmodel: nn.Module, layers, example: torch.Tensor) -> list[tuple[str, nn.Module]]:
     """The weight-quantised layers learned rounding will run on, in execution order; a named layer
     it cannot run on is a one-line :class:`SpecError`."""
-    import fnmatch
-
     from brevitas.nn.quant_layer import QuantWeightBiasInputOutputLayer
+
+    from .spec import glob_hits
 
     modules = dict(qmodel.named_modules())
     supported = {n for n, m in modules.items() if type(m).__name__ in LEARNED_ROUND_TYPES and m.weight_quant.is_quant_enabled}
@@ -224,7 +224,7 @@ def _rounding_targets(qmodel: nn.Module, layers, example: torch.Tensor) -> list[
                 what = ("its weights are not quantised" if type(m).__name__ in LEARNED_ROUND_TYPES else f"it supports {', '.join(LEARNED_ROUND_TYPES)}"
                         + (f" (a glob such as '{sel}.*' selects the layers inside a block)" if any(True for _ in m.children()) else ""))
                 raise SpecError(f"learned rounding on layer {sel!r} ({type(m).__name__}): {what}")
-            hits = [n for n in supported if fnmatch.fnmatchcase(n, sel)]  # a glob: the supported layers it matches
+            hits = glob_hits(sel, sorted(supported), f"rounding_layers: {sel!r}")  # its own name (names win over globs), or the supported layers its glob matches
             if not hits:
                 raise SpecError(f"rounding_layers: {sel!r} matches no weight-quantised Conv or Linear layer; expected a layer name or glob such as 'stack1.*'")
             chosen.update(hits)

@@ -37,7 +37,7 @@ import hashlib
 import re
 import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator, model_validator
@@ -47,7 +47,7 @@ from .options import format_error
 from .pipeline import PTQConfig
 from .pruning import PruningSpec, prunable_layers
 from .qat import QATConfig
-from .spec import LayerSettings, QuantSpec
+from .spec import FiniteFloat, Int, LayerSettings, QuantSpec
 
 RECIPE_VERSION = 1
 MAX_SEED = 2**32 - 1  # what numpy's and torch's seeding both accept
@@ -65,9 +65,9 @@ class _Strict(BaseModel):
 class TaskRef(_Strict):
     name: str | None = None
     factory: str | None = None
-    seed: int = Field(0, ge=0, le=MAX_SEED)
-    epochs: int | None = Field(None, ge=0, le=100_000)  # float-baseline training epochs (None: the task's default)
-    subset: list[int] | None = None  # [n_train, n_calib, n_eval]: the first samples of each split
+    seed: Int = Field(0, ge=0, le=MAX_SEED)
+    epochs: Int | None = Field(None, ge=0, le=100_000)  # float-baseline training epochs (None: the task's default)
+    subset: list[Int] | None = None  # [n_train, n_calib, n_eval]: the first samples of each split
 
     @field_validator("subset")
     @classmethod
@@ -127,14 +127,35 @@ class ExportSection(_Strict):
 
 
 class Expectation(_Strict):
-    value: float | None = None
-    tolerance: float | None = Field(None, ge=0)
-    min: float | None = None
-    max: float | None = None
+    """What ``apply`` checks of one summary figure: ``value`` within ``tolerance``, and / or the
+    bounds ``min`` / ``max``. Every number is finite (NaN and infinity are refused at load), a
+    ``value`` needs its ``tolerance`` (and a tolerance its value), and at least one check is given;
+    a measured figure that is NaN or infinite fails every expectation."""
+
+    value: FiniteFloat | None = None
+    tolerance: Annotated[FiniteFloat, Field(ge=0)] | None = None
+    min: FiniteFloat | None = None
+    max: FiniteFloat | None = None
+
+    @model_validator(mode="after")
+    def _checkable(self):
+        if self.value is not None and self.tolerance is None:
+            raise ValueError(f"value {self.value:g} needs a tolerance (expected {{value: {self.value:g}, tolerance: 0.01}}), or give min / max instead")
+        if self.tolerance is not None and self.value is None:
+            raise ValueError(f"tolerance {self.tolerance:g} needs a value (expected {{value: ..., tolerance: {self.tolerance:g}}})")
+        if self.value is None and self.min is None and self.max is None:
+            raise ValueError("checks nothing; expected {value: V, tolerance: T} and / or min / max")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min:g} is above max {self.max:g}; expected min <= max")
+        return self
 
     def check(self, actual: float) -> str | None:
-        """None when ``actual`` meets the expectation, else why not."""
-        if self.value is not None and self.tolerance is not None and abs(actual - self.value) > self.tolerance:
+        """None when ``actual`` meets the expectation, else why not (NaN or infinity never meets it)."""
+        import math
+
+        if isinstance(actual, bool) or not isinstance(actual, (int, float)) or not math.isfinite(actual):
+            return f"{actual!r} is not a finite number"
+        if self.value is not None and abs(actual - self.value) > self.tolerance:
             return f"{actual:.6g} is outside {self.value:.6g} +/- {self.tolerance:.3g}"
         if self.min is not None and actual < self.min:
             return f"{actual:.6g} is below the minimum {self.min:.6g}"
@@ -150,13 +171,13 @@ class TargetTolerance(_Strict):
     outputs; ``max_ram_bytes`` / ``max_file_bytes``: RAM (TFLite Micro arena, NPU SRAM) and flash;
     ``max_latency_ms_p99``; ``max_cpu_ops``: operators left on the CPU beside an NPU."""
 
-    min_agreement: float | None = Field(None, ge=0, le=1)
-    max_lsb_diff: float | None = Field(None, ge=0)
-    min_metric: float | None = None
-    max_ram_bytes: int | None = Field(None, ge=0)
-    max_file_bytes: int | None = Field(None, ge=0)
-    max_latency_ms_p99: float | None = Field(None, gt=0)
-    max_cpu_ops: int | None = Field(None, ge=0)
+    min_agreement: FiniteFloat | None = Field(None, ge=0, le=1)
+    max_lsb_diff: FiniteFloat | None = Field(None, ge=0)
+    min_metric: FiniteFloat | None = None
+    max_ram_bytes: Int | None = Field(None, ge=0)
+    max_file_bytes: Int | None = Field(None, ge=0)
+    max_latency_ms_p99: FiniteFloat | None = Field(None, gt=0)
+    max_cpu_ops: Int | None = Field(None, ge=0)
 
     def check(self, row: dict) -> list[str]:
         """Why ``row`` (a deployment row) is outside these bounds; empty when it is not. A bound

@@ -42,11 +42,11 @@ import os
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Callable
+from typing import Annotated, Callable
 
 import numpy as np
 import pandas as pd
-from pydantic import Field, field_validator
+from pydantic import BeforeValidator, Field, field_validator
 from scipy.optimize import Bounds, LinearConstraint, milp
 from tqdm.auto import tqdm
 
@@ -54,7 +54,7 @@ from .cost import COST_KINDS, LayerCost, budget_kind as _budget_kind, cost_table
 from .cost import cost_table as cost_table_of
 from .errors import SpecError
 from .evaluate import predict
-from .options import OptionModel, choice, integer
+from .options import OptionModel, choice, distinct, integer
 from .pipeline import PTQConfig, quantize_task
 from .spec import QuantSpec, short_repr
 from .determinism import fixed_threads
@@ -436,12 +436,9 @@ def resolve_limits(target, limits: dict[str, float] | None = None) -> tuple[dict
         if kind.measured:
             raise SpecError(f"limit {name}: {name} is measured, not computed, so it cannot be a limit; computed kinds are "
                             f"{', '.join(k for k, v in COST_KINDS.items() if not v.measured)}")
-        try:
-            value = float(value)
-        except (TypeError, ValueError):
-            raise SpecError(f"limit {name}={value!r}; expected a positive number") from None
-        if not (math.isfinite(value) and value > 0):
-            raise SpecError(f"limit {name}={value!r}; expected a positive number")
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not (math.isfinite(value) and value > 0):
+            raise SpecError(f"limit {name}={value!r}; expected a positive finite number")  # true is not 1, nor '5' a number
+        value = float(value)
         for other, fixed in target.limits.items():
             same = {name, kind.same_as or name} & {other, COST_KINDS[other].same_as or other}
             if same and value > fixed * (1 + 1e-12):
@@ -488,6 +485,14 @@ def resolve_budgets(budgets, cost_table=None) -> dict[str, float]:
             raise SpecError(_measured_without_table(name, "budget", cost_table))
         out[name] = float(value)
     return out
+
+
+def check_budget_value(value, what: str = "budget") -> float:
+    """A budget as a positive finite float; NaN, infinity, booleans and text are a one-line
+    SpecError naming ``what``, before any work (an infinite budget would name a wrong ILP point)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not (math.isfinite(value) and value > 0):
+        raise SpecError(f"{what} {value!r}; expected a positive finite number")
+    return float(value)
 
 
 def check_max_drop(max_drop) -> float | None:
@@ -572,7 +577,7 @@ class SearchConfig(OptionModel):
     budget_kind: str = "weight_kib"
     act_bits: integer(1) = 8
     n_budgets: integer(0) = 6
-    uniform_bits: tuple[integer(1), ...] = (8, 6, 4, 3)
+    uniform_bits: Annotated[tuple[integer(1), ...], BeforeValidator(lambda v: distinct(v, "bit-widths") if isinstance(v, (list, tuple)) else v)] = (8, 6, 4, 3)
     n_random: integer(0) = 3
     seed: integer(0) = 0
     objective: choice(OBJECTIVES) = "output_mse"
@@ -710,6 +715,20 @@ def _setup(task, model, sens, config, budgets, limits, cost_table, measure_costs
     return _Setup(target, p, costs, values, sources, hard, cost_table, measure_costs, default_costs)
 
 
+def preflight(task, model, config: "SearchConfig", budgets=None, limits=None, cost_table=None, extra_budgets: tuple = ()) -> None:
+    """Before a sensitivity sweep: what :func:`search` would refuse of these arguments (the
+    target's bits and limits, ``budgets``, ``limits``, each of ``extra_budgets`` reachable), from
+    the model's layer costs alone: one-line SpecError now rather than after the sweep."""
+    costs = layer_costs(model, task.example_input())
+    target = load_target(config.target)
+    rows = [{"layer": name, "depth": i, "mode": "quantise-one", "weight_bits": b, "metric_delta": 0.0, "output_mse": 0.0}
+            for i, name in enumerate(costs) for b in target.weight_bits]
+    s = _setup(task, model, pd.DataFrame(rows), config, budgets, limits, cost_table, None)
+    unit = get_cost_kind(config.budget_kind).unit
+    for b in extra_budgets:
+        check_budget(s.p, check_budget_value(b), unit)
+
+
 class _Measured:
     """What one search measures of its candidates, each configuration (its bits as JSON) once:
     read from the store where a sound row is stored under the same key, else measured and stored
@@ -751,7 +770,9 @@ class _Measured:
                 key.update({"ptq": c.ptq.to_dict(), "latency_runs": c.latency_runs})
                 extra.update({"onnxruntime": onnxruntime.__version__, "cpu": f"{host_cpu()} x{os.cpu_count()}"})  # a clock of this machine
             sweep = sweep_fingerprint(f"search_{what}", self.task, self.model, key, SEARCH_VERSION, **extra)
-            self._recorders[what] = SweepRecorder(self.store, sweep, f"search_{what}")
+            fields = ("measured_metric",) if what == "metric" else ()
+            self._recorders[what] = SweepRecorder(self.store, sweep, f"search_{what}",
+                                                  check=lambda key, row: None if _sound(row, fields) else f"expected numbers{' under ' + ', '.join(fields) if fields else ''}")
         return self._recorders[what]
 
     def _lookup(self, what: str, bits: str, fields: tuple) -> dict | None:
@@ -1002,6 +1023,10 @@ def search(task, model, sens: pd.DataFrame, config: SearchConfig = SearchConfig(
     sweep = None
     if budgets is not None and not isinstance(budgets, Mapping):
         sweep, budgets = budgets, None
+        if isinstance(sweep, (str, bytes)) or not isinstance(sweep, (list, tuple, np.ndarray, pd.Series)):
+            raise SpecError(f"budgets {short_repr(sweep)}; expected a mapping of cost kind to value, or a list of {config.budget_kind} values")
+        sweep = [check_budget_value(b, f"budgets[{i}]") for i, b in enumerate(sweep)]
+    extra_budgets = tuple(check_budget_value(b, f"extra_budgets[{i}]") for i, b in enumerate(extra_budgets))
     max_drop = check_max_drop(max_drop)
     executor = make_executor(executor)  # an unknown name: one line, before any work
     if max_drop is not None:

@@ -66,7 +66,7 @@ from .batching import Stacked, batch_major, checked_pass_rows, sample_chunks, se
 from .graph_runner import GraphRunner
 from .metrics import output_agreement
 from .models import count_macs, module_calls
-from .options import Flag, OptionModel, choice, names, number
+from .options import Flag, OptionModel, choice, distinct, names, number
 from .pipeline import PTQConfig, quantize_task
 from .ptq import LayerInputs
 from .quantize import (
@@ -81,7 +81,7 @@ from .quantize import (
 )
 from .formats import ALLOWED_BITS, FORMATS, INT, fixed_width_formats
 from .spec import LayerQuant, QuantSpec
-from .store import ResultStore, SweepRecorder, resolve_store, sweep_fingerprint as store_fingerprint
+from .store import ResultStore, SweepRecorder, resolve_store, row_problem, sweep_fingerprint as store_fingerprint
 from .determinism import fixed_threads
 
 MODES = ("quantise-one", "leave-one-float")
@@ -124,7 +124,7 @@ def _bit_list(v):
         raise ValueError("expected a list of bit-widths")
     if isinstance(v, (list, tuple)) and not v:
         raise ValueError("expected at least one bit-width; got an empty list")
-    return v
+    return distinct(v, "bit-widths") if isinstance(v, (list, tuple)) else v
 
 
 SweepBits = Annotated[tuple[Annotated[int | str | None, BeforeValidator(_sweep_bits)], ...], BeforeValidator(_bit_list)]
@@ -185,6 +185,26 @@ def sweep_fingerprint(task, model: nn.Module, config: SensitivityConfig) -> str:
 
 def case_key(layer: str, w, a, mode: str) -> str:
     return f"{mode}|{layer}|w{w if w is not None else 'fp'}|a{a if a is not None else 'fp'}"
+
+
+def stored_row_problem(key: str, row: dict) -> str | None:
+    """Why a stored sensitivity row is unsound (a number edited to text, a bit-width to null: it no
+    longer is the row of its case), or None; what :class:`~workbench.store.ResultStore` checks on read."""
+    problem = row_problem(row, numbers=("depth", "params", "macs", "metric", "metric_delta", "sqnr_db", "output_mse", "kl", "seconds"),
+                          texts=("layer", "layer_type", "mode", "engine", "status"), optional_texts=("weight_format", "act_format"),
+                          bits=("weight_bits", "act_bits"))
+    if problem is None and "hessian_trace" in row:
+        problem = row_problem(row, numbers=("hessian_trace",))
+    if problem is not None:
+        return problem
+    pairs = ((row["weight_bits"], row["weight_format"]), (row["act_bits"], row["act_format"]))
+    sound = all((b is None and f is None) or (f == INT and b is not None) or (f in fixed_width_formats() and b == FORMATS[f].fixed_bits)
+                for b, f in pairs)
+    if not sound or case_key(row["layer"], *(b if f in (None, INT) else f for b, f in pairs), row["mode"]) != key:
+        return f"its layer, bits and formats ({row['layer']!r}, w {row['weight_bits']!r}, a {row['act_bits']!r}) are not those of its case"
+    if row["status"] == "ok" and not math.isfinite(row["metric"]):
+        return f"status 'ok' with a metric of {row['metric']!r}"
+    return None
 
 
 def case_spec(config: SensitivityConfig, layer: str, w, a) -> QuantSpec:
@@ -838,6 +858,15 @@ class _SensitivityWork:
         return out_rows
 
 
+def check_config(config: SensitivityConfig, model: nn.Module) -> None:
+    """``config`` against ``model``'s layers (trained or not: the CLI checks an untrained one
+    before training): the base spec and the layer names, one-line SpecError naming the closest."""
+    if config.mode == "leave-one-float":
+        validate_spec(config.base, model)
+    if config.layers is not None:
+        validate_spec(QuantSpec.parse({"layers": {n: {} for n in config.layers}}), model)  # unknown names: closest valid ones
+
+
 def _sensitivity_unit(work: _SensitivityWork, unit: tuple) -> list[tuple[str, dict]]:
     return work.layer_rows(unit)
 
@@ -870,16 +899,13 @@ def sensitivity(task, model: nn.Module, config: SensitivityConfig | None = None,
     executor = make_executor(executor)
     model = model.eval()
     all_layers = quantisable_layers(model)
-    if config.mode == "leave-one-float":
-        validate_spec(config.base, model)
+    check_config(config, model)
     layers = list(all_layers) if config.layers is None else list(config.layers)
-    if config.layers is not None:
-        validate_spec(QuantSpec.parse({"layers": {n: {} for n in layers}}), model)  # unknown names: closest valid ones
     check_calibration(task.data.calib.x)
     LayerInputs.check(model, task.data.calib.x)  # data that does not fit the model: one line, before any work
     store = resolve_store(store)  # a corrupt store is moved aside, a read-only one refused, before any work
     sweep = sweep_fingerprint(task, model, config)
-    rec = SweepRecorder(store, sweep, "sensitivity", on_row)
+    rec = SweepRecorder(store, sweep, "sensitivity", on_row, check=stored_row_problem)
 
     split = task.data.eval
     fp_out = predict(model, split.x)

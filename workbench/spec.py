@@ -8,7 +8,9 @@ turns it into a Brevitas model. Overrides are keyed by a *selector*:
 - a layer type, ``"type:Linear"`` (``Conv1d``, ``Conv2d``, ``Linear``; ``type:depthwise`` too).
 
 When several selectors match a layer, the more specific wins (type < glob < exact name), and
-among selectors of one kind the later one wins. Per layer: ``weight_bits`` (2-8 or 16, or
+among selectors of one kind the later one wins. A selector that is a layer's exact name selects
+that layer, even when it holds glob characters (``conv[0]``); one that is a layer's name and also
+matches other layers as a glob (``conv[0]`` beside ``conv0``) is a SpecError naming both. Per layer: ``weight_bits`` (2-8 or 16, or
 ``"float"`` for unquantised), ``act_bits`` (bits of the activation the layer reads, same
 choices), ``weight_granularity`` (``per_tensor`` | ``per_channel``) and ``scale_type``
 (``float`` | ``po2``, power-of-two scales for fixed-point hardware), ``weight_format`` and
@@ -41,10 +43,10 @@ import difflib
 import fnmatch
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, ValidationError, field_validator, model_validator
 
 from .errors import SpecError, UnsupportedLayerError
 from .formats import ALLOWED_BITS, FORMATS, INT, get_format, unknown_format_message
@@ -60,6 +62,18 @@ SELECTOR_TYPES = ("Conv1d", "Conv2d", "Linear", "depthwise")
 EMBEDDING_SELECTOR = "type:Embedding"  # selects every embedding table (see the module docstring)
 EMBEDDING_BITS = tuple(b for b in ALLOWED_BITS if b <= 8)  # embedding tables: 2-8 bits, per-row scales
 ATTENTION_BITS = EMBEDDING_BITS  # attention matmul inputs: 2-8 bits, static per-tensor scales
+
+
+def _not_bool(value):
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, not {str(value).lower()} (a boolean is not a number)")
+    return value
+
+
+#: An int that is not a boolean (``true`` is not 1) and a finite float that is not a boolean (NaN,
+#: infinity and ``true`` refused): the number fields of specs, recipes, targets and budgets.
+Int = Annotated[int, BeforeValidator(_not_bool)]
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False), BeforeValidator(_not_bool)]
 
 
 def _check_bits(value, field: str):
@@ -344,13 +358,31 @@ def _bits(v):
     return None if v == FLOAT else v
 
 
-def selector_kind(selector: str) -> int:
-    """0 = type, 1 = glob, 2 = exact name: the precedence order."""
+def selector_kind(selector: str, names=()) -> int:
+    """0 = type, 1 = glob, 2 = exact name: the precedence order. A selector that is the exact name
+    of one of ``names`` is an exact name even when it holds glob characters (``conv[0]``)."""
     if selector.startswith("type:"):
         return 0
+    if selector in names:
+        return 2
     if any(c in selector for c in "*?["):
         return 1
     return 2
+
+
+def glob_hits(selector: str, names, where: str | None = None) -> list[str]:
+    """The names a selector selects: itself when it is one of ``names`` (literal names win over
+    globs), else those its glob matches. A selector that is one name literally and matches others
+    as a glob (``conv[0]`` beside ``conv0``) is a one-line :class:`SpecError` naming both."""
+    names = list(names)
+    by_glob = [n for n in names if n != selector and fnmatch.fnmatchcase(n, selector)] if any(c in selector for c in "*?[") else []
+    if selector in names:
+        if by_glob:
+            raise SpecError(f"{where or 'layers.' + selector}: ambiguous selector: it is the name of layer {selector!r} and, as a glob, matches "
+                            f"{', '.join(map(repr, by_glob[:4]))}{'...' if len(by_glob) > 4 else ''}; rename one of the layers "
+                            f"or select with a glob that matches only the layers you mean")
+        return [selector]
+    return by_glob
 
 
 def layer_type_matches(type_name: str, is_depthwise: bool, wanted: str) -> bool:
@@ -366,8 +398,9 @@ def resolve(spec: QuantSpec, layers: dict[str, tuple[str, bool]], unsupported: d
     unsupported = unsupported or {}
     names = list(layers)
     matches: dict[str, list[str]] = {}
+    known = {*layers, *unsupported}  # exact names: they win over globs
     for sel in spec.layers:
-        kind = selector_kind(sel)
+        kind = selector_kind(sel, known)
         if kind == 0:
             wanted = sel[len("type:") :]
             if wanted not in SELECTOR_TYPES:
@@ -377,7 +410,7 @@ def resolve(spec: QuantSpec, layers: dict[str, tuple[str, bool]], unsupported: d
                 present = sorted({t for t, _ in layers.values()})
                 raise SpecError(f"layers.{sel}: the model has no {wanted} layer; it has {', '.join(present)}")
         elif kind == 1:
-            hit = [n for n in names if fnmatch.fnmatchcase(n, sel)]
+            hit = glob_hits(sel, names)
             if not hit:
                 raise SpecError(f"layers.{sel}: pattern matches no quantisable layer; layers are {', '.join(names[:8])}{'...' if len(names) > 8 else ''}")
         else:
@@ -387,10 +420,10 @@ def resolve(spec: QuantSpec, layers: dict[str, tuple[str, bool]], unsupported: d
                 close = difflib.get_close_matches(sel, names, n=3, cutoff=0.4)
                 hint = f"closest: {', '.join(close)}" if close else f"layers are {', '.join(names[:8])}{'...' if len(names) > 8 else ''}"
                 raise SpecError(f"layers.{sel}: no such quantisable layer; {hint}")
-            hit = [sel]
+            hit = glob_hits(sel, names)  # literal names win over globs; literal and glob at once is an error naming both
         matches[sel] = hit
 
-    ordered = sorted(spec.layers, key=lambda s: selector_kind(s))  # stable: dict order within a kind
+    ordered = sorted(spec.layers, key=lambda s: selector_kind(s, known))  # stable: dict order within a kind
     resolved = {}
     for name in names:
         w, a, g, s = spec.weight_bits, spec.act_bits, spec.weight_granularity, spec.scale_type

@@ -32,6 +32,18 @@ CREATE TABLE IF NOT EXISTS rows (
     PRIMARY KEY (sweep, case_key)
 )
 """
+# rows that failed their check on read (a damaged or edited payload): kept here, out of the sweep,
+# so the case is computed again and nothing the store held is lost
+SET_ASIDE = """
+CREATE TABLE IF NOT EXISTS set_aside (
+    sweep TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    case_key TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    problem TEXT NOT NULL,
+    at TEXT NOT NULL
+)
+"""
 
 
 def _encode(row: dict) -> str:
@@ -128,6 +140,7 @@ class ResultStore:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=FULL")
             self._conn.execute(SCHEMA)
+            self._conn.execute(SET_ASIDE)
             check = self._conn.execute("PRAGMA quick_check").fetchone()[0]
             if check != "ok":
                 raise _Corrupt(str(check).splitlines()[0][:200])
@@ -167,21 +180,57 @@ class ResultStore:
                 pass
             self._conn = None
 
-    def rows(self, sweep: str) -> dict[str, dict]:
-        """Stored rows of a sweep, ``{case_key: row}`` in the order they were computed."""
+    def rows(self, sweep: str, check: Callable[[str, dict], str | None] | None = None) -> dict[str, dict]:
+        """Stored rows of a sweep, ``{case_key: row}`` in the order they were computed.
+
+        Every row is validated on read: one that is not a JSON mapping, or that ``check(case_key,
+        row)`` finds a problem with (a number edited to text, a bit-width to null), is moved to
+        the store's ``set_aside`` table with the problem, out of the sweep, with a warning naming
+        it; the sweep then computes that case again."""
         with self._lock:
             try:
-                cur = self._conn.execute("SELECT case_key, payload FROM rows WHERE sweep = ? ORDER BY seq", (sweep,))
+                cur = self._conn.execute("SELECT case_key, kind, payload FROM rows WHERE sweep = ? ORDER BY seq", (sweep,))
                 stored = cur.fetchall()
             except sqlite3.Error as exc:
                 raise self._error(exc, "read") from None
             out = {}
-            for k, p in stored:
+            for k, kind, p in stored:
                 try:
-                    out[k] = _decode(p)
-                except (ValueError, TypeError, AttributeError):  # a damaged row: computed again
-                    warnings.warn(f"result store {self.path}: a stored row of case {k!r} is unreadable; it is computed again", RuntimeWarning, stacklevel=2)
+                    row = _decode(p)
+                    problem = None if isinstance(row, dict) else f"a JSON {type(row).__name__}, not a mapping"
+                except (ValueError, TypeError, AttributeError) as exc:  # a damaged row
+                    row, problem = None, f"unreadable JSON ({type(exc).__name__})"
+                if problem is None and check is not None:
+                    problem = check(k, row)
+                if problem is not None:
+                    self._set_aside(sweep, kind, k, p, problem)
+                    continue
+                out[k] = row
             return out
+
+    def _set_aside(self, sweep: str, kind: str, case_key: str, payload: str, problem: str) -> None:
+        """Move one stored row to the ``set_aside`` table (one transaction), with a warning."""
+        import datetime
+
+        try:
+            with self._conn:
+                self._conn.execute("BEGIN IMMEDIATE")
+                # only the payload read (another process may have set it aside, or stored a sound row, meanwhile)
+                cur = self._conn.execute("DELETE FROM rows WHERE sweep = ? AND case_key = ? AND payload = ?", (sweep, case_key, payload))
+                if cur.rowcount:
+                    self._conn.execute("INSERT INTO set_aside VALUES (?, ?, ?, ?, ?, ?)",
+                                       (sweep, kind, case_key, payload, problem, datetime.datetime.now(datetime.timezone.utc).isoformat()))
+        except sqlite3.Error as exc:
+            raise self._error(exc, "write") from None
+        warnings.warn(f"result store {self.path}: the stored {kind or 'sweep'} row of case {case_key!r} is unsound ({problem}); "
+                      "it was moved to the store's set_aside table and is computed again", RuntimeWarning, stacklevel=4)
+
+    def set_aside_rows(self, sweep: str | None = None) -> list[dict]:
+        """The rows moved aside on read (sweep, kind, case_key, payload, problem, at)."""
+        with self._lock:
+            q, args = ("SELECT * FROM set_aside", ()) if sweep is None else ("SELECT * FROM set_aside WHERE sweep = ?", (sweep,))
+            cols = ("sweep", "kind", "case_key", "payload", "problem", "at")
+            return [dict(zip(cols, r)) for r in self._conn.execute(q, args).fetchall()]
 
     def put(self, sweep: str, kind: str, case_key: str, row: dict) -> bool:
         """Store one row atomically; returns False when the case was already stored."""
@@ -215,6 +264,25 @@ class ResultStore:
         self.close()
 
 
+def row_problem(row: dict, numbers=(), texts=(), optional_texts=(), bits=()) -> str | None:
+    """The first field of a stored ``row`` that is missing or of the wrong type: ``numbers`` (an
+    int or float, NaN allowed, never a boolean or text), ``texts`` (a string), ``optional_texts``
+    (a string or null), ``bits`` (an integer bit-width or null); None when every field is sound."""
+
+    def number(v):
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    for fields, ok, expected in ((numbers, number, "a number"), (texts, lambda v: isinstance(v, str), "text"),
+                                 (optional_texts, lambda v: v is None or isinstance(v, str), "text or null"),
+                                 (bits, lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)), "a bit-width or null")):
+        for f in fields:
+            if f not in row:
+                return f"{f} is missing"
+            if not ok(row[f]):
+                return f"{f} is {row[f]!r}; expected {expected}"
+    return None
+
+
 def model_hash(model) -> str:
     """sha256 of a model's state: name, dtype, shape and bytes of every tensor (any dtype, any device).
     The one weights hash: sweep keys, baseline cache keys (starting weights), QAT teacher checks."""
@@ -242,11 +310,14 @@ def resolve_store(store: "ResultStore | None | bool") -> "ResultStore | None":
 
 class SweepRecorder:
     """The rows of one running sweep: stored rows are replayed as they were, each new row is
-    stored at once (one transaction), and every row goes to ``on_row`` and the progress bar."""
+    stored at once (one transaction), and every row goes to ``on_row`` and the progress bar.
+    ``check(case_key, row)``: why a stored row is unsound (None: it is sound); unsound rows are
+    moved aside and computed again."""
 
-    def __init__(self, store: ResultStore | None, sweep: str, kind: str, on_row: Callable[[dict], None] | None = None, bar=None):
+    def __init__(self, store: ResultStore | None, sweep: str, kind: str, on_row: Callable[[dict], None] | None = None, bar=None,
+                 check: Callable[[str, dict], str | None] | None = None):
         self.store, self.sweep, self.kind, self.on_row, self.bar = store, sweep, kind, on_row, bar
-        self.done = store.rows(sweep) if store is not None else {}
+        self.done = store.rows(sweep, check) if store is not None else {}  # unsound rows moved aside (see ResultStore.rows)
         self.rows: list[dict] = []
         self.computed = 0
 

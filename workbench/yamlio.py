@@ -5,7 +5,8 @@ Safe by construction: ``yaml.SafeLoader`` (plain data only, never objects or cod
 only, at most :data:`MAX_BYTES` bytes, at most :data:`MAX_ALIASES` alias uses, at most
 :data:`MAX_VALUES` values once aliases are expanded (a few hundred bytes of nested aliases, a
 "billion laughs", would otherwise expand to billions of values in whatever reads the data), no
-recursive aliases and at most :data:`MAX_DEPTH` levels of nesting. Every failure is one line of
+recursive aliases, at most :data:`MAX_DEPTH` levels of nesting, and no key twice in a mapping (YAML
+would keep the last one silently). Every failure is one line of
 the caller's error type naming the file (or the text's role) and, for a YAML error, its first
 line and position.
 """
@@ -51,11 +52,35 @@ class SafeLimitedLoader(yaml.SafeLoader):
         finally:
             self._depth -= 1
 
+    def construct_mapping(self, node, deep=False):
+        """A mapping whose keys are unique: a key given twice is an error naming it and its line
+        (YAML would otherwise keep the last silently)."""
+        if isinstance(node, yaml.MappingNode):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # '<<: *base' merges keys: not a duplicate
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.get(key)
+                except TypeError:  # an unhashable key: SafeLoader's own error follows
+                    continue
+                line = key_node.start_mark.line + 1
+                if first is not None:
+                    raise _LimitError(f"duplicate key {short(key)} (line {line}, first given on line {first}); expected each key once in a mapping")
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
     def get_single_node(self):
         node = super().get_single_node()
         if node is not None and self._aliases:
             _check_expansion(node)
         return node
+
+
+def short(value, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _check_expansion(root) -> None:
