@@ -125,6 +125,7 @@ def main(argv: list[str] | None = None) -> None:
         app.token = None  # Voila then passes token="": the password alone logs in
         app.config.PasswordIdentityProvider.hashed_password = passwd(password)
     app.auto_token = False
+    app.config.PasswordIdentityProvider.allow_password_change = False  # the login form never writes a password into the user's Jupyter config
     app.tornado_settings = {**app.tornado_settings, "allow_remote_access": False, "local_hostnames": ["localhost"],
                             "log_function": log_request}  # Jupyter's access log: scrubs ?token=
     app.voila_configuration.file_allowlist = []  # /voila/files serves nothing (the dashboard has no files of its own)

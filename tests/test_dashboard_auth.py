@@ -41,6 +41,20 @@ def _get(dash, path: str, host: str | None = None, cookie: str | None = None) ->
     return response
 
 
+def _login(dash, password: str, **more: str) -> http.client.HTTPResponse:
+    """Post the login form as the browser does (its xsrf field and cookie from GET /login)."""
+    page = _get(dash, "/login")
+    xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page.text).group(1)
+    cookies = "; ".join(c.split(";")[0] for c in page.headers.get_all("Set-Cookie") or [])
+    conn = http.client.HTTPConnection("127.0.0.1", dash.port, timeout=60)
+    conn.request("POST", "/login?next=%2F", body=urllib.parse.urlencode({"_xsrf": xsrf, "password": password, **more}),
+                 headers={"Host": f"127.0.0.1:{dash.port}", "Cookie": cookies, "Content-Type": "application/x-www-form-urlencoded"})
+    response = conn.getresponse()
+    response.read()
+    conn.close()
+    return response
+
+
 def _wait_until(condition, what: str, timeout_s: float = 90):
     deadline = time.monotonic() + timeout_s
     while not condition():
@@ -96,6 +110,17 @@ def test_token_url_serves_the_page_once_logged_in(dashboard):
     assert dashboard.text().count(dashboard.token) == 1, dashboard.text()[-3000:]
 
 
+def test_login_form_never_writes_a_password_file(dashboard):
+    """Jupyter's login form lets whoever holds the token set a new password, written to
+    jupyter_server_config.json in the server's config_dir (Voila leaves it empty: the working folder)."""
+    written = ROOT / "jupyter_server_config.json"
+    assert not written.exists()
+    response = _login(dashboard, dashboard.token, new_password="chosen by a page")
+    assert response.status == 302, response.status  # the token still logs in
+    assert not written.exists(), "the login form wrote a password file into the checkout"
+    assert "chosen by a page" not in dashboard.text()
+
+
 def test_idle_kernels_are_culled(dashboard):
     before = set(re.findall(r"Kernel started: (\S+)", dashboard.text()))
     for _ in range(3):  # pages fetched and never opened: their kernels sit idle with no connection
@@ -114,22 +139,9 @@ def test_password_from_the_environment_logs_in_instead_of_a_token(tmp_path):
         started = dash.kernels_started()
         first = _get(dash, "/")
         assert first.status == 302 and urllib.parse.urlparse(first.getheader("Location")).path == "/login", first.status
-
-        def login(password: str) -> http.client.HTTPResponse:
-            page = _get(dash, "/login")
-            xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page.text).group(1)
-            cookies = "; ".join(c.split(";")[0] for c in page.headers.get_all("Set-Cookie") or [])
-            conn = http.client.HTTPConnection("127.0.0.1", dash.port, timeout=60)
-            conn.request("POST", "/login?next=%2F", body=urllib.parse.urlencode({"_xsrf": xsrf, "password": password}),
-                         headers={"Host": f"127.0.0.1:{dash.port}", "Cookie": cookies, "Content-Type": "application/x-www-form-urlencoded"})
-            response = conn.getresponse()
-            response.read()
-            conn.close()
-            return response
-
-        assert login("wrong").status == 401
+        assert _login(dash, "wrong").status == 401
         assert dash.kernels_started() == started
-        ok = login("correct horse")
+        ok = _login(dash, "correct horse")
         assert ok.status == 302, ok.status
         cookie = "; ".join(c.split(";")[0] for c in ok.headers.get_all("Set-Cookie") or [])
         assert _get(dash, "/", cookie=cookie).status == 200

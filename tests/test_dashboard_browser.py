@@ -178,7 +178,7 @@ def test_voila_dashboard_shows_each_interaction(tmp_path):
     with locked_dashboard(tmp_path / "voila.log") as dash:  # make dashboard's command; the store is the session's WORKBENCH_CACHE
         with _browser_page({"width": 1400, "height": 1800}, "voila-failure.png") as page:
             page.goto(dash.base, timeout=60_000)  # without the token: the login form, no dashboard
-            page.locator("input[type=password]").wait_for(timeout=60_000)
+            page.locator("#password_input").wait_for(timeout=60_000)  # "Password or token:"
             assert page.url.startswith(f"{dash.base}login") and page.locator(".js-plotly-plot").count() == 0, page.url
             page.screenshot(path=str(ARTIFACTS / "voila-login.png"))
             body = page.locator("body")
