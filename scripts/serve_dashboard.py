@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "dashboards" / "compression_dashboard.ipynb"
 PASSWORD_ENV = "WORKBENCH_DASHBOARD_PASSWORD"
 HOST = "127.0.0.1"
+RUN_PING_TIMEOUT = 6 * 3600 * 1000  # ms: how long the notebook's progressive run may take before Voila gives its socket up
 
 
 def _fail(message: str) -> None:
@@ -84,6 +85,7 @@ def main(argv: list[str] | None = None) -> None:
         from jupyter_server.base.handlers import JupyterHandler
         from jupyter_server.log import log_request
         from voila.app import Voila as VoilaApp
+        from voila.tornado.execution_request_handler import ExecutionRequestHandler
     except ImportError as e:
         _fail(f"the dashboard needs Voila ({e.name} is missing): pip install 'workbench[dashboard]'")
 
@@ -111,6 +113,8 @@ def main(argv: list[str] | None = None) -> None:
             for pattern, handler, *rest in super().init_handlers():
                 if not issubclass(handler, JupyterHandler):
                     handler = type(handler.__name__, (LoopbackOnly, handler), {})
+                if handler is ExecutionRequestHandler:  # it runs the whole notebook inside one message, reading no pong meanwhile:
+                    handler = type(handler.__name__, (handler,), {"ping_timeout": RUN_PING_TIMEOUT})  # a run over 90 s was cut off
                 handlers.append((pattern, handler, *rest))
             return handlers
 
