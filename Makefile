@@ -39,10 +39,12 @@ test-fast: $(TARGETS_STAMP)
 lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks/
 
-# Serve the sensitivity dashboard and trade-off explorer with Voila: http://127.0.0.1:$(PORT)/
+# Serve the sensitivity dashboard and trade-off explorer with Voila, locked (scripts/serve_dashboard.py):
+# open the URL it prints, http://127.0.0.1:$(PORT)/?token=... (a fresh token per start), or set
+# WORKBENCH_DASHBOARD_PASSWORD to log in with a password instead; loopback Host names only.
 PORT ?= 8866
 dashboard: $(STAMP)
-	$(BIN)/voila dashboards/compression_dashboard.ipynb --port=$(PORT) --no-browser --Voila.ip=127.0.0.1 --progressive_rendering=True
+	$(BIN)/python scripts/serve_dashboard.py --port=$(PORT)
 
 clean:
 	rm -rf runs .pytest_cache

@@ -1,6 +1,7 @@
 """The dashboard in a real browser, as a person sees it: headless Chromium (Debian's package) driven
-by Playwright opens dashboards/compression_dashboard.ipynb in Voila, then in JupyterLab (Run All
-Cells), and on each: switches the explorer's x axis to BOPs, edits a layer's bit-width, presses
+by Playwright opens dashboards/compression_dashboard.ipynb in Voila (served locked, as ``make
+dashboard`` serves it: the page without the token shows the login form; the person opens the
+URL the server printed, token included), then in JupyterLab (Run All Cells), and on each: switches the explorer's x axis to BOPs, edits a layer's bit-width, presses
 Evaluate, clicks a heatmap cell and drags the pruning level slider, checking what the page shows
 after each (tests/browser_dashboard.py holds the steps).
 
@@ -18,7 +19,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from dashboard_server import free_port, locked_dashboard, server_env
 from browser_dashboard import (
     click_heatmap,
     edit_bits,
@@ -54,18 +55,6 @@ if not Path(CHROMIUM).exists():
     if os.environ.get("CI"):
         raise RuntimeError("CI must install Chromium (.ci/run does: apt-get install chromium)")
     pytest.skip("Chromium is not installed here (apt-get install chromium); CI installs it and runs this test", allow_module_level=True)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _env(**extra) -> dict:
-    """The servers' environment: the small data, this checkout's workbench and widgets, the session's store."""
-    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
-    return dict(os.environ, WORKBENCH_SMALL="1", PYTHONPATH=path, **extra)
 
 
 @contextmanager
@@ -186,14 +175,15 @@ def test_voila_dashboard_shows_each_interaction(tmp_path):
 
     start = time.perf_counter()
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}/"
-    cmd = [str(BIN / "voila"), str(NOTEBOOK), f"--port={port}", "--no-browser", "--Voila.ip=127.0.0.1", "--progressive_rendering=True"]  # as make dashboard
-    with _server(cmd, f"{url}voila/static/", tmp_path / "voila.log", _env(), ROOT):
+    with locked_dashboard(tmp_path / "voila.log") as dash:  # make dashboard's command; the store is the session's WORKBENCH_CACHE
         with _browser_page({"width": 1400, "height": 1800}, "voila-failure.png") as page:
+            page.goto(dash.base, timeout=60_000)  # without the token: the login form, no dashboard
+            page.locator("#password_input").wait_for(timeout=60_000)  # "Password or token:"
+            assert page.url.startswith(f"{dash.base}login") and page.locator(".js-plotly-plot").count() == 0, page.url
+            page.screenshot(path=str(ARTIFACTS / "voila-login.png"))
             body = page.locator("body")
             t0 = time.perf_counter()
-            page.goto(url, timeout=600_000)  # Voila runs the notebook (sensitivity, search, pruning) before it renders
+            page.goto(dash.url, timeout=600_000)  # the printed URL; Voila runs the notebook (sensitivity, search, pruning) as it renders
             times = {"first_paint_s": wait_for_charts(page, body, 1, 300) - t0}
             times["all_charts_s"] = wait_for_charts(page, body, CHARTS, 300) - t0
             times["done_s"] = wait_until_done(page, body, 300) - t0  # every cell run: the charts filled live until now
@@ -203,7 +193,7 @@ def test_voila_dashboard_shows_each_interaction(tmp_path):
         with _browser_page({"width": 1400, "height": 1800}, "voila-second-load-failure.png") as page:
             t0 = time.perf_counter()  # a reload: sweeps and search candidates all come from the store now
             try:
-                page.goto(url, timeout=SECOND_LOAD_S * 1000)
+                page.goto(dash.url, timeout=SECOND_LOAD_S * 1000)
                 times["second_load_s"] = wait_for_charts(page, page.locator("body"), 1, max(1.0, SECOND_LOAD_S - (time.perf_counter() - t0))) - t0
             except PlaywrightTimeout:
                 times["second_load_s"] = f"over {SECOND_LOAD_S:g}"
@@ -224,14 +214,14 @@ def test_jupyterlab_runs_the_dashboard_and_shows_each_interaction(tmp_path):
     config = tmp_path / "jupyter-config"  # no announcements, no news, no update check, nothing from the user's settings
     (config / "labconfig").mkdir(parents=True)
     (config / "labconfig" / "page_config.json").write_text(json.dumps({"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True}}))
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}/"
     cmd = [str(BIN / "jupyter"), "lab", "--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
            "--IdentityProvider.token=", "--ServerApp.password=", f"--ServerApp.root_dir={work}", "--LabApp.news_url=None",
            "--LabApp.check_for_updates_class=jupyterlab.handlers.announcements.NeverCheckForUpdate",
            "--LabApp.extension_manager=readonly", "--allow-root",  # CI runs as root
            f"--LabApp.user_settings_dir={tmp_path / 'settings'}", f"--LabApp.workspaces_dir={tmp_path / 'workspaces'}"]
-    env = _env(JUPYTER_CONFIG_DIR=str(config), JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"))
+    env = server_env(JUPYTER_CONFIG_DIR=str(config), JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"))
     with _server(cmd, f"{url}api/status", tmp_path / "lab.log", env, work):
         times = {"server_start_s": time.perf_counter() - start}
         with _browser_page({"width": 1400, "height": 1000}, "lab-failure.png") as page:
