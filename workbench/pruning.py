@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import difflib
 import math
+import numbers
 import warnings
 from typing import Any, Literal
 
@@ -72,8 +73,22 @@ class PruningSpec(SpecModel):  # direct construction raises SpecError, as QuantS
     layer_sparsity: dict[str, float] | None = None
     finetune_epochs: int = Field(0, ge=0)
     finetune_lr: float | None = Field(None, gt=0)
-    seed: int = 0
+    seed: int = Field(0, ge=-(2**63), le=2**64 - 1)  # what torch.manual_seed takes
     calib_samples: int = Field(256, ge=1)
+
+    @field_validator("m", "finetune_epochs", "seed", "calib_samples", mode="before")
+    @classmethod
+    def _integers(cls, v):
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral):  # true, 4.0 and "4" are not integers
+            raise ValueError(f"expected an integer; got {short_repr(v)}")
+        return int(v)
+
+    @field_validator("finetune_lr", mode="before")
+    @classmethod
+    def _rate(cls, v):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0):
+            raise ValueError(f"expected a positive number or null; got {short_repr(v)}")
+        return v
 
     @field_validator("sparsity", mode="before")
     @classmethod
