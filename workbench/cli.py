@@ -845,10 +845,11 @@ def recipe_check_cmd(recipe: Path = typer.Argument(...),
     building (the schema alone when its task is a factory and code is not allowed)."""
     _quiet_libraries()
     from .errors import WorkbenchError
-    from .recipe import check_recipe_against, code_allowed, load_recipe, resolve_task
+    from .recipe import check_recipe_against, code_allowed, load_recipe, recipe_profile, resolve_task
 
     try:
         r, sha = load_recipe(recipe)
+        recipe_profile(r, target_file)  # the target, even when the task is not built
         if r.task.factory is not None and not code_allowed(allow_code or None):
             typer.echo(f"ok (schema only): {recipe} (recipe_version {r.recipe_version}, sha256 {sha}); task.factory {r.task.factory!r} "
                        f"was not imported: pass --allow-code to check it against its model and data")

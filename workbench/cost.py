@@ -216,12 +216,14 @@ class TargetProfile(SpecModel):
 
         allowed = {b for f in FORMATS.values() for b in f.bits}  # the widths the number-format registry knows
         # integers only: 8.0, "8" and true are not bit-widths (no silent coercion); each width once
-        expected = "expected a non-empty list of distinct integer bit-widths in 2-8 or 16"
+        expected = "expected a non-empty list of bit-widths in 2-8 or 16"
         if not isinstance(v, list) or not v:
             raise ValueError(f"{expected}; got {short_repr(v)}")
         for i, b in enumerate(v):
-            if not (isinstance(b, numbers.Integral) and not isinstance(b, bool) and b in allowed) or b in v[:i]:
-                raise ValueError(f"{expected}; got {short_repr(v)} (item {i}: {short_repr(b, 60)}{', again' if b in v[:i] else ''})")
+            integer = isinstance(b, numbers.Integral) and not isinstance(b, bool)
+            if not (integer and b in allowed) or b in v[:i]:
+                why = "is not an integer" if not integer else "is not one" if b not in allowed else "is given twice"
+                raise ValueError(f"{expected}; got {short_repr(v)} (item {i}: {short_repr(b, 60)} {why})")
         return sorted(int(b) for b in v)
 
     @field_validator("name", "description", "cost", mode="before")

@@ -241,13 +241,14 @@ def apply_recipe(recipe_path: str | Path, out_dir: str | Path, progress: bool = 
     registered one (``--target-file``); a recipe alone never makes the workbench read a file."""
     from .baseline import load_or_train_baseline
     from .fileio import sha256_file
-    from .recipe import check_recipe_against, load_recipe, resolve_task
+    from .recipe import check_recipe_against, load_recipe, recipe_profile, resolve_task
     from .tracking import resolve_tracker
 
     from .deploy import deployment_frame, deployment_records, deployment_table, list_target_names, resolve_targets, tolerance_failures
     from .recipe import TargetTolerance
 
     recipe, recipe_sha = load_recipe(recipe_path)
+    recipe_profile(recipe, target_file)  # a target that is neither registered nor given: before any work
     formats = resolve_formats(recipe.export.formats)  # the files written; checked before any work
     tolerances = dict(recipe.targets or {})
     if targets is not None:

@@ -342,11 +342,26 @@ def resolve_task(ref: TaskRef, allow_code: bool | None = None):
     return task
 
 
+def recipe_profile(recipe: Recipe, target_file=None):
+    """The :class:`~workbench.cost.TargetProfile` the recipe's ``target:`` names (None: none): a
+    registered name, or the profile in ``target_file`` (the user's ``--target-file``), which the
+    recipe must name; a RecipeError naming ``target:`` otherwise. Nothing else is ever read."""
+    from .cost import recipe_target
+
+    if recipe.target is None:
+        if target_file is not None:
+            raise RecipeError(f"target: the recipe names no target profile; expected no --target-file (got {str(target_file)!r})")
+        return None
+    try:
+        return recipe_target(recipe.target, target_file)
+    except SpecError as exc:
+        raise RecipeError(f"target: {exc}") from None
+
+
 def check_recipe_against(recipe: Recipe, task, model, target_file=None) -> None:
     """Data checksum, layer names and target bit-widths, each a RecipeError naming the field.
     ``target_file``: the file of a profile of the user's own the recipe's ``target:`` names (a
     recipe's ``target:`` alone is a registered name: :func:`workbench.cost.recipe_target`)."""
-    from .cost import recipe_target
     from .quantize import validate_spec
 
     if recipe.dataset.sha256 is not None:
@@ -363,13 +378,8 @@ def check_recipe_against(recipe: Recipe, task, model, target_file=None) -> None:
         resolved = validate_spec(recipe.quantization, model)
     except SpecError as exc:
         raise RecipeError(f"quantization.{exc}") from None
-    if recipe.target is None and target_file is not None:
-        raise RecipeError(f"target: the recipe names no target profile; expected no --target-file (got {str(target_file)!r})")
-    if recipe.target is not None:
-        try:
-            target = recipe_target(recipe.target, target_file)
-        except SpecError as exc:
-            raise RecipeError(f"target: {exc}") from None
+    target = recipe_profile(recipe, target_file)
+    if target is not None:
         for name, lq in resolved.items():
             if lq.weight_bits is not None and lq.weight_bits not in target.weight_bits:
                 where = f"quantization.layers.{name}.weight_bits" if name in recipe.quantization.layers else "quantization.weight_bits"
