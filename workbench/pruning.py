@@ -35,7 +35,7 @@ GLOBAL_MAX_RATIO = 0.9  # global structured ranking never takes more than this s
 
 
 def _is_sparsity(v: Any) -> bool:
-    return not isinstance(v, bool) and isinstance(v, (int, float)) and 0.0 <= float(v) < 1.0
+    return not isinstance(v, bool) and isinstance(v, (int, float)) and 0 <= v < 1  # no float(): 10**400 would overflow
 
 
 def _check_sparsity(sparsity: Any) -> float:
@@ -86,7 +86,7 @@ class PruningSpec(SpecModel):  # direct construction raises SpecError, as QuantS
     @field_validator("finetune_lr", mode="before")
     @classmethod
     def _rate(cls, v):
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0 or (isinstance(v, float) and not math.isfinite(v))):
             raise ValueError(f"expected a positive number or null; got {short_repr(v)}")
         return v
 

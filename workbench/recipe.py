@@ -185,7 +185,7 @@ class TargetTolerance(_Strict):
         return out
 
 
-_YAML_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+_YAML_NUMBER = re.compile(r"[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?")  # ASCII digits: "８" is not a number
 
 
 def _float_fields(model) -> set[str]:
