@@ -127,6 +127,13 @@ def test_recipe_target_symlink_in_the_profiles_folder_pointing_out_is_not_regist
     with pytest.raises(RecipeError, match=rf"^target: unknown target 'evil'; {KNOWN} \(a registered profile\)"):
         check_recipe_against(parse_recipe({**RECIPE, "target": "evil"}), task, _model(task))
     assert load_target("mcu").name == "mcu"  # the registered ones still resolve, from the folder's own files
+    env = {"WORKBENCH_CACHE": str(box / "cache")}  # the CLI routes, in this process (the folder is patched here)
+    write_recipe(box / "r.yaml", target="evil")
+    check = CliRunner().invoke(app, ["recipe", "check", "r.yaml"], env=env)
+    assert check.exit_code == 2 and f"target: unknown target 'evil'; {KNOWN}" in one_error(check.stderr)
+    search = CliRunner().invoke(app, ["search", "digits-cnn", "--budget-kib", "6", "--target", "evil", "--out", "o"], env=env)
+    assert search.exit_code == 2 and "unknown target 'evil'; expected a profile (cpu-int8-ort, fpga-dataflow, mcu)" in one_error(search.stderr)
+    assert not (box / "o").exists()
     inner = profiles / "inner.yaml"  # a link to a file of the folder itself stays registered
     inner.symlink_to(profiles / "mcu.yaml")
     assert "inner" in list_targets() and load_target("inner").name == "mcu"
