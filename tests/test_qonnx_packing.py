@@ -238,7 +238,7 @@ def test_promote_copies_the_target_encoding_and_apply_uses_it(digits, tmp_path):
     assert recipe.export.weight_encoding == "s8" and recipe.export.pack == "none"
     path = tmp_path / "vnni.yaml"
     path.write_text(recipe.to_yaml())
-    summary, failed = wb.apply_recipe(path, tmp_path / "out", progress=False, latency_runs=5)
+    summary, failed = wb.apply_recipe(path, tmp_path / "out", progress=False, latency_runs=5, target_file=target)  # the profile's file, given
     assert summary["weight_encoding"] == "s8" and summary["pack"] == "none"
     types = {i.data_type for i in onnx.load(str(tmp_path / "out" / "model.onnx")).graph.initializer}
     assert onnx.TensorProto.INT8 in types and onnx.TensorProto.UINT4 not in types and onnx.TensorProto.INT4 not in types  # s8, unpacked

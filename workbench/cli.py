@@ -41,6 +41,7 @@ TASK_HELP = "a registered task name (see `workbench tasks`) or module:function o
 IMPORT_HELP = "import this module first (repeatable), so the tasks it registers with @wb.register_task can be named"
 OVERWRITE_HELP = "replace DIR if an earlier workbench run wrote it (never a folder holding other files)"
 ALLOW_CODE_HELP = "allow a recipe's task.factory (module:function) to be imported and run (also WORKBENCH_ALLOW_CODE=1)"
+TARGET_FILE_HELP = "YAML file of the target profile the recipe's target: names, when it is not a registered one (workbench never reads a path from a recipe)"
 
 
 WIDTHS_HELP = ("after the bits search, a width-and-bits search (Optuna, per-stage channel widths) under the same budgets, in DIR/widths; "
@@ -324,7 +325,8 @@ def apply(recipe: Path = typer.Argument(..., help="recipe YAML"),
           latency_runs: int = typer.Option(200, min=10),
           mlflow: Optional[str] = typer.Option(None, help=MLFLOW_HELP),
           overwrite: bool = typer.Option(False, help=OVERWRITE_HELP),
-          allow_code: bool = typer.Option(False, "--allow-code", help=ALLOW_CODE_HELP)) -> None:
+          allow_code: bool = typer.Option(False, "--allow-code", help=ALLOW_CODE_HELP),
+          target_file: Optional[Path] = typer.Option(None, "--target-file", help=TARGET_FILE_HELP)) -> None:
     """Rebuild, export and verify a recipe; exit 1 when a metric falls outside the recipe's tolerance."""
     _quiet_libraries()
     from .errors import WorkbenchError
@@ -334,7 +336,7 @@ def apply(recipe: Path = typer.Argument(..., help="recipe YAML"),
     out = out or _default_out(recipe.stem)
     try:
         summary, failures = apply_recipe(recipe, out, latency_runs=latency_runs, tracking=tracker or False, overwrite=overwrite,
-                                         allow_code=allow_code or None)
+                                         allow_code=allow_code or None, target_file=target_file)
     except WorkbenchError as exc:
         _fail(exc)
     _print_summary(summary, out)
@@ -361,7 +363,8 @@ def deploy(recipe: Path = typer.Argument(..., help="recipe YAML (workbench promo
            out: Optional[Path] = typer.Option(None, help="output directory (default: runs/<recipe name>-deploy-<time>)"),
            latency_runs: int = typer.Option(200, min=10, help="timed runs per measured latency (p50, p99, max, jitter)"),
            overwrite: bool = typer.Option(False, help=OVERWRITE_HELP),
-           allow_code: bool = typer.Option(False, "--allow-code", help=ALLOW_CODE_HELP)) -> None:
+           allow_code: bool = typer.Option(False, "--allow-code", help=ALLOW_CODE_HELP),
+           target_file: Optional[Path] = typer.Option(None, "--target-file", help=TARGET_FILE_HELP)) -> None:
     """Rebuild a recipe, build every target's artifact, run or compile it, check it against the
     simulation and write deployment.csv (one row per target and runtime); exit 1 outside the
     recipe's tolerances."""
@@ -371,7 +374,8 @@ def deploy(recipe: Path = typer.Argument(..., help="recipe YAML (workbench promo
 
     out = out or _default_out(f"{recipe.stem}-deploy")
     try:
-        table, failures = run_deploy(recipe, target or None, out, latency_runs=latency_runs, overwrite=overwrite, allow_code=allow_code or None)
+        table, failures = run_deploy(recipe, target or None, out, latency_runs=latency_runs, overwrite=overwrite, allow_code=allow_code or None,
+                                     target_file=target_file)
     except WorkbenchError as exc:
         _fail(exc)
     _echo_table(table[[c for c in DEPLOY_COLUMNS if c in table]])
@@ -397,7 +401,8 @@ def qat(recipe: Path = typer.Argument(..., help="recipe YAML with a qat section"
         latency_runs: int = typer.Option(200, min=10),
         mlflow: Optional[str] = typer.Option(None, help=MLFLOW_HELP),
         overwrite: bool = typer.Option(False, help=OVERWRITE_HELP),
-        allow_code: bool = typer.Option(False, "--allow-code", help=ALLOW_CODE_HELP)) -> None:
+        allow_code: bool = typer.Option(False, "--allow-code", help=ALLOW_CODE_HELP),
+        target_file: Optional[Path] = typer.Option(None, "--target-file", help=TARGET_FILE_HELP)) -> None:
     """Quantisation-aware training from a recipe (PTQ, then QAT with distillation as it says), export and
     verify; checkpoints go to DIR/checkpoints each epoch and a killed run resumes from them."""
     _quiet_libraries()
@@ -412,7 +417,7 @@ def qat(recipe: Path = typer.Argument(..., help="recipe YAML with a qat section"
         if r.qat is None:
             raise RecipeError(f"{recipe.name} has no qat section; expected qat: {{epochs: 5, lr: 0.0001, distill: true}}")
         summary, failures = apply_recipe(recipe, out, latency_runs=latency_runs, checkpoint=True, tracking=tracker or False,
-                                         overwrite=overwrite, allow_code=allow_code or None)
+                                         overwrite=overwrite, allow_code=allow_code or None, target_file=target_file)
     except WorkbenchError as exc:
         _fail(exc)
     for row in summary["qat"]["history"]:
@@ -847,21 +852,23 @@ def recipe_schema_cmd() -> None:
 
 @recipe_app.command("check")
 def recipe_check_cmd(recipe: Path = typer.Argument(...),
-                     allow_code: bool = typer.Option(False, "--allow-code", help=ALLOW_CODE_HELP)) -> None:
+                     allow_code: bool = typer.Option(False, "--allow-code", help=ALLOW_CODE_HELP),
+                     target_file: Optional[Path] = typer.Option(None, "--target-file", help=TARGET_FILE_HELP)) -> None:
     """Validate a recipe against its schema, its task's model, data checksum and target, without
     building (the schema alone when its task is a factory and code is not allowed)."""
     _quiet_libraries()
     from .errors import WorkbenchError
-    from .recipe import check_recipe_against, code_allowed, load_recipe, resolve_task
+    from .recipe import check_recipe_against, code_allowed, load_recipe, recipe_profile, resolve_task
 
     try:
         r, sha = load_recipe(recipe)
+        recipe_profile(r, target_file)  # the target, even when the task is not built
         if r.task.factory is not None and not code_allowed(allow_code or None):
             typer.echo(f"ok (schema only): {recipe} (recipe_version {r.recipe_version}, sha256 {sha}); task.factory {r.task.factory!r} "
                        f"was not imported: pass --allow-code to check it against its model and data")
             return
         task = resolve_task(r.task, allow_code=allow_code or None)
-        check_recipe_against(r, task, task.create_model())
+        check_recipe_against(r, task, task.create_model(), target_file)
     except WorkbenchError as exc:
         _fail(exc)
     typer.echo(f"ok: {recipe} (recipe_version {r.recipe_version}, sha256 {sha})")

@@ -10,6 +10,8 @@ KIND=VALUE``, the search's result columns, the report's and the explorer's axes 
 from __future__ import annotations
 
 import math
+import numbers
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Callable, Literal
@@ -207,18 +209,41 @@ class TargetProfile(SpecModel):
     budgets: dict[str, Annotated[float, BeforeValidator(_not_bool)] | None] = Field(default_factory=dict)  # NaN / inf: the check below
     weight_encoding: Literal["u8", "s8", "auto"] | None = None
 
-    @field_validator("weight_bits", "act_bits")
+    @field_validator("weight_bits", "act_bits", mode="before")
     @classmethod
     def _bits(cls, v):
         from .formats import FORMATS
 
         allowed = {b for f in FORMATS.values() for b in f.bits}  # the widths the number-format registry knows
-        bad = [b for b in v if b not in allowed]
-        if bad or not v:
-            raise ValueError(f"expected a non-empty list of bit-widths in 2-8 or 16; got {short_repr(v)}")
-        if len(set(v)) != len(v):
-            raise ValueError(f"expected distinct bit-widths, each given once; got {short_repr(v)}")
-        return sorted(v)
+        # integers only: 8.0, "8" and true are not bit-widths (no silent coercion); each width once
+        expected = "expected a non-empty list of bit-widths in 2-8 or 16"
+        if not isinstance(v, list) or not v:
+            raise ValueError(f"{expected}; got {short_repr(v)}")
+        for i, b in enumerate(v):
+            integer = isinstance(b, numbers.Integral) and not isinstance(b, bool)
+            if not (integer and b in allowed) or b in v[:i]:
+                why = "is not an integer" if not integer else "is not one" if b not in allowed else "is given twice"
+                raise ValueError(f"{expected}; got {short_repr(v)} (item {i}: {short_repr(b, 60)} {why})")
+        return sorted(int(b) for b in v)
+
+    @field_validator("name", "description", "cost", mode="before")
+    @classmethod
+    def _text(cls, v, info):
+        if not isinstance(v, str) or (info.field_name == "name" and not v.strip()):
+            raise ValueError(f"expected {'a non-empty name' if info.field_name == 'name' else 'text'}; got {short_repr(v)}")
+        return v
+
+    @field_validator("budgets", mode="before")
+    @classmethod
+    def _budget_values(cls, v):
+        if not isinstance(v, dict):
+            raise ValueError(f"expected a mapping of cost kind to a limit or null; got {short_repr(v)}")
+        for name, value in v.items():
+            if not isinstance(name, str):
+                raise ValueError(f"expected cost kind names as keys; got {short_repr(name)}")
+            if value is not None and not isinstance(value, (int, float)):  # "5" is text, not a limit
+                raise ValueError(f"{name}: expected a positive limit or null; got {short_repr(value)}")
+        return v
 
     @field_validator("cost")
     @classmethod
@@ -247,26 +272,101 @@ class TargetProfile(SpecModel):
         return {k: float(v) for k, v in self.budgets.items() if v is not None}
 
 
+def _registered() -> dict[str, Path]:
+    """``{name: file}`` of the registered profiles: the regular ``*.yaml`` files of
+    :data:`TARGETS_DIR` whose real path stays inside it (a symlink pointing out is not one)."""
+    root = TARGETS_DIR.resolve()
+    out = {}
+    for path in sorted(TARGETS_DIR.glob("*.yaml")):
+        try:
+            real = path.resolve(strict=True)
+        except (OSError, RuntimeError):
+            continue
+        if real.parent == root and real.is_file():
+            out[path.stem] = real
+    return out
+
+
 def list_targets() -> list[str]:
-    return sorted(p.stem for p in TARGETS_DIR.glob("*.yaml"))
+    """Names of the registered target profiles (the files of :data:`TARGETS_DIR`)."""
+    return sorted(_registered())
 
 
-def load_target(name_or_path: str | Path) -> TargetProfile:
-    """A built-in profile by name (``cpu-int8-ort``, ``fpga-dataflow``, ``mcu``) or a YAML file."""
-    path = Path(name_or_path)
-    if not path.suffix:
-        path = TARGETS_DIR / f"{name_or_path}.yaml"
-        if not path.exists():
-            raise SpecError(f"unknown target {str(name_or_path)!r}; expected one of {', '.join(list_targets())} or a YAML file")
-    if not path.exists():
-        raise SpecError(f"target file {str(path)!r} does not exist")
-    obj = load_yaml(path, "target", SpecError)
+TARGET_FILE_HINT = "a profile of your own is a file given on the command line (--target-file PATH; Python: target_file=PATH)"
+
+
+def _unknown_target(value, files_ok: bool) -> str:
+    known = ", ".join(list_targets())
+    return f"unknown target {short_repr(value)}; expected one of {known}" + (" or a YAML file" if files_ok else f" (a registered profile); {TARGET_FILE_HINT}")
+
+
+def target_path(name) -> Path:
+    """The file of the registered profile ``name``: a name only (``mcu``), never a path, so a
+    value read from a recipe cannot reach a file outside :data:`TARGETS_DIR` (``../x``, ``/etc/x``,
+    ``a/b`` and symlinks pointing out are not registered names); one-line SpecError otherwise."""
+    found = _registered().get(name) if isinstance(name, str) else None
+    if found is None:
+        raise SpecError(_unknown_target(name, files_ok=False))
+    return found
+
+
+def parse_target(obj, where: str = "target") -> TargetProfile:
+    """A validated :class:`TargetProfile` from a parsed YAML document (a mapping); one-line
+    SpecError prefixed by ``where`` otherwise."""
+    if isinstance(obj, TargetProfile):
+        return obj
     if not isinstance(obj, dict):
-        raise SpecError(f"target {path}: the file holds {_kind(obj)}; expected a mapping with name, weight_bits, act_bits, cost, budgets")
+        raise SpecError(f"{where}: the file holds {_kind(obj)}; expected a mapping with name, weight_bits, act_bits, cost, budgets")
     try:
         return TargetProfile.model_validate(obj)
     except ValidationError as exc:
-        raise SpecError(f"target {path}: " + format_validation_error(exc)) from None
+        raise SpecError(f"{where}: " + format_validation_error(exc)) from None
+
+
+def _load_file(path: Path) -> TargetProfile:
+    if not path.exists():
+        raise SpecError(f"target file {str(path)!r} does not exist")
+    return parse_target(load_yaml(path, "target", SpecError), f"target {path}")
+
+
+def load_target(name_or_path: str | Path | TargetProfile) -> TargetProfile:
+    """A profile the caller names: a registered one by name (``cpu-int8-ort``, ``fpga-dataflow``,
+    ``mcu``: :func:`list_targets`), or a YAML file the caller gives (a ``Path``, or a string
+    ending in .yaml / .yml: a command-line option or a Python argument, never a recipe's field;
+    see :func:`recipe_target`). Any other string is an unknown name (one-line SpecError listing
+    the registered ones): a name is never joined to a folder."""
+    if isinstance(name_or_path, TargetProfile):
+        return name_or_path
+    if isinstance(name_or_path, os.PathLike):
+        return _load_file(Path(name_or_path))
+    if isinstance(name_or_path, str) and name_or_path in list_targets():
+        return _load_file(target_path(name_or_path))
+    if isinstance(name_or_path, str) and name_or_path.lower().endswith((".yaml", ".yml")):
+        return _load_file(Path(name_or_path))
+    raise SpecError(_unknown_target(name_or_path, files_ok=True))
+
+
+def recipe_target(value: str, target_file: str | os.PathLike | None = None) -> TargetProfile:
+    """The profile a recipe's ``target:`` names: a registered name, or, only when the user gives
+    that file on the command line (``--target-file PATH``) or in Python (``target_file=PATH``),
+    the profile in that file; the recipe's value must then name it (the file's path, its stem or
+    the profile's ``name``). A recipe never makes the workbench read a file by itself."""
+    if target_file is None:
+        return load_target(target_path(value))
+    path = Path(target_file)
+    profile = _load_file(path)
+    same = isinstance(value, str) and (value in (profile.name, path.stem) or _same_file(value, path))
+    if not same:
+        raise SpecError(f"the recipe names target {short_repr(value)}; --target-file {path} holds profile {profile.name!r}: "
+                        f"expected the file of the profile the recipe names")
+    return profile
+
+
+def _same_file(value: str, path: Path) -> bool:
+    try:
+        return Path(value).resolve() == path.resolve()
+    except (OSError, RuntimeError, ValueError):
+        return False
 
 
 def _kind(obj) -> str:

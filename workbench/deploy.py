@@ -133,14 +133,16 @@ def tolerance_failures(table: pd.DataFrame, tolerances: dict) -> list[str]:
 
 def deploy(recipe_path: str | Path, targets: Iterable[str] | str | None = None, out_dir: str | Path = "runs/deploy", *,
            overwrite: bool = False, progress: bool = True, latency_runs: int = 200, allow_code: bool | None = None,
-           tracking=False) -> tuple[pd.DataFrame, list[str]]:
+           tracking=False, target_file=None) -> tuple[pd.DataFrame, list[str]]:
     """Rebuild ``recipe_path``'s model (as ``workbench apply`` does), build, run and check every
     target (``targets``: names; None: the recipe's ``targets:`` section), write the artifacts and
     ``deployment.csv`` into ``out_dir``; return the table and the failures (the recipe's
     expectations and target tolerances not met). Everything is refused before work when a target
-    is unknown, its toolchain is missing, or it cannot carry a layer the recipe asks for."""
+    is unknown, its toolchain is missing, or it cannot carry a layer the recipe asks for.
+    ``target_file``: the file of the recipe's own target profile (see :func:`workbench.job.apply_recipe`)."""
     from .job import apply_recipe
 
     summary, failures = apply_recipe(recipe_path, out_dir, progress=progress, latency_runs=latency_runs, overwrite=overwrite,
-                                     allow_code=allow_code, tracking=tracking, targets=targets, require_targets=True)
+                                     allow_code=allow_code, tracking=tracking, targets=targets, require_targets=True,
+                                     target_file=target_file)
     return deployment_frame(summary["deployment"]), failures

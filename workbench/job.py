@@ -224,7 +224,7 @@ def run_demo(out_dir: str | Path, progress: bool = True, budget_kib: float = 6.0
 
 def apply_recipe(recipe_path: str | Path, out_dir: str | Path, progress: bool = True, latency_runs: int = 200,
                  checkpoint: bool = False, tracking=None, overwrite: bool = False, allow_code: bool | None = None,
-                 targets=None, require_targets: bool = False) -> tuple[dict, list[str]]:
+                 targets=None, require_targets: bool = False, target_file=None) -> tuple[dict, list[str]]:
     """Rebuild, export and verify what a recipe describes (pruning, PTQ, quantisation-aware
     training, as it says); returns the summary and the unmet expectations. ``checkpoint`` keeps
     QAT checkpoints in ``out_dir/checkpoints`` so a killed run resumes (``workbench qat``): the
@@ -236,16 +236,19 @@ def apply_recipe(recipe_path: str | Path, out_dir: str | Path, progress: bool = 
     ``targets``: deployment target names to build beside the export formats (None: the recipe's
     ``targets:`` section); with any, the summary gets ``deployment`` rows, ``deployment.csv`` is
     written and rows outside the recipe's tolerances are failures (:mod:`workbench.deploy`).
-    ``require_targets``: refuse (one line) when neither names a target (``workbench deploy``)."""
+    ``require_targets``: refuse (one line) when neither names a target (``workbench deploy``).
+    ``target_file``: the YAML file of the profile the recipe's ``target:`` names when it is not a
+    registered one (``--target-file``); a recipe alone never makes the workbench read a file."""
     from .baseline import load_or_train_baseline
     from .fileio import sha256_file
-    from .recipe import check_recipe_against, load_recipe, resolve_task
+    from .recipe import check_recipe_against, load_recipe, recipe_profile, resolve_task
     from .tracking import resolve_tracker
 
     from .deploy import deployment_frame, deployment_records, deployment_table, list_target_names, resolve_targets, tolerance_failures
     from .recipe import TargetTolerance
 
     recipe, recipe_sha = load_recipe(recipe_path)
+    recipe_profile(recipe, target_file)  # a target that is neither registered nor given: before any work
     formats = resolve_formats(recipe.export.formats)  # the files written; checked before any work
     tolerances = dict(recipe.targets or {})
     if targets is not None:
@@ -263,7 +266,7 @@ def apply_recipe(recipe_path: str | Path, out_dir: str | Path, progress: bool = 
     tracker = resolve_tracker(tracking)  # an unreachable server fails here, before any work
     task = resolve_task(recipe.task, allow_code=allow_code)
     probe = task.create_model()
-    check_recipe_against(recipe, task, probe)  # data, layer names and target before any training
+    check_recipe_against(recipe, task, probe, target_file)  # data, layer names and target before any training
     check_spec_formats(validate_spec(recipe.quantization, probe), formats)  # number formats the exporters cannot carry
     if target_names:  # layers a target cannot take, named before any training or calibration
         from .quantize import quantize_model

@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import difflib
 import math
+import numbers
 import warnings
 from typing import Any, Literal
 
@@ -34,7 +35,7 @@ GLOBAL_MAX_RATIO = 0.9  # global structured ranking never takes more than this s
 
 
 def _is_sparsity(v: Any) -> bool:
-    return not isinstance(v, bool) and isinstance(v, (int, float)) and 0.0 <= float(v) < 1.0
+    return not isinstance(v, bool) and isinstance(v, (int, float)) and 0 <= v < 1  # no float(): 10**400 would overflow
 
 
 def _check_sparsity(sparsity: Any) -> float:
@@ -72,8 +73,22 @@ class PruningSpec(SpecModel):  # direct construction raises SpecError, as QuantS
     layer_sparsity: dict[str, float] | None = None
     finetune_epochs: Int = Field(0, ge=0)
     finetune_lr: FiniteFloat | None = Field(None, gt=0)
-    seed: Int = 0
+    seed: Int = Field(0, ge=-(2**63), le=2**64 - 1)  # what torch.manual_seed takes
     calib_samples: Int = Field(256, ge=1)
+
+    @field_validator("m", "finetune_epochs", "seed", "calib_samples", mode="before")
+    @classmethod
+    def _integers(cls, v):
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral):  # true, 4.0 and "4" are not integers
+            raise ValueError(f"expected an integer; got {short_repr(v)}")
+        return int(v)
+
+    @field_validator("finetune_lr", mode="before")
+    @classmethod
+    def _rate(cls, v):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0 or (isinstance(v, float) and not math.isfinite(v))):
+            raise ValueError(f"expected a positive number or null; got {short_repr(v)}")
+        return v
 
     @field_validator("sparsity", mode="before")
     @classmethod

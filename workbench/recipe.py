@@ -34,6 +34,7 @@ importing anything. Every other field is data.
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import typing
 from pathlib import Path
@@ -59,7 +60,8 @@ class RecipeError(SpecError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: true, "8" and 8.0 are not integers, true and "0.9" not numbers (no silent coercion)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class TaskRef(_Strict):
@@ -179,6 +181,13 @@ class TargetTolerance(_Strict):
     max_latency_ms_p99: FiniteFloat | None = Field(None, gt=0)
     max_cpu_ops: Int | None = Field(None, ge=0)
 
+    @field_validator("*")
+    @classmethod
+    def _finite(cls, v):
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ValueError(f"expected a finite bound or null; got {v!r}")
+        return v
+
     def check(self, row: dict) -> list[str]:
         """Why ``row`` (a deployment row) is outside these bounds; empty when it is not. A bound
         whose figure the row lacks (None: the runtime cannot measure it) is reported too."""
@@ -197,7 +206,7 @@ class TargetTolerance(_Strict):
         return out
 
 
-_YAML_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+_YAML_NUMBER = re.compile(r"[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?")  # ASCII digits: "８" is not a number
 
 
 def _float_fields(model) -> set[str]:
@@ -225,6 +234,20 @@ class Recipe(_Strict):
     # deployment targets built by `workbench apply` / `workbench deploy`, with tolerances; None
     # (the default, left out of the YAML so older recipes reserialise byte for byte): none
     targets: dict[str, TargetTolerance] | None = None
+
+    @field_validator("recipe_version", mode="before")
+    @classmethod
+    def _version(cls, v):
+        if type(v) is not int or v != RECIPE_VERSION:  # true and 1.0 equal 1 in Python; not a version
+            raise ValueError(f"expected recipe_version {RECIPE_VERSION}; got {v!r}")
+        return v
+
+    @field_validator("target")
+    @classmethod
+    def _target_text(cls, v):
+        if v is not None and (not v.strip() or not v.isprintable()):
+            raise ValueError(f"expected a registered target profile name (workbench.cost.list_targets()); got {v!r}")
+        return v
 
     @field_validator("targets", mode="before")
     @classmethod
@@ -340,9 +363,26 @@ def resolve_task(ref: TaskRef, allow_code: bool | None = None):
     return task
 
 
-def check_recipe_against(recipe: Recipe, task, model) -> None:
-    """Data checksum, layer names and target bit-widths, each a RecipeError naming the field."""
-    from .cost import load_target
+def recipe_profile(recipe: Recipe, target_file=None):
+    """The :class:`~workbench.cost.TargetProfile` the recipe's ``target:`` names (None: none): a
+    registered name, or the profile in ``target_file`` (the user's ``--target-file``), which the
+    recipe must name; a RecipeError naming ``target:`` otherwise. Nothing else is ever read."""
+    from .cost import recipe_target
+
+    if recipe.target is None:
+        if target_file is not None:
+            raise RecipeError(f"target: the recipe names no target profile; expected no --target-file (got {str(target_file)!r})")
+        return None
+    try:
+        return recipe_target(recipe.target, target_file)
+    except SpecError as exc:
+        raise RecipeError(f"target: {exc}") from None
+
+
+def check_recipe_against(recipe: Recipe, task, model, target_file=None) -> None:
+    """Data checksum, layer names and target bit-widths, each a RecipeError naming the field.
+    ``target_file``: the file of a profile of the user's own the recipe's ``target:`` names (a
+    recipe's ``target:`` alone is a registered name: :func:`workbench.cost.recipe_target`)."""
     from .quantize import validate_spec
 
     if recipe.dataset.sha256 is not None:
@@ -359,11 +399,8 @@ def check_recipe_against(recipe: Recipe, task, model) -> None:
         resolved = validate_spec(recipe.quantization, model)
     except SpecError as exc:
         raise RecipeError(f"quantization.{exc}") from None
-    if recipe.target is not None:
-        try:
-            target = load_target(recipe.target)
-        except SpecError as exc:
-            raise RecipeError(f"target: {exc}") from None
+    target = recipe_profile(recipe, target_file)
+    if target is not None:
         for name, lq in resolved.items():
             if lq.weight_bits is not None and lq.weight_bits not in target.weight_bits:
                 where = f"quantization.layers.{name}.weight_bits" if name in recipe.quantization.layers else "quantization.weight_bits"

@@ -107,7 +107,7 @@ def _bits_against_formats(data, fill: bool):
             continue
         bits = data.get(bits_field)
         if bits is None:
-            if fill:
+            if fill and bits_field not in data:  # left out: filled; an explicit null stays, and the spec's type refuses it
                 data[bits_field] = fmt.fixed_bits
         elif bits == FLOAT or bits != fmt.fixed_bits:
             raise ValueError(f"got {bits_field} {short_repr(bits)} beside {fmt_field} {name!r}, which stores {fmt.fixed_bits} bits; "

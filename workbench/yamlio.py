@@ -145,7 +145,10 @@ def loads_yaml(data: str | bytes, what: str, error: type, name: str | None = Non
         text = data
     else:
         raise error(f"{label} is a {type(data).__name__}; expected YAML text")
-    loader = SafeLimitedLoader(text)  # a yaml.SafeLoader subclass: plain data only
+    try:
+        loader = SafeLimitedLoader(text)  # a yaml.SafeLoader subclass: plain data only (it refuses control characters here)
+    except yaml.YAMLError as exc:
+        raise error(f"{label} is not valid YAML: {_describe(exc)}") from None
     try:
         return loader.get_single_data()
     except yaml.YAMLError as exc:
