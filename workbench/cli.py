@@ -13,7 +13,26 @@ from typing import Optional
 
 import typer
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Embedded-AI compression workbench: per-layer quantisation, export and verification.")
+
+class _App(typer.Typer):
+    """The ``workbench`` command: a Ctrl-C anywhere is exit 130 and one line (``interrupted``), even
+    where a library swallowed the ``KeyboardInterrupt`` and an error or a success followed it
+    (:mod:`workbench.interrupts`)."""
+
+    def __call__(self, *args, **kwargs):
+        from .interrupts import EXIT_CODE, MESSAGE, catch, interrupted
+
+        catch()
+        try:
+            return super().__call__(*args, **kwargs)
+        except (SystemExit, KeyboardInterrupt, Exception) as exc:
+            if interrupted() or isinstance(exc, KeyboardInterrupt) or (isinstance(exc, SystemExit) and exc.code == EXIT_CODE):
+                typer.echo(MESSAGE, err=True)
+                raise SystemExit(EXIT_CODE) from None
+            raise
+
+
+app = _App(add_completion=False, no_args_is_help=True, help="Embedded-AI compression workbench: per-layer quantisation, export and verification.")
 
 
 def _short(x) -> str:
@@ -27,6 +46,9 @@ def _default_out(name: str) -> Path:
 
 
 def _fail(exc: Exception) -> None:
+    from .interrupts import check
+
+    check()  # an error that followed a Ctrl-C a library swallowed: the interrupt is what happened
     typer.echo(f"error: {exc}", err=True)
     raise typer.Exit(2)
 

@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Iterable
 
-from . import __version__
+from . import __version__, interrupts
 from .errors import OutputPathError
 
 MARKER = ".workbench-run.json"
@@ -268,6 +268,7 @@ class RunDir:
         work, fd = self._work, self._lock_fd
         try:
             if exc_type is None:
+                interrupts.check()  # a Ctrl-C that a library swallowed: the result is not made final
                 self._commit(work)
         except OSError as err:
             raise disk_error(err, self.path) from None
