@@ -30,7 +30,7 @@ from pathlib import Path
 #: Seconds the guard waits for a killed group to be gone before removing the folders.
 GUARD_GRACE_S = 5.0
 
-_GUARD_CODE = r"""
+_GUARD_CODE = r"""# the workbench's guard: kills its toolchains and removes its temporary folders when it ends
 import json, os, shutil, signal, sys, time
 signal.signal(signal.SIGINT, signal.SIG_IGN)
 groups, dirs = set(), set()
@@ -205,10 +205,21 @@ def reap(root: Path | None = None) -> list[Path]:
     return gone
 
 
+def guard_folder(path: str | os.PathLike) -> None:
+    """Have the guard remove ``path`` (a folder this process made and fills) if this process dies
+    before :func:`release_folder`."""
+    _tell("+d", os.path.abspath(path))
+
+
+def release_folder(path: str | os.PathLike) -> None:
+    """``path`` is no longer the guard's to remove (it was moved into place, or removed)."""
+    _tell("-d", os.path.abspath(path))
+
+
 class _Guarded(tempfile.TemporaryDirectory):
     def cleanup(self) -> None:
         super().cleanup()
-        _tell("-d", self.name)
+        release_folder(self.name)
 
 
 def temp_dir(prefix: str = "wb-") -> tempfile.TemporaryDirectory:
@@ -219,5 +230,5 @@ def temp_dir(prefix: str = "wb-") -> tempfile.TemporaryDirectory:
     if root is not None:
         reap(root)
     tmp = _Guarded(prefix=f"{_owner_tag(os.getpid())}-{prefix}", dir=root)
-    _tell("+d", tmp.name)
+    guard_folder(tmp.name)
     return tmp
