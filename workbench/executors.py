@@ -24,8 +24,12 @@ loopback interface only, without a dashboard; it never joins a running cluster f
 (``"ray:HOST:PORT"``, ``"ray:auto"``) and listens wherever that cluster's nodes were started to.
 
 Nothing outlives this process: pool workers end with it (on Linux by the kernel's parent-death
-signal, elsewhere within half a second by a watchdog on the parent's pid), and multiprocessing's
-resource tracker then sees its pipe close and exits. A local Ray cluster shares its fate through
+signal, elsewhere within half a second by a watchdog on the parent's pid), quietly (a worker whose
+parent is gone exits without printing the closed queue's ``EOFError``; the job reaches the workers
+as a temporary file, so a parent killed mid-start leaves no half-read pickle either), and
+multiprocessing's resource tracker then sees its pipe close, removes the pool's semaphores without
+warning about them, and exits. Workers start with SIGINT blocked: a terminal's Ctrl-C stops the
+sweep in this process, which kills its workers instead of waiting for their units. A local Ray cluster shares its fate through
 Ray's own fate sharing (GCS, raylet and workers end within seconds), except Ray's two node agents,
 which Ray lets outlive a killed driver by about a minute (listening on 127.0.0.1 only).
 """
