@@ -15,21 +15,12 @@ import typer
 
 
 class _App(typer.Typer):
-    """The ``workbench`` command: a Ctrl-C anywhere is exit 130 and one line (``interrupted``), even
-    where a library swallowed the ``KeyboardInterrupt`` and an error or a success followed it
-    (:mod:`workbench.interrupts`)."""
+    """The ``workbench`` command; a Ctrl-C anywhere is exit 130 and one line (:mod:`workbench.interrupts`)."""
 
     def __call__(self, *args, **kwargs):
-        from .interrupts import EXIT_CODE, MESSAGE, catch, interrupted
+        from .interrupts import run_command
 
-        catch()
-        try:
-            return super().__call__(*args, **kwargs)
-        except (SystemExit, KeyboardInterrupt, Exception) as exc:
-            if interrupted() or isinstance(exc, KeyboardInterrupt) or (isinstance(exc, SystemExit) and exc.code == EXIT_CODE):
-                typer.echo(MESSAGE, err=True)
-                raise SystemExit(EXIT_CODE) from None
-            raise
+        return run_command(super().__call__, *args, **kwargs)
 
 
 app = _App(add_completion=False, no_args_is_help=True, help="Embedded-AI compression workbench: per-layer quantisation, export and verification.")

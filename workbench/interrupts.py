@@ -63,6 +63,22 @@ def check() -> None:
         raise KeyboardInterrupt
 
 
+def run_command(call, *args, **kwargs):
+    """``call(*args, **kwargs)`` (the typer app's standalone main, which exits) with Ctrl-C noted:
+    an interrupt, even one a library swallowed before an error or a success followed, ends the
+    process with exit 130 and the one line ``interrupted`` (typer alone exits 130 silently, and
+    only when the ``KeyboardInterrupt`` reaches it)."""
+    catch()
+    try:
+        return call(*args, **kwargs)
+    except (SystemExit, KeyboardInterrupt, Exception) as exc:
+        if interrupted() or isinstance(exc, KeyboardInterrupt) or (isinstance(exc, SystemExit) and exc.code == EXIT_CODE):
+            sys.stderr.write(f"{MESSAGE}\n")
+            sys.stderr.flush()
+            raise SystemExit(EXIT_CODE) from None
+        raise
+
+
 def is_workbench_command() -> bool:
     """Whether this process is the ``workbench`` console script (not a notebook, test or worker)."""
     return os.path.basename(sys.argv[0] if sys.argv else "") == "workbench"
