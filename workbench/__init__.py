@@ -14,7 +14,19 @@ Quick tour::
 
 __version__ = "0.1.0"
 
+import os as _os
 import warnings as _warnings
+
+# onnxruntime (1.32's 1DS telemetry) writes a device id and a usage database under
+# $HOME/.cache/Microsoft/DeveloperTools/.onnxruntime when its library loads; this variable, read
+# then, keeps it from creating either. Set here, before any workbench module imports onnxruntime,
+# and inherited by every process the workbench starts (a user's explicit setting is kept).
+_os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
+from . import interrupts as _interrupts
+
+if _interrupts.is_workbench_command():  # Ctrl-C during the command's imports: exit 130, one line
+    _interrupts.exit_while_loading()
 
 # Brevitas warns at import about an optional CUDA package that a CPU workbench never needs.
 _warnings.filterwarnings("ignore", message="fast_hadamard_transform package not found")

@@ -13,7 +13,17 @@ from typing import Optional
 
 import typer
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Embedded-AI compression workbench: per-layer quantisation, export and verification.")
+
+class _App(typer.Typer):
+    """The ``workbench`` command; a Ctrl-C anywhere is exit 130 and one line (:mod:`workbench.interrupts`)."""
+
+    def __call__(self, *args, **kwargs):
+        from .interrupts import run_command
+
+        return run_command(super().__call__, *args, **kwargs)
+
+
+app = _App(add_completion=False, no_args_is_help=True, help="Embedded-AI compression workbench: per-layer quantisation, export and verification.")
 
 
 def _short(x) -> str:
@@ -27,6 +37,9 @@ def _default_out(name: str) -> Path:
 
 
 def _fail(exc: Exception) -> None:
+    from .interrupts import check
+
+    check()  # an error that followed a Ctrl-C a library swallowed: the interrupt is what happened
     typer.echo(f"error: {exc}", err=True)
     raise typer.Exit(2)
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -31,6 +30,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from . import children
 from .cost import get_cost_kind
 from .errors import SpecError, ToolchainError, unknown_name
 from .store import resolve_store, sweep_fingerprint
@@ -277,7 +277,7 @@ def _measure_tflite(task, model, assignment: dict[str, int], act_bits: int):
     from .tflite import micro_arena_bytes
 
     layers = _quant_layer_names(model)
-    with tempfile.TemporaryDirectory(prefix="wb-costs-") as tmp:
+    with children.temp_dir("wb-costs-") as tmp:
         path = _tflite_for(task, model, assignment, act_bits, Path(tmp) / "model.tflite")
         facts = tflite_layer_facts(path, layers)
         file_bytes = path.stat().st_size
@@ -328,7 +328,7 @@ def _vela_measure(config: str):
         from .vela import compile_vela
 
         layers = _quant_layer_names(model)
-        with tempfile.TemporaryDirectory(prefix="wb-costs-") as tmp:
+        with children.temp_dir("wb-costs-") as tmp:
             path = _tflite_for(task, model, assignment, act_bits, Path(tmp) / "model.tflite", weight_container="int8")
             facts = tflite_layer_facts(path, layers)
             layer_tensors = layer_tensor_map(path, layers)
@@ -414,7 +414,7 @@ def _measure_onnxruntime(task, model, assignment: dict[str, int], act_bits: int)
     layers = _quant_layer_names(model)
     qmodel = _quantised(task, model, assignment, act_bits)
     example = task.example_input()
-    with tempfile.TemporaryDirectory(prefix="wb-costs-") as tmp:
+    with children.temp_dir("wb-costs-") as tmp:
         path = export_qcdq(qmodel, example, Path(tmp) / "model.onnx")
         known = onnx_node_layers(onnx.load(str(path)).graph, layers)
         so = ort.SessionOptions()

@@ -24,8 +24,12 @@ loopback interface only, without a dashboard; it never joins a running cluster f
 (``"ray:HOST:PORT"``, ``"ray:auto"``) and listens wherever that cluster's nodes were started to.
 
 Nothing outlives this process: pool workers end with it (on Linux by the kernel's parent-death
-signal, elsewhere within half a second by a watchdog on the parent's pid), and multiprocessing's
-resource tracker then sees its pipe close and exits. A local Ray cluster shares its fate through
+signal, elsewhere within half a second by a watchdog on the parent's pid), quietly (a worker whose
+parent is gone exits without printing the closed queue's ``EOFError``; the job reaches the workers
+as a temporary file, so a parent killed mid-start leaves no half-read pickle either), and
+multiprocessing's resource tracker then sees its pipe close, removes the pool's semaphores without
+warning about them, and exits. Workers start with SIGINT blocked: a terminal's Ctrl-C stops the
+sweep in this process, which kills its workers instead of waiting for their units. A local Ray cluster shares its fate through
 Ray's own fate sharing (GCS, raylet and workers end within seconds), except Ray's two node agents,
 which Ray lets outlive a killed driver by about a minute (listening on 127.0.0.1 only).
 """
@@ -107,15 +111,51 @@ def _die_with_parent(parent: int, pdeathsig: bool) -> None:
     threading.Thread(target=watch, name="workbench-parent-watchdog", daemon=True).start()
 
 
-def _worker_init(blob: bytes, threads: int, parent: int | None = None, pdeathsig: bool = False) -> None:
+def _worker_init(job: str, threads: int, parent: int | None = None, pdeathsig: bool = False) -> None:
     if parent is not None:
         _die_with_parent(parent, pdeathsig)
-    import cloudpickle
-    import torch
+    try:
+        import cloudpickle
+        import torch
 
-    torch.set_num_threads(threads)
-    # bytes this workbench process serialised for its own workers, never a user's file
-    _WORKER["job"] = cloudpickle.loads(blob)
+        torch.set_num_threads(threads)
+        with open(job, "rb") as f:  # bytes this workbench process serialised for its own workers, never a user's file
+            _WORKER["job"] = cloudpickle.loads(f.read())
+    except BaseException:
+        _quiet_exit_if_orphaned(parent)
+        raise
+
+
+def _quiet_exit_if_orphaned(parent: int | None) -> None:
+    """End this worker at once, printing nothing, when the process that started it is gone: what
+    failed then (a closed queue's ``EOFError``, a removed job file) is that death, not an error."""
+    if parent is not None and os.getppid() != parent:
+        os._exit(1)
+
+
+class _WorkerProcess(multiprocessing.context.SpawnProcess):
+    """A spawned pool worker that ends quietly when its parent is killed: the pool's worker loop then
+    fails reading the closed call queue (``EOFError``), which multiprocessing would print."""
+
+    def run(self):
+        try:
+            super().run()
+        except BaseException:
+            _quiet_exit_if_orphaned(self._parent_pid)
+            raise
+
+
+class _WorkerContext(multiprocessing.context.SpawnContext):
+    Process = _WorkerProcess
+
+
+def _quiet_resource_tracker() -> None:
+    """multiprocessing's resource tracker removes the pool's semaphores when this process is killed,
+    and warns about them ("leaked semaphore objects"): expected then, so that warning is turned off
+    in the tracker, which takes this process's warning options when it starts."""
+    option = "ignore::UserWarning:multiprocessing.resource_tracker"
+    if option not in sys.warnoptions:
+        sys.warnoptions.append(option)
 
 
 def _worker_call(unit):
@@ -141,45 +181,68 @@ class ProcessExecutor(Executor):
         import cloudpickle
         import torch
 
-        blob = cloudpickle.dumps((fn, payload))
+        from .children import temp_dir
+
         pending = list(dict.fromkeys(units))
         failures: Counter = Counter()
-        context = multiprocessing.get_context("spawn")
-        while pending:
-            # workers are spawned by the thread that submits units (this one): the parent-death
-            # signal is tied to that thread, so it is used only when that thread is the main one
-            main = threading.current_thread() is threading.main_thread()
-            pool = ProcessPoolExecutor(min(self.workers, len(pending)), mp_context=context, initializer=_worker_init,
-                                       initargs=(blob, torch.get_num_threads(), os.getpid(), main))
-            broken = False
-            futures = {}
+        context = _WorkerContext()
+        _quiet_resource_tracker()
+        # the job goes to the workers as a file, not through the spawn pipe: a parent killed while
+        # writing megabytes into that pipe leaves a worker printing "pickle data was truncated"
+        with temp_dir("wb-pool-") as tmp:
+            job = os.path.join(tmp, "job.pkl")
+            with open(job, "wb") as f:
+                f.write(cloudpickle.dumps((fn, payload)))
+            while pending:
+                yield from self._round(job, pending, failures, context, torch.get_num_threads())
+
+    def _round(self, job, pending, failures, context, threads):
+        """One pool over the pending units; units lost with a worker stay pending."""
+        # workers are spawned by the thread that submits units (this one): the parent-death
+        # signal is tied to that thread, so it is used only when that thread is the main one
+        main = threading.current_thread() is threading.main_thread()
+        pool = ProcessPoolExecutor(min(self.workers, len(pending)), mp_context=context, initializer=_worker_init,
+                                   initargs=(job, threads, os.getpid(), main))
+        broken = finished = False
+        futures = {}
+        try:
+            # workers start with SIGINT blocked (the mask is inherited): a terminal's Ctrl-C reaches
+            # this process, which stops them, instead of printing a KeyboardInterrupt in each
+            masked = hasattr(signal, "pthread_sigmask")
+            if masked:
+                signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
             try:
                 for unit in pending:
                     futures[pool.submit(_worker_call, unit)] = unit
             except BrokenProcessPool:  # a worker died while units were still being handed out
                 broken = True
-            try:
-                while futures:
-                    done, _ = wait(futures, return_when=FIRST_COMPLETED)
-                    for future in done:
-                        unit = futures.pop(future)
-                        try:
-                            result = future.result()
-                        except BrokenProcessPool:  # a worker died: every unit not returned is run again
-                            broken = True
-                            continue
-                        pending.remove(unit)
-                        yield unit, result
             finally:
-                if broken:  # CPython 3.11 leaves the surviving workers waiting on the closed queue
-                    for proc in list((getattr(pool, "_processes", None) or {}).values()):
-                        proc.kill()
-                pool.shutdown(wait=True, cancel_futures=True)
-            if broken:
-                for unit in pending:
-                    failures[unit] += 1
-                    if failures[unit] > self.retries:
-                        raise ExecutorError(f"process executor: unit {unit!r} was lost with its worker {failures[unit]} times; giving up")
+                if masked:
+                    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+            while futures:
+                done, _ = wait(futures, return_when=FIRST_COMPLETED)
+                for future in done:
+                    unit = futures.pop(future)
+                    try:
+                        result = future.result()
+                    except BrokenProcessPool:  # a worker died: every unit not returned is run again
+                        broken = True
+                        continue
+                    pending.remove(unit)
+                    yield unit, result
+            finished = True
+        finally:
+            # CPython 3.11 leaves the surviving workers of a broken pool waiting on the closed queue;
+            # a sweep stopped (Ctrl-C, an error, the caller) does not wait for their units either
+            if broken or not finished:
+                for proc in list((getattr(pool, "_processes", None) or {}).values()):
+                    proc.kill()
+            pool.shutdown(wait=True, cancel_futures=True)
+        if broken:
+            for unit in pending:
+                failures[unit] += 1
+                if failures[unit] > self.retries:
+                    raise ExecutorError(f"process executor: unit {unit!r} was lost with its worker {failures[unit]} times; giving up")
 
 
 # ------------------------------------------------------------------------------------- Ray

@@ -61,7 +61,6 @@ import io
 import json
 import os
 import shutil
-import subprocess
 import tarfile
 import tempfile
 import time
@@ -71,6 +70,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import children
 from .errors import ExportError, ToolchainError
 from .exporters import DEPLOYMENT_COLUMNS, Target, register_exporter
 
@@ -450,7 +450,7 @@ def _compile_project(project: Path) -> float:
     if shutil.which("g++") is None:
         raise ToolchainError("target 'hls4ml' needs g++ to compile the C++ emulation; install g++ (e.g. apt-get install g++)")
     t = time.perf_counter()
-    proc = subprocess.run(["bash", "build_lib.sh"], cwd=project, capture_output=True, text=True)
+    proc = children.run(["bash", "build_lib.sh"], cwd=project)  # bash, g++ and cc1plus die with this run
     if proc.returncode != 0:
         err = next((ln for ln in proc.stderr.splitlines() if "error" in ln), proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "")
         raise ToolchainError(f"g++ failed to compile the hls4ml emulation in {project.name}: {err.strip()[:300]}")
@@ -547,7 +547,7 @@ def load_emulation(path: str | os.PathLike) -> Emulation:
     key = sha256_file(path)
     if key in _EMULATIONS:
         return _EMULATIONS[key][1]
-    tmp = tempfile.TemporaryDirectory(prefix="wb-hls4ml-")
+    tmp = children.temp_dir("wb-hls4ml-")
     try:
         with tarfile.open(path, "r:gz") as tar:
             tar.extractall(tmp.name, filter="data")
@@ -636,7 +636,7 @@ class HLS4MLTarget(Target):
 
         self.check(qmodel)
         path = Path(path)
-        tmp = tempfile.TemporaryDirectory(prefix="wb-hls4ml-")
+        tmp = children.temp_dir("wb-hls4ml-")
         try:
             project = Path(tmp.name) / PROJECT
             build_project(qmodel, example, project)
@@ -687,7 +687,7 @@ class HLS4MLTarget(Target):
         an artifact path (or a quantised model, exported to a temporary artifact first)."""
         if isinstance(path_or_model, nn.Module):
             qmodel = path_or_model
-            with tempfile.TemporaryDirectory(prefix="wb-hls4ml-") as tmp:
+            with children.temp_dir("wb-hls4ml-") as tmp:
                 art = self.export(qmodel, torch.as_tensor(x)[:1], Path(tmp) / f"model{self.suffix}")
                 emu = load_emulation(art)
         else:

@@ -41,7 +41,7 @@ import warnings
 from pathlib import Path
 from typing import Iterable, Mapping
 
-from . import __version__
+from . import __version__, children, interrupts
 from .errors import OutputPathError
 
 MARKER = ".workbench-run.json"
@@ -474,6 +474,7 @@ class RunDir:
             fcntl.flock(lock_fd, fcntl.LOCK_EX)  # held for milliseconds: scan, claim, release
             self._reap_stale()
             work = Path(tempfile.mkdtemp(prefix=f".{self.path.name}{TMP_TAG}{os.getpid()}-", dir=parent))
+            children.guard_folder(work)  # removed at once if this process is killed (SIGKILL included)
             fd = os.open(work, os.O_RDONLY)
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held for the whole run: marks it alive
             os.chmod(work, dir_mode())
@@ -509,12 +510,15 @@ class RunDir:
         work, fd = self._work, self._lock_fd
         try:
             if exc_type is None:
+                interrupts.check()  # a Ctrl-C that a library swallowed: the result is not made final
                 self._commit(work)
         except OSError as err:
             raise disk_error(err, self.path) from None
         finally:
             if work is not None and work.exists():
                 shutil.rmtree(work, ignore_errors=True)
+            if work is not None:
+                children.release_folder(work)
             if fd is not None:
                 os.close(fd)
             self._work = self._lock_fd = None

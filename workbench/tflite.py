@@ -74,6 +74,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import children
 from .errors import ExportError, ToolchainError
 from .exporters import DEPLOYMENT_COLUMNS, Target, register_exporter
 from .metrics import output_agreement
@@ -506,7 +507,7 @@ def export_tflite_int8(qmodel: nn.Module, float_model: nn.Module, example: torch
     if containers:
         # AEQ quantises these layers' weights at 8 bits; their buffers are rewritten afterwards
         aeq_settings = {k: ({**r, "weight_bits": 8} if k in containers else r) for k, r in settings.items()}
-    with tempfile.TemporaryDirectory(prefix="wb-tflite-") as tmp:
+    with children.temp_dir("wb-tflite-") as tmp:
         float_path = convert_float(carrier_model(qmodel, float_model), example, Path(tmp) / "float.tflite")
         try:
             with _quiet():

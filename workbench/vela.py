@@ -39,12 +39,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from torch import nn
 
+from . import children
 from .errors import ExportError, ToolchainError, unknown_name
 from .exporters import DEPLOYMENT_COLUMNS, EXPORTERS, Target, register_exporter
 from .fileio import atomic_write_bytes
@@ -324,7 +324,7 @@ def compile_vela(tflite_path: str | os.PathLike, config: str = HEADLINE, out_pat
                           f"('Weight tensors must be 8-bit precision'), and Vela 5.2 crashes (floating point exception) on INT4 weights; "
                           f"write the file with int8 weight containers (export_tflite_int8(..., weight_container='int8'))")
 
-    with tempfile.TemporaryDirectory(prefix="workbench-vela-") as tmp:
+    with children.temp_dir("workbench-vela-") as tmp:
         work = Path(tmp)
         network = work / "model.tflite"
         shutil.copyfile(source, network)
@@ -342,7 +342,7 @@ def compile_vela(tflite_path: str | os.PathLike, config: str = HEADLINE, out_pat
         if arena_cache_size is not None:
             cmd += ["--arena-cache-size", str(arena_cache_size)]
         try:
-            proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=timeout_s)
+            proc = children.run(cmd, cwd=work, timeout=timeout_s)  # Vela and all it starts die with this run
         except subprocess.TimeoutExpired:
             raise ToolchainError(f"Vela did not finish compiling {source.name!r} for {config} within {timeout_s:g} s") from None
         compiled = out_dir / "model_vela.tflite"
@@ -547,7 +547,7 @@ class VelaTarget(Target):
             raise ExportError(f"target {self.name!r} compiles an int8 TFLite file: pass tflite_path= (the tflite-int8 export) or float_model= to build one")
         from .tflite import export_tflite_int8
 
-        with tempfile.TemporaryDirectory(prefix="workbench-vela-tflite-") as tmp:
+        with children.temp_dir("workbench-vela-tflite-") as tmp:
             int8 = Path(tmp) / "model.int8.tflite"
             export_tflite_int8(qmodel, float_model, example, int8, calib=calib, weight_container="int8")
             compile_vela(int8, self.config, path, **vela_options)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import collections
 import functools
 import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import onnx
 import onnxruntime as ort
 import torch
 
+from . import children
 from .evaluate import predict
 from .metrics import output_agreement
 
@@ -71,7 +71,7 @@ def session(path: str | os.PathLike, threads: int = 1, optimized_path: str | Non
 def optimized_graph(path: str | os.PathLike, level: str | None = None) -> onnx.ModelProto:
     """The graph onnxruntime actually runs (after its graph optimisations, at :func:`session`'s
     level, or ``level``: ``"default"`` is what a user's session with default options runs)."""
-    with tempfile.TemporaryDirectory() as tmp:
+    with children.temp_dir("wb-ort-") as tmp:
         opt = os.path.join(tmp, "optimized.onnx")
         session(path, optimized_path=opt, level=level)
         return onnx.load(opt)
