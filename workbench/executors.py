@@ -45,7 +45,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable, Hashable, Iterable, Iterator
 
-from .errors import WorkbenchError
+from .errors import WorkbenchError, redact_uri
 
 UnitFn = Callable[[Any, Hashable], Any]
 
@@ -202,7 +202,7 @@ def check_reachable(host: str, port: int, what: str, expected: str, error: type 
         with socket.create_connection((host, port), timeout=timeout):
             return
     except OSError as exc:
-        raise (error or ExecutorError)(f"{what} {host}:{port} is unreachable ({exc.strerror or type(exc).__name__}); expected {expected}") from None
+        raise (error or ExecutorError)(f"{what} {redact_uri(f'{host}:{port}')} is unreachable ({exc.strerror or type(exc).__name__}); expected {expected}") from None
 
 
 class RayExecutor(Executor):
@@ -214,7 +214,7 @@ class RayExecutor(Executor):
         self.address, self.workers, self.retries = address, workers, retries
 
     def describe(self) -> str:
-        return f"ray:{self.address}" if self.address else "ray"
+        return f"ray:{redact_uri(self.address)}" if self.address else "ray"
 
     def connect(self):
         try:
@@ -224,12 +224,13 @@ class RayExecutor(Executor):
         if self.address not in (None, "auto"):
             host, _, port = self.address.rpartition(":")
             if not host or not port.isdigit():
-                raise ExecutorError(f"ray address {self.address!r}; expected HOST:PORT (the head's GCS port, 6379 by default) or 'auto'")
+                raise ExecutorError(f"ray address {redact_uri(self.address)!r}; expected HOST:PORT (the head's GCS port, 6379 by default) or 'auto'")
             check_reachable(host, int(port), "ray address", "a running Ray head there (or run the sweep locally: executor 'local')")
         if ray.is_initialized():
             return ray
         try:
             if self.address is None:
+                _own_token_file()  # a new local cluster's token: made 0600 before Ray would write it world-readable
                 _start_local_ray(ray, num_cpus=self.workers or os.cpu_count(), log_to_driver=False, configure_logging=False,
                                  runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(_import_paths())}})
             else:
@@ -237,7 +238,10 @@ class RayExecutor(Executor):
         except ExecutorError:
             raise
         except Exception as exc:  # Ray raises ConnectionError, RuntimeError, ...
-            raise ExecutorError(f"ray: cannot connect to {self.address or 'a local cluster'}: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}") from None
+            text = str(exc).splitlines()[0][:160] if str(exc).strip() else ""
+            raise ExecutorError(f"ray: cannot connect to {redact_uri(self.address or 'a local cluster')}: {type(exc).__name__}: {redact_uri(text)}") from None
+        finally:
+            protect_token_file()
         return ray
 
     def run(self, fn, payload, units):
@@ -258,6 +262,53 @@ class RayExecutor(Executor):
             except ray.exceptions.RayError as exc:
                 raise ExecutorError(f"ray: unit {unit!r} failed after {self.retries} retries: {type(exc).__name__}") from None
             yield unit, result
+
+
+def ray_token_paths() -> list[str]:
+    """The files Ray reads its cluster token from: ``$RAY_AUTH_TOKEN_PATH`` and ``~/.ray/auth_token``."""
+    return list(dict.fromkeys(p for p in (os.environ.get("RAY_AUTH_TOKEN_PATH"), os.path.join(os.path.expanduser("~"), ".ray", "auth_token")) if p))
+
+
+def protect_token_file(path: str | None = None) -> None:
+    """Make a token file readable by its owner only (0600): Ray writes ``~/.ray/auth_token`` with the
+    umask's mode (0644), so any local user could read the token of the cluster. Only a regular
+    file of this user's, never through a symlink; nothing else about it changes."""
+    import stat
+
+    for p in [path] if path else ray_token_paths():
+        try:
+            fd = os.open(p, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except OSError:
+            continue
+        try:
+            st = os.fstat(fd)
+            if stat.S_ISREG(st.st_mode) and st.st_uid == os.getuid() and st.st_mode & 0o077:
+                os.fchmod(fd, 0o600)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+
+def _own_token_file() -> None:
+    """Before a new local cluster starts with token authentication (Ray's default unless
+    ``RAY_AUTH_MODE`` says otherwise) and no token exists, write ``~/.ray/auth_token`` at mode 0600
+    (the token Ray would generate: 32 random bytes in hex), so that Ray reads it instead of writing
+    one with the umask's mode."""
+    import secrets
+
+    if os.environ.get("RAY_AUTH_MODE", "token").lower() != "token" or os.environ.get("RAY_AUTH_TOKEN"):
+        return
+    path = ray_token_paths()[-1]
+    if os.environ.get("RAY_AUTH_TOKEN_PATH") or os.path.lexists(path):
+        return
+    try:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    except OSError:  # another process made it meanwhile, or no home to write to: Ray's own way, fixed after
+        return
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_hex(32))
 
 
 _LOOPBACK = "127.0.0.1"

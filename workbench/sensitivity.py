@@ -838,6 +838,21 @@ class _SensitivityWork:
         return out_rows
 
 
+def selected_layers(selectors, model: nn.Module, all_layers) -> list[str]:
+    """The layers ``selectors`` name, selected exactly as a spec's ``layers:`` selects them (a
+    layer name, a glob such as ``features.*``, ``type:Conv2d``), each once, in ``all_layers``'
+    order; a selector that selects none of them is a one-line SpecError naming the layers."""
+    chosen = set()
+    for sel in selectors:
+        picked = validate_spec(QuantSpec.parse({"weight_bits": "float", "act_bits": "float", "layers": {sel: {"weight_bits": 8}}}), model)
+        hits = [n for n, lq in picked.items() if lq.weight_bits == 8 and n in all_layers]
+        if not hits:
+            names = list(all_layers)
+            raise SpecError(f"layers {sel!r} selects no layer the sweep can quantise; layers are {', '.join(names[:8])}{'...' if len(names) > 8 else ''}")
+        chosen.update(hits)
+    return [n for n in all_layers if n in chosen]
+
+
 def _sensitivity_unit(work: _SensitivityWork, unit: tuple) -> list[tuple[str, dict]]:
     return work.layer_rows(unit)
 
@@ -872,9 +887,10 @@ def sensitivity(task, model: nn.Module, config: SensitivityConfig | None = None,
     all_layers = quantisable_layers(model)
     if config.mode == "leave-one-float":
         validate_spec(config.base, model)
-    layers = list(all_layers) if config.layers is None else list(config.layers)
+    layers = list(all_layers)
     if config.layers is not None:
-        validate_spec(QuantSpec.parse({"layers": {n: {} for n in layers}}), model)  # unknown names: closest valid ones
+        validate_spec(QuantSpec.parse({"layers": {n: {} for n in config.layers}}), model)  # unknown names: closest valid ones
+        layers = selected_layers(config.layers, model, all_layers)
     check_calibration(task.data.calib.x)
     LayerInputs.check(model, task.data.calib.x)  # data that does not fit the model: one line, before any work
     store = resolve_store(store)  # a corrupt store is moved aside, a read-only one refused, before any work
