@@ -60,7 +60,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .data import check_calibration
-from .errors import SpecError
+from .errors import SpecError, UserCodeError
 from .evaluate import predict, task_loss
 from .batching import Stacked, batch_major, checked_pass_rows, sample_chunks, setting_groups, split_rows, tensors_in, tile
 from .graph_runner import GraphRunner
@@ -814,7 +814,7 @@ class _SensitivityWork:
                 try:
                     outs.append(naive_case(task, self.model, config, layer, w, a))
                 except _CASE_ERRORS as exc:
-                    if isinstance(exc, SpecError):
+                    if isinstance(exc, (SpecError, UserCodeError)):  # a bad spec, or the user's metric: not a case's outcome
                         raise
                     outs.append(exc)
         seconds = (time.perf_counter() - t0) / max(len(cases), 1)
@@ -825,7 +825,7 @@ class _SensitivityWork:
                     raise out
                 res = compare_outputs(task, out, self.fp_out, self.fp_metric, split)
             except _CASE_ERRORS as exc:
-                if isinstance(exc, SpecError):
+                if isinstance(exc, (SpecError, UserCodeError)):  # a bad spec, or the user's metric: not a case's outcome
                     raise
                 res = {"metric": math.nan, "metric_delta": math.nan, "sqnr_db": math.nan, "output_mse": math.nan, "kl": math.nan,
                        "status": f"error: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}"}
