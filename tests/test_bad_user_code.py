@@ -182,6 +182,18 @@ def test_user_code_failure_is_one_line_naming_the_function(case, user_dir):
     assert isinstance(info.value, wb.TaskError) and isinstance(info.value, wb.WorkbenchError)
 
 
+def test_user_code_failure_in_a_recipe_applied_with_allow_code(user_dir):
+    import yaml
+
+    for func, message in (USER_CODE_CASES["metric_returns_a_tensor"], USER_CODE_CASES["forward_raises"]):
+        recipe = {"recipe_version": 1, "name": "mine-w8", "task": {"factory": f"mymod:{func}"}, "quantization": {"weight_bits": 8, "act_bits": 8},
+                  "export": {"formats": ["qcdq"]}}
+        (user_dir / "r.yaml").write_text(yaml.safe_dump(recipe))
+        res = run("apply", "r.yaml", "--allow-code", "--latency-runs", "10", "--out", "o", cwd=user_dir)
+        one_error(res, message)
+        assert not (user_dir / "o").exists()
+
+
 def test_make_task_refuses_a_model_on_the_meta_device_and_a_metric_that_is_not_a_function():
     with torch.device("meta"):
         model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
@@ -264,7 +276,7 @@ def test_mlflow_failing_on_post_keeps_the_results_and_warns(user_dir, failing_ml
     import mymod
 
     task = mymod.good()
-    with pytest.warns(wb.tracking.TrackingWarning, match="the results are kept, the run is not tracked"):
+    with pytest.warns(wb.TrackingWarning, match="the results are kept, the run is not tracked"):
         df = wb.sensitivity(task, task.create_model(), wb.SensitivityConfig(weight_bits=(8,)), store=False, progress=False,
                             tracking=failing_mlflow)
     assert len(df) == 3 and "mlflow_run_id" not in df.attrs and "INTERNAL_ERROR" in df.attrs["mlflow_error"]

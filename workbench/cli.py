@@ -43,8 +43,13 @@ def _fail(exc: Exception) -> None:
 
 
 def _warn_line(message, category, filename, lineno, file=None, line=None) -> None:
-    _end_progress_bars()
-    typer.echo(f"warning: {' '.join(str(message).split())}", err=True)
+    """A warning as one line of its own, above any progress bar (which is drawn again below it)."""
+    text = f"warning: {' '.join(str(message).split())}"
+    tqdm = getattr(sys.modules.get("tqdm"), "tqdm", None)
+    if tqdm is not None and getattr(tqdm, "_instances", None):
+        tqdm.write(text, file=sys.stderr)
+    else:
+        typer.echo(text, err=True)
 
 
 def _quiet_libraries() -> None:
