@@ -382,38 +382,30 @@ def test_an_error_during_a_sweep_progress_bar_starts_on_a_fresh_line(user_dir):
 
 # ------------------------------------------------------------------ 8. Ray's token file is the owner's only
 RAY_TOKEN = textwrap.dedent('''
-    import os, sys
+    import os
     os.umask(0o022)
-    from ray._private.authentication.authentication_token_setup import ensure_token_if_auth_enabled, generate_and_save_token
-    from workbench.executors import _own_token_file, protect_token_file
+    from ray._private.authentication.authentication_token_setup import ensure_token_if_auth_enabled
+    from workbench.executors import protect_token_file
     path = os.path.expanduser("~/.ray/auth_token")
-    if sys.argv[1] == "ray-writes":  # Ray's own writer, as a local ray.init runs it: the umask's mode
-        generate_and_save_token()
-        before = os.stat(path).st_mode & 0o777
-        protect_token_file()
-        print(oct(before), oct(os.stat(path).st_mode & 0o777))
-    else:  # the workbench writes it first, at 0600, and Ray's start then reads it instead of writing its own
-        _own_token_file()
-        token = open(path).read()
-        ensure_token_if_auth_enabled(None, create_token_if_missing=True)
-        print(open(path).read() == token, oct(os.stat(path).st_mode & 0o777))
+    # Ray's own step of a new local ray.init (token auth is its default): it writes ~/.ray/auth_token
+    ensure_token_if_auth_enabled(None, create_token_if_missing=True)
+    before = os.stat(path).st_mode & 0o777
+    token = open(path).read()
+    protect_token_file()  # what RayExecutor.connect runs once ray.init returns
+    print(oct(before), oct(os.stat(path).st_mode & 0o777), open(path).read() == token)
 ''')
 
 
 def test_ray_token_file_is_mode_0600(tmp_path):
     script = tmp_path / "ray_token_check.py"
     script.write_text(RAY_TOKEN)
-    outs = {}
-    for mode in ("ray-writes", "workbench-first"):
-        home = tmp_path / mode
-        home.mkdir()
-        res = subprocess.run([sys.executable, str(script), mode], capture_output=True, text=True, timeout=300,
-                             env={**os.environ, "HOME": str(home), "RAY_AUTH_MODE": "token"})
-        assert res.returncode == 0, res.stderr[-2000:]
-        outs[mode] = res.stdout.split()
-        assert stat.S_IMODE((home / ".ray" / "auth_token").stat().st_mode) == 0o600
-    assert outs["ray-writes"] == ["0o644", "0o600"]  # Ray alone leaves it readable by every local user; fixed
-    assert outs["workbench-first"] == ["True", "0o600"]
+    home = tmp_path / "home"
+    home.mkdir()
+    res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "HOME": str(home), "RAY_AUTH_MODE": "token"})
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.split() == ["0o644", "0o600", "True"]  # Ray alone leaves it readable by every local user; fixed, token kept
+    assert stat.S_IMODE((home / ".ray" / "auth_token").stat().st_mode) == 0o600
     # a symlink there is never followed: its target keeps its mode
     target = tmp_path / "elsewhere"
     target.write_text("not a token")

@@ -230,7 +230,6 @@ class RayExecutor(Executor):
             return ray
         try:
             if self.address is None:
-                _own_token_file()  # a new local cluster's token: made 0600 before Ray would write it world-readable
                 _start_local_ray(ray, num_cpus=self.workers or os.cpu_count(), log_to_driver=False, configure_logging=False,
                                  runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(_import_paths())}})
             else:
@@ -241,7 +240,7 @@ class RayExecutor(Executor):
             text = str(exc).splitlines()[0][:160] if str(exc).strip() else ""
             raise ExecutorError(f"ray: cannot connect to {redact_uri(self.address or 'a local cluster')}: {type(exc).__name__}: {redact_uri(text)}") from None
         finally:
-            protect_token_file()
+            protect_token_file()  # the token a new local cluster wrote (at the umask's mode), the owner's only
         return ray
 
     def run(self, fn, payload, units):
@@ -288,27 +287,6 @@ def protect_token_file(path: str | None = None) -> None:
             pass
         finally:
             os.close(fd)
-
-
-def _own_token_file() -> None:
-    """Before a new local cluster starts with token authentication (Ray's default unless
-    ``RAY_AUTH_MODE`` says otherwise) and no token exists, write ``~/.ray/auth_token`` at mode 0600
-    (the token Ray would generate: 32 random bytes in hex), so that Ray reads it instead of writing
-    one with the umask's mode."""
-    import secrets
-
-    if os.environ.get("RAY_AUTH_MODE", "token").lower() != "token" or os.environ.get("RAY_AUTH_TOKEN"):
-        return
-    path = ray_token_paths()[-1]
-    if os.environ.get("RAY_AUTH_TOKEN_PATH") or os.path.lexists(path):
-        return
-    try:
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
-    except OSError:  # another process made it meanwhile, or no home to write to: Ray's own way, fixed after
-        return
-    with os.fdopen(fd, "w") as f:
-        f.write(secrets.token_hex(32))
 
 
 _LOOPBACK = "127.0.0.1"
