@@ -72,9 +72,10 @@ def test_tracking_is_off_unless_asked_for(digits, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     df = wb.sensitivity(task, model, wb.SensitivityConfig(weight_bits=(8,)), store=False, progress=False)
     assert "mlflow_run_id" not in df.attrs and not (tmp_path / "mlruns").exists()
-    monkeypatch.setenv("WORKBENCH_MLFLOW", "local")  # the environment turns it on: a local store in ./mlruns
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("WORKBENCH_MLFLOW", "local")  # the environment turns it on: a local store in the cache folder
     df = wb.sensitivity(task, model, wb.SensitivityConfig(weight_bits=(8,)), store=False, progress=False)
-    assert df.attrs["mlflow_run_id"] and (tmp_path / "mlruns" / "mlflow.db").exists()
+    assert df.attrs["mlflow_run_id"] and (tmp_path / "cache" / "mlruns" / "mlflow.db").exists() and not (tmp_path / "mlruns").exists()
 
 
 def test_unreachable_or_malformed_uris_fail_before_any_work(tmp_path):

@@ -62,6 +62,7 @@ from .errors import (
     StoreError,
     TaskError,
     UnsupportedLayerError,
+    UserCodeError,
     WorkbenchError,
 )
 from .evaluate import evaluate, predict
@@ -82,7 +83,7 @@ from .recovery import recovery_table
 from .sensitivity import SensitivityConfig, hessian_traces, sensitivity
 from .store import ResultStore
 from .executors import ExecutorError, make_executor
-from .tracking import Tracker, TrackingError
+from .tracking import Tracker, TrackingError, TrackingWarning
 from .spec import LayerSettings, QuantSpec
 from .outdir import RunDir
 from .recipe import CodeNotAllowedError, Recipe, RecipeError, TargetTolerance, load_recipe, promote
@@ -100,7 +101,7 @@ from .vela import get_vela_target, vela_layers, vela_summary  # registers one Et
 __all__ = [
     "__version__",
     "CalibrationError", "CheckpointError", "CodeNotAllowedError", "DatasetError", "ExportError", "OutputPathError", "ToolchainError", "PruningError", "RecipeError", "SpecError",
-    "StoreError", "TaskError", "UnsupportedLayerError",
+    "StoreError", "TaskError", "UnsupportedLayerError", "UserCodeError",
     "WorkbenchError", "UnsupportedLayerWarning",
     "Task", "TaskData", "Split", "Metric", "create_task", "list_tasks", "make_task", "register_task", "task_from_factory", "tasks_table",
     "load_or_train_baseline", "evaluate", "predict",
@@ -115,7 +116,7 @@ __all__ = [
     "SensitivityConfig", "sensitivity", "hessian_traces", "layer_statistics", "weight_histogram", "ResultStore",
     "PruningSpec", "prune", "channel_groups", "sparsity_table", "PruningSweepConfig", "pruning_sweep", "WidthSearchConfig", "width_search",
     "QATConfig", "train_qat", "recovery_table",
-    "ExecutorError", "make_executor", "Tracker", "TrackingError",
+    "ExecutorError", "make_executor", "Tracker", "TrackingError", "TrackingWarning",
     "Target", "TargetTolerance", "deploy", "deployment_table", "list_target_names",
     "get_vela_target", "vela_layers", "vela_summary", "export_tflite_int8", "tflite_for_assignment",
 ]

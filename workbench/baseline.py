@@ -95,12 +95,19 @@ def _train_float(model, task, seed, epochs, progress, lr, after_step, desc):
 
 
 def load_or_train_baseline(task, seed: int | None = None, epochs: int | None = None, progress: bool = True, cache: bool = True) -> nn.Module:
-    """The task's trained float model, from the cache when its fingerprint matches."""
+    """The task's trained float model, from the cache when its fingerprint matches. A model that
+    cannot run two calibration samples (its own ``forward`` failing, weights off the CPU) is a
+    one-line error before any training."""
+    from .ptq import LayerInputs
+
     if task.pretrained:
-        return task.create_model().eval()
+        model = task.create_model().eval()
+        LayerInputs.check(model, task.data.calib.x)
+        return model
     seed = task.seed if seed is None else seed
     torch.manual_seed(seed)  # the initial weights are part of what the seed fixes
     model = task.create_model()
+    LayerInputs.check(model, task.data.calib.x)  # eval mode, no state changed
     epochs = task.train_epochs if epochs is None else epochs
     path = cache_dir() / "baselines" / f"{task.name}-{baseline_fingerprint(task, seed, epochs, model_hash(model))}.safetensors"
     if cache and path.exists():

@@ -36,7 +36,18 @@ def _default_out(name: str) -> Path:
     return Path("runs") / f"{safe}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
+def _end_progress_bars() -> None:
+    """Close the progress bars a failed step left open, so that what is printed next starts on a fresh line."""
+    tqdm = sys.modules.get("tqdm")
+    for bar in sorted(getattr(getattr(tqdm, "tqdm", None), "_instances", ()), key=lambda b: -getattr(b, "pos", 0)):
+        try:
+            bar.close()
+        except Exception:  # noqa: BLE001 - a bar that cannot redraw is not worth an error of its own
+            pass
+
+
 def _fail(exc: Exception) -> None:
+    _end_progress_bars()
     from .interrupts import check
 
     check()  # an error that followed a Ctrl-C a library swallowed: the interrupt is what happened
@@ -44,7 +55,18 @@ def _fail(exc: Exception) -> None:
     raise typer.Exit(2)
 
 
+def _warn_line(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning as one line of its own, above any progress bar (which is drawn again below it)."""
+    text = f"warning: {' '.join(str(message).split())}"
+    tqdm = getattr(sys.modules.get("tqdm"), "tqdm", None)
+    if tqdm is not None and getattr(tqdm, "_instances", None):
+        tqdm.write(text, file=sys.stderr)
+    else:
+        typer.echo(text, err=True)
+
+
 def _quiet_libraries() -> None:
+    warnings.showwarning = _warn_line  # one line per warning, never the source line under it
     warnings.filterwarnings("ignore", module="brevitas")
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
@@ -92,7 +114,7 @@ def _open_store():
 
 
 EXECUTOR_HELP = "where sweep cases run: local | process[:N] | ray | ray:HOST:PORT | ray:auto"
-MLFLOW_HELP = "log the run to MLflow: 'local' (./mlruns) or a tracking URI (default: $WORKBENCH_MLFLOW, else off)"
+MLFLOW_HELP = "log the run to MLflow: 'local' (a store in the cache folder) or a tracking URI (default: $WORKBENCH_MLFLOW, else off)"
 
 
 def _tracker(mlflow: Optional[str]):
@@ -104,6 +126,19 @@ def _tracker(mlflow: Optional[str]):
         return resolve_tracker(mlflow)
     except WorkbenchError as exc:
         _fail(exc)
+
+
+def _track(tracker, log) -> None:
+    """``log()`` a run to MLflow once the results are written: a failure is a one-line warning (exit 0)."""
+    from .errors import redact_uri
+    from .tracking import TrackingError
+
+    try:
+        run_id = log()
+    except TrackingError as exc:
+        typer.echo(f"warning: {exc}; the results are written, the run is not tracked", err=True)
+        return
+    typer.echo(f"mlflow run {run_id} ({redact_uri(tracker.uri)})")
 
 
 def _pruning_label(spec: dict) -> str:
@@ -320,12 +355,14 @@ def sensitivity(task: str = typer.Argument(..., help=TASK_HELP),
         executor = make_executor(executor)
         store = _open_store() if not no_store else False  # a read-only or corrupt store is dealt with before any work
         model = load_or_train_baseline(t)
-        df = run_sensitivity(t, model, config, store=store, executor=executor, tracking=tracker or False)
+        df = run_sensitivity(t, model, config, store=store, executor=executor, tracking=False)
     except WorkbenchError as exc:
         _fail(exc)
     _write_files(run_dir, {"sensitivity.csv": df.to_csv(index=False), "sensitivity.html": write_sensitivity_report(df)})
-    if tracker is not None:
-        typer.echo(f"mlflow run {df.attrs['mlflow_run_id']} ({tracker.uri})")
+    if tracker is not None:  # the results first, then the tracking
+        from .tracking import log_sweep
+
+        _track(tracker, lambda: log_sweep(tracker, "sensitivity", t, config, df, strict=True) or df.attrs["mlflow_run_id"])
     worst = df.sort_values("metric_delta").head(5)
     typer.echo(f"{t.name}: {len(df)} rows ({df.attrs['computed']} computed, {df.attrs['from_store']} from the store); most sensitive:")
     typer.echo(worst[["layer", "weight_bits", "act_bits", "weight_format", "metric", "metric_delta", "sqnr_db"]].to_string(index=False, na_rep="float"))
@@ -496,6 +533,7 @@ def search_cmd(task: str = typer.Argument(..., help=TASK_HELP),
                max_drop: Optional[float] = typer.Option(None, "--max-drop", help=MAX_DROP_HELP),
                act_bits: int = typer.Option(8, help="activation bits of every layer"),
                executor: str = typer.Option("local", help=EXECUTOR_HELP),
+               no_store: bool = typer.Option(False, "--no-store", help="do not read or write the result store"),
                mlflow: Optional[str] = typer.Option(None, help=MLFLOW_HELP),
                out: Optional[Path] = typer.Option(None, help="output directory (default: runs/<task>-search-<time>)"),
                overwrite: bool = typer.Option(False, help=OVERWRITE_HELP),
@@ -575,7 +613,7 @@ def search_cmd(task: str = typer.Argument(..., help=TASK_HELP),
             WidthSearchConfig(bits=wbits, widths=width_shares, n_trials=trials, objective_kind=kind, budgets=dict(given) or None,
                               target=None if source is None else target, finetune_epochs=finetune_epochs, act_bits=act_bits)
         executor = make_executor(executor)
-        store = _open_store()  # a read-only or corrupt store is dealt with before any work
+        store = _open_store() if not no_store else False  # a read-only or corrupt store is dealt with before any work
         model = load_or_train_baseline(t)
         table = None
         if source is not None:
@@ -583,7 +621,7 @@ def search_cmd(task: str = typer.Argument(..., help=TASK_HELP),
                 from .cost_tables import build_cost_table
             except ImportError:
                 raise SpecError("this workbench has no workbench.cost_tables.build_cost_table yet; give --target a profile") from None
-            table = build_cost_table(t, model, target, bits=tuple(profile.weight_bits), act_bits=act_bits)
+            table = build_cost_table(t, model, target, bits=tuple(profile.weight_bits), act_bits=act_bits, store=store)
         resolve_budgets(on_target, table)
         config = SearchConfig(target=profile_target, budget_kind=kind, act_bits=act_bits)
         # budgets, limits and bits the search would refuse, refused before the sensitivity sweep
@@ -644,16 +682,15 @@ def search_cmd(task: str = typer.Argument(..., help=TASK_HELP),
         typer.echo(f"wrote {out / 'pareto.csv'}")
         raise typer.Exit(1)
     _write_files(run_dir, {"pareto.csv": df.to_csv(index=False), "recipe.yaml": recipe.to_yaml()})
-    if tracker is not None:
-        run_id = tracker.log_run(f"search {t.name}", params={"task": t.name, "target": target, "budget_kind": kind, "budget": budget,
+    if tracker is not None:  # the results first, then the tracking
+        _track(tracker, lambda: tracker.log_run(f"search {t.name}", params={"task": t.name, "target": target, "budget_kind": kind, "budget": budget,
                                                              "act_bits": act_bits, "chosen_bits": best["bits"], "max_drop": "" if max_drop is None else max_drop,
                                                              "limits": json.dumps(df.attrs.get("limits", {}), sort_keys=True),
                                                              "budgets": json.dumps(df.attrs.get("budgets", {}), sort_keys=True),
                                                              "bound_by": best.get("bound_by", "")},
                                  metrics={"measured_metric": best["measured_metric"], "estimated_metric": best["estimated_metric"],
                                           "weight_kib": best["weight_kib"], "bops": best["bops"], "points": len(df)},
-                                 artifacts=[out / "pareto.csv", out / "recipe.yaml"])
-        typer.echo(f"mlflow run {run_id} ({tracker.uri})")
+                                 artifacts=[out / "pareto.csv", out / "recipe.yaml"]))
     typer.echo(df[shown].round(4).to_string(index=False))
     unit = get_cost_kind(kind).unit
     why = f"the cheapest within {max_drop:g} of float, measured" if max_drop is not None else "best measured within the budget"
@@ -814,12 +851,14 @@ def prune(task: str = typer.Argument(..., help=TASK_HELP),
         executor = make_executor(executor)
         store = _open_store() if not no_store else False  # a read-only or corrupt store is dealt with before any work
         model = load_or_train_baseline(t)
-        df = pruning_sweep(t, model, config, store=store, executor=executor, tracking=tracker or False)
+        df = pruning_sweep(t, model, config, store=store, executor=executor, tracking=False)
     except WorkbenchError as exc:
         _fail(exc)
     _write_files(run_dir, {"pruning.csv": df.to_csv(index=False)})
-    if tracker is not None:
-        typer.echo(f"mlflow run {df.attrs['mlflow_run_id']} ({tracker.uri})")
+    if tracker is not None:  # the results first, then the tracking
+        from .tracking import log_sweep
+
+        _track(tracker, lambda: log_sweep(tracker, "pruning", t, config, df, strict=True) or df.attrs["mlflow_run_id"])
     typer.echo(f"{t.name}: {len(df)} rows ({df.attrs['computed']} computed, {df.attrs['from_store']} from the store)")
     glob = df[df["layer"] == "global"]
     if len(glob):

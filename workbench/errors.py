@@ -6,8 +6,22 @@ Every error the workbench raises on bad input is a :class:`WorkbenchError` (itse
 
 from __future__ import annotations
 
+import re
 
 MAX_MESSAGE = 600
+
+# ``scheme://user:password@host``: the userinfo part of a URI, never echoed
+_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://)[^/\s@?#]*@")
+
+
+def redact_uri(uri) -> str:
+    """``uri`` as it may be echoed in a message: any ``user:password@`` in it replaced by ``***@``
+    (``http://alice:s3cret@host:5000`` -> ``http://***@host:5000``; a bare ``user:pw@host:6379``
+    Ray address -> ``***@host:6379``). Every message that shows a URI or an address passes it here."""
+    text = _USERINFO.sub(r"\1***@", str(uri))
+    if "://" not in text and "@" in text:
+        text = "***@" + text.rpartition("@")[2]
+    return text
 
 
 class WorkbenchError(ValueError):
@@ -16,7 +30,7 @@ class WorkbenchError(ValueError):
     def __init__(self, message: str):
         # One line, always: multi-line messages are folded so a CLI prints a single line.
         # Capped too, so an error never echoes a huge input back.
-        text = " ".join(str(message).split())
+        text = _USERINFO.sub(r"\1***@", " ".join(str(message).split()))  # a URI's password never shows
         if len(text) > MAX_MESSAGE:
             text = text[: MAX_MESSAGE - 15] + " ... (cut)"
         super().__init__(text)
@@ -66,6 +80,13 @@ class StoreError(WorkbenchError):
 class PruningError(WorkbenchError):
     """A layer cannot be pruned as asked (it would break the graph or remove every channel), or
     Torch-Pruning cannot trace the model."""
+
+
+class UserCodeError(TaskError):
+    """The user's own code failed: a metric that raised or returned something other than one
+    number, a model whose ``forward`` raised, a model or data factory that raised, a model whose
+    weights are not on the CPU (the meta device, say). The message names the user's function as
+    ``module:qualname`` and what it returned or raised."""
 
 
 class CheckpointError(WorkbenchError):

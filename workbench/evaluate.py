@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from .data import Split
+from .errors import WorkbenchError
 
 
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
@@ -16,7 +17,14 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch.T
     try:
         with torch.no_grad():
             for i in range(0, len(x), batch_size):
-                out = model(x[i : i + batch_size])
+                try:
+                    out = model(x[i : i + batch_size])
+                except WorkbenchError:
+                    raise
+                except Exception as exc:  # the model's own forward: one line naming it
+                    from .usercode import forward_error
+
+                    raise forward_error(model, exc, f"samples {i}-{min(i + batch_size, len(x)) - 1}") from None
                 outs.append(out.value if hasattr(out, "value") else out)
     finally:
         model.train(was_training)

@@ -49,7 +49,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable, Hashable, Iterable, Iterator
 
-from .errors import WorkbenchError
+from .errors import WorkbenchError, redact_uri
 
 UnitFn = Callable[[Any, Hashable], Any]
 
@@ -265,7 +265,7 @@ def check_reachable(host: str, port: int, what: str, expected: str, error: type 
         with socket.create_connection((host, port), timeout=timeout):
             return
     except OSError as exc:
-        raise (error or ExecutorError)(f"{what} {host}:{port} is unreachable ({exc.strerror or type(exc).__name__}); expected {expected}") from None
+        raise (error or ExecutorError)(f"{what} {redact_uri(f'{host}:{port}')} is unreachable ({exc.strerror or type(exc).__name__}); expected {expected}") from None
 
 
 class RayExecutor(Executor):
@@ -277,7 +277,7 @@ class RayExecutor(Executor):
         self.address, self.workers, self.retries = address, workers, retries
 
     def describe(self) -> str:
-        return f"ray:{self.address}" if self.address else "ray"
+        return f"ray:{redact_uri(self.address)}" if self.address else "ray"
 
     def connect(self):
         try:
@@ -287,7 +287,7 @@ class RayExecutor(Executor):
         if self.address not in (None, "auto"):
             host, _, port = self.address.rpartition(":")
             if not host or not port.isdigit():
-                raise ExecutorError(f"ray address {self.address!r}; expected HOST:PORT (the head's GCS port, 6379 by default) or 'auto'")
+                raise ExecutorError(f"ray address {redact_uri(self.address)!r}; expected HOST:PORT (the head's GCS port, 6379 by default) or 'auto'")
             check_reachable(host, int(port), "ray address", "a running Ray head there (or run the sweep locally: executor 'local')")
         if ray.is_initialized():
             return ray
@@ -300,7 +300,10 @@ class RayExecutor(Executor):
         except ExecutorError:
             raise
         except Exception as exc:  # Ray raises ConnectionError, RuntimeError, ...
-            raise ExecutorError(f"ray: cannot connect to {self.address or 'a local cluster'}: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}") from None
+            text = str(exc).splitlines()[0][:160] if str(exc).strip() else ""
+            raise ExecutorError(f"ray: cannot connect to {redact_uri(self.address or 'a local cluster')}: {type(exc).__name__}: {redact_uri(text)}") from None
+        finally:
+            protect_token_file()  # the token a new local cluster wrote (at the umask's mode), the owner's only
         return ray
 
     def run(self, fn, payload, units):
@@ -321,6 +324,32 @@ class RayExecutor(Executor):
             except ray.exceptions.RayError as exc:
                 raise ExecutorError(f"ray: unit {unit!r} failed after {self.retries} retries: {type(exc).__name__}") from None
             yield unit, result
+
+
+def ray_token_paths() -> list[str]:
+    """The files Ray reads its cluster token from: ``$RAY_AUTH_TOKEN_PATH`` and ``~/.ray/auth_token``."""
+    return list(dict.fromkeys(p for p in (os.environ.get("RAY_AUTH_TOKEN_PATH"), os.path.join(os.path.expanduser("~"), ".ray", "auth_token")) if p))
+
+
+def protect_token_file(path: str | None = None) -> None:
+    """Make a token file readable by its owner only (0600): Ray writes ``~/.ray/auth_token`` with the
+    umask's mode (0644), so any local user could read the token of the cluster. Only a regular
+    file of this user's, never through a symlink; nothing else about it changes."""
+    import stat
+
+    for p in [path] if path else ray_token_paths():
+        try:
+            fd = os.open(p, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except OSError:
+            continue
+        try:
+            st = os.fstat(fd)
+            if stat.S_ISREG(st.st_mode) and st.st_uid == os.getuid() and st.st_mode & 0o077:
+                os.fchmod(fd, 0o600)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
 
 
 _LOOPBACK = "127.0.0.1"

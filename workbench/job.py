@@ -323,16 +323,26 @@ def apply_recipe(recipe_path: str | Path, out_dir: str | Path, progress: bool = 
                       latency_runs=latency_runs, progress=progress, float_model=model, weight_encoding=recipe.export.weight_encoding, extra=checks,
                       train=train, pack=recipe.export.pack if recipe.export.pack is not None else True, files=files)
     assert summary["onnx_sha256"] == sha256_file(Path(out_dir) / "model.onnx")
-    if tracker is not None:
-        qat_history = summary.get("qat", {}).get("history", [])
-        summary["mlflow_run_id"] = tracker.log_run(
-            f"{'qat' if recipe.qat is not None else 'apply'} {recipe.name}",
-            params={"recipe": recipe.model_dump(mode="json"), "recipe_sha256": recipe_sha},
-            metrics={k: summary[k] for k in TRACKED_METRICS if isinstance(summary.get(k), (int, float))},
-            steps={f"qat_{k}": [row[k] for row in qat_history] for k in ("loss", "metric")} if qat_history else None,
-            artifacts=[recipe_path] + sorted(p for p in Path(out_dir).iterdir() if p.is_file() and p.name != MARKER),
-            tags={"expectations_failed": str(len(summary["expectations_failed"]))})
+    if tracker is not None:  # after the files are written: a failing server loses nothing (a TrackingWarning)
+        from .tracking import TrackingError, warn_untracked
+
+        try:
+            summary["mlflow_run_id"] = _log_apply(tracker, recipe, recipe_sha, recipe_path, summary, out_dir)
+        except TrackingError as exc:
+            summary["mlflow_error"] = str(exc)
+            warn_untracked(exc)
     return summary, summary["expectations_failed"]
+
+
+def _log_apply(tracker, recipe, recipe_sha: str, recipe_path, summary: dict, out_dir) -> str:
+    qat_history = summary.get("qat", {}).get("history", [])
+    return tracker.log_run(
+        f"{'qat' if recipe.qat is not None else 'apply'} {recipe.name}",
+        params={"recipe": recipe.model_dump(mode="json"), "recipe_sha256": recipe_sha},
+        metrics={k: summary[k] for k in TRACKED_METRICS if isinstance(summary.get(k), (int, float))},
+        steps={f"qat_{k}": [row[k] for row in qat_history] for k in ("loss", "metric")} if qat_history else None,
+        artifacts=[recipe_path] + sorted(p for p in Path(out_dir).iterdir() if p.is_file() and p.name != MARKER),
+        tags={"expectations_failed": str(len(summary["expectations_failed"]))})
 
 
 TRACKED_METRICS = ("fp_metric", "quant_metric", "onnx_metric", "onnx_agreement", "max_abs_diff", "int_kernel_nodes", "weight_bytes_quant",

@@ -20,19 +20,44 @@ class Metric:
     needs_targets: bool = False  # scores outputs against the split's labels (y)
 
     def __call__(self, outputs: torch.Tensor, targets: torch.Tensor | None, inputs: torch.Tensor) -> float:
-        return float(self.fn(outputs, targets, inputs))
+        """The metric as one float; a function that raises or returns anything but one number is a
+        one-line :class:`~workbench.errors.UserCodeError` naming it."""
+        from .usercode import call_metric
+
+        fn = self.fn
+        if getattr(fn, "_takes_two", None) is not None:  # a user's fn(outputs, targets): named as itself
+            return call_metric(fn._takes_two, outputs, targets)
+        return call_metric(fn, outputs, targets, inputs)
 
     @classmethod
     def wrap(cls, fn: Callable | "Metric", name: str | None = None, higher_is_better: bool = True) -> "Metric":
         """Accept a user callable ``fn(outputs, targets)`` or ``fn(outputs, targets, inputs)``."""
+        from .errors import TaskError
+
         if isinstance(fn, Metric):
             return fn
-        n_params = len(inspect.signature(fn).parameters)
-        if n_params == 2:
+        if not callable(fn):
+            raise TaskError(f"metric {fn!r}; expected a function fn(outputs, targets) or fn(outputs, targets, inputs) returning a number")
+        try:
+            sig = inspect.signature(fn)
+        except (TypeError, ValueError):  # a builtin without a signature: called with all three
+            sig = None
+        if sig is not None and not any(_binds(sig, n) for n in (2, 3)):
+            raise TaskError(f"metric {getattr(fn, '__qualname__', fn)!r} takes {sig}; expected fn(outputs, targets) or fn(outputs, targets, inputs)")
+        if sig is not None and _binds(sig, 2) and not _binds(sig, 3):
             inner = lambda o, t, x, fn=fn: fn(o, t)
+            inner._takes_two = fn
         else:
             inner = fn
         return cls(name or getattr(fn, "__name__", "metric"), inner, higher_is_better)
+
+
+def _binds(sig: inspect.Signature, n: int) -> bool:
+    try:
+        sig.bind(*range(n))
+        return True
+    except TypeError:
+        return False
 
 
 def top1_accuracy(outputs: torch.Tensor, targets: torch.Tensor, inputs=None) -> float:

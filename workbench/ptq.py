@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from .data import check_calibration
 from .determinism import fixed_threads
-from .errors import CalibrationError, SpecError
+from .errors import CalibrationError, SpecError, WorkbenchError
 from .models import module_calls
 
 
@@ -63,11 +63,13 @@ class LayerInputs:
         try:
             with torch.no_grad(), seen:
                 model.eval()(x[:2])
-        except (RuntimeError, ValueError, IndexError, TypeError) as exc:
-            error = seen.explain(x[:2], exc, what, tuple(x.shape))
-            if error is None:
-                raise
-            raise error from None
+        except WorkbenchError:
+            raise
+        except Exception as exc:  # data that does not fit the model, or the model's own forward failing
+            from .usercode import forward_error
+
+            error = seen.explain(x[:2], exc, what, tuple(x.shape)) if isinstance(exc, (RuntimeError, ValueError, IndexError, TypeError)) else None
+            raise (error or forward_error(model, exc, f"2 samples of the {what}")) from None
 
     def explain(self, xb: torch.Tensor, exc: BaseException, what: str = "calibration data", full_shape: tuple | None = None) -> CalibrationError | None:
         """The CalibrationError ``exc`` (raised running the batch ``xb`` of data of ``full_shape``)

@@ -60,7 +60,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .data import check_calibration
-from .errors import SpecError
+from .errors import SpecError, UserCodeError
 from .evaluate import predict, task_loss
 from .batching import Stacked, batch_major, checked_pass_rows, sample_chunks, setting_groups, split_rows, tensors_in, tile
 from .graph_runner import GraphRunner
@@ -834,7 +834,7 @@ class _SensitivityWork:
                 try:
                     outs.append(naive_case(task, self.model, config, layer, w, a))
                 except _CASE_ERRORS as exc:
-                    if isinstance(exc, SpecError):
+                    if isinstance(exc, (SpecError, UserCodeError)):  # a bad spec, or the user's metric: not a case's outcome
                         raise
                     outs.append(exc)
         seconds = (time.perf_counter() - t0) / max(len(cases), 1)
@@ -845,7 +845,7 @@ class _SensitivityWork:
                     raise out
                 res = compare_outputs(task, out, self.fp_out, self.fp_metric, split)
             except _CASE_ERRORS as exc:
-                if isinstance(exc, SpecError):
+                if isinstance(exc, (SpecError, UserCodeError)):  # a bad spec, or the user's metric: not a case's outcome
                     raise
                 res = {"metric": math.nan, "metric_delta": math.nan, "sqnr_db": math.nan, "output_mse": math.nan, "kl": math.nan,
                        "status": f"error: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}"}
@@ -865,6 +865,22 @@ def check_config(config: SensitivityConfig, model: nn.Module) -> None:
         validate_spec(config.base, model)
     if config.layers is not None:
         validate_spec(QuantSpec.parse({"layers": {n: {} for n in config.layers}}), model)  # unknown names: closest valid ones
+        selected_layers(config.layers, model, quantisable_layers(model))  # a glob that selects no sweepable layer
+
+
+def selected_layers(selectors, model: nn.Module, all_layers) -> list[str]:
+    """The layers ``selectors`` name, selected exactly as a spec's ``layers:`` selects them (a
+    layer name, a glob such as ``features.*``, ``type:Conv2d``), each once, in ``all_layers``'
+    order; a selector that selects none of them is a one-line SpecError naming the layers."""
+    chosen = set()
+    for sel in selectors:
+        picked = validate_spec(QuantSpec.parse({"weight_bits": "float", "act_bits": "float", "layers": {sel: {"weight_bits": 8}}}), model)
+        hits = [n for n, lq in picked.items() if lq.weight_bits == 8 and n in all_layers]
+        if not hits:
+            names = list(all_layers)
+            raise SpecError(f"layers {sel!r} selects no layer the sweep can quantise; layers are {', '.join(names[:8])}{'...' if len(names) > 8 else ''}")
+        chosen.update(hits)
+    return [n for n in all_layers if n in chosen]
 
 
 def _sensitivity_unit(work: _SensitivityWork, unit: tuple) -> list[tuple[str, dict]]:
@@ -900,7 +916,7 @@ def sensitivity(task, model: nn.Module, config: SensitivityConfig | None = None,
     model = model.eval()
     all_layers = quantisable_layers(model)
     check_config(config, model)
-    layers = list(all_layers) if config.layers is None else list(config.layers)
+    layers = list(all_layers) if config.layers is None else selected_layers(config.layers, model, all_layers)
     check_calibration(task.data.calib.x)
     LayerInputs.check(model, task.data.calib.x)  # data that does not fit the model: one line, before any work
     store = resolve_store(store)  # a corrupt store is moved aside, a read-only one refused, before any work

@@ -25,7 +25,7 @@ from torch import nn
 
 from . import builtin_data, models
 from .data import Split, TaskData
-from .errors import TaskError
+from .errors import TaskError, UserCodeError, WorkbenchError
 from .metrics import ACCURACY, AUC, Metric
 
 
@@ -61,7 +61,14 @@ class Task:
     @property
     def data(self) -> TaskData:
         if self._data is None:
-            self._data = self.data_factory()
+            from .usercode import first_line, where
+
+            try:
+                self._data = self.data_factory()
+            except WorkbenchError:
+                raise
+            except Exception as exc:  # the user's data factory
+                raise UserCodeError(f"task {self.name!r}: data factory {where(self.data_factory)} raised {first_line(exc)}") from None
             if self._data.input_shape != tuple(self.input_shape):
                 raise TaskError(f"task {self.name!r}: data has input shape {self._data.input_shape}; the task declares {tuple(self.input_shape)}")
         return self._data
@@ -83,9 +90,17 @@ class Task:
         return clone
 
     def create_model(self) -> nn.Module:
-        model = self.model_factory()
+        from .usercode import check_model, first_line, where
+
+        try:
+            model = self.model_factory()
+        except WorkbenchError:
+            raise
+        except Exception as exc:  # the user's model factory
+            raise UserCodeError(f"task {self.name!r}: model factory {where(self.model_factory)} raised {first_line(exc)}") from None
         if not isinstance(model, nn.Module):
             raise TaskError(f"task {self.name!r}: model factory returned {type(model).__name__}; expected a torch.nn.Module")
+        check_model(model, f"task {self.name!r}: model")
         return model
 
     def example_input(self, batch: int = 1) -> torch.Tensor:
@@ -187,12 +202,13 @@ def task_from_factory(ref: str, error: type = TaskError, label: str = "task") ->
     fn = getattr(module, func_name, None)
     if not callable(fn):
         raise error(f"{label}: module {module_name!r} has no function {func_name!r}")
+    failed = UserCodeError if error is TaskError else error  # the user's own function failed
     try:
         task = fn()
     except SystemExit as exc:
-        raise error(f"{label} {ref} called sys.exit({exc.code!r}); expected it to return a Task") from None
+        raise failed(f"{label} {ref} called sys.exit({exc.code!r}); expected it to return a Task") from None
     except Exception as exc:
-        raise error(f"{label} {ref} raised {type(exc).__name__}: {_first_line(exc)}") from None
+        raise failed(f"{label} {ref} raised {type(exc).__name__}: {_first_line(exc)}") from None
     if isinstance(task, tuple) and len(task) == 4:  # (model, calibration inputs, (eval x, eval y), metric)
         model, calib, eval_, metric = task
         try:
@@ -275,6 +291,9 @@ def make_task(
     """
     if not isinstance(model, nn.Module):
         raise TaskError(f"model is a {type(model).__name__}; expected a torch.nn.Module")
+    from .usercode import check_model
+
+    check_model(model)
     if kind not in ("classification", "reconstruction", "embedding"):
         raise TaskError(f"kind {kind!r}; expected 'classification', 'reconstruction' or 'embedding'")
     calib_split = calib if isinstance(calib, Split) else Split(calib)

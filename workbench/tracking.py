@@ -2,11 +2,14 @@
 
 Turn it on with a tracking URI: the ``tracking=`` argument of the sweeps, ``apply_recipe`` and
 ``train_qat``, the CLI's ``--mlflow URI``, or the ``WORKBENCH_MLFLOW`` environment variable.
-``"local"`` is a SQLite store in ``./mlruns`` (``mlruns/mlflow.db``, artifacts in
-``mlruns/artifacts``); any other value is an MLflow tracking URI (``http://host:5000``,
+``"local"`` is a SQLite store in the cache folder (``$WORKBENCH_CACHE/mlruns/mlflow.db``, artifacts
+in ``mlruns/artifacts`` beside it), made when the first run is logged; any other value is an MLflow tracking URI (``http://host:5000``,
 ``sqlite:///path.db``, ...). An http(s) server that does not answer, or answers but is not an
 MLflow server (its REST API is asked for the experiment), is a one-line :class:`TrackingError`
-within seconds, before any work starts.
+within seconds, before any work starts. A server that fails later, while a run is logged, is a
+:class:`TrackingError` from :meth:`Tracker.log_run` (after a few retries) and a
+:class:`TrackingWarning` from the sweeps and ``apply_recipe``, whose results are kept (the CLI
+writes its files first, then tracks). A URI's ``user:password@`` is never shown in a message.
 
 Each sweep, search, apply or QAT run becomes one MLflow run: its parameters (the spec, recipe
 or configuration, flattened), its metrics (QAT: one step per epoch) and its artifacts (recipe,
@@ -22,7 +25,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from .errors import WorkbenchError
+from .errors import WorkbenchError, redact_uri
 
 ENV = "WORKBENCH_MLFLOW"
 LOCAL_DIR = "mlruns"
@@ -30,7 +33,12 @@ DEFAULT_EXPERIMENT = "workbench"
 
 
 class TrackingError(WorkbenchError):
-    """MLflow is not installed, or its tracking URI is malformed or unreachable."""
+    """MLflow is not installed, or its tracking URI is malformed or unreachable, or the server
+    failed while a run was logged."""
+
+
+class TrackingWarning(RuntimeWarning):
+    """A finished run could not be logged to MLflow; its results are kept."""
 
 
 def flatten(d: dict, prefix: str = "") -> dict[str, str]:
@@ -61,14 +69,23 @@ def check_mlflow_server(uri: str, experiment: str = DEFAULT_EXPERIMENT, timeout:
     import urllib.request
     from urllib.parse import quote
 
+    shown = redact_uri(uri)
+    parsed = urlparse(uri)
+    userinfo = parsed.netloc.rpartition("@")[0] if "@" in parsed.netloc else ""
+    if userinfo:  # http://user:password@host: sent as basic auth, as MLflow's client does, never in the URL
+        uri = parsed._replace(netloc=parsed.netloc.rpartition("@")[2]).geturl()
     url = f"{uri.rstrip('/')}/api/2.0/mlflow/experiments/get-by-name?experiment_name={quote(experiment)}"
-    where = f"{uri} does not answer MLflow's REST API"
+    where = f"{shown} does not answer MLflow's REST API"
     expected = "expected an MLflow tracking server (mlflow server --host HOST --port PORT), or leave tracking off"
     headers = {"Accept": "application/json", "User-Agent": "workbench"}
     if os.environ.get("MLFLOW_TRACKING_TOKEN"):
         headers["Authorization"] = f"Bearer {os.environ['MLFLOW_TRACKING_TOKEN']}"
-    elif os.environ.get("MLFLOW_TRACKING_USERNAME"):
-        pair = f"{os.environ['MLFLOW_TRACKING_USERNAME']}:{os.environ.get('MLFLOW_TRACKING_PASSWORD', '')}"
+    elif os.environ.get("MLFLOW_TRACKING_USERNAME") or userinfo:
+        from urllib.parse import unquote
+
+        user, _, password = userinfo.partition(":")
+        pair = (f"{os.environ['MLFLOW_TRACKING_USERNAME']}:{os.environ.get('MLFLOW_TRACKING_PASSWORD', '')}"
+                if os.environ.get("MLFLOW_TRACKING_USERNAME") else f"{unquote(user)}:{unquote(password)}")
         headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
     context = None
     if url.startswith("https") and os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() in ("1", "true"):
@@ -86,7 +103,7 @@ def check_mlflow_server(uri: str, experiment: str = DEFAULT_EXPERIMENT, timeout:
         text = str(reason).strip().splitlines()[0][:160] if str(reason).strip() else type(reason).__name__
         raise TrackingError(f"mlflow tracking server {where} ({type(reason).__name__}: {text}); {expected}") from None
     if status in (401, 403):
-        raise TrackingError(f"mlflow tracking server {uri} refused the request (HTTP {status}); set MLFLOW_TRACKING_TOKEN or "
+        raise TrackingError(f"mlflow tracking server {shown} refused the request (HTTP {status}); set MLFLOW_TRACKING_TOKEN or "
                             f"MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD, or leave tracking off")
     try:
         answer = json.loads(body.decode("utf-8"))
@@ -114,17 +131,18 @@ class Tracker:
             raise TrackingError("MLflow tracking needs MLflow: pip install 'workbench[mlflow]'") from None
         if not isinstance(uri, str) or not uri:
             raise TrackingError(f"mlflow tracking URI {uri!r}; expected 'local' or a URI such as http://host:5000 or sqlite:///runs.db")
-        self.artifact_location = None
-        if uri == "local":
-            root = Path(LOCAL_DIR).resolve()
-            root.mkdir(parents=True, exist_ok=True)
+        self.artifact_location, self.local_root = None, None
+        if uri == "local":  # in the cache folder, made when the first run is logged (never in the working folder)
+            from .baseline import cache_dir
+
+            root = self.local_root = (cache_dir() / LOCAL_DIR).resolve()
             uri, self.artifact_location = f"sqlite:///{root / 'mlflow.db'}", (root / "artifacts").as_uri()
         parsed = urlparse(uri)
         if parsed.scheme in ("http", "https"):
             from .executors import check_reachable
 
             if not parsed.hostname:
-                raise TrackingError(f"mlflow tracking URI {uri!r}; expected http(s)://HOST[:PORT]")
+                raise TrackingError(f"mlflow tracking URI {redact_uri(uri)!r}; expected http(s)://HOST[:PORT]")
             check_reachable(parsed.hostname, parsed.port or (443 if parsed.scheme == "https" else 80), "mlflow tracking server",
                             "a running MLflow server (or leave tracking off)", error=TrackingError)
             check_mlflow_server(uri, experiment)
@@ -132,12 +150,19 @@ class Tracker:
             db = Path(uri[len("sqlite:///"):]).resolve()  # sqlite:///relative.db or sqlite:////absolute.db
             self.artifact_location = (db.parent / "artifacts").as_uri() if db.parent.is_dir() else None
         elif parsed.scheme not in ("sqlite", "postgresql", "mysql", "databricks", "file"):
-            raise TrackingError(f"mlflow tracking URI {uri!r}; expected 'local', http(s)://..., sqlite:///..., postgresql://... or databricks")
+            raise TrackingError(f"mlflow tracking URI {redact_uri(uri)!r}; expected 'local', http(s)://..., sqlite:///..., postgresql://... or databricks")
         self.uri, self.experiment = uri, experiment
+
+    @property
+    def shown(self) -> str:
+        """The URI as messages show it (no ``user:password@``)."""
+        return redact_uri(self.uri)
 
     def _client(self):
         from mlflow.tracking import MlflowClient
 
+        if self.local_root is not None:
+            self.local_root.mkdir(parents=True, exist_ok=True)
         client = MlflowClient(self.uri)
         exp = client.get_experiment_by_name(self.experiment)
         exp_id = exp.experiment_id if exp is not None else client.create_experiment(self.experiment, artifact_location=self.artifact_location)
@@ -147,7 +172,20 @@ class Tracker:
                 steps: dict[str, list[float]] | None = None, artifacts: list[str | os.PathLike] | None = None,
                 tables: dict[str, Any] | None = None, tags: dict[str, str] | None = None) -> str:
         """Record one finished run; returns its run id. ``steps``: per-step metric series;
-        ``tables``: DataFrames saved as CSV artifacts."""
+        ``tables``: DataFrames saved as CSV artifacts. A server or store that fails meanwhile (after
+        a few retries: ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` etc. default to 2 retries here) is a
+        one-line :class:`TrackingError`."""
+        with _bounded_retries():
+            try:
+                return self._log_run(name, params=params, metrics=metrics, steps=steps, artifacts=artifacts, tables=tables, tags=tags)
+            except TrackingError:
+                raise
+            except Exception as exc:  # MlflowException, requests' errors, OSError, sqlite's ...
+                text = " ".join(str(exc).split())[:200] or type(exc).__name__
+                raise TrackingError(f"mlflow tracking server {self.shown}: logging run {name!r} failed "
+                                    f"({type(exc).__name__}: {redact_uri(text)})") from None
+
+    def _log_run(self, name, *, params, metrics, steps, artifacts, tables, tags) -> str:
         import math
 
         client, exp_id = self._client()
@@ -174,8 +212,30 @@ class Tracker:
                         client.log_artifact(rid, str(Path(tmp) / fname))
             status = "FINISHED"
         finally:
-            client.set_terminated(rid, status)
+            try:
+                client.set_terminated(rid, status)
+            except Exception:
+                if status == "FINISHED":  # the run's own failure, when there is one, is the one to report
+                    raise
         return rid
+
+
+_RETRY_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+
+
+class _bounded_retries:
+    """MLflow's HTTP retries bounded while a run is logged (its defaults wait about four minutes on a
+    failing server); a value the user set is kept."""
+
+    def __enter__(self):
+        self.saved = {k: os.environ.get(k) for k in _RETRY_DEFAULTS}
+        for k, v in _RETRY_DEFAULTS.items():
+            os.environ.setdefault(k, v)
+
+    def __exit__(self, *exc):
+        for k, v in self.saved.items():
+            if v is None:
+                os.environ.pop(k, None)
 
 
 def resolve_tracker(tracking: "Tracker | str | bool | None" = None) -> Tracker | None:
@@ -197,12 +257,26 @@ def sweep_metrics(df, metric_column: str = "metric") -> dict[str, float]:
     return out
 
 
-def log_sweep(tracker: Tracker | None, kind: str, task, config, df) -> None:
+def log_sweep(tracker: Tracker | None, kind: str, task, config, df, strict: bool = False) -> None:
     """Log a finished sweep as one run (its configuration, summary metrics, the table as CSV);
-    the run id goes to ``df.attrs["mlflow_run_id"]``."""
+    the run id goes to ``df.attrs["mlflow_run_id"]``. A failure is a :class:`TrackingWarning`
+    (the message in ``df.attrs["mlflow_error"]``; the sweep's rows are kept), or with ``strict``
+    the :class:`TrackingError`."""
     if tracker is None:
         return
     params = {"task": task.name, "executor": df.attrs.get("executor", "local"), **config.to_dict()}
     metrics = {**sweep_metrics(df), "computed": float(df.attrs.get("computed", 0)), "from_store": float(df.attrs.get("from_store", 0))}
-    df.attrs["mlflow_run_id"] = tracker.log_run(f"{kind} {task.name}", params=params, metrics=metrics, tables={f"{kind}.csv": df},
-                                                tags={"workbench.sweep": str(df.attrs.get("sweep", ""))})
+    try:
+        df.attrs["mlflow_run_id"] = tracker.log_run(f"{kind} {task.name}", params=params, metrics=metrics, tables={f"{kind}.csv": df},
+                                                    tags={"workbench.sweep": str(df.attrs.get("sweep", ""))})
+    except TrackingError as exc:
+        if strict:
+            raise
+        df.attrs["mlflow_error"] = str(exc)
+        warn_untracked(exc)
+
+
+def warn_untracked(exc: TrackingError) -> None:
+    import warnings
+
+    warnings.warn(f"{exc}; the results are kept, the run is not tracked", TrackingWarning, stacklevel=3)
