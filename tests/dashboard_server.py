@@ -96,13 +96,18 @@ def locked_dashboard(log: Path, *extra_args: str, env: dict | None = None, cwd: 
             time.sleep(0.2)
         yield Dashboard(proc, log, match)
     finally:
-        proc.terminate()  # the server shuts its kernels down
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)  # a kernel left behind by this server
-        except ProcessLookupError:
-            pass
+        stop_server(proc)
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    """Stop a server started in its own process group, and any kernel it left behind."""
+    proc.terminate()  # the server shuts its kernels down
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # a kernel left behind by this server
+    except ProcessLookupError:
+        pass

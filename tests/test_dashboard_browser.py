@@ -18,7 +18,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -27,7 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from dashboard_server import free_port, locked_dashboard, server_env
+from dashboard_server import free_port, locked_dashboard, server_env, stop_server
 from browser_dashboard import (
     click_heatmap,
     edit_bits,
@@ -76,16 +75,7 @@ def _server(cmd: list[str], ready: str, log: Path, env: dict, cwd: Path):
                 time.sleep(0.25)
         yield proc
     finally:
-        proc.terminate()  # the server shuts its kernels down
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)  # a kernel left behind by this server
-        except ProcessLookupError:
-            pass
+        stop_server(proc)
 
 
 def _record(section: str, values: dict) -> None:
