@@ -66,7 +66,10 @@ def _warn_line(message, category, filename, lineno, file=None, line=None) -> Non
 
 
 def _quiet_libraries() -> None:
-    warnings.showwarning = _warn_line  # one line per warning, never the source line under it
+    # one line per warning, never the source line under it; but where warnings are being recorded
+    # (warnings.catch_warnings(record=True): a caller, a notebook or a test collecting them), they stay recorded
+    if not isinstance(getattr(warnings._showwarnmsg_impl, "__self__", None), list):
+        warnings.showwarning = _warn_line
     warnings.filterwarnings("ignore", module="brevitas")
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
