@@ -36,6 +36,7 @@ which Ray lets outlive a killed driver by about a minute (listening on 127.0.0.1
 
 from __future__ import annotations
 
+import hashlib
 import multiprocessing
 import os
 import signal
@@ -111,7 +112,7 @@ def _die_with_parent(parent: int, pdeathsig: bool) -> None:
     threading.Thread(target=watch, name="workbench-parent-watchdog", daemon=True).start()
 
 
-def _worker_init(job: str, threads: int, parent: int | None = None, pdeathsig: bool = False) -> None:
+def _worker_init(job: tuple[str, str], threads: int, parent: int | None = None, pdeathsig: bool = False) -> None:
     if parent is not None:
         _die_with_parent(parent, pdeathsig)
     try:
@@ -119,8 +120,12 @@ def _worker_init(job: str, threads: int, parent: int | None = None, pdeathsig: b
         import torch
 
         torch.set_num_threads(threads)
-        with open(job, "rb") as f:  # bytes this workbench process serialised for its own workers, never a user's file
-            _WORKER["job"] = cloudpickle.loads(f.read())
+        path, digest = job
+        with open(path, "rb") as f:
+            blob = f.read()
+        if hashlib.sha256(blob).hexdigest() != digest:  # only the bytes this workbench process serialised for its own workers
+            raise RuntimeError(f"the job file {path} is not the one the workbench wrote")
+        _WORKER["job"] = cloudpickle.loads(blob)
     except BaseException:
         _quiet_exit_if_orphaned(parent)
         raise
@@ -190,9 +195,10 @@ class ProcessExecutor(Executor):
         # the job goes to the workers as a file, not through the spawn pipe: a parent killed while
         # writing megabytes into that pipe leaves a worker printing "pickle data was truncated"
         with temp_dir("wb-pool-") as tmp:
-            job = os.path.join(tmp, "job.pkl")
-            with open(job, "wb") as f:
-                f.write(cloudpickle.dumps((fn, payload)))
+            blob = cloudpickle.dumps((fn, payload))
+            job = (os.path.join(tmp, "job.pkl"), hashlib.sha256(blob).hexdigest())
+            with open(job[0], "wb") as f:
+                f.write(blob)
             while pending:
                 yield from self._round(job, pending, failures, context, torch.get_num_threads())
 
