@@ -5,6 +5,7 @@ onnxruntime's default options (ORT_ENABLE_ALL, common-subexpression elimination 
 import collections
 
 import onnx
+import torch
 import pytest
 
 import workbench as wb
@@ -72,7 +73,11 @@ def test_every_quantised_layer_of_every_task_runs_as_an_integer_kernel(name, tmp
 @pytest.mark.parametrize("spec", [(8, 4), (4, 4)])
 def test_sub_8_bit_activations_fuse_and_stay_exact(digits, spec, tmp_path):
     """Brevitas exports a 4-bit activation as QuantizeLinear -> Clip -> DequantizeLinear; every
-    layer still fuses, and the file computes exactly what the simulation does."""
+    layer still fuses, and the file computes what the simulation does: the same top-1 everywhere,
+    and no output more than one step of the output quantiser apart. Exact equality is CPU-dependent:
+    on an AVX2 CPU without VNNI / AVX-512 (AMD EPYC here) 3 of 3,600 W4A4 outputs land one step
+    apart, also with onnxruntime's graph optimisations off (ORT_DISABLE_ALL: float QDQ, no integer
+    kernel), so the simulation's float convolution and onnxruntime's sum a near-tie in another order."""
     task, model = digits
     q = wb.quantize_task(task, model, wb.QuantSpec.uniform(*spec))
     path = export_qcdq(q, task.example_input(), tmp_path / "digits.onnx")
@@ -80,7 +85,11 @@ def test_sub_8_bit_activations_fuse_and_stay_exact(digits, spec, tmp_path):
     assert any(n.op_type == "Clip" for n in graph.node)  # the 4-bit range is still carried by the graph
     res = verify_qcdq(path, q, task)
     assert res["int_kernels"] == {"QLinearConv": 3, "QLinearGlobalAveragePool": 1, "QGemm": 1} and res["int_kernel_exceptions"] == {}
-    assert res["onnx_agreement"] == 1.0 and res["max_abs_diff"] == 0.0
+    with torch.no_grad():
+        sim = q(task.data.eval.x)
+    levels = torch.unique(getattr(sim, "value", sim).flatten())
+    step = float((levels[1:] - levels[:-1]).min())  # the output quantiser's step
+    assert res["onnx_agreement"] == 1.0 and res["max_abs_diff"] <= step * (1 + 1e-5), (res["max_abs_diff"], step)
     assert _default_session_kernels(path) == 4
 
 
