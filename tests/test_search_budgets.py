@@ -195,7 +195,10 @@ def test_an_optimistic_estimate_is_cut_and_the_margin_raised_until_the_drop_hold
     before = df.loc[: chosen - 1]
     assert not before["met_drop"].any() and (before["drop"] > 0.01).all()
     # the required estimate rose by the optimism seen (estimate - measured)
-    assert df.loc[1, "required_estimate"] == pytest.approx(fp - 0.01 + before.loc[0, "estimated_metric"] - before.loc[0, "measured_metric"])
+    # (or, where that is above every estimate left, the best estimate left, which the next point has:
+    # which of the two happens depends on the baseline, i.e. on the CPU that trained it)
+    raised, need = fp - 0.01 + before.loc[0, "estimated_metric"] - before.loc[0, "measured_metric"], df.loc[1, "required_estimate"]
+    assert need == pytest.approx(raised) or (fp - 0.01 < need < raised and df.loc[1, "estimated_metric"] == pytest.approx(need)), (need, raised)
     # an estimate that sees no loss at all: every point measured is far off, and the target is reported unreachable
     blind = sens.assign(metric_delta=0.0)
     blind.attrs = dict(sens.attrs)
