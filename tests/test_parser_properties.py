@@ -140,11 +140,19 @@ def bits_and_format(draw, prefix: str, optional: bool):
 
 
 @st.composite
-def layer_settings(draw):
+def bits_formats_and_scales(draw):
+    """Weight and activation bits / formats, and maybe a granularity and a scale type: what a
+    spec's top level and one layer's settings share."""
     d = {**draw(bits_and_format("weight", True)), **draw(bits_and_format("act", True))}
     for field, options in (("weight_granularity", ["per_tensor", "per_channel"]), ("scale_type", ["float", "po2"])):
         if draw(st.booleans()):
             d[field] = draw(st.sampled_from(options))
+    return d
+
+
+@st.composite
+def layer_settings(draw):
+    d = draw(bits_formats_and_scales())
     if draw(st.booleans()):
         dynamic_ok = d.get("act_bits") in (None, 8) and d.get("act_format") in (None, "int") and d.get("scale_type") in (None, "float")
         d["act_mode"] = draw(st.sampled_from(["static", "dynamic"] if dynamic_ok else ["static"]))
@@ -153,10 +161,7 @@ def layer_settings(draw):
 
 @st.composite
 def spec_docs(draw):
-    d = {**draw(bits_and_format("weight", True)), **draw(bits_and_format("act", True))}
-    for field, options in (("weight_granularity", ["per_tensor", "per_channel"]), ("scale_type", ["float", "po2"])):
-        if draw(st.booleans()):
-            d[field] = draw(st.sampled_from(options))
+    d = draw(bits_formats_and_scales())
     if draw(st.booleans()):
         act_bits = d.get("act_bits", FORMATS[d["act_format"]].fixed_bits if d.get("act_format") in FIXED_FORMATS else 8)
         dynamic_ok = act_bits == 8 and d.get("act_format", "int") == "int" and d.get("scale_type", "float") == "float"

@@ -858,14 +858,17 @@ class _SensitivityWork:
         return out_rows
 
 
-def check_config(config: SensitivityConfig, model: nn.Module) -> None:
+def check_config(config: SensitivityConfig, model: nn.Module) -> list[str]:
     """``config`` against ``model``'s layers (trained or not: the CLI checks an untrained one
-    before training): the base spec and the layer names, one-line SpecError naming the closest."""
+    before training): the base spec and the layer names, one-line SpecError naming the closest.
+    Returns the layers the sweep covers, in network order."""
     if config.mode == "leave-one-float":
         validate_spec(config.base, model)
-    if config.layers is not None:
-        validate_spec(QuantSpec.parse({"layers": {n: {} for n in config.layers}}), model)  # unknown names: closest valid ones
-        selected_layers(config.layers, model, quantisable_layers(model))  # a glob that selects no sweepable layer
+    all_layers = quantisable_layers(model)
+    if config.layers is None:
+        return list(all_layers)
+    validate_spec(QuantSpec.parse({"layers": {n: {} for n in config.layers}}), model)  # unknown names: closest valid ones
+    return selected_layers(config.layers, model, all_layers)  # a glob that selects no sweepable layer: an error
 
 
 def selected_layers(selectors, model: nn.Module, all_layers) -> list[str]:
@@ -915,8 +918,7 @@ def sensitivity(task, model: nn.Module, config: SensitivityConfig | None = None,
     executor = make_executor(executor)
     model = model.eval()
     all_layers = quantisable_layers(model)
-    check_config(config, model)
-    layers = list(all_layers) if config.layers is None else selected_layers(config.layers, model, all_layers)
+    layers = check_config(config, model)
     check_calibration(task.data.calib.x)
     LayerInputs.check(model, task.data.calib.x)  # data that does not fit the model: one line, before any work
     store = resolve_store(store)  # a corrupt store is moved aside, a read-only one refused, before any work
