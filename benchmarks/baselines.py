@@ -44,9 +44,9 @@ from onnxruntime.quantization import CalibrationDataReader
 from tqdm import tqdm
 
 import workbench as wb
-from workbench.export import WEIGHT_ENCODING_CHOICES, resolve_weight_encoding
-from workbench.models import count_macs
-from workbench.verify import as_onnx_input
+from workbench.export.onnx_export import WEIGHT_ENCODING_CHOICES, resolve_weight_encoding
+from workbench.tasks.models import count_macs
+from workbench.export.verify import as_onnx_input
 
 warnings.filterwarnings("ignore")
 MODELS = ("digits-cnn", "ic-resnet8", "kws-dscnn", "hf-resnet18", "hf-bert", "hf-minilm-embed")

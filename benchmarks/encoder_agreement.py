@@ -3,13 +3,13 @@ Brevitas simulation (issue 15: within 0.5% relative error).
 
 For ``hf-bert``, ``hf-minilm-embed`` (settled weights, the shipped text) and a MiniLM-size mean-pooled sentence encoder (hidden 384, 12 heads, token ids with
 padding, the attention mask in the input) at ``--layers`` layers: W8A8 quantisation (calibrated on
-the task's calibration split), :func:`workbench.export.export_qcdq`, then on the eval inputs
+the task's calibration split), :func:`workbench.export.onnx_export.export_qcdq`, then on the eval inputs
 ``||ort - sim|| / ||sim||`` with onnxruntime's graph optimisations off and at its default level,
 for static activations and for ``act_mode: dynamic``;
 beside it ``quant vs float`` (the quantisation noise itself) and ``sim64 vs sim32`` (the same
 simulation run in float64: how far float rounding alone moves this quantised model, the floor under
 any runtime's agreement), and the first quantiser whose codes differ
-(:func:`workbench.divergence.quantiser_divergence`).
+(:func:`workbench.analysis.divergence.quantiser_divergence`).
 
     .venv/bin/python benchmarks/encoder_agreement.py --layers 6
 """
@@ -26,11 +26,11 @@ import numpy as np
 import torch
 
 import workbench as wb
-from workbench import hf
-from workbench.divergence import first_divergence, quantiser_divergence
-from workbench.evaluate import predict
-from workbench.export import export_qcdq
-from workbench.verify import run_onnx, session
+from workbench.tasks import hf
+from workbench.analysis.divergence import first_divergence, quantiser_divergence
+from workbench.tasks.evaluate import predict
+from workbench.export.onnx_export import export_qcdq
+from workbench.export.verify import run_onnx, session
 
 
 def rel(a, b) -> float:

@@ -35,9 +35,9 @@ import warnings
 from pathlib import Path
 
 import workbench as wb
-from workbench.errors import SpecError
-from workbench.search import SearchConfig, best_within, search
-from workbench.sensitivity import SensitivityConfig, sensitivity
+from workbench.infra.errors import SpecError
+from workbench.search.precision import SearchConfig, best_within, search
+from workbench.analysis.sensitivity import SensitivityConfig, sensitivity
 
 BITS = (8, 4, 2)
 
@@ -128,7 +128,7 @@ def main() -> None:
     ap.add_argument("--small", action="store_true", help="the tasks' small subsets (quick)")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
-    from workbench.tflite import quiet_toolchain_logs
+    from workbench.targets.tflite import quiet_toolchain_logs
 
     quiet_toolchain_logs()
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, torch threads {__import__('torch').get_num_threads()}; "

@@ -2,7 +2,7 @@
 
 Per task: W8A8 (``--spec``, power-of-two scales by default: what ``ap_fixed`` carries exactly)
 quantisation calibrated on the task's calibration split, the ``hls4ml`` target's export (Brevitas ->
-QONNX -> hls4ml project, :mod:`workbench.hls`), the project compiled with g++, then the eval split
+QONNX -> hls4ml project, :mod:`workbench.targets.hls`), the project compiled with g++, then the eval split
 run through the emulation. Printed per task: ``converts`` (or the one-line error), g++
 ``compile_s``, top-1 ``agreement`` with the simulation, ``max_lsb_diff`` (largest output
 difference in output LSBs) and ``n`` (samples). Each task runs in its own process under
@@ -32,7 +32,7 @@ def run_task(name: str, scale_type: str, bits: int, n: int | None, epochs: int, 
     import torch
 
     import workbench as wb
-    from workbench.hls import load_emulation
+    from workbench.targets.hls import load_emulation
 
     torch.manual_seed(0)
     row = {"task": name, "converts": False}

@@ -17,8 +17,8 @@ import warnings
 from pathlib import Path
 
 import workbench as wb
-from workbench.models import count_params
-from workbench.verify import latency_ms
+from workbench.tasks.models import count_params
+from workbench.export.verify import latency_ms
 
 warnings.filterwarnings("ignore")
 TASKS = ("ic-resnet8", "kws-dscnn")

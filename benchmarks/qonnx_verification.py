@@ -51,8 +51,8 @@ def child(mode: str, path: str) -> None:
     if mode == "export":
         wb.export_qonnx(q, task.example_input(), path)
         return
-    from workbench.qonnx_run import run_qonnx
-    from workbench.verify import as_onnx_input
+    from workbench.export.qonnx_run import run_qonnx
+    from workbench.export.verify import as_onnx_input
 
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()

@@ -2,7 +2,7 @@
 distillation), for ic-resnet8 and kws-dscnn at W4A8 and W4A4, with the time each took.
 
 QAT here is a short schedule (3 epochs, learning rate 1e-4, from the calibrated model); the
-tables are what `workbench.recovery.recovery_table` returns. The last line is the ratio of the
+tables are what `workbench.analysis.recovery.recovery_table` returns. The last line is the ratio of the
 best method's metric to plain PTQ's, averaged over the four tables.
 
     .venv/bin/python benchmarks/recovery.py
@@ -13,8 +13,8 @@ from __future__ import annotations
 import warnings
 
 import workbench as wb
-from workbench.qat import QATConfig
-from workbench.recovery import recovery_table
+from workbench.core.qat import QATConfig
+from workbench.analysis.recovery import recovery_table
 
 warnings.filterwarnings("ignore")
 

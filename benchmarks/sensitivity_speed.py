@@ -18,7 +18,7 @@ import warnings
 import numpy as np
 
 import workbench as wb
-from workbench.sensitivity import SensitivityConfig, sensitivity
+from workbench.analysis.sensitivity import SensitivityConfig, sensitivity
 
 warnings.filterwarnings("ignore")
 TASKS = ("ic-resnet8", "kws-dscnn", "hf-bert")

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 import workbench as wb
-from workbench import tflite
+from workbench.targets import tflite
 
 CNN_TASKS = ("digits-cnn", "mnist1d-cnn", "kws-dscnn", "vww-mobilenet", "ic-resnet8", "hf-resnet18", "hf-mobilenetv2")
 

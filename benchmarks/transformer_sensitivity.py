@@ -36,8 +36,8 @@ def child(engine: str) -> None:
     import torch
 
     import workbench as wb
-    from workbench.data import Split
-    from workbench.sensitivity import SensitivityConfig, sensitivity
+    from workbench.tasks.data import Split
+    from workbench.analysis.sensitivity import SensitivityConfig, sensitivity
 
     torch.set_num_threads(2)
     os.environ["WORKBENCH_THREADS"] = "2"

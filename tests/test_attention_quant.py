@@ -12,17 +12,17 @@ import yaml
 from torch import nn
 
 import workbench as wb
-from workbench.attention import (
+from workbench.core.attention import (
     ATTRIBUTE,
     IMPLEMENTATION,
     AttentionQuant,
     attention_modules,
 )
-from workbench.divergence import quantiser_divergence
-from workbench.evaluate import predict
-from workbench.export import export_qcdq
-from workbench.quantize import validate_spec
-from workbench.verify import (
+from workbench.analysis.divergence import quantiser_divergence
+from workbench.tasks.evaluate import predict
+from workbench.export.onnx_export import export_qcdq
+from workbench.core.quantize import validate_spec
+from workbench.export.verify import (
     MAC_KERNEL_OPS,
     op_counts,
     optimized_graph,
@@ -160,8 +160,8 @@ def test_attention_quantisers_place_and_round_as_exported(minilm):
 
 
 def test_qonnx_carries_the_attention_quantisers(tmp_path):
-    from workbench.export import export_qonnx
-    from workbench.verify import verify_qonnx
+    from workbench.export.onnx_export import export_qonnx
+    from workbench.export.verify import verify_qonnx
 
     task = wb.create_task("hf-bert", layers=2).small(16, 16, 8)
     model = wb.load_or_train_baseline(task, progress=False)
@@ -192,7 +192,7 @@ def test_recipe_with_attention_bits_applies(tmp_path):
               "expected": {"onnx_agreement": {"min": 0.9}}}
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump(recipe))
-    from workbench.recipe import load_recipe, recipe_diff
+    from workbench.runs.recipe import load_recipe, recipe_diff
 
     loaded, _ = load_recipe(path)
     assert loaded.quantization.attention_bits == 8

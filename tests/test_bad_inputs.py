@@ -227,8 +227,8 @@ def test_api_refuses_factories_without_consent(tmp_path, monkeypatch):
     path = write_recipe(tmp_path / "r.yaml", task={"factory": "evil_tasks:make"})
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delenv("WORKBENCH_ALLOW_CODE", raising=False)
-    from workbench.job import apply_recipe
-    from workbench.recipe import CodeNotAllowedError
+    from workbench.runs.job import apply_recipe
+    from workbench.runs.recipe import CodeNotAllowedError
 
     with pytest.raises(CodeNotAllowedError) as info:
         apply_recipe(path, tmp_path / "o", progress=False)
@@ -319,7 +319,7 @@ API_CASES = [
     ("quant-spec-bits", lambda t: (None, lambda task, model: wb.QuantSpec(weight_bits=33)), wb.SpecError, "weight_bits: expected an integer in 2-8 or 16"),
     ("calibration-channels", lambda t: (None, lambda task, model: wb.calibrate(wb.quantize_model(model, wb.QuantSpec.uniform(8, 8)), torch.randn(16, 3, 8, 8))),
      wb.CalibrationError, "the model expects (N, 1, 8, 8)"),
-    ("apply-missing-recipe", lambda t: (None, lambda task, model: __import__("workbench.job").job.apply_recipe(t / "none.yaml", t / "o", progress=False)),
+    ("apply-missing-recipe", lambda t: (None, lambda task, model: __import__("workbench.runs.job").job.apply_recipe(t / "none.yaml", t / "o", progress=False)),
      wb.SpecError, "none.yaml"),
     ("threads-env-api", lambda t: (None, lambda task, model: _with_env("WORKBENCH_THREADS", "-3", lambda: wb.run_job(task, {"w8": wb.QuantSpec.uniform(8, 8)}, t / "o",
                                                                                                                        float_model=model, progress=False))),
@@ -399,7 +399,7 @@ def test_a_corrupt_result_store_is_moved_aside_and_the_sweep_runs(tmp_path):
 def test_a_read_only_result_store_is_refused_before_any_work(tmp_path):
     cache = tmp_path / "cache"
     cache.mkdir()
-    from workbench.store import ResultStore
+    from workbench.infra.store import ResultStore
 
     ResultStore(cache / "results.sqlite").close()
     if os.geteuid() == 0:

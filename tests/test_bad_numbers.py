@@ -24,10 +24,10 @@ import yaml
 from torch import nn
 
 import workbench as wb
-from workbench.metrics import ACCURACY
-from workbench.quantize import validate_spec
-from workbench.recipe import RecipeError, load_recipe
-from workbench.store import ResultStore
+from workbench.tasks.metrics import ACCURACY
+from workbench.core.quantize import validate_spec
+from workbench.runs.recipe import RecipeError, load_recipe
+from workbench.infra.store import ResultStore
 
 WORKBENCH = str(Path(sys.executable).parent / "workbench")
 SMALL = {"name": "digits-cnn", "seed": 0, "subset": [256, 128, 128], "epochs": 2}
@@ -105,7 +105,7 @@ def test_expectation_without_tolerance_or_with_nan(tmp_path, expected, message):
 
 
 def test_expectation_check_fails_a_nan_measurement():
-    from workbench.recipe import Expectation
+    from workbench.runs.recipe import Expectation
 
     assert Expectation(value=0.99, tolerance=0.01).check(0.09) == "0.09 is outside 0.99 +/- 0.01"
     for bad in (math.nan, math.inf):
@@ -181,7 +181,7 @@ def test_nan_in_eval_data_is_refused_like_calibration_data(tmp_path, digits):
         wb.make_task(model, calib, (task.data.eval.x, task.data.eval.y), metric=ACCURACY)
     # through the CLI, as the audit ran it: a task factory of the user's with NaN in its eval data
     (tmp_path / "nan_tasks.py").write_text(
-        "import workbench as wb\nfrom workbench.metrics import ACCURACY\n"
+        "import workbench as wb\nfrom workbench.tasks.metrics import ACCURACY\n"
         "def make():\n"
         "    t = wb.create_task('digits-cnn')\n"
         "    x = t.data.eval.x.clone(); x[0, 0, 0, 0] = float('nan')\n"
@@ -203,7 +203,7 @@ def test_boolean_target_budget_is_not_a_number(tmp_path):
         with pytest.raises(wb.SpecError, match=field):
             wb.load_target(tmp_path / "u.yaml")
     # recipes: seeds, subsets, expectations and target tolerances
-    from workbench.recipe import parse_recipe
+    from workbench.runs.recipe import parse_recipe
 
     for change, field in (({"task": {**SMALL, "seed": True}}, "task.seed"), ({"task": {**SMALL, "subset": [True, 64, 64]}}, "task.subset[0]"),
                           ({"expected": {"quant_metric": {"min": True}}}, "expected.quant_metric.min"),

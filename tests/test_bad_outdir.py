@@ -26,8 +26,8 @@ from typer.testing import CliRunner
 
 from test_bad_inputs import error_lines, snapshot, write_recipe
 from workbench.cli import app
-from workbench.errors import OutputPathError
-from workbench.outdir import MARKER, ForeignFileWarning, RunDir
+from workbench.infra.errors import OutputPathError
+from workbench.infra.outdir import MARKER, ForeignFileWarning, RunDir
 
 WORKBENCH = str(Path(sys.executable).parent / "workbench")
 QAT = {"epochs": 1, "lr": 1e-3}
@@ -208,7 +208,7 @@ def test_a_writer_racing_the_swap_never_loses_a_file(tmp_path):
 
 # ------------------------------------------------------------------------- case 2: --out in the cache
 def test_out_at_the_store_files_or_inside_the_cache_is_refused_before_any_work(box):
-    from workbench.store import ResultStore
+    from workbench.infra.store import ResultStore
 
     cache = box / "cache"
     env = {"WORKBENCH_CACHE": str(cache)}
@@ -238,7 +238,7 @@ def test_an_empty_workbench_cache_is_a_one_line_error(box):
 
 def test_an_empty_workbench_cache_is_refused_by_the_api_too(monkeypatch, digits):
     import workbench as wb
-    from workbench.store import ResultStore
+    from workbench.infra.store import ResultStore
 
     monkeypatch.setenv("WORKBENCH_CACHE", "")
     with pytest.raises(OutputPathError, match="WORKBENCH_CACHE is empty"):
@@ -288,7 +288,7 @@ def test_temp_folders_are_removed_at_exit_and_by_the_next_run_even_after_sigkill
     proc = subprocess.Popen([WORKBENCH, "qat", "rq.yaml", "--out", "o", "--latency-runs", "10"], cwd=box,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _killed_when(proc, lambda: (box / "o" / "checkpoints" / "qat-last.safetensors").exists())
-    # SIGKILL: the run's guard process (workbench.children) removes its temporary folder at once
+    # SIGKILL: the run's guard process (workbench.infra.children) removes its temporary folder at once
     deadline = time.time() + 60  # a bound, not a speed claim: the guard takes milliseconds on a quiet machine
     while [n for n in leftovers(box) if ".wbtmp-" in n] and time.time() < deadline:
         time.sleep(0.05)

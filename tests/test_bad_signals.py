@@ -163,7 +163,7 @@ def test_a_killed_runs_temp_folder_goes_at_the_next_run(tmp_path, monkeypatch):
     """What the guard could not remove (it was killed too): the next temp folder of any run reaps it."""
     import tempfile
 
-    from workbench import children
+    from workbench.infra import children
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     dead = subprocess.Popen(["true"])

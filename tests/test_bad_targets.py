@@ -22,10 +22,10 @@ import yaml
 from typer.testing import CliRunner
 
 import workbench as wb
-import workbench.cost as cost
+import workbench.core.cost as cost
 from workbench.cli import app
-from workbench.cost import list_targets, load_target, recipe_target, target_path
-from workbench.recipe import RecipeError, check_recipe_against, parse_recipe
+from workbench.core.cost import list_targets, load_target, recipe_target, target_path
+from workbench.runs.recipe import RecipeError, check_recipe_against, parse_recipe
 
 WORKBENCH = str(Path(sys.executable).parent / "workbench")
 SMALL = {"name": "digits-cnn", "seed": 0, "subset": [256, 128, 128], "epochs": 2}
@@ -227,7 +227,7 @@ def test_api_recipe_target_reads_a_file_only_when_given(box, digits):
 def test_api_apply_recipe_refuses_a_path_in_the_recipe_before_any_work(box):
     evil = evil_file(box)
     path = write_recipe(box / "r.yaml", target=str(evil))
-    from workbench.job import apply_recipe
+    from workbench.runs.job import apply_recipe
 
     with pytest.raises(RecipeError, match=rf"^target: unknown target {str(evil)!r}; {KNOWN}") as info:
         apply_recipe(path, box / "o", progress=False)

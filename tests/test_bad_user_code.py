@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 import workbench as wb
-from workbench.errors import UserCodeError
+from workbench.infra.errors import UserCodeError
 
 WORKBENCH = str(Path(sys.executable).parent / "workbench")
 
@@ -316,7 +316,7 @@ class _NotMlflow(BaseHTTPRequestHandler):
 
 
 def test_uri_passwords_are_never_echoed(user_dir, failing_mlflow):
-    from workbench.errors import redact_uri
+    from workbench.infra.errors import redact_uri
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), _NotMlflow)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -363,7 +363,7 @@ def test_store_errors_suggest_an_option_the_command_has(user_dir):
 
     from typer.main import get_command
 
-    from workbench import cli
+    from workbench.cli import app as cli
 
     group = get_command(cli.app)
     for name, command in group.commands.items():
@@ -385,7 +385,7 @@ RAY_TOKEN = textwrap.dedent('''
     import os
     os.umask(0o022)
     from ray._private.authentication.authentication_token_setup import ensure_token_if_auth_enabled
-    from workbench.executors import protect_token_file
+    from workbench.infra.executors import protect_token_file
     path = os.path.expanduser("~/.ray/auth_token")
     # Ray's own step of a new local ray.init (token auth is its default): it writes ~/.ray/auth_token
     ensure_token_if_auth_enabled(None, create_token_if_missing=True)
@@ -413,7 +413,7 @@ def test_ray_token_file_is_mode_0600(tmp_path):
     link_home = tmp_path / "link"
     (link_home / ".ray").mkdir(parents=True)
     (link_home / ".ray" / "auth_token").symlink_to(target)
-    from workbench.executors import protect_token_file
+    from workbench.infra.executors import protect_token_file
 
     protect_token_file(str(link_home / ".ray" / "auth_token"))
     assert stat.S_IMODE(target.stat().st_mode) == 0o644

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 import workbench as wb
-from workbench import baseline
+from workbench.tasks import baseline
 
 
 def test_baseline_is_trained_once_then_loaded(monkeypatch, tmp_path):

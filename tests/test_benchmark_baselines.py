@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from workbench.export import resolve_weight_encoding
+from workbench.export.onnx_export import resolve_weight_encoding
 
 
 def _load():

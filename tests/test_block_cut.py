@@ -8,9 +8,9 @@ import torch
 from torch import nn
 
 import workbench as wb
-from workbench.data import Split
-from workbench.pipeline import PTQConfig
-from workbench.sensitivity import SensitivityConfig, repeated_blocks, sensitivity
+from workbench.tasks.data import Split
+from workbench.export.pipeline import PTQConfig
+from workbench.analysis.sensitivity import SensitivityConfig, repeated_blocks, sensitivity
 
 METRICS = ["metric", "metric_delta", "sqnr_db", "output_mse", "kl"]
 

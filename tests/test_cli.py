@@ -48,7 +48,7 @@ def test_demo_writes_report_summary_and_model(tmp_path):
     report = (out / "report.html").read_text()
     assert "plotly" in report and "Weight bytes per layer" in report and "w4a8" in report
     assert "Mixed-precision search" in report and "measured front" in report and "recipe_version: 1" in report
-    from workbench.recipe import load_recipe
+    from workbench.runs.recipe import load_recipe
 
     recipe, _ = load_recipe(out / "recipe.yaml")
     assert recipe.task.name == "digits-cnn" and recipe.quantization.layers

@@ -9,9 +9,9 @@ import onnxruntime as ort
 import pytest
 
 import workbench as wb
-import workbench.export as export
-from workbench.export import PACKED_TYPES
-from workbench.verify import onnx_weight_integers, optimized_op_counts, quantised_layer_nodes, run_onnx, session
+import workbench.export.onnx_export as export
+from workbench.export.onnx_export import PACKED_TYPES
+from workbench.export.verify import onnx_weight_integers, optimized_op_counts, quantised_layer_nodes, run_onnx, session
 
 
 def _run_unoptimised(path, x):

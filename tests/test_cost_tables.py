@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import workbench as wb
-from workbench.cost_tables import COST_SOURCES, TargetCostTable, build_cost_table, list_cost_sources, measure_point
+from workbench.search.cost_tables import COST_SOURCES, TargetCostTable, build_cost_table, list_cost_sources, measure_point
 
 pytest.importorskip("litert_torch")
 pytest.importorskip("ai_edge_quantizer")
@@ -62,9 +62,9 @@ def test_tflite_table_shape_and_flash_estimate_is_exact(kws, tflite_table):
 
 
 def test_a_search_never_picks_what_tflite_micro_cannot_run(kws, tflite_table, tmp_path):
-    from workbench.search import SearchConfig, search
-    from workbench.sensitivity import SensitivityConfig, sensitivity
-    from workbench.store import ResultStore
+    from workbench.search.precision import SearchConfig, search
+    from workbench.analysis.sensitivity import SensitivityConfig, sensitivity
+    from workbench.infra.store import ResultStore
 
     task, model = kws
     table, _ = tflite_table
@@ -129,7 +129,7 @@ def test_vela_cycles_are_additive_over_layers(kws):
 
 
 def test_onnxruntime_latency_table(kws, monkeypatch):
-    import workbench.cost_tables as ct
+    import workbench.search.cost_tables as ct
 
     monkeypatch.setattr(ct, "ORT_PROFILE_RUNS", 10)
     monkeypatch.setattr(ct, "ORT_LATENCY_RUNS", 20)

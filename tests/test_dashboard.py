@@ -2,7 +2,7 @@ import pytest
 
 import workbench as wb
 from widgets import SensitivityDashboard
-from workbench.sensitivity import SensitivityConfig
+from workbench.analysis.sensitivity import SensitivityConfig
 
 
 @pytest.fixture()
@@ -71,7 +71,7 @@ def nan_metric_task(task):
 
 def unlabelled_task(task):
     """``task`` whose splits have inputs and no labels."""
-    from workbench.data import Split, TaskData
+    from workbench.tasks.data import Split, TaskData
 
     d = task.data
     return task.with_data(TaskData(Split(d.train.x), Split(d.calib.x), Split(d.eval.x), d.source, d.synthetic, d.num_classes))

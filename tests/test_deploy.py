@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 import workbench as wb
-from workbench.exporters import DEPLOYMENT_COLUMNS, EXPORTERS, Target, register_exporter
-from workbench.recipe import parse_recipe
+from workbench.export.exporters import DEPLOYMENT_COLUMNS, EXPORTERS, Target, register_exporter
+from workbench.runs.recipe import parse_recipe
 
 WORKBENCH = str(Path(sys.executable).parent / "workbench")
 

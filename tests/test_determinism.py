@@ -1,7 +1,7 @@
 """Training gives the same bytes whatever the caller's thread count.
 
 Floating-point sums split across another number of threads come out in another order, so before
-the workbench fixed its own count (``workbench.determinism.fixed_threads``), a baseline trained
+the workbench fixed its own count (``workbench.infra.determinism.fixed_threads``), a baseline trained
 under ``OMP_NUM_THREADS=1`` and one trained under ``OMP_NUM_THREADS=2`` differed. Each run here is
 a fresh process with its own empty ``WORKBENCH_CACHE``, as two users' machines would be.
 """
@@ -15,16 +15,16 @@ import pytest
 import torch
 
 import workbench as wb
-from workbench.determinism import fixed_threads, training_threads
+from workbench.infra.determinism import fixed_threads, training_threads
 
 CHILD = r"""
 import hashlib, json, os, sys, warnings
 import torch
 torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 import workbench as wb
-from workbench.pruning import PruningSpec, prune
-from workbench.ptq import learned_rounding
-from workbench.qat import QATConfig, train_qat
+from workbench.core.pruning import PruningSpec, prune
+from workbench.core.ptq import learned_rounding
+from workbench.core.qat import QATConfig, train_qat
 warnings.filterwarnings("ignore")
 
 def sha(model):
@@ -38,7 +38,7 @@ model = wb.load_or_train_baseline(task, epochs=3, progress=False)
 out = {"baseline": sha(model)}
 pruned = prune(task, model, PruningSpec(method="unstructured", sparsity=0.5, criterion="taylor", finetune_epochs=2), progress=False)
 out["pruned"] = sha(pruned)
-with wb.determinism.fixed_threads():  # calibration (forward passes) is the job's to fix; here only training is compared
+with wb.infra.determinism.fixed_threads():  # calibration (forward passes) is the job's to fix; here only training is compared
     q = wb.quantize_task(task, model, wb.QuantSpec.uniform(4, 4))
     r = wb.quantize_task(task, model, wb.QuantSpec.uniform(4, 8))
 q, _ = train_qat(task, model, q, QATConfig(epochs=1, lr=1e-3), progress=False)
@@ -96,6 +96,6 @@ def test_the_baseline_fingerprint_names_the_thread_count(monkeypatch):
     """WORKBENCH_THREADS=2 is another build: its baseline is cached under another fingerprint, never mixed."""
     task = wb.create_task("digits-cnn")
     monkeypatch.delenv("WORKBENCH_THREADS", raising=False)
-    one = wb.baseline.baseline_fingerprint(task, 0, 5)
+    one = wb.tasks.baseline.baseline_fingerprint(task, 0, 5)
     monkeypatch.setenv("WORKBENCH_THREADS", "2")
-    assert wb.baseline.baseline_fingerprint(task, 0, 5) != one
+    assert wb.tasks.baseline.baseline_fingerprint(task, 0, 5) != one

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 import workbench as wb
-from workbench.divergence import DIVERGENCE_COLUMNS, apply_threshold
-from workbench.exporters import DEPLOYMENT_COLUMNS
+from workbench.analysis.divergence import DIVERGENCE_COLUMNS, apply_threshold
+from workbench.export.exporters import DEPLOYMENT_COLUMNS
 from widgets import DeploymentMatrix, DivergenceView
 from widgets.divergence_view import MISSING, OK, OVER
 

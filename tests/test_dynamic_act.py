@@ -12,11 +12,11 @@ import pytest
 import torch
 
 import workbench as wb
-from workbench.errors import SpecError
-from workbench.evaluate import predict
-from workbench.export import export_qcdq
-from workbench.ptq import calibrate
-from workbench.verify import MAC_KERNEL_OPS, run_onnx, session, verify_qcdq
+from workbench.infra.errors import SpecError
+from workbench.tasks.evaluate import predict
+from workbench.export.onnx_export import export_qcdq
+from workbench.core.ptq import calibrate
+from workbench.export.verify import MAC_KERNEL_OPS, run_onnx, session, verify_qcdq
 
 DYNAMIC_KERNELS = ("DynamicQuantizeMatMul", "MatMulIntegerToFloat", "MatMulInteger")
 
@@ -132,7 +132,7 @@ def test_dynamic_quantiser_computes_onnx_dynamicquantizelinear_bit_for_bit():
     )
     from onnx import TensorProto, helper
 
-    from workbench.quantize import dynamic_act_quantizer
+    from workbench.core.quantize import dynamic_act_quantizer
 
     graph = helper.make_graph([helper.make_node("DynamicQuantizeLinear", ["x"], ["y", "s", "z"])], "g",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],

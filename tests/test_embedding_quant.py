@@ -10,10 +10,10 @@ from onnx import numpy_helper
 from torch import nn
 
 import workbench as wb
-from workbench.cost import cost_table, embedding_costs
-from workbench.export import export_qcdq
-from workbench.quantize import RowQuantEmbedding, validate_spec
-from workbench.verify import onnx_storage, run_onnx, session
+from workbench.core.cost import cost_table, embedding_costs
+from workbench.export.onnx_export import export_qcdq
+from workbench.core.quantize import RowQuantEmbedding, validate_spec
+from workbench.export.verify import onnx_storage, run_onnx, session
 
 TABLES = ("model.bert.embeddings.word_embeddings", "model.bert.embeddings.position_embeddings", "model.bert.embeddings.token_type_embeddings")
 WORD = TABLES[0]
@@ -205,7 +205,7 @@ def test_fx_path_quantises_tables_too(tmp_path):
 
 
 def test_sensitivity_with_quantised_tables(bert):
-    from workbench.sensitivity import SensitivityConfig, sensitivity
+    from workbench.analysis.sensitivity import SensitivityConfig, sensitivity
 
     task, model = bert
     base = wb.QuantSpec.uniform(8, 8, embedding_bits=8)
@@ -216,12 +216,12 @@ def test_sensitivity_with_quantised_tables(bert):
 
 def test_qonnx_carries_quantised_tables(bert, exported, tmp_path):
     """Brevitas's QONNX export writes a Quant node on each table (per-row scales); qonnx's executor agrees with the simulation."""
-    from workbench.export import export_qonnx
-    from workbench.verify import verify_qonnx
+    from workbench.export.onnx_export import export_qonnx
+    from workbench.export.verify import verify_qonnx
 
     task, _ = bert
     q4, _ = exported["e4"]
-    wb.exporters.get_exporter("qonnx").check(q4)  # nothing refused
+    wb.export.exporters.get_exporter("qonnx").check(q4)  # nothing refused
     path = export_qonnx(q4, task.example_input(), tmp_path / "e4.qonnx.onnx")
     gathers = [n for n in onnx.load(str(path)).graph.node if n.op_type == "Gather"]
     producers = {o: n.op_type for n in onnx.load(str(path)).graph.node for o in n.output}

@@ -6,7 +6,7 @@ still runs as an integer kernel (tests/test_int_kernels.py).
 What the 2.7% was: we found no quantiser placed differently in export and simulation, no
 rounding-mode or scale difference and no export rewrite that changes a value (the workbench's
 file and Brevitas's raw QCDQ export give the same error). Compared quantiser by quantiser
-(:func:`workbench.divergence.quantiser_divergence`), the integer codes onnxruntime computes equal
+(:func:`workbench.analysis.divergence.quantiser_divergence`), the integer codes onnxruntime computes equal
 the simulation's at the first quantisers of the encoder (or for a few in a million), and elsewhere
 differ by at most one step in a small fraction of places. The first codes to differ follow a LayerNorm or a GELU (the FFN
 down-projection's input): torch and onnxruntime round the last bit of those float ops
@@ -33,11 +33,11 @@ import pytest
 import torch
 
 import workbench as wb
-from workbench import hf
-from workbench.divergence import first_divergence, quantiser_divergence
-from workbench.evaluate import predict
-from workbench.export import export_qcdq
-from workbench.verify import run_onnx, session
+from workbench.tasks import hf
+from workbench.analysis.divergence import first_divergence, quantiser_divergence
+from workbench.tasks.evaluate import predict
+from workbench.export.onnx_export import export_qcdq
+from workbench.export.verify import run_onnx, session
 
 LIMIT = 0.005
 

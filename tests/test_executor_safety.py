@@ -20,7 +20,7 @@ import json
 import psutil
 import ray
 import workbench as wb
-from workbench.executors import RayExecutor
+from workbench.infra.executors import RayExecutor
 
 def listeners():  # (pid, name, ip, port) of every listening TCP socket of this process and its descendants
     me = psutil.Process()

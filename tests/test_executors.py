@@ -6,7 +6,7 @@ import os
 import pytest
 
 import workbench as wb
-from workbench.executors import ExecutorError, ProcessExecutor, RayExecutor, make_executor
+from workbench.infra.executors import ExecutorError, ProcessExecutor, RayExecutor, make_executor
 
 CONFIG = wb.SensitivityConfig(weight_bits=(2, 4), act_bits=(None, 4))
 

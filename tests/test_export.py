@@ -4,7 +4,7 @@ import onnxruntime as ort
 import pytest
 
 import workbench as wb
-from workbench.export import prune_unused, reencode_weights_u8
+from workbench.export.onnx_export import prune_unused, reencode_weights_u8
 
 
 def _run(path, x, level):

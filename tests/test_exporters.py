@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 import workbench as wb
-from workbench.exporters import EXPORTERS, Exporter, register_exporter, resolve_formats
-from workbench.job import apply_recipe
+from workbench.export.exporters import EXPORTERS, Exporter, register_exporter, resolve_formats
+from workbench.runs.job import apply_recipe
 
 WORKBENCH = str(Path(sys.executable).parent / "workbench")
 

@@ -13,10 +13,10 @@ import torch
 from onnx import TensorProto, helper
 
 import workbench as wb
-from workbench.formats import FORMATS, NumberFormat, get_format, register_format
-from workbench.sensitivity import SensitivityConfig, parse_bits, sensitivity
-from workbench.spec import QuantSpec
-from workbench.verify import verify_qcdq
+from workbench.core.formats import FORMATS, NumberFormat, get_format, register_format
+from workbench.analysis.sensitivity import SensitivityConfig, parse_bits, sensitivity
+from workbench.core.spec import QuantSpec
+from workbench.export.verify import verify_qcdq
 
 FP8_LAYER = {"layers": {"features.3": {"weight_format": "fp8_e4m3", "act_format": "fp8_e4m3"}}}
 PTQ = wb.PTQConfig(calib_samples=256)
@@ -162,7 +162,7 @@ def test_sensitivity_takes_formats_as_cases(digits):
     metrics = ["metric", "sqnr_db", "output_mse"]
     np.testing.assert_allclose(cut[metrics].to_numpy(float), naive[metrics].to_numpy(float), rtol=0, atol=1e-6)
     # The heatmap keeps a format's column apart from the integer column of the same bits.
-    from workbench.report import heatmap_matrix
+    from workbench.runs.report import heatmap_matrix
 
     layers, labels, z = heatmap_matrix(cut, "output_mse")
     assert labels == ["W8", "W8Afp8_e4m3", "Wfp8_e5m2", "Wfp8_e5m2Afp8_e4m3"]

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 import workbench as wb
-from workbench import hf
-from workbench.search import SearchConfig, best_within, search
-from workbench.sensitivity import SensitivityConfig, sensitivity
+from workbench.tasks import hf
+from workbench.search.precision import SearchConfig, best_within, search
+from workbench.analysis.sensitivity import SensitivityConfig, sensitivity
 
 SMALL = {"hf-resnet18": (16, 16, 32), "hf-mobilenetv2": (16, 16, 32), "hf-bert": (32, 32, 48)}
 

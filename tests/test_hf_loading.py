@@ -16,12 +16,12 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import workbench as wb
-from workbench import hf
-from workbench.errors import MissingWeightsError
-from workbench.evaluate import predict
-from workbench.metrics import output_agreement, similarity_spearman
-from workbench.pipeline import evaluate_quantized
-from workbench.verify import run_onnx, session
+from workbench.tasks import hf
+from workbench.infra.errors import MissingWeightsError
+from workbench.tasks.evaluate import predict
+from workbench.tasks.metrics import output_agreement, similarity_spearman
+from workbench.export.pipeline import evaluate_quantized
+from workbench.export.verify import run_onnx, session
 
 WORDS = "the a cat dog sat ran on mat fast slow red blue".split()
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS

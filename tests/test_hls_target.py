@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 import workbench as wb
-from workbench.hls import load_emulation, precisions
+from workbench.targets.hls import load_emulation, precisions
 
 pytest.importorskip("hls4ml")
 pytest.importorskip("qonnx")
@@ -52,7 +52,7 @@ def test_emulation_agrees_bit_for_bit_with_the_simulation(exported):
     rows = target.evaluate(path, q, task)
     assert len(rows) == 1
     row = rows[0]
-    assert set(row) == set(wb.exporters.DEPLOYMENT_COLUMNS)
+    assert set(row) == set(wb.export.exporters.DEPLOYMENT_COLUMNS)
     assert row["runtime"] == "hls4ml C++ emulation (g++)" and row["target"] == "hls4ml"
     assert row["samples"] == len(task.data.eval.x) == 128
     assert row["agreement"] >= 0.99
@@ -61,7 +61,7 @@ def test_emulation_agrees_bit_for_bit_with_the_simulation(exported):
     assert row["latency_ms_p50"] is None  # hls4ml estimates latency from synthesis reports only
 
     # the emulation is what the artifact holds: rebuilt from the file by g++ in a fresh cache entry
-    from workbench import hls
+    from workbench.targets import hls
 
     hls._EMULATIONS.clear()
     emu = load_emulation(path)
@@ -184,7 +184,7 @@ def test_a_crash_inside_hls4ml_is_one_line_with_its_node(digits, tmp_path):
         target.export(q, task.example_input(1), out / "m.hls4ml.tar.gz")
     assert list(out.iterdir()) == []
     # ... because hls4ml itself fails on them: its crash is one line with the node
-    from workbench.hls import build_project
+    from workbench.targets.hls import build_project
 
     (tmp_path / "work").mkdir()
     with pytest.raises(wb.ToolchainError) as err:

@@ -26,15 +26,15 @@ import torch
 from torch import nn
 
 import workbench as wb
-from workbench import store as store_module
-from workbench.cost import load_target
-from workbench.fileio import CorruptFileWarning
-from workbench.errors import CalibrationError, SpecError, StoreError, WorkbenchError
-from workbench.pruning_sweep import PruningSweepConfig, pruning_sweep
-from workbench.ptq import calibrate
-from workbench.recipe import RecipeError, load_recipe, parse_recipe
-from workbench.store import ResultStore
-from workbench.tracking import Tracker, TrackingError
+from workbench.infra import store as store_module
+from workbench.core.cost import load_target
+from workbench.infra.fileio import CorruptFileWarning
+from workbench.infra.errors import CalibrationError, SpecError, StoreError, WorkbenchError
+from workbench.analysis.pruning_sweep import PruningSweepConfig, pruning_sweep
+from workbench.core.ptq import calibrate
+from workbench.runs.recipe import RecipeError, load_recipe, parse_recipe
+from workbench.infra.store import ResultStore
+from workbench.infra.tracking import Tracker, TrackingError
 
 
 def one_line(exc: BaseException, *names: str) -> str:
@@ -456,7 +456,7 @@ def test_an_http_server_that_is_not_mlflow_is_refused_before_any_work(server, pa
 
 
 def test_a_silent_server_times_out_quickly():
-    from workbench.tracking import check_mlflow_server
+    from workbench.infra.tracking import check_mlflow_server
 
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))

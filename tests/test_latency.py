@@ -9,9 +9,9 @@ import onnxruntime as ort
 import pytest
 
 import workbench as wb
-from workbench.cost import load_target
-from workbench.export import cpu_vnni, resolve_weight_encoding
-from workbench.verify import latency_level, paired_latency, session
+from workbench.core.cost import load_target
+from workbench.export.onnx_export import cpu_vnni, resolve_weight_encoding
+from workbench.export.verify import latency_level, paired_latency, session
 
 AVX2 = "processor\t: 0\nflags\t\t: fpu sse sse2 avx avx2 fma bmi2\n\nprocessor\t: 1\nflags\t\t: fpu sse sse2 avx avx2 fma bmi2\n"
 AVX512_VNNI = "processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512bw avx512_vnni\n"

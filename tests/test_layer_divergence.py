@@ -1,4 +1,4 @@
-"""Per-layer divergence (:func:`workbench.divergence`) on a real quantised model against its real
+"""Per-layer divergence (:func:`workbench.analysis.divergence`) on a real quantised model against its real
 QCDQ export in onnxruntime: the simulation's fused layer outputs, the tensors found in the ONNX
 graph, SQNR per layer, a perturbed target caught at the layer it perturbs, missing layers
 flagged, and one-line errors."""
@@ -15,7 +15,7 @@ from brevitas.quant import Int8ActPerTensorFloat
 from torch import nn
 
 import workbench as wb
-from workbench.divergence import DIVERGENCE_COLUMNS, layer_output_modules, onnx_layer_outputs, simulation_layer_outputs
+from workbench.analysis.divergence import DIVERGENCE_COLUMNS, layer_output_modules, onnx_layer_outputs, simulation_layer_outputs
 
 
 @pytest.fixture(scope="module")

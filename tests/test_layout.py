@@ -57,7 +57,7 @@ def test_notebooks_are_committed_without_volatile_outputs():
 
 def test_public_functions_are_not_shadowed_by_their_modules():
     """describe, evaluate, sensitivity and divergence are both functions of the API and module names."""
-    code = ("import workbench.describe, workbench.evaluate, workbench.sensitivity, workbench.divergence, workbench.pipeline; import workbench as wb; "
+    code = ("import workbench.core.describe, workbench.tasks.evaluate, workbench.analysis.sensitivity, workbench.analysis.divergence, workbench.export.pipeline; import workbench as wb; "
             "print(all(callable(f) and not isinstance(f, type(wb)) for f in (wb.describe, wb.evaluate, wb.sensitivity, wb.divergence)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "True"

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 import workbench as wb
-from workbench.loaders import read_idx, verify_checksum
+from workbench.tasks.loaders import read_idx, verify_checksum
 
 
 def _write_idx(path, arr, gz=False):

@@ -13,9 +13,10 @@ import pytest
 import torch
 
 import workbench as wb
-from workbench import hf, minilm
-from workbench.export import export_qcdq
-from workbench.verify import verify_qcdq
+from workbench.tasks import hf
+from workbench.tasks import minilm
+from workbench.export.onnx_export import export_qcdq
+from workbench.export.verify import verify_qcdq
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -16,14 +16,14 @@ import pytest
 import yaml
 
 import workbench as wb
-from workbench.options import OptionModel
-from workbench.pipeline import PTQConfig
-from workbench.pruning_sweep import PruningSweepConfig
-from workbench.qat import QATConfig
-from workbench.recipe import Recipe, RecipeError, parse_recipe
-from workbench.search import SearchConfig
-from workbench.sensitivity import SensitivityConfig, fingerprint_settings
-from workbench.spec import SpecModel
+from workbench.core.options import OptionModel
+from workbench.export.pipeline import PTQConfig
+from workbench.analysis.pruning_sweep import PruningSweepConfig
+from workbench.core.qat import QATConfig
+from workbench.runs.recipe import Recipe, RecipeError, parse_recipe
+from workbench.search.precision import SearchConfig
+from workbench.analysis.sensitivity import SensitivityConfig, fingerprint_settings
+from workbench.core.spec import SpecModel
 
 OPTIONS = [PTQConfig, QATConfig, SensitivityConfig, PruningSweepConfig, SearchConfig]
 PTQ_DEFAULT = {"calib_samples": 512, "bias_correction": False, "equalize_iters": 0, "batch_size": 128, "act_equalization": None,

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 import workbench as wb
-from workbench.data import split_arrays
+from workbench.tasks.data import split_arrays
 
 
 def _digits_arrays():

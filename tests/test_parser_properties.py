@@ -1,8 +1,8 @@
 """Issue 28, item 9: property-based tests (hypothesis) of the workbench's parsers.
 
 For the spec parser (:meth:`QuantSpec.parse` / ``from_yaml``), the recipe parser
-(:func:`parse_recipe`), the target-profile parser (:func:`workbench.cost.parse_target` /
-``load_target``) and the layer-selector matcher (:func:`workbench.spec.resolve`):
+(:func:`parse_recipe`), the target-profile parser (:func:`workbench.core.cost.parse_target` /
+``load_target``) and the layer-selector matcher (:func:`workbench.core.spec.resolve`):
 
 - random valid documents, built from the schema, give a valid object that round-trips
   (``to_dict`` / ``to_yaml`` -> parse -> equal) and holds exactly the values given;
@@ -31,16 +31,16 @@ import yaml
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from workbench.cost import COST_KINDS, TargetProfile, list_targets, parse_target
-from workbench.deploy import list_target_names
-from workbench.errors import MAX_MESSAGE, SpecError, WorkbenchError
-from workbench.exporters import EXPORTERS
-from workbench.formats import ALLOWED_BITS, FORMATS
-from workbench.pipeline import WEIGHT_ROUNDING
-from workbench.recipe import EXPECTABLE, MAX_SEED, Recipe, RecipeError, parse_recipe
-from workbench.spec import SELECTOR_TYPES, LayerQuant, QuantSpec, resolve
-from workbench.tasks import list_tasks
-from workbench.yamlio import loads_yaml
+from workbench.core.cost import COST_KINDS, TargetProfile, list_targets, parse_target
+from workbench.runs.deploy import list_target_names
+from workbench.infra.errors import MAX_MESSAGE, SpecError, WorkbenchError
+from workbench.export.exporters import EXPORTERS
+from workbench.core.formats import ALLOWED_BITS, FORMATS
+from workbench.export.pipeline import WEIGHT_ROUNDING
+from workbench.runs.recipe import EXPECTABLE, MAX_SEED, Recipe, RecipeError, parse_recipe
+from workbench.core.spec import SELECTOR_TYPES, LayerQuant, QuantSpec, resolve
+from workbench.tasks.registry import list_tasks
+from workbench.infra.yamlio import loads_yaml
 
 SETTINGS = dict(deadline=None, derandomize=True, database=None, print_blob=False,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large])
@@ -426,7 +426,7 @@ def test_target_budget_booleans_are_not_numbers():
 
 def test_target_duplicate_yaml_keys_are_refused(tmp_path):
     """Waits on issue 28 item 2 (duplicate YAML keys are an error; yamlio.py, another branch)."""
-    from workbench.cost import load_target
+    from workbench.core.cost import load_target
 
     path = tmp_path / "t.yaml"
     path.write_text("name: t\nweight_bits: [8]\nweight_bits: [4]\nact_bits: [8]\n")
@@ -734,7 +734,7 @@ def test_recipe_expectations_nan_and_no_tolerance_are_refused():
 
 def test_recipe_duplicate_yaml_keys_are_refused(tmp_path):
     """Waits on issue 28 item 2 (duplicate YAML keys are an error; yamlio.py, another branch)."""
-    from workbench.recipe import load_recipe
+    from workbench.runs.recipe import load_recipe
 
     path = tmp_path / "r.yaml"
     path.write_text("recipe_version: 1\ntask: {name: digits-cnn}\nquantization: {weight_bits: 8}\nquantization: {weight_bits: 4}\n")

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 import workbench as wb
-from workbench.models import count_macs, count_params
-from workbench.pruning import PruningSpec, apply_masks, channel_groups, nm_masks, prune, sparsity_table, unstructured_masks
-from workbench.pruning_sweep import PruningSweepConfig, pruning_sweep, reduction
+from workbench.tasks.models import count_macs, count_params
+from workbench.core.pruning import PruningSpec, apply_masks, channel_groups, nm_masks, prune, sparsity_table, unstructured_masks
+from workbench.analysis.pruning_sweep import PruningSweepConfig, pruning_sweep, reduction
 
 
 @pytest.fixture(scope="module")
@@ -233,7 +233,7 @@ def test_sweep_reference_is_fine_tuned_with_the_same_recipe_as_the_pruned_models
     """Pruning must not look like a gain because only the pruned models got extra training."""
     import copy
 
-    from workbench.baseline import train_float
+    from workbench.tasks.baseline import train_float
 
     task, model = resnet_task
     config = PruningSweepConfig(method="structured", sparsities=(0.5,), per_layer=False, finetune_epochs=1, seed=3, latency_runs=0)
@@ -266,7 +266,7 @@ def test_unstructured_sweep_reports_sparsity_and_honest_dense_bytes(resnet_task)
 
 
 def test_prune_plus_quantise_recipe_applies_byte_identically(resnet_task, tmp_path):
-    from workbench.recipe import load_recipe, promote
+    from workbench.runs.recipe import load_recipe, promote
 
     task, model = resnet_task
     spec = PruningSpec(method="structured", sparsity=0.5, finetune_epochs=1)
@@ -294,7 +294,7 @@ def test_prune_plus_quantise_recipe_applies_byte_identically(resnet_task, tmp_pa
 
 
 def test_recipe_pruning_section_errors_name_the_field(resnet_task):
-    from workbench.recipe import RecipeError, check_recipe_against, parse_recipe
+    from workbench.runs.recipe import RecipeError, check_recipe_against, parse_recipe
 
     task, model = resnet_task
     base = {"task": {"name": "ic-resnet8"}, "quantization": {"weight_bits": 8}}

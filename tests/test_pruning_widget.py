@@ -2,7 +2,7 @@ import pytest
 
 import workbench as wb
 from widgets import PruningSweep
-from workbench.pruning_sweep import PruningSweepConfig
+from workbench.analysis.pruning_sweep import PruningSweepConfig
 
 
 @pytest.fixture()
@@ -84,7 +84,7 @@ def test_bad_input_shows_a_message_not_a_traceback(digits):
 
     from torch import nn
 
-    from workbench.data import Split, TaskData
+    from workbench.tasks.data import Split, TaskData
 
     task, model = digits
     d = task.data

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 import workbench as wb
-from workbench.evaluate import predict
+from workbench.tasks.evaluate import predict
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,7 @@ def test_act_equalization_keeps_the_function_and_runs_in_the_pipeline():
     task = wb.make_task(model, x[:128], (x[128:], model(x[128:]).argmax(1)), metric=lambda o, t: float((o.argmax(1) == t).float().mean()))
     import copy
 
-    from workbench.ptq import act_equalization
+    from workbench.core.ptq import act_equalization
 
     eq = act_equalization(copy.deepcopy(model), x[:128], alpha=0.5)
     with torch.no_grad():
@@ -94,7 +94,7 @@ def test_adaround_learns_rounding_that_lowers_the_output_error_and_exports_as_le
              for n in ("stem.0", "stack2.conv1", "classifier")]
     assert all(int(m.max()) == 1 for m in moved) and all(0 < float((m > 0).float().mean()) < 0.5 for m in moved)
     # the learned integers are what both exports compute (baked into an ordinary Brevitas model)
-    from workbench.pipeline import export_and_verify
+    from workbench.export.pipeline import export_and_verify
 
     result = export_and_verify(task, q, tmp_path, latency_runs=5, qonnx_samples=16)
     assert result["onnx_agreement"] >= 0.99 and result["qonnx_agreement"] == 1.0 and result["int_kernel_nodes"] >= 10
@@ -122,7 +122,7 @@ class Shared(nn.Module):
 
 
 def test_adaround_refuses_layers_it_does_not_support(resnet):
-    from workbench.ptq import learned_rounding
+    from workbench.core.ptq import learned_rounding
 
     task, model = resnet
     x = task.data.calib.x[:32]
@@ -144,7 +144,7 @@ def test_adaround_refuses_layers_it_does_not_support(resnet):
     learned_rounding(qs, xs, iters=5, layers=["head"])  # the unshared layer alone is fine
     import brevitas.nn as qnn
 
-    from workbench.quantize import weight_quantizer
+    from workbench.core.quantize import weight_quantizer
 
     upsample = nn.Sequential(qnn.QuantConv2d(3, 4, 3, weight_quant=weight_quantizer(4, "per_channel", "float")),
                              qnn.QuantConvTranspose2d(4, 2, 2, stride=2, weight_quant=weight_quantizer(4, "per_channel", "float"))).eval()

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import workbench as wb
-from workbench.qat import CheckpointError, QATConfig, train_qat
+from workbench.core.qat import CheckpointError, QATConfig, train_qat
 
 
 def test_qat_with_distillation_recovers_half_the_w4a4_drop():
@@ -71,7 +71,7 @@ def test_qat_bad_input(digits_w4):
 
 
 def test_recovery_table_compares_every_method(digits):
-    from workbench.recovery import recovery_table
+    from workbench.analysis.recovery import recovery_table
 
     task, model = digits
     df = recovery_table(task, model, wb.QuantSpec.uniform(3, 4), qat=QATConfig(epochs=1, lr=3e-4), progress=False)

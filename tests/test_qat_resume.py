@@ -24,8 +24,8 @@ import torch
 from safetensors import safe_open
 
 import workbench as wb
-from workbench.baseline import CorruptFileWarning
-from workbench.qat import QATConfig, train_qat
+from workbench.tasks.baseline import CorruptFileWarning
+from workbench.core.qat import QATConfig, train_qat
 
 EPOCHS = 4
 

@@ -1,6 +1,6 @@
 import workbench as wb
 from widgets import QATProgress
-from workbench.qat import QATConfig
+from workbench.core.qat import QATConfig
 
 
 def test_live_loss_and_metric_per_epoch(digits, tmp_path):

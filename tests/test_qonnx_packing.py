@@ -15,8 +15,8 @@ from qonnx.util.cleanup import cleanup_model
 from torch import nn
 
 import workbench as wb
-from workbench.export import pack_qonnx_weights, resolve_pack
-from workbench.verify import onnx_storage, qonnx_storage
+from workbench.export.onnx_export import pack_qonnx_weights, resolve_pack
+from workbench.export.verify import onnx_storage, qonnx_storage
 
 # digits-cnn layers: features.0 (144 weights), features.3 (4,608), features.7 (9,216), classifier (320)
 MIXED = {"weight_bits": 4, "act_bits": 8, "layers": {"features.3": {"weight_bits": 3}, "features.7": {"weight_bits": 8},
@@ -145,7 +145,7 @@ class _Residual(nn.Module):
 def test_packing_report_names_convinteger_layers_by_their_weights(tmp_path):
     """Brevitas names the ONNX nodes ``/conv/...`` (the last part of ``body.conv``) and the export
     writes ConvInteger nodes of its own: the report still says how each layer's weights are stored."""
-    from workbench.ptq import calibrate
+    from workbench.core.ptq import calibrate
 
     torch.manual_seed(0)
     model, x = _Residual().eval(), torch.randn(16, 3, 8, 8)
@@ -208,7 +208,7 @@ def test_the_cli_rejects_a_bad_pack_in_one_line_before_any_folder(tmp_path, comm
 def test_recipe_pack_round_trips_and_old_recipes_are_unchanged():
     import yaml
 
-    from workbench.recipe import RecipeError, parse_recipe
+    from workbench.runs.recipe import RecipeError, parse_recipe
 
     old = parse_recipe({"task": {"name": "digits-cnn"}, "export": {"formats": ["qcdq"], "weight_encoding": "u8"}})
     assert old.export.pack is None and "pack" not in old.to_yaml()
@@ -225,7 +225,7 @@ def test_promote_copies_the_target_encoding_and_apply_uses_it(digits, tmp_path):
     ``apply`` with s8 weights (and the recipe's ``pack``), not the recipe default u8."""
     import json
 
-    from workbench.recipe import promote
+    from workbench.runs.recipe import promote
 
     task, _ = digits
     target = tmp_path / "vnni-box.yaml"

@@ -12,8 +12,8 @@ from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.core.onnx_exec import execute_onnx
 
 import workbench as wb
-from workbench.qonnx_run import lower_qonnx, qonnx_session, run_qonnx
-from workbench.verify import as_onnx_input
+from workbench.export.qonnx_run import lower_qonnx, qonnx_session, run_qonnx
+from workbench.export.verify import as_onnx_input
 
 DOMAIN = "qonnx.custom_op.general"
 SHAPE = [2, 3, 40]

@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 import workbench as wb
-from workbench.verify import onnx_weight_integers, verify_qcdq
+from workbench.export.verify import onnx_weight_integers, verify_qcdq
 
 
 def test_per_layer_bits_are_honoured_everywhere(digits, tmp_path):
@@ -150,7 +150,7 @@ def test_per_module_path_folds_every_batchnorm_into_its_convolution(name, tmp_pa
     float32 rounding of the folded weights grew past a float32 check's tolerance)."""
     import onnx
 
-    from workbench.quantize import fold_batchnorm
+    from workbench.core.quantize import fold_batchnorm
 
     task = wb.create_task(name, image_size=32).small(8, 8, 16)
     model = wb.load_or_train_baseline(task, progress=False)

@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import workbench as wb
-from workbench.fileio import inside
-from workbench.recipe import RecipeError, check_recipe_against, load_recipe, parse_recipe, promote, recipe_diff
+from workbench.infra.fileio import inside
+from workbench.runs.recipe import RecipeError, check_recipe_against, load_recipe, parse_recipe, promote, recipe_diff
 
 WORKBENCH = str(Path(sys.executable).parent / "workbench")
 
@@ -107,7 +107,7 @@ def test_factory_reference_is_imported_only_with_consent(tmp_path, monkeypatch, 
     monkeypatch.delenv("WORKBENCH_ALLOW_CODE", raising=False)
     import sys
 
-    from workbench.recipe import CodeNotAllowedError, resolve_task
+    from workbench.runs.recipe import CodeNotAllowedError, resolve_task
 
     ref = parse_recipe({**GOOD, "task": {"factory": "my_tasks:make"}}).task
     with pytest.raises(CodeNotAllowedError, match="would import module 'my_tasks' and call make\\(\\); .*--allow-code"):

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 import workbench as wb
-from workbench.cost import described_costs, layer_costs
-from workbench.report import bits_figure, metric_figure, pareto_figure, write_report
+from workbench.core.cost import described_costs, layer_costs
+from workbench.runs.report import bits_figure, metric_figure, pareto_figure, write_report
 
 CHOSEN_SPEC = {"weight_bits": 8, "act_bits": 8, "layers": {"features.0": {"weight_bits": 6}, "features.3": {"weight_bits": 3}}}
 

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 import workbench as wb
-from workbench.cost import cost_table, layer_costs, load_target, totals
-from workbench.search import SearchConfig, build_problem, pareto_mask, search, smallest_budget, solve_greedy, solve_ilp
-from workbench.sensitivity import SensitivityConfig, sensitivity
+from workbench.core.cost import cost_table, layer_costs, load_target, totals
+from workbench.search.precision import SearchConfig, build_problem, pareto_mask, search, smallest_budget, solve_greedy, solve_ilp
+from workbench.analysis.sensitivity import SensitivityConfig, sensitivity
 
 BITS = (2, 3, 4, 5, 6, 7, 8)
 

@@ -11,11 +11,11 @@ import pandas as pd
 import pytest
 
 import workbench as wb
-from workbench.cost import cost_table, layer_costs, totals
-from workbench.cost_tables import TargetCostTable
-from workbench.report import pareto_traces
-from workbench.search import SearchConfig, best_within, front_on, search, search_accuracy_target
-from workbench.sensitivity import SensitivityConfig, sensitivity
+from workbench.core.cost import cost_table, layer_costs, totals
+from workbench.search.cost_tables import TargetCostTable
+from workbench.runs.report import pareto_traces
+from workbench.search.precision import SearchConfig, best_within, front_on, search, search_accuracy_target
+from workbench.analysis.sensitivity import SensitivityConfig, sensitivity
 
 BITS = (2, 4, 8)
 FAST = dict(n_budgets=2, n_random=1, latency_runs=0, uniform_bits=(8, 4, 2))
@@ -245,7 +245,7 @@ def test_front_is_recomputed_per_axis_and_points_without_a_value_are_shown():
 
 
 def test_bad_budgets_and_max_drop_are_one_line_errors_before_any_work(digits, sens, monkeypatch):
-    search_module = sys.modules["workbench.search"]
+    search_module = sys.modules["workbench.search.precision"]
     task, model = digits
     monkeypatch.setattr(search_module, "measure", lambda *a, **k: pytest.fail("nothing may be measured"))
     table = hand_table(task, model)
@@ -278,9 +278,9 @@ def test_bad_budgets_and_max_drop_are_one_line_errors_before_any_work(digits, se
 
 
 def test_a_real_onnxruntime_cost_table(digits, sens):
-    cost_tables = pytest.importorskip("workbench.cost_tables")
+    cost_tables = pytest.importorskip("workbench.search.cost_tables")
     if not hasattr(cost_tables, "build_cost_table") or "onnxruntime" not in getattr(cost_tables, "COST_SOURCES", {}):
-        pytest.skip("workbench.cost_tables.build_cost_table and the onnxruntime cost source are not on this branch yet")
+        pytest.skip("workbench.search.cost_tables.build_cost_table and the onnxruntime cost source are not on this branch yet")
     task, model = digits
     table = cost_tables.build_cost_table(task, model, "onnxruntime", bits=BITS, act_bits=8)
     kind = "latency_ms" if "latency_ms" in table.kinds else table.kinds[0]
@@ -322,7 +322,7 @@ def test_cli_widths_joins_width_trials_promotes_a_pruned_point_and_resumes(digit
     from typer.testing import CliRunner
 
     from workbench.cli import app
-    from workbench.recipe import load_recipe
+    from workbench.runs.recipe import load_recipe
 
     monkeypatch.chdir(tmp_path)
     args = ["search", "digits-cnn", "--target", "mcu", "--budget", "macs=300000", "--widths", "--finetune-epochs", "0", "--out", "w"]

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 import torch
 
-from workbench.search import SearchConfig, search
-from workbench.sensitivity import SensitivityConfig, sensitivity
-from workbench.store import ResultStore
+from workbench.search.precision import SearchConfig, search
+from workbench.analysis.sensitivity import SensitivityConfig, sensitivity
+from workbench.infra.store import ResultStore
 
 BITS = (2, 3, 4, 5, 6, 7, 8)
 SMALL = dict(n_budgets=2, uniform_bits=(8, 4), n_random=1)
@@ -125,8 +125,8 @@ class _Unpicklable:
 
 def _hand_table(task, model):
     """A per-layer table of cycles at 4 and 8 weight bits (what a target would measure)."""
-    from workbench.cost import layer_costs
-    from workbench.cost_tables import TargetCostTable
+    from workbench.core.cost import layer_costs
+    from workbench.search.cost_tables import TargetCostTable
 
     costs = layer_costs(model, task.example_input())
     rows = [{"layer": name, "weight_bits": b, "cycles": float(c.macs * b)} for name, c in costs.items() for b in (4, 8)]
@@ -160,7 +160,7 @@ def test_process_executor_gives_the_same_rows_and_resumes(small, tmp_path):
 def test_process_executor_measures_on_the_target_with_the_callers_function(small):
     """With a cost table, the caller's measure_costs runs in the workers, to the same rows; one
     that does not pickle is a one-line ExecutorError before any work."""
-    from workbench.executors import ExecutorError
+    from workbench.infra.executors import ExecutorError
 
     task, model, sens = small
     table = _hand_table(task, model)
@@ -176,7 +176,7 @@ def test_process_executor_measures_on_the_target_with_the_callers_function(small
 
 
 def test_stored_latency_belongs_to_the_machine_that_measured_it(small, tmp_path, monkeypatch):
-    import workbench.verify
+    import workbench.export.verify
 
     store = ResultStore(tmp_path / "results.sqlite")
     first = _run(small, store, target="cpu-int8-ort", latency_runs=3)
@@ -186,7 +186,7 @@ def test_stored_latency_belongs_to_the_machine_that_measured_it(small, tmp_path,
     assert again.attrs["computed"] == 0  # same machine: latency read back too
     pd.testing.assert_series_equal(again["latency_ms"], first["latency_ms"], check_exact=True)
     # the same store on a host with another CPU: metrics are still read back, latency is measured again
-    monkeypatch.setattr(workbench.verify, "host_cpu", lambda cpuinfo=None: "Another CPU 9000")
+    monkeypatch.setattr(workbench.export.verify, "host_cpu", lambda cpuinfo=None: "Another CPU 9000")
     other = _run(small, ResultStore(tmp_path / "results.sqlite"), target="cpu-int8-ort", latency_runs=3)
     fresh = other["latency_ms"].notna()
     assert other.attrs["computed"] == other.loc[fresh, "bits"].nunique() >= 1  # only the latencies are measured again

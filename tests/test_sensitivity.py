@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 import workbench as wb
-from workbench.sensitivity import COLUMNS, SensitivityConfig, parse_bits, sensitivity
-from workbench.store import ResultStore
+from workbench.analysis.sensitivity import COLUMNS, SensitivityConfig, parse_bits, sensitivity
+from workbench.infra.store import ResultStore
 
 METRICS = ["metric", "metric_delta", "sqnr_db", "output_mse", "kl"]
 
@@ -66,8 +66,8 @@ CHILD = textwrap.dedent("""
     import sys, warnings
     warnings.filterwarnings("ignore")
     import workbench as wb
-    from workbench.sensitivity import SensitivityConfig, sensitivity
-    from workbench.store import ResultStore
+    from workbench.analysis.sensitivity import SensitivityConfig, sensitivity
+    from workbench.infra.store import ResultStore
     task = wb.create_task("ic-resnet8").small(n_train=256, n_calib=96, n_eval=160)
     model = wb.load_or_train_baseline(task, epochs=2, progress=False)
     print("ready", flush=True)

@@ -13,10 +13,10 @@ import pytest
 import torch
 
 import workbench as wb
-from workbench.errors import SpecError
-from workbench.pipeline import PTQConfig
-from workbench.quantize import quantisable_layers
-from workbench.sensitivity import SensitivityConfig, _Engine, _SwapEngine, naive_case, sensitivity
+from workbench.infra.errors import SpecError
+from workbench.export.pipeline import PTQConfig
+from workbench.core.quantize import quantisable_layers
+from workbench.analysis.sensitivity import SensitivityConfig, _Engine, _SwapEngine, naive_case, sensitivity
 
 METRICS = ["metric", "metric_delta", "sqnr_db", "output_mse", "kl"]
 

@@ -3,7 +3,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import workbench as wb
-from workbench.spec import LayerQuant, resolve
+from workbench.core.spec import LayerQuant, resolve
 
 LAYERS = {"stem": ("Conv2d", False), "blocks.0": ("Conv2d", True), "blocks.1": ("Conv2d", False), "head": ("Linear", False)}
 

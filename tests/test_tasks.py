@@ -74,7 +74,7 @@ def test_task_on_user_data_via_npz(tmp_path):
     y = rng.integers(0, 10, 40)
     np.savez(tmp_path / "d.npz", x=x, y=y)
     xs, ys = wb.load_npz(tmp_path / "d.npz")
-    from workbench.data import split_arrays
+    from workbench.tasks.data import split_arrays
 
     train, calib, eval_ = split_arrays(xs, ys, seed=0)
     task = wb.create_task("digits-cnn").with_data(wb.TaskData(train, calib, eval_, source="my npz"))
@@ -82,7 +82,7 @@ def test_task_on_user_data_via_npz(tmp_path):
 
 
 def test_scoring_a_classifier_without_labels_is_a_task_error():
-    from workbench.data import Split, TaskData
+    from workbench.tasks.data import Split, TaskData
 
     task = wb.create_task("ic-resnet8").small(64, 32, 32)
     d = task.data

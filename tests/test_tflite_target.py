@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import workbench as wb
-from workbench import tflite
-from workbench.exporters import DEPLOYMENT_COLUMNS, EXPORTERS
+from workbench.targets import tflite
+from workbench.export.exporters import DEPLOYMENT_COLUMNS, EXPORTERS
 
 for _module in ("litert_torch", "ai_edge_quantizer", "ai_edge_litert", "tflite_micro"):
     pytest.importorskip(_module, reason="the tflite-int8 target needs the [targets] extra")
@@ -125,8 +125,8 @@ def test_three_bit_weights_go_in_an_int8_container_and_16_bit_weights_and_fp8_ar
 
 
 def test_tensor_names_map_to_module_paths():
-    name = ("workbench.models.M/torch.nn.modules.container.Sequential_features/torch.nn.modules.activation.ReLU_38;;"
-            "workbench.models.M/torch.nn.modules.container.Sequential_features/torch.nn.modules.conv.Conv2d_36;1")
+    name = ("workbench.tasks.models.M/torch.nn.modules.container.Sequential_features/torch.nn.modules.activation.ReLU_38;;"
+            "workbench.tasks.models.M/torch.nn.modules.container.Sequential_features/torch.nn.modules.conv.Conv2d_36;1")
     assert tflite.tensor_module(name) == "features.38"
     assert tflite.tensor_module("m.M/transformers.x.MobileNetV2ConvLayer_conv_3x3/torch.nn.Conv2d_convolution;") == "conv_3x3.convolution"
     import re

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 import workbench as wb
-from workbench.tracking import Tracker, TrackingError
+from workbench.infra.tracking import Tracker, TrackingError
 
 mlflow = pytest.importorskip("mlflow", reason="the mlflow extra is part of make test's install")
 WORKBENCH = str(Path(sys.executable).parent / "workbench")
@@ -90,7 +90,7 @@ def test_unreachable_or_malformed_uris_fail_before_any_work(tmp_path):
 
 
 def test_a_qat_recipe_logs_loss_and_metric_per_epoch(digits, tmp_path):
-    from workbench.job import apply_recipe
+    from workbench.runs.job import apply_recipe
 
     task, _ = digits
     recipe = {"recipe_version": 1, "name": "digits-w4-qat", "task": {"name": "digits-cnn"}, "quantization": {"weight_bits": 4, "act_bits": 8},

@@ -5,9 +5,9 @@ import pytest
 
 import workbench as wb
 from widgets import TradeoffExplorer
-from workbench.recipe import check_recipe_against, load_recipe
-from workbench.search import SearchConfig, search
-from workbench.sensitivity import SensitivityConfig, sensitivity
+from workbench.runs.recipe import check_recipe_against, load_recipe
+from workbench.search.precision import SearchConfig, search
+from workbench.analysis.sensitivity import SensitivityConfig, sensitivity
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +130,7 @@ def test_evaluate_then_promote(explorer, digits):
 
 
 def test_pruned_points_share_the_axes_and_promote_with_their_pruning(digits, searched, tmp_path):
-    from workbench.search import join_points, pruned_candidates
+    from workbench.search.precision import join_points, pruned_candidates
 
     task, model = digits
     sens, points = searched
@@ -176,7 +176,7 @@ def test_bad_search_results_show_a_message(digits, searched, tmp_path, case):
 def test_task_without_labels_gives_a_readable_error(digits, searched, tmp_path):
     import dataclasses
 
-    from workbench.data import Split
+    from workbench.tasks.data import Split
 
     task, model = digits
     sens, points = searched

@@ -19,7 +19,7 @@ MODULE = textwrap.dedent('''
     from torch import nn
 
     import workbench as wb
-    from workbench.data import split_arrays
+    from workbench.tasks.data import split_arrays
 
 
     def accuracy(outputs, targets):

@@ -14,7 +14,7 @@ SMOKE = r"""
 import sys, warnings
 warnings.filterwarnings("ignore")
 import workbench as wb
-from workbench.cost import list_targets, load_target
+from workbench.core.cost import list_targets, load_target
 assert wb.__file__.startswith(sys.argv[1]), wb.__file__
 names = list_targets()
 assert {"cpu-int8-ort", "fpga-dataflow", "mcu"} <= set(names), names
@@ -37,7 +37,7 @@ def test_the_installed_wheel_carries_its_targets_and_works(tmp_path):
     (wheel,) = dist.glob("workbench-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "workbench/py.typed" in names
-    assert {"workbench/texts/sentences.txt", "workbench/texts/vocab.txt"} <= set(names)  # hf-minilm-embed's text and vocabulary
+    assert {"workbench/tasks/texts/sentences.txt", "workbench/tasks/texts/vocab.txt"} <= set(names)  # hf-minilm-embed's text and vocabulary
     assert {"workbench/targets/cpu-int8-ort.yaml", "workbench/targets/fpga-dataflow.yaml", "workbench/targets/mcu.yaml"} <= set(names)
     site = tmp_path / "site"
     inst = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],

@@ -59,7 +59,7 @@ def test_evaluate_button_measures_the_model(table):
 def test_task_without_labels_shows_a_message(digits):
     import dataclasses
 
-    from workbench.data import Split
+    from workbench.tasks.data import Split
 
     task, model = digits
     unlabelled = task.with_data(dataclasses.replace(task.data, eval=Split(task.data.eval.x, None)))

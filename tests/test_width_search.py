@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 import workbench as wb
-from workbench.errors import OutputPathError, SpecError
-from workbench.pruning import PruningSpec, channel_groups, prune
-from workbench.search import join_points
-from workbench.width_search import WidthSearchConfig, stages, width_search
+from workbench.infra.errors import OutputPathError, SpecError
+from workbench.core.pruning import PruningSpec, channel_groups, prune
+from workbench.search.precision import join_points
+from workbench.search.width_search import WidthSearchConfig, stages, width_search
 
 ROOT = Path(__file__).resolve().parents[1]
 ARGS = dict(n_trials=6, bits=(8, 4), widths=(1.0, 0.75, 0.5), objective_kind="macs", budgets={"weight_kib": 7.0}, finetune_epochs=1, seed=3)
@@ -113,7 +113,7 @@ def _completed(journal: Path) -> dict[int, list]:
 def test_resume_after_sigkill_recomputes_nothing_done_and_ends_like_an_uninterrupted_run(digits_small, first, tmp_path):
     task, model = digits_small
     out = tmp_path / "killed"
-    code = ("import workbench as wb\nfrom workbench.width_search import width_search, WidthSearchConfig\n"
+    code = ("import workbench as wb\nfrom workbench.search.width_search import width_search, WidthSearchConfig\n"
             "task = wb.create_task('digits-cnn').small()\nmodel = wb.load_or_train_baseline(task, seed=0, epochs=20, progress=False)\n"
             f"width_search(task, model, out={str(out)!r}, config=WidthSearchConfig(**{{**{ARGS!r}, 'population_size': 4}}), progress=False)\n")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}  # the test session's baseline cache too

@@ -19,7 +19,7 @@ from typing import Any
 
 import ipywidgets as W
 
-from workbench.errors import WorkbenchError
+from workbench.infra.errors import WorkbenchError
 
 
 class Cancelled(WorkbenchError):

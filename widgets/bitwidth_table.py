@@ -17,7 +17,7 @@ import plotly.graph_objects as go
 import traitlets
 
 import workbench as wb
-from workbench.cost import packed_weight_bytes
+from workbench.core.cost import packed_weight_bytes
 
 from .background import Runner, message_html, one_line
 from .chart import Chart
@@ -44,7 +44,7 @@ def setting_label(value) -> str:
 def bit_choices() -> list[tuple[str, int | str]]:
     """Dropdown choices from the number-format registry: the integer widths, then each
     fixed-width format by name (``fp8_e4m3``), then ``float``."""
-    from workbench.formats import FORMATS, INT, fixed_width_formats
+    from workbench.core.formats import FORMATS, INT, fixed_width_formats
 
     fixed = [(n, n) for n in fixed_width_formats()]
     return [(str(b), b) for b in FORMATS[INT].bits] + fixed + [("float", "float")]
@@ -137,7 +137,7 @@ class BitWidthTable(W.VBox):
         return {n: {"weight_bits": self.weight_dropdowns[n].value, "act_bits": self.act_dropdowns[n].value} for n in self.layer_types}
 
     def _sync_spec(self) -> None:
-        from workbench.formats import FORMATS
+        from workbench.core.formats import FORMATS
 
         layers = {}
         for name, bits in self._layer_bits().items():

@@ -1,6 +1,6 @@
 """``DeploymentMatrix``: every deployment target and runtime side by side.
 
-Takes a deployment table (columns :data:`workbench.exporters.DEPLOYMENT_COLUMNS`: one row per
+Takes a deployment table (columns :data:`workbench.export.exporters.DEPLOYMENT_COLUMNS`: one row per
 target and runtime, as ``Target.evaluate`` and ``deployment.csv`` give them) and shows:
 
 - the table as HTML, rows whose ``agreement`` with the simulation is below ``tolerance`` in red
@@ -24,8 +24,8 @@ import pandas as pd
 import plotly.graph_objects as go
 import traitlets
 
-from workbench.errors import SpecError
-from workbench.exporters import DEPLOYMENT_COLUMNS
+from workbench.infra.errors import SpecError
+from workbench.export.exporters import DEPLOYMENT_COLUMNS
 
 from .chart import Chart
 

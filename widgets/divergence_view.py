@@ -1,6 +1,6 @@
 """``DivergenceView``: where a deployment target parts from the simulation, layer by layer.
 
-Takes the table of :func:`workbench.divergence` (one row per quantised layer, in the order the
+Takes the table of :func:`workbench.analysis.divergence` (one row per quantised layer, in the order the
 forward pass runs them) and shows:
 
 - SQNR (dB) of the target's tensor against the simulation's, one bar per layer, with the
@@ -8,7 +8,7 @@ forward pass runs them) and shows:
   are grey stubs marked "missing", exact matches (inf dB) are drawn at the top of the axis and
   labelled "exact";
 - a threshold slider that recomputes ``over_threshold`` / ``first``
-  (:func:`workbench.divergence.apply_threshold`);
+  (:func:`workbench.analysis.divergence.apply_threshold`);
 - a layer dropdown that jumps to the first layer over the threshold whenever the threshold
   changes (it stays free to pick any other layer), the picked layer outlined and annotated in the
   chart, and one HTML line naming it with its SQNR, cosine and largest difference.
@@ -27,8 +27,8 @@ import pandas as pd
 import plotly.graph_objects as go
 import traitlets
 
-from workbench.divergence import DIVERGENCE_COLUMNS, apply_threshold
-from workbench.errors import SpecError
+from workbench.analysis.divergence import DIVERGENCE_COLUMNS, apply_threshold
+from workbench.infra.errors import SpecError
 
 from .chart import Chart
 
@@ -52,7 +52,7 @@ class DivergenceView(W.VBox):
         super().__init__(**kwargs)
         missing_cols = [c for c in ("layer", "sqnr_db") if c not in table.columns]
         if missing_cols:
-            raise SpecError(f"divergence table without column(s) {', '.join(missing_cols)}; expected the table of workbench.divergence "
+            raise SpecError(f"divergence table without column(s) {', '.join(missing_cols)}; expected the table of workbench.analysis.divergence "
                             f"({', '.join(DIVERGENCE_COLUMNS)})")
         self.target = table.attrs.get("target", "target")
         threshold_db = table.attrs.get("threshold_db", 30.0) if threshold_db is None else threshold_db

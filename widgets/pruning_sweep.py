@@ -1,7 +1,7 @@
 """``PruningSweep``: metric against sparsity, per layer and for the whole model, and what a global
 level really saves.
 
-- "Run sweep" runs (or loads from the store) :func:`workbench.pruning_sweep` in a background
+- "Run sweep" runs (or loads from the store) :func:`workbench.analysis.pruning_sweep` in a background
   thread (:class:`~widgets.background.Runner`: the button says "Running...", Cancel stops between
   rows, finished rows stay in the result store and the next run resumes from them), with a
   progress bar of rows done / total and an ETA; the chart fills as rows finish: one thin curve per
@@ -25,9 +25,9 @@ import pandas as pd
 import plotly.graph_objects as go
 import traitlets
 
-from workbench.errors import TaskError
-from workbench.pruning import channel_groups, prunable_layers
-from workbench.pruning_sweep import PruningSweepConfig, pruning_sweep
+from workbench.infra.errors import TaskError
+from workbench.core.pruning import channel_groups, prunable_layers
+from workbench.analysis.pruning_sweep import PruningSweepConfig, pruning_sweep
 
 from .background import Runner, SweepWidget, message_html, one_line
 from .chart import Chart

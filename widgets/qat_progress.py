@@ -1,7 +1,7 @@
 """``QATProgress``: quantisation-aware training with live loss and metric.
 
 A progress bar over epochs and a plotly chart of the training loss and the eval metric, updated
-after every epoch (``workbench.qat.train_qat``'s ``on_epoch``); the plain-PTQ metric is drawn as a
+after every epoch (``workbench.core.qat.train_qat``'s ``on_epoch``); the plain-PTQ metric is drawn as a
 reference line and the float metric as the ceiling. "Train" runs in a background thread
 (:class:`~widgets.background.Runner`): the button says "Running...", the label gives epochs done /
 total and an ETA, and Cancel stops training between epochs (the last epoch's checkpoint stays in
@@ -17,8 +17,8 @@ import ipywidgets as W
 import traitlets
 from plotly.subplots import make_subplots
 
-from workbench.evaluate import evaluate
-from workbench.qat import QATConfig, train_qat
+from workbench.tasks.evaluate import evaluate
+from workbench.core.qat import QATConfig, train_qat
 
 from .background import Runner, RunnerWidget
 from .chart import Chart

@@ -20,9 +20,9 @@ import plotly.graph_objects as go
 import traitlets
 
 import workbench as wb
-from workbench.layer_stats import folded_graph, layer_statistics, weight_histogram
-from workbench.report import SENSITIVITY_AXES, SENSITIVITY_VALUES, case_label, heatmap_matrix, sensitivity_hover
-from workbench.sensitivity import SensitivityConfig, sensitivity
+from workbench.analysis.layer_stats import folded_graph, layer_statistics, weight_histogram
+from workbench.runs.report import SENSITIVITY_AXES, SENSITIVITY_VALUES, case_label, heatmap_matrix, sensitivity_hover
+from workbench.analysis.sensitivity import SensitivityConfig, sensitivity
 
 from .background import Runner, SweepWidget, message_html, one_line
 from .chart import Chart

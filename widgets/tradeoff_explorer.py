@@ -3,7 +3,7 @@ edits estimated at once, real evaluation, and promotion to a recipe.
 
 - a scatter of every evaluated configuration (metric against any cost kind the points have a
   column of: weight KiB, BOPs, MACs, latency, ... from the cost-kind registry; ``axis`` selects),
-  the measured front recomputed on that axis (``workbench.search.front_on``), the points with no
+  the measured front recomputed on that axis (``workbench.search.precision.front_on``), the points with no
   value on it (a latency not measured) at the left edge in a trace of their own, hover details;
   clicking a point selects it;
 - the selected point's bits as a table of dropdowns; an edit re-estimates metric, error and
@@ -19,7 +19,7 @@ when the selection or the bits change. A search result the chart cannot show in 
 one point, no measured metric, columns missing) gives a readable message in the widget, never
 an exception from the constructor.
 
-Pruned-and-quantised points (``workbench.search.pruned_candidates`` joined with ``join_points``)
+Pruned-and-quantised points (``workbench.search.precision.pruned_candidates`` joined with ``join_points``)
 share the axes; selecting one shows its pruning, and its costs come from the pruned model (there
 is no additive estimate for them: Evaluate measures), and promotion writes the pruning section too.
 """
@@ -36,12 +36,12 @@ import plotly.graph_objects as go
 import traitlets
 
 import workbench as wb
-from workbench.cost import COST_KINDS, cost_table, layer_costs, load_target, totals
-from workbench.fileio import atomic_write_text, inside, sha256_file
-from workbench.pruning import PruningSpec, prune
-from workbench.recipe import promote
-from workbench.report import AXES, axis_options, kind_family, pareto_traces
-from workbench.search import build_problem, measure
+from workbench.core.cost import COST_KINDS, cost_table, layer_costs, load_target, totals
+from workbench.infra.fileio import atomic_write_text, inside, sha256_file
+from workbench.core.pruning import PruningSpec, prune
+from workbench.runs.recipe import promote
+from workbench.runs.report import AXES, axis_options, kind_family, pareto_traces
+from workbench.search.precision import build_problem, measure
 
 from .background import Runner, message_html
 from .bitwidth_table import labels_missing
@@ -138,10 +138,10 @@ class TradeoffExplorer(W.VBox):
         if n == 0:
             self.points = pd.DataFrame({c: pd.Series(dtype=object) for c in self.points.columns.union(list(REQUIRED), sort=False)})
             return ("This search result has no points: nothing to plot. Search again with looser budgets "
-                    "(workbench.search.search), or set bits below and press Evaluate.")
+                    "(workbench.search.precision.search), or set bits below and press Evaluate.")
         if missing:
             return (f"These points have no {', '.join(missing)} column: they are not a search result "
-                    f"(workbench.search.search returns one); the chart is empty.")
+                    f"(workbench.search.precision.search returns one); the chart is empty.")
         metric = pd.to_numeric(self.points["measured_metric"], errors="coerce")
         if not np.isfinite(metric).any():
             return (f"None of the {n} points has a measured {self.task.metric.name} (all NaN: not measured, or the "

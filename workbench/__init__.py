@@ -10,10 +10,16 @@ Quick tour::
     wb.describe(qmodel)                                  # per-layer DataFrame
     wb.export_qcdq(qmodel, task.example_input(), "model.onnx")
     wb.verify_qcdq("model.onnx", qmodel, task)           # onnxruntime vs simulation
+
+The package is layered, bottom up: :mod:`workbench.infra`, :mod:`workbench.tasks`,
+:mod:`workbench.core`, :mod:`workbench.export`, :mod:`workbench.targets`,
+:mod:`workbench.analysis`, :mod:`workbench.search`, :mod:`workbench.runs` and :mod:`workbench.cli`
+(docs/ARCHITECTURE.md). Names are imported on first use, so ``import workbench`` itself is cheap.
 """
 
 __version__ = "0.1.0"
 
+import importlib as _importlib
 import os as _os
 import warnings as _warnings
 
@@ -23,7 +29,7 @@ import warnings as _warnings
 # and inherited by every process the workbench starts (a user's explicit setting is kept).
 _os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
-from . import interrupts as _interrupts
+from .infra import interrupts as _interrupts
 
 if _interrupts.is_workbench_command():  # Ctrl-C during the command's imports: exit 130, one line
     _interrupts.exit_while_loading()
@@ -46,77 +52,146 @@ def _quiet_optional_imports() -> None:
 
 _quiet_optional_imports()
 
-from .baseline import load_or_train_baseline
-from .data import Split, TaskData
-from .describe import describe
-from .divergence import divergence, simulation_layer_outputs
-from .errors import (
-    CalibrationError,
-    CheckpointError,
-    DatasetError,
-    ExportError,
-    OutputPathError,
-    ToolchainError,
-    PruningError,
-    SpecError,
-    StoreError,
-    TaskError,
-    UnsupportedLayerError,
-    UserCodeError,
-    WorkbenchError,
-)
-from .evaluate import evaluate, predict
-from .export import export_float, export_qcdq, export_qonnx
-from .exporters import Exporter, Target, get_exporter, list_exporters, register_exporter
-from .formats import NumberFormat, get_format, list_formats, register_format
-from .job import apply_recipe, run_demo, run_job
-from .loaders import load_cifar10_binary, load_image_folder, load_mnist_idx, load_npz
-from .metrics import Metric
-from .pipeline import PTQConfig, evaluate_quantized, export_and_verify, quantize_task
-from .ptq import bias_correction, calibrate, learned_rounding
-from .layer_stats import layer_statistics, weight_histogram
-from .quantize import UnsupportedLayerWarning, quantisable_layers, quantize_model
-from .pruning import PruningSpec, channel_groups, prune, sparsity_table
-from .pruning_sweep import PruningSweepConfig, pruning_sweep
-from .qat import QATConfig, train_qat
-from .recovery import recovery_table
-from .sensitivity import SensitivityConfig, hessian_traces, sensitivity
-from .store import ResultStore
-from .executors import ExecutorError, make_executor
-from .tracking import Tracker, TrackingError, TrackingWarning
-from .spec import LayerSettings, QuantSpec
-from .outdir import RunDir
-from .recipe import CodeNotAllowedError, Recipe, RecipeError, TargetTolerance, load_recipe, promote
-from .deploy import deploy, deployment_table, list_target_names
-from .cost import CostKind, cost_table, described_costs, get_cost_kind, list_cost_kinds, load_target, register_cost_kind
-from .cost_tables import CostSource, TargetCostTable, build_cost_table, get_cost_source, list_cost_sources, measure_point, register_cost_source
-from .search import SearchConfig, front_on, search, search_accuracy_target
-from .width_search import WidthSearchConfig, width_search
-from .tasks import Task, create_task, list_tasks, make_task, register_task, task_from_factory, tasks_table
-from .qonnx_run import lower_qonnx, qonnx_session, run_qonnx
-from .verify import host_cpu, latency_ms, latency_where, optimized_op_counts, verify_qcdq, verify_qonnx
-from .tflite import export_tflite_int8, tflite_for_assignment
-from .vela import get_vela_target, vela_layers, vela_summary  # registers one Ethos-U target per Vela accelerator config
+# name -> the module that defines it; imported on first access (PEP 562)
+_API = {
+    'divergence': 'workbench.analysis.divergence',
+    'simulation_layer_outputs': 'workbench.analysis.divergence',
+    'layer_statistics': 'workbench.analysis.layer_stats',
+    'weight_histogram': 'workbench.analysis.layer_stats',
+    'PruningSweepConfig': 'workbench.analysis.pruning_sweep',
+    'pruning_sweep': 'workbench.analysis.pruning_sweep',
+    'recovery_table': 'workbench.analysis.recovery',
+    'SensitivityConfig': 'workbench.analysis.sensitivity',
+    'hessian_traces': 'workbench.analysis.sensitivity',
+    'sensitivity': 'workbench.analysis.sensitivity',
+    'CostKind': 'workbench.core.cost',
+    'cost_table': 'workbench.core.cost',
+    'described_costs': 'workbench.core.cost',
+    'get_cost_kind': 'workbench.core.cost',
+    'list_cost_kinds': 'workbench.core.cost',
+    'load_target': 'workbench.core.cost',
+    'register_cost_kind': 'workbench.core.cost',
+    'describe': 'workbench.core.describe',
+    'NumberFormat': 'workbench.core.formats',
+    'get_format': 'workbench.core.formats',
+    'list_formats': 'workbench.core.formats',
+    'register_format': 'workbench.core.formats',
+    'PruningSpec': 'workbench.core.pruning',
+    'channel_groups': 'workbench.core.pruning',
+    'prune': 'workbench.core.pruning',
+    'sparsity_table': 'workbench.core.pruning',
+    'bias_correction': 'workbench.core.ptq',
+    'calibrate': 'workbench.core.ptq',
+    'learned_rounding': 'workbench.core.ptq',
+    'QATConfig': 'workbench.core.qat',
+    'train_qat': 'workbench.core.qat',
+    'UnsupportedLayerWarning': 'workbench.core.quantize',
+    'quantisable_layers': 'workbench.core.quantize',
+    'quantize_model': 'workbench.core.quantize',
+    'LayerSettings': 'workbench.core.spec',
+    'QuantSpec': 'workbench.core.spec',
+    'Exporter': 'workbench.export.exporters',
+    'Target': 'workbench.export.exporters',
+    'get_exporter': 'workbench.export.exporters',
+    'list_exporters': 'workbench.export.exporters',
+    'register_exporter': 'workbench.export.exporters',
+    'export_float': 'workbench.export.onnx_export',
+    'export_qcdq': 'workbench.export.onnx_export',
+    'export_qonnx': 'workbench.export.onnx_export',
+    'PTQConfig': 'workbench.export.pipeline',
+    'evaluate_quantized': 'workbench.export.pipeline',
+    'export_and_verify': 'workbench.export.pipeline',
+    'quantize_task': 'workbench.export.pipeline',
+    'lower_qonnx': 'workbench.export.qonnx_run',
+    'qonnx_session': 'workbench.export.qonnx_run',
+    'run_qonnx': 'workbench.export.qonnx_run',
+    'host_cpu': 'workbench.export.verify',
+    'latency_ms': 'workbench.export.verify',
+    'latency_where': 'workbench.export.verify',
+    'optimized_op_counts': 'workbench.export.verify',
+    'verify_qcdq': 'workbench.export.verify',
+    'verify_qonnx': 'workbench.export.verify',
+    '_interrupts': 'workbench.infra',
+    'CalibrationError': 'workbench.infra.errors',
+    'CheckpointError': 'workbench.infra.errors',
+    'DatasetError': 'workbench.infra.errors',
+    'ExportError': 'workbench.infra.errors',
+    'OutputPathError': 'workbench.infra.errors',
+    'PruningError': 'workbench.infra.errors',
+    'SpecError': 'workbench.infra.errors',
+    'StoreError': 'workbench.infra.errors',
+    'TaskError': 'workbench.infra.errors',
+    'ToolchainError': 'workbench.infra.errors',
+    'UnsupportedLayerError': 'workbench.infra.errors',
+    'UserCodeError': 'workbench.infra.errors',
+    'WorkbenchError': 'workbench.infra.errors',
+    'ExecutorError': 'workbench.infra.executors',
+    'make_executor': 'workbench.infra.executors',
+    'RunDir': 'workbench.infra.outdir',
+    'ResultStore': 'workbench.infra.store',
+    'Tracker': 'workbench.infra.tracking',
+    'TrackingError': 'workbench.infra.tracking',
+    'TrackingWarning': 'workbench.infra.tracking',
+    'deploy': 'workbench.runs.deploy',
+    'deployment_table': 'workbench.runs.deploy',
+    'list_target_names': 'workbench.runs.deploy',
+    'apply_recipe': 'workbench.runs.job',
+    'run_demo': 'workbench.runs.job',
+    'run_job': 'workbench.runs.job',
+    'CodeNotAllowedError': 'workbench.runs.recipe',
+    'Recipe': 'workbench.runs.recipe',
+    'RecipeError': 'workbench.runs.recipe',
+    'TargetTolerance': 'workbench.runs.recipe',
+    'load_recipe': 'workbench.runs.recipe',
+    'promote': 'workbench.runs.recipe',
+    'CostSource': 'workbench.search.cost_tables',
+    'TargetCostTable': 'workbench.search.cost_tables',
+    'build_cost_table': 'workbench.search.cost_tables',
+    'get_cost_source': 'workbench.search.cost_tables',
+    'list_cost_sources': 'workbench.search.cost_tables',
+    'measure_point': 'workbench.search.cost_tables',
+    'register_cost_source': 'workbench.search.cost_tables',
+    'SearchConfig': 'workbench.search.precision',
+    'front_on': 'workbench.search.precision',
+    'search': 'workbench.search.precision',
+    'search_accuracy_target': 'workbench.search.precision',
+    'WidthSearchConfig': 'workbench.search.width_search',
+    'width_search': 'workbench.search.width_search',
+    'export_tflite_int8': 'workbench.targets.tflite',
+    'tflite_for_assignment': 'workbench.targets.tflite',
+    'get_vela_target': 'workbench.targets.vela',
+    'vela_layers': 'workbench.targets.vela',
+    'vela_summary': 'workbench.targets.vela',
+    'load_or_train_baseline': 'workbench.tasks.baseline',
+    'Split': 'workbench.tasks.data',
+    'TaskData': 'workbench.tasks.data',
+    'evaluate': 'workbench.tasks.evaluate',
+    'predict': 'workbench.tasks.evaluate',
+    'load_cifar10_binary': 'workbench.tasks.loaders',
+    'load_image_folder': 'workbench.tasks.loaders',
+    'load_mnist_idx': 'workbench.tasks.loaders',
+    'load_npz': 'workbench.tasks.loaders',
+    'Metric': 'workbench.tasks.metrics',
+    'Task': 'workbench.tasks.registry',
+    'create_task': 'workbench.tasks.registry',
+    'list_tasks': 'workbench.tasks.registry',
+    'make_task': 'workbench.tasks.registry',
+    'register_task': 'workbench.tasks.registry',
+    'task_from_factory': 'workbench.tasks.registry',
+    'tasks_table': 'workbench.tasks.registry',
+}
 
-__all__ = [
-    "__version__",
-    "CalibrationError", "CheckpointError", "CodeNotAllowedError", "DatasetError", "ExportError", "OutputPathError", "ToolchainError", "PruningError", "RecipeError", "SpecError",
-    "StoreError", "TaskError", "UnsupportedLayerError", "UserCodeError",
-    "WorkbenchError", "UnsupportedLayerWarning",
-    "Task", "TaskData", "Split", "Metric", "create_task", "list_tasks", "make_task", "register_task", "task_from_factory", "tasks_table",
-    "load_or_train_baseline", "evaluate", "predict",
-    "QuantSpec", "LayerSettings", "PTQConfig", "quantize_model", "quantisable_layers", "quantize_task", "calibrate", "bias_correction", "learned_rounding",
-    "describe", "evaluate_quantized", "divergence", "simulation_layer_outputs",
-    "export_qcdq", "export_qonnx", "export_float", "verify_qcdq", "verify_qonnx", "run_qonnx", "qonnx_session", "lower_qonnx", "optimized_op_counts", "latency_ms", "latency_where", "host_cpu", "export_and_verify",
-    "Exporter", "register_exporter", "get_exporter", "list_exporters", "NumberFormat", "register_format", "get_format", "list_formats",
-    "load_mnist_idx", "load_cifar10_binary", "load_npz", "load_image_folder",
-    "run_job", "run_demo", "RunDir", "apply_recipe", "Recipe", "load_recipe", "promote", "cost_table", "described_costs", "load_target", "SearchConfig", "search", "search_accuracy_target", "front_on",
-    "CostKind", "register_cost_kind", "get_cost_kind", "list_cost_kinds",
-    "CostSource", "TargetCostTable", "build_cost_table", "get_cost_source", "list_cost_sources", "measure_point", "register_cost_source",
-    "SensitivityConfig", "sensitivity", "hessian_traces", "layer_statistics", "weight_histogram", "ResultStore",
-    "PruningSpec", "prune", "channel_groups", "sparsity_table", "PruningSweepConfig", "pruning_sweep", "WidthSearchConfig", "width_search",
-    "QATConfig", "train_qat", "recovery_table",
-    "ExecutorError", "make_executor", "Tracker", "TrackingError", "TrackingWarning",
-    "Target", "TargetTolerance", "deploy", "deployment_table", "list_target_names",
-    "get_vela_target", "vela_layers", "vela_summary", "export_tflite_int8", "tflite_for_assignment",
-]
+__all__ = ["__version__", *_API]
+
+
+def __getattr__(name: str):
+    module = _API.get(name)
+    if module is None:
+        raise AttributeError(f"module 'workbench' has no attribute {name!r}")
+    value = getattr(_importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_API))
