@@ -59,7 +59,7 @@ def test_the_text_and_vocabulary_ship_and_tokenise_with_the_mask():
     # the shipped vocab.txt is what build_vocab makes of the shipped text, and the wheel carries both
     assert minilm.VOCAB.read_text(encoding="utf-8").splitlines() == minilm.build_vocab(lines)
     globs = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["workbench"]
-    assert "texts/*.txt" in globs and minilm.TEXT.parent.name == "texts" and minilm.VOCAB.suffix == ".txt"
+    assert "tasks/texts/*.txt" in globs and minilm.TEXT.parent.name == "texts" and minilm.VOCAB.suffix == ".txt"
     tok = minilm.tokenizer()
     x = hf.tokenize(tok, eval_, max_length=32)
     assert x.shape == (len(eval_), 2, 32) and x.dtype == torch.int64
