@@ -30,11 +30,13 @@ import os
 import re
 from pathlib import Path
 from collections.abc import Iterable
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 from ..infra.plugins import PluginRegistry
 from ..infra.errors import ExportError, ToolchainError, unknown_name
+
+if TYPE_CHECKING:  # annotations only: the registry imports without torch (``workbench exporters``)
+    from torch import nn
 
 PRIMARY = "qcdq"
 DEFAULT_FORMATS = ("qcdq", "qonnx")
