@@ -1,6 +1,6 @@
 """The listing commands: ``workbench tasks``, ``formats``, ``exporters``, ``costs`` and
 ``targets``. They import neither torch nor a target toolchain (the registries they list are light;
-a target's availability is probed with ``importlib.util.find_spec``)."""
+a target's availability is probed without importing it: :func:`workbench.export.exporters.module_installed`)."""
 
 from __future__ import annotations
 
