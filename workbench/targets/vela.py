@@ -30,7 +30,6 @@ from __future__ import annotations
 import configparser
 import csv
 import hashlib
-import importlib.util
 import io
 import math
 import os
