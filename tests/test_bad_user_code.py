@@ -363,7 +363,7 @@ def test_store_errors_suggest_an_option_the_command_has(user_dir):
 
     from typer.main import get_command
 
-    from workbench.cli import app as cli
+    import workbench.cli as cli
 
     group = get_command(cli.app)
     for name, command in group.commands.items():

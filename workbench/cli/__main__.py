@@ -1,5 +1,7 @@
+"""``python -m workbench.cli``: the ``workbench`` command."""
+
 import sys
 
-from .main import main
+from .app import main
 
 sys.exit(main())

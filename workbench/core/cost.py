@@ -14,18 +14,18 @@ import numbers
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Callable, Literal
+from typing import TYPE_CHECKING, Annotated, Callable, Literal
 
 import pandas as pd
-import torch
 from pydantic import BeforeValidator, ConfigDict, Field, ValidationError, field_validator
-from torch import nn
 
 from ..infra.errors import SpecError, unknown_name
-from ..tasks.models import layer_macs
-from .quantize import QUANTISABLE
 from .spec import Int, SpecModel, _not_bool, format_validation_error, short_repr
 from ..infra.yamlio import load_yaml
+
+if TYPE_CHECKING:  # annotations only: the cost kinds and target profiles import without torch (``workbench costs``)
+    import torch
+    from torch import nn
 
 TARGETS_DIR = Path(__file__).resolve().parents[1] / "targets"
 
@@ -390,6 +390,11 @@ class LayerCost:
 
 def layer_costs(model: nn.Module, example_input: torch.Tensor) -> dict[str, LayerCost]:
     """Per-layer weight / bias counts, MACs and activation sizes, from one forward pass."""
+    import torch
+
+    from ..tasks.models import layer_macs
+    from .quantize import QUANTISABLE
+
     found: dict[str, LayerCost] = {}
     hooks = []
     for name, m in model.named_modules():
@@ -418,6 +423,8 @@ def embedding_costs(model: nn.Module) -> dict[str, LayerCost]:
     ``cost_table(embedding_costs(model), {name: bits})`` (None: float, 32 bits; per-row scales
     are not counted, as for every layer). ``describe()`` and the summary's ``weight_bytes_*``
     count them: float tables at 32 bits, quantised ones at their bits."""
+    from torch import nn
+
     return {name: LayerCost(name, m.weight.numel(), 0, 0, 0, 0) for name, m in model.named_modules() if isinstance(m, nn.Embedding)}
 
 

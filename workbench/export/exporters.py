@@ -30,11 +30,44 @@ import os
 import re
 from pathlib import Path
 from collections.abc import Iterable
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 from ..infra.plugins import PluginRegistry
 from ..infra.errors import ExportError, ToolchainError, unknown_name
+
+if TYPE_CHECKING:  # annotations only: the registry imports without torch (``workbench exporters``)
+    from torch import nn
+
+def find_module_spec(name: str):
+    """The import spec of module ``name``, found without importing it nor, for a dotted name, its
+    parent packages (probing a toolchain costs no import): each part of the name is looked up in
+    the folders of the one before. None where that finds nothing (not installed, or installed
+    through an import hook that only :func:`importlib.util.find_spec` sees)."""
+    import importlib.machinery
+
+    try:
+        head, *rest = name.split(".")
+        spec = importlib.util.find_spec(head)
+        for part in rest:
+            locations = None if spec is None else spec.submodule_search_locations
+            spec = None if not locations else importlib.machinery.PathFinder.find_spec(f"{spec.name}.{part}", list(locations))
+        return spec
+    except (ImportError, ValueError):
+        return None
+
+
+def module_installed(name: str) -> bool:
+    """Whether module ``name`` can be imported here: :func:`find_module_spec`, else (an import
+    hook) :func:`importlib.util.find_spec`, which imports the parent packages."""
+    import sys
+
+    if name in sys.modules or find_module_spec(name) is not None:
+        return True
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
 
 PRIMARY = "qcdq"
 DEFAULT_FORMATS = ("qcdq", "qonnx")
@@ -116,11 +149,7 @@ class Target(Exporter):
     def available(self) -> None:
         """Raise a one-line ToolchainError naming the missing module and the extra to install."""
         for module in self.requires:
-            try:
-                found = importlib.util.find_spec(module) is not None
-            except (ImportError, ValueError):
-                found = False
-            if not found:
+            if not module_installed(module):
                 raise ToolchainError(f"target {self.name!r} needs the Python module {module!r}, which is not installed; "
                                      f"install the extra: pip install 'workbench[{self.extra}]'")
 

@@ -65,14 +65,17 @@ import tarfile
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch import nn
 
 from ..infra import children
 from ..infra.errors import ExportError, ToolchainError
 from ..export.exporters import DEPLOYMENT_COLUMNS, Target, register_exporter
+
+if TYPE_CHECKING:  # annotations only: importing the target (which registers it) needs no torch
+    import torch
+    from torch import nn
 
 PROJECT = "myproject"
 MANIFEST = "workbench_hls.json"
@@ -568,6 +571,8 @@ def load_emulation(path: str | os.PathLike) -> Emulation:
 
 
 def _channels_last(x: torch.Tensor | np.ndarray) -> np.ndarray:
+    import torch
+
     x = np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x, dtype=np.float32)
     return np.ascontiguousarray(np.moveaxis(x, 1, -1)) if x.ndim >= 3 else x
 
@@ -594,6 +599,9 @@ class HLS4MLTarget(Target):
         """One row per quantised layer: hls4ml takes Conv1d / Conv2d (plain or depthwise) and
         Linear with integer weights and activations; minifloat formats, grouped (not depthwise)
         convolutions, dilation and other layer types are named with the reason."""
+        import torch
+        from torch import nn
+
         import pandas as pd
 
         from ..core.describe import describe
@@ -659,6 +667,8 @@ class HLS4MLTarget(Target):
         """One row: the compiled emulation on the first ``n`` eval samples (all: None) against the
         simulation: top-1 ``agreement``, ``max_lsb_diff`` (largest output difference in output
         LSBs, the output quantiser's scale; None where the output is not quantised), ``metric``."""
+        import torch
+
         from ..tasks.evaluate import predict
         from ..tasks.metrics import output_agreement
 
@@ -685,6 +695,9 @@ class HLS4MLTarget(Target):
         where hls4ml fused the following quantiser into the layer's result type (the last Dense
         feeding the output quantiser): there the quantised value. ``path_or_model``:
         an artifact path (or a quantised model, exported to a temporary artifact first)."""
+        import torch
+        from torch import nn
+
         if isinstance(path_or_model, nn.Module):
             qmodel = path_or_model
             with children.temp_dir("wb-hls4ml-") as tmp:

@@ -30,7 +30,6 @@ from __future__ import annotations
 import configparser
 import csv
 import hashlib
-import importlib.util
 import io
 import math
 import os
@@ -41,13 +40,15 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 from ..infra import children
 from ..infra.errors import ExportError, ToolchainError, unknown_name
-from ..export.exporters import DEPLOYMENT_COLUMNS, EXPORTERS, Target, register_exporter
+from ..export.exporters import DEPLOYMENT_COLUMNS, EXPORTERS, Target, find_module_spec, module_installed, register_exporter
 from ..infra.fileio import atomic_write_bytes
+
+if TYPE_CHECKING:  # annotations only: importing the target (which registers it) needs no torch
+    from torch import nn
 
 HEADLINE = "ethos-u55-128"
 #: Weight bits an Ethos-U target takes: 8-bit weights as int8, 2..7-bit codes in int8 containers.
@@ -61,16 +62,36 @@ _KNOWN_WITHOUT_VELA = ("ethos-u55-32", "ethos-u55-64", "ethos-u55-128", "ethos-u
 
 
 def _vela_installed() -> bool:
+    return module_installed(VELA_MODULE)
+
+
+def _configs_from_source() -> tuple[str, ...] | None:
+    """The values of Vela's ``Accelerator`` enum read from its source file, without importing Vela
+    (importing this module registers the targets, and ``workbench targets`` / ``exporters`` import
+    no toolchain); None where the file is not a plain enum of strings (then Vela is imported)."""
+    import ast
+
     try:
-        return importlib.util.find_spec(VELA_MODULE) is not None
-    except (ImportError, ValueError):
-        return False
+        origin = find_module_spec("ethosu.vela.architecture_features").origin
+        tree = ast.parse(Path(origin).read_text(encoding="utf-8"))
+    except Exception:  # noqa: BLE001 - any surprise: ask Vela itself
+        return None
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name == "Accelerator":
+            values = [s.value.value for s in node.body if isinstance(s, ast.Assign) and isinstance(s.value, ast.Constant)]
+            members = [s for s in node.body if isinstance(s, ast.Assign)]
+            if values and len(values) == len(members) and all(isinstance(v, str) for v in values) and len(set(values)) == len(values):
+                return tuple(values)
+    return None
 
 
 def vela_configs() -> tuple[str, ...]:
     """The accelerator configurations the installed Vela knows (``ethos-u55-128``, ...), in Vela's order."""
     if not _vela_installed():
         return _KNOWN_WITHOUT_VELA
+    configs = _configs_from_source()
+    if configs is not None:
+        return configs
     from ethosu.vela.architecture_features import Accelerator
 
     return tuple(Accelerator.member_list())
@@ -545,7 +566,7 @@ class VelaTarget(Target):
             return Path(path)
         if float_model is None:
             raise ExportError(f"target {self.name!r} compiles an int8 TFLite file: pass tflite_path= (the tflite-int8 export) or float_model= to build one")
-        from .tflite import export_tflite_int8
+        from .tflite.convert import export_tflite_int8
 
         with children.temp_dir("workbench-vela-tflite-") as tmp:
             int8 = Path(tmp) / "model.int8.tflite"
@@ -619,7 +640,7 @@ def _peak_act_estimate(qmodel, task) -> int | None:
     what ``ram_vs_estimate`` compares Vela's SRAM with; None without a workbench plan or task."""
     if qmodel is None or task is None or getattr(qmodel, "workbench_plan", None) is None:
         return None
-    from .tflite import peak_act_estimate_bytes
+    from .tflite.runtime import peak_act_estimate_bytes
 
     return peak_act_estimate_bytes(qmodel, task.example_input()) or None
 

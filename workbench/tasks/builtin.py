@@ -1,18 +1,27 @@
 """The built-in tasks: MLPerf Tiny style networks on synthetic or bundled data, and Hugging Face
 models (random init) for the transformer paths. Registered in :mod:`workbench.tasks.registry` when
-the registry is first read (entry-point group ``workbench.tasks``)."""
+the registry is first read (entry-point group ``workbench.tasks``).
+
+Importing this module imports neither torch nor the models: each factory imports what its task
+needs, and each task is registered with its row of ``workbench tasks`` (``listing``: input shape,
+parameters, MACs, metric, data; ``tests/test_cli_startup.py`` checks them against the built
+models), so that listing the tasks builds none of them."""
 
 from __future__ import annotations
 
-
-
-from . import builtin_data, models
-from .metrics import ACCURACY, AUC
 from .registry import Task, register_task
 
 
-@register_task("digits-cnn")
+def _listing(input_shape: str, params: int, macs: int, metric: str, data: str, data_source: str) -> dict:
+    return {"input_shape": input_shape, "params": params, "macs": macs, "metric": metric, "data": data, "data_source": data_source}
+
+
+@register_task("digits-cnn", listing=_listing('1x8x8', 14378, 451904, 'top1_accuracy', 'real',
+                                     'scikit-learn load_digits (real)'))
 def digits_cnn(seed: int = 0) -> Task:
+    from . import builtin_data, models
+    from .metrics import ACCURACY
+
     return Task(
         name="digits-cnn",
         model_factory=models.DigitsCNN,
@@ -26,8 +35,12 @@ def digits_cnn(seed: int = 0) -> Task:
     )
 
 
-@register_task("mnist1d-cnn")
+@register_task("mnist1d-cnn", listing=_listing('1x40', 9610, 101760, 'top1_accuracy', 'real',
+                                     'mnist1d package, generated locally (real)'))
 def mnist1d_cnn(seed: int = 0) -> Task:
+    from . import builtin_data, models
+    from .metrics import ACCURACY
+
     return Task(
         name="mnist1d-cnn",
         model_factory=models.MNIST1DCNN,
@@ -41,8 +54,12 @@ def mnist1d_cnn(seed: int = 0) -> Task:
     )
 
 
-@register_task("kws-dscnn")
+@register_task("kws-dscnn", listing=_listing('1x49x10', 22604, 2656768, 'top1_accuracy', 'synthetic',
+                                     'synthetic keyword-spotting MFCC stand-in (seeded)'))
 def kws_dscnn(seed: int = 0, n: int = 3000) -> Task:
+    from . import builtin_data, models
+    from .metrics import ACCURACY
+
     return Task(
         name="kws-dscnn",
         model_factory=models.DSCNN,
@@ -57,8 +74,12 @@ def kws_dscnn(seed: int = 0, n: int = 3000) -> Task:
     )
 
 
-@register_task("vww-mobilenet")
+@register_task("vww-mobilenet", listing=_listing('3x96x96', 210850, 7489664, 'top1_accuracy', 'synthetic',
+                                     'synthetic visual-wake-words image stand-in (seeded)'))
 def vww_mobilenet(seed: int = 0, n: int = 1500) -> Task:
+    from . import builtin_data, models
+    from .metrics import ACCURACY
+
     return Task(
         name="vww-mobilenet",
         model_factory=models.MobileNetV1,
@@ -73,8 +94,12 @@ def vww_mobilenet(seed: int = 0, n: int = 1500) -> Task:
     )
 
 
-@register_task("ic-resnet8")
+@register_task("ic-resnet8", listing=_listing('3x32x32', 77706, 12501632, 'top1_accuracy', 'synthetic',
+                                     'synthetic CIFAR-like image stand-in (seeded)'))
 def ic_resnet8(seed: int = 0, n: int = 3000) -> Task:
+    from . import builtin_data, models
+    from .metrics import ACCURACY
+
     return Task(
         name="ic-resnet8",
         model_factory=models.ResNet8,
@@ -89,8 +114,12 @@ def ic_resnet8(seed: int = 0, n: int = 3000) -> Task:
     )
 
 
-@register_task("ad-autoencoder")
+@register_task("ad-autoencoder", listing=_listing('640', 265864, 264192, 'auc', 'synthetic',
+                                     'synthetic machine-sound stand-in (seeded)'))
 def ad_autoencoder(seed: int = 0) -> Task:
+    from . import builtin_data, models
+    from .metrics import AUC
+
     return Task(
         name="ad-autoencoder",
         model_factory=models.FCAutoencoder,
@@ -112,7 +141,8 @@ def ad_autoencoder(seed: int = 0) -> Task:
 # without labels (cosine similarity of the outputs to the float model's). Small inputs keep them quick.
 
 
-@register_task("hf-resnet18")
+@register_task("hf-resnet18", listing=_listing('3x64x64', 11172042, 148050944, 'cosine', 'synthetic',
+                                     'synthetic images (seeded); label-free: cosine to the float outputs'))
 def hf_resnet18(seed: int = 0, image_size: int = 64) -> Task:
     from . import hf
 
@@ -120,7 +150,8 @@ def hf_resnet18(seed: int = 0, image_size: int = 64) -> Task:
                              description="ResNet-18 (transformers ResNetForImageClassification, basic blocks 2-2-2-2), random init")
 
 
-@register_task("hf-mobilenetv2")
+@register_task("hf-mobilenetv2", listing=_listing('3x64x64', 2202570, 24461312, 'cosine', 'synthetic',
+                                     'synthetic images (seeded); label-free: cosine to the float outputs'))
 def hf_mobilenetv2(seed: int = 0, image_size: int = 64) -> Task:
     from . import hf
 
@@ -129,7 +160,8 @@ def hf_mobilenetv2(seed: int = 0, image_size: int = 64) -> Task:
                              description="MobileNetV2 (transformers MobileNetV2ForImageClassification), random init")
 
 
-@register_task("hf-bert")
+@register_task("hf-bert", listing=_listing('32', 1351556, 37765632, 'cosine', 'synthetic',
+                                     'synthetic token ids (seeded); label-free: cosine to the float outputs'))
 def hf_bert(seed: int = 0, layers: int = 6, seq_len: int = 32) -> Task:
     from . import hf
 
@@ -137,7 +169,8 @@ def hf_bert(seed: int = 0, layers: int = 6, seq_len: int = 32) -> Task:
                              description=f"BERT-style encoder ({layers} layers, hidden 128, transformers BertForSequenceClassification), random init")
 
 
-@register_task("hf-minilm-embed")
+@register_task("hf-minilm-embed", listing=_listing('2x32', 11378304, 339738624, 'cosine', 'real',
+                                     'shipped English sentences (written for the workbench); label-free: cosine to the float embeddings'))
 def hf_minilm_embed(seed: int = 0, layers: int = 6, seq_len: int = 32) -> Task:
     from . import minilm
 

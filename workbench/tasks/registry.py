@@ -17,17 +17,24 @@ import hashlib
 import inspect
 import re
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-import pandas as pd
-import torch
-from torch import nn
-
-from . import models
-from .data import Split, TaskData
 from ..infra.plugins import PluginRegistry
 from ..infra.errors import TaskError, UserCodeError, WorkbenchError
-from .metrics import Metric
+
+if TYPE_CHECKING:  # annotations only: the registry imports without torch (``workbench tasks``, ``--help``)
+    import pandas as pd
+    import torch
+    from torch import nn
+
+    from .data import Split, TaskData
+    from .metrics import Metric
+
+
+def _float32():
+    import torch
+
+    return torch.float32
 
 
 @dataclass
@@ -55,7 +62,7 @@ class Task:
     batch_size: int = 64
     seed: int = 0
     subset: tuple[int, int, int] | None = None  # set by small(): (n_train, n_calib, n_eval)
-    input_dtype: torch.dtype = torch.float32  # torch.int64 for token ids
+    input_dtype: torch.dtype = field(default_factory=_float32)  # torch.float32; torch.int64 for token ids
     factory: str | None = None  # "module:function" that built it (a promoted recipe names it)
     _data: TaskData | None = field(default=None, repr=False)
 
@@ -91,6 +98,8 @@ class Task:
         return clone
 
     def create_model(self) -> nn.Module:
+        from torch import nn
+
         from ..infra.usercode import check_model, first_line, where
 
         try:
@@ -141,15 +150,27 @@ class Task:
 # through the entry-point group "workbench.tasks", imported on the registry's first read;
 # register_task from a user's own module or notebook
 _REGISTRY: dict[str, Callable[..., Task]] = PluginRegistry("workbench.tasks")
+# name -> (factory, its row of tasks_table()) for the tasks registered with their listing
+_LISTINGS: dict[str, tuple[Callable[..., Task], dict]] = {}
+LISTING_KEYS = ("input_shape", "params", "macs", "metric", "data", "data_source")
 
 
-def register_task(name: str):
-    """Decorator: register ``fn(**kwargs) -> Task`` under ``name``."""
+def register_task(name: str, *, listing: dict | None = None):
+    """Decorator: register ``fn(**kwargs) -> Task`` under ``name``.
+
+    ``listing``: the task's row of :func:`tasks_table` (``input_shape``, ``params``, ``macs``,
+    ``metric``, ``data``, ``data_source``, as :func:`task_listing` computes them from the built
+    task), so that ``workbench tasks`` lists it without building its model (nor importing torch);
+    without it the task is built to be listed."""
 
     def deco(fn: Callable[..., Task]):
         if name in _REGISTRY:
             raise TaskError(f"a task named {name!r} is already registered")
+        if listing is not None and tuple(listing) != LISTING_KEYS:
+            raise TaskError(f"task {name!r}: listing keys {tuple(listing)}; expected {LISTING_KEYS}")
         _REGISTRY[name] = fn
+        if listing is not None:
+            _LISTINGS[name] = (fn, dict(listing))
         return fn
 
     return deco
@@ -248,24 +269,37 @@ def resolve_task_arg(spec: str, imports: tuple[str, ...] = (), **kwargs) -> Task
     return create_task(spec, **kwargs)
 
 
+def task_listing(task: Task) -> dict:
+    """The row of :func:`tasks_table` of a built task (its model built and run once): input shape,
+    parameters, MACs, metric and data source."""
+    import torch
+
+    from . import models
+
+    model = task.create_model().eval()
+    example = torch.zeros((1, *task.input_shape), dtype=task.input_dtype)
+    return {
+        "input_shape": "x".join(map(str, task.input_shape)),
+        "params": models.count_params(model),
+        "macs": sum(models.count_macs(model, example).values()),
+        "metric": task.metric.name,
+        "data": "synthetic" if task.synthetic else "real",
+        "data_source": task.data_source,
+    }
+
+
 def tasks_table() -> pd.DataFrame:
-    """One row per registered task: input shape, parameters, MACs, metric and data source."""
+    """One row per registered task: input shape, parameters, MACs, metric and data source (from
+    the listing it was registered with, else from the built task)."""
+    import pandas as pd
+
     rows = []
     for name in list_tasks():
-        task = create_task(name)
-        model = task.create_model().eval()
-        example = torch.zeros((1, *task.input_shape), dtype=task.input_dtype)
-        rows.append(
-            {
-                "task": name,
-                "input_shape": "x".join(map(str, task.input_shape)),
-                "params": models.count_params(model),
-                "macs": sum(models.count_macs(model, example).values()),
-                "metric": task.metric.name,
-                "data": "synthetic" if task.synthetic else "real",
-                "data_source": task.data_source,
-            }
-        )
+        known = _LISTINGS.get(name)
+        if known is not None and dict.get(_REGISTRY, name) is known[0]:
+            rows.append({"task": name, **known[1]})
+        else:
+            rows.append({"task": name, **task_listing(create_task(name))})
     return pd.DataFrame(rows)
 
 
@@ -293,6 +327,11 @@ def make_task(
     ``pretrained=True`` says the model is trained already (the train split then serves QAT and
     fine-tuning only).
     """
+    from torch import nn
+
+    from .data import Split, TaskData
+    from .metrics import Metric
+
     if not isinstance(model, nn.Module):
         raise TaskError(f"model is a {type(model).__name__}; expected a torch.nn.Module")
     from ..infra.usercode import check_model
