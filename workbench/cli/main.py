@@ -560,7 +560,10 @@ def search_cmd(task: str = typer.Argument(..., help=TASK_HELP),
     from ..search.cost_tables import COST_SOURCES
     from ..infra.errors import SpecError, WorkbenchError
     from ..runs.recipe import promote
-    from ..search.precision import SearchConfig, best_within, check_max_drop, preflight, resolve_budgets, resolve_limits, search
+    from ..search.config import SearchConfig
+    from ..search.constraints import check_max_drop, preflight, resolve_budgets, resolve_limits
+    from ..search.front import best_within
+    from ..search.precision import search
     from ..infra.executors import make_executor
     from ..analysis.sensitivity import SensitivityConfig, sensitivity
     from ..tasks.registry import resolve_task_arg
@@ -661,7 +664,7 @@ def search_cmd(task: str = typer.Argument(..., help=TASK_HELP),
             wdf = _run_width_search(t, model, run_dir, out, overwrite, resume, bits=wbits, widths=width_shares, n_trials=trials,
                                     objective_kind=objective, budgets=hard_w or None, target=None if source is None else target,
                                     finetune_epochs=finetune_epochs, act_bits=act_bits)
-            from ..search.precision import join_points
+            from ..search.front import join_points
 
             df = join_points(df, wdf[wdf["feasible"]].drop(columns=["state", "seconds", "reused", "feasible"]), kind)
             width_best = _best_width(df, kind, budget_value, max_drop)
@@ -777,7 +780,7 @@ def _best_width(df, kind: str, budget, max_drop):
     """The best width point of the joined table within the budget (or, with ``max_drop``, the
     cheapest within the drop), or None."""
     from ..infra.errors import SpecError
-    from ..search.precision import best_within
+    from ..search.front import best_within
 
     rows = df[df["kind"] == "width"]
     if rows.empty:
