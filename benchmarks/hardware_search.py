@@ -36,7 +36,9 @@ from pathlib import Path
 
 import workbench as wb
 from workbench.infra.errors import SpecError
-from workbench.search.precision import SearchConfig, best_within, search
+from workbench.search.config import SearchConfig
+from workbench.search.front import best_within
+from workbench.search.precision import search
 from workbench.analysis.sensitivity import SensitivityConfig, sensitivity
 
 BITS = (8, 4, 2)

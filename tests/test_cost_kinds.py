@@ -14,7 +14,9 @@ import workbench as wb
 from workbench.cli import app
 from workbench.core.cost import COST_KINDS, cost_table, layer_costs, load_target, packed_weight_bytes, totals
 from workbench.runs.report import AXES, pareto_figure
-from workbench.search.precision import SearchConfig, best_within, search
+from workbench.search.config import SearchConfig
+from workbench.search.front import best_within
+from workbench.search.precision import search
 from workbench.analysis.sensitivity import SensitivityConfig, sensitivity
 
 WORKBENCH = str(Path(sys.executable).parent / "workbench")
@@ -126,7 +128,7 @@ def test_a_search_never_returns_a_point_over_the_profile_flash_limit_and_names_i
 
 
 def test_limits_a_profile_forbids_and_unreachable_limits_fail_before_any_work(digits, sens48, tmp_path, monkeypatch):
-    search_module = sys.modules["workbench.search.precision"]  # the module (wb.search is the function)
+    search_module = sys.modules["workbench.search.measuring"]  # the module (wb.search is the function)
     task, model = digits
     monkeypatch.setattr(search_module, "measure", lambda *a, **k: pytest.fail("nothing may be measured"))
     tgt = profile(tmp_path, "{flash_kib: 10, ram_kib: 64}")

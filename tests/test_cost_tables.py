@@ -62,7 +62,8 @@ def test_tflite_table_shape_and_flash_estimate_is_exact(kws, tflite_table):
 
 
 def test_a_search_never_picks_what_tflite_micro_cannot_run(kws, tflite_table, tmp_path):
-    from workbench.search.precision import SearchConfig, search
+    from workbench.search.config import SearchConfig
+    from workbench.search.precision import search
     from workbench.analysis.sensitivity import SensitivityConfig, sensitivity
     from workbench.infra.store import ResultStore
 

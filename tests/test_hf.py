@@ -9,7 +9,9 @@ import torch
 
 import workbench as wb
 from workbench.tasks import hf
-from workbench.search.precision import SearchConfig, best_within, search
+from workbench.search.config import SearchConfig
+from workbench.search.front import best_within
+from workbench.search.precision import search
 from workbench.analysis.sensitivity import SensitivityConfig, sensitivity
 
 SMALL = {"hf-resnet18": (16, 16, 32), "hf-mobilenetv2": (16, 16, 32), "hf-bert": (32, 32, 48)}

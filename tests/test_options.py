@@ -21,7 +21,7 @@ from workbench.export.pipeline import PTQConfig
 from workbench.analysis.pruning_sweep import PruningSweepConfig
 from workbench.core.qat import QATConfig
 from workbench.runs.recipe import Recipe, RecipeError, parse_recipe
-from workbench.search.precision import SearchConfig
+from workbench.search.config import SearchConfig
 from workbench.analysis.sensitivity import SensitivityConfig, fingerprint_settings
 from workbench.core.spec import SpecModel
 

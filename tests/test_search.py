@@ -5,7 +5,11 @@ import pytest
 
 import workbench as wb
 from workbench.core.cost import cost_table, layer_costs, load_target, totals
-from workbench.search.precision import SearchConfig, build_problem, pareto_mask, search, smallest_budget, solve_greedy, solve_ilp
+from workbench.search.config import SearchConfig
+from workbench.search.front import pareto_mask
+from workbench.search.precision import search
+from workbench.search.problem import build_problem, smallest_budget
+from workbench.search.solvers import solve_greedy, solve_ilp
 from workbench.analysis.sensitivity import SensitivityConfig, sensitivity
 
 BITS = (2, 3, 4, 5, 6, 7, 8)

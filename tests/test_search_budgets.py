@@ -14,7 +14,10 @@ import workbench as wb
 from workbench.core.cost import cost_table, layer_costs, totals
 from workbench.search.cost_tables import TargetCostTable
 from workbench.runs.report import pareto_traces
-from workbench.search.precision import SearchConfig, best_within, front_on, search, search_accuracy_target
+from workbench.search.accuracy_target import search_accuracy_target
+from workbench.search.config import SearchConfig
+from workbench.search.front import best_within, front_on
+from workbench.search.precision import search
 from workbench.analysis.sensitivity import SensitivityConfig, sensitivity
 
 BITS = (2, 4, 8)
@@ -245,7 +248,7 @@ def test_front_is_recomputed_per_axis_and_points_without_a_value_are_shown():
 
 
 def test_bad_budgets_and_max_drop_are_one_line_errors_before_any_work(digits, sens, monkeypatch):
-    search_module = sys.modules["workbench.search.precision"]
+    search_module = sys.modules["workbench.search.measuring"]
     task, model = digits
     monkeypatch.setattr(search_module, "measure", lambda *a, **k: pytest.fail("nothing may be measured"))
     table = hand_table(task, model)

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 import torch
 
-from workbench.search.precision import SearchConfig, search
+from workbench.search.config import SearchConfig
+from workbench.search.precision import search
 from workbench.analysis.sensitivity import SensitivityConfig, sensitivity
 from workbench.infra.store import ResultStore
 

@@ -6,7 +6,8 @@ import pytest
 import workbench as wb
 from widgets import TradeoffExplorer
 from workbench.runs.recipe import check_recipe_against, load_recipe
-from workbench.search.precision import SearchConfig, search
+from workbench.search.config import SearchConfig
+from workbench.search.precision import search
 from workbench.analysis.sensitivity import SensitivityConfig, sensitivity
 
 
@@ -130,7 +131,8 @@ def test_evaluate_then_promote(explorer, digits):
 
 
 def test_pruned_points_share_the_axes_and_promote_with_their_pruning(digits, searched, tmp_path):
-    from workbench.search.precision import join_points, pruned_candidates
+    from workbench.search.front import join_points
+    from workbench.search.measuring import pruned_candidates
 
     task, model = digits
     sens, points = searched

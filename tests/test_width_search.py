@@ -14,7 +14,7 @@ import pytest
 import workbench as wb
 from workbench.infra.errors import OutputPathError, SpecError
 from workbench.core.pruning import PruningSpec, channel_groups, prune
-from workbench.search.precision import join_points
+from workbench.search.front import join_points
 from workbench.search.width_search import WidthSearchConfig, stages, width_search
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -3,7 +3,7 @@ edits estimated at once, real evaluation, and promotion to a recipe.
 
 - a scatter of every evaluated configuration (metric against any cost kind the points have a
   column of: weight KiB, BOPs, MACs, latency, ... from the cost-kind registry; ``axis`` selects),
-  the measured front recomputed on that axis (``workbench.search.precision.front_on``), the points with no
+  the measured front recomputed on that axis (``workbench.search.front.front_on``), the points with no
   value on it (a latency not measured) at the left edge in a trace of their own, hover details;
   clicking a point selects it;
 - the selected point's bits as a table of dropdowns; an edit re-estimates metric, error and
@@ -19,7 +19,7 @@ when the selection or the bits change. A search result the chart cannot show in 
 one point, no measured metric, columns missing) gives a readable message in the widget, never
 an exception from the constructor.
 
-Pruned-and-quantised points (``workbench.search.precision.pruned_candidates`` joined with ``join_points``)
+Pruned-and-quantised points (``workbench.search.measuring.pruned_candidates`` joined with ``workbench.search.front.join_points``)
 share the axes; selecting one shows its pruning, and its costs come from the pruned model (there
 is no additive estimate for them: Evaluate measures), and promotion writes the pruning section too.
 """
@@ -41,7 +41,8 @@ from workbench.infra.fileio import atomic_write_text, inside, sha256_file
 from workbench.core.pruning import PruningSpec, prune
 from workbench.runs.recipe import promote
 from workbench.runs.report import AXES, axis_options, kind_family, pareto_traces
-from workbench.search.precision import build_problem, measure
+from workbench.search.measuring import measure
+from workbench.search.problem import build_problem
 
 from .background import Runner, message_html
 from .bitwidth_table import labels_missing

@@ -125,7 +125,8 @@ def _search_plan(task, imports, budget, budget_kib, budget_bops, target, profile
     from ..core.cost import budget_kind, get_cost_kind, list_targets, load_target
     from ..infra.errors import SpecError
     from ..search.cost_tables import COST_SOURCES
-    from ..search.precision import SearchConfig, check_max_drop, resolve_limits
+    from ..search.config import SearchConfig
+    from ..search.constraints import check_max_drop, resolve_limits
     from ..tasks.registry import resolve_task_arg
 
     for flag, value in (("--budget-kib", budget_kib), ("--budget-bops", budget_bops)):  # nan / inf: refused before any work
@@ -183,7 +184,10 @@ def _bits_search(p, executor: str, no_store: bool, act_bits: int, widths: bool):
     from ..analysis.sensitivity import SensitivityConfig, sensitivity
     from ..infra.errors import SpecError
     from ..infra.executors import make_executor
-    from ..search.precision import SearchConfig, best_within, preflight, resolve_budgets, resolve_limits, search
+    from ..search.config import SearchConfig
+    from ..search.constraints import preflight, resolve_budgets, resolve_limits
+    from ..search.front import best_within
+    from ..search.precision import search
     from ..tasks.baseline import load_or_train_baseline
 
     t, kind, budget_value, max_drop, on_target, limits = p.t, p.kind, p.budget_value, p.max_drop, p.on_target, p.limits
@@ -231,7 +235,7 @@ def _join_widths(p, model, df, best, run_dir, out: Path, overwrite: bool, resume
     """The width search beside the bits search of plan ``p``: its feasible points joined to ``df``
     and the best of both; ``(points, best, best width point, width trials)``."""
     from ..infra.errors import SpecError
-    from ..search.precision import join_points
+    from ..search.front import join_points
 
     kind, budget_value, max_drop = p.kind, p.budget_value, p.max_drop
     objective = kind
@@ -359,7 +363,7 @@ def _best_width(df, kind: str, budget, max_drop):
     """The best width point of the joined table within the budget (or, with ``max_drop``, the
     cheapest within the drop), or None."""
     from ..infra.errors import SpecError
-    from ..search.precision import best_within
+    from ..search.front import best_within
 
     rows = df[df["kind"] == "width"]
     if rows.empty:

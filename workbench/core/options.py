@@ -1,6 +1,6 @@
 """The base of the workbench's option models (:class:`~workbench.export.pipeline.PTQConfig`,
 :class:`~workbench.core.qat.QATConfig`, :class:`~workbench.analysis.sensitivity.SensitivityConfig`,
-:class:`~workbench.analysis.pruning_sweep.PruningSweepConfig`, :class:`~workbench.search.precision.SearchConfig`).
+:class:`~workbench.analysis.pruning_sweep.PruningSweepConfig`, :class:`~workbench.search.config.SearchConfig`).
 
 Each is declared once, as a frozen pydantic model holding parameters only; a recipe embeds
 ``PTQConfig`` and ``QATConfig`` as they are. Constructing one directly raises a one-line

@@ -178,7 +178,9 @@ def run_demo(out_dir: str | Path, progress: bool = True, budget_kib: float = 6.0
     from ..tasks.baseline import load_or_train_baseline
     from .recipe import promote
     from .report import pareto_figure, sensitivity_heatmap
-    from ..search.precision import SearchConfig, best_within, search
+    from ..search.config import SearchConfig
+    from ..search.front import best_within
+    from ..search.precision import search
     from ..analysis.sensitivity import SensitivityConfig, sensitivity
     from ..tasks.registry import create_task
 

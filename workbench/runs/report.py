@@ -408,11 +408,11 @@ def _hover(r, metric_name: str = "metric") -> str:
 
 def pareto_traces(df: pd.DataFrame, axis: str = "weight_kib", metric_name: str = "metric") -> list:
     """Scatter traces per kind of candidate, the front recomputed on ``axis`` as a line
-    (:func:`workbench.search.precision.front_on`: switching axis draws that axis's own front), and the points
+    (:func:`workbench.search.front.front_on`: switching axis draws that axis's own front), and the points
     with no value on ``axis`` (a latency not measured) as one more trace, "no <axis> value (n)",
     at the chart's left edge with hover text saying so (never on the front). Hovers name each
     number with its unit (``metric_name`` is the measured metric's name) and wrap at ~60 characters."""
-    from ..search.precision import front_on
+    from ..search.front import front_on
 
     _check_axis(df, axis)
     traces = []

@@ -281,7 +281,7 @@ def _params(params: dict, prefix: str) -> str:
 
 
 def _rows(study, config: WidthSearchConfig) -> pd.DataFrame:
-    from .precision import pareto_mask
+    from .front import pareto_mask
 
     kind = config.objective_kind
     rows = []
@@ -323,7 +323,7 @@ def width_search(task, model: nn.Module, *, out: str | Path, bits=(8, 4), widths
     ``state`` (COMPLETE, or FAIL for a trial a kill interrupted and that was run again),
     ``seconds`` and ``reused`` (the earlier trial of the same configuration whose measurement it
     took, or -1). Put it beside a bits-only search with
-    ``workbench.search.precision.join_points(points, df[df.feasible])``. ``df.attrs``: ``stages``,
+    ``workbench.search.front.join_points(points, df[df.feasible])``. ``df.attrs``: ``stages``,
     ``computed`` (trials measured by this call), ``resumed`` (completed trials read back),
     ``fp_metric``, ``budget_kind``, ``journal``.
     """
@@ -415,7 +415,7 @@ def _metric(task, model: nn.Module) -> float:
 def _measure(task, model, plan, choice_, assignment, config: WidthSearchConfig, cache: dict, measure_target, cost_fn) -> dict:
     """Prune (cached per width choice), quantise and measure one configuration: the trial's attrs."""
     from ..core.pruning import prune
-    from .precision import measure
+    from .measuring import measure
 
     start = time.perf_counter()
     wkey = json.dumps(choice_, sort_keys=True)
