@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from mkdocs.plugins import event_priority
@@ -92,11 +93,20 @@ if griffe is not None:
 
     class FenceDoctests(griffe.Extension):
         """Renders ``>>>`` examples of docstrings as code blocks (outside an Examples section the
-        Markdown would otherwise read their output, ``['a', 'b']``, as a link)."""
+        Markdown would otherwise read their output, ``['a', 'b']``, as a link), and Sphinx roles
+        (``:func:`name```) as code."""
 
         def on_object(self, *, obj, **kwargs):
             if obj.docstring is not None:
-                obj.docstring.value = fence_doctests(obj.docstring.value)
+                obj.docstring.value = strip_roles(fence_doctests(obj.docstring.value))
+
+
+_ROLE = re.compile(r":(?:py:)?(?:mod|func|class|meth|attr|data|exc|obj|const):`~?([^`]+)`")
+
+
+def strip_roles(text: str) -> str:
+    """``:class:`~a.b.C``` -> ``C``, ``:func:`f``` -> ``f`` (code, not a cross-reference: never a broken link)."""
+    return _ROLE.sub(lambda m: f"`{m.group(1)}`", text)
 
 
 def fence_doctests(text: str) -> str:
