@@ -1,15 +1,16 @@
 # Two commands do everything on a fresh machine with Python 3.11:
 #   make demo   - create .venv if missing, install, run the main job
 #   make test   - create .venv if missing, install test extras and the embedded-target toolchains ([targets]),
-#                 run the whole suite (notebooks, the browser test and the target tests too)
+#                 run the whole suite (notebooks, the browser test, the target tests and the docs build too)
+#   make docs   - build the documentation site into site/ (mkdocs build --strict: a broken reference fails)
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TARGETS_STAMP := $(VENV)/.installed-targets
-EXTRAS := notebook,test,ray,mlflow,dashboard
+EXTRAS := notebook,test,ray,mlflow,dashboard,docs
 
-.PHONY: install demo test test-fast lab dashboard clean
+.PHONY: install demo test test-fast lab dashboard docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,5 +47,10 @@ PORT ?= 8866
 dashboard: $(STAMP)
 	$(BIN)/python scripts/serve_dashboard.py --port=$(PORT)
 
+# The documentation site (mkdocs.yml, docs/): guides, architecture, the API reference from the docstrings
+# and the tutorials as committed (never executed here). Open site/index.html.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict --site-dir site
+
 clean:
-	rm -rf runs .pytest_cache
+	rm -rf runs site .pytest_cache
