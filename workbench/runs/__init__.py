@@ -1,0 +1,1 @@
+"""Runs: jobs, recipes, reports and deployment."""
