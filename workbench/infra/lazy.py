@@ -29,7 +29,10 @@ def _resolve(package: str, module: str, name: str):
 def _from_importlib() -> bool:
     """Whether the lookup comes from the import system's own ``hasattr`` (``from package import name``
     asks twice: the import system first, then the statement; only the statement's ask warns)."""
-    return sys._getframe(2).f_code.co_filename.startswith("<frozen importlib")
+    try:
+        return sys._getframe(2).f_code.co_filename.startswith("<frozen importlib")
+    except ValueError:  # looked up from outside any Python frame
+        return False
 
 
 def lazy_namespace(package: str, api: dict[str, str], *, moved: dict[str, str] | None = None,
