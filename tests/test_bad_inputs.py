@@ -319,7 +319,7 @@ API_CASES = [
     ("quant-spec-bits", lambda t: (None, lambda task, model: wb.QuantSpec(weight_bits=33)), wb.infra.SpecError, "weight_bits: expected an integer in 2-8 or 16"),
     ("calibration-channels", lambda t: (None, lambda task, model: wb.core.calibrate(wb.quantize_model(model, wb.QuantSpec.uniform(8, 8)), torch.randn(16, 3, 8, 8))),
      wb.infra.CalibrationError, "the model expects (N, 1, 8, 8)"),
-    ("apply-missing-recipe", lambda t: (None, lambda task, model: __import__("workbench.runs.job").job.apply_recipe(t / "none.yaml", t / "o", progress=False)),
+    ("apply-missing-recipe", lambda t: (None, lambda task, model: __import__("workbench.runs.job").runs.job.apply_recipe(t / "none.yaml", t / "o", progress=False)),
      wb.infra.SpecError, "none.yaml"),
     ("threads-env-api", lambda t: (None, lambda task, model: _with_env("WORKBENCH_THREADS", "-3", lambda: wb.run_job(task, {"w8": wb.QuantSpec.uniform(8, 8)}, t / "o",
                                                                                                                        float_model=model, progress=False))),

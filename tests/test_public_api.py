@@ -117,6 +117,8 @@ def test_submodules_are_attributes_of_their_package_whatever_was_imported_first(
     assert wb.tasks.evaluate.evaluate is wb.tasks.evaluate.__dict__["evaluate"]
     with pytest.raises(AttributeError, match="has no attribute 'no_such_name'"):
         wb.core.no_such_name  # noqa: B018
+    with pytest.raises(AttributeError, match="has no attribute 'job'"):
+        wb.job  # noqa: B018  (a module of the flat layout: only from the package's own folder, never another install's)
 
 
 def test_import_workbench_and_its_subpackages_import_no_torch():

@@ -16,7 +16,7 @@ A name must not be both an ``api`` key and a submodule: the import system sets t
 from __future__ import annotations
 
 import importlib
-import importlib.util
+import importlib.machinery
 import sys
 import warnings
 from collections.abc import Callable, Iterable
@@ -24,6 +24,11 @@ from collections.abc import Callable, Iterable
 
 def _resolve(package: str, module: str, name: str):
     return getattr(importlib.import_module(f"{package}.{module}"), name)
+
+
+def _is_submodule(package: str, name: str) -> bool:
+    """Whether ``name`` is a module in the package's own folder (not one some other finder would supply)."""
+    return importlib.machinery.PathFinder.find_spec(f"{package}.{name}", sys.modules[package].__path__) is not None
 
 
 def _from_importlib() -> bool:
@@ -58,7 +63,7 @@ def lazy_namespace(package: str, api: dict[str, str], *, moved: dict[str, str] |
             if not _from_importlib():
                 warnings.warn(f"{package}.{name} is deprecated; use {package}.{home}.{name}", DeprecationWarning, stacklevel=2)
             return value
-        if not name.startswith("_") and importlib.util.find_spec(f"{package}.{name}") is not None:
+        if not name.startswith("_") and _is_submodule(package, name):
             return importlib.import_module(f"{package}.{name}")
         raise AttributeError(f"module {package!r} has no attribute {name!r}")
 
