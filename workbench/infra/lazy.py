@@ -47,7 +47,7 @@ def lazy_namespace(package: str, api: dict[str, str], *, moved: dict[str, str] |
     ``api`` maps each name the package offers to the module that defines it, relative to the package
     (``"exporters"``, or ``"core.describe"`` from the top level). ``moved`` maps each deprecated name to
     the namespace that offers it now, relative to the package (``"export"``: ``workbench.export.<name>``).
-    ``also`` adds names to ``__all__`` that are attributes already (``__version__``, subpackages)."""
+    ``also`` adds names to ``__all__`` that resolve otherwise (``__version__``; subpackages, as submodules)."""
     moved = dict(moved or {})
     public = [*also, *api]
 
