@@ -132,7 +132,7 @@ def bench_model(name: str, runs: int, warmup: int, small: bool, tmp: Path, ops: 
     macs = sum(count_macs(model, example).values())
     d = tmp / name
     d.mkdir()
-    paths = {"float": wb.export_float(model, example, d / "float.onnx"),
+    paths = {"float": wb.export.export_float(model, example, d / "float.onnx"),
              "w8a8": wb.export_qcdq(wb.quantize_task(task, model, wb.QuantSpec.uniform(8, 8, embedding_bits=embedding_bits)), example, d / "w8a8.onnx",
                                     weight_encoding=weight_encoding),
              "w4a8": wb.export_qcdq(wb.quantize_task(task, model, wb.QuantSpec.uniform(4, 8, embedding_bits=embedding_bits)), example, d / "w4a8.onnx",

@@ -67,9 +67,9 @@ def run(task_name: str, targets: list[str], trials: int, epochs: int, small: boo
     lines = []
     for target in targets:
         t0 = time.perf_counter()
-        source = wb.get_cost_source(target)
+        source = wb.search.get_cost_source(target)
         bits = tuple(b for b in BITS if not source.supported_bits or b in source.supported_bits)
-        table = wb.build_cost_table(task, model, target, bits=bits, n_validate=n_validate, seed=0, progress=False)
+        table = wb.search.build_cost_table(task, model, target, bits=bits, n_validate=n_validate, seed=0, progress=False)
         t_table = time.perf_counter() - t0
         err = table.validation[table.validation["kind"] == "latency_ms"]["error"]
         l8 = float(table.totals.set_index("weight_bits").loc[8, "latency_ms"])  # the table's uniform 8-bit build: the width budget
@@ -94,7 +94,7 @@ def run(task_name: str, targets: list[str], trials: int, epochs: int, small: boo
         arms, t_width = {}, 0.0
         for arm, arm_bits in (("width+bits", bits[:2]), ("pruning-only", (8,))):
             t0 = time.perf_counter()
-            rows = wb.width_search(task, model, out=folder / arm, bits=arm_bits, widths=width_choices, n_trials=trials, objective_kind="latency_ms",
+            rows = wb.search.width_search.width_search(task, model, out=folder / arm, bits=arm_bits, widths=width_choices, n_trials=trials, objective_kind="latency_ms",
                                    target=target, budgets={"latency_ms": 0.7 * l8}, finetune_epochs=epochs, seed=0, progress=False)
             t_width += time.perf_counter() - t0
             arms[arm] = rows[rows["state"] == "COMPLETE"] if "state" in rows else rows

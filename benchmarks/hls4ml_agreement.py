@@ -42,7 +42,7 @@ def run_task(name: str, scale_type: str, bits: int, n: int | None, epochs: int, 
         model = wb.load_or_train_baseline(task, seed=0, epochs=epochs, progress=False)
         queue.put({"stage": "quantise + calibrate"})
         q = wb.quantize_task(task, model, wb.QuantSpec.uniform(bits, bits, scale_type=scale_type), wb.PTQConfig(calib_samples=64))
-        target = wb.get_exporter("hls4ml")
+        target = wb.export.get_exporter("hls4ml")
         queue.put({"stage": "hls4ml conversion + g++ build"})
         with tempfile.TemporaryDirectory() as tmp:
             t = time.perf_counter()

@@ -28,7 +28,7 @@ RUNS = 500
 
 def exported(task, model, tmp: Path, stem: str) -> dict[str, Path]:
     qmodel = wb.quantize_task(task, model, wb.QuantSpec.uniform(8, 8))
-    return {"float": wb.export_float(model, task.example_input(), tmp / f"{stem}.fp32.onnx"),
+    return {"float": wb.export.export_float(model, task.example_input(), tmp / f"{stem}.fp32.onnx"),
             "w8a8": wb.export_qcdq(qmodel, task.example_input(), tmp / f"{stem}.qcdq.onnx")}
 
 

@@ -49,14 +49,14 @@ def _setup():
 def child(mode: str, path: str) -> None:
     wb, task, q = _setup()
     if mode == "export":
-        wb.export_qonnx(q, task.example_input(), path)
+        wb.export.export_qonnx(q, task.example_input(), path)
         return
     from workbench.export.qonnx_run import run_qonnx
     from workbench.export.verify import as_onnx_input
 
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()
-    res = wb.verify_qonnx(path, q, task, n=SAMPLES if mode == "auto" else OLD_SAMPLES, executor=mode)
+    res = wb.export.verify_qonnx(path, q, task, n=SAMPLES if mode == "auto" else OLD_SAMPLES, executor=mode)
     seconds = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     out = {"executor": res["qonnx_executor"], "samples": res["qonnx_samples"], "seconds": seconds, "peak_mib": peak / 1024,

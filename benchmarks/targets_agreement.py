@@ -38,7 +38,7 @@ def measure(name: str, n: int, epochs: int | None, both: bool, tmp: Path) -> lis
     kwargs = {} if epochs is None else {"epochs": epochs}
     model = wb.load_or_train_baseline(task, seed=0, progress=False, **kwargs)
     qmodel = wb.quantize_task(task, model, wb.QuantSpec(weight_bits=8, act_bits=8))
-    target = wb.get_exporter("tflite-int8")
+    target = wb.export.get_exporter("tflite-int8")
     lines = []
     for carry in ((True, False) if both else (True,)):
         t0 = time.perf_counter()
@@ -52,7 +52,7 @@ def measure(name: str, n: int, epochs: int | None, both: bool, tmp: Path) -> lis
             x = task.data.eval.x[:n]
             sim = torch.cat([qmodel(x[i:i + 256]) for i in range(0, len(x), 256)])
             fp = torch.cat([model(x[i:i + 256]) for i in range(0, len(x), 256)])
-            sim_metric = task.score(sim, wb.Split(x, task.data.eval.y[:n]))
+            sim_metric = task.score(sim, wb.tasks.Split(x, task.data.eval.y[:n]))
             sim_fp_agree = float((sim.argmax(1) == fp.argmax(1)).float().mean())
         runner = tflite.LiteRTRunner(path)
         out = torch.from_numpy(np.stack([runner(x[i:i + 1].numpy()).reshape(sim.shape[1:]) for i in range(len(x))]))

@@ -6,7 +6,7 @@ import torch
 
 import workbench as wb
 
-warnings.filterwarnings("ignore", category=wb.UnsupportedLayerWarning)
+warnings.filterwarnings("ignore", category=wb.core.UnsupportedLayerWarning)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -65,10 +65,10 @@ def minilm():
 
 def test_spec_field_validates_and_round_trips(minilm):
     for bad in (1, 9, 16, "8", True, 4.0, [8]):
-        with pytest.raises(wb.SpecError, match=r"^attention_bits: expected an integer in 2-8 .*; got") as err:
+        with pytest.raises(wb.infra.SpecError, match=r"^attention_bits: expected an integer in 2-8 .*; got") as err:
             wb.QuantSpec.parse({"attention_bits": bad})
         assert "\n" not in str(err.value)
-    with pytest.raises(wb.SpecError, match=r"^attention_bits: expected an integer in 2-8"):
+    with pytest.raises(wb.infra.SpecError, match=r"^attention_bits: expected an integer in 2-8"):
         wb.QuantSpec(attention_bits=12)
     old = {"weight_bits": 8, "act_bits": 8, "weight_granularity": "per_channel", "scale_type": "float", "layers": {}}
     spec = wb.QuantSpec.parse(old)
@@ -80,7 +80,7 @@ def test_spec_field_validates_and_round_trips(minilm):
     # a model without transformers attention: one line, before anything is built
     plain = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
     for call in (lambda: validate_spec({"attention_bits": 8}, plain), lambda: wb.quantize_model(plain, {"attention_bits": 8})):
-        with pytest.raises(wb.SpecError, match=r"^attention_bits: Sequential has no transformers attention module") as err:
+        with pytest.raises(wb.infra.SpecError, match=r"^attention_bits: Sequential has no transformers attention module") as err:
             call()
         assert "\n" not in str(err.value)
     _, model = minilm

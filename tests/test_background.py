@@ -22,7 +22,7 @@ def test_a_failure_after_the_work_is_one_line_in_the_widget_not_a_thread_traceba
     seen, uncaught_old = _hook()
     try:
         def shown(_):
-            raise wb.RecipeError("task 'mine' was built inline\nand has no importable factory")
+            raise wb.runs.RecipeError("task 'mine' was built inline\nand has no importable factory")
 
         go = threading.Event()
         runner.start(lambda: go.wait(10), errors.append, shown)

@@ -312,18 +312,18 @@ def test_sweep_outputs_are_written_together_or_not_at_all(tmp_path, digits):
 # -------------------------------------------------------------------------------- API cases
 API_CASES = [
     ("run-job-user-folder", lambda t: (_user_folder(t), lambda task, model: wb.run_job(task, {"w8": wb.QuantSpec.uniform(8, 8)}, t / "mine", float_model=model,
-                                                                                      progress=False)), wb.OutputPathError, "did not write"),
-    ("create-task-seed", lambda t: (None, lambda task, model: wb.create_task("digits-cnn", seed=-5)), wb.TaskError, "seed -5; expected an integer in 0-4294967295"),
-    ("qat-config-seed", lambda t: (None, lambda task, model: wb.QATConfig(seed=2**70)), wb.SpecError, "seed"),
-    ("pruning-spec-sparsity-1", lambda t: (None, lambda task, model: wb.PruningSpec(sparsity=1.0)), wb.SpecError, "sparsity: expected a value in [0, 1); got 1.0"),
-    ("quant-spec-bits", lambda t: (None, lambda task, model: wb.QuantSpec(weight_bits=33)), wb.SpecError, "weight_bits: expected an integer in 2-8 or 16"),
-    ("calibration-channels", lambda t: (None, lambda task, model: wb.calibrate(wb.quantize_model(model, wb.QuantSpec.uniform(8, 8)), torch.randn(16, 3, 8, 8))),
-     wb.CalibrationError, "the model expects (N, 1, 8, 8)"),
+                                                                                      progress=False)), wb.infra.OutputPathError, "did not write"),
+    ("create-task-seed", lambda t: (None, lambda task, model: wb.create_task("digits-cnn", seed=-5)), wb.infra.TaskError, "seed -5; expected an integer in 0-4294967295"),
+    ("qat-config-seed", lambda t: (None, lambda task, model: wb.QATConfig(seed=2**70)), wb.infra.SpecError, "seed"),
+    ("pruning-spec-sparsity-1", lambda t: (None, lambda task, model: wb.PruningSpec(sparsity=1.0)), wb.infra.SpecError, "sparsity: expected a value in [0, 1); got 1.0"),
+    ("quant-spec-bits", lambda t: (None, lambda task, model: wb.QuantSpec(weight_bits=33)), wb.infra.SpecError, "weight_bits: expected an integer in 2-8 or 16"),
+    ("calibration-channels", lambda t: (None, lambda task, model: wb.core.calibrate(wb.quantize_model(model, wb.QuantSpec.uniform(8, 8)), torch.randn(16, 3, 8, 8))),
+     wb.infra.CalibrationError, "the model expects (N, 1, 8, 8)"),
     ("apply-missing-recipe", lambda t: (None, lambda task, model: __import__("workbench.runs.job").runs.job.apply_recipe(t / "none.yaml", t / "o", progress=False)),
-     wb.SpecError, "none.yaml"),
+     wb.infra.SpecError, "none.yaml"),
     ("threads-env-api", lambda t: (None, lambda task, model: _with_env("WORKBENCH_THREADS", "-3", lambda: wb.run_job(task, {"w8": wb.QuantSpec.uniform(8, 8)}, t / "o",
                                                                                                                        float_model=model, progress=False))),
-     wb.SpecError, "WORKBENCH_THREADS='-3'"),
+     wb.infra.SpecError, "WORKBENCH_THREADS='-3'"),
 ]
 
 

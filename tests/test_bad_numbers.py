@@ -74,7 +74,7 @@ def test_selector_that_is_a_layer_name_with_glob_characters():
     resolved = validate_spec({"weight_bits": 8, "layers": {"blocks.conv[0]": {"weight_bits": 4}}}, Bracketed(with_plain=False))
     assert resolved["blocks.conv[0]"].weight_bits == 4 and resolved["fc"].weight_bits == 8
     # beside blocks.conv0 (what the glob matches) it hit conv0 and left conv[0] at 8 bits: now an error naming both
-    with pytest.raises(wb.SpecError) as info:
+    with pytest.raises(wb.infra.SpecError) as info:
         validate_spec({"weight_bits": 8, "layers": {"blocks.conv[0]": {"weight_bits": 4}}}, Bracketed())
     msg = str(info.value)
     assert "\n" not in msg and "'blocks.conv[0]'" in msg and "'blocks.conv0'" in msg and "ambiguous" in msg
@@ -163,7 +163,7 @@ def test_duplicate_yaml_key_is_an_error(tmp_path, kind):
         assert not (tmp_path / "o").exists()
     else:
         (tmp_path / "t.yaml").write_text("name: t\nweight_bits: [4, 8]\nact_bits: [8]\nbudgets:\n  weight_kib: 100\n  weight_kib: 1\n")
-        with pytest.raises(wb.SpecError, match=r"duplicate key 'weight_kib' \(line 6, first given on line 5\)") as info:
+        with pytest.raises(wb.infra.SpecError, match=r"duplicate key 'weight_kib' \(line 6, first given on line 5\)") as info:
             wb.load_target(tmp_path / "t.yaml")
         assert "\n" not in str(info.value)
 
@@ -173,11 +173,11 @@ def test_nan_in_eval_data_is_refused_like_calibration_data(tmp_path, digits):
     task, model = digits
     x = task.data.eval.x.clone()
     x[3, 0, 2, 2] = float("nan")
-    with pytest.raises(wb.DatasetError, match=r"^eval data \(inputs\) holds 1 NaN or inf values; expected finite numbers$"):
+    with pytest.raises(wb.infra.DatasetError, match=r"^eval data \(inputs\) holds 1 NaN or inf values; expected finite numbers$"):
         wb.make_task(model, task.data.calib.x, (x, task.data.eval.y), metric=ACCURACY)
     calib = task.data.calib.x.clone()
     calib[0, 0, 0, 0] = float("inf")
-    with pytest.raises(wb.CalibrationError, match=r"^calibration data holds 1 NaN or inf values; expected finite numbers$"):
+    with pytest.raises(wb.infra.CalibrationError, match=r"^calibration data holds 1 NaN or inf values; expected finite numbers$"):
         wb.make_task(model, calib, (task.data.eval.x, task.data.eval.y), metric=ACCURACY)
     # through the CLI, as the audit ran it: a task factory of the user's with NaN in its eval data
     (tmp_path / "nan_tasks.py").write_text(
@@ -200,7 +200,7 @@ def test_boolean_target_budget_is_not_a_number(tmp_path):
     for text, field in (("weight_bits: [true, 8]", "weight_bits: .*item 0: True is not an integer"),
                         ("act_bits: [8, false]", "act_bits: .*item 1: False is not an integer")):
         (tmp_path / "u.yaml").write_text(f"name: u\n{text}\n" + ("act_bits: [8]\n" if "weight" in text else "weight_bits: [4, 8]\n"))
-        with pytest.raises(wb.SpecError, match=field):
+        with pytest.raises(wb.infra.SpecError, match=field):
             wb.load_target(tmp_path / "u.yaml")
     # recipes: seeds, subsets, expectations and target tolerances
     from workbench.runs.recipe import parse_recipe
@@ -247,14 +247,14 @@ def test_inf_and_nan_budgets_are_refused_by_the_api(digits):
     empty = pd.DataFrame()  # refused before the sensitivity table is read
     for budgets, field in (([float("inf")], "budgets[0]"), ([4.0, float("nan")], "budgets[1]"), ([True], "budgets[0]"),
                            ({"weight_kib": float("inf")}, "budget weight_kib=inf"), ({"weight_kib": float("nan")}, "budget weight_kib=nan")):
-        with pytest.raises(wb.SpecError, match=re.escape(field)) as info:
-            wb.search(task, model, empty, wb.SearchConfig(), budgets=budgets, progress=False, store=False)
+        with pytest.raises(wb.infra.SpecError, match=re.escape(field)) as info:
+            wb.search.search(task, model, empty, wb.SearchConfig(), budgets=budgets, progress=False, store=False)
         assert "\n" not in str(info.value) and "positive" in str(info.value)
-    with pytest.raises(wb.SpecError, match=r"extra_budgets\[0\] inf; expected a positive finite number"):
-        wb.search(task, model, empty, wb.SearchConfig(), extra_budgets=(float("inf"),), progress=False, store=False)
+    with pytest.raises(wb.infra.SpecError, match=r"extra_budgets\[0\] inf; expected a positive finite number"):
+        wb.search.search(task, model, empty, wb.SearchConfig(), extra_budgets=(float("inf"),), progress=False, store=False)
     for value in (True, float("inf"), float("nan")):  # a limit (mcu's flash_kib tightened): true is not 1
-        with pytest.raises(wb.SpecError, match=r"^limit flash_kib=.*; expected a positive finite number$"):
-            wb.search(task, model, empty, wb.SearchConfig(target="mcu"), budgets=[4.0], limits={"flash_kib": value}, progress=False, store=False)
+        with pytest.raises(wb.infra.SpecError, match=r"^limit flash_kib=.*; expected a positive finite number$"):
+            wb.search.search(task, model, empty, wb.SearchConfig(target="mcu"), budgets=[4.0], limits={"flash_kib": value}, progress=False, store=False)
 
 
 # ------------------------------------------------------------------ 9. arguments that would fail late

@@ -121,7 +121,7 @@ def test_recipe_target_symlink_in_the_profiles_folder_pointing_out_is_not_regist
     monkeypatch.setattr(cost, "TARGETS_DIR", profiles)
     assert list_targets() == ["cpu-int8-ort", "fpga-dataflow", "mcu"]
     for route in (lambda: load_target("evil"), lambda: target_path("evil"), lambda: recipe_target("evil"), lambda: load_target("loop")):
-        with pytest.raises(wb.SpecError, match=rf"^unknown target '(evil|loop)'; {KNOWN}"):
+        with pytest.raises(wb.infra.SpecError, match=rf"^unknown target '(evil|loop)'; {KNOWN}"):
             route()
     task, _ = digits
     with pytest.raises(RecipeError, match=rf"^target: unknown target 'evil'; {KNOWN} \(a registered profile\)"):
@@ -198,11 +198,11 @@ def test_cli_search_target_option_never_joins_a_name_to_the_profiles_folder(box,
 def test_api_load_target_refuses_traversal_and_reads_only_files_given_as_files(box):
     evil = evil_file(box)
     for value in (traversal(evil), "x/evil", "/" + str(evil.with_suffix("")).lstrip("/"), "", "mcu/../mcu"):
-        with pytest.raises(wb.SpecError, match=rf"^unknown target .*; {KNOWN} or a YAML file$") as info:
+        with pytest.raises(wb.infra.SpecError, match=rf"^unknown target .*; {KNOWN} or a YAML file$") as info:
             load_target(value)
         assert "\n" not in str(info.value)
     for value in (None, 8, ["mcu"]):
-        with pytest.raises(wb.SpecError, match=rf"^unknown target .*; {KNOWN}"):
+        with pytest.raises(wb.infra.SpecError, match=rf"^unknown target .*; {KNOWN}"):
             load_target(value)
     # a file the caller gives (a Path, or a string ending in .yaml) is the caller's explicit choice
     assert load_target(evil).name == "evil" and load_target(str(evil)).name == "evil"
@@ -212,7 +212,7 @@ def test_api_load_target_refuses_traversal_and_reads_only_files_given_as_files(b
 def test_api_recipe_target_reads_a_file_only_when_given(box, digits):
     evil = evil_file(box)
     for value in (str(evil), traversal(evil), "x/evil.yaml"):
-        with pytest.raises(wb.SpecError, match=rf"^unknown target .*; {KNOWN} \(a registered profile\); a profile of your own is a file "
+        with pytest.raises(wb.infra.SpecError, match=rf"^unknown target .*; {KNOWN} \(a registered profile\); a profile of your own is a file "
                                                 r"given on the command line \(--target-file PATH; Python: target_file=PATH\)$"):
             recipe_target(value)
     assert recipe_target("evil", evil).name == "evil" and recipe_target(str(evil), evil).name == "evil"

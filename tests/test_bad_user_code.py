@@ -175,11 +175,11 @@ def test_user_code_failure_is_one_line_naming_the_function(case, user_dir):
     assert not (user_dir / "o").exists()
     # the Python API: the same one line, as a documented UserCodeError (a TaskError, a WorkbenchError)
     with pytest.raises(UserCodeError) as info:
-        task = wb.task_from_factory(f"mymod:{func}")
+        task = wb.tasks.task_from_factory(f"mymod:{func}")
         model = wb.load_or_train_baseline(task, progress=False)
         wb.sensitivity(task, model, wb.SensitivityConfig(weight_bits=(8,)), store=False, progress=False)
     assert message in str(info.value) and "\n" not in str(info.value)
-    assert isinstance(info.value, wb.TaskError) and isinstance(info.value, wb.WorkbenchError)
+    assert isinstance(info.value, wb.infra.TaskError) and isinstance(info.value, wb.WorkbenchError)
 
 
 def test_user_code_failure_in_a_recipe_applied_with_allow_code(user_dir):
@@ -200,7 +200,7 @@ def test_make_task_refuses_a_model_on_the_meta_device_and_a_metric_that_is_not_a
     x, y = torch.randn(8, 1, 8, 8), torch.zeros(8, dtype=torch.long)
     with pytest.raises(UserCodeError, match=r"parameter 1.weight is on the meta device .*expected every weight on the CPU"):
         wb.make_task(model, x, (x, y), lambda o, t: 0.5)
-    with pytest.raises(wb.TaskError, match="metric 'accuracy'; expected a function fn"):
+    with pytest.raises(wb.infra.TaskError, match="metric 'accuracy'; expected a function fn"):
         wb.make_task(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), x, (x, y), "accuracy")
     # a number in a 0-d tensor or a NumPy scalar is one number: accepted as it was
     task = wb.make_task(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), x, (x, y), lambda o, t: torch.tensor(0.25))
@@ -276,7 +276,7 @@ def test_mlflow_failing_on_post_keeps_the_results_and_warns(user_dir, failing_ml
     import mymod
 
     task = mymod.good()
-    with pytest.warns(wb.TrackingWarning, match="the results are kept, the run is not tracked"):
+    with pytest.warns(wb.infra.TrackingWarning, match="the results are kept, the run is not tracked"):
         df = wb.sensitivity(task, task.create_model(), wb.SensitivityConfig(weight_bits=(8,)), store=False, progress=False,
                             tracking=failing_mlflow)
     assert len(df) == 3 and "mlflow_run_id" not in df.attrs and "INTERNAL_ERROR" in df.attrs["mlflow_error"]
@@ -339,8 +339,8 @@ def test_uri_passwords_are_never_echoed(user_dir, failing_mlflow):
     assert res.returncode == 0 and "s3cret" not in res.stderr + res.stdout and "warning:" in res.stderr, res.stderr[-2000:]
     assert redact_uri("https://bob:pw@mlflow.example:443/x") == "https://***@mlflow.example:443/x"
     assert redact_uri("bob:pw@10.0.0.1:6379") == "***@10.0.0.1:6379" and redact_uri("10.0.0.1:6379") == "10.0.0.1:6379"
-    with pytest.raises(wb.TrackingError) as info:
-        wb.Tracker("ftp://alice:s3cret@example.org/runs")
+    with pytest.raises(wb.infra.TrackingError) as info:
+        wb.infra.Tracker("ftp://alice:s3cret@example.org/runs")
     assert "s3cret" not in str(info.value)
 
 

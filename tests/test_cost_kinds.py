@@ -42,7 +42,7 @@ def profile(tmp_path, budgets: str, name: str = "tiny-mcu") -> str:
 
 
 def test_the_registry_lists_every_kind_and_the_axes_read_it():
-    df = wb.list_cost_kinds()
+    df = wb.core.list_cost_kinds()
     assert list(df.columns) == ["name", "unit", "label", "additive", "computed", "weight_dependent", "same_as", "description"]
     rows = df.set_index("name")
     assert {"weight_kib", "flash_kib", "bops", "macs", "peak_act_kib", "ram_kib", "latency_ms"} <= set(rows.index)
@@ -74,18 +74,18 @@ def test_one_weight_bytes_formula_and_every_kind_from_the_cost_table(digits):
 
 def test_unknown_kinds_are_one_line_spec_errors(digits, sens48, tmp_path):
     task, model = digits
-    with pytest.raises(wb.SpecError, match=r"^unknown cost kind 'flash_kb' \(did you mean 'flash_kib'\?\); expected one of weight_kib, flash_kib"):
-        wb.get_cost_kind("flash_kb")
-    with pytest.raises(wb.SpecError, match=r"^budget_kind: unknown cost kind 'kib'") as info:  # the config refuses it, before any search
+    with pytest.raises(wb.infra.SpecError, match=r"^unknown cost kind 'flash_kb' \(did you mean 'flash_kib'\?\); expected one of weight_kib, flash_kib"):
+        wb.core.get_cost_kind("flash_kb")
+    with pytest.raises(wb.infra.SpecError, match=r"^budget_kind: unknown cost kind 'kib'") as info:  # the config refuses it, before any search
         SearchConfig(target="mcu", budget_kind="kib", **FAST)
     one_line(info.value)
-    with pytest.raises(wb.SpecError, match=r"^budget_kind: budget kind 'ram_kib' is not additive over layers; a search budgets one of weight_kib, flash_kib, bops, macs"):
+    with pytest.raises(wb.infra.SpecError, match=r"^budget_kind: budget kind 'ram_kib' is not additive over layers; a search budgets one of weight_kib, flash_kib, bops, macs"):
         SearchConfig(target="mcu", budget_kind="ram_kib", **FAST)
-    with pytest.raises(wb.SpecError, match=r"^unknown cost kind 'rom_kib'"):
+    with pytest.raises(wb.infra.SpecError, match=r"^unknown cost kind 'rom_kib'"):
         search(task, model, sens48, SearchConfig(target="mcu", **FAST), limits={"rom_kib": 3}, progress=False)
-    with pytest.raises(wb.SpecError, match=r"^limit latency_ms: latency_ms is measured, not computed, so it cannot be a limit"):
+    with pytest.raises(wb.infra.SpecError, match=r"^limit latency_ms: latency_ms is measured, not computed, so it cannot be a limit"):
         search(task, model, sens48, SearchConfig(target="mcu", **FAST), limits={"latency_ms": 3}, progress=False)
-    with pytest.raises(wb.SpecError, match=r"^unknown cost kind 'size'"):
+    with pytest.raises(wb.infra.SpecError, match=r"^unknown cost kind 'size'"):
         pareto_figure(pd.DataFrame({"kind": [], "measured_metric": []}), "size")
 
 
@@ -93,11 +93,11 @@ def test_profiles_are_checked_against_the_registry(tmp_path):
     assert load_target("mcu").limits == {"flash_kib": 256.0, "ram_kib": 64.0}
     assert load_target("cpu-int8-ort").limits == {} and load_target("fpga-dataflow").cost == "bops"
     bad = profile(tmp_path, "{flash_kib: 256, sram_kib: 64}", "bad")
-    with pytest.raises(wb.SpecError, match=r"budgets: unknown cost kind 'sram_kib' \(did you mean 'ram_kib'\?\)") as info:
+    with pytest.raises(wb.infra.SpecError, match=r"budgets: unknown cost kind 'sram_kib' \(did you mean 'ram_kib'\?\)") as info:
         load_target(bad)
     assert one_line(info.value).startswith(f"target {bad}: budgets: ")
     (tmp_path / "c.yaml").write_text("name: c\nweight_bits: [8]\nact_bits: [8]\ncost: flash\n")
-    with pytest.raises(wb.SpecError, match=r"cost: unknown cost kind 'flash' \(did you mean 'flash_kib'\?\)"):
+    with pytest.raises(wb.infra.SpecError, match=r"cost: unknown cost kind 'flash' \(did you mean 'flash_kib'\?\)"):
         load_target(tmp_path / "c.yaml")
 
 
@@ -123,7 +123,7 @@ def test_a_search_never_returns_a_point_over_the_profile_flash_limit_and_names_i
                    limits={"flash_kib": limit - 1}, progress=False)
     assert tight.attrs["limits"] == {"flash_kib": limit - 1} and (tight["flash_kib"] <= limit - 1 + 1e-9).all()
     assert best_within(df, w8, limits={"flash_kib": limit - 1})["flash_kib"] <= limit - 1
-    with pytest.raises(wb.SpecError, match=r"^no evaluated candidate fits a budget of .* flash_kib <= 1"):
+    with pytest.raises(wb.infra.SpecError, match=r"^no evaluated candidate fits a budget of .* flash_kib <= 1"):
         best_within(df, w8, limits={"flash_kib": 1})
 
 
@@ -132,17 +132,17 @@ def test_limits_a_profile_forbids_and_unreachable_limits_fail_before_any_work(di
     task, model = digits
     monkeypatch.setattr(search_module, "measure", lambda *a, **k: pytest.fail("nothing may be measured"))
     tgt = profile(tmp_path, "{flash_kib: 10, ram_kib: 64}")
-    with pytest.raises(wb.SpecError, match=r"^limit flash_kib=20 is over target tiny-mcu's limit flash_kib=10 KiB; a profile's limits can be tightened, not loosened"):
+    with pytest.raises(wb.infra.SpecError, match=r"^limit flash_kib=20 is over target tiny-mcu's limit flash_kib=10 KiB; a profile's limits can be tightened, not loosened"):
         search(task, model, sens48, SearchConfig(target=tgt, **FAST), limits={"flash_kib": 20}, progress=False)
-    with pytest.raises(wb.SpecError, match=r"^target tiny-mcu's ram_kib limit of 1 KiB is below the model's 3 KiB \(RAM KiB at 8 activation bits"):
+    with pytest.raises(wb.infra.SpecError, match=r"^target tiny-mcu's ram_kib limit of 1 KiB is below the model's 3 KiB \(RAM KiB at 8 activation bits"):
         search(task, model, sens48, SearchConfig(target=profile(tmp_path, "{ram_kib: 1}"), **FAST), progress=False)
-    with pytest.raises(wb.SpecError, match=r"^no assignment meets target tiny-mcu's flash_kib limit of 2 KiB; the smallest reachable is 7\.328\d* KiB \(every layer at its cheapest of 4, 8 bits\)$"):
+    with pytest.raises(wb.infra.SpecError, match=r"^no assignment meets target tiny-mcu's flash_kib limit of 2 KiB; the smallest reachable is 7\.328\d* KiB \(every layer at its cheapest of 4, 8 bits\)$"):
         search(task, model, sens48, SearchConfig(target=profile(tmp_path, "{flash_kib: 2}"), **FAST), progress=False)
 
 
 @pytest.fixture()
 def traffic_kind():
-    kind = wb.register_cost_kind(wb.CostKind("traffic_kib", "KiB", "memory traffic KiB", "weights read plus activations in and out, in KiB",
+    kind = wb.core.register_cost_kind(wb.core.CostKind("traffic_kib", "KiB", "memory traffic KiB", "weights read plus activations in and out, in KiB",
                                              per_layer=lambda t: (t["weight_bytes"] + t["act_bytes"]) / 1024))
     yield kind
     COST_KINDS.pop("traffic_kib", None)
@@ -150,7 +150,7 @@ def traffic_kind():
 
 def test_a_registered_cost_kind_is_a_budget_a_limit_a_column_and_an_axis(digits, sens48, traffic_kind):
     task, model = digits
-    assert "traffic_kib" in set(wb.list_cost_kinds()["name"]) and AXES["traffic_kib"] == "memory traffic KiB"
+    assert "traffic_kib" in set(wb.core.list_cost_kinds()["name"]) and AXES["traffic_kib"] == "memory traffic KiB"
     df = search(task, model, sens48, SearchConfig(target="mcu", budget_kind="traffic_kib", **FAST), progress=False)
     solved = df[df["kind"].isin(["ilp", "greedy"])]
     assert len(solved) and (solved["traffic_kib"] <= solved["budget"] * (1 + 1e-9)).all()
@@ -160,8 +160,8 @@ def test_a_registered_cost_kind_is_a_budget_a_limit_a_column_and_an_axis(digits,
     limited = search(task, model, sens48, SearchConfig(target="mcu", **FAST), limits={"traffic_kib": mid}, progress=False)
     assert (limited["traffic_kib"] <= mid + 1e-9).all() and "traffic_kib" in set(limited["bound_by"])
     assert pareto_figure(df, "traffic_kib").layout.xaxis.title.text == "memory traffic KiB"
-    with pytest.raises(wb.SpecError, match="cost kind 'bops' is built in"):
-        wb.register_cost_kind(wb.CostKind("bops", "x", "x", "x", per_layer=lambda t: t["macs"]))
+    with pytest.raises(wb.infra.SpecError, match="cost kind 'bops' is built in"):
+        wb.core.register_cost_kind(wb.core.CostKind("bops", "x", "x", "x", per_layer=lambda t: t["macs"]))
 
 
 def run(*args, cwd):
@@ -200,4 +200,4 @@ def test_cli_lists_the_cost_kinds_and_the_exporters():
     assert rows == set(COST_KINDS)
     exporters = CliRunner().invoke(app, ["exporters"])
     assert exporters.exit_code == 0, exporters.output
-    assert {line.split()[0] for line in exporters.output.splitlines()[1:] if line.strip()} == set(wb.list_exporters()["name"])
+    assert {line.split()[0] for line in exporters.output.splitlines()[1:] if line.strip()} == set(wb.export.list_exporters()["name"])

@@ -25,14 +25,14 @@ def kws():
 @pytest.fixture(scope="module")
 def tflite_table(kws, tmp_path_factory):
     task, model = kws
-    store = wb.ResultStore(tmp_path_factory.mktemp("store") / "results.sqlite")
+    store = wb.infra.ResultStore(tmp_path_factory.mktemp("store") / "results.sqlite")
     return build_cost_table(task, model, "tflite-int8", bits=(8, 4), n_validate=1, seed=0, store=store, progress=False), store
 
 
 def test_tflite_table_shape_and_flash_estimate_is_exact(kws, tflite_table):
     task, model = kws
     table, _ = tflite_table
-    layers = list(wb.quantisable_layers(model))
+    layers = list(wb.core.quantisable_layers(model))
     assert isinstance(table, TargetCostTable) and table.kinds == ("flash_kib", "ram_kib") and table.bits == (8, 4)
     assert len(table.table) == 2 * len(layers) and table.layers == layers
     m = table.matrix("flash_kib", layers, [8, 4])
@@ -145,16 +145,16 @@ def test_onnxruntime_latency_table(kws, monkeypatch):
 
 def test_unknown_target_and_missing_toolchain(kws, monkeypatch):
     task, model = kws
-    with pytest.raises(wb.SpecError, match="tflite-int8") as err:
+    with pytest.raises(wb.infra.SpecError, match="tflite-int8") as err:
         build_cost_table(task, model, "tflite-int9", store=False)
     assert "\n" not in str(err.value)
-    with pytest.raises(wb.SpecError, match="builds weights of 8, 7, 6, 5, 4, 3, 2 bits"):
+    with pytest.raises(wb.infra.SpecError, match="builds weights of 8, 7, 6, 5, 4, 3, 2 bits"):
         build_cost_table(task, model, "tflite-int8", bits=(8, 16), store=False)
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ethosu.vela" else real(name, *a))
-    with pytest.raises(wb.ToolchainError, match=r"workbench\[targets\]"):
+    with pytest.raises(wb.infra.ToolchainError, match=r"workbench\[targets\]"):
         build_cost_table(task, model, "ethos-u55-128", bits=(8,), store=False)
-    with pytest.raises(wb.ToolchainError, match="ethosu.vela"):
+    with pytest.raises(wb.infra.ToolchainError, match="ethosu.vela"):
         measure_point(task, model, {}, "ethos-u55-128")
     listed = list_cost_sources().set_index("name")
     assert not listed.loc["ethos-u55-128", "available"] and listed.loc["onnxruntime", "available"]

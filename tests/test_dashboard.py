@@ -56,7 +56,7 @@ def test_click_opens_the_layer_detail(dash):
 
 
 def test_select_unknown_layer(dash):
-    with pytest.raises(wb.SpecError, match="no quantisable layer 'features.8'"):
+    with pytest.raises(wb.infra.SpecError, match="no quantisable layer 'features.8'"):
         dash.select_layer("features.8")
 
 
@@ -66,7 +66,7 @@ def nan_metric_task(task):
     """``task`` with a metric that returns NaN (a user's metric function gone wrong): every row is non-finite."""
     import dataclasses
 
-    return dataclasses.replace(task, metric=wb.Metric("broken", lambda o, t, x: float("nan")))
+    return dataclasses.replace(task, metric=wb.tasks.Metric("broken", lambda o, t, x: float("nan")))
 
 
 def unlabelled_task(task):
@@ -105,7 +105,7 @@ def test_float_activations_read_act_float_never_nan(digits):
 
 def test_cancel_keeps_finished_rows_and_a_new_run_resumes(digits, tmp_path):
     task, model = digits
-    dash = SensitivityDashboard(task, model, SensitivityConfig(weight_bits=(2, 4, 8)), store=wb.ResultStore(tmp_path / "r.sqlite"))
+    dash = SensitivityDashboard(task, model, SensitivityConfig(weight_bits=(2, 4, 8)), store=wb.infra.ResultStore(tmp_path / "r.sqlite"))
     seen = []
 
     def at_first_row(change):
@@ -135,7 +135,7 @@ def test_bad_input_shows_a_message_not_a_traceback(digits):
     task, model = digits
     empty = SensitivityDashboard(task, nn.Sequential(nn.Flatten(), nn.ReLU()), store=False)
     assert "nothing to sweep: the model has no quantisable layer" in empty.message.value and empty.run_button.disabled
-    with pytest.raises(wb.TaskError, match="nothing to sweep"):
+    with pytest.raises(wb.infra.TaskError, match="nothing to sweep"):
         empty.run()
     unlabelled = SensitivityDashboard(unlabelled_task(task), model, store=False)
     assert "has no labels on its eval split" in unlabelled.message.value and unlabelled.run_button.disabled

@@ -82,7 +82,7 @@ def test_apply_builds_the_recipe_targets_and_deploy_overrides_them(tmp_path):
     (None, "no deployment target"),
 ])
 def test_bad_target_is_one_line_before_any_work(tmp_path, targets, message):
-    with pytest.raises(wb.ExportError) as err:
+    with pytest.raises(wb.infra.ExportError) as err:
         wb.deploy(_recipe(tmp_path), targets, tmp_path / "out", progress=False)
     assert message in str(err.value) and "\n" not in str(err.value)
     assert not (tmp_path / "out").exists()
@@ -91,13 +91,13 @@ def test_bad_target_is_one_line_before_any_work(tmp_path, targets, message):
 def test_the_cli_says_it_in_one_line_and_exits_2(tmp_path):
     res = _cli("deploy", str(_recipe(tmp_path)), "--out", "out", "--target", "tflite", cwd=tmp_path)
     assert res.returncode == 2 and res.stderr.strip() == ("error: unknown deployment target 'tflite' (did you mean 'tflite-int8'?); targets: "
-                                                          + ", ".join(wb.list_target_names())), res.stderr[-1500:]
+                                                          + ", ".join(wb.runs.list_target_names())), res.stderr[-1500:]
     assert not (tmp_path / "out").exists()
 
 
 def test_a_layer_the_target_cannot_carry_is_named_before_any_work(tmp_path):
     task = wb.create_task("kws-dscnn")
-    names = list(wb.quantisable_layers(task.create_model()))
+    names = list(wb.core.quantisable_layers(task.create_model()))
     layer = names[1]
     recipe = _recipe(tmp_path, quantization={"weight_bits": 8, "act_bits": 8, "layers": {layer: {"weight_bits": 16}}})
     res = _cli("deploy", str(recipe), "--out", "out", "--target", "tflite-int8", cwd=tmp_path)
@@ -114,7 +114,7 @@ class _Missing(Target):
 def test_a_missing_toolchain_names_the_extra(tmp_path):
     register_exporter(_Missing)
     try:
-        with pytest.raises(wb.ToolchainError, match=r"needs the Python module 'workbench_no_such_module'.*pip install 'workbench\[targets\]'"):
+        with pytest.raises(wb.infra.ToolchainError, match=r"needs the Python module 'workbench_no_such_module'.*pip install 'workbench\[targets\]'"):
             wb.deploy(_recipe(tmp_path), ["missing-toolchain"], tmp_path / "out", progress=False)
         assert not (tmp_path / "out").exists()
     finally:
@@ -127,11 +127,11 @@ def test_recipe_targets_section_parses_checks_and_round_trips():
     again = parse_recipe(yaml.safe_load(r.to_yaml()))
     assert again == r
     assert "targets" not in parse_recipe(RECIPE).to_yaml()  # older recipes reserialise unchanged
-    with pytest.raises(wb.RecipeError, match="unknown deployment target 'tflite-int9'"):
+    with pytest.raises(wb.runs.RecipeError, match="unknown deployment target 'tflite-int9'"):
         parse_recipe({**RECIPE, "targets": {"tflite-int8": {}, "tflite-int9": {}}})
-    with pytest.raises(wb.RecipeError, match="min_agreement"):
+    with pytest.raises(wb.runs.RecipeError, match="min_agreement"):
         parse_recipe({**RECIPE, "targets": {"tflite-int8": {"min_agreement": 1.5}}})
-    tol = wb.TargetTolerance(min_agreement=0.99, max_ram_bytes=1000)
+    tol = wb.runs.TargetTolerance(min_agreement=0.99, max_ram_bytes=1000)
     assert tol.check({"agreement": 0.995, "ram_bytes": 800}) == []
     assert tol.check({"agreement": 0.9, "ram_bytes": None}) == ["agreement 0.9 is below the minimum 0.99",
                                                                 "ram_bytes was not measured; max_ram_bytes 1000 cannot be checked"]

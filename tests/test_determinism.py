@@ -86,7 +86,7 @@ def test_fixed_threads_restores_the_callers_count_and_reads_the_environment(monk
         raise RuntimeError("inside")
     assert torch.get_num_threads() == before
     monkeypatch.setenv("WORKBENCH_THREADS", "many")
-    with pytest.raises(wb.SpecError, match="WORKBENCH_THREADS='many'; expected an integer thread count in 1-1024"):
+    with pytest.raises(wb.infra.SpecError, match="WORKBENCH_THREADS='many'; expected an integer thread count in 1-1024"):
         training_threads()
     monkeypatch.delenv("WORKBENCH_THREADS")
     assert training_threads() == 1

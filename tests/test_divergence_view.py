@@ -35,7 +35,7 @@ def test_apply_threshold_marks_the_first_layer_under_it():
     assert list(t["first"]) == [False, False, False, True, False, False]
     assert t.attrs["first_layer"] == "b2" and t.attrs["threshold_db"] == 30.0 and t.attrs["target"] == "tflite-int8"
     assert apply_threshold(t, 10.0).attrs["first_layer"] is None
-    with pytest.raises(wb.SpecError, match="threshold_db 'high'; expected a finite number"):
+    with pytest.raises(wb.infra.SpecError, match="threshold_db 'high'; expected a finite number"):
         apply_threshold(t, "high")
 
 
@@ -82,7 +82,7 @@ def test_update_replaces_the_table():
     other.attrs = {"target": "hls4ml"}
     view.update(other)
     assert view.target == "hls4ml" and list(view.dropdown.options) == ["stem", "b0", "b1"] and view.first_layer is None
-    with pytest.raises(wb.SpecError, match="divergence table without column"):
+    with pytest.raises(wb.infra.SpecError, match="divergence table without column"):
         DivergenceView(pd.DataFrame({"layer": ["a"]}))
 
 
@@ -126,7 +126,7 @@ def test_deployment_matrix_table_chart_and_tolerance():
     m.update(smaller)
     assert len(m.table) == 1 and m.column == "latency_ms_p99" and list(m.figure.data[0].y) == [0.08]
     assert "cycles" not in m.dropdown.options  # no value left in that column
-    with pytest.raises(wb.SpecError, match="deployment table without column"):
+    with pytest.raises(wb.infra.SpecError, match="deployment table without column"):
         DeploymentMatrix(pd.DataFrame({"x": [1]}))
 
 

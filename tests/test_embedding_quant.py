@@ -56,10 +56,10 @@ def _int_tables(path) -> dict[tuple, tuple[np.ndarray, onnx.NodeProto]]:
 def test_spec_errors_are_one_line(bert):
     _, model = bert
     for bad in (1, 9, 16, "8", True, 4.0):
-        with pytest.raises(wb.SpecError, match=r"^embedding_bits: expected an integer in 2-8 .*; got") as err:
+        with pytest.raises(wb.infra.SpecError, match=r"^embedding_bits: expected an integer in 2-8 .*; got") as err:
             wb.QuantSpec.parse({"embedding_bits": bad})
         assert "\n" not in str(err.value)
-    with pytest.raises(wb.SpecError, match=r"^embedding_bits: expected an integer in 2-8"):
+    with pytest.raises(wb.infra.SpecError, match=r"^embedding_bits: expected an integer in 2-8"):
         wb.QuantSpec(embedding_bits=12)
     cases = [
         ({WORD: {"act_bits": 8}}, rf"^layers\.{WORD}\.act_bits: an embedding table reads no activation to quantise"),
@@ -69,13 +69,13 @@ def test_spec_errors_are_one_line(bert):
         ({WORD: {"weight_bits": 16}}, rf"^layers\.{WORD}\.weight_bits is 16; an embedding table takes 2-8 bits"),
     ]
     for layers, match in cases:
-        with pytest.raises(wb.SpecError, match=match) as err:
+        with pytest.raises(wb.infra.SpecError, match=match) as err:
             validate_spec({"layers": layers}, model)
         assert "\n" not in str(err.value)
-    with pytest.raises(wb.SpecError, match=r"^layers\.type:Embedding: the model has no Embedding layer"):
+    with pytest.raises(wb.infra.SpecError, match=r"^layers\.type:Embedding: the model has no Embedding layer"):
         validate_spec({"layers": {"type:Embedding": {"weight_bits": 8}}}, nn.Sequential(nn.Linear(4, 2)))
     # the same checks before anything is built
-    with pytest.raises(wb.SpecError, match=r"act_bits: an embedding table"):
+    with pytest.raises(wb.infra.SpecError, match=r"act_bits: an embedding table"):
         wb.quantize_model(model, {"layers": {WORD: {"act_bits": 4}}})
 
 
@@ -188,14 +188,14 @@ def test_fx_path_quantises_tables_too(tmp_path):
     ids = torch.randint(0, 50, (16, 8))
     q = wb.quantize_model(model, {"embedding_bits": 8})
     assert q.workbench_plan.path == "fx" and isinstance(q.get_submodule("emb"), RowQuantEmbedding)
-    q = wb.calibrate(q, ids)
+    q = wb.core.calibrate(q, ids)
     path = export_qcdq(q, ids, tmp_path / "tiny.onnx")
     assert set(_int_tables(path)) == {(50, 16)}
     with torch.no_grad():
         sim = q(ids).numpy()
     assert np.abs(run_onnx(session(path), ids) - sim).max() <= 1e-5 * np.abs(sim).max()
     # float tables on the fx path: the token ids reach the table unquantised (Brevitas puts an input quantiser there)
-    qf = wb.calibrate(wb.quantize_model(model, {}), ids)
+    qf = wb.core.calibrate(wb.quantize_model(model, {}), ids)
     assert qf.workbench_plan.path == "fx" and type(qf.get_submodule("emb")) is nn.Embedding
     assert not any(n.op == "call_module" and n.target == "ids_quant" for n in qf.graph.nodes)
     path = export_qcdq(qf, ids, tmp_path / "tiny_float_table.onnx")

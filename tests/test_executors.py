@@ -38,7 +38,7 @@ def ray_cluster():
 
 def test_process_pool_gives_the_local_rows_and_resumes_a_local_sweep(resnet, local_rows, tmp_path):
     task, model = resnet
-    store = wb.ResultStore(tmp_path / "r.sqlite")
+    store = wb.infra.ResultStore(tmp_path / "r.sqlite")
     seen = []
 
     def stop_after_10(row):
@@ -57,7 +57,7 @@ def test_process_pool_gives_the_local_rows_and_resumes_a_local_sweep(resnet, loc
 
 def test_ray_sweep_equals_the_local_one_row_for_row(resnet, local_rows, ray_cluster, tmp_path):
     task, model = resnet
-    store = wb.ResultStore(tmp_path / "r.sqlite")
+    store = wb.infra.ResultStore(tmp_path / "r.sqlite")
     df = wb.sensitivity(task, model, CONFIG, store=store, progress=False, executor=ray_cluster)
     assert df.attrs["computed"] == len(local_rows) and df.attrs["executor"] == "ray"
     assert _rows(df).equals(_rows(local_rows))
@@ -84,7 +84,7 @@ def test_a_worker_that_dies_mid_sweep_loses_no_row_and_duplicates_none(resnet, e
     dying = _dying_task(model, task, str(tmp_path / "died"))
     reference = wb.sensitivity(dying, model, CONFIG, store=False, progress=False)
     ex = ProcessExecutor(2) if executor == "process" else request.getfixturevalue("ray_cluster")
-    store = wb.ResultStore(tmp_path / "r.sqlite")
+    store = wb.infra.ResultStore(tmp_path / "r.sqlite")
     df = wb.sensitivity(dying, model, CONFIG, store=store, progress=False, executor=ex)
     assert (tmp_path / "died").exists()  # a worker really died
     assert _rows(df).equals(_rows(reference))
@@ -104,7 +104,7 @@ def test_bad_executors_fail_fast_with_one_line():
 
 def test_pruning_sweep_on_a_process_pool_gives_the_local_rows(resnet):
     task, model = resnet
-    config = wb.PruningSweepConfig(method="unstructured", sparsities=(0.5, 0.9), latency_runs=0, layers=("stem.0", "stack2.conv1"))
+    config = wb.analysis.PruningSweepConfig(method="unstructured", sparsities=(0.5, 0.9), latency_runs=0, layers=("stem.0", "stack2.conv1"))
     local = wb.pruning_sweep(task, model, config, store=False, progress=False)
     pooled = wb.pruning_sweep(task, model, config, store=False, progress=False, executor="process:2")
     assert pooled.attrs["executor"] == "process:2" and len(pooled) == len(local) == 7

@@ -35,7 +35,7 @@ def test_w8a8_export_runs_integer_kernels_and_agrees(digits, tmp_path):
     res = wb.verify_qcdq(path, q, task)
     assert res["int_kernels"].get("QLinearConv", 0) == 3 and res["int_kernels"].get("QGemm", 0) == 1
     assert res["onnx_agreement"] >= 0.99
-    assert abs(res["onnx_metric"] - wb.evaluate(q, task)) <= 0.01
+    assert abs(res["onnx_metric"] - wb.tasks.evaluate.evaluate(q, task)) <= 0.01
     assert res["onnx_file_bytes"] == path.stat().st_size
 
 
@@ -52,18 +52,18 @@ def test_16_bit_layers_refuse_qcdq_but_export_to_qonnx(digits, tmp_path):
     task, model = digits
     q = wb.quantize_task(task, model, {"layers": {"classifier": {"weight_bits": 16}}})
     assert wb.describe(q).set_index("layer").loc["classifier", "weight_bits"] == 16
-    with pytest.raises(wb.ExportError, match=r"layers\.classifier\.weight_bits is 16; QCDQ .* at most 8 bits"):
+    with pytest.raises(wb.infra.ExportError, match=r"layers\.classifier\.weight_bits is 16; QCDQ .* at most 8 bits"):
         wb.export_qcdq(q, task.example_input(), tmp_path / "m.onnx")
     assert not (tmp_path / "m.onnx").exists()
     assert not list(tmp_path.glob(".*tmp"))  # nothing half-written left behind
-    path = wb.export_qonnx(q, task.example_input(), tmp_path / "m.qonnx.onnx")
-    res = wb.verify_qonnx(path, q, task, n=16)
+    path = wb.export.export_qonnx(q, task.example_input(), tmp_path / "m.qonnx.onnx")
+    res = wb.export.verify_qonnx(path, q, task, n=16)
     assert res["qonnx_agreement"] == 1.0 and res["qonnx_quant_nodes"] > 0
 
 
 def test_bad_weight_encoding(digits, tmp_path):
     task, model = digits
-    with pytest.raises(wb.ExportError, match="weight_encoding 'u4'"):
+    with pytest.raises(wb.infra.ExportError, match="weight_encoding 'u4'"):
         wb.export_qcdq(wb.quantize_model(model), task.example_input(), tmp_path / "m.onnx", weight_encoding="u4")
 
 

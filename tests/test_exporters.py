@@ -24,13 +24,13 @@ RECIPE = {
 
 
 def test_list_exporters_names_qcdq_and_qonnx():
-    df = wb.list_exporters()
+    df = wb.export.list_exporters()
     assert list(df["name"])[:2] == ["qcdq", "qonnx"]
     assert {"name", "suffix", "carries", "max_bits"} <= set(df.columns)
     row = df.set_index("name")
     assert row.loc["qcdq", "suffix"] == ".onnx" and row.loc["qonnx", "suffix"] == ".qonnx.onnx"
     assert row.loc["qcdq", "max_bits"] == 8
-    assert isinstance(wb.get_exporter("qonnx"), wb.Exporter)
+    assert isinstance(wb.export.get_exporter("qonnx"), wb.export.Exporter)
 
 
 def test_resolve_formats_order_alias_and_errors():
@@ -39,9 +39,9 @@ def test_resolve_formats_order_alias_and_errors():
     assert resolve_formats("qcdq") == ("qcdq",)
     assert resolve_formats(("qcdq", "qonnx"), qonnx=False) == ("qcdq",)
     assert resolve_formats(["qcdq"], qonnx=True) == ("qcdq", "qonnx")
-    with pytest.raises(wb.ExportError, match=r"^unknown export format 'qcdx' \(did you mean 'qcdq'\?\); known: qcdq, qonnx"):
+    with pytest.raises(wb.infra.ExportError, match=r"^unknown export format 'qcdx' \(did you mean 'qcdq'\?\); known: qcdq, qonnx"):
         resolve_formats(["qcdq", "qcdx"])
-    with pytest.raises(wb.ExportError, match="'qcdq' is required"):
+    with pytest.raises(wb.infra.ExportError, match="'qcdq' is required"):
         resolve_formats(["qonnx"])
 
 
@@ -49,13 +49,13 @@ def test_register_exporter_refuses_a_taken_name_or_suffix():
     class Other(Exporter):
         name, suffix = "qcdq", ".other.onnx"
 
-    with pytest.raises(wb.ExportError, match="already registered"):
+    with pytest.raises(wb.infra.ExportError, match="already registered"):
         register_exporter(Other)
 
     class SameSuffix(Exporter):
         name, suffix = "same_suffix", ".qonnx.onnx"
 
-    with pytest.raises(wb.ExportError, match="already used by exporter 'qonnx'"):
+    with pytest.raises(wb.infra.ExportError, match="already used by exporter 'qonnx'"):
         register_exporter(SameSuffix)
     assert "same_suffix" not in EXPORTERS
 
@@ -70,12 +70,12 @@ def test_unknown_format_is_one_line_error_before_any_file(tmp_path, small_q):
     task, q = small_q
     out = tmp_path / "out"
     out.mkdir()
-    with pytest.raises(wb.ExportError) as err:
+    with pytest.raises(wb.infra.ExportError) as err:
         wb.export_and_verify(task, q, out, formats=["qcdq", "tflite"], latency_runs=5)
     msg = str(err.value)
     assert "\n" not in msg and "'tflite'" in msg and "qcdq, qonnx" in msg
     assert list(out.iterdir()) == []
-    with pytest.raises(wb.ExportError, match="unknown export format 'tflite'"):
+    with pytest.raises(wb.infra.ExportError, match="unknown export format 'tflite'"):
         wb.run_job(task, {"a": wb.QuantSpec.uniform(8, 8)}, tmp_path / "job", formats=["tflite"], progress=False, float_model=q)
     assert not (tmp_path / "job").exists()
 
@@ -83,7 +83,7 @@ def test_unknown_format_is_one_line_error_before_any_file(tmp_path, small_q):
 def test_missing_float_onnx_is_an_export_error_naming_the_path(tmp_path, small_q):
     task, q = small_q
     missing = tmp_path / "nowhere" / "model_fp32.onnx"
-    with pytest.raises(wb.ExportError, match=r"float_onnx '.*nowhere/model_fp32\.onnx' does not exist") as err:
+    with pytest.raises(wb.infra.ExportError, match=r"float_onnx '.*nowhere/model_fp32\.onnx' does not exist") as err:
         wb.export_and_verify(task, q, tmp_path, float_onnx=missing, latency_runs=5)
     assert "\n" not in str(err.value)
     assert not (tmp_path / "model.onnx").exists()

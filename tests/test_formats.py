@@ -29,7 +29,7 @@ def fp8(digits):
 
 
 def test_list_formats_is_a_dataframe_of_the_registry():
-    df = wb.list_formats()
+    df = wb.core.list_formats()
     assert list(df["name"])[:3] == ["int", "fp8_e4m3", "fp8_e5m2"]
     assert {"name", "kind", "bits", "exponent_bits", "mantissa_bits", "exporters", "description"} <= set(df.columns)
     row = df.set_index("name")
@@ -45,23 +45,23 @@ def test_cli_lists_the_formats():
 
 
 def test_unknown_or_conflicting_format_is_one_line():
-    with pytest.raises(wb.SpecError, match=r"^layers\.features\.3\.weight_format: unknown number format 'fp8_e4m4' \(did you mean 'fp8_e4m3'\?\); "
+    with pytest.raises(wb.infra.SpecError, match=r"^layers\.features\.3\.weight_format: unknown number format 'fp8_e4m4' \(did you mean 'fp8_e4m3'\?\); "
                                            r"known: int, fp8_e4m3, fp8_e5m2") as exc:
         QuantSpec.parse({"layers": {"features.3": {"weight_format": "fp8_e4m4"}}})
     assert "\n" not in str(exc.value)
-    with pytest.raises(wb.SpecError, match=r"^unknown number format 'bf16'; known: int, fp8_e4m3, fp8_e5m2$"):
+    with pytest.raises(wb.infra.SpecError, match=r"^unknown number format 'bf16'; known: int, fp8_e4m3, fp8_e5m2$"):
         get_format("bf16")
-    with pytest.raises(wb.SpecError, match=r"^layers\.features\.3: got weight_bits 4 beside weight_format 'fp8_e4m3', which stores 8 bits"):
+    with pytest.raises(wb.infra.SpecError, match=r"^layers\.features\.3: got weight_bits 4 beside weight_format 'fp8_e4m3', which stores 8 bits"):
         QuantSpec.parse({"layers": {"features.3": {"weight_format": "fp8_e4m3", "weight_bits": 4}}})
-    with pytest.raises(wb.SpecError, match=r"^got act_bits 'float' beside act_format 'fp8_e5m2'"):
+    with pytest.raises(wb.infra.SpecError, match=r"^got act_bits 'float' beside act_format 'fp8_e5m2'"):
         QuantSpec(act_format="fp8_e5m2", act_bits="float")
 
 
 def test_inherited_format_conflicts_and_po2_are_refused_before_building(digits):
     _, model = digits
-    with pytest.raises(wb.SpecError, match=r"^layers\.features\.3\.weight_bits is 4 but its weight_format 'fp8_e4m3' \(from the spec's defaults\) stores 8 bits"):
+    with pytest.raises(wb.infra.SpecError, match=r"^layers\.features\.3\.weight_bits is 4 but its weight_format 'fp8_e4m3' \(from the spec's defaults\) stores 8 bits"):
         wb.quantize_model(model, {"weight_format": "fp8_e4m3", "layers": {"features.3": {"weight_bits": 4}}})
-    with pytest.raises(wb.SpecError, match=r"^layers\.features\.0: scale_type 'po2' does not apply to weight_format 'fp8_e4m3'; it takes scale_type float$"):
+    with pytest.raises(wb.infra.SpecError, match=r"^layers\.features\.0: scale_type 'po2' does not apply to weight_format 'fp8_e4m3'; it takes scale_type float$"):
         wb.quantize_model(model, {"weight_format": "fp8_e4m3", "scale_type": "po2"})
     q = wb.quantize_model(model, {"weight_format": "fp8_e4m3", "layers": {"features.3": {"weight_bits": 4, "weight_format": "int"}}})
     assert (q.workbench_plan.layers["features.3"].weight_format, q.workbench_plan.layers["features.0"].weight_format) == ("int", "fp8_e4m3")
@@ -82,7 +82,7 @@ def test_fp8_layer_shows_in_describe_and_changes_the_outputs(digits, fp8):
     assert tuple(table.loc["features.3", ["weight_format", "act_format", "weight_bits", "act_bits"]]) == ("fp8_e4m3", "fp8_e4m3", 8, 8)
     assert tuple(table.loc["features.0", ["weight_format", "act_format"]]) == ("int", "int")
     int8 = wb.quantize_task(task, model, QuantSpec.uniform(8, 8), PTQ)
-    ev_fp8, ev_int8 = wb.evaluate_quantized(task, model, q), wb.evaluate_quantized(task, model, int8)
+    ev_fp8, ev_int8 = wb.export.evaluate_quantized(task, model, q), wb.export.evaluate_quantized(task, model, int8)
     assert ev_fp8["quant_sqnr_db"] != ev_int8["quant_sqnr_db"]
     assert not torch.equal(ev_fp8["sim_outputs"], ev_int8["sim_outputs"])
     assert ev_fp8["quant_metric"] > 0.9  # a working model, not a broken one
@@ -111,12 +111,12 @@ def test_fp8_qcdq_export_runs_in_onnxruntime_and_matches_the_simulation(fp8, tmp
 
 def test_an_exporter_that_cannot_carry_a_format_refuses_before_any_file(fp8, tmp_path):
     task, model, q = fp8
-    with pytest.raises(wb.ExportError, match=r"^layers\.features\.3\.weight_format is 'fp8_e4m3'; the qonnx export cannot carry it \(exporters that can: qcdq\)$"):
+    with pytest.raises(wb.infra.ExportError, match=r"^layers\.features\.3\.weight_format is 'fp8_e4m3'; the qonnx export cannot carry it \(exporters that can: qcdq\)$"):
         wb.export_and_verify(task, q, tmp_path, formats=("qcdq", "qonnx"))
-    with pytest.raises(wb.ExportError, match=r"^export format 'float' exports the float model: pass float_model="):
+    with pytest.raises(wb.infra.ExportError, match=r"^export format 'float' exports the float model: pass float_model="):
         wb.export_and_verify(task, q, tmp_path, formats=("qcdq", "float"))
     assert os.listdir(tmp_path) == []
-    with pytest.raises(wb.ExportError, match=r"^layers\.features\.3\.weight_format is 'fp8_e4m3'; the qonnx export cannot carry it"):
+    with pytest.raises(wb.infra.ExportError, match=r"^layers\.features\.3\.weight_format is 'fp8_e4m3'; the qonnx export cannot carry it"):
         wb.run_job(task, {"fp8": FP8_LAYER}, tmp_path / "run", formats=("qcdq", "qonnx"), progress=False, float_model=model)
     assert os.listdir(tmp_path) == []  # refused before the run folder, a baseline or a quantised model
 
@@ -146,9 +146,9 @@ def test_run_job_with_an_fp8_layer_reuses_the_float_file(digits, tmp_path):
 def test_sensitivity_takes_formats_as_cases(digits):
     task, model = digits
     assert parse_bits("4,8,fp8_e4m3") == (4, 8, "fp8_e4m3")
-    with pytest.raises(wb.SpecError, match=r"^weight_bits\[1\]: expected an integer in 2-8 or 16, a number format \(fp8_e4m3, fp8_e5m2\) or 'float'; got 'fp9'$"):
+    with pytest.raises(wb.infra.SpecError, match=r"^weight_bits\[1\]: expected an integer in 2-8 or 16, a number format \(fp8_e4m3, fp8_e5m2\) or 'float'; got 'fp9'$"):
         parse_bits("4,fp9", "weight_bits")
-    with pytest.raises(wb.SpecError, match=r"^weight_bits\[0\]: format 'fp8_e4m3' takes scale_type float; the base spec's is 'po2'$"):
+    with pytest.raises(wb.infra.SpecError, match=r"^weight_bits\[0\]: format 'fp8_e4m3' takes scale_type float; the base spec's is 'po2'$"):
         SensitivityConfig(weight_bits=("fp8_e4m3",), base=QuantSpec(scale_type="po2"))
     config = SensitivityConfig(weight_bits=(8, "fp8_e5m2"), act_bits=(None, "fp8_e4m3"), layers=("features.3", "classifier"), ptq=PTQ)
     cut = sensitivity(task, model, config, store=False, progress=False)
@@ -190,10 +190,10 @@ def test_register_format_adds_one_entry_every_reader_sees(digits):
                        act_quant=base.act_quant, exporters=("qcdq",), description="FP8 E4M3, one weight scale per tensor")
     register_format(fmt)
     try:
-        assert "fp8_e4m3_pt" in set(wb.list_formats()["name"])
+        assert "fp8_e4m3_pt" in set(wb.core.list_formats()["name"])
         q = wb.quantize_model(model, {"layers": {"classifier": {"weight_format": "fp8_e4m3_pt"}}})
         assert q.get_submodule("classifier").quant_weight().scale.numel() == 1
-        with pytest.raises(wb.SpecError, match="format name 'float'"):
+        with pytest.raises(wb.infra.SpecError, match="format name 'float'"):
             register_format(NumberFormat(name="float", kind="int", bits=(8,), weight_quant=None, act_quant=None))
     finally:
         FORMATS.pop("fp8_e4m3_pt", None)

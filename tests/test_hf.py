@@ -25,14 +25,14 @@ def arch(request):
 
 def test_architecture_end_to_end(arch, tmp_path):
     task, model = arch
-    assert wb.evaluate(model, task) == pytest.approx(1.0)  # label-free: the float model agrees with itself
-    layers = wb.quantisable_layers(model)
+    assert wb.tasks.evaluate.evaluate(model, task) == pytest.approx(1.0)  # label-free: the float model agrees with itself
+    layers = wb.core.quantisable_layers(model)
     q = wb.quantize_task(task, model, wb.QuantSpec.uniform(8, 8))
     table = wb.describe(q).set_index("layer")
     assert (table.loc[list(layers), "weight_bits"] == 8).all()
     kept_float = table.drop(index=list(layers))  # what Brevitas cannot quantise here (BERT's embeddings) stays float, listed
     assert kept_float["weight_bits"].isna().all() and len(kept_float) == (3 if task.name == "hf-bert" else 0)
-    metric = wb.evaluate(q, task)
+    metric = wb.tasks.evaluate.evaluate(q, task)
     assert 0.5 < metric < 1.0  # quantisation costs something, measured without labels
     res = wb.export_and_verify(task, q, tmp_path, task.name, qonnx=False, latency_runs=5)
     assert res["onnx_agreement"] >= 0.9 and abs(res["onnx_metric"] - metric) < 0.05
@@ -48,7 +48,7 @@ def test_architecture_end_to_end(arch, tmp_path):
 def test_bert_every_linear_layer_and_mixed_precision():
     task = wb.create_task("hf-bert", layers=2).small(16, 16, 32)
     model = wb.load_or_train_baseline(task, progress=False)
-    layers = wb.quantisable_layers(model)
+    layers = wb.core.quantisable_layers(model)
     assert len(layers) == 6 * 2 + 2 and all(kind == "Linear" for kind, _ in layers.values())
     sens = sensitivity(task, model, SensitivityConfig(weight_bits=(4, 8)), store=False, progress=False)
     assert len(sens) == 2 * len(layers) and sens["status"].eq("ok").all()
@@ -66,7 +66,7 @@ def test_bert_every_linear_layer_and_mixed_precision():
 def test_swap_engine_equals_full_rebuild():
     task = wb.create_task("hf-bert", layers=1).small(16, 16, 24)
     model = wb.load_or_train_baseline(task, progress=False)
-    config = SensitivityConfig(weight_bits=(3, 8), act_bits=(None, 6), layers=tuple(list(wb.quantisable_layers(model))[1:4]))
+    config = SensitivityConfig(weight_bits=(3, 8), act_bits=(None, 6), layers=tuple(list(wb.core.quantisable_layers(model))[1:4]))
     swap = sensitivity(task, model, config, store=False, progress=False)
     naive = sensitivity(task, model, config, store=False, progress=False, engine="naive")
     cols = ["metric", "sqnr_db", "output_mse", "kl"]
@@ -98,9 +98,9 @@ def test_local_directory_text_lines_and_label_free_task(tmp_path, monkeypatch):
     eval_x = hf.tokenize(tokenizer, hf.read_text_lines(tmp_path / "eval.txt"), max_length=12)
     assert calib.shape == (12, 2, 12) and calib.dtype == torch.int64 and int(calib[0, 0, 0]) == tokenizer.cls_token_id and tokenizer.unk_token_id not in calib[:, 0]
     task = hf.label_free_task(model, calib, eval_x, name="tiny-bert")
-    assert task.metric.name == "cosine" and wb.evaluate(model, task) == pytest.approx(1.0)
+    assert task.metric.name == "cosine" and wb.tasks.evaluate.evaluate(model, task) == pytest.approx(1.0)
     q = wb.quantize_task(task, model, {"weight_bits": 4, "act_bits": 8})
-    assert 0.0 < wb.evaluate(q, task) < 1.0
+    assert 0.0 < wb.tasks.evaluate.evaluate(q, task) < 1.0
     res = wb.export_and_verify(task, q, tmp_path / "out", "tiny", qonnx=False, latency_runs=5)
     assert res["onnx_agreement"] == 1.0
     encoder, _ = hf.load_hf_directory(model_dir, task="encoder")
@@ -110,33 +110,33 @@ def test_local_directory_text_lines_and_label_free_task(tmp_path, monkeypatch):
 def test_directory_and_text_errors(tmp_path):
     d = _tiny_bert_directory(tmp_path / "m")
     (d / "model.safetensors").rename(d / "pytorch_model.bin")
-    with pytest.raises(wb.DatasetError, match="m: no model.safetensors \\(pytorch_model.bin would be unpickled, which the workbench never does"):
+    with pytest.raises(wb.infra.DatasetError, match="m: no model.safetensors \\(pytorch_model.bin would be unpickled, which the workbench never does"):
         hf.load_hf_directory(d)
     (d / "pytorch_model.bin").unlink()
-    with pytest.raises(wb.DatasetError, match="no model.safetensors \\(no weights\\); expected config.json, model.safetensors and a tokenizer"):
+    with pytest.raises(wb.infra.DatasetError, match="no model.safetensors \\(no weights\\); expected config.json, model.safetensors and a tokenizer"):
         hf.load_hf_directory(d)
     e = _tiny_bert_directory(tmp_path / "e")
     for f in ("vocab.txt", "tokenizer.json"):
         (e / f).unlink(missing_ok=True)
-    with pytest.raises(wb.DatasetError, match="e: no tokenizer \\(found "):
+    with pytest.raises(wb.infra.DatasetError, match="e: no tokenizer \\(found "):
         hf.load_hf_directory(e)
     (e / "config.json").unlink()
-    with pytest.raises(wb.DatasetError, match="e: no config.json"):
+    with pytest.raises(wb.infra.DatasetError, match="e: no config.json"):
         hf.load_hf_directory(e)
-    with pytest.raises(wb.DatasetError, match="does not exist"):
+    with pytest.raises(wb.infra.DatasetError, match="does not exist"):
         hf.load_hf_directory(tmp_path / "nowhere")
     (tmp_path / "empty.txt").write_text("\n \n")
-    with pytest.raises(wb.DatasetError, match="empty.txt holds no sentence; expected UTF-8 text, one sentence per line"):
+    with pytest.raises(wb.infra.DatasetError, match="empty.txt holds no sentence; expected UTF-8 text, one sentence per line"):
         hf.read_text_lines(tmp_path / "empty.txt")
     (tmp_path / "bin.txt").write_bytes(b"\xff\xfe\x00abc")
-    with pytest.raises(wb.DatasetError, match="bin.txt is not UTF-8 text"):
+    with pytest.raises(wb.infra.DatasetError, match="bin.txt is not UTF-8 text"):
         hf.read_text_lines(tmp_path / "bin.txt")
 
 
 def test_inputs_the_model_rejects_and_models_without_quantisable_layers():
     model = hf.bert_encoder(layers=1)
     images = torch.randn(4, 3, 8, 8)
-    with pytest.raises(wb.TaskError, match="the model rejects inputs of shape \\(3, 8, 8\\) and type float32"):
+    with pytest.raises(wb.infra.TaskError, match="the model rejects inputs of shape \\(3, 8, 8\\) and type float32"):
         hf.label_free_task(model, images, images, name="bert-on-images")
 
     class NoLayers(torch.nn.Module):
@@ -149,5 +149,5 @@ def test_inputs_the_model_rejects_and_models_without_quantisable_layers():
 
     ids = torch.randint(0, 10, (8, 5))
     task = hf.label_free_task(NoLayers(), ids, ids, name="no-layers")
-    with pytest.raises(wb.UnsupportedLayerError, match="model has no Conv1d, Conv2d or Linear layer to quantise \\(layers found: Embedding\\)"):
+    with pytest.raises(wb.infra.UnsupportedLayerError, match="model has no Conv1d, Conv2d or Linear layer to quantise \\(layers found: Embedding\\)"):
         wb.quantize_task(task, task.create_model(), {"weight_bits": 8})

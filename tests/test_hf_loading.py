@@ -65,7 +65,7 @@ def test_bare_encoder_never_gains_a_random_head(tmp_path):
     with pytest.raises(MissingWeightsError) as info:
         hf.load_hf_directory(path, "sequence-classification")
     msg = str(info.value)
-    assert "\n" not in msg and isinstance(info.value, wb.TaskError)
+    assert "\n" not in msg and isinstance(info.value, wb.infra.TaskError)
     assert msg == ("bare: model.safetensors (BertModel) has no sequence-classification head (classifier.bias, classifier.weight); it would be "
                    "random; expected kind='encoder' for this checkpoint, or new_head=True to ask for an untrained head")
     with pytest.warns(UserWarning, match="a new, untrained sequence-classification head \\(classifier.bias, classifier.weight\\), as asked"):
@@ -126,7 +126,7 @@ def test_embedding_task_exports_with_the_mask_and_onnxruntime_agrees(tmp_path):
     x = hf.tokenize(tokenizer, SENTENCES, max_length=12)
     task = hf.label_free_task(model, x[:16], x[16:], name="st")
     assert task.kind == "embedding" and not task.is_classifier and task.input_shape == (2, 12)
-    assert wb.evaluate(model, task) == pytest.approx(1.0)
+    assert wb.tasks.evaluate.evaluate(model, task) == pytest.approx(1.0)
     q = wb.quantize_task(task, model, {"weight_bits": 4, "act_bits": 8})
     quant = evaluate_quantized(task, model, q)
     assert 0.5 < quant["quant_metric"] < 1.0
@@ -169,23 +169,23 @@ def test_bad_directories_are_one_line_errors(tmp_path):
     assert hf.load_hf_directory(path)[0].pooling == "mean"  # its own kind needs no pooler
     # a tokenizer with more tokens than the model's embedding has rows
     path, _ = _directory(tmp_path / "vocab", vocab=VOCAB + [f"extra{i}" for i in range(8)])
-    with pytest.raises(wb.TaskError, match="^vocab: the tokenizer has 25 tokens but the model's embedding has 17 rows; expected a tokenizer of "
+    with pytest.raises(wb.infra.TaskError, match="^vocab: the tokenizer has 25 tokens but the model's embedding has 17 rows; expected a tokenizer of "
                        "at most 17 tokens \\(the one saved with this model\\)$"):
         hf.load_hf_directory(path)
     # no default kind, an unknown kind, pooling the workbench does not compute
     path, _ = _directory(tmp_path / "mlm", "BertForMaskedLM")
-    with pytest.raises(wb.TaskError, match="^mlm: config.json names BertForMaskedLM; no default kind for it; expected kind= one of "
+    with pytest.raises(wb.infra.TaskError, match="^mlm: config.json names BertForMaskedLM; no default kind for it; expected kind= one of "
                        "sequence-classification, encoder, sentence-embedding$"):
         hf.load_hf_directory(path)
     assert hf.load_hf_directory(path, "sentence-embedding")[0].pooling == "mean"  # its encoder, asked for by kind
-    with pytest.raises(wb.TaskError, match="^kind 'regression'; expected one of sequence-classification, encoder, sentence-embedding$"):
+    with pytest.raises(wb.infra.TaskError, match="^kind 'regression'; expected one of sequence-classification, encoder, sentence-embedding$"):
         hf.load_hf_directory(path, "regression")
     path, _ = _directory(tmp_path / "maxpool", sentence_transformers=("max", False))
-    with pytest.raises(wb.TaskError, match="^1_Pooling/config.json asks for pooling max_tokens; expected exactly one of pooling_mode_mean_tokens"):
+    with pytest.raises(wb.infra.TaskError, match="^1_Pooling/config.json asks for pooling max_tokens; expected exactly one of pooling_mode_mean_tokens"):
         hf.load_hf_directory(path)
     modules = json.loads((path / "modules.json").read_text()) + [{"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"}]
     (path / "modules.json").write_text(json.dumps(modules))
-    with pytest.raises(wb.TaskError, match="^maxpool/modules.json has module\\(s\\) Dense the workbench does not compute; expected Transformer, "
+    with pytest.raises(wb.infra.TaskError, match="^maxpool/modules.json has module\\(s\\) Dense the workbench does not compute; expected Transformer, "
                        "Pooling and optionally Normalize$"):
         hf.load_hf_directory(path)
 

@@ -31,7 +31,7 @@ def exported(digits, tmp_path_factory):
     torch.manual_seed(0)
     q = wb.quantize_task(task, model, SPEC, wb.PTQConfig(calib_samples=64))
     out = tmp_path_factory.mktemp("hls") / "out"
-    target = wb.get_exporter("hls4ml")
+    target = wb.export.get_exporter("hls4ml")
     path = target.export(q, task.example_input(1), out / f"model{target.suffix}")
     return task, q, target, path
 
@@ -68,7 +68,7 @@ def test_emulation_agrees_bit_for_bit_with_the_simulation(exported):
     assert emu.compile_seconds is not None and emu.compile_seconds > 0
     x = task.data.eval.x[:16]
     out = emu.predict(x.permute(0, 2, 3, 1).numpy())
-    sim = wb.predict(q, x).numpy()
+    sim = wb.tasks.predict(q, x).numpy()
     assert np.array_equal(out, sim)
 
 
@@ -100,7 +100,7 @@ def test_layer_outputs_are_keyed_by_layer_names(exported):
     hooks = [q.get_submodule(n).register_forward_hook(lambda m, a, o, n=n: seen.__setitem__(n, (o.value if hasattr(o, "value") else o).detach()))
              for n in outs]
     try:
-        sim_out = wb.predict(q, x)
+        sim_out = wb.tasks.predict(q, x)
     finally:
         for h in hooks:
             h.remove()
@@ -137,16 +137,16 @@ def _quantised(model, shape):
     torch.manual_seed(0)
     x = torch.randn(32, *shape)
     q = wb.quantize_model(model.eval(), wb.QuantSpec.uniform(8, 8, scale_type="po2"), example_input=x[:2])
-    return wb.calibrate(q, x), x
+    return wb.core.calibrate(q, x), x
 
 
 def test_grouped_convolution_is_refused_by_layer_before_any_file(tmp_path):
     q, x = _quantised(Grouped(), (4, 8, 8))
-    target = wb.get_exporter("hls4ml")
+    target = wb.export.get_exporter("hls4ml")
     table = target.support(q).set_index("layer")
     assert not table.loc["conv", "supported"] and "grouped convolution (groups=2)" in table.loc["conv", "reason"]
     assert table.loc["fc", "supported"]
-    with pytest.raises(wb.ExportError) as err:
+    with pytest.raises(wb.infra.ExportError) as err:
         target.export(q, x[:1], tmp_path / "m.hls4ml.tar.gz")
     msg = str(err.value)
     assert "\n" not in msg and "conv: grouped convolution" in msg
@@ -155,8 +155,8 @@ def test_grouped_convolution_is_refused_by_layer_before_any_file(tmp_path):
 
 def test_an_op_without_an_hls4ml_handler_is_named_by_node(tmp_path):
     q, x = _quantised(WithGelu(), (1, 8, 8))
-    target = wb.get_exporter("hls4ml")
-    with pytest.raises(wb.ExportError) as err:
+    target = wb.export.get_exporter("hls4ml")
+    with pytest.raises(wb.infra.ExportError) as err:
         target.export(q, x[:1], tmp_path / "m.hls4ml.tar.gz")
     msg = str(err.value)
     assert "\n" not in msg and "has no hls4ml ONNX handler" in msg and "Gelu" in msg
@@ -167,7 +167,7 @@ def test_a_file_that_is_no_artifact_is_one_line(tmp_path, exported):
     task, q, target, path = exported
     bad = tmp_path / "bad.hls4ml.tar.gz"
     bad.write_bytes(b"not a tarball")
-    with pytest.raises(wb.ExportError, match="not a readable .tar.gz") as err:
+    with pytest.raises(wb.infra.ExportError, match="not a readable .tar.gz") as err:
         target.evaluate(bad, q, task, n=4)
     assert "\n" not in str(err.value)
 
@@ -176,18 +176,18 @@ def test_a_crash_inside_hls4ml_is_one_line_with_its_node(digits, tmp_path):
     """Float (non power-of-two) scales: hls4ml 1.3's ApplyAlpha rescaling fails inside hls4ml."""
     task, model = digits
     q = wb.quantize_task(task.small(), model, wb.QuantSpec.uniform(8, 8), wb.PTQConfig(calib_samples=64))
-    target = wb.get_exporter("hls4ml")
+    target = wb.export.get_exporter("hls4ml")
     out = tmp_path / "out"
     out.mkdir()
     # the target refuses float scales before any work, naming the layer ...
-    with pytest.raises(wb.ExportError, match=r"target 'hls4ml' cannot take .*features\.0: float scales.*scale_type: po2"):
+    with pytest.raises(wb.infra.ExportError, match=r"target 'hls4ml' cannot take .*features\.0: float scales.*scale_type: po2"):
         target.export(q, task.example_input(1), out / "m.hls4ml.tar.gz")
     assert list(out.iterdir()) == []
     # ... because hls4ml itself fails on them: its crash is one line with the node
     from workbench.targets.hls import build_project
 
     (tmp_path / "work").mkdir()
-    with pytest.raises(wb.ToolchainError) as err:
+    with pytest.raises(wb.infra.ToolchainError) as err:
         build_project(q, task.example_input(1), tmp_path / "work" / "project")
     msg = str(err.value)
     assert "\n" not in msg and msg.startswith("hls4ml failed to convert the QONNX export: ")

@@ -37,15 +37,15 @@ def test_auto_is_s8_exactly_when_the_probe_says_vnni(vnni, expected):
 
 def test_a_bad_weight_encoding_is_a_one_line_export_error_before_any_file(digits, tmp_path):
     task, model = digits
-    with pytest.raises(wb.ExportError, match=r"weight_encoding 'int8'; expected one of u8, s8, auto") as err:
+    with pytest.raises(wb.infra.ExportError, match=r"weight_encoding 'int8'; expected one of u8, s8, auto") as err:
         wb.export_and_verify(task, model, tmp_path, formats=["qcdq"], weight_encoding="int8", latency_runs=5)
     assert "\n" not in str(err.value) and list(tmp_path.iterdir()) == []
-    with pytest.raises(wb.ExportError, match="weight_encoding 'S8'"):
+    with pytest.raises(wb.infra.ExportError, match="weight_encoding 'S8'"):
         wb.run_job(task, {"w8": wb.QuantSpec.uniform(8, 8)}, tmp_path / "job", float_model=model, weight_encoding="S8", progress=False)
     assert not (tmp_path / "job").exists()
     bad = tmp_path / "t.yaml"
     bad.write_text("name: t\nweight_bits: [8]\nact_bits: [8]\nweight_encoding: int8\n")
-    with pytest.raises(wb.SpecError, match="weight_encoding") as err:
+    with pytest.raises(wb.infra.SpecError, match="weight_encoding") as err:
         load_target(bad)
     assert "\n" not in str(err.value)
     assert load_target("cpu-int8-ort").weight_encoding == "auto"
@@ -56,7 +56,7 @@ def files(digits, tmp_path_factory):
     task, model = digits
     out = tmp_path_factory.mktemp("lat")
     q = wb.quantize_task(task, model, wb.QuantSpec.uniform(8, 8), wb.PTQConfig(calib_samples=64))
-    fp = wb.export_float(model, task.example_input(), out / "fp.onnx")
+    fp = wb.export.export_float(model, task.example_input(), out / "fp.onnx")
     return task, q, fp, out
 
 

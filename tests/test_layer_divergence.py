@@ -35,7 +35,7 @@ def qcdq_file(digits_w8a8, tmp_path_factory):
 
 def test_simulation_layer_outputs_are_the_fused_requantised_tensors(digits_w8a8):
     task, q, x = digits_w8a8
-    sim = wb.simulation_layer_outputs(q, x)
+    sim = wb.analysis.simulation_layer_outputs(q, x)
     assert list(sim) == list(wb.describe(q)["layer"]) == ["features.0", "features.3", "features.7", "classifier"]
     assert {k: v.shape for k, v in sim.items()} == {"features.0": (32, 16, 8, 8), "features.3": (32, 32, 8, 8),
                                                     "features.7": (32, 32, 4, 4), "classifier": (32, 10)}
@@ -124,23 +124,23 @@ def test_channels_last_and_partial_batches_are_compared_in_place(digits_w8a8, qc
 
 def test_bad_inputs_are_one_line_errors(digits_w8a8, qcdq_file):
     task, q, x = digits_w8a8
-    with pytest.raises(wb.DatasetError, match=r"inputs of shape \(32, 64\); the model takes a batch of shape \(N, 1, 8, 8\)"):
+    with pytest.raises(wb.infra.DatasetError, match=r"inputs of shape \(32, 64\); the model takes a batch of shape \(N, 1, 8, 8\)"):
         wb.divergence(q, x.reshape(32, 64))
-    with pytest.raises(wb.DatasetError, match="inputs of shape"):
-        wb.simulation_layer_outputs(q, x[:, :, :4])
-    with pytest.raises(wb.ExportError, match="unknown export format 'tflite-in8'"):
+    with pytest.raises(wb.infra.DatasetError, match="inputs of shape"):
+        wb.analysis.simulation_layer_outputs(q, x[:, :, :4])
+    with pytest.raises(wb.infra.ExportError, match="unknown export format 'tflite-in8'"):
         wb.divergence(q, x, target="tflite-in8", artifact=qcdq_file)
-    with pytest.raises(wb.ExportError, match="target 'qonnx' does not expose intermediate tensors"):
+    with pytest.raises(wb.infra.ExportError, match="target 'qonnx' does not expose intermediate tensors"):
         wb.divergence(q, x, target="qonnx", artifact=qcdq_file)
-    with pytest.raises(wb.ExportError, match="is not a file"):
+    with pytest.raises(wb.infra.ExportError, match="is not a file"):
         wb.divergence(q, x, artifact=str(qcdq_file) + ".missing")
-    with pytest.raises(wb.SpecError, match=r"target_outputs name 1 layer\(s\) the model does not have: 'features.1'; its quantised layers are features.0"):
+    with pytest.raises(wb.infra.SpecError, match=r"target_outputs name 1 layer\(s\) the model does not have: 'features.1'; its quantised layers are features.0"):
         wb.divergence(q, x, {"features.1": np.zeros((32, 16, 8, 8))})
-    with pytest.raises(wb.SpecError, match="target_outputs of type list"):
+    with pytest.raises(wb.infra.SpecError, match="target_outputs of type list"):
         wb.divergence(q, x, [np.zeros(3)])
-    with pytest.raises(wb.SpecError, match="expected a finite number of decibels"):
+    with pytest.raises(wb.infra.SpecError, match="expected a finite number of decibels"):
         wb.divergence(q, x, {}, threshold_db=float("nan"))
-    for exc in (wb.DatasetError, wb.ExportError, wb.SpecError):
+    for exc in (wb.infra.DatasetError, wb.infra.ExportError, wb.infra.SpecError):
         assert issubclass(exc, wb.WorkbenchError)
 
 

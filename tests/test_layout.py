@@ -56,9 +56,11 @@ def test_notebooks_are_committed_without_volatile_outputs():
 
 
 def test_public_functions_are_not_shadowed_by_their_modules():
-    """describe, evaluate, sensitivity and divergence are both functions of the API and module names."""
-    code = ("import workbench.core.describe, workbench.tasks.evaluate, workbench.analysis.sensitivity, workbench.analysis.divergence, workbench.export.pipeline; import workbench as wb; "
-            "print(all(callable(f) and not isinstance(f, type(wb)) for f in (wb.describe, wb.evaluate, wb.sensitivity, wb.divergence)))")
+    """describe, sensitivity, divergence, pruning_sweep and deploy are both functions of the API and module names."""
+    code = ("import workbench.core.describe, workbench.tasks.evaluate, workbench.analysis.sensitivity, workbench.analysis.divergence, "
+            "workbench.analysis.pruning_sweep, workbench.runs.deploy, workbench.export.pipeline; import workbench as wb; "
+            "print(all(callable(f) and not isinstance(f, type(wb)) for f in (wb.describe, wb.tasks.evaluate.evaluate, wb.sensitivity, "
+            "wb.divergence, wb.pruning_sweep, wb.deploy)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "True"
 
@@ -66,7 +68,11 @@ def test_public_functions_are_not_shadowed_by_their_modules():
 def test_the_public_api_names_what_the_readme_uses():
     import workbench as wb
 
-    for name in ("search", "SearchConfig", "Recipe", "promote", "apply_recipe", "load_recipe", "cost_table", "load_target", "list_exporters",
-                 "task_from_factory", "RunDir", "make_task", "sensitivity", "pruning_sweep", "train_qat"):
+    for name in ("create_task", "load_or_train_baseline", "QuantSpec", "quantize_task", "describe", "export_qcdq", "verify_qcdq",
+                 "SearchConfig", "Recipe", "promote", "apply_recipe", "load_recipe", "load_target", "make_task", "sensitivity",
+                 "pruning_sweep", "train_qat", "deploy", "WorkbenchError"):
         assert name in wb.__all__ and getattr(wb, name) is not None, name
-    assert callable(wb.search) and callable(wb.sensitivity)  # the functions, not their modules
+    for sub, name in (("search", "search"), ("export", "list_exporters"), ("core", "cost_table"), ("tasks", "task_from_factory"),
+                      ("infra", "RunDir"), ("targets", "export_tflite_int8"), ("runs", "deployment_table")):
+        assert name in getattr(wb, sub).__all__ and getattr(getattr(wb, sub), name) is not None, (sub, name)
+    assert callable(wb.search.search) and callable(wb.sensitivity)  # the functions, not their modules

@@ -46,7 +46,7 @@ def test_registered_as_an_embedding_task_of_minilm_shape():
     cfg = model.model.config
     assert (cfg.num_hidden_layers, cfg.hidden_size, cfg.num_attention_heads, cfg.intermediate_size) == (6, 384, 12, 1536)
     assert model.model.pooler is None and cfg.vocab_size == len(minilm.build_vocab(minilm.sentences()))
-    layers = wb.quantisable_layers(model)
+    layers = wb.core.quantisable_layers(model)
     assert len(layers) == 36 and all(kind == "Linear" for kind, _ in layers.values())
 
 
@@ -82,7 +82,7 @@ def test_weights_are_equal_across_builds_processes_and_thread_counts(tmp_path):
     minilm._built.cache_clear()
     b = minilm.minilm_encoder(layers=2)
     assert _sha(a) == _sha(b) and _sha(minilm.minilm_encoder(layers=2, seed=1)) != _sha(a)
-    child = ("import hashlib, torch; torch.set_num_threads(2); from workbench import minilm; m = minilm.minilm_encoder(layers=2); "
+    child = ("import hashlib, torch; torch.set_num_threads(2); from workbench.tasks import minilm; m = minilm.minilm_encoder(layers=2); "
              "h = hashlib.sha256()\nfor k, v in m.state_dict().items(): h.update(k.encode()); "
              "h.update(v.detach().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())\nprint(h.hexdigest())")
     env = {**os.environ, "OMP_NUM_THREADS": "2", "WORKBENCH_THREADS": "2", "PYTHONPATH": str(ROOT)}
@@ -116,7 +116,7 @@ def test_full_size_w8a8_keeps_cosine_and_every_linear_runs_as_an_integer_kernel(
     task = wb.create_task("hf-minilm-embed").small(32, 32, 64)
     model = wb.load_or_train_baseline(task, progress=False)
     q = wb.quantize_task(task, model, wb.QuantSpec.uniform(8, 8))
-    assert wb.evaluate(q, task) >= 0.99
+    assert wb.tasks.evaluate.evaluate(q, task) >= 0.99
     path = export_qcdq(q, task.example_input(), tmp_path / "minilm.onnx")
     res = verify_qcdq(path, q, task)
     assert res["qcdq_verified"] and res["onnx_metric"] >= 0.99 and res["onnx_agreement"] >= 0.99
@@ -129,9 +129,9 @@ def test_full_size_w8a8_keeps_cosine_and_every_linear_runs_as_an_integer_kernel(
 def test_bad_sizes_are_one_line_task_errors():
     with pytest.warns(hf.TruncationWarning, match="max_length 600 is over the model's position limit of 512 tokens; using 512"):
         assert hf.tokenize(minilm.tokenizer(), ["a short line"], max_length=600).shape == (1, 2, 512)
-    with pytest.raises(wb.TaskError, match="^seq_len 2; expected an integer in 4-512"):
+    with pytest.raises(wb.infra.TaskError, match="^seq_len 2; expected an integer in 4-512"):
         wb.create_task("hf-minilm-embed", seq_len=2)
-    with pytest.raises(wb.TaskError, match="^hidden 384 with 5 heads; expected an even hidden size divisible by the number of heads$"):
+    with pytest.raises(wb.infra.TaskError, match="^hidden 384 with 5 heads; expected an even hidden size divisible by the number of heads$"):
         minilm.minilm_encoder(heads=5)
-    with pytest.raises(wb.TaskError, match="^layers 0; expected an integer >= 1$"):
+    with pytest.raises(wb.infra.TaskError, match="^layers 0; expected an integer >= 1$"):
         wb.create_task("hf-minilm-embed", layers=0)

@@ -130,7 +130,7 @@ def test_fingerprints_of_non_default_configs_are_unchanged(make, before):
     (lambda: SearchConfig(n_budget=3), r"^n_budget: unknown field; closest: n_budgets, budget_kind$"),
 ])
 def test_bad_values_are_one_line_spec_errors_naming_the_field(make, message):
-    with pytest.raises(wb.SpecError, match=message) as info:
+    with pytest.raises(wb.infra.SpecError, match=message) as info:
         make()
     assert "\n" not in str(info.value)
 

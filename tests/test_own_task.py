@@ -31,9 +31,9 @@ def test_make_task_with_train_data_trains_a_real_baseline_and_caches_it():
     untrained = _net(0)
     task = wb.make_task(untrained, calib.x, (eval_.x, eval_.y), _accuracy, name="my-mlp", train=(train.x, train.y), epochs=10)
     assert not task.pretrained
-    before = wb.evaluate(untrained, task)
+    before = wb.tasks.evaluate.evaluate(untrained, task)
     model = wb.load_or_train_baseline(task, progress=False)
-    after = wb.evaluate(model, task)
+    after = wb.tasks.evaluate.evaluate(model, task)
     assert before < 0.3 and after > 0.85, (before, after)  # chance is 0.1: it really trained
     again = wb.load_or_train_baseline(task, progress=False)  # from the cache, the same weights
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
@@ -43,7 +43,7 @@ def test_make_task_with_train_data_trains_a_real_baseline_and_caches_it():
     assert not all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), trained_other.state_dict().values()))
     # pretrained=True: the model is used as given, the train split serves QAT / fine-tuning
     given = wb.make_task(untrained, calib.x, (eval_.x, eval_.y), _accuracy, train=(train.x, train.y), pretrained=True)
-    assert given.pretrained and wb.evaluate(wb.load_or_train_baseline(given), given) == before
+    assert given.pretrained and wb.tasks.evaluate.evaluate(wb.load_or_train_baseline(given), given) == before
 
 
 @pytest.mark.parametrize("kwargs,message", [
@@ -53,7 +53,7 @@ def test_make_task_with_train_data_trains_a_real_baseline_and_caches_it():
     ({"train": (torch.randn(8, 1, 8, 8), torch.zeros(8, dtype=torch.long)), "learning_rate": -1.0}, "learning_rate -1.0"),
 ])
 def test_make_task_refuses_what_cannot_train(kwargs, message):
-    with pytest.raises(wb.TaskError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(wb.infra.TaskError, match=message.replace("(", r"\(").replace(")", r"\)")):
         wb.make_task(_net(0), torch.randn(8, 1, 8, 8), (torch.randn(8, 1, 8, 8), torch.zeros(8, dtype=torch.long)), _accuracy, **kwargs)
 
 
@@ -65,6 +65,6 @@ def test_make_task_refuses_what_cannot_train(kwargs, message):
     (3, (0.6, 0.1, 0.3), "leave the calib split empty"),
 ])
 def test_split_arrays_never_makes_an_empty_split(n, fractions, message):
-    with pytest.raises(wb.DatasetError) as info:
+    with pytest.raises(wb.infra.DatasetError) as info:
         split_arrays(np.zeros((n, 4), np.float32), np.zeros(n, np.int64), seed=0, fractions=fractions)
     assert message in str(info.value) and "\n" not in str(info.value)

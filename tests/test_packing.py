@@ -49,12 +49,12 @@ def test_w4a8_file_is_at_most_0_6_of_w8a8_and_verifies(resnet8, exported):
     assert next(o.version for o in m.opset_import if o.domain in ("", "ai.onnx")) == 21
     packed = [i for i in m.graph.initializer if i.data_type in PACKED_TYPES]
     assert len(packed) == 10  # every conv and the classifier
-    sim = wb.predict(q4, task.data.eval.x)
+    sim = wb.tasks.predict(q4, task.data.eval.x)
     res = wb.verify_qcdq(p4, q4, task, sim_outputs=sim)
     assert res["onnx_agreement"] >= 0.99 and res["max_abs_diff"] <= 0.05 * float(sim.abs().max())
     assert abs(res["onnx_metric"] - task.score(sim, task.data.eval)) <= 0.01
     # the integer kernels survive packing: onnxruntime folds the Cast of the constant at load time
-    assert res["int_kernels"] == int_kernel_counts(wb.optimized_op_counts(p8)) and res["int_kernels"]["QLinearConv"] == 9
+    assert res["int_kernels"] == int_kernel_counts(wb.export.optimized_op_counts(p8)) and res["int_kernels"]["QLinearConv"] == 9
     # file bytes say what they hold: every weight at 4 bits, two a byte; nothing packed in the 8-bit file
     modules = dict(q4.named_modules())
     weights = [modules[name].weight.numel() for name in q4.workbench_plan.layers]
@@ -106,7 +106,7 @@ def test_s8_encoding_packs_int4(resnet8, exported, tmp_path):
 @pytest.mark.parametrize("pack", ["int2", "uint3", 4, None])
 def test_a_packed_format_qcdq_cannot_carry_is_one_line_export_error(resnet8, exported, tmp_path, pack):
     task, _ = resnet8
-    with pytest.raises(wb.ExportError, match=r"pack .*: the QCDQ \(onnxruntime\) export packs weights of at most 4 bits as ONNX INT4/UINT4 .*expected one of") as err:
+    with pytest.raises(wb.infra.ExportError, match=r"pack .*: the QCDQ \(onnxruntime\) export packs weights of at most 4 bits as ONNX INT4/UINT4 .*expected one of") as err:
         wb.export_qcdq(exported["w4a8"][0], task.example_input(), tmp_path / "m.onnx", pack=pack)
     assert "\n" not in str(err.value)
     assert not list(tmp_path.iterdir())  # refused before any file

@@ -21,7 +21,7 @@ def resnet():
 
 def test_two_four_masks_zero_exactly_two_of_every_four(resnet):
     masks = nm_masks(resnet, 2, 4)
-    assert set(masks) == set(wb.quantisable_layers(resnet))
+    assert set(masks) == set(wb.core.quantisable_layers(resnet))
     pruned = apply_masks(resnet, masks)
     for name, mask in masks.items():
         w = pruned.get_submodule(name).weight.detach().reshape(mask.shape[0], -1)
@@ -54,11 +54,11 @@ def test_input_model_unchanged_and_bad_input(resnet):
     apply_masks(resnet, unstructured_masks(resnet, 0.5))
     assert torch.equal(before, resnet.stem[0].weight)
     for bad in (1.0, -0.1, 1.5, "half", True):
-        with pytest.raises(wb.SpecError, match=r"sparsity: expected a value in \[0, 1\)"):
+        with pytest.raises(wb.infra.SpecError, match=r"sparsity: expected a value in \[0, 1\)"):
             unstructured_masks(resnet, bad)
-    with pytest.raises(wb.SpecError, match="0 < n < m"):
+    with pytest.raises(wb.infra.SpecError, match="0 < n < m"):
         nm_masks(resnet, 4, 4)
-    with pytest.raises(wb.SpecError, match="layers.stack1.conv3: no such prunable layer; closest: stack1.conv2"):
+    with pytest.raises(wb.infra.SpecError, match="layers.stack1.conv3: no such prunable layer; closest: stack1.conv2"):
         unstructured_masks(resnet, 0.5, layers=["stack1.conv3"])
 
 
@@ -116,7 +116,7 @@ def test_depthwise_model_prunes_consistently():
     for i in (0, 6, 12, 18):  # depthwise layers stay depthwise
         conv = pruned.blocks[i]
         assert conv.groups == conv.in_channels == conv.out_channels
-    assert wb.predict(pruned, task.data.eval.x).shape == (32, 12)
+    assert wb.tasks.predict(pruned, task.data.eval.x).shape == (32, 12)
     assert count_params(pruned) < 0.5 * count_params(model)
 
 
@@ -144,7 +144,7 @@ def test_masked_fine_tune_keeps_masks_and_hits_levels(resnet_task):
     assert abs(table.attrs["global_sparsity"] - 0.6) < 1e-3  # zeros stay zero through the optimiser steps
     assert not torch.equal(pruned.classifier.bias, model.classifier.bias)  # it did train
     nm = prune(task, model, {"method": "nm", "sparsity": 0.5, "finetune_epochs": 1, "criterion": "taylor"})
-    for name, m in wb.quantisable_layers(nm).items():
+    for name, m in wb.core.quantisable_layers(nm).items():
         w = nm.get_submodule(name).weight.detach().reshape(nm.get_submodule(name).weight.shape[0], -1)
         full = w.shape[1] - w.shape[1] % 4
         assert ((w[:, :full].reshape(w.shape[0], -1, 4) == 0).sum(-1) == 2).all(), name
@@ -153,17 +153,17 @@ def test_masked_fine_tune_keeps_masks_and_hits_levels(resnet_task):
 def test_pruning_bad_input(resnet_task):
     task, model = resnet_task
     for bad in (1.0, -0.1, "half", True):
-        with pytest.raises(wb.SpecError, match=r"sparsity: expected a value in \[0, 1\)"):
+        with pytest.raises(wb.infra.SpecError, match=r"sparsity: expected a value in \[0, 1\)"):
             PruningSpec.parse({"sparsity": bad})
-    with pytest.raises(wb.SpecError, match="N:M sparsity 0.3 is not a whole number of weights out of m=4; expected one of 0.25, 0.5, 0.75"):
+    with pytest.raises(wb.infra.SpecError, match="N:M sparsity 0.3 is not a whole number of weights out of m=4; expected one of 0.25, 0.5, 0.75"):
         PruningSpec.parse({"method": "nm", "sparsity": 0.3})
-    with pytest.raises(wb.SpecError, match="bn_scale' ranks channels"):
+    with pytest.raises(wb.infra.SpecError, match="bn_scale' ranks channels"):
         PruningSpec.parse({"method": "unstructured", "criterion": "bn_scale"})
-    with pytest.raises(wb.PruningError, match="^classifier: cannot be pruned: its channels are the model's output"):
+    with pytest.raises(wb.infra.PruningError, match="^classifier: cannot be pruned: its channels are the model's output"):
         prune(task, model, {"layers": ["classifier"]})
-    with pytest.raises(wb.PruningError, match="stack1.conv1: pruning 0.97 of its 16 output channels would remove every channel; expected a sparsity of at most 0.938"):
+    with pytest.raises(wb.infra.PruningError, match="stack1.conv1: pruning 0.97 of its 16 output channels would remove every channel; expected a sparsity of at most 0.938"):
         prune(task, model, {"sparsity": 0.97, "layers": ["stack1.conv1"]})
-    with pytest.raises(wb.SpecError, match="layers.stack1.conv3: no such prunable layer; closest: stack1.conv2"):
+    with pytest.raises(wb.infra.SpecError, match="layers.stack1.conv3: no such prunable layer; closest: stack1.conv2"):
         prune(task, model, {"layers": ["stack1.conv3"]})
 
 
@@ -193,7 +193,7 @@ class _Broken(torch.nn.Module):
                                           (_Broken, "Torch-Pruning cannot trace _Broken \\(RuntimeError: no batch of one\\); structured pruning needs")])
 def test_untraceable_models_get_a_clear_message(cls, message):
     task = wb.make_task(cls(), torch.randn(16, 4), (torch.randn(16, 4), torch.randint(0, 2, (16,))), metric=lambda o, t: 0.0)
-    with pytest.raises(wb.PruningError, match=message) as info:
+    with pytest.raises(wb.infra.PruningError, match=message) as info:
         prune(task, task.create_model(), {"sparsity": 0.5})
     assert "\n" not in str(info.value)
     # masks need no tracing
@@ -205,7 +205,7 @@ def test_untraceable_models_get_a_clear_message(cls, message):
 
 def test_structured_sweep_rows_show_real_reductions_and_resume_from_the_store(resnet_task, tmp_path):
     task, model = resnet_task
-    store = wb.ResultStore(tmp_path / "r.sqlite")
+    store = wb.infra.ResultStore(tmp_path / "r.sqlite")
     config = PruningSweepConfig(method="structured", sparsities=(0.25, 0.5), finetune_epochs=1, latency_runs=10)
     seen = []
     df = pruning_sweep(task, model, config, store=store, progress=False, on_row=seen.append)
@@ -241,11 +241,11 @@ def test_sweep_reference_is_fine_tuned_with_the_same_recipe_as_the_pruned_models
     ref = df[(df["layer"] == "global") & (df["sparsity"] == 0)].iloc[0]
     tuned = train_float(copy.deepcopy(model).eval(), task, 3, 1, False).eval()  # the recipe the pruned rows got
     assert ref["finetune_epochs"] == 1 and (df["finetune_epochs"] == 1).all()
-    assert ref["metric"] == pytest.approx(wb.evaluate(tuned, task)) and ref["metric_delta"] == 0
+    assert ref["metric"] == pytest.approx(wb.tasks.evaluate.evaluate(tuned, task)) and ref["metric_delta"] == 0
     assert df.attrs["fp_metric"] == ref["metric"]
     untuned = pruning_sweep(task, model, config.model_copy(update={"finetune_epochs": 0}), store=False, progress=False)
     ref0 = untuned[(untuned["layer"] == "global") & (untuned["sparsity"] == 0)].iloc[0]
-    assert ref0["finetune_epochs"] == 0 and ref0["metric"] == pytest.approx(wb.evaluate(model, task))
+    assert ref0["finetune_epochs"] == 0 and ref0["metric"] == pytest.approx(wb.tasks.evaluate.evaluate(model, task))
 
 
 def test_unstructured_sweep_reports_sparsity_and_honest_dense_bytes(resnet_task):
@@ -256,9 +256,9 @@ def test_unstructured_sweep_reports_sparsity_and_honest_dense_bytes(resnet_task)
     assert abs(glob.loc[0.9, "weight_sparsity"] - 0.9) < 1e-3
     assert (df["onnx_bytes"] == glob.loc[0.0, "onnx_bytes"]).all() and (df["params"] == glob.loc[0.0, "params"]).all()
     layer = df[df["layer"] == "stack2.conv1"].set_index("sparsity")
-    total = sum(model.get_submodule(n).weight.numel() for n in wb.quantisable_layers(model))
+    total = sum(model.get_submodule(n).weight.numel() for n in wb.core.quantisable_layers(model))
     assert abs(layer.loc[0.5, "weight_sparsity"] * total - 0.5 * model.stack2.conv1.weight.numel()) <= 1
-    with pytest.raises(wb.SpecError, match=r"sparsities\[1\]: sparsity: expected a value in \[0, 1\); got 1.5"):
+    with pytest.raises(wb.infra.SpecError, match=r"sparsities\[1\]: sparsity: expected a value in \[0, 1\); got 1.5"):
         PruningSweepConfig(sparsities=(0.5, 1.5))
 
 
@@ -271,9 +271,9 @@ def test_prune_plus_quantise_recipe_applies_byte_identically(resnet_task, tmp_pa
     task, model = resnet_task
     spec = PruningSpec(method="structured", sparsity=0.5, finetune_epochs=1)
     pruned = prune(task, model, spec)
-    bits = {name: (4 if name.startswith("stack3") else 8) for name in wb.quantisable_layers(pruned)}
+    bits = {name: (4 if name.startswith("stack3") else 8) for name in wb.core.quantisable_layers(pruned)}
     q = wb.quantize_task(task, pruned, {"weight_bits": 8, "act_bits": 8, "layers": {k: {"weight_bits": v} for k, v in bits.items()}})
-    metric = wb.evaluate(q, task)
+    metric = wb.tasks.evaluate.evaluate(q, task)
     recipe = promote(task, {"bits": json.dumps(bits), "measured_metric": metric}, target="cpu-int8-ort", name="pruned-mixed",
                      formats=("qcdq",), pruning=spec)
     path = tmp_path / "recipe.yaml"

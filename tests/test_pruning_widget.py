@@ -9,7 +9,7 @@ from workbench.analysis.pruning_sweep import PruningSweepConfig
 def sweep(digits, tmp_path):
     task, model = digits
     config = PruningSweepConfig(method="structured", sparsities=(0.25, 0.5), latency_runs=5)
-    return PruningSweep(task, model, config, store=wb.ResultStore(tmp_path / "r.sqlite"))
+    return PruningSweep(task, model, config, store=wb.infra.ResultStore(tmp_path / "r.sqlite"))
 
 
 def test_starts_empty_with_a_slider_over_the_global_levels(sweep):
@@ -66,13 +66,13 @@ def test_axes_hovers_and_the_marker_follows_every_slider_change(sweep):
 def test_cancel_keeps_finished_rows_and_a_new_run_resumes(digits, tmp_path):
     task, model = digits
     config = PruningSweepConfig(method="structured", sparsities=(0.5,), latency_runs=0)
-    w = PruningSweep(task, model, config, store=wb.ResultStore(tmp_path / "r.sqlite"))
+    w = PruningSweep(task, model, config, store=wb.infra.ResultStore(tmp_path / "r.sqlite"))
     w.observe(lambda ch: ch["new"] == 1 and w.runner.cancel(), "rows_done")
     w.run_button.click()
     w.runner.join()
     assert w.rows_done == 1 < w.total and w.status.startswith(f"cancelled after 1/{w.total} rows")
     assert not w.run_button.disabled and "cancelled" in w.message.value
-    again = PruningSweep(task, model, config, store=wb.ResultStore(tmp_path / "r.sqlite"))
+    again = PruningSweep(task, model, config, store=wb.infra.ResultStore(tmp_path / "r.sqlite"))
     again.run_button.click()
     again.runner.join()
     assert again.status == f"done: {again.total - 1} computed, 1 from the store"
@@ -89,12 +89,12 @@ def test_bad_input_shows_a_message_not_a_traceback(digits):
     task, model = digits
     d = task.data
     unlabelled_task = lambda t: t.with_data(TaskData(Split(d.train.x), Split(d.calib.x), Split(d.eval.x), d.source, d.synthetic, d.num_classes))
-    nan_metric_task = lambda t: dataclasses.replace(t, metric=wb.Metric("broken", lambda o, y, x: float("nan")))  # every row non-finite
+    nan_metric_task = lambda t: dataclasses.replace(t, metric=wb.tasks.Metric("broken", lambda o, y, x: float("nan")))  # every row non-finite
     empty = PruningSweep(task, nn.Sequential(nn.Flatten(), nn.ReLU()), PruningSweepConfig(global_sweep=False), store=False)
     assert "nothing to sweep" in empty.message.value and empty.run_button.disabled
     unlabelled = PruningSweep(unlabelled_task(task), model, store=False)
     assert "has no labels on its eval split" in unlabelled.message.value
-    with pytest.raises(wb.TaskError, match="no labels"):
+    with pytest.raises(wb.infra.TaskError, match="no labels"):
         unlabelled.run()
     broken = PruningSweep(nan_metric_task(task), model, PruningSweepConfig(sparsities=(0.5,), per_layer=False, latency_runs=0), store=False)
     df = broken.run()
@@ -106,7 +106,7 @@ def test_a_global_only_sweep_shows_every_ratio(digits, tmp_path):
     """Integer columns come back from the frame as numpy integers: their ratios are shown too."""
     task, model = digits
     sweep = PruningSweep(task, model, PruningSweepConfig(method="structured", sparsities=(0.5,), per_layer=False, latency_runs=2),
-                         store=wb.ResultStore(tmp_path / "r.sqlite"))
+                         store=wb.infra.ResultStore(tmp_path / "r.sqlite"))
     df = sweep.run()
     sweep.slider.value = 0.5
     row, ref = (df[(df.layer == "global") & (df.sparsity == s)].iloc[0] for s in (0.5, 0.0))

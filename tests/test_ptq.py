@@ -66,17 +66,17 @@ def test_act_equalization_keeps_the_function_and_runs_in_the_pipeline():
     scale = eq.fc1.scale.weight.detach()
     assert 3 * float(scale[3]) < float(scale[torch.arange(16) != 3].median())
     assert torch.allclose(eq.fc1.layer.weight[:, 3], model.fc1.weight[:, 3] / scale[3], rtol=1e-4)
-    assert wb.evaluate(wb.quantize_task(task, model, wb.QuantSpec.uniform(8, 8), wb.PTQConfig(act_equalization=0.5)), task) > 0.9
+    assert wb.tasks.evaluate.evaluate(wb.quantize_task(task, model, wb.QuantSpec.uniform(8, 8), wb.PTQConfig(act_equalization=0.5)), task) > 0.9
 
 
 def test_ptq_bad_input():
-    with pytest.raises(wb.SpecError, match="weight_rounding: expected one of nearest, gptq, gpfq, adaround; got 'adaquant'"):
+    with pytest.raises(wb.infra.SpecError, match="weight_rounding: expected one of nearest, gptq, gpfq, adaround; got 'adaquant'"):
         wb.PTQConfig(weight_rounding="adaquant")
-    with pytest.raises(wb.SpecError, match="rounding_layers applies to weight_rounding 'adaround'; got weight_rounding 'gptq'"):
+    with pytest.raises(wb.infra.SpecError, match="rounding_layers applies to weight_rounding 'adaround'; got weight_rounding 'gptq'"):
         wb.PTQConfig(weight_rounding="gptq", rounding_layers=["stem.0"])
-    with pytest.raises(wb.SpecError, match="rounding_iters: expected a positive integer; got 0"):
+    with pytest.raises(wb.infra.SpecError, match="rounding_iters: expected a positive integer; got 0"):
         wb.PTQConfig(weight_rounding="adaround", rounding_iters=0)
-    with pytest.raises(wb.SpecError, match="act_equalization: expected an alpha in \\(0, 1\\) or None; got 1.5"):
+    with pytest.raises(wb.infra.SpecError, match="act_equalization: expected an alpha in \\(0, 1\\) or None; got 1.5"):
         wb.PTQConfig(act_equalization=1.5)
 
 
@@ -128,18 +128,18 @@ def test_adaround_refuses_layers_it_does_not_support(resnet):
     x = task.data.calib.x[:32]
     spec = wb.QuantSpec.uniform(4, 8, layers={"classifier": {"weight_bits": "float"}})
     q = wb.quantize_task(task, model, spec)
-    with pytest.raises(wb.SpecError, match="learned rounding on layer 'classifier' \\(QuantLinear\\): its weights are not quantised$"):
+    with pytest.raises(wb.infra.SpecError, match="learned rounding on layer 'classifier' \\(QuantLinear\\): its weights are not quantised$"):
         learned_rounding(q, x, iters=5, layers=["classifier"])
-    with pytest.raises(wb.SpecError, match="learned rounding on layer 'stack1' \\(Module\\): it supports QuantConv1d, QuantConv2d, QuantLinear \\(a glob such as 'stack1.\\*'"):
+    with pytest.raises(wb.infra.SpecError, match="learned rounding on layer 'stack1' \\(Module\\): it supports QuantConv1d, QuantConv2d, QuantLinear \\(a glob such as 'stack1.\\*'"):
         learned_rounding(q, x, iters=5, layers=["stack1"])
-    with pytest.raises(wb.SpecError, match="rounding_layers: 'head.*' matches no weight-quantised Conv or Linear layer"):
+    with pytest.raises(wb.infra.SpecError, match="rounding_layers: 'head.*' matches no weight-quantised Conv or Linear layer"):
         learned_rounding(q, x, iters=5, layers=["head.*"])
     torch.manual_seed(0)
     shared = Shared().eval()
     xs = torch.randn(64, 8)
     qs = wb.quantize_model(shared, wb.QuantSpec.uniform(4, 8))
-    wb.calibrate(qs, xs)
-    with pytest.raises(wb.SpecError, match="learned rounding on layer 'fc': it runs 2 times per forward \\(shared weights\\)"):
+    wb.core.calibrate(qs, xs)
+    with pytest.raises(wb.infra.SpecError, match="learned rounding on layer 'fc': it runs 2 times per forward \\(shared weights\\)"):
         learned_rounding(qs, xs, iters=5)
     learned_rounding(qs, xs, iters=5, layers=["head"])  # the unshared layer alone is fine
     import brevitas.nn as qnn
@@ -148,7 +148,7 @@ def test_adaround_refuses_layers_it_does_not_support(resnet):
 
     upsample = nn.Sequential(qnn.QuantConv2d(3, 4, 3, weight_quant=weight_quantizer(4, "per_channel", "float")),
                              qnn.QuantConvTranspose2d(4, 2, 2, stride=2, weight_quant=weight_quantizer(4, "per_channel", "float"))).eval()
-    with pytest.raises(wb.SpecError, match="learned rounding on layer '1' \\(QuantConvTranspose2d\\): it supports QuantConv1d, QuantConv2d, QuantLinear; "
+    with pytest.raises(wb.infra.SpecError, match="learned rounding on layer '1' \\(QuantConvTranspose2d\\): it supports QuantConv1d, QuantConv2d, QuantLinear; "
                        "name the layers to round in rounding_layers"):
         learned_rounding(upsample, torch.randn(8, 3, 8, 8), iters=5)
     learned_rounding(upsample, torch.randn(8, 3, 8, 8), iters=5, layers=["0"])

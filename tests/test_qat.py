@@ -10,12 +10,12 @@ from workbench.core.qat import CheckpointError, QATConfig, train_qat
 def test_qat_with_distillation_recovers_half_the_w4a4_drop():
     task = wb.create_task("ic-resnet8").small(1024, 128, 256)
     model = wb.load_or_train_baseline(task, progress=False)
-    fp = wb.evaluate(model, task)
+    fp = wb.tasks.evaluate.evaluate(model, task)
     q = wb.quantize_task(task, model, wb.QuantSpec.uniform(4, 4))
-    ptq = wb.evaluate(q, task)
+    ptq = wb.tasks.evaluate.evaluate(q, task)
     assert fp - ptq > 0.05  # W4A4 PTQ really drops
     q, history = train_qat(task, model, q, QATConfig(epochs=4, distill=True), progress=False)
-    qat = wb.evaluate(q, task)
+    qat = wb.tasks.evaluate.evaluate(q, task)
     assert qat - ptq >= 0.5 * (fp - ptq), (fp, ptq, qat)
     assert list(history["epoch"]) == [0, 1, 2, 3] and history["lr"].is_monotonic_decreasing  # cosine schedule
     assert qat == pytest.approx(history["metric"].max())  # the best epoch is kept
@@ -62,11 +62,11 @@ def test_checkpoints_of_another_model_or_config_are_refused(digits_w4, tmp_path)
 
 def test_qat_bad_input(digits_w4):
     task, model, fresh = digits_w4
-    with pytest.raises(wb.SpecError, match="qat.distill: distillation needs the float teacher model"):
+    with pytest.raises(wb.infra.SpecError, match="qat.distill: distillation needs the float teacher model"):
         train_qat(task, None, fresh(), QATConfig(distill=True), progress=False)
-    with pytest.raises(wb.SpecError, match="qat.alpha: expected a value in \\[0, 1\\]; got 1.5"):
+    with pytest.raises(wb.infra.SpecError, match="qat.alpha: expected a value in \\[0, 1\\]; got 1.5"):
         QATConfig(alpha=1.5)
-    with pytest.raises(wb.SpecError, match="qat.epochs: expected an integer >= 1; got 0"):
+    with pytest.raises(wb.infra.SpecError, match="qat.epochs: expected an integer >= 1; got 0"):
         QATConfig(epochs=0)
 
 

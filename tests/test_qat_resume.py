@@ -190,10 +190,10 @@ def _checkpoint_epoch(path: Path) -> int:
 
 def test_qat_seed_is_validated_and_the_largest_seed_trains(small, tmp_path):
     for bad in (-1, 2**63, 1.5, True, "0", None):
-        with pytest.raises(wb.SpecError, match=r"^qat\.seed: expected an integer in 0\.\.2\*\*63-1; got "):
+        with pytest.raises(wb.infra.SpecError, match=r"^qat\.seed: expected an integer in 0\.\.2\*\*63-1; got "):
             QATConfig(seed=bad)
     for name, bad in (("lr", "0.001"), ("lr", float("nan")), ("epochs", 2.0), ("distill", "yes"), ("patience", -1)):
-        with pytest.raises(wb.SpecError, match=rf"^qat\.{name}: expected "):
+        with pytest.raises(wb.infra.SpecError, match=rf"^qat\.{name}: expected "):
             QATConfig(**{name: bad})
     task, model, fresh, _ = small
     config = QATConfig(epochs=1, seed=2**63 - 1)
@@ -236,8 +236,8 @@ def test_a_checkpoint_of_another_teacher_or_other_data_is_refused(small, tmp_pat
     other = __import__("copy").deepcopy(model)
     with torch.no_grad():
         next(other.parameters()).add_(1e-3)
-    with pytest.raises(wb.CheckpointError, match=r"^qat-last\.safetensors was saved for another teacher "):
+    with pytest.raises(wb.infra.CheckpointError, match=r"^qat-last\.safetensors was saved for another teacher "):
         train_qat(task, other, fresh(), config, checkpoint_dir=tmp_path, progress=False)
     fewer = task.small(n_train=200, n_calib=64, n_eval=128)
-    with pytest.raises(wb.CheckpointError, match=r"^qat-last\.safetensors was saved for another data "):
+    with pytest.raises(wb.infra.CheckpointError, match=r"^qat-last\.safetensors was saved for another data "):
         train_qat(fewer, model, wb.quantize_task(fewer, model, wb.QuantSpec.uniform(4, 4)), config, checkpoint_dir=tmp_path, progress=False)

@@ -30,8 +30,8 @@ def qonnx_files(digits, tmp_path_factory):
     res = {}
     for name, spec in (("w8a8", wb.QuantSpec.uniform(8, 8)), ("w4a8", wb.QuantSpec.uniform(4, 8)), ("mixed", MIXED)):
         q = wb.quantize_task(task, model, spec, wb.PTQConfig(calib_samples=64))
-        res[name] = (q, wb.export_qonnx(q, task.example_input(), out / f"{name}.qonnx.onnx"),
-                     wb.export_qonnx(q, task.example_input(), out / f"{name}_float.qonnx.onnx", pack=False))
+        res[name] = (q, wb.export.export_qonnx(q, task.example_input(), out / f"{name}.qonnx.onnx"),
+                     wb.export.export_qonnx(q, task.example_input(), out / f"{name}_float.qonnx.onnx", pack=False))
     return res
 
 
@@ -62,7 +62,7 @@ def test_integer_weights_at_their_bit_width_and_bit_identical_in_qonnx(digits, q
     types = {i.name: i.data_type for i in onnx.load(str(packed)).graph.initializer}
     assert onnx.TensorProto.INT16 in types.values() and onnx.TensorProto.INT8 in types.values() and onnx.TensorProto.UINT8 in types.values()
     np.testing.assert_array_equal(_execute(packed, x), _execute(plain, x))
-    res = wb.verify_qonnx(packed, q, task, n=16)
+    res = wb.export.verify_qonnx(packed, q, task, n=16)
     assert res["qonnx_agreement"] == 1.0 and res["qonnx_max_abs_diff"] == 0.0
     # the report: each layer under its storage; bytes by what they hold
     assert res["qonnx_packing"] == {"int4": ["features.0", "features.3"], "int8": ["features.7"], "int16": ["classifier"]}
@@ -104,24 +104,24 @@ def test_ic_resnet8_w4a8_qonnx_is_at_most_0_65_of_w8a8(tmp_path):
     files = {}
     for name, bits in (("w8a8", 8), ("w4a8", 4)):
         q = wb.quantize_task(task, model, wb.QuantSpec.uniform(bits, 8), wb.PTQConfig(calib_samples=32))
-        files[name] = (q, wb.export_qonnx(q, task.example_input(), tmp_path / f"{name}.qonnx.onnx"))
+        files[name] = (q, wb.export.export_qonnx(q, task.example_input(), tmp_path / f"{name}.qonnx.onnx"))
     ratio = files["w4a8"][1].stat().st_size / files["w8a8"][1].stat().st_size
     assert ratio <= 0.65, ratio
     q, path = files["w4a8"]
-    res = wb.verify_qonnx(path, q, task, n=4)
+    res = wb.export.verify_qonnx(path, q, task, n=4)
     assert res["qonnx_agreement"] == 1.0 and res["qonnx_packing"] == {"int4": list(q.workbench_plan.layers)}
 
 
 def test_pack_none_writes_the_float_weight_export_and_bad_values_are_one_line(digits, qonnx_files, tmp_path):
     task, _ = digits
     q, _, plain = qonnx_files["w4a8"]
-    assert wb.export_qonnx(q, task.example_input(), tmp_path / "none.qonnx.onnx", pack="none").read_bytes() == plain.read_bytes()
+    assert wb.export.export_qonnx(q, task.example_input(), tmp_path / "none.qonnx.onnx", pack="none").read_bytes() == plain.read_bytes()
     model = onnx.load(str(plain))
     assert pack_qonnx_weights(model, False) == {"int4": 0, "int8": 0, "int16": 0}
     assert resolve_pack(True) == resolve_pack("int4") == "int4" and resolve_pack(False) == "none"
     for bad in ("int2", 4, None):
-        with pytest.raises(wb.ExportError, match=r"^pack .*expected one of True, False, 'int4', 'none'$") as err:
-            wb.export_qonnx(q, task.example_input(), tmp_path / "bad.qonnx.onnx", pack=bad)
+        with pytest.raises(wb.infra.ExportError, match=r"^pack .*expected one of True, False, 'int4', 'none'$") as err:
+            wb.export.export_qonnx(q, task.example_input(), tmp_path / "bad.qonnx.onnx", pack=bad)
         assert "\n" not in str(err.value)
     assert not (tmp_path / "bad.qonnx.onnx").exists()
 
@@ -186,7 +186,7 @@ def test_run_job_pack_reaches_both_exporters_and_the_summary(digits, tmp_path):
         assert s["qonnx_file_bytes"] == (tmp_path / pack / "model.qonnx.onnx").stat().st_size and s["variants"]["w4a8"]["qonnx_agreement"] == 1.0
         sizes[pack] = (s["onnx_file_bytes"], s["qonnx_file_bytes"])
     assert sizes["int4"][0] < 0.75 * sizes["none"][0] and sizes["int4"][1] < 0.35 * sizes["none"][1]
-    with pytest.raises(wb.ExportError, match=r"^pack 'int2'"):
+    with pytest.raises(wb.infra.ExportError, match=r"^pack 'int2'"):
         wb.run_job(task, {"w4a8": wb.QuantSpec.uniform(4, 8)}, tmp_path / "bad", float_model=model, progress=False, pack="int2")
     assert not (tmp_path / "bad").exists()
 

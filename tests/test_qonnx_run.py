@@ -89,9 +89,9 @@ def test_a_qonnx_op_it_cannot_lower_runs_in_qonnx_and_says_why():
     assert used == ("qonnx (MultiThreshold node 'mt' (domain qonnx.custom_op.general): a qonnx op with no standard-ONNX lowering here; "
                     "lowered: Quant, BipolarQuant, Trunc)")
     np.testing.assert_array_equal(out, [[0, 2, 3], [2, 1, 3]])
-    with pytest.raises(wb.ExportError, match=r"^MultiThreshold node 'mt'"):
+    with pytest.raises(wb.infra.ExportError, match=r"^MultiThreshold node 'mt'"):
         run_qonnx(model, x, executor="onnxruntime")
-    with pytest.raises(wb.ExportError, match=r"^executor 'ort'; expected one of auto, onnxruntime, qonnx$"):
+    with pytest.raises(wb.infra.ExportError, match=r"^executor 'ort'; expected one of auto, onnxruntime, qonnx$"):
         run_qonnx(model, x, executor="ort")
 
 
@@ -108,9 +108,9 @@ def test_workbench_exports_run_as_in_qonnx(name, bits, tmp_path):
     task = wb.create_task(name).small(256, 64, 64)
     model = wb.load_or_train_baseline(task, progress=False)
     q = wb.quantize_task(task, model, wb.QuantSpec.uniform(bits, 8), wb.PTQConfig(calib_samples=32))
-    path = wb.export_qonnx(q, task.example_input(), tmp_path / "m.qonnx.onnx")
+    path = wb.export.export_qonnx(q, task.example_input(), tmp_path / "m.qonnx.onnx")
     _same_as_qonnx(task, q, path, 3)
-    res = wb.verify_qonnx(path, q, task, n=64)
+    res = wb.export.verify_qonnx(path, q, task, n=64)
     assert res["qonnx_executor"] == "onnxruntime" and res["qonnx_samples"] == 64 and res["qonnx_agreement"] == 1.0
 
 
@@ -118,10 +118,10 @@ def test_a_transformer_export_with_quantised_attention_runs_as_in_qonnx(tmp_path
     task = wb.create_task("hf-bert", layers=2).small(16, 16, 8)
     model = wb.load_or_train_baseline(task, progress=False)
     q = wb.quantize_task(task, model, wb.QuantSpec.uniform(8, 8, attention_bits=8))
-    path = wb.export_qonnx(q, task.example_input(), tmp_path / "bert.qonnx.onnx")
+    path = wb.export.export_qonnx(q, task.example_input(), tmp_path / "bert.qonnx.onnx")
     assert {n.op_type for n in onnx.load(str(path)).graph.node} >= {"Quant", "MatMul", "Softmax"}
     _same_as_qonnx(task, q, path, 2)
-    old = wb.verify_qonnx(path, q, task, n=2, executor="qonnx")
-    new = wb.verify_qonnx(path, q, task, n=2)
+    old = wb.export.verify_qonnx(path, q, task, n=2, executor="qonnx")
+    new = wb.export.verify_qonnx(path, q, task, n=2)
     assert (old.pop("qonnx_executor"), new.pop("qonnx_executor")) == ("qonnx", "onnxruntime")
     assert old == new

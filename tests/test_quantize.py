@@ -24,10 +24,10 @@ def test_per_layer_bits_are_honoured_everywhere(digits, tmp_path):
     assert ints["features.0"][1] > 100 and ints["classifier"][1] > 100
 
     uniform = wb.quantize_task(task, model, wb.QuantSpec.uniform(8, 8))
-    m_mixed = wb.evaluate(mixed, task)
-    m_uniform = wb.evaluate(uniform, task)
+    m_mixed = wb.tasks.evaluate.evaluate(mixed, task)
+    m_uniform = wb.tasks.evaluate.evaluate(uniform, task)
     assert m_mixed != m_uniform
-    assert abs(m_uniform - wb.evaluate(model, task)) <= 0.01
+    assert abs(m_uniform - wb.tasks.evaluate.evaluate(model, task)) <= 0.01
 
 
 def test_activation_overrides_in_place_and_by_requantiser():
@@ -46,7 +46,7 @@ def test_activation_overrides_in_place_and_by_requantiser():
 
 def test_shared_activation_cannot_be_float_for_one_reader():
     task = wb.create_task("ic-resnet8").small()
-    with pytest.raises(wb.SpecError, match=r"layers\.stack1\.conv1\.act_bits: .*also read by"):
+    with pytest.raises(wb.infra.SpecError, match=r"layers\.stack1\.conv1\.act_bits: .*also read by"):
         wb.quantize_model(task.create_model(), {"layers": {"stack1.conv1": {"act_bits": "float"}}})
 
 
@@ -85,7 +85,7 @@ def test_untraceable_model_falls_back_to_per_module_path():
     with pytest.warns(UserWarning, match="per-module path"):
         q = wb.quantize_model(Untraceable(), {"layers": {"b": {"weight_bits": 4, "act_bits": 6}}})
     assert q.workbench_plan.path == "layerwise"
-    wb.calibrate(q, torch.randn(32, 8))
+    wb.core.calibrate(q, torch.randn(32, 8))
     table = wb.describe(q).set_index("layer")
     assert table.loc["a", "weight_bits"] == 8 and table.loc["a", "act_bits"] == 8
     assert table.loc["b", "weight_bits"] == 4 and table.loc["b", "act_bits"] == 6
@@ -112,17 +112,17 @@ class Scale(nn.Module):
 
 
 def test_unsupported_layer_is_reported_and_kept_float():
-    with pytest.warns(wb.UnsupportedLayerWarning, match="layer scale \\(Scale\\) cannot be quantised .* kept in float"):
+    with pytest.warns(wb.core.UnsupportedLayerWarning, match="layer scale \\(Scale\\) cannot be quantised .* kept in float"):
         q = wb.quantize_model(WithEmbedding())
-    wb.calibrate(q, torch.randn(16, 8))
+    wb.core.calibrate(q, torch.randn(16, 8))
     table = wb.describe(q).set_index("layer")
     assert table.loc["scale", "type"] == "Scale (kept in float)"
-    with pytest.raises(wb.UnsupportedLayerError, match="layers.scale: Scale layers cannot be quantised"):
+    with pytest.raises(wb.infra.UnsupportedLayerError, match="layers.scale: Scale layers cannot be quantised"):
         wb.quantize_model(WithEmbedding(), {"layers": {"scale": {"weight_bits": 4}}})
 
 
 def test_model_without_quantisable_layers():
-    with pytest.raises(wb.UnsupportedLayerError, match="no Conv1d, Conv2d or Linear layer"):
+    with pytest.raises(wb.infra.UnsupportedLayerError, match="no Conv1d, Conv2d or Linear layer"):
         wb.quantize_model(nn.Sequential(nn.ReLU(), nn.Embedding(4, 4)))
 
 
@@ -130,8 +130,8 @@ def test_model_without_quantisable_layers():
 def test_bad_calibration_data(bad, digits):
     task, model = digits
     q = wb.quantize_model(model)
-    with pytest.raises(wb.CalibrationError):
-        wb.calibrate(q, bad)
+    with pytest.raises(wb.infra.CalibrationError):
+        wb.core.calibrate(q, bad)
 
 
 def test_input_model_is_not_modified(digits):

@@ -144,7 +144,7 @@ def test_promote_and_diff(digits, tmp_path):
 def test_outputs_cannot_escape_the_output_directory(tmp_path):
     assert inside(tmp_path, "a/b.onnx") == (tmp_path / "a" / "b.onnx").resolve()
     for bad in ("../x.onnx", "/etc/passwd", "a/../../x"):
-        with pytest.raises(wb.OutputPathError, match="escapes the output directory"):
+        with pytest.raises(wb.infra.OutputPathError, match="escapes the output directory"):
             inside(tmp_path, bad)
 
 

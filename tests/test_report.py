@@ -114,13 +114,13 @@ def test_pareto_figure_marks_the_budget_and_the_chosen_point():
     assert len(chosen) == 1 and list(chosen[0].x) == [5.5] and list(chosen[0].y) == [0.95] and "chosen" in chosen[0].text[0]
     plain = pareto_figure(df, "weight_kib")
     assert not plain.layout.shapes and "chosen" not in [t.name for t in plain.data]
-    with pytest.raises(wb.SpecError, match="chosen point 99 is not a row"):
+    with pytest.raises(wb.infra.SpecError, match="chosen point 99 is not a row"):
         pareto_figure(df, "weight_kib", chosen=99)
 
 
 def test_host_cpu_reads_the_model_name():
-    assert wb.host_cpu("processor\t: 0\nmodel name\t: Intel(R) Xeon(R)  CPU @ 2.2GHz\n") == "Intel(R) Xeon(R) CPU @ 2.2GHz"
-    assert wb.host_cpu("processor : 0\nModel : Raspberry Pi 5 Model B\n") == "Raspberry Pi 5 Model B"
+    assert wb.export.host_cpu("processor\t: 0\nmodel name\t: Intel(R) Xeon(R)  CPU @ 2.2GHz\n") == "Intel(R) Xeon(R) CPU @ 2.2GHz"
+    assert wb.export.host_cpu("processor : 0\nModel : Raspberry Pi 5 Model B\n") == "Raspberry Pi 5 Model B"
 
 
 def test_job_files_and_folders_follow_the_umask(job, digits, tmp_path):
@@ -141,6 +141,6 @@ def test_job_files_and_folders_follow_the_umask(job, digits, tmp_path):
 
 def test_variant_formats_naming_no_variant_is_one_line_before_any_folder(digits, tmp_path):
     task, model = digits
-    with pytest.raises(wb.SpecError, match=r"^variant_formats names w9; expected variants of this job: w8$"):
+    with pytest.raises(wb.infra.SpecError, match=r"^variant_formats names w9; expected variants of this job: w8$"):
         wb.run_job(task, {"w8": wb.QuantSpec.uniform(8, 8)}, tmp_path / "o", float_model=model, progress=False, variant_formats={"w9": ("qcdq",)})
     assert not (tmp_path / "o").exists()

@@ -32,7 +32,7 @@ def test_cost_model_counts(digits):
     tot = totals(t)
     assert tot["weight_bytes"] == t["weight_bytes"].sum() and tot["peak_act_bytes"] == t["act_bytes"].max()
     assert load_target("fpga-dataflow").cost == "bops" and load_target("mcu").weight_bits == [4, 8]
-    with pytest.raises(wb.SpecError, match="unknown target 'npu'; expected one of cpu-int8-ort, fpga-dataflow, mcu"):
+    with pytest.raises(wb.infra.SpecError, match="unknown target 'npu'; expected one of cpu-int8-ort, fpga-dataflow, mcu"):
         load_target("npu")
 
 
@@ -58,7 +58,7 @@ def test_ilp_respects_budget_and_beats_greedy(digits, digits_sens, kind, objecti
 
 def test_unreachable_budget_names_the_smallest(digits, digits_sens):
     task, model = digits
-    with pytest.raises(wb.SpecError, match=r"no assignment meets a budget of 1 KiB; the smallest reachable is 3\.8\d+ KiB"):
+    with pytest.raises(wb.infra.SpecError, match=r"no assignment meets a budget of 1 KiB; the smallest reachable is 3\.8\d+ KiB"):
         search(task, model, digits_sens, budgets=[1.0], progress=False)
 
 

@@ -147,7 +147,7 @@ def test_what_the_target_cannot_run_is_never_picked_nor_counted_as_reachable(dig
     df = search(task, model, sens, SearchConfig(**FAST), cost_table=table, measure_costs=Target(table), progress=False)
     assert "uniform-2" not in set(df["kind"]) and all(json.loads(b)[big] != 2 for b in df["bits"])
     cheapest = ram_of(table, {n: (4 if n == big else 2) for n in costs})
-    with pytest.raises(wb.SpecError) as err:
+    with pytest.raises(wb.infra.SpecError) as err:
         search(task, model, sens, SearchConfig(**FAST), budgets={"ram_kib": cheapest * 0.999}, cost_table=table, measure_costs=Target(table),
                progress=False)
     assert one_line(err.value).startswith(f"no configuration meets the budget ram_kib <= {cheapest * 0.999:g} KiB")
@@ -254,29 +254,29 @@ def test_bad_budgets_and_max_drop_are_one_line_errors_before_any_work(digits, se
     table = hand_table(task, model)
     never = lambda *a, **k: pytest.fail("nothing may be measured on the target")  # noqa: E731
     cfg = SearchConfig(**FAST)
-    with pytest.raises(wb.SpecError, match=r"^unknown cost kind 'latency_msec' \(did you mean 'latency_ms'\?\); expected one of weight_kib") as info:
+    with pytest.raises(wb.infra.SpecError, match=r"^unknown cost kind 'latency_msec' \(did you mean 'latency_ms'\?\); expected one of weight_kib") as info:
         search(task, model, sens, cfg, budgets={"latency_msec": 5}, cost_table=table, measure_costs=never, progress=False)
     one_line(info.value)
-    with pytest.raises(wb.SpecError, match=r"^budget latency_ms: latency_ms is measured, not computed, so only a per-target cost table prices it \(no cost table was given\)"):
+    with pytest.raises(wb.infra.SpecError, match=r"^budget latency_ms: latency_ms is measured, not computed, so only a per-target cost table prices it \(no cost table was given\)"):
         search(task, model, sens, cfg, budgets={"latency_ms": 5}, progress=False)
-    with pytest.raises(wb.SpecError, match=r"^budget kind latency_ms: latency_ms is measured"):
+    with pytest.raises(wb.infra.SpecError, match=r"^budget kind latency_ms: latency_ms is measured"):
         search(task, model, sens, SearchConfig(budget_kind="latency_ms", **FAST), progress=False)
-    with pytest.raises(wb.SpecError, match=r"^budget weight_kib=-1; expected a positive number in KiB"):
+    with pytest.raises(wb.infra.SpecError, match=r"^budget weight_kib=-1; expected a positive number in KiB"):
         search(task, model, sens, cfg, budgets={"weight_kib": -1}, progress=False)
     costs = layer_costs(model, task.example_input())
     lat2 = table.estimate({n: 2 for n in costs}, "latency_ms")
-    with pytest.raises(wb.SpecError, match=r"^no configuration meets the budget latency_ms <= 0\.001 ms \(hand-npu cost table\); the cheapest "
+    with pytest.raises(wb.infra.SpecError, match=r"^no configuration meets the budget latency_ms <= 0\.001 ms \(hand-npu cost table\); the cheapest "
                                            rf"reachable is {lat2:.6g} ms \(cheapest reachable per budget: weight_kib [\d.]+ KiB, latency_ms {lat2:.6g} ms\)$"):
         search(task, model, sens, cfg, budgets={"weight_kib": 100, "latency_ms": 0.001}, cost_table=table, measure_costs=never, progress=False)
     # fewer cycles needs wider weights, fewer KiB narrower ones: each reachable alone, not together
     w = {b: totals(cost_table(costs, {n: b for n in costs}, 8))["weight_kib"] for b in BITS}
     cyc8 = table.estimate({n: 8 for n in costs}, "cycles")
-    with pytest.raises(wb.SpecError, match=r"^the budgets weight_kib <= [\d.]+ KiB, cycles <= [\d.e+]+ cycles contradict each other: each is reachable "
+    with pytest.raises(wb.infra.SpecError, match=r"^the budgets weight_kib <= [\d.]+ KiB, cycles <= [\d.e+]+ cycles contradict each other: each is reachable "
                                            r"alone, not all together; the cheapest reachable of each with the others held: weight_kib [\d.e+]+ KiB, cycles [\d.e+]+ cycles$") as info:
         search(task, model, sens, cfg, budgets={"weight_kib": w[2] + 0.01, "cycles": cyc8 * 1.001}, cost_table=table, measure_costs=never, progress=False)
     one_line(info.value)
     for bad in (-0.1, 1.5, "0.01", True, math.nan):
-        with pytest.raises(wb.SpecError, match=r"^max_drop .*; expected a number in \[0, 1\]: the largest allowed drop"):
+        with pytest.raises(wb.infra.SpecError, match=r"^max_drop .*; expected a number in \[0, 1\]: the largest allowed drop"):
             search(task, model, sens, cfg, max_drop=bad, progress=False)
 
 

@@ -116,19 +116,19 @@ def test_sweep_killed_by_sigkill_resumes_without_loss_or_duplicates(resnet, tmp_
     ({"mode": "one-at-a-time"}, "mode: expected one of quantise-one, leave-one-float; got 'one-at-a-time'"),
 ])
 def test_bad_configs(kwargs, message):
-    with pytest.raises(wb.SpecError, match=message):
+    with pytest.raises(wb.infra.SpecError, match=message):
         SensitivityConfig(**kwargs)
 
 
 def test_bad_bit_lists_from_text():
     assert parse_bits("2, 4,float") == (2, 4, None)
-    with pytest.raises(wb.SpecError, match=r"bits\[1\]: .* got 'x'"):
+    with pytest.raises(wb.infra.SpecError, match=r"bits\[1\]: .* got 'x'"):
         parse_bits("2,x")
 
 
 def test_unknown_layer_names(resnet):
     task, model = resnet
-    with pytest.raises(wb.SpecError, match="layers.stack1.conv3: no such quantisable layer; closest: stack1.conv2"):
+    with pytest.raises(wb.infra.SpecError, match="layers.stack1.conv3: no such quantisable layer; closest: stack1.conv2"):
         sensitivity(task, model, SensitivityConfig(layers=("stack1.conv3",)), store=False, progress=False)
 
 

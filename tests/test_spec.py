@@ -10,7 +10,7 @@ LAYERS = {"stem": ("Conv2d", False), "blocks.0": ("Conv2d", True), "blocks.1": (
 
 @pytest.mark.parametrize("bad", [0, 1, 33, 9, -4, "eight", "8", 8.0, True, None])
 def test_bad_bit_widths_raise_one_line_spec_error(bad):
-    with pytest.raises(wb.SpecError) as err:
+    with pytest.raises(wb.infra.SpecError) as err:
         wb.QuantSpec.parse({"weight_bits": bad})
     msg = str(err.value)
     assert "\n" not in msg and msg.startswith("weight_bits:")
@@ -18,14 +18,14 @@ def test_bad_bit_widths_raise_one_line_spec_error(bad):
 
 
 def test_layer_override_error_names_the_field_path():
-    with pytest.raises(wb.SpecError, match=r"^layers\.conv2\.weight_bits: .*got 33"):
+    with pytest.raises(wb.infra.SpecError, match=r"^layers\.conv2\.weight_bits: .*got 33"):
         wb.QuantSpec.parse({"layers": {"conv2": {"weight_bits": 33}}})
 
 
 def test_unknown_field_is_refused():
-    with pytest.raises(wb.SpecError, match=r"^layers\.conv2\.wieght_bits: unknown field"):
+    with pytest.raises(wb.infra.SpecError, match=r"^layers\.conv2\.wieght_bits: unknown field"):
         wb.QuantSpec.parse({"layers": {"conv2": {"wieght_bits": 4}}})
-    with pytest.raises(wb.SpecError, match="^granularity: unknown field"):
+    with pytest.raises(wb.infra.SpecError, match="^granularity: unknown field"):
         wb.QuantSpec.parse({"granularity": "per_tensor"})
 
 
@@ -50,31 +50,31 @@ def test_depthwise_selector_and_float():
 
 def test_unknown_layer_lists_closest_names():
     spec = wb.QuantSpec.parse({"layers": {"block.0": {"weight_bits": 4}}})
-    with pytest.raises(wb.SpecError, match=r"layers\.block\.0: no such quantisable layer; closest: blocks\.0"):
+    with pytest.raises(wb.infra.SpecError, match=r"layers\.block\.0: no such quantisable layer; closest: blocks\.0"):
         resolve(spec, LAYERS)
 
 
 def test_glob_and_type_that_match_nothing():
-    with pytest.raises(wb.SpecError, match="pattern matches no quantisable layer"):
+    with pytest.raises(wb.infra.SpecError, match="pattern matches no quantisable layer"):
         resolve(wb.QuantSpec.parse({"layers": {"enc.*": {"act_bits": 4}}}), LAYERS)
-    with pytest.raises(wb.SpecError, match="the model has no Conv1d layer"):
+    with pytest.raises(wb.infra.SpecError, match="the model has no Conv1d layer"):
         resolve(wb.QuantSpec.parse({"layers": {"type:Conv1d": {"act_bits": 4}}}), LAYERS)
-    with pytest.raises(wb.SpecError, match="unknown layer type 'LSTM'"):
+    with pytest.raises(wb.infra.SpecError, match="unknown layer type 'LSTM'"):
         resolve(wb.QuantSpec.parse({"layers": {"type:LSTM": {"act_bits": 4}}}), LAYERS)
 
 
 def test_unsupported_layer_named_in_spec():
     spec = wb.QuantSpec.parse({"layers": {"emb": {"weight_bits": 4}}})
-    with pytest.raises(wb.UnsupportedLayerError, match="layers.emb: Embedding layers cannot be quantised"):
+    with pytest.raises(wb.infra.UnsupportedLayerError, match="layers.emb: Embedding layers cannot be quantised"):
         resolve(spec, LAYERS, unsupported={"emb": "Embedding"})
 
 
 def test_yaml_round_trip_and_bad_yaml():
     spec = wb.QuantSpec.parse({"weight_bits": 6, "layers": {"head": {"act_bits": "float"}}})
     assert wb.QuantSpec.from_yaml(spec.to_yaml()) == spec
-    with pytest.raises(wb.SpecError, match="not valid YAML"):
+    with pytest.raises(wb.infra.SpecError, match="not valid YAML"):
         wb.QuantSpec.from_yaml("weight_bits: [8\n")
-    with pytest.raises(wb.SpecError, match="expected a mapping"):
+    with pytest.raises(wb.infra.SpecError, match="expected a mapping"):
         wb.QuantSpec.from_yaml("- 8\n- 4\n")
 
 
@@ -88,18 +88,18 @@ keys = st.sampled_from(["weight_bits", "act_bits", "weight_granularity", "scale_
 def test_fuzzed_specs_only_raise_spec_error(obj):
     try:
         spec = wb.QuantSpec.parse(obj)
-    except wb.SpecError as exc:
+    except wb.infra.SpecError as exc:
         assert "\n" not in str(exc)
         return
     try:
         resolve(spec, LAYERS)
-    except wb.SpecError as exc:
+    except wb.infra.SpecError as exc:
         assert "\n" not in str(exc)
 
 
 def test_error_path_keeps_layer_names_that_start_like_a_union_tag():
     # pydantic puts union branch names ("int", "literal['float']") in error locations; only those are dropped
-    with pytest.raises(wb.SpecError, match=r"^layers\.intro\.conv\.weight_bits: expected an integer in 2-8 or 16"):
+    with pytest.raises(wb.infra.SpecError, match=r"^layers\.intro\.conv\.weight_bits: expected an integer in 2-8 or 16"):
         wb.QuantSpec.parse({"layers": {"intro.conv": {"weight_bits": 33}}})
-    with pytest.raises(wb.SpecError, match=r"^layers\.int8_head\.act_bits: "):
+    with pytest.raises(wb.infra.SpecError, match=r"^layers\.int8_head\.act_bits: "):
         wb.QuantSpec.parse({"layers": {"int8_head": {"act_bits": "eight"}}})

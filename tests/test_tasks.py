@@ -10,7 +10,7 @@ MLPERF_MACS = {"kws-dscnn": 2.66e6, "vww-mobilenet": 7.49e6, "ic-resnet8": 12.5e
 
 
 def test_registry_lists_every_task_with_its_facts():
-    table = wb.tasks_table().set_index("task")
+    table = wb.tasks.tasks_table().set_index("task")
     assert set(table.index) == {"digits-cnn", "mnist1d-cnn", "kws-dscnn", "vww-mobilenet", "ic-resnet8", "ad-autoencoder",
                                 "hf-resnet18", "hf-mobilenetv2", "hf-bert", "hf-minilm-embed"}
     for name, params in MLPERF_PARAMS.items():
@@ -23,7 +23,7 @@ def test_registry_lists_every_task_with_its_facts():
 
 
 def test_unknown_task_suggests_names():
-    with pytest.raises(wb.TaskError, match="unknown task 'digit-cnn'.*did you mean digits-cnn"):
+    with pytest.raises(wb.infra.TaskError, match="unknown task 'digit-cnn'.*did you mean digits-cnn"):
         wb.create_task("digit-cnn")
 
 
@@ -56,7 +56,7 @@ def test_bring_your_own_model_and_metric(tmp_path):
 
     task = wb.make_task(model, x[:32], (x[32:], y[32:]), accuracy, name="mine")
     baseline = wb.load_or_train_baseline(task)
-    assert wb.evaluate(baseline, task) == 1.0
+    assert wb.tasks.evaluate.evaluate(baseline, task) == 1.0
     q = wb.quantize_task(task, baseline, {"layers": {"3": {"weight_bits": 4}}})
     assert wb.describe(q).set_index("layer").loc["3", "weight_bits"] == 4
     res = wb.export_and_verify(task, q, tmp_path, latency_runs=10, qonnx=False)
@@ -64,7 +64,7 @@ def test_bring_your_own_model_and_metric(tmp_path):
 
 
 def test_make_task_rejects_non_modules():
-    with pytest.raises(wb.TaskError, match="expected a torch.nn.Module"):
+    with pytest.raises(wb.infra.TaskError, match="expected a torch.nn.Module"):
         wb.make_task(lambda x: x, torch.zeros(2, 3), (torch.zeros(2, 3), torch.zeros(2, dtype=torch.long)), lambda o, t: 0.0)
 
 
@@ -73,11 +73,11 @@ def test_task_on_user_data_via_npz(tmp_path):
     x = rng.random((40, 1, 8, 8), dtype=np.float32)
     y = rng.integers(0, 10, 40)
     np.savez(tmp_path / "d.npz", x=x, y=y)
-    xs, ys = wb.load_npz(tmp_path / "d.npz")
+    xs, ys = wb.tasks.load_npz(tmp_path / "d.npz")
     from workbench.tasks.data import split_arrays
 
     train, calib, eval_ = split_arrays(xs, ys, seed=0)
-    task = wb.create_task("digits-cnn").with_data(wb.TaskData(train, calib, eval_, source="my npz"))
+    task = wb.create_task("digits-cnn").with_data(wb.tasks.TaskData(train, calib, eval_, source="my npz"))
     assert task.data_source == "my npz" and len(task.data.eval) == 8
 
 
@@ -88,5 +88,5 @@ def test_scoring_a_classifier_without_labels_is_a_task_error():
     d = task.data
     unlabelled = task.with_data(TaskData(Split(d.train.x), Split(d.calib.x), Split(d.eval.x), d.source, d.synthetic, d.num_classes))
     model = task.create_model()
-    with pytest.raises(wb.TaskError, match="no labels.*top1_accuracy"):
-        wb.evaluate(model, unlabelled)
+    with pytest.raises(wb.infra.TaskError, match="no labels.*top1_accuracy"):
+        wb.tasks.evaluate.evaluate(model, unlabelled)

@@ -36,7 +36,7 @@ def test_registered_as_a_target():
     assert isinstance(TARGET, tflite.TFLiteInt8Target) and TARGET.name == "tflite-int8" and TARGET.suffix == ".int8.tflite"
     assert set(TARGET.requires) == {"litert_torch", "ai_edge_quantizer", "ai_edge_litert", "tflite_micro"}
     TARGET.available()
-    assert "tflite-int8" in set(wb.list_exporters()["name"])
+    assert "tflite-int8" in set(wb.export.list_exporters()["name"])
 
 
 def test_w8a8_runs_in_litert_and_micro_and_agrees_with_the_simulation(small_digits, tmp_path):
@@ -113,14 +113,14 @@ def test_three_bit_weights_go_in_an_int8_container_and_16_bit_weights_and_fp8_ar
         assert row["agreement"] >= 0.98, row  # the simulation's 3-bit codes, exactly
     qmodel = wb.quantize_task(task, model, wb.QuantSpec(weight_bits=8, act_bits=8, layers={"features.3": {"weight_bits": 16}}))
     path = tmp_path / "m.int8.tflite"
-    with pytest.raises(wb.ExportError, match=r"^target 'tflite-int8' cannot take 1 layer\(s\): features\.3: 16-bit weights") as err:
+    with pytest.raises(wb.infra.ExportError, match=r"^target 'tflite-int8' cannot take 1 layer\(s\): features\.3: 16-bit weights") as err:
         TARGET.export(qmodel, task.example_input(), path, float_model=model, task=task)
     assert "\n" not in str(err.value) and not path.exists()
     qmodel = wb.quantize_task(task, model, wb.QuantSpec(weight_bits=8, act_bits=8, layers={"features.7": {"weight_format": "fp8_e4m3"}}))
-    with pytest.raises(wb.ExportError, match=r"features\.7: weight format fp8_e4m3"):
+    with pytest.raises(wb.infra.ExportError, match=r"features\.7: weight format fp8_e4m3"):
         TARGET.check(qmodel)
     qmodel = wb.quantize_task(task, model, wb.QuantSpec(weight_bits=8, act_bits=8, layers={"classifier": {"act_mode": "dynamic"}}))
-    with pytest.raises(wb.ExportError, match=r"classifier: dynamic activation quantisation"):
+    with pytest.raises(wb.infra.ExportError, match=r"classifier: dynamic activation quantisation"):
         TARGET.check(qmodel)
 
 
@@ -138,10 +138,10 @@ def test_toolchain_failure_is_one_line_and_leaves_nothing(small_digits, tmp_path
     task, model = small_digits
     qmodel = wb.quantize_task(task, model, wb.QuantSpec(weight_bits=8, act_bits=8))
     path = tmp_path / "m.int8.tflite"
-    with pytest.raises(wb.ToolchainError, match=r"^litert_torch could not convert the model: ") as err:
+    with pytest.raises(wb.infra.ToolchainError, match=r"^litert_torch could not convert the model: ") as err:
         TARGET.export(qmodel, torch.zeros(1, 3, 5), path, float_model=model, task=task)  # an input the model cannot take
     assert "\n" not in str(err.value) and not path.exists() and not os.listdir(tmp_path)
-    with pytest.raises(wb.ExportError, match="float_model"):
+    with pytest.raises(wb.infra.ExportError, match="float_model"):
         TARGET.export(qmodel, task.example_input(), path, task=task)
 
 

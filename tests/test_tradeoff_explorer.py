@@ -102,7 +102,7 @@ def test_edit_updates_estimate_and_cost_without_running_the_model(explorer, monk
     assert explorer.estimated_metric < before[0] and explorer.measured_metric is None
     assert "not measured" in explorer.estimate_label.value and "edited bits" in explorer.estimate_label.value
     assert explorer.result.value == ""
-    with pytest.raises(wb.SpecError, match="9 bits is not allowed by target cpu-int8-ort"):
+    with pytest.raises(wb.infra.SpecError, match="9 bits is not allowed by target cpu-int8-ort"):
         explorer.set_bits("features.3", 9)
 
 

@@ -42,7 +42,7 @@ def kws(tmp_path_factory):
     task = wb.create_task("kws-dscnn").small()
     model = wb.load_or_train_baseline(task, seed=0, epochs=1, progress=False)
     qmodel = wb.quantize_model(model, {"weight_bits": 8, "act_bits": 8})
-    wb.calibrate(qmodel, task.data.calib.x)
+    wb.core.calibrate(qmodel, task.data.calib.x)
     return task, model, qmodel, _int8_tflite(model, task.data.calib.x[:32], tmp_path_factory.mktemp("kws-tflite"))
 
 
@@ -63,24 +63,24 @@ def test_one_target_per_vela_accelerator_config():
 
     assert vela_configs() == tuple(Accelerator.member_list())
     assert {"ethos-u55-128", "ethos-u55-32", "ethos-u65-512", "ethos-u85-2048"} <= set(vela_configs())
-    table = wb.list_exporters().set_index("name")
+    table = wb.export.list_exporters().set_index("name")
     for config in vela_configs():
-        target = wb.get_exporter(config)
+        target = wb.export.get_exporter(config)
         assert target is get_vela_target(config) and target.suffix == f".{config}.tflite" and target.runtime == f"vela ({config})"
         assert table.loc[config, "suffix"] == target.suffix
 
 
 def test_unknown_config_is_one_line_listing_the_known_ones(tmp_path):
     known = ", ".join(vela_configs())
-    with pytest.raises(wb.ExportError, match=r"^unknown Ethos-U accelerator config 'ethos-u55-999' \(did you mean 'ethos-u55-\d+'\?\); "
+    with pytest.raises(wb.infra.ExportError, match=r"^unknown Ethos-U accelerator config 'ethos-u55-999' \(did you mean 'ethos-u55-\d+'\?\); "
                                            rf"known: {known}$") as exc:
         get_vela_target("ethos-u55-999")
     assert "\n" not in str(exc.value)
-    with pytest.raises(wb.ExportError, match=r"^unknown Ethos-U accelerator config 'ethos-u77'.*known: ethos-u55-32, "):
+    with pytest.raises(wb.infra.ExportError, match=r"^unknown Ethos-U accelerator config 'ethos-u77'.*known: ethos-u55-32, "):
         compile_vela(tmp_path / "absent.tflite", "ethos-u77")
-    with pytest.raises(wb.ExportError, match=r"^unknown export format 'ethos-u55-999'.*ethos-u55-128"):
-        wb.get_exporter("ethos-u55-999")
-    with pytest.raises(wb.ExportError, match=r"^unknown Vela system configuration 'Ethos_U55_High_End_Embeded' "
+    with pytest.raises(wb.infra.ExportError, match=r"^unknown export format 'ethos-u55-999'.*ethos-u55-128"):
+        wb.export.get_exporter("ethos-u55-999")
+    with pytest.raises(wb.infra.ExportError, match=r"^unknown Vela system configuration 'Ethos_U55_High_End_Embeded' "
                                            r"\(did you mean 'Ethos_U55_High_End_Embedded'\?\); known: Ethos_U55_Deep_Embedded, "):
         compile_vela(tmp_path / "absent.tflite", system_config="Ethos_U55_High_End_Embeded")
 
@@ -127,7 +127,7 @@ def test_kws_dscnn_int8_runs_wholly_on_the_ethos_u55_128(kws, tmp_path):
     verified = target.verify(path, qmodel, task)
     assert verified["ethos-u55-128@vela (ethos-u55-128)"]["npu_ops"] == row["npu_ops"]
     assert verified["ethos-u55-128_verified"] is False and "runs only on an ethos-u55-128 NPU" in verified["ethos-u55-128_unverified_reason"]
-    with pytest.raises(wb.ExportError, match=r"was compiled for ethos-u55-256, not ethos-u55-128"):
+    with pytest.raises(wb.infra.ExportError, match=r"was compiled for ethos-u55-256, not ethos-u55-128"):
         target.evaluate(big_path, qmodel, task)
 
     # another system configuration of Vela's .ini: a 200 MHz clock, so the same work takes longer
@@ -136,7 +136,7 @@ def test_kws_dscnn_int8_runs_wholly_on_the_ethos_u55_128(kws, tmp_path):
     [slow] = target.evaluate(deep, qmodel, task)
     assert slow["latency_source"] == "estimated by Vela at 200 MHz (Ethos_U55_Deep_Embedded)"
     assert slow["latency_ms_p50"] == pytest.approx(slow["cycles"] / 200e6 * 1e3, rel=1e-4) and slow["latency_ms_p50"] > row["latency_ms_p50"]
-    with pytest.raises(wb.ExportError, match=r"^target 'ethos-u55-128' compiles an int8 TFLite file: pass tflite_path="):
+    with pytest.raises(wb.infra.ExportError, match=r"^target 'ethos-u55-128' compiles an int8 TFLite file: pass tflite_path="):
         target.export(qmodel, task.example_input(), out / "none.ethos-u55-128.tflite")
     assert sorted(os.listdir(out)) == ["deep.ethos-u55-128.tflite", "model.ethos-u55-128.tflite", "model.ethos-u55-256.tflite"]
 
@@ -174,7 +174,7 @@ def test_recipes_vela_cannot_carry_are_refused_naming_the_layer(kws, tmp_path):
     task, model, _, tflite = kws
     target = get_vela_target("ethos-u55-128")
     w16 = wb.quantize_model(model, {"weight_bits": 8, "act_bits": 8, "layers": {"blocks.3": {"weight_bits": 16}}})
-    with pytest.raises(wb.ExportError, match=r"^target 'ethos-u55-128' cannot take 1 layer\(s\): blocks\.3: weight_bits 16: Vela needs int8 weight tensors") as exc:
+    with pytest.raises(wb.infra.ExportError, match=r"^target 'ethos-u55-128' cannot take 1 layer\(s\): blocks\.3: weight_bits 16: Vela needs int8 weight tensors") as exc:
         target.export(w16, task.example_input(), tmp_path / "w16.ethos-u55-128.tflite", tflite_path=tflite)
     assert "\n" not in str(exc.value)
     # 2..7-bit weights are taken: their codes go in int8 containers
@@ -184,13 +184,13 @@ def test_recipes_vela_cannot_carry_are_refused_naming_the_layer(kws, tmp_path):
     assert table.loc["blocks.6", "reason"] == "2-bit weight codes in an int8 container"
     target.check(low)
     a6 = wb.quantize_model(model, {"weight_bits": 4, "act_bits": 8, "layers": {"blocks.9": {"act_bits": 6}}})
-    with pytest.raises(wb.ExportError, match=r"^target 'ethos-u55-128' cannot take 1 layer\(s\): blocks\.9: act_bits 6: Ethos-U NPUs take int8 or int16"):
+    with pytest.raises(wb.infra.ExportError, match=r"^target 'ethos-u55-128' cannot take 1 layer\(s\): blocks\.9: act_bits 6: Ethos-U NPUs take int8 or int16"):
         target.check(a6)
     fp8 = wb.quantize_model(model, {"weight_bits": 8, "act_bits": 8, "layers": {"blocks.6": {"weight_format": "fp8_e4m3"}}})
-    with pytest.raises(wb.ExportError, match=r"^target 'ethos-u55-128' cannot take 1 layer\(s\): blocks\.6: weight_format 'fp8_e4m3': .*no FP8 type"):
+    with pytest.raises(wb.infra.ExportError, match=r"^target 'ethos-u55-128' cannot take 1 layer\(s\): blocks\.6: weight_format 'fp8_e4m3': .*no FP8 type"):
         target.check(fp8)
-    with pytest.raises(wb.ExportError, match=r"^layer blocks\.6: weight format fp8_e4m3 cannot be stored in an int8 container"):
-        tflite_module.container_layers(wb.calibrate(fp8, task.data.calib.x[:8]) or fp8)
+    with pytest.raises(wb.infra.ExportError, match=r"^layer blocks\.6: weight format fp8_e4m3 cannot be stored in an int8 container"):
+        tflite_module.container_layers(wb.core.calibrate(fp8, task.data.calib.x[:8]) or fp8)
     a4 = wb.quantize_model(model, {"weight_bits": 8, "act_bits": 8, "layers": {"classifier": {"act_bits": 4}}})
     table = target.support(a4).set_index("layer")
     assert not table.loc["classifier", "supported"] and table.loc["classifier", "reason"].startswith("act_bits 4: ")
@@ -222,7 +222,7 @@ def test_int4_tflite_weights_are_refused_before_vela_which_dies_on_them(tmp_path
     q.load_quantization_recipe(manager.get_quantization_recipe())
     q.quantize(q.calibrate({"serving_default": [{"args_0": x[i:i + 1].numpy()} for i in range(8)]})).export_model(str(int4_path))
     out = tmp_path / "out"
-    with pytest.raises(wb.ExportError, match=r"^'m\.w4\.tflite' holds INT4 tensors .*Vela needs int8 weight tensors.*weight_container='int8'"):
+    with pytest.raises(wb.infra.ExportError, match=r"^'m\.w4\.tflite' holds INT4 tensors .*Vela needs int8 weight tensors.*weight_container='int8'"):
         compile_vela(int4_path, "ethos-u55-128", out / "m.ethos-u55-128.tflite")
     assert not out.exists()
     proc = subprocess.run([sys.executable, "-m", "ethosu.vela", str(int4_path), "--accelerator-config", "ethos-u55-128", "--output-dir",
@@ -241,16 +241,16 @@ def test_a_vela_failure_is_one_line_with_its_message_and_nothing_written(kws, tm
     out = tmp_path / "out"
     target = get_vela_target("ethos-u55-128")
     # Vela's C++ core reads past the cut-off buffer: seen both as a RuntimeError and as a segfault
-    with pytest.raises(wb.ToolchainError, match=r"^Vela 5\.\S+ failed on 'broken\.tflite' for ethos-u55-128: (exited with status 1|killed by SIGSEGV): "
+    with pytest.raises(wb.infra.ToolchainError, match=r"^Vela 5\.\S+ failed on 'broken\.tflite' for ethos-u55-128: (exited with status 1|killed by SIGSEGV): "
                                                r"Failed to load TfLite model\. Buffer contents inconsistent with generated schema\.") as exc:
         target.export(qmodel, task.example_input(), out / "model.ethos-u55-128.tflite", tflite_path=broken)
     assert "\n" not in str(exc.value)
     assert not out.exists() or os.listdir(out) == []
     junk = tmp_path / "junk.tflite"
     junk.write_bytes(b"\x00" * 64)
-    with pytest.raises(wb.ToolchainError, match=r"is not a TFLite file \(no 'TFL3' identifier\)"):
+    with pytest.raises(wb.infra.ToolchainError, match=r"is not a TFLite file \(no 'TFL3' identifier\)"):
         compile_vela(junk, "ethos-u55-128", out / "junk.ethos-u55-128.tflite")
-    with pytest.raises(wb.ExportError, match=r"^no Vela report for .*pass tflite_path="):
+    with pytest.raises(wb.infra.ExportError, match=r"^no Vela report for .*pass tflite_path="):
         target.evaluate(tmp_path / "never-compiled.ethos-u55-128.tflite", qmodel, task)
 
 
@@ -274,7 +274,7 @@ def test_int8_containers_hold_the_simulation_s_low_bit_codes_and_agree_with_it(k
 
     task, model, _, _ = kws
     assignment = {"blocks.0": 4, "blocks.3": 3, "classifier": 4}  # depthwise, pointwise and fully connected
-    path = wb.tflite_for_assignment(task, model, assignment, tmp_path / "mixed.int8.tflite")
+    path = wb.targets.tflite_for_assignment(task, model, assignment, tmp_path / "mixed.int8.tflite")
     assert path == tmp_path / "mixed.int8.tflite" and os.listdir(tmp_path) == ["mixed.int8.tflite"]
     qmodel = wb.quantize_task(task, model, assignment_spec(assignment, 8))  # what the helper quantised (deterministic)
     layers = list(tflite_module.quant_layers(qmodel))
@@ -302,8 +302,8 @@ def test_int8_containers_hold_the_simulation_s_low_bit_codes_and_agree_with_it(k
         sim = qmodel(x).float().numpy()
     assert (outs.argmax(1) == sim.argmax(1)).mean() == 1.0
     assert np.abs(outs - sim).max() / runner.out["quantization"][0] <= 2  # a code or two at the output
-    with pytest.raises(wb.ExportError, match=r"^weight_container 'int4' is not known; expected one of 'native', 'int8'$"):
-        wb.tflite_for_assignment(task, model, assignment, tmp_path / "bad.tflite", weight_container="int4")
+    with pytest.raises(wb.infra.ExportError, match=r"^weight_container 'int4' is not known; expected one of 'native', 'int8'$"):
+        wb.targets.tflite_for_assignment(task, model, assignment, tmp_path / "bad.tflite", weight_container="int4")
     assert os.listdir(tmp_path) == ["mixed.int8.tflite"]
 
 
@@ -311,7 +311,7 @@ def test_vela_compiles_4_bit_containers_into_less_flash_than_8_bit(kws, tmp_path
     task, model, _, _ = kws
     target = get_vela_target("ethos-u55-128")
     layers = list(tflite_module.quant_layers(wb.quantize_model(model, {"weight_bits": 8, "act_bits": 8})))
-    w8 = wb.tflite_for_assignment(task, model, {n: 8 for n in layers}, tmp_path / "w8.int8.tflite")
+    w8 = wb.targets.tflite_for_assignment(task, model, {n: 8 for n in layers}, tmp_path / "w8.int8.tflite")
     r8 = compile_vela(w8, "ethos-u55-128")
     q4 = wb.quantize_task(task, model, wb.QuantSpec.uniform(4, 8))
     # the target builds the int8-container file itself (the tflite-int8 file would hold INT4 tensors)
@@ -329,9 +329,9 @@ def test_a_point_searched_on_vela_deploys_with_the_cycles_the_search_measured(kw
     task, model, _, _ = kws
     layers = list(tflite_module.quant_layers(wb.quantize_model(model, {"weight_bits": 8, "act_bits": 8})))
     assignment = {n: (3 if i % 3 == 0 else 4 if i % 3 == 1 else 8) for i, n in enumerate(layers)}
-    measured = wb.measure_point(task, model, assignment, "ethos-u55-128")
+    measured = wb.search.measure_point(task, model, assignment, "ethos-u55-128")
     q = wb.quantize_task(task, model, assignment_spec(assignment, 8))
-    tflite_target = wb.get_exporter("tflite-int8")
+    tflite_target = wb.export.get_exporter("tflite-int8")
     assert tflite_target.support(q)["supported"].all()  # 3-bit codes in int8 containers, 4-bit as INT4
     target = get_vela_target("ethos-u55-128")
     out = target.export(q, task.example_input(), tmp_path / "m.ethos-u55-128.tflite", float_model=model, task=task)

@@ -72,5 +72,5 @@ def test_task_without_labels_shows_a_message(digits):
 
 
 def test_bad_layer_name(table):
-    with pytest.raises(wb.SpecError, match="no quantisable layer 'features.9'"):
+    with pytest.raises(wb.infra.SpecError, match="no quantisable layer 'features.9'"):
         table.set_bits("features.9", weight=4)

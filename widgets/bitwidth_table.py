@@ -69,7 +69,7 @@ class BitWidthTable(W.VBox):
         self.task, self.float_model, self.ptq = task, float_model, ptq
         base = wb.QuantSpec.parse(spec or {})
         self._defaults = {k: v for k, v in base.to_dict().items() if k != "layers"}
-        self.layer_types = wb.quantisable_layers(float_model)
+        self.layer_types = wb.core.quantisable_layers(float_model)
         self._sizes = {name: (m.weight.numel(), 0 if m.bias is None else m.bias.numel()) for name, m in float_model.named_modules() if name in self.layer_types}
         self.qmodel = None
         self.layers: pd.DataFrame | None = None  # describe() of the last evaluated model
@@ -181,7 +181,7 @@ class BitWidthTable(W.VBox):
     def set_bits(self, layer: str, weight=None, act=None) -> None:
         """Set a layer's bits as the dropdowns would (``"float"`` for unquantised, a format name such as ``"fp8_e4m3"``)."""
         if layer not in self.layer_types:
-            raise wb.SpecError(f"no quantisable layer {layer!r}; layers are {', '.join(self.layer_types)}")
+            raise wb.infra.SpecError(f"no quantisable layer {layer!r}; layers are {', '.join(self.layer_types)}")
         if weight is not None:
             self.weight_dropdowns[layer].value = weight
         if act is not None:
@@ -194,12 +194,12 @@ class BitWidthTable(W.VBox):
         self.progress.value = 0
         self.status = "quantising"
         if labels_missing(self.task):
-            raise wb.TaskError(labels_missing(self.task))
+            raise wb.infra.TaskError(labels_missing(self.task))
         qmodel = wb.quantize_task(self.task, self.float_model, spec, self.ptq)
         self.progress.value = 1
         self.runner.check()
         self.status = "evaluating"
-        ev = wb.evaluate_quantized(self.task, self.float_model, qmodel)
+        ev = wb.export.evaluate_quantized(self.task, self.float_model, qmodel)
         self.progress.value = 2
         return qmodel, ev, bits
 

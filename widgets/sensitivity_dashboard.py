@@ -73,7 +73,7 @@ class SensitivityDashboard(SweepWidget, W.VBox):
         self.problem = None  # one line saying why no sweep can run, or None
         try:
             self._graph = folded_graph(model)
-            wanted = set(wb.quantisable_layers(model)) if self.config.layers is None else set(self.config.layers)
+            wanted = set(wb.core.quantisable_layers(model)) if self.config.layers is None else set(self.config.layers)
             self.layers = [n.target for n in self._graph.graph.nodes if n.op == "call_module" and n.target in wanted]
             self.problem = unlabelled_problem(task)
         except Exception as exc:  # shown in the widget: a constructor that raises leaves a traceback in the output area
@@ -133,7 +133,7 @@ class SensitivityDashboard(SweepWidget, W.VBox):
     def run(self) -> pd.DataFrame:
         """Run (or load from the store) the sweep, filling the heatmap row by row (synchronous)."""
         if self.problem is not None:
-            raise wb.TaskError(self.problem)
+            raise wb.infra.TaskError(self.problem)
         self._begin()
         self.results = sensitivity(self.task, self.model, self.config, store=self.store, progress=False, on_row=self._on_row)
         self.status = f"done: {self.results.attrs['computed']} computed, {self.results.attrs['from_store']} from the store"
@@ -232,7 +232,7 @@ class SensitivityDashboard(SweepWidget, W.VBox):
     def select_layer(self, layer: str) -> None:
         """Open the detail panel of ``layer``."""
         if layer not in self.layers:
-            raise wb.SpecError(f"no quantisable layer {layer!r}; layers are {', '.join(self.layers)}")
+            raise wb.infra.SpecError(f"no quantisable layer {layer!r}; layers are {', '.join(self.layers)}")
         self.selected_layer = layer
         self.detail_note.value = ""
         bits = self._int_bits()

@@ -239,9 +239,9 @@ class TradeoffExplorer(W.VBox):
 
     def set_bits(self, layer: str, bits: int) -> None:
         if layer not in self.dropdowns:
-            raise wb.SpecError(f"no layer {layer!r} in the search; layers are {', '.join(self.dropdowns)}")
+            raise wb.infra.SpecError(f"no layer {layer!r} in the search; layers are {', '.join(self.dropdowns)}")
         if bits not in self.problem.bits:
-            raise wb.SpecError(f"{layer}: {bits} bits is not allowed by target {self.target_name}; it allows {self.problem.bits}")
+            raise wb.infra.SpecError(f"{layer}: {bits} bits is not allowed by target {self.target_name}; it allows {self.problem.bits}")
         self.dropdowns[layer].value = bits
 
     def _on_edit(self, change) -> None:
@@ -297,7 +297,7 @@ class TradeoffExplorer(W.VBox):
 
         def work() -> dict:
             if labels_missing(self.task):
-                raise wb.TaskError(labels_missing(self.task))
+                raise wb.infra.TaskError(labels_missing(self.task))
             model = self._model_and_costs(pruning)[0]
             check()
             metric = measure(self.task, model, bits, self.act_bits, wb.PTQConfig())

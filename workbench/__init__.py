@@ -1,6 +1,6 @@
 """Embedded-AI compression workbench: the headless core (no Jupyter imports).
 
-Quick tour::
+Quick tour (``workbench.__all__`` is this tour, the error base class and the subpackages)::
 
     import workbench as wb
     task = wb.create_task("digits-cnn")                  # model factory + data + metric
@@ -10,16 +10,19 @@ Quick tour::
     wb.describe(qmodel)                                  # per-layer DataFrame
     wb.export_qcdq(qmodel, task.example_input(), "model.onnx")
     wb.verify_qcdq("model.onnx", qmodel, task)           # onnxruntime vs simulation
+    wb.export.list_exporters()                           # the rest: under its subpackage
 
 The package is layered, bottom up: :mod:`workbench.infra`, :mod:`workbench.tasks`,
 :mod:`workbench.core`, :mod:`workbench.export`, :mod:`workbench.targets`,
 :mod:`workbench.analysis`, :mod:`workbench.search`, :mod:`workbench.runs` and :mod:`workbench.cli`
-(docs/ARCHITECTURE.md). Names are imported on first use, so ``import workbench`` itself is cheap.
+(docs/ARCHITECTURE.md); each names what it offers (``wb.export.list_exporters``,
+``wb.infra.ResultStore``, ...). Names are imported on first use, so ``import workbench`` itself is
+cheap (no torch). The names this package offered before the subpackages existed still resolve, for
+one release, with a DeprecationWarning naming their new place.
 """
 
 __version__ = "0.1.0"
 
-import importlib as _importlib
 import os as _os
 import warnings as _warnings
 
@@ -30,6 +33,7 @@ import warnings as _warnings
 _os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 from .infra import interrupts as _interrupts
+from .infra.lazy import lazy_namespace as _lazy_namespace
 
 if _interrupts.is_workbench_command():  # Ctrl-C during the command's imports: exit 130, one line
     _interrupts.exit_while_loading()
@@ -52,146 +56,139 @@ def _quiet_optional_imports() -> None:
 
 _quiet_optional_imports()
 
-# name -> the module that defines it; imported on first access (PEP 562)
+# the tour: name -> the subpackage that offers it (or, where a function shares its module's name,
+# that module), relative to this package
 _API = {
-    'divergence': 'workbench.analysis.divergence',
-    'simulation_layer_outputs': 'workbench.analysis.divergence',
-    'layer_statistics': 'workbench.analysis.layer_stats',
-    'weight_histogram': 'workbench.analysis.layer_stats',
-    'PruningSweepConfig': 'workbench.analysis.pruning_sweep',
-    'pruning_sweep': 'workbench.analysis.pruning_sweep',
-    'recovery_table': 'workbench.analysis.recovery',
-    'SensitivityConfig': 'workbench.analysis.sensitivity',
-    'hessian_traces': 'workbench.analysis.sensitivity',
-    'sensitivity': 'workbench.analysis.sensitivity',
-    'CostKind': 'workbench.core.cost',
-    'cost_table': 'workbench.core.cost',
-    'described_costs': 'workbench.core.cost',
-    'get_cost_kind': 'workbench.core.cost',
-    'list_cost_kinds': 'workbench.core.cost',
-    'load_target': 'workbench.core.cost',
-    'register_cost_kind': 'workbench.core.cost',
-    'describe': 'workbench.core.describe',
-    'NumberFormat': 'workbench.core.formats',
-    'get_format': 'workbench.core.formats',
-    'list_formats': 'workbench.core.formats',
-    'register_format': 'workbench.core.formats',
-    'PruningSpec': 'workbench.core.pruning',
-    'channel_groups': 'workbench.core.pruning',
-    'prune': 'workbench.core.pruning',
-    'sparsity_table': 'workbench.core.pruning',
-    'bias_correction': 'workbench.core.ptq',
-    'calibrate': 'workbench.core.ptq',
-    'learned_rounding': 'workbench.core.ptq',
-    'QATConfig': 'workbench.core.qat',
-    'train_qat': 'workbench.core.qat',
-    'UnsupportedLayerWarning': 'workbench.core.quantize',
-    'quantisable_layers': 'workbench.core.quantize',
-    'quantize_model': 'workbench.core.quantize',
-    'LayerSettings': 'workbench.core.spec',
-    'QuantSpec': 'workbench.core.spec',
-    'Exporter': 'workbench.export.exporters',
-    'Target': 'workbench.export.exporters',
-    'get_exporter': 'workbench.export.exporters',
-    'list_exporters': 'workbench.export.exporters',
-    'register_exporter': 'workbench.export.exporters',
-    'export_float': 'workbench.export.onnx_export',
-    'export_qcdq': 'workbench.export.onnx_export',
-    'export_qonnx': 'workbench.export.onnx_export',
-    'PTQConfig': 'workbench.export.pipeline',
-    'evaluate_quantized': 'workbench.export.pipeline',
-    'export_and_verify': 'workbench.export.pipeline',
-    'quantize_task': 'workbench.export.pipeline',
-    'lower_qonnx': 'workbench.export.qonnx_run',
-    'qonnx_session': 'workbench.export.qonnx_run',
-    'run_qonnx': 'workbench.export.qonnx_run',
-    'host_cpu': 'workbench.export.verify',
-    'latency_ms': 'workbench.export.verify',
-    'latency_where': 'workbench.export.verify',
-    'optimized_op_counts': 'workbench.export.verify',
-    'verify_qcdq': 'workbench.export.verify',
-    'verify_qonnx': 'workbench.export.verify',
-    '_interrupts': 'workbench.infra',
-    'CalibrationError': 'workbench.infra.errors',
-    'CheckpointError': 'workbench.infra.errors',
-    'DatasetError': 'workbench.infra.errors',
-    'ExportError': 'workbench.infra.errors',
-    'OutputPathError': 'workbench.infra.errors',
-    'PruningError': 'workbench.infra.errors',
-    'SpecError': 'workbench.infra.errors',
-    'StoreError': 'workbench.infra.errors',
-    'TaskError': 'workbench.infra.errors',
-    'ToolchainError': 'workbench.infra.errors',
-    'UnsupportedLayerError': 'workbench.infra.errors',
-    'UserCodeError': 'workbench.infra.errors',
-    'WorkbenchError': 'workbench.infra.errors',
-    'ExecutorError': 'workbench.infra.executors',
-    'make_executor': 'workbench.infra.executors',
-    'RunDir': 'workbench.infra.outdir',
-    'ResultStore': 'workbench.infra.store',
-    'Tracker': 'workbench.infra.tracking',
-    'TrackingError': 'workbench.infra.tracking',
-    'TrackingWarning': 'workbench.infra.tracking',
-    'deploy': 'workbench.runs.deploy',
-    'deployment_table': 'workbench.runs.deploy',
-    'list_target_names': 'workbench.runs.deploy',
-    'apply_recipe': 'workbench.runs.job',
-    'run_demo': 'workbench.runs.job',
-    'run_job': 'workbench.runs.job',
-    'CodeNotAllowedError': 'workbench.runs.recipe',
-    'Recipe': 'workbench.runs.recipe',
-    'RecipeError': 'workbench.runs.recipe',
-    'TargetTolerance': 'workbench.runs.recipe',
-    'load_recipe': 'workbench.runs.recipe',
-    'promote': 'workbench.runs.recipe',
-    'CostSource': 'workbench.search.cost_tables',
-    'TargetCostTable': 'workbench.search.cost_tables',
-    'build_cost_table': 'workbench.search.cost_tables',
-    'get_cost_source': 'workbench.search.cost_tables',
-    'list_cost_sources': 'workbench.search.cost_tables',
-    'measure_point': 'workbench.search.cost_tables',
-    'register_cost_source': 'workbench.search.cost_tables',
-    'SearchConfig': 'workbench.search.precision',
-    'front_on': 'workbench.search.precision',
-    'search': 'workbench.search.precision',
-    'search_accuracy_target': 'workbench.search.precision',
-    'WidthSearchConfig': 'workbench.search.width_search',
-    'width_search': 'workbench.search.width_search',
-    'export_tflite_int8': 'workbench.targets.tflite',
-    'tflite_for_assignment': 'workbench.targets.tflite',
-    'get_vela_target': 'workbench.targets.vela',
-    'vela_layers': 'workbench.targets.vela',
-    'vela_summary': 'workbench.targets.vela',
-    'load_or_train_baseline': 'workbench.tasks.baseline',
-    'Split': 'workbench.tasks.data',
-    'TaskData': 'workbench.tasks.data',
-    'evaluate': 'workbench.tasks.evaluate',
-    'predict': 'workbench.tasks.evaluate',
-    'load_cifar10_binary': 'workbench.tasks.loaders',
-    'load_image_folder': 'workbench.tasks.loaders',
-    'load_mnist_idx': 'workbench.tasks.loaders',
-    'load_npz': 'workbench.tasks.loaders',
-    'Metric': 'workbench.tasks.metrics',
-    'Task': 'workbench.tasks.registry',
-    'create_task': 'workbench.tasks.registry',
-    'list_tasks': 'workbench.tasks.registry',
-    'make_task': 'workbench.tasks.registry',
-    'register_task': 'workbench.tasks.registry',
-    'task_from_factory': 'workbench.tasks.registry',
-    'tasks_table': 'workbench.tasks.registry',
+    "create_task": "tasks",
+    "list_tasks": "tasks",
+    "make_task": "tasks",
+    "register_task": "tasks",
+    "Task": "tasks",
+    "load_or_train_baseline": "tasks",
+    "QuantSpec": "core",
+    "PTQConfig": "export",
+    "quantize_model": "core",
+    "quantize_task": "export",
+    "describe": "core.describe",
+    "PruningSpec": "core",
+    "prune": "core",
+    "QATConfig": "core",
+    "train_qat": "core",
+    "export_and_verify": "export",
+    "export_qcdq": "export",
+    "verify_qcdq": "export",
+    "sensitivity": "analysis.sensitivity",
+    "SensitivityConfig": "analysis",
+    "divergence": "analysis.divergence",
+    "pruning_sweep": "analysis.pruning_sweep",
+    "SearchConfig": "search",
+    "load_target": "core",
+    "Recipe": "runs",
+    "load_recipe": "runs",
+    "promote": "runs",
+    "apply_recipe": "runs",
+    "run_job": "runs",
+    "deploy": "runs.deploy",
+    "WorkbenchError": "infra",
 }
 
-__all__ = ["__version__", *_API]
+# the subpackages, bottom up (attributes of this package, imported on first use)
+_SUBPACKAGES = ("infra", "tasks", "core", "export", "targets", "analysis", "search", "runs")
 
+# deprecated for one release: old top-level name -> where it lives now (``workbench.<place>.<name>``)
+_MOVED = {
+    "CalibrationError": "infra",
+    "CheckpointError": "infra",
+    "DatasetError": "infra",
+    "ExportError": "infra",
+    "OutputPathError": "infra",
+    "PruningError": "infra",
+    "SpecError": "infra",
+    "StoreError": "infra",
+    "TaskError": "infra",
+    "ToolchainError": "infra",
+    "UnsupportedLayerError": "infra",
+    "UserCodeError": "infra",
+    "ExecutorError": "infra",
+    "make_executor": "infra",
+    "RunDir": "infra",
+    "ResultStore": "infra",
+    "Tracker": "infra",
+    "TrackingError": "infra",
+    "TrackingWarning": "infra",
+    "Split": "tasks",
+    "TaskData": "tasks",
+    "Metric": "tasks",
+    "predict": "tasks",
+    "evaluate": "tasks.evaluate",
+    "load_cifar10_binary": "tasks",
+    "load_image_folder": "tasks",
+    "load_mnist_idx": "tasks",
+    "load_npz": "tasks",
+    "task_from_factory": "tasks",
+    "tasks_table": "tasks",
+    "LayerSettings": "core",
+    "NumberFormat": "core",
+    "get_format": "core",
+    "list_formats": "core",
+    "register_format": "core",
+    "UnsupportedLayerWarning": "core",
+    "quantisable_layers": "core",
+    "bias_correction": "core",
+    "calibrate": "core",
+    "learned_rounding": "core",
+    "channel_groups": "core",
+    "sparsity_table": "core",
+    "CostKind": "core",
+    "cost_table": "core",
+    "described_costs": "core",
+    "get_cost_kind": "core",
+    "list_cost_kinds": "core",
+    "register_cost_kind": "core",
+    "Exporter": "export",
+    "Target": "export",
+    "get_exporter": "export",
+    "list_exporters": "export",
+    "register_exporter": "export",
+    "export_float": "export",
+    "export_qonnx": "export",
+    "evaluate_quantized": "export",
+    "host_cpu": "export",
+    "latency_ms": "export",
+    "latency_where": "export",
+    "optimized_op_counts": "export",
+    "verify_qonnx": "export",
+    "lower_qonnx": "export",
+    "qonnx_session": "export",
+    "run_qonnx": "export",
+    "export_tflite_int8": "targets",
+    "tflite_for_assignment": "targets",
+    "get_vela_target": "targets",
+    "vela_layers": "targets",
+    "vela_summary": "targets",
+    "simulation_layer_outputs": "analysis",
+    "layer_statistics": "analysis",
+    "weight_histogram": "analysis",
+    "hessian_traces": "analysis",
+    "PruningSweepConfig": "analysis",
+    "recovery_table": "analysis",
+    "search_accuracy_target": "search",
+    "front_on": "search",
+    "CostSource": "search",
+    "TargetCostTable": "search",
+    "build_cost_table": "search",
+    "get_cost_source": "search",
+    "list_cost_sources": "search",
+    "measure_point": "search",
+    "register_cost_source": "search",
+    "WidthSearchConfig": "search",
+    "width_search": "search.width_search",
+    "CodeNotAllowedError": "runs",
+    "RecipeError": "runs",
+    "TargetTolerance": "runs",
+    "run_demo": "runs",
+    "deployment_table": "runs",
+    "list_target_names": "runs",
+}
 
-def __getattr__(name: str):
-    module = _API.get(name)
-    if module is None:
-        raise AttributeError(f"module 'workbench' has no attribute {name!r}")
-    value = getattr(_importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_API))
+__getattr__, __dir__, __all__ = _lazy_namespace(__name__, _API, moved=_MOVED, also=("__version__", *_SUBPACKAGES))

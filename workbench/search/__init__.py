@@ -1,7 +1,12 @@
 """Hardware-aware search: measured cost tables, the mixed-precision search and the joint width search.
 
-``wb.search.search(...)`` is the mixed-precision search (:func:`workbench.search.precision.search`).
-Calling the package itself, ``wb.search(...)``, still runs it for one release, with a
+Offered here (imported on first use): ``wb.search.search(...)`` is the mixed-precision search
+(:func:`workbench.search.precision.search`), with :class:`SearchConfig`, :func:`search_accuracy_target`
+and :func:`front_on`; the measured cost tables (:func:`build_cost_table`, :class:`TargetCostTable`,
+cost sources, :func:`measure_point`) and :class:`WidthSearchConfig`. The joint width search shares
+its module's name: it is ``workbench.search.width_search.width_search``.
+
+Calling the package itself, ``wb.search(...)``, still runs the search for one release, with a
 DeprecationWarning.
 """
 
@@ -9,24 +14,25 @@ import sys as _sys
 import types as _types
 import warnings as _warnings
 
+from ..infra.lazy import lazy_namespace
+
+# name -> the module (in this package) that defines it
 _API = {
-    "search": "precision", "search_accuracy_target": "precision", "SearchConfig": "precision", "front_on": "precision",
-    "CostSource": "cost_tables", "TargetCostTable": "cost_tables", "build_cost_table": "cost_tables",
-    "get_cost_source": "cost_tables", "list_cost_sources": "cost_tables", "measure_point": "cost_tables",
+    "SearchConfig": "precision",
+    "front_on": "precision",
+    "search": "precision",
+    "search_accuracy_target": "precision",
+    "CostSource": "cost_tables",
+    "TargetCostTable": "cost_tables",
+    "build_cost_table": "cost_tables",
+    "get_cost_source": "cost_tables",
+    "list_cost_sources": "cost_tables",
+    "measure_point": "cost_tables",
     "register_cost_source": "cost_tables",
-    "WidthSearchConfig": "width_search", "width_search": "width_search",
+    "WidthSearchConfig": "width_search",
 }
-__all__ = sorted(_API)
 
-
-def __getattr__(name: str):
-    if name not in _API:
-        raise AttributeError(f"module 'workbench.search' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(f"{__name__}.{_API[name]}"), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__, __all__ = lazy_namespace(__name__, _API)
 
 
 class _CallablePackage(_types.ModuleType):
