@@ -18,10 +18,10 @@ from ..infra.lazy import lazy_namespace
 
 # name -> the module (in this package) that defines it
 _API = {
-    "SearchConfig": "precision",
-    "front_on": "precision",
+    "SearchConfig": "config",
+    "front_on": "front",
     "search": "precision",
-    "search_accuracy_target": "precision",
+    "search_accuracy_target": "accuracy_target",
     "CostSource": "cost_tables",
     "TargetCostTable": "cost_tables",
     "build_cost_table": "cost_tables",
