@@ -2,7 +2,7 @@
 
 For ``hf-minilm-embed`` and ``hf-bert`` (``--layers`` layers, the full calibration and eval
 splits): float, W8A8 and W8A8 + ``attention_bits: 8`` (and 4), each exported with
-:func:`workbench.export.onnx_export.export_qcdq`. Per variant: the task metric (mean cosine to the float model's
+:func:`workbench.export.qcdq.export_qcdq`. Per variant: the task metric (mean cosine to the float model's
 outputs), onnxruntime vs the Brevitas simulation (relative error, optimisations off and at the
 default level), the integer MAC kernels onnxruntime runs, float MatMuls left, the file bytes, and
 batch-1 latency on one thread (:func:`workbench.export.verify.paired_latency`: interleaved, in this
@@ -23,7 +23,8 @@ import torch
 
 import workbench as wb
 from workbench.tasks.evaluate import predict
-from workbench.export.onnx_export import export_float, export_qcdq
+from workbench.export.onnx_io import export_float
+from workbench.export.qcdq import export_qcdq
 from workbench.export.verify import MAC_KERNEL_OPS, optimized_op_counts, paired_latency, run_onnx, session
 
 VARIANTS = {"W8A8": {}, "W8A8+att8": {"attention_bits": 8}, "W8A8+att4": {"attention_bits": 4}}

@@ -44,7 +44,7 @@ from onnxruntime.quantization import CalibrationDataReader
 from tqdm import tqdm
 
 import workbench as wb
-from workbench.export.onnx_export import WEIGHT_ENCODING_CHOICES, resolve_weight_encoding
+from workbench.export.qcdq import WEIGHT_ENCODING_CHOICES, resolve_weight_encoding
 from workbench.tasks.models import count_macs
 from workbench.export.verify import as_onnx_input
 

@@ -3,7 +3,7 @@ Brevitas simulation (issue 15: within 0.5% relative error).
 
 For ``hf-bert``, ``hf-minilm-embed`` (settled weights, the shipped text) and a MiniLM-size mean-pooled sentence encoder (hidden 384, 12 heads, token ids with
 padding, the attention mask in the input) at ``--layers`` layers: W8A8 quantisation (calibrated on
-the task's calibration split), :func:`workbench.export.onnx_export.export_qcdq`, then on the eval inputs
+the task's calibration split), :func:`workbench.export.qcdq.export_qcdq`, then on the eval inputs
 ``||ort - sim|| / ||sim||`` with onnxruntime's graph optimisations off and at its default level,
 for static activations and for ``act_mode: dynamic``;
 beside it ``quant vs float`` (the quantisation noise itself) and ``sim64 vs sim32`` (the same
@@ -29,7 +29,7 @@ import workbench as wb
 from workbench.tasks import hf
 from workbench.analysis.divergence import first_divergence, quantiser_divergence
 from workbench.tasks.evaluate import predict
-from workbench.export.onnx_export import export_qcdq
+from workbench.export.qcdq import export_qcdq
 from workbench.export.verify import run_onnx, session
 
 

@@ -20,7 +20,7 @@ from workbench.core.attention import (
 )
 from workbench.analysis.divergence import quantiser_divergence
 from workbench.tasks.evaluate import predict
-from workbench.export.onnx_export import export_qcdq
+from workbench.export.qcdq import export_qcdq
 from workbench.core.quantize import validate_spec
 from workbench.export.verify import (
     MAC_KERNEL_OPS,
@@ -160,7 +160,7 @@ def test_attention_quantisers_place_and_round_as_exported(minilm):
 
 
 def test_qonnx_carries_the_attention_quantisers(tmp_path):
-    from workbench.export.onnx_export import export_qonnx
+    from workbench.export.qonnx import export_qonnx
     from workbench.export.verify import verify_qonnx
 
     task = wb.create_task("hf-bert", layers=2).small(16, 16, 8)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from workbench.export.onnx_export import resolve_weight_encoding
+from workbench.export.qcdq import resolve_weight_encoding
 
 
 def _load():

@@ -10,7 +10,8 @@ from torch import nn
 import workbench as wb
 from workbench.tasks.data import Split
 from workbench.export.pipeline import PTQConfig
-from workbench.analysis.sensitivity import SensitivityConfig, repeated_blocks, sensitivity
+from workbench.analysis.sensitivity import SensitivityConfig, sensitivity
+from workbench.analysis.sensitivity_swap import repeated_blocks
 
 METRICS = ["metric", "metric_delta", "sqnr_db", "output_mse", "kl"]
 

@@ -9,8 +9,8 @@ import onnxruntime as ort
 import pytest
 
 import workbench as wb
-import workbench.export.onnx_export as export
-from workbench.export.onnx_export import PACKED_TYPES
+import workbench.export.qcdq as export
+from workbench.export.packing import PACKED_TYPES
 from workbench.export.verify import onnx_weight_integers, optimized_op_counts, quantised_layer_nodes, run_onnx, session
 
 

@@ -14,7 +14,7 @@ import torch
 import workbench as wb
 from workbench.infra.errors import SpecError
 from workbench.tasks.evaluate import predict
-from workbench.export.onnx_export import export_qcdq
+from workbench.export.qcdq import export_qcdq
 from workbench.core.ptq import calibrate
 from workbench.export.verify import MAC_KERNEL_OPS, run_onnx, session, verify_qcdq
 

@@ -11,7 +11,7 @@ from torch import nn
 
 import workbench as wb
 from workbench.core.cost import cost_table, embedding_costs
-from workbench.export.onnx_export import export_qcdq
+from workbench.export.qcdq import export_qcdq
 from workbench.core.quantize import RowQuantEmbedding, validate_spec
 from workbench.export.verify import onnx_storage, run_onnx, session
 
@@ -216,7 +216,7 @@ def test_sensitivity_with_quantised_tables(bert):
 
 def test_qonnx_carries_quantised_tables(bert, exported, tmp_path):
     """Brevitas's QONNX export writes a Quant node on each table (per-row scales); qonnx's executor agrees with the simulation."""
-    from workbench.export.onnx_export import export_qonnx
+    from workbench.export.qonnx import export_qonnx
     from workbench.export.verify import verify_qonnx
 
     task, _ = bert

@@ -36,7 +36,7 @@ import workbench as wb
 from workbench.tasks import hf
 from workbench.analysis.divergence import first_divergence, quantiser_divergence
 from workbench.tasks.evaluate import predict
-from workbench.export.onnx_export import export_qcdq
+from workbench.export.qcdq import export_qcdq
 from workbench.export.verify import run_onnx, session
 
 LIMIT = 0.005

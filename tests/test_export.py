@@ -4,7 +4,8 @@ import onnxruntime as ort
 import pytest
 
 import workbench as wb
-from workbench.export.onnx_export import prune_unused, reencode_weights_u8
+from workbench.export.onnx_graph import prune_unused
+from workbench.export.rewrites import reencode_weights_u8
 
 
 def _run(path, x, level):

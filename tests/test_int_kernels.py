@@ -9,7 +9,7 @@ import torch
 import pytest
 
 import workbench as wb
-from workbench.export.onnx_export import export_qcdq
+from workbench.export.qcdq import export_qcdq
 from workbench.export.verify import (
     MAC_KERNEL_OPS,
     int_kernel_exceptions,
@@ -124,7 +124,7 @@ def test_relu6_before_a_quantiser_becomes_integer_bounds_bit_for_bit(pad):
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
-    from workbench.export.onnx_export import activations_to_uint8, unsigned_after_relu
+    from workbench.export.fusion import activations_to_uint8, unsigned_after_relu
 
     rng = np.random.default_rng(0)
     s = np.float32(0.0625)  # 6 / s = 96 < 127: the upper bound clips in the integers

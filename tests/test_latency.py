@@ -10,7 +10,7 @@ import pytest
 
 import workbench as wb
 from workbench.core.cost import load_target
-from workbench.export.onnx_export import cpu_vnni, resolve_weight_encoding
+from workbench.export.qcdq import cpu_vnni, resolve_weight_encoding
 from workbench.export.verify import latency_level, paired_latency, session
 
 AVX2 = "processor\t: 0\nflags\t\t: fpu sse sse2 avx avx2 fma bmi2\n\nprocessor\t: 1\nflags\t\t: fpu sse sse2 avx avx2 fma bmi2\n"

@@ -15,7 +15,7 @@ import torch
 import workbench as wb
 from workbench.tasks import hf
 from workbench.tasks import minilm
-from workbench.export.onnx_export import export_qcdq
+from workbench.export.qcdq import export_qcdq
 from workbench.export.verify import verify_qcdq
 
 ROOT = Path(__file__).resolve().parent.parent

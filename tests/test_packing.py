@@ -8,7 +8,7 @@ import onnxruntime as ort
 import pytest
 
 import workbench as wb
-from workbench.export.onnx_export import PACKED_TYPES
+from workbench.export.packing import PACKED_TYPES
 from workbench.export.verify import int_kernel_counts, onnx_storage, onnx_weight_integers
 
 MIXED = {"weight_bits": 4, "act_bits": 8, "layers": {"stack3.conv2": {"weight_bits": 8}}}  # the largest layer (36,864 weights) at 8 bits

@@ -15,7 +15,7 @@ from qonnx.util.cleanup import cleanup_model
 from torch import nn
 
 import workbench as wb
-from workbench.export.onnx_export import pack_qonnx_weights, resolve_pack
+from workbench.export.packing import pack_qonnx_weights, resolve_pack
 from workbench.export.verify import onnx_storage, qonnx_storage
 
 # digits-cnn layers: features.0 (144 weights), features.3 (4,608), features.7 (9,216), classifier (320)

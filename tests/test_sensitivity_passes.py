@@ -16,7 +16,10 @@ import workbench as wb
 from workbench.infra.errors import SpecError
 from workbench.export.pipeline import PTQConfig
 from workbench.core.quantize import quantisable_layers
-from workbench.analysis.sensitivity import SensitivityConfig, _Engine, _SwapEngine, naive_case, sensitivity
+from workbench.analysis.sensitivity import SensitivityConfig, sensitivity
+from workbench.analysis.sensitivity_cases import naive_case
+from workbench.analysis.sensitivity_cut import _Engine
+from workbench.analysis.sensitivity_swap import _SwapEngine
 
 METRICS = ["metric", "metric_delta", "sqnr_db", "output_mse", "kl"]
 

@@ -25,7 +25,7 @@ the largest difference. What the rows tell:
   ``hf-bert``; the same cascade appears between the float32 simulation and the same simulation in
   float64).
 
-The workbench's own rewrites (:func:`workbench.export.onnx_export.export_qcdq`) are exact re-encodings checked
+The workbench's own rewrites (:func:`workbench.export.qcdq.export_qcdq`) are exact re-encodings checked
 end to end (``tests/test_encoder_agreement.py``); this tool bisects placement and rounding.
 """
 
@@ -75,7 +75,7 @@ def quantiser_divergence(qmodel: nn.Module, x: torch.Tensor, level: str = "disab
     import onnxruntime as ort
     from brevitas.export import export_onnx_qcdq
 
-    from ..export.onnx_export import DYNAMIC_BATCH, OPSET, _quiet
+    from ..export.onnx_io import DYNAMIC_BATCH, OPSET, _quiet
     from ..export.verify import _LEVELS as ORT_LEVELS, as_onnx_input
 
     if level not in _LEVELS:
@@ -419,7 +419,7 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 def onnx_layer_outputs(onnx_path, x, qmodel: nn.Module, level: str | None = None) -> dict[str, np.ndarray]:
     """The tensors of :func:`simulation_layer_outputs` (same keys, same definition) from a QCDQ ONNX
-    file (:func:`workbench.export.onnx_export.export_qcdq`) run in onnxruntime on ``x``, as float32 arrays.
+    file (:func:`workbench.export.qcdq.export_qcdq`) run in onnxruntime on ``x``, as float32 arrays.
 
     How each layer's tensor is found (:func:`divergence` says which in ``attrs["matched_by"]``):
 
@@ -452,7 +452,7 @@ def _onnx_outputs(onnx_path, x: torch.Tensor, sim: dict, level: str | None) -> t
     """``(outputs, matched_by)`` of :func:`onnx_layer_outputs` given the simulation's tensors."""
     import onnxruntime as ort
 
-    from ..export.onnx_export import _constant
+    from ..export.onnx_graph import _constant
     from ..export.verify import _LEVELS as ORT_LEVELS, as_onnx_input, optimization_level
 
     level = level or optimization_level(onnx_path)
@@ -612,7 +612,7 @@ def divergence(qmodel: nn.Module, x, target_outputs: dict | None = None, *, targ
     :func:`simulation_layer_outputs` names them; channels-last arrays are moved to channels-first,
     and a batch of the first n samples is compared with those). Without it, they are computed:
     for ``target="qcdq"`` by :func:`onnx_layer_outputs` on the ONNX file ``artifact`` (None:
-    :func:`workbench.export.onnx_export.export_qcdq` writes one to a temporary folder); for another target
+    :func:`workbench.export.qcdq.export_qcdq` writes one to a temporary folder); for another target
     by ``workbench.export.exporters.get_exporter(target).layer_outputs(artifact, x, qmodel=qmodel)``
     (``qmodel`` passed where its signature takes it). With ``target_outputs`` given, ``target``
     only labels the table. ``target_outputs`` must come from the same inputs ``x``.
@@ -656,7 +656,7 @@ def divergence(qmodel: nn.Module, x, target_outputs: dict | None = None, *, targ
     if target_outputs is None:
         if target == "qcdq":
             if artifact is None:
-                from ..export.onnx_export import export_qcdq
+                from ..export.qcdq import export_qcdq
 
                 with tempfile.TemporaryDirectory() as tmp:
                     path = export_qcdq(qmodel, x[:1], os.path.join(tmp, "model.onnx"))

@@ -108,7 +108,7 @@ class PruningSweepConfig(OptionModel):
 def measure_model(task, model: nn.Module, latency_runs: int = 50, onnx: bool = True) -> dict:
     """Metric, parameters, MACs, zero-weight share and (with ``onnx``) float ONNX file bytes and
     onnxruntime latency of ``model``."""
-    from ..export.onnx_export import export_float
+    from ..export.onnx_io import export_float
     from ..export.verify import latency_ms
 
     example = task.example_input()

@@ -23,7 +23,7 @@ def demo(out: Optional[Path] = typer.Option(None, help="output directory (defaul
     """The main job: digits-cnn float baseline, W8A8 and W4A8 PTQ, export and verification."""
     _quiet_libraries()
     from ..infra.errors import WorkbenchError
-    from ..export.onnx_export import resolve_pack
+    from ..export.packing import resolve_pack
     from ..runs.job import run_demo
 
     out = out or _default_out("demo")
@@ -53,7 +53,7 @@ def quantize(task: str = typer.Argument(..., help=TASK_HELP),
     """Quantise a task with a spec, export (QCDQ and QONNX by default, or each --format), verify, and report."""
     _quiet_libraries()
     from ..infra.errors import WorkbenchError
-    from ..export.onnx_export import resolve_pack
+    from ..export.packing import resolve_pack
     from ..export.exporters import resolve_formats
     from ..runs.job import run_job
     from ..export.pipeline import PTQConfig

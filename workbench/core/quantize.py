@@ -546,7 +546,7 @@ class RowQuantEmbedding(qnn.QuantEmbedding):
     Brevitas's own forward hands the quantised table to its ``F.embedding`` handler, which takes
     per-tensor scales only; this one gathers rows of the dequantised table (the same values).
     Exported as ``int table -> DequantizeLinear(axis 0) -> Gather``, which
-    :func:`workbench.export.onnx_export.gather_quantized_rows` turns into a gather of integer rows."""
+    :func:`workbench.export.rewrites.gather_quantized_rows` turns into a gather of integer rows."""
 
     def forward(self, inp):
         from brevitas.quant_tensor import _unpack_quant_tensor

@@ -98,7 +98,7 @@ class Exporter:
         """Raise a one-line ExportError if ``qmodel`` holds something this exporter cannot carry
         (before any file is written): integers wider than ``max_bits``, or a number format whose
         registry entry (:mod:`workbench.core.formats`) does not name this exporter."""
-        from .onnx_export import _check_bits_exportable, check_formats_exportable
+        from .onnx_io import _check_bits_exportable, check_formats_exportable
 
         check_formats_exportable(qmodel, self.name, self.label)
         if self.max_bits is not None:
@@ -252,7 +252,7 @@ def resolve_formats(formats: Iterable[str] | str | None = DEFAULT_FORMATS, qonnx
 def check_spec_formats(resolved: dict, formats: Iterable[str]) -> None:
     """Before any work: a one-line ExportError if one of the exporters ``formats`` cannot carry a
     number format that the resolved spec ``{layer: LayerQuant}`` asks for (naming layer and format)."""
-    from .onnx_export import check_formats_exportable
+    from .onnx_io import check_formats_exportable
 
     for name in formats:
         exporter = get_exporter(name)
@@ -286,7 +286,7 @@ class QCDQExporter(Exporter):
         return "onnx_path"
 
     def export(self, qmodel, example, path, weight_encoding: str = "u8", pack: bool | str = True, **options) -> Path:
-        from .onnx_export import export_qcdq
+        from .qcdq import export_qcdq
 
         return export_qcdq(qmodel, example, path, weight_encoding=weight_encoding, pack=pack)
 
@@ -305,7 +305,7 @@ class QONNXExporter(Exporter):
     description = "QONNX for FPGA flows (FINN, hls4ml)"
 
     def export(self, qmodel, example, path, pack: bool | str = True, **options) -> Path:
-        from .onnx_export import export_qonnx
+        from .qonnx import export_qonnx
 
         return export_qonnx(qmodel, example, path, pack=pack)
 
@@ -338,7 +338,7 @@ class FloatExporter(Exporter):
             return Path(float_onnx)
         if float_model is None:
             raise ExportError("the float exporter needs the float model: pass float_model= to export_and_verify")
-        from .onnx_export import export_float
+        from .onnx_io import export_float
 
         return export_float(float_model, example, path)
 

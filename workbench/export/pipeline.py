@@ -16,7 +16,9 @@ from torch import nn
 from ..core.describe import describe
 from ..tasks.evaluate import predict
 from ..infra.errors import ExportError
-from .onnx_export import cpu_vnni, export_float, resolve_pack, resolve_weight_encoding
+from .qcdq import cpu_vnni, resolve_weight_encoding
+from .onnx_io import export_float
+from .packing import resolve_pack
 from .exporters import DEFAULT_FORMATS, PRIMARY, get_exporter, resolve_formats
 from ..infra.fileio import inside, sha256_file
 from ..tasks.metrics import output_agreement

@@ -502,7 +502,7 @@ def qonnx_storage(path: str | os.PathLike, qmodel: torch.nn.Module | None = None
     for q in quants:
         if q.input[0] not in values:
             continue
-        from .onnx_export import _qonnx_integers
+        from .packing import _qonnx_integers
 
         scale, zeropt, bw = (numpy_helper.to_array(inits[i]) for i in q.input[1:4])
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in q.attribute}

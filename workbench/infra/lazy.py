@@ -3,7 +3,7 @@
 Every ``__init__`` of the workbench uses :func:`lazy_namespace`, so that ``import workbench`` (and the
 CLI, which imports through the packages) loads no torch until a name that needs it is used::
 
-    _API = {"list_exporters": "exporters", "export_qcdq": "onnx_export"}   # name -> module, relative
+    _API = {"list_exporters": "exporters", "export_qcdq": "qcdq"}   # name -> module, relative
     __getattr__, __dir__, __all__ = lazy_namespace(__name__, _API)
 
 Attribute lookup on the package then goes, in order: a name of ``api`` (imported from its module and

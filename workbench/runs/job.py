@@ -12,7 +12,8 @@ from .. import __version__
 from ..tasks.baseline import load_or_train_baseline
 from ..infra.determinism import fixed_threads
 from ..tasks.evaluate import predict
-from ..export.onnx_export import resolve_pack, resolve_weight_encoding
+from ..export.packing import resolve_pack
+from ..export.qcdq import resolve_weight_encoding
 from ..infra.errors import ExportError
 from ..export.exporters import DEFAULT_FORMATS, check_spec_formats, get_exporter, resolve_formats
 from ..core.cost import cost_table, described_costs, layer_costs, totals

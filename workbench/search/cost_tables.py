@@ -408,7 +408,7 @@ def _measure_onnxruntime(task, model, assignment: dict[str, int], act_bits: int)
     import onnx
     import onnxruntime as ort
 
-    from ..export.onnx_export import export_qcdq
+    from ..export.qcdq import export_qcdq
     from ..export.verify import _LEVELS, as_onnx_input, latency_level, latency_ms
 
     layers = _quant_layer_names(model)

@@ -46,7 +46,7 @@ def _latency(task, model, assignment: dict[str, int], config: "SearchConfig") ->
     import tempfile
     from pathlib import Path
 
-    from ..export.onnx_export import export_qcdq
+    from ..export.qcdq import export_qcdq
     from ..export.verify import latency_ms
 
     q = quantize_task(task, model, assignment_spec(assignment, config.act_bits), config.ptq)

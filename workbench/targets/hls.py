@@ -1,7 +1,7 @@
 """The ``hls4ml`` deployment target: the workbench's QONNX export as an hls4ml project whose C++
 emulation (``ap_fixed`` arithmetic, compiled with g++) runs the eval split.
 
-The path is Brevitas -> QONNX (:func:`workbench.export.onnx_export.export_qonnx`, float weights, ``pack=False``)
+The path is Brevitas -> QONNX (:func:`workbench.export.qonnx.export_qonnx`, float weights, ``pack=False``)
 -> qonnx's cleaning sequence that hls4ml documents (``cleanup_model``,
 ``ConvertToChannelsLastAndClean``, ``GemmToMatMul``, ``cleanup_model``) -> :func:`prepare_for_hls`
 -> ``hls4ml`` (Vitis backend, ``io_parallel``, Latency strategy, reuse factor 1; the library built
@@ -348,7 +348,7 @@ def build_project(qmodel: nn.Module, example: torch.Tensor, out_dir: str | os.Pa
     """Export ``qmodel`` to QONNX, prepare it (:func:`prepare_for_hls`) and write the hls4ml project
     into ``out_dir`` (traced layers on). Returns ``(hls_model, manifest)``; raises one-line
     ExportError / ToolchainError."""
-    from ..export.onnx_export import export_qonnx
+    from ..export.qonnx import export_qonnx
 
     out_dir = Path(out_dir)
     qonnx_path = out_dir.parent / f"{out_dir.name}.qonnx.onnx"
