@@ -184,7 +184,7 @@ class Target(Exporter):
 
 # filled by the modules that define exporters: this one's below, the targets' (and a user package's)
 # through the entry-point group "workbench.exporters", imported on the registry's first read
-EXPORTERS: dict[str, Exporter] = PluginRegistry("workbench.exporters")
+EXPORTERS: dict[str, Exporter] = PluginRegistry("workbench.exporters", home=__name__)
 
 
 def register_exporter(cls):

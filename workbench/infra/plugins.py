@@ -23,18 +23,49 @@ class PluginWarning(UserWarning):
 
 
 class PluginRegistry(dict):
-    """A ``name -> entry`` dict that imports the modules of entry-point group ``group`` on its first read."""
+    """A ``name -> entry`` dict that imports the modules of entry-point group ``group`` on its first read.
 
-    def __init__(self, group: str):
+    Its order does not depend on which module was imported first: the entries of the module that
+    defines the registry (``home``) come first, then those of each entry-point module (sorted by
+    entry-point name), then everyone else's, each group in registration order."""
+
+    def __init__(self, group: str, home: str | None = None):
         super().__init__()
         self.group = group
+        self.home = home
         self._loaded = False
+        self._modules: list[str] | None = None
+        self._order: dict = {}
+        self._seq = 0
+
+    def _entry_points(self) -> list:
+        return sorted(entry_points(group=self.group), key=lambda e: (e.name, e.value))
+
+    def _rank(self, value) -> int:
+        module = getattr(value, "__module__", None) or type(value).__module__
+        if module == self.home:
+            return 0
+        if self._modules is None:
+            self._modules = [ep.value.split(":")[0] for ep in self._entry_points()]
+        for i, name in enumerate(self._modules):
+            if module == name or module.startswith(name + "."):
+                return 1 + i
+        return 1 + len(self._modules)
+
+    def __setitem__(self, key, value):
+        if not dict.__contains__(self, key):
+            self._order[key] = (self._rank(value), self._seq)
+            self._seq += 1
+        super().__setitem__(key, value)
+
+    def _sorted(self) -> list:
+        return sorted(dict.keys(self), key=lambda k: self._order.get(k, (1 << 30, 0)))
 
     def load(self) -> None:
         if self._loaded:
             return
         self._loaded = True  # set first: the modules register into this dict while they load
-        for ep in sorted(entry_points(group=self.group), key=lambda e: (e.name, e.value)):
+        for ep in self._entry_points():
             try:
                 ep.load()
             except Exception as exc:
@@ -53,7 +84,7 @@ class PluginRegistry(dict):
 
     def __iter__(self):
         self.load()
-        return super().__iter__()
+        return iter(self._sorted())
 
     def __len__(self):
         self.load()
@@ -61,7 +92,7 @@ class PluginRegistry(dict):
 
     def __repr__(self):
         self.load()
-        return super().__repr__()
+        return repr({k: dict.__getitem__(self, k) for k in self._sorted()})
 
     def get(self, key, default=None):
         self.load()
@@ -69,12 +100,12 @@ class PluginRegistry(dict):
 
     def keys(self):
         self.load()
-        return super().keys()
+        return self._sorted()
 
     def values(self):
         self.load()
-        return super().values()
+        return [dict.__getitem__(self, k) for k in self._sorted()]
 
     def items(self):
         self.load()
-        return super().items()
+        return [(k, dict.__getitem__(self, k)) for k in self._sorted()]

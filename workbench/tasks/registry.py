@@ -149,7 +149,7 @@ class Task:
 # filled by the modules that define tasks: the built-ins (workbench.tasks.builtin) and a user package's,
 # through the entry-point group "workbench.tasks", imported on the registry's first read;
 # register_task from a user's own module or notebook
-_REGISTRY: dict[str, Callable[..., Task]] = PluginRegistry("workbench.tasks")
+_REGISTRY: dict[str, Callable[..., Task]] = PluginRegistry("workbench.tasks", home=__name__)
 # name -> (factory, its row of tasks_table()) for the tasks registered with their listing
 _LISTINGS: dict[str, tuple[Callable[..., Task], dict]] = {}
 LISTING_KEYS = ("input_shape", "params", "macs", "metric", "data", "data_source")
