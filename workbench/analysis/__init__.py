@@ -12,7 +12,7 @@ from ..infra.lazy import lazy_namespace
 # name -> the module (in this package) that defines it
 _API = {
     "SensitivityConfig": "sensitivity",
-    "hessian_traces": "sensitivity",
+    "hessian_traces": "hessian",
     "simulation_layer_outputs": "divergence",
     "layer_statistics": "layer_stats",
     "weight_histogram": "layer_stats",
