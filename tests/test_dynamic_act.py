@@ -132,7 +132,7 @@ def test_dynamic_quantiser_computes_onnx_dynamicquantizelinear_bit_for_bit():
     )
     from onnx import TensorProto, helper
 
-    from workbench.core.quantize import dynamic_act_quantizer
+    from workbench.core.quantizers import dynamic_act_quantizer
 
     graph = helper.make_graph([helper.make_node("DynamicQuantizeLinear", ["x"], ["y", "s", "z"])], "g",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],

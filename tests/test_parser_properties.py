@@ -32,7 +32,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from workbench.core.cost import COST_KINDS, TargetProfile, list_targets, parse_target
-from workbench.runs.deploy import list_target_names
+from workbench.runs.deployment import list_target_names
 from workbench.infra.errors import MAX_MESSAGE, SpecError, WorkbenchError
 from workbench.export.exporters import EXPORTERS
 from workbench.core.formats import ALLOWED_BITS, FORMATS

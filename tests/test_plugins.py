@@ -40,3 +40,14 @@ def test_an_entry_registered_later_comes_after_the_built_ins():
         assert names[-1] == "late-test-format" and names.index("tflite-int8") < names.index("late-test-format")
     finally:
         EXPORTERS.pop("late-test-format", None)
+
+
+def test_missing_installed_entry_points_are_named_not_silent(monkeypatch):
+    import pytest
+
+    from workbench.infra import plugins
+
+    monkeypatch.setattr(plugins, "entry_points", lambda group: [])
+    registry = plugins.PluginRegistry("workbench.exporters")
+    with pytest.warns(plugins.PluginWarning, match="entry points are not installed.*pip install -e"):
+        assert list(registry) == []

@@ -144,7 +144,7 @@ def test_adaround_refuses_layers_it_does_not_support(resnet):
     learned_rounding(qs, xs, iters=5, layers=["head"])  # the unshared layer alone is fine
     import brevitas.nn as qnn
 
-    from workbench.core.quantize import weight_quantizer
+    from workbench.core.quantizers import weight_quantizer
 
     upsample = nn.Sequential(qnn.QuantConv2d(3, 4, 3, weight_quant=weight_quantizer(4, "per_channel", "float")),
                              qnn.QuantConvTranspose2d(4, 2, 2, stride=2, weight_quant=weight_quantizer(4, "per_channel", "float"))).eval()

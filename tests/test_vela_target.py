@@ -19,7 +19,7 @@ pytest.importorskip("ai_edge_quantizer")
 import workbench as wb  # noqa: E402
 from workbench.targets import tflite as tflite_module  # noqa: E402
 from workbench.export.exporters import DEPLOYMENT_COLUMNS  # noqa: E402
-from workbench.search.precision import assignment_spec  # noqa: E402
+from workbench.core.spec import assignment_spec  # noqa: E402
 from workbench.targets.vela import VelaResult, compile_vela, get_vela_target, vela_configs, vela_layers, vela_summary  # noqa: E402
 
 
@@ -270,7 +270,7 @@ def test_int8_containers_hold_the_simulation_s_low_bit_codes_and_agree_with_it(k
     """A mixed 8/4/3-bit kws-dscnn with int8 weight containers: every weight tensor int8, the 4- and
     3-bit layers' tensors exactly the simulation's codes and scales, the bias at input x weight
     scale, and ai-edge-litert's outputs those of the simulation."""
-    from workbench.search.precision import assignment_spec
+    from workbench.core.spec import assignment_spec
 
     task, model, _, _ = kws
     assignment = {"blocks.0": 4, "blocks.3": 3, "classifier": 4}  # depthwise, pointwise and fully connected

@@ -21,7 +21,7 @@ from ..tasks.data import check_calibration
 from ..infra.determinism import fixed_threads
 from ..infra.errors import CalibrationError, SpecError
 from ..tasks.models import module_calls
-from ..tasks.model_inputs import LayerInputs  # noqa: F401 (re-exported)
+from ..tasks.model_inputs import LayerInputs
 
 
 def _batches(x: torch.Tensor, batch_size: int, desc: str, progress: bool):

@@ -36,7 +36,7 @@ from brevitas.quant import Int32Bias, NoneBiasQuant, NoneWeightQuant
 from torch import nn
 
 from .formats import INT
-from .quantizers import _round_then_shift_int_quant, act_quantizer, dynamic_act_quantizer, weight_quantizer  # noqa: F401 (re-exported)
+from .quantizers import act_quantizer, weight_quantizer
 
 from typing import Any
 

@@ -65,7 +65,12 @@ class PluginRegistry(dict):
         if self._loaded:
             return
         self._loaded = True  # set first: the modules register into this dict while they load
-        for ep in self._entry_points():
+        found = self._entry_points()
+        if not any(ep.value.split(".")[0] == "workbench" for ep in found):
+            warnings.warn(f"{self.group}: the workbench's own entry points are not installed, so its built-in entries are missing; "
+                          "expected an installed workbench (pip install -e . or make install, again after pyproject.toml changes)",
+                          PluginWarning, stacklevel=2)
+        for ep in found:
             try:
                 ep.load()
             except Exception as exc:

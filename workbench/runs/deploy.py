@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .deployment import deployment_frame, deployment_records, deployment_table, list_target_names, list_targets, resolve_targets, tolerance_failures  # noqa: F401 (re-exported)
+from .deployment import deployment_frame
 
 
 def deploy(recipe_path: str | Path, targets: Iterable[str] | str | None = None, out_dir: str | Path = "runs/deploy", *,

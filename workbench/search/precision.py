@@ -50,7 +50,6 @@ import numpy as np
 import pandas as pd
 
 from ..core.cost import get_cost_kind
-from ..core.spec import assignment_spec  # noqa: F401 (re-exported)
 from ..core.spec import short_repr
 from ..infra.determinism import fixed_threads
 from ..infra.errors import SpecError

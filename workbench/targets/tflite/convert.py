@@ -328,7 +328,7 @@ def tflite_for_assignment(task, model: nn.Module, assignment: dict[str, int], pa
                           weight_container: str = "int8", ptq=None, carry_scales: bool = True) -> Path:
     """Write the integer TFLite file of ``model`` quantised with per-layer weight bits
     ``assignment`` (``{layer: bits}``, the other layers at the spec's defaults) and activations at
-    ``act_bits``, as the search quantises a candidate (:func:`workbench.search.precision.assignment_spec`,
+    ``act_bits``, as the search quantises a candidate (:func:`workbench.core.spec.assignment_spec`,
     :func:`workbench.export.pipeline.quantize_task` with ``ptq``, default :class:`~workbench.export.pipeline.PTQConfig`),
     to ``path`` (atomically) and return ``path``. ``weight_container``: ``"int8"`` (default: every
     weight tensor int8, 2..8-bit codes exact, what Vela compiles) or ``"native"`` (4-bit as INT4,
