@@ -74,9 +74,27 @@ def run_command(call, *args, **kwargs):
     except (SystemExit, KeyboardInterrupt, Exception) as exc:
         if interrupted() or isinstance(exc, KeyboardInterrupt) or (isinstance(exc, SystemExit) and exc.code == EXIT_CODE):
             sys.stderr.write(f"{MESSAGE}\n")
-            sys.stderr.flush()
-            raise SystemExit(EXIT_CODE) from None
+            _exit_interrupted()
         raise
+
+
+def _exit_interrupted() -> None:  # pragma: no cover - ends the process
+    """Exit 130 once the interrupt has unwound the workbench's own clean-up (its ``with`` blocks):
+    the exit handlers run, then the process ends without the interpreter's finalisation. A Ctrl-C
+    leaves library threads mid-call (onnxruntime's and TensorFlow's pools, tqdm's monitor), and
+    finalising the interpreter under them can abort the process (SIGABRT, exit -6, seen once in
+    a few hundred interrupted deploys) instead of exiting 130."""
+    import atexit
+
+    try:
+        atexit._run_exitfuncs()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:  # noqa: BLE001 - a closed pipe: nothing more to say
+                pass
+        os._exit(EXIT_CODE)
 
 
 def is_workbench_command() -> bool:
