@@ -41,6 +41,50 @@ def packed_weight_bytes(weights: int, biases: int, bits) -> int:
     return math.ceil(weights * wbits / 8) + 4 * biases
 
 
+#: The weight containers of each artifact format: (the widest bits stored in 4-bit nibbles, two a
+#: byte; wider integer weights take a byte each). QCDQ ONNX (onnxruntime, opset 21): weights of
+#: at most 4 bits are ONNX INT4/UINT4, wider ones int8/uint8. Integer TFLite (tflite-int8,
+#: ``weight_container="native"``): 4-bit weights are INT4; 2-, 3-, 5-, 6- and 7-bit weights sit
+#: in int8 tensors (TFLite has no type for them), so 2 and 3 bits are stored at 8; a depthwise
+#: convolution (groups == input channels, a 1-channel input's too) keeps 4-bit weights in int8
+#: (the quantiser writes no INT4 DEPTHWISE_CONV_2D).
+CONTAINERS = {"onnx": range(1, 5), "tflite": range(4, 5)}
+
+#: Per output channel, what each artifact writes besides the weight container and the 32-bit
+#: biases: QCDQ a float32 scale and a uint8/int8 zero point; TFLite a float32 scale and an
+#: int64 zero point in the weight tensor's quantisation table.
+CHANNEL_BYTES = {"onnx": 4 + 1, "tflite": 4 + 8}
+
+
+def realised_weight_bytes(fmt: str, weights: int, biases: int, channels: int, bits, depthwise: bool = False) -> int:
+    """Bytes the artifact format ``fmt`` (``onnx``: the QCDQ export onnxruntime runs; ``tflite``:
+    the integer TFLite file) holds for one layer at ``bits``: its weights in the format's
+    container (:data:`CONTAINERS`: packed nibbles or a byte each; float: 4 bytes), 32-bit biases,
+    and a scale and zero point per output channel (:data:`CHANNEL_BYTES`). The graph, names and
+    tensors of no layer are the artifact's overhead, measured from a written file
+    (:mod:`workbench.search.realised`)."""
+    if bits is None or bits == "float":
+        return 4 * weights + 4 * biases
+    b = int(bits)
+    nibbles = b in CONTAINERS[fmt] and not (fmt == "tflite" and depthwise)
+    per_value = 4 if nibbles else 8 if b <= 8 else 16
+    return math.ceil(weights * per_value / 8) + 4 * biases + CHANNEL_BYTES[fmt] * channels
+
+
+class LayerCosts(dict):
+    """:func:`layer_costs`'s ``{layer: LayerCost}`` with ``overhead``: per cost kind, the part of
+    the whole-model figure no layer explains (a realised kind's artifact overhead: graph, names,
+    tensors of no layer, measured from a written file by :mod:`workbench.search.realised`), in the
+    kind's unit. A
+    :func:`cost_table` of all of them carries it (``table.attrs["overhead"]``), so
+    :meth:`CostKind.value` of a realised kind is the artifact's bytes, not only its layers'; a
+    table of some layers (a plain dict) carries none."""
+
+    def __init__(self, costs=(), overhead: dict[str, float] | None = None):
+        super().__init__(costs)
+        self.overhead = dict(overhead or {})
+
+
 # ----------------------------------------------------------------------------- cost kinds
 
 
@@ -67,6 +111,7 @@ class CostKind:
     weight_dependent: bool = True
     measured: bool = False
     same_as: str = ""
+    artifact: str = ""  # a realised kind: the artifact format whose bytes it counts ("onnx", "tflite"); "" for the others
 
     @property
     def computed(self) -> bool:
@@ -84,7 +129,8 @@ class CostKind:
             raise SpecError(f"cost kind {self.name!r} is measured, not computed; computed kinds are {', '.join(computed_kinds())}")
         if self.additive:
             s = self.layer_values(table)
-            return int(s.sum()) if pd.api.types.is_integer_dtype(s.dtype) else float(s.sum())
+            extra = table.attrs.get("overhead", {}).get(self.name, 0)  # a realised kind's measured artifact overhead
+            return int(s.sum()) + extra if pd.api.types.is_integer_dtype(s.dtype) and not extra else float(s.sum()) + float(extra)
         return self.total(table)
 
     def describe_value(self, value: float) -> str:
@@ -164,8 +210,20 @@ def _builtin(kind: CostKind) -> None:
     _BUILTIN.add(kind.name)
 
 
-_builtin(CostKind("weight_kib", "KiB", "packed weight KiB", "weights packed at their bits plus 32-bit biases, in KiB",
-                  per_layer=lambda t: t["weight_bytes"] / 1024))
+_builtin(CostKind("weight_kib", "KiB", "theoretical weight KiB (packed at their bits)",
+                  "theoretical: weights packed at exactly their bits plus 32-bit biases, in KiB; no artifact stores 2-, 3-, 5-, 6- "
+                  "or 7-bit weights so (they sit in 4- or 8-bit containers): the realised kinds onnx_kib and tflite_kib count "
+                  "what a file holds", per_layer=lambda t: t["weight_bytes"] / 1024))
+_builtin(CostKind("onnx_kib", "KiB", "realised ONNX file KiB",
+                  "realised: bytes of the QCDQ ONNX file onnxruntime runs, in KiB: per layer its weights in their containers (at "
+                  "most 4 bits: INT4, two a byte; 5-8 bits: a byte each), 32-bit biases, a scale and zero point per channel; the "
+                  "file's overhead (graph, names, other tensors) measured once from a written file",
+                  per_layer=lambda t: t["onnx_bytes"] / 1024, artifact="onnx"))
+_builtin(CostKind("tflite_kib", "KiB", "realised TFLite file KiB",
+                  "realised: bytes of the integer TFLite file tflite-int8 deploys, in KiB: per layer its weights in their "
+                  "containers (4 bits: INT4, two a byte; 2, 3, 5-8 bits: int8, a byte each), 32-bit biases, a scale and zero point "
+                  "per channel; the file's overhead measured once from a written file (needs the [targets] extra)",
+                  per_layer=lambda t: t["tflite_bytes"] / 1024, artifact="tflite"))
 _builtin(CostKind("flash_kib", "KiB", "flash KiB",
                   "what a microcontroller keeps in flash: the packed weights and 32-bit biases, in KiB; the same figure as "
                   "weight_kib (code, scales and zero-points are not counted)", per_layer=lambda t: t["weight_bytes"] / 1024, same_as="weight_kib"))
@@ -386,6 +444,8 @@ class LayerCost:
     macs: int
     in_elems: int
     out_elems: int
+    channels: int = 0  # output channels (per-channel scales and zero points of an artifact)
+    depthwise: bool = False  # a convolution with groups == input channels (TFLite: DEPTHWISE_CONV_2D)
 
 
 def layer_costs(model: nn.Module, example_input: torch.Tensor) -> dict[str, LayerCost]:
@@ -403,7 +463,8 @@ def layer_costs(model: nn.Module, example_input: torch.Tensor) -> dict[str, Laye
 
         def hook(mod, args, out, name=name):
             found[name] = LayerCost(name, mod.weight.numel(), 0 if mod.bias is None else mod.bias.numel(), layer_macs(mod, out),
-                                    int(args[0][0].numel()), int(out[0].numel()))
+                                    int(args[0][0].numel()), int(out[0].numel()), int(mod.weight.shape[0]),
+                                    getattr(mod, "groups", 0) == getattr(mod, "in_channels", -1))
 
         hooks.append(m.register_forward_hook(hook))
     try:
@@ -412,7 +473,7 @@ def layer_costs(model: nn.Module, example_input: torch.Tensor) -> dict[str, Laye
     finally:
         for h in hooks:
             h.remove()
-    return {name: found[name] for name, m in model.named_modules() if name in found}
+    return LayerCosts({name: found[name] for name, m in model.named_modules() if name in found})
 
 
 def embedding_costs(model: nn.Module) -> dict[str, LayerCost]:
@@ -436,16 +497,23 @@ def cost_table(costs: dict[str, LayerCost], weight_bits: dict[str, int | None], 
     """Per layer: params, packed weight bytes, MACs, BOPs and activation bytes (input + output) of an assignment.
 
     Float (None) counts as 32 bits. ``act_bits`` is one width for every layer or a per-layer map.
-    The cost kinds (:data:`COST_KINDS`) are computed from this table.
+    ``onnx_bytes`` / ``tflite_bytes``: what each artifact format holds for the layer
+    (:func:`realised_weight_bytes`). The cost kinds (:data:`COST_KINDS`) are computed from this
+    table; ``costs`` a :class:`LayerCosts` with an overhead puts it in ``table.attrs["overhead"]``.
     """
     rows = []
     for name, c in costs.items():
         w = weight_bits.get(name, 8)
         a = act_bits.get(name, 8) if isinstance(act_bits, dict) else act_bits
         wb, ab = (32 if w is None else w), (32 if a is None else a)
+        realised = {f"{fmt}_bytes": realised_weight_bytes(fmt, c.weights, c.biases, c.channels, w, c.depthwise) for fmt in CONTAINERS}
         rows.append({"layer": name, "weight_bits": w, "act_bits": a, "params": c.weights + c.biases, "weight_bytes": weight_bytes(c, w),
-                     "macs": c.macs, "bops": c.macs * wb * ab, "act_bytes": math.ceil((c.in_elems + c.out_elems) * ab / 8)})
-    return pd.DataFrame(rows, columns=["layer", "weight_bits", "act_bits", "params", "weight_bytes", "macs", "bops", "act_bytes"])
+                     "macs": c.macs, "bops": c.macs * wb * ab, "act_bytes": math.ceil((c.in_elems + c.out_elems) * ab / 8), **realised})
+    table = pd.DataFrame(rows, columns=["layer", "weight_bits", "act_bits", "params", "weight_bytes", "macs", "bops", "act_bytes",
+                                        *(f"{fmt}_bytes" for fmt in CONTAINERS)])
+    if isinstance(costs, LayerCosts) and costs.overhead:
+        table.attrs["overhead"] = dict(costs.overhead)
+    return table
 
 
 def totals(table: pd.DataFrame) -> dict:
