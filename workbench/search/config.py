@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BeforeValidator, Field, field_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from ..core.cost import budget_kind as _budget_kind
 from ..core.cost import get_cost_kind
@@ -18,7 +18,7 @@ class SearchConfig(OptionModel):
     """Parameters of a search."""
 
     target: str = "cpu-int8-ort"
-    budget_kind: str = "weight_kib"
+    budget_kind: str | None = None  # None: the target profile's realised cost kind (its ``cost``: cpu-int8-ort onnx_kib, mcu tflite_kib)
     act_bits: integer(1) = 8
     n_budgets: integer(0) = 6
     uniform_bits: Annotated[tuple[integer(1), ...], BeforeValidator(lambda v: distinct(v, "bit-widths") if isinstance(v, (list, tuple)) else v)] = (8, 6, 4, 3)
@@ -27,6 +27,20 @@ class SearchConfig(OptionModel):
     objective: choice(OBJECTIVES) = "output_mse"
     latency_runs: integer(0) = 50  # onnxruntime latency of each front point's export (0 = skip)
     ptq: PTQConfig = Field(default_factory=PTQConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _profile_budget_kind(cls, data):
+        """No ``budget_kind`` (or None): the target profile's cost kind, where the config meets the profile."""
+        if isinstance(data, dict) and data.get("budget_kind") is None:
+            from ..core.cost import load_target
+
+            try:
+                cost = load_target(data.get("target", cls.model_fields["target"].default)).cost
+            except (SpecError, TypeError):
+                cost = "weight_kib"  # an unknown target is refused where the search loads it, with its own message
+            data = {**data, "budget_kind": cost}
+        return data
 
     @field_validator("budget_kind")
     @classmethod

@@ -21,6 +21,7 @@ from ..core.cost import COST_KINDS, LayerCost, cost_table, get_cost_kind, layer_
 from ..core.spec import short_repr
 from ..infra.errors import SpecError
 from .config import SearchConfig
+from .realised import check_toolchain, realised_costs
 from .problem import Cap, Problem, _measured_without_table, _tol, build_problem, smallest_budget
 from .solvers import _milp
 
@@ -229,6 +230,10 @@ def _setup(task, model, sens, config, budgets, limits, cost_table, measure_costs
     if bk.measured and (cost_table is None or config.budget_kind not in cost_table.kinds):
         raise SpecError(_measured_without_table(config.budget_kind, "budget kind", cost_table))
     values, sources = resolve_limits(target, limits)
+    realised = [k for k in dict.fromkeys([config.budget_kind, *hard, *values])
+                if k in COST_KINDS and COST_KINDS[k].artifact and (cost_table is None or k not in cost_table.kinds)]
+    for k in realised:  # a realised kind whose exporter is not installed: refused before any work
+        check_toolchain(k)
     additive = {k: v for k, v in values.items() if get_cost_kind(k).additive}
     bits = list(target.weight_bits)
     if cost_table is not None:
@@ -237,6 +242,10 @@ def _setup(task, model, sens, config, budgets, limits, cost_table, measure_costs
             raise SpecError(f"the {cost_table.target} cost table holds bits {', '.join(map(str, cost_table.bits))}, none of target "
                             f"{target.name}'s {', '.join(map(str, target.weight_bits))}")
     costs = layer_costs(model, task.example_input())
+    if realised:  # their artifacts' overhead, measured once per model (then a store lookup)
+        from ..export.qcdq import resolve_weight_encoding
+
+        costs = realised_costs(task, model, costs, realised, config.act_bits, resolve_weight_encoding(target.weight_encoding or "u8"))
     p = build_problem(sens, costs, bits, config.budget_kind, config.act_bits, config.objective, additive, sources, hard, cost_table)
     check_limits(p, costs, values, sources, config.act_bits)
     check_budgets(p, hard)

@@ -162,6 +162,25 @@ def _measured_without_table(name: str, what: str, table) -> str:
 
 
 
+def artifact_overhead(costs, kind: str) -> float:
+    """The measured artifact overhead of a realised kind that ``costs`` carries
+    (:class:`~workbench.core.cost.LayerCosts`, :func:`workbench.search.realised.realised_costs`); 0 otherwise."""
+    return float(getattr(costs, "overhead", {}).get(kind, 0.0))
+
+
+
+def dominated(cost: np.ndarray, bits: list[int], allowed: np.ndarray) -> np.ndarray:
+    """(layers, bits): True where a wider allowed width of the same layer costs no more (an
+    artifact stores 2 and 3 bits in the 4-bit container of onnxruntime: they buy nothing)."""
+    out = np.zeros(cost.shape, bool)
+    for j, b in enumerate(bits):
+        wider = [k for k, w in enumerate(bits) if w > b]
+        for k in wider:
+            out[:, j] |= allowed[:, k] & (cost[:, k] <= cost[:, j] + _tol(cost[:, j]))
+    return out
+
+
+
 def kind_values(kind: str, costs: dict[str, LayerCost], layers: list[str], bits: list[int], act_bits: int = 8, table=None,
                 what: str = "budget") -> tuple[np.ndarray, float, float, str]:
     """One cost kind as the search reads it: ``(matrix, offset, floor, source)``.
@@ -185,7 +204,8 @@ def kind_values(kind: str, costs: dict[str, LayerCost], layers: list[str], bits:
         raise SpecError(_measured_without_table(kind, what, table))
     rest_table = cost_table({n: costs[n] for n in others}, {}, act_bits)
     if k.additive:
-        return cost_matrix(costs, layers, list(bits), kind, act_bits), (float(k.value(rest_table)) if others else 0.0), -math.inf, "formula"
+        offset = (float(k.value(rest_table)) if others else 0.0) + artifact_overhead(costs, kind)
+        return cost_matrix(costs, layers, list(bits), kind, act_bits), offset, -math.inf, "formula"
     matrix = np.array([[float(k.total(cost_table({layer: costs[layer]}, {layer: b}, act_bits))) for b in bits] for layer in layers])
     return matrix, 0.0, (float(k.total(rest_table)) if others else -math.inf), "formula"
 
@@ -200,7 +220,10 @@ def build_problem(sens: pd.DataFrame, costs: dict[str, LayerCost], bits: list[in
     ``budgets`` (cost kind -> value, checked by :func:`resolve_budgets`) are hard constraints
     read from ``cost_table`` where it has the kind, else from the formula: additive kinds as sum
     constraints, others as forbidden (layer, bits). With ``cost_table`` holding ``budget_kind``,
-    the budget is in the target's units (its overhead in ``Problem.offset``)."""
+    the budget is in the target's units (its overhead in ``Problem.offset``). A realised
+    ``budget_kind`` (``onnx_kib``, ``tflite_kib``) takes its artifact's measured overhead from
+    ``costs`` (:func:`workbench.search.realised.realised_costs`) as the offset, and forbids every
+    (layer, bits) a wider allowed width of that layer costs no more than (:func:`dominated`)."""
     if objective not in OBJECTIVES:
         raise SpecError(f"objective {objective!r}; expected one of {', '.join(OBJECTIVES)}")
     bk = get_cost_kind(budget_kind)
@@ -228,12 +251,12 @@ def build_problem(sens: pd.DataFrame, costs: dict[str, LayerCost], bits: list[in
             delta[i, j], mse[i, j] = min(0.0, d), r["output_mse"]
     if cost_table is not None and budget_kind in cost_table.kinds:
         cost, offset, _, _ = kind_values(budget_kind, costs, layers, list(bits), act_bits, cost_table)
-    else:
-        cost, offset = cost_matrix(costs, layers, list(bits), budget_kind, act_bits), 0.0
+    else:  # a realised kind's offset: its artifact's measured overhead
+        cost, offset = cost_matrix(costs, layers, list(bits), budget_kind, act_bits), artifact_overhead(costs, budget_kind)
     others = {name: c for name, c in costs.items() if name not in layers}  # not searched: at 8 bits, as the measured model
     rest = cost_table_of(others, {}, act_bits)
     lims = [Limit(kind, float(value), cost_matrix(costs, layers, list(bits), kind, act_bits),
-                  float(get_cost_kind(kind).value(rest)) if others else 0.0, (sources or {}).get(kind, ""))
+                  (float(get_cost_kind(kind).value(rest)) if others else 0.0) + artifact_overhead(costs, kind), (sources or {}).get(kind, ""))
             for kind, value in (limits or {}).items()]
     caps = []
     for kind, value in (budgets or {}).items():
@@ -252,8 +275,14 @@ def build_problem(sens: pd.DataFrame, costs: dict[str, LayerCost], bits: list[in
         if not runs.any(axis=1).all():
             bad = [layer for layer, ok in zip(layers, runs.any(axis=1)) if not ok]
             raise SpecError(f"the {cost_table.target} cost table has no runnable width for {', '.join(bad)} among bits {', '.join(map(str, bits))}")
-    return Problem(layers, list(bits), delta, mse, cost, float(sens.attrs.get("fp_metric", 0.0)), objective, tuple(lims), tuple(caps), offset,
-                   runs)
+    p = Problem(layers, list(bits), delta, mse, cost, float(sens.attrs.get("fp_metric", 0.0)), objective, tuple(lims), tuple(caps), offset,
+                runs)
+    if bk.artifact and not bk.measured:  # realised bytes: a width the artifact stores no smaller than a wider one is never offered
+        from dataclasses import replace
+
+        allowed = p.allowed
+        p = replace(p, runs=(np.ones(cost.shape, bool) if runs is None else runs) & ~dominated(cost, list(bits), allowed))
+    return p
 
 
 
