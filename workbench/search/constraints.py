@@ -21,7 +21,6 @@ from ..core.cost import COST_KINDS, LayerCost, cost_table, get_cost_kind, layer_
 from ..core.spec import short_repr
 from ..infra.errors import SpecError
 from .config import SearchConfig
-from .realised import check_toolchain, realised_costs
 from .problem import Cap, Problem, _measured_without_table, _tol, build_problem, smallest_budget
 from .solvers import _milp
 
@@ -220,6 +219,8 @@ class _Setup:
 
 
 def _setup(task, model, sens, config, budgets, limits, cost_table, measure_costs) -> _Setup:
+    from .realised import check_toolchain, realised_costs
+
     target = load_target(config.target)
     if config.act_bits not in target.act_bits:
         raise SpecError(f"act_bits {config.act_bits} is not allowed by target {target.name}; it allows {target.act_bits}")
