@@ -20,7 +20,7 @@ from workbench.search.precision import search
 from workbench.analysis.sensitivity import SensitivityConfig, sensitivity
 
 WORKBENCH = str(Path(sys.executable).parent / "workbench")
-FAST = dict(n_budgets=3, n_random=1, latency_runs=0)
+FAST = dict(n_budgets=3, n_random=1, latency_runs=0, budget_kind="weight_kib")  # these tests are about limits: the theoretical kind
 
 
 def one_line(exc) -> str:
@@ -77,10 +77,10 @@ def test_unknown_kinds_are_one_line_spec_errors(digits, sens48, tmp_path):
     with pytest.raises(wb.infra.SpecError, match=r"^unknown cost kind 'flash_kb' \(did you mean 'flash_kib'\?\); expected one of weight_kib, flash_kib"):
         wb.core.get_cost_kind("flash_kb")
     with pytest.raises(wb.infra.SpecError, match=r"^budget_kind: unknown cost kind 'kib'") as info:  # the config refuses it, before any search
-        SearchConfig(target="mcu", budget_kind="kib", **FAST)
+        SearchConfig(target="mcu", **{**FAST, "budget_kind": "kib"})
     one_line(info.value)
     with pytest.raises(wb.infra.SpecError, match=r"^budget_kind: budget kind 'ram_kib' is not additive over layers; a search budgets one of weight_kib, flash_kib, bops, macs"):
-        SearchConfig(target="mcu", budget_kind="ram_kib", **FAST)
+        SearchConfig(target="mcu", **{**FAST, "budget_kind": "ram_kib"})
     with pytest.raises(wb.infra.SpecError, match=r"^unknown cost kind 'rom_kib'"):
         search(task, model, sens48, SearchConfig(target="mcu", **FAST), limits={"rom_kib": 3}, progress=False)
     with pytest.raises(wb.infra.SpecError, match=r"^limit latency_ms: latency_ms is measured, not computed, so it cannot be a limit"):
@@ -151,7 +151,7 @@ def traffic_kind():
 def test_a_registered_cost_kind_is_a_budget_a_limit_a_column_and_an_axis(digits, sens48, traffic_kind):
     task, model = digits
     assert "traffic_kib" in set(wb.core.list_cost_kinds()["name"]) and AXES["traffic_kib"] == "memory traffic KiB"
-    df = search(task, model, sens48, SearchConfig(target="mcu", budget_kind="traffic_kib", **FAST), progress=False)
+    df = search(task, model, sens48, SearchConfig(target="mcu", **{**FAST, "budget_kind": "traffic_kib"}), progress=False)
     solved = df[df["kind"].isin(["ilp", "greedy"])]
     assert len(solved) and (solved["traffic_kib"] <= solved["budget"] * (1 + 1e-9)).all()
     low, high = df["traffic_kib"].min(), df["traffic_kib"].max()

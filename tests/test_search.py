@@ -59,7 +59,7 @@ def test_ilp_respects_budget_and_beats_greedy(digits, digits_sens, kind, objecti
 def test_unreachable_budget_names_the_smallest(digits, digits_sens):
     task, model = digits
     with pytest.raises(wb.infra.SpecError, match=r"no assignment meets a budget of 1 KiB; the smallest reachable is 3\.8\d+ KiB"):
-        search(task, model, digits_sens, budgets=[1.0], progress=False)
+        search(task, model, digits_sens, SearchConfig(budget_kind="weight_kib"), budgets=[1.0], progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +71,7 @@ def resnet_full():
 
 def test_measured_front_beats_uniform_precision(resnet_full):
     task, model, sens = resnet_full
-    df = search(task, model, sens, SearchConfig(n_budgets=2), progress=False)
+    df = search(task, model, sens, SearchConfig(n_budgets=2, budget_kind="weight_kib"), progress=False)  # every width offered
     assert {"ilp", "greedy", "uniform-8", "uniform-6", "uniform-4", "uniform-3", "random"} <= set(df["kind"])
     assert df["on_front"].any() and not df.loc[df["kind"] == "random", "on_front"].any()
     front = df[df["on_front"]]

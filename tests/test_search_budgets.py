@@ -21,7 +21,7 @@ from workbench.search.precision import search
 from workbench.analysis.sensitivity import SensitivityConfig, sensitivity
 
 BITS = (2, 4, 8)
-FAST = dict(n_budgets=2, n_random=1, latency_runs=0, uniform_bits=(8, 4, 2))
+FAST = dict(n_budgets=2, n_random=1, latency_runs=0, uniform_bits=(8, 4, 2), budget_kind="weight_kib")  # every width offered
 
 
 def one_line(exc) -> str:
@@ -107,7 +107,7 @@ def test_a_measured_kind_is_a_budget_kind_with_a_table_and_best_within_skips_fla
     costs = layer_costs(model, task.example_input())
     lat8 = table.estimate({n: 8 for n in costs}, "latency_ms")
     measured = Target(table)
-    df = search(task, model, sens, SearchConfig(budget_kind="latency_ms", **FAST), cost_table=table, measure_costs=measured,
+    df = search(task, model, sens, SearchConfig(**{**FAST, "budget_kind": "latency_ms"}), cost_table=table, measure_costs=measured,
                 extra_budgets=(lat8,), progress=False)
     solved = df[df["kind"].isin(["ilp", "greedy"])]
     assert (solved["latency_ms_estimate"] <= solved["budget"] * (1 + 1e-9)).all()
@@ -217,7 +217,7 @@ def test_accuracy_target_in_the_target_units_under_budgets(digits, sens):
     measured = Target(table)
     costs = layer_costs(model, task.example_input())
     budget = {"ram_kib": ram_of(table, {n: 4 for n in costs}) + 1e-6}
-    df = search(task, model, sens, SearchConfig(budget_kind="latency_ms", **FAST), budgets=budget, cost_table=table,
+    df = search(task, model, sens, SearchConfig(**{**FAST, "budget_kind": "latency_ms"}), budgets=budget, cost_table=table,
                 measure_costs=measured, max_drop=0.05, progress=False)
     assert df.attrs["reached"], df.attrs["message"]
     chosen = df.loc[df.attrs["chosen"]]
@@ -260,7 +260,7 @@ def test_bad_budgets_and_max_drop_are_one_line_errors_before_any_work(digits, se
     with pytest.raises(wb.infra.SpecError, match=r"^budget latency_ms: latency_ms is measured, not computed, so only a per-target cost table prices it \(no cost table was given\)"):
         search(task, model, sens, cfg, budgets={"latency_ms": 5}, progress=False)
     with pytest.raises(wb.infra.SpecError, match=r"^budget kind latency_ms: latency_ms is measured"):
-        search(task, model, sens, SearchConfig(budget_kind="latency_ms", **FAST), progress=False)
+        search(task, model, sens, SearchConfig(**{**FAST, "budget_kind": "latency_ms"}), progress=False)
     with pytest.raises(wb.infra.SpecError, match=r"^budget weight_kib=-1; expected a positive number in KiB"):
         search(task, model, sens, cfg, budgets={"weight_kib": -1}, progress=False)
     costs = layer_costs(model, task.example_input())
@@ -303,7 +303,7 @@ def test_cli_max_drop_on_a_profile_and_bad_budgets(digits, tmp_path, monkeypatch
     points = pd.read_csv(tmp_path / "found" / "pareto.csv")
     assert points["kind"].str.startswith("target-").all() and points["chosen"].sum() == 1
     chosen = points[points["chosen"]].iloc[0]
-    assert chosen["drop"] <= 0.05 and chosen["flash_kib"] <= 256 and "cost minimised: weight_kib" in res.stdout
+    assert chosen["drop"] <= 0.05 and chosen["flash_kib"] <= 256 and "cost minimised: tflite_kib" in res.stdout  # mcu budgets its realised TFLite file
     assert (tmp_path / "found" / "recipe.yaml").exists()
     for args, message in [
         (["--budget", "latency_ms=5"], "error: --budget 'latency_ms=5': latency_ms is measured, not computed, so only a target's cost table "

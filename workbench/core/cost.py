@@ -201,8 +201,11 @@ def list_cost_kinds() -> pd.DataFrame:
 
 
 def cost_values(table: pd.DataFrame) -> dict[str, float]:
-    """Every computed cost kind of the assignment ``table`` (a :func:`cost_table`) describes."""
-    return {name: kind.value(table) for name, kind in COST_KINDS.items() if not kind.measured}
+    """Every computed cost kind of the assignment ``table`` (a :func:`cost_table`) describes; a
+    realised kind only where the table carries its artifact's measured overhead (a search that
+    budgets or limits it), so a realised column is always a whole file's bytes."""
+    known = table.attrs.get("overhead", {})
+    return {name: kind.value(table) for name, kind in COST_KINDS.items() if not kind.measured and (not kind.artifact or name in known)}
 
 
 def _builtin(kind: CostKind) -> None:
@@ -214,6 +217,12 @@ _builtin(CostKind("weight_kib", "KiB", "theoretical weight KiB (packed at their 
                   "theoretical: weights packed at exactly their bits plus 32-bit biases, in KiB; no artifact stores 2-, 3-, 5-, 6- "
                   "or 7-bit weights so (they sit in 4- or 8-bit containers): the realised kinds onnx_kib and tflite_kib count "
                   "what a file holds", per_layer=lambda t: t["weight_bytes"] / 1024))
+_builtin(CostKind("flash_kib", "KiB", "flash KiB",
+                  "what a microcontroller keeps in flash: the packed weights and 32-bit biases, in KiB; the same figure as "
+                  "weight_kib (code, scales and zero-points are not counted)", per_layer=lambda t: t["weight_bytes"] / 1024, same_as="weight_kib"))
+_builtin(CostKind("flash_kib", "KiB", "flash KiB",
+                  "what a microcontroller keeps in flash: the packed weights and 32-bit biases, in KiB; the same figure as "
+                  "weight_kib (code, scales and zero-points are not counted)", per_layer=lambda t: t["weight_bytes"] / 1024, same_as="weight_kib"))
 _builtin(CostKind("onnx_kib", "KiB", "realised ONNX file KiB",
                   "realised: bytes of the QCDQ ONNX file onnxruntime runs, in KiB: per layer its weights in their containers (at "
                   "most 4 bits: INT4, two a byte; 5-8 bits: a byte each), 32-bit biases, a scale and zero point per channel; the "
@@ -224,9 +233,6 @@ _builtin(CostKind("tflite_kib", "KiB", "realised TFLite file KiB",
                   "containers (4 bits: INT4, two a byte; 2, 3, 5-8 bits: int8, a byte each), 32-bit biases, a scale and zero point "
                   "per channel; the file's overhead measured once from a written file (needs the [targets] extra)",
                   per_layer=lambda t: t["tflite_bytes"] / 1024, artifact="tflite"))
-_builtin(CostKind("flash_kib", "KiB", "flash KiB",
-                  "what a microcontroller keeps in flash: the packed weights and 32-bit biases, in KiB; the same figure as "
-                  "weight_kib (code, scales and zero-points are not counted)", per_layer=lambda t: t["weight_bytes"] / 1024, same_as="weight_kib"))
 _builtin(CostKind("bops", "BOPs", "BOPs", "bit operations: MACs x weight bits x activation bits (float counts as 32 bits)",
                   per_layer=lambda t: t["bops"]))
 _builtin(CostKind("macs", "MACs", "MACs", "multiply-accumulates per sample (the same at any bits)", per_layer=lambda t: t["macs"]))
