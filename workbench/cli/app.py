@@ -152,7 +152,8 @@ def _print_summary(summary: dict, out: Path) -> None:
                    f"{v['weight_bytes_quant']} weight bytes, integer kernels {v['int_kernels']}")
     if "search" in summary:
         sr = summary["search"]
-        typer.echo(f"  search under {sr['budget_kib']:g} KiB: {sr['chosen_weight_kib']:.2f} KiB, measured {sr['chosen_measured_metric']:.4f} "
+        kind = sr.get("budget_kind", "weight_kib")
+        typer.echo(f"  search under {sr['budget_kib']:g} KiB ({kind}): {sr.get(f'chosen_{kind}', sr['chosen_weight_kib']):.2f} KiB, measured {sr['chosen_measured_metric']:.4f} "
                    f"({sr['front_points']} points on the front); promoted to {out / sr['recipe']}")
     for row in summary.get("deployment", []):
         if row["target"] != "qcdq":
