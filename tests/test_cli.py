@@ -53,10 +53,15 @@ def test_demo_writes_report_summary_and_model(tmp_path):
     recipe, _ = load_recipe(out / "recipe.yaml")
     assert recipe.task.name == "digits-cnn" and recipe.quantization.layers
     assert summary["search"]["chosen_weight_kib"] <= summary["search"]["budget_kib"]
+    # the budget is the realised ONNX file's KiB: the chosen point's written file is within it, as estimated
+    assert search["budget_kind"] == "onnx_kib" and search["chosen_onnx_kib"] <= search["budget_kib"]
+    written = (out / "model_chosen.onnx").stat().st_size
+    assert written <= search["budget_kib"] * 1024 and abs(search["chosen_onnx_kib"] * 1024 - written) <= 0.02 * written
+    assert "(onnx_kib)" in res.stdout
     assert (out / "pareto.csv").exists() and (out / "sensitivity.csv").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".demo")]  # no temporary folder left
     for text in ("Chosen recipe: rebuilt, exported and verified", "<th>MACs</th>", "<th>BOPs</th>", "<th>peak activation bytes</th>",
-                 "percentage points", f"Latency (ms), measured on {summary['latency_where']}", "budget 6 KiB", '"name":"chosen"'):
+                 "percentage points", f"Latency (ms), measured on {summary['latency_where']}", "budget 15 KiB, realised ONNX file KiB", "theoretical weight KiB", '"name":"chosen"'):
         assert text in report, text
     # under umask 022 every file the demo writes is 0644 and the folder 0755
     assert {oct(p.stat().st_mode & 0o777) for p in out.iterdir()} == {"0o644"} and oct(out.stat().st_mode & 0o777) == "0o755"
