@@ -220,9 +220,9 @@ _builtin(CostKind("weight_kib", "KiB", "theoretical weight KiB (packed at their 
 _builtin(CostKind("flash_kib", "KiB", "flash KiB",
                   "what a microcontroller keeps in flash: the packed weights and 32-bit biases, in KiB; the same figure as "
                   "weight_kib (code, scales and zero-points are not counted)", per_layer=lambda t: t["weight_bytes"] / 1024, same_as="weight_kib"))
-_builtin(CostKind("flash_kib", "KiB", "flash KiB",
-                  "what a microcontroller keeps in flash: the packed weights and 32-bit biases, in KiB; the same figure as "
-                  "weight_kib (code, scales and zero-points are not counted)", per_layer=lambda t: t["weight_bytes"] / 1024, same_as="weight_kib"))
+_builtin(CostKind("bops", "BOPs", "BOPs", "bit operations: MACs x weight bits x activation bits (float counts as 32 bits)",
+                  per_layer=lambda t: t["bops"]))
+_builtin(CostKind("macs", "MACs", "MACs", "multiply-accumulates per sample (the same at any bits)", per_layer=lambda t: t["macs"]))
 _builtin(CostKind("onnx_kib", "KiB", "realised ONNX file KiB",
                   "realised: bytes of the QCDQ ONNX file onnxruntime runs, in KiB: per layer its weights in their containers (at "
                   "most 4 bits: INT4, two a byte; 5-8 bits: a byte each), 32-bit biases, a scale and zero point per channel; the "
@@ -233,9 +233,6 @@ _builtin(CostKind("tflite_kib", "KiB", "realised TFLite file KiB",
                   "containers (4 bits: INT4, two a byte; 2, 3, 5-8 bits: int8, a byte each), 32-bit biases, a scale and zero point "
                   "per channel; the file's overhead measured once from a written file (needs the [targets] extra)",
                   per_layer=lambda t: t["tflite_bytes"] / 1024, artifact="tflite"))
-_builtin(CostKind("bops", "BOPs", "BOPs", "bit operations: MACs x weight bits x activation bits (float counts as 32 bits)",
-                  per_layer=lambda t: t["bops"]))
-_builtin(CostKind("macs", "MACs", "MACs", "multiply-accumulates per sample (the same at any bits)", per_layer=lambda t: t["macs"]))
 _builtin(CostKind("peak_act_kib", "KiB", "peak activation KiB",
                   "activation RAM when layers run one at a time: the largest layer input + output at the activation bits, in KiB",
                   additive=False, total=lambda t: float(t["act_bytes"].max() / 1024) if len(t) else 0.0, weight_dependent=False))
