@@ -37,7 +37,7 @@ BEFORE = {
                         "layers": None, "ptq": PTQ_DEFAULT, "hessian": False, "max_cache_mb": 512.0},  # max_cache_mb: not in fingerprints
     PruningSweepConfig: {"method": "structured", "sparsities": (0.25, 0.5, 0.75), "per_layer": True, "global_sweep": True, "criterion": "l1",
                          "scope": None, "m": 4, "layers": None, "finetune_epochs": 0, "finetune_lr": None, "seed": 0, "latency_runs": 50},
-    SearchConfig: {"target": "cpu-int8-ort", "budget_kind": "weight_kib", "act_bits": 8, "n_budgets": 6, "uniform_bits": (8, 6, 4, 3), "n_random": 3,
+    SearchConfig: {"target": "cpu-int8-ort", "budget_kind": "onnx_kib", "act_bits": 8, "n_budgets": 6, "uniform_bits": (8, 6, 4, 3), "n_random": 3,
                    "seed": 0, "objective": "output_mse", "latency_runs": 50, "ptq": PTQ_DEFAULT},  # dataclasses.asdict before
 }
 
