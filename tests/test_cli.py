@@ -61,7 +61,7 @@ def test_demo_writes_report_summary_and_model(tmp_path):
     assert (out / "pareto.csv").exists() and (out / "sensitivity.csv").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".demo")]  # no temporary folder left
     for text in ("Chosen recipe: rebuilt, exported and verified", "<th>MACs</th>", "<th>BOPs</th>", "<th>peak activation bytes</th>",
-                 "percentage points", f"Latency (ms), measured on {summary['latency_where']}", "budget 15 KiB, realised ONNX file KiB", "theoretical weight KiB", '"name":"chosen"'):
+                 "percentage points", f"Latency (ms), measured on {summary['latency_where']}", "budget 15 KiB, realised ONNX file KiB", "theoretical packed weight KiB", '"name":"chosen"'):
         assert text in report, text
     # under umask 022 every file the demo writes is 0644 and the folder 0755
     assert {oct(p.stat().st_mode & 0o777) for p in out.iterdir()} == {"0o644"} and oct(out.stat().st_mode & 0o777) == "0o755"

@@ -15,7 +15,7 @@ from workbench.analysis.sensitivity import SensitivityConfig, sensitivity
 def searched(digits):
     task, model = digits
     sens = sensitivity(task, model, SensitivityConfig(weight_bits=(2, 3, 4, 5, 6, 7, 8)), store=False, progress=False)
-    return sens, search(task, model, sens, SearchConfig(n_budgets=3, n_random=1), progress=False)
+    return sens, search(task, model, sens, SearchConfig(n_budgets=3, n_random=1, budget_kind="weight_kib"), progress=False)  # every width offered
 
 
 @pytest.fixture()
@@ -65,7 +65,7 @@ def test_chart_shows_every_point_and_the_front(explorer, searched):
             assert all(len(line.replace("<b>", "").replace("</b>", "")) <= 60 for line in lines), text
             assert "{" not in text and "measured top1_accuracy: " in text and "weight bits per layer:" in text
     assert any("latency p50: " in line and line.endswith(" ms") for t in explorer.figure.data for x in (t.text or ()) for line in x.split("<br>"))
-    assert any(line.startswith("packed weight: ") and line.endswith(" KiB") for x in markers[0].text for line in x.split("<br>"))
+    assert any(line.startswith("theoretical packed weight: ") and line.endswith(" KiB") for x in markers[0].text for line in x.split("<br>"))
 
 
 def test_select_by_click_fills_the_table(explorer, searched):

@@ -213,7 +213,7 @@ def _builtin(kind: CostKind) -> None:
     _BUILTIN.add(kind.name)
 
 
-_builtin(CostKind("weight_kib", "KiB", "theoretical weight KiB (packed at their bits)",
+_builtin(CostKind("weight_kib", "KiB", "theoretical packed weight KiB",
                   "theoretical: weights packed at exactly their bits plus 32-bit biases, in KiB; no artifact stores 2-, 3-, 5-, 6- "
                   "or 7-bit weights so (they sit in 4- or 8-bit containers): the realised kinds onnx_kib and tflite_kib count "
                   "what a file holds", per_layer=lambda t: t["weight_bytes"] / 1024))
