@@ -22,6 +22,18 @@ layers, RAM) forbids every (layer, bits) whose value plus overhead passes it. Ev
 then also measured on the target; a candidate whose measured number breaks a budget is kept,
 flagged (``within_budgets`` False), and never on the front nor chosen.
 
+Selection is monotone and honest: the frame also holds, as rows of kind "stored", the
+configurations the store already holds under the same measurement key (model weights, data,
+activation bits, PTQ configuration; the target and toolchain for its numbers on a target) that
+this search did not propose, over its layers, at its allowed widths, within its limits, read
+and never measured again. :func:`~workbench.search.front.best_within` over the frame is then
+the best measured point within a budget among everything measured for this task, spec space and
+target: raising the budget never lowers the chosen point's measured metric. A solver's point
+whose measured metric falls more than ``config.refine_tolerance`` below its estimate corrects
+the estimate (the miss attributed to the layers it put below their widest bits, at those bits
+and narrower) and the ILP is solved again at its budget; the next point is measured, at most
+``config.refine_rounds`` times (rows of kind "refined", ``attrs["refinements"]`` the log).
+
 ``max_drop`` turns the search into an accuracy target (:func:`search_accuracy_target`): the
 cheapest configuration whose measured metric is within ``max_drop`` of the float metric.
 
@@ -277,7 +289,9 @@ def search(task, model, sens: pd.DataFrame, config: SearchConfig = SearchConfig(
     budget, or the target gave no number for a capped kind (NaN: it could not run the
     configuration); kept, never on the front; ``over_budgets`` names which), on_front (Pareto front of
     the measured points of the solvers and the uniform assignments within the budgets; random
-    baselines are shown, never on the front) and latency_ms. ``df.attrs["limits"]`` holds the
+    baselines are shown, never on the front) and latency_ms. Kinds: "ilp", "greedy", "uniform-<bits>",
+    "random", "refined" (the ILP re-solved after a missed prediction) and "stored" (measured
+    before, see below). ``df.attrs["limits"]`` holds the
     limits applied, ``attrs["budgets"]`` the budgets. The search chooses bits for Conv/Linear
     layers only: embedding tables are not varied (every point leaves them float) nor counted in
     its costs (:func:`workbench.core.cost.embedding_costs` prices them).
@@ -289,6 +303,26 @@ def search(task, model, sens: pd.DataFrame, config: SearchConfig = SearchConfig(
     built again; ``attrs["computed"]`` and ``attrs["from_store"]`` say how many distinct
     configurations were measured now and how many came from the store. A caller's
     ``measure_costs`` is not stored: every search asks it again.
+
+    Stored configurations: every configuration the store holds under this search's key (the
+    metric's; with a cost table, its numbers on the target must be stored too, which only the
+    default ``measure_point`` does) that no candidate proposed, over exactly this search's layers
+    and allowed widths, within its limits and budgets, is a row of kind "stored" (its budget: its
+    own cost; estimated_metric: this search's estimate; the metric read from the store, never
+    measured; its latency read from the store only, NaN where none is), ordered by cost then
+    bits. It is on the front where it belongs there and never a random baseline; ``best_within``
+    may choose it. ``attrs["stored"]`` counts them; they count in neither ``computed`` nor
+    ``from_store``.
+
+    Refinement: when an ILP point's measured metric falls more than ``config.refine_tolerance``
+    below its estimate, the miss is attributed to the layers it put below their widest bits (in
+    proportion to their estimated loss there) and subtracted from the estimate at those bits and
+    narrower; the ILP is solved again at that budget on the corrected estimate, unlike every
+    configuration this search measured, and the new point is measured (a row of kind "refined",
+    its estimated_metric the corrected estimate), and checked in turn: at most
+    ``config.refine_rounds`` rounds. ``attrs["refinements"]`` lists each missed point (round,
+    budget, bits, predicted, measured, correction per layer, next bits and next_predicted); the
+    progress output and the ``workbench.search`` logger say so.
 
     ``executor``: where the candidates are measured (see :mod:`workbench.infra.executors`: ``"local"``
     by default, ``"process:N"``, ``"ray"``, or an Executor). Each distinct configuration (its bits)
