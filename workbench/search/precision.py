@@ -258,6 +258,29 @@ def _refine(s, task, model, config: SearchConfig, solved: list[tuple[dict, list[
 
 
 
+def _all_rows(s, task, model, config: SearchConfig, candidates: list, measured: _Measured, executor, progress: bool) -> tuple[list[dict], list[dict]]:
+    """The rows of a search and its refinement log: every distinct configuration of
+    ``candidates`` the store lacks is measured first (on ``executor``), the rows assembled in the
+    candidates' order from what was measured or stored; then the refined points
+    (:func:`_refine`), then the stored ones no candidate proposed (:func:`_stored_rows`)."""
+    p = s.p
+    assignments = [p.assignment(choice) for _, _, choice in candidates]
+    measured.measure_all([a for a in assignments if not _over_computed(s, config, a)], executor, progress)
+    rows, solved = [], []
+    for kind, budget, choice in candidates:
+        row = _row(s, task, model, config, kind, budget, choice, measured)
+        if row is not None:
+            rows.append(row)
+            if kind == "ilp":
+                solved.append((row, choice))
+    cuts = [list(c) for c in dict.fromkeys(tuple(c) for _, _, c in candidates)]
+    refined, refinements = _refine(s, task, model, config, solved, cuts, measured, executor, progress)
+    rows += refined
+    rows += _stored_rows(s, task, model, config, measured, {r["bits"] for r in rows})
+    return rows, refinements
+
+
+
 @fixed_threads()
 def search(task, model, sens: pd.DataFrame, config: SearchConfig = SearchConfig(), budgets: dict[str, float] | list[float] | None = None,
            progress: bool = True, extra_budgets: tuple = (), limits: dict[str, float] | None = None, cost_table=None,
@@ -366,21 +389,7 @@ def search(task, model, sens: pd.DataFrame, config: SearchConfig = SearchConfig(
     sweep = _budget_sweep(s, config, sweep, extra_budgets, uniform)
     candidates = _candidates(p, config, sweep, uniform)
 
-    # Every distinct configuration the store lacks is measured first (on the executor), then the
-    # rows are assembled in the candidates' order from what was measured or stored.
-    assignments = [p.assignment(choice) for _, _, choice in candidates]
-    measured.measure_all([a for a in assignments if not _over_computed(s, config, a)], executor, progress)
-    rows, solved = [], []
-    for kind, budget, choice in candidates:
-        row = _row(s, task, model, config, kind, budget, choice, measured)
-        if row is not None:
-            rows.append(row)
-            if kind == "ilp":
-                solved.append((row, choice))
-    cuts = [list(c) for c in dict.fromkeys(tuple(c) for _, _, c in candidates)]
-    refined, refinements = _refine(s, task, model, config, solved, cuts, measured, executor, progress)
-    rows += refined
-    rows += _stored_rows(s, task, model, config, measured, {r["bits"] for r in rows})
+    rows, refinements = _all_rows(s, task, model, config, candidates, measured, executor, progress)
     df = pd.DataFrame(rows)
     # The front is drawn over every measured candidate of the search space: the solvers' points
     # and the uniform assignments (feasible points too), not the random baselines nor a point a
