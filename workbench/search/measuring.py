@@ -3,7 +3,9 @@
 :class:`_Measured` reads what a :class:`~workbench.infra.store.ResultStore` holds of a
 configuration and measures the rest (on an executor: one unit per configuration, stored by the
 calling process as each finishes); :func:`_row` turns a candidate into its row and
-:func:`_finish` adds the front's latency and the frame's attrs. :func:`pruned_candidates`
+:func:`_finish` adds the front's latency and the frame's attrs;
+:meth:`_Measured.stored_configurations` lists what the store already holds under the search's key
+(the search's rows of kind "stored", read, never measured again). :func:`pruned_candidates`
 measures pruned-and-quantised points on the search's axes.
 """
 

@@ -156,7 +156,7 @@ def _correction(p: Problem, delta: np.ndarray, choice: list[int], miss: float) -
     (equally where none is estimated), and subtract each layer's share from ``delta`` (in place)
     at the chosen bits and every narrower width of that layer. Returns layer -> share (empty:
     every layer is at its widest, nothing to correct)."""
-    widest = [max(b for b, ok in zip(p.bits, p.allowed[i]) if ok) for i in range(len(p.layers))]
+    widest = [max((b for b, ok in zip(p.bits, p.allowed[i]) if ok), default=p.bits[c]) for i, c in enumerate(choice)]
     low = [i for i, c in enumerate(choice) if p.bits[c] < widest[i]]
     if not low:
         return {}
