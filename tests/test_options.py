@@ -40,6 +40,7 @@ BEFORE = {
     SearchConfig: {"target": "cpu-int8-ort", "budget_kind": "onnx_kib", "act_bits": 8, "n_budgets": 6, "uniform_bits": (8, 6, 4, 3), "n_random": 3,
                    "seed": 0, "objective": "output_mse", "latency_runs": 50, "ptq": PTQ_DEFAULT},  # dataclasses.asdict before
 }
+BEFORE[SearchConfig] = {**BEFORE[SearchConfig], "refine_tolerance": 0.02, "refine_rounds": 2}  # added since, at the end
 
 
 def _fingerprint_part(config) -> str:

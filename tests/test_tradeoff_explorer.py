@@ -15,7 +15,8 @@ from workbench.analysis.sensitivity import SensitivityConfig, sensitivity
 def searched(digits):
     task, model = digits
     sens = sensitivity(task, model, SensitivityConfig(weight_bits=(2, 3, 4, 5, 6, 7, 8)), store=False, progress=False)
-    return sens, search(task, model, sens, SearchConfig(n_budgets=3, n_random=1, budget_kind="weight_kib"), progress=False)  # every width offered
+    # every width offered; no store: the frame holds this search's points only, not those other tests stored (rows of kind "stored")
+    return sens, search(task, model, sens, SearchConfig(n_budgets=3, n_random=1, budget_kind="weight_kib"), progress=False, store=False)
 
 
 @pytest.fixture()

@@ -331,7 +331,7 @@ def _check_axis(df: pd.DataFrame, axis: str) -> None:
         raise SpecError(f"axis {axis!r}: the points have no {axis} column; they have {', '.join(k for k in COST_KINDS if k in df)}")
 KIND_STYLE = {"ilp": ("#4C78A8", "circle"), "greedy": ("#72B7B2", "diamond"), "uniform": ("#F58518", "square"),
               "random": ("#BBBBBB", "x"), "edited": ("#E45756", "star"), "pruned": ("#54A24B", "triangle-up"),
-              "target": ("#B279A2", "hexagon")}
+              "target": ("#B279A2", "hexagon"), "refined": ("#1F3B73", "circle-open"), "stored": ("#9D755D", "circle-dot")}
 
 
 def kind_family(kind: str) -> str:
@@ -419,7 +419,7 @@ def pareto_traces(df: pd.DataFrame, axis: str = "weight_kib", metric_name: str =
     x = pd.to_numeric(df[axis], errors="coerce")
     has = x.notna()
     fam = df["kind"].map(kind_family)
-    for family in ("ilp", "greedy", "uniform", "target", "random", "pruned", "edited"):
+    for family in ("ilp", "greedy", "refined", "uniform", "target", "stored", "random", "pruned", "edited"):
         sub = df[(fam == family) & has]
         if sub.empty:
             continue

@@ -27,6 +27,11 @@ class SearchConfig(OptionModel):
     objective: choice(OBJECTIVES) = "output_mse"
     latency_runs: integer(0) = 50  # onnxruntime latency of each front point's export (0 = skip)
     ptq: PTQConfig = Field(default_factory=PTQConfig)
+    # Refinement (see workbench.search.precision): a solver's point whose measured metric falls
+    # more than refine_tolerance (metric units, absolute) below its estimate corrects the
+    # estimate and is re-solved at its budget, at most refine_rounds times (0 = never).
+    refine_tolerance: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.02
+    refine_rounds: integer(0) = 2
 
     @model_validator(mode="before")
     @classmethod

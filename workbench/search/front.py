@@ -58,9 +58,14 @@ def front_on(points: pd.DataFrame, axis: str, metric: str = "measured_metric") -
 
 
 def best_within(points: pd.DataFrame, budget: float, budget_kind: str = "weight_kib", limits: dict[str, float] | None = None) -> pd.Series:
-    """The best measured candidate (solver or uniform, not random) whose cost fits ``budget`` and
-    every limit (the search's ``attrs["limits"]`` and ``limits``) and budget (``within_budgets``); ties go to the cheaper one, then
-    to one solved at ``budget``."""
+    """The best measured candidate (any kind but the random baselines: solver, uniform, refined,
+    stored) whose cost fits ``budget`` and every limit (the search's ``attrs["limits"]`` and
+    ``limits``) and budget (``within_budgets``).
+
+    Ties are broken the same way whatever the rows' order: the cheaper point, then one solved
+    at ``budget``, then the lower ``bits`` JSON, then the kind's name. Over a superset of points
+    (a search's frame holds the configurations measured before as "stored" rows) a larger
+    budget never gives a lower measured metric."""
     get_cost_kind(budget_kind)
     if budget_kind not in points:
         raise SpecError(f"the points have no {budget_kind!r} column; cost columns are {', '.join(k for k in COST_KINDS if k in points)}")
@@ -80,7 +85,9 @@ def best_within(points: pd.DataFrame, budget: float, budget_kind: str = "weight_
         raise SpecError(f"no evaluated candidate fits a budget of {budget:.6g} {budget_kind}{extra}")
     # ties go to the cheaper point, then to a point solved at this very budget (its bound_by speaks of it)
     fit = fit.assign(_other_budget=(fit["budget"] - budget).abs() > _tol(budget)) if "budget" in fit else fit.assign(_other_budget=False)
-    return fit.sort_values(["measured_metric", budget_kind, "_other_budget"], ascending=[False, True, True], kind="stable").iloc[0].drop("_other_budget")
+    keys = ["measured_metric", budget_kind, "_other_budget"] + [k for k in ("bits", "kind") if k in fit]
+    order = fit.sort_values(keys, ascending=[False] + [True] * (len(keys) - 1), kind="stable")
+    return order.iloc[0].drop("_other_budget")
 
 
 

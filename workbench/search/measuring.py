@@ -3,7 +3,9 @@
 :class:`_Measured` reads what a :class:`~workbench.infra.store.ResultStore` holds of a
 configuration and measures the rest (on an executor: one unit per configuration, stored by the
 calling process as each finishes); :func:`_row` turns a candidate into its row and
-:func:`_finish` adds the front's latency and the frame's attrs. :func:`pruned_candidates`
+:func:`_finish` adds the front's latency and the frame's attrs;
+:meth:`_Measured.stored_configurations` lists what the store already holds under the search's key
+(the search's rows of kind "stored", read, never measured again). :func:`pruned_candidates`
 measures pruned-and-quantised points on the search's axes.
 """
 
@@ -114,14 +116,37 @@ class _Measured:
             row = None
         return row
 
-    def _get(self, what: str, bits: str, fields: tuple, compute: Callable[[], dict]) -> dict:
+    def _get(self, what: str, bits: str, fields: tuple, compute: Callable[[], dict], count: bool = True) -> dict:
+        """The stored row of ``what`` for ``bits``, else ``compute()``'s, stored at once.
+        ``count``: whether reading it counts in ``from_store`` (a row of kind "stored", which
+        no candidate of this search proposed, does not)."""
         row = self._lookup(what, bits, fields)
         if row is None:
             row = self._recorder(what).put(bits, {k: float(v) for k, v in compute().items()})
             self._computed.add(bits)
-        else:
+        elif count:
             self._stored.add(bits)
         return row
+
+    def stored_configurations(self) -> list[dict[str, int]]:
+        """Every configuration (layer -> weight bits) the store holds a sound metric of under this
+        search's key (model weights, data, activation bits, PTQ configuration, code versions),
+        in the order they were stored; with a cost table, only those whose numbers on its target
+        are stored too (the default ``measure_point`` only: a caller's ``measure_costs`` stores
+        nothing, so then none). Nothing is measured; no store, no configurations."""
+        if self.store is None:
+            return []
+        out = []
+        for bits in list(self._recorder("metric").done):
+            try:
+                assignment = json.loads(bits)
+            except ValueError:
+                continue
+            if not (isinstance(assignment, dict) and all(isinstance(b, int) and not isinstance(b, bool) for b in assignment.values())):
+                continue
+            if not self.missing(assignment):
+                out.append(assignment)
+        return out
 
     def missing(self, assignment: dict[str, int]) -> tuple[str, ...]:
         """What of ``assignment`` is neither stored nor asked yet: "metric", "target" (its
@@ -159,14 +184,14 @@ class _Measured:
                 self._computed.add(bits)
                 bar.update()
 
-    def metric(self, assignment: dict[str, int]) -> float:
+    def metric(self, assignment: dict[str, int], count: bool = True) -> float:
         """The measured metric of ``assignment`` (built, calibrated, evaluated)."""
         c = self.config
         bits = json.dumps(assignment, sort_keys=True)
         return self._get("metric", bits, ("measured_metric",),
-                         lambda: {"measured_metric": measure(self.task, self.model, assignment, c.act_bits, c.ptq)})["measured_metric"]
+                         lambda: {"measured_metric": measure(self.task, self.model, assignment, c.act_bits, c.ptq)}, count)["measured_metric"]
 
-    def on_target(self, assignment: dict[str, int]) -> dict[str, float]:
+    def on_target(self, assignment: dict[str, int], count: bool = True) -> dict[str, float]:
         """The target's own numbers of ``assignment`` (``measure_costs``); stored only for the
         default ``measure_point``; a caller's callable is asked once per configuration in every search."""
         s, c = self.s, self.config
@@ -176,10 +201,14 @@ class _Measured:
                 self._asked[bits] = dict(s.measure_costs(self.task, self.model, assignment, s.table.target, c.act_bits))
                 self._computed.add(bits)
             return self._asked[bits]
-        return self._get("target", bits, (), lambda: dict(s.measure_costs(self.task, self.model, assignment, s.table.target, c.act_bits)))
+        return self._get("target", bits, (), lambda: dict(s.measure_costs(self.task, self.model, assignment, s.table.target, c.act_bits)), count)
 
-    def latency(self, bits: str) -> float:
-        """p50 onnxruntime latency of the configuration ``bits`` (JSON of an assignment)."""
+    def latency(self, bits: str, measure_it: bool = True) -> float:
+        """p50 onnxruntime latency of the configuration ``bits`` (JSON of an assignment);
+        ``measure_it`` False: the stored one only (NaN when none is stored)."""
+        if not measure_it:
+            row = self._lookup("latency", bits, ("latency_ms",))
+            return math.nan if row is None else float(row["latency_ms"])
         return self._get("latency", bits, ("latency_ms",),
                          lambda: {"latency_ms": _latency(self.task, self.model, json.loads(bits), self.config)})["latency_ms"]
 
@@ -246,14 +275,16 @@ def _sound(row, fields: tuple) -> bool:
 
 def _row(s: _Setup, task, model, config, kind: str, budget: float, choice: list[int], measured: _Measured) -> dict | None:
     """One evaluated candidate (built, calibrated, measured; on the target too with a cost table);
-    None when its computed costs break a limit or budget the program could not carry."""
+    None when its computed costs break a limit or budget the program could not carry. A row of
+    kind "stored" reads what the store holds (it must hold it) and does not count in ``from_store``."""
     assignment = s.p.assignment(choice)
     if _over_computed(s, config, assignment):  # a kind the program cannot carry (not additive, depends on the weights)
         return None
     table = point_costs(s.costs, assignment, config.act_bits)
     key = json.dumps(assignment, sort_keys=True)
-    metric = measured.metric(assignment)
-    on_target = measured.on_target(assignment) if s.table is not None else {}
+    count = kind != "stored"
+    metric = measured.metric(assignment, count)
+    on_target = measured.on_target(assignment, count) if s.table is not None else {}
     row = {"kind": kind, "budget": budget, **_cost_row(table)}
     if s.table is not None:
         for k in s.table.kinds:
@@ -267,7 +298,7 @@ def _row(s: _Setup, task, model, config, kind: str, budget: float, choice: list[
     failed = [k for k in (s.table.kinds if s.table is not None else ()) if k in caps and math.isnan(row[k])]
     over = [k for k, v in caps.items() if k in row and (k in failed or _value(row, k) > v + _tol(v))]
     row.update({"estimated_metric": s.p.estimate(choice), "estimated_error": -s.p.score(choice), "measured_metric": metric, "bits": key,
-                "bound_by": bound_by(s.p, choice, budget if kind in ("ilp", "greedy") else None), "within_budgets": not over,
+                "bound_by": bound_by(s.p, choice, budget if kind in ("ilp", "greedy", "refined") else None), "within_budgets": not over,
                 "over_budgets": ",".join(over)})
     return row
 
@@ -283,7 +314,8 @@ def _value(row: dict, kind: str) -> float:
 def _finish(df: pd.DataFrame, s: _Setup, task, model, config, measured: _Measured) -> pd.DataFrame:
     if config.latency_runs and "on_front" in df and (s.table is None or "latency_ms" not in s.table.kinds):
         df["latency_ms"] = np.nan
-        df.loc[df["on_front"], "latency_ms"] = [measured.latency(b) for b in df.loc[df["on_front"], "bits"]]
+        front = df.loc[df["on_front"]]  # a stored point's latency is read from the store only (NaN where none is)
+        df.loc[df["on_front"], "latency_ms"] = [measured.latency(b, kind != "stored") for b, kind in zip(front["bits"], front["kind"])]
     elif "latency_ms" not in df:
         df["latency_ms"] = np.nan
     df.attrs.update({"task": task.name, "target": s.target.name, "budget_kind": config.budget_kind, "fp_metric": s.p.fp_metric,

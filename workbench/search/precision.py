@@ -22,6 +22,18 @@ layers, RAM) forbids every (layer, bits) whose value plus overhead passes it. Ev
 then also measured on the target; a candidate whose measured number breaks a budget is kept,
 flagged (``within_budgets`` False), and never on the front nor chosen.
 
+Selection is monotone and honest: the frame also holds, as rows of kind "stored", the
+configurations the store already holds under the same measurement key (model weights, data,
+activation bits, PTQ configuration; the target and toolchain for its numbers on a target) that
+this search did not propose, over its layers, at its allowed widths, within its limits, read
+and never measured again. :func:`~workbench.search.front.best_within` over the frame is then
+the best measured point within a budget among everything measured for this task, spec space and
+target: raising the budget never lowers the chosen point's measured metric. A solver's point
+whose measured metric falls more than ``config.refine_tolerance`` below its estimate corrects
+the estimate (the miss attributed to the layers it put below their widest bits, at those bits
+and narrower) and the ILP is solved again at its budget; the next point is measured, at most
+``config.refine_rounds`` times (rows of kind "refined", ``attrs["refinements"]`` the log).
+
 ``max_drop`` turns the search into an accuracy target (:func:`search_accuracy_target`): the
 cheapest configuration whose measured metric is within ``max_drop`` of the float metric.
 
@@ -44,6 +56,10 @@ module holds the driver, :func:`search`.
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import logging
+import sys
 from collections.abc import Callable, Mapping
 
 import numpy as np
@@ -60,7 +76,7 @@ from .constraints import _setup, check_budget, check_budget_value, check_max_dro
 from .front import front_on
 from .measuring import _check_sendable, _finish, _Measured, _over_computed, _row
 from .problem import Problem, smallest_budget
-from .solvers import solve_greedy, solve_ilp
+from .solvers import _milp, solve_greedy, solve_ilp
 
 
 def _budget_sweep(s, config: SearchConfig, sweep: list[float] | None, extra_budgets: tuple, uniform: dict) -> list[float]:
@@ -105,6 +121,166 @@ def _candidates(p: Problem, config: SearchConfig, sweep: list[float], uniform: d
     return candidates
 
 
+def _choice_of(p: Problem, assignment: dict) -> list[int] | None:
+    """The program's choice (bit index per layer) of ``assignment``; None when it is not over
+    exactly the program's layers, or uses a width the program does not allow."""
+    if set(assignment) != set(p.layers) or any(assignment[layer] not in p.bits for layer in p.layers):
+        return None
+    return [p.bits.index(assignment[layer]) for layer in p.layers]
+
+
+
+def _stored_rows(s, task, model, config: SearchConfig, measured: _Measured, proposed: set[str]) -> list[dict]:
+    """Rows of kind "stored": the configurations the store holds under this search's key (see
+    :meth:`_Measured.stored_configurations`) that no candidate of this search proposed (bits in
+    ``proposed``), over exactly this search's layers, at widths this search allows, within its
+    limits and budgets; their costs computed like any row's, estimated_metric from this
+    search's estimate, the metric (and target numbers) read from the store, never measured.
+    Ordered by the budget kind's cost, then bits (not by the order they were stored in)."""
+    p, out = s.p, []
+    for assignment in measured.stored_configurations():
+        bits = json.dumps(assignment, sort_keys=True)
+        choice = _choice_of(p, assignment)
+        if bits in proposed or choice is None or not p.within_limits(choice) or _over_computed(s, config, assignment):
+            continue
+        row = _row(s, task, model, config, "stored", p.total_cost(choice), choice, measured)
+        if row is not None:
+            out.append(row)
+    return sorted(out, key=lambda r: (r["budget"], r["bits"]))
+
+
+
+def _correction(p: Problem, delta: np.ndarray, choice: list[int], miss: float) -> dict[str, float]:
+    """Attribute an optimistic ``miss`` (estimate minus measured, > 0) of ``choice`` to the
+    layers it put below their widest allowed bits, in proportion to their estimated loss there
+    (equally where none is estimated), and subtract each layer's share from ``delta`` (in place)
+    at the chosen bits and every narrower width of that layer. Returns layer -> share (empty:
+    every layer is at its widest, nothing to correct)."""
+    widest = [max((b for b, ok in zip(p.bits, p.allowed[i]) if ok), default=p.bits[c]) for i, c in enumerate(choice)]
+    low = [i for i, c in enumerate(choice) if p.bits[c] < widest[i]]
+    if not low:
+        return {}
+    loss = np.array([max(0.0, -float(delta[i, choice[i]])) for i in low])
+    weights = loss / loss.sum() if loss.sum() > 0 else np.full(len(low), 1.0 / len(low))
+    out = {}
+    for i, w in zip(low, weights):
+        share = float(miss * w)
+        narrower = [j for j, b in enumerate(p.bits) if b <= p.bits[choice[i]]]
+        delta[i, narrower] -= share
+        out[p.layers[i]] = share
+    return out
+
+
+
+def _solve_excluding(p: Problem, budget: float, cuts: list[list[int]]) -> list[int] | None:
+    """The ILP's choice at ``budget`` (every limit and cap held) unlike every choice of ``cuts``
+    (no-good cuts); None when none is left."""
+    from scipy.optimize import LinearConstraint
+
+    n, k = p.cost.shape
+    extra = []
+    for cut in cuts:
+        row = np.zeros(n * k)
+        row[[i * k + c for i, c in enumerate(cut)]] = 1
+        extra.append(LinearConstraint(row[None, :], -np.inf, n - 1))
+    return _milp(p, -p.gain.ravel() * (1e3 / p._eps), budget, extra)
+
+
+
+def _say(text: str, progress: bool) -> None:
+    logging.getLogger("workbench.search").info(text)
+    if progress:
+        from tqdm.auto import tqdm
+
+        tqdm.write(text, file=sys.stderr)
+
+
+
+def _refine(s, task, model, config: SearchConfig, solved: list[tuple[dict, list[int]]], cuts: list[list[int]], measured: _Measured,
+            executor, progress: bool) -> tuple[list[dict], list[dict]]:
+    """Rounds of refinement after a missed prediction: ``(rows of kind "refined", the log)``.
+
+    Each round looks at the points of the round before (``solved``: the ILP's rows and choices
+    at first): a point whose measured metric is more than ``config.refine_tolerance`` below its
+    estimate (under the corrections so far) corrects the estimate (:func:`_correction`: the miss
+    is attributed to the layers it put below their widest bits), and the ILP is solved again at
+    that point's budget on the corrected estimate (maximising it, ties to the lower output
+    error, whatever ``config.objective``), unlike every configuration this search measured
+    (``cuts``, grown as it goes); the new points are measured (on ``executor``) and are the next
+    round's. At most ``config.refine_rounds`` rounds; a round with no miss ends it. A refined
+    row's estimated_metric is the corrected estimate it was chosen on. The log has one entry per
+    missed point: round, budget, bits, predicted, measured, correction (layer -> metric
+    subtracted at those bits and narrower) and next (the re-solved bits, None when nothing
+    fits) with next_predicted."""
+    p, rows_out, log = s.p, [], []
+    delta = p.delta.copy()
+    idx = np.arange(len(p.layers))
+    for rnd in range(1, config.refine_rounds + 1):
+        missed = []
+        for row, choice in sorted(solved, key=lambda rc: (rc[0]["budget"], rc[0]["bits"])):
+            predicted = p.fp_metric + float(delta[idx, choice].sum())
+            if predicted - row["measured_metric"] > config.refine_tolerance:
+                missed.append((row, choice, predicted))
+        if not missed:
+            break
+        entries = []
+        for row, choice, predicted in missed:
+            miss = p.fp_metric + float(delta[idx, choice].sum()) - row["measured_metric"]  # after this round's earlier corrections
+            correction = _correction(p, delta, choice, miss) if miss > 0 else {}
+            entries.append({"round": rnd, "budget": float(row["budget"]), "bits": row["bits"], "predicted": predicted,
+                            "measured": float(row["measured_metric"]), "correction": correction})
+        corrected = dataclasses.replace(p, delta=delta.copy(), objective="metric")
+        proposals = []
+        for e in entries:
+            choice = _solve_excluding(corrected, e["budget"], cuts)
+            e["next"] = None if choice is None else json.dumps(p.assignment(choice), sort_keys=True)
+            e["next_predicted"] = None if choice is None else corrected.estimate(choice)
+            _say(f"search {task.name}: at budget {e['budget']:.6g} {config.budget_kind} the point predicted {e['predicted']:.4f} "
+                 f"measured {e['measured']:.4f}; estimate corrected, round {rnd} "
+                 + (f"measures {e['next']} (predicted {e['next_predicted']:.4f})" if choice is not None else "has no other point to try"),
+                 progress)
+            if choice is not None:
+                proposals.append((e["budget"], choice))
+        log += entries
+        cuts += [c for _, c in proposals if c not in cuts]
+        todo = [p.assignment(c) for _, c in proposals]
+        measured.measure_all([a for a in todo if not _over_computed(s, config, a)], executor, progress)
+        solved = []
+        for budget, choice in proposals:
+            row = _row(s, task, model, config, "refined", budget, choice, measured)
+            if row is not None:
+                row["estimated_metric"] = corrected.estimate(choice)
+                rows_out.append(row)
+                solved.append((row, choice))
+        if not solved:
+            break
+    return rows_out, log
+
+
+
+def _all_rows(s, task, model, config: SearchConfig, candidates: list, measured: _Measured, executor, progress: bool) -> tuple[list[dict], list[dict]]:
+    """The rows of a search and its refinement log: every distinct configuration of
+    ``candidates`` the store lacks is measured first (on ``executor``), the rows assembled in the
+    candidates' order from what was measured or stored; then the refined points
+    (:func:`_refine`), then the stored ones no candidate proposed (:func:`_stored_rows`)."""
+    p = s.p
+    assignments = [p.assignment(choice) for _, _, choice in candidates]
+    measured.measure_all([a for a in assignments if not _over_computed(s, config, a)], executor, progress)
+    rows, solved = [], []
+    for kind, budget, choice in candidates:
+        row = _row(s, task, model, config, kind, budget, choice, measured)
+        if row is not None:
+            rows.append(row)
+            if kind == "ilp":
+                solved.append((row, choice))
+    cuts = [list(c) for c in dict.fromkeys(tuple(c) for _, _, c in candidates)]
+    refined, refinements = _refine(s, task, model, config, solved, cuts, measured, executor, progress)
+    rows += refined
+    rows += _stored_rows(s, task, model, config, measured, {r["bits"] for r in rows})
+    return rows, refinements
+
+
+
 @fixed_threads()
 def search(task, model, sens: pd.DataFrame, config: SearchConfig = SearchConfig(), budgets: dict[str, float] | list[float] | None = None,
            progress: bool = True, extra_budgets: tuple = (), limits: dict[str, float] | None = None, cost_table=None,
@@ -136,7 +312,9 @@ def search(task, model, sens: pd.DataFrame, config: SearchConfig = SearchConfig(
     budget, or the target gave no number for a capped kind (NaN: it could not run the
     configuration); kept, never on the front; ``over_budgets`` names which), on_front (Pareto front of
     the measured points of the solvers and the uniform assignments within the budgets; random
-    baselines are shown, never on the front) and latency_ms. ``df.attrs["limits"]`` holds the
+    baselines are shown, never on the front) and latency_ms. Kinds: "ilp", "greedy", "uniform-<bits>",
+    "random", "refined" (the ILP re-solved after a missed prediction) and "stored" (measured
+    before, see below). ``df.attrs["limits"]`` holds the
     limits applied, ``attrs["budgets"]`` the budgets. The search chooses bits for Conv/Linear
     layers only: embedding tables are not varied (every point leaves them float) nor counted in
     its costs (:func:`workbench.core.cost.embedding_costs` prices them).
@@ -148,6 +326,26 @@ def search(task, model, sens: pd.DataFrame, config: SearchConfig = SearchConfig(
     built again; ``attrs["computed"]`` and ``attrs["from_store"]`` say how many distinct
     configurations were measured now and how many came from the store. A caller's
     ``measure_costs`` is not stored: every search asks it again.
+
+    Stored configurations: every configuration the store holds under this search's key (the
+    metric's; with a cost table, its numbers on the target must be stored too, which only the
+    default ``measure_point`` does) that no candidate proposed, over exactly this search's layers
+    and allowed widths, within its limits and budgets, is a row of kind "stored" (its budget: its
+    own cost; estimated_metric: this search's estimate; the metric read from the store, never
+    measured; its latency read from the store only, NaN where none is), ordered by cost then
+    bits. It is on the front where it belongs there and never a random baseline; ``best_within``
+    may choose it. ``attrs["stored"]`` counts them; they count in neither ``computed`` nor
+    ``from_store``.
+
+    Refinement: when an ILP point's measured metric falls more than ``config.refine_tolerance``
+    below its estimate, the miss is attributed to the layers it put below their widest bits (in
+    proportion to their estimated loss there) and subtracted from the estimate at those bits and
+    narrower; the ILP is solved again at that budget on the corrected estimate, unlike every
+    configuration this search measured, and the new point is measured (a row of kind "refined",
+    its estimated_metric the corrected estimate), and checked in turn: at most
+    ``config.refine_rounds`` rounds. ``attrs["refinements"]`` lists each missed point (round,
+    budget, bits, predicted, measured, correction per layer, next bits and next_predicted); the
+    progress output and the ``workbench.search`` logger say so.
 
     ``executor``: where the candidates are measured (see :mod:`workbench.infra.executors`: ``"local"``
     by default, ``"process:N"``, ``"ray"``, or an Executor). Each distinct configuration (its bits)
@@ -191,15 +389,7 @@ def search(task, model, sens: pd.DataFrame, config: SearchConfig = SearchConfig(
     sweep = _budget_sweep(s, config, sweep, extra_budgets, uniform)
     candidates = _candidates(p, config, sweep, uniform)
 
-    # Every distinct configuration the store lacks is measured first (on the executor), then the
-    # rows are assembled in the candidates' order from what was measured or stored.
-    assignments = [p.assignment(choice) for _, _, choice in candidates]
-    measured.measure_all([a for a in assignments if not _over_computed(s, config, a)], executor, progress)
-    rows = []
-    for kind, budget, choice in candidates:
-        row = _row(s, task, model, config, kind, budget, choice, measured)
-        if row is not None:
-            rows.append(row)
+    rows, refinements = _all_rows(s, task, model, config, candidates, measured, executor, progress)
     df = pd.DataFrame(rows)
     # The front is drawn over every measured candidate of the search space: the solvers' points
     # and the uniform assignments (feasible points too), not the random baselines nor a point a
@@ -207,4 +397,6 @@ def search(task, model, sens: pd.DataFrame, config: SearchConfig = SearchConfig(
     df["on_front"] = front_on(df, config.budget_kind).to_numpy() if len(df) else np.zeros(0, bool)
     df = _finish(df, s, task, model, config, measured)
     df.attrs["executor"] = executor.describe()
+    df.attrs["refinements"] = refinements
+    df.attrs["stored"] = int((df["kind"] == "stored").sum()) if len(df) else 0
     return df
