@@ -174,7 +174,8 @@ def _message(df: pd.DataFrame, p: Problem, config: SearchConfig, max_drop: float
     if chosen is not None:
         r = df.iloc[chosen]
         head = f"{r['kind']}" + (f" ({what})" if bool(r["widest"]) else "")
-        tail = f"; no cheaper configuration measured reached it ({stop})" if bool(r["widest"]) and len(df) > 1 else ""
+        tail = "" if not bool(r["widest"]) else (f"; no cheaper configuration measured reached it ({stop})" if len(df) > 1 else
+                                                f"; the only point measured ({stop})")
         return (f"{head}: {bk} {r[bk]:.6g} {unit}, measured {r['measured_metric']:.4f} "
                 f"(drop {r['drop']:.4g} <= {max_drop:g} below float {fp:.4f}){tail}")
     if len(wide):
