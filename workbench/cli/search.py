@@ -369,7 +369,9 @@ def _bound_line(df, best, kind: str, unit: str, budget: float | None, limit_text
     def name(h: str) -> str:
         if h != "budget":
             return limit_text(h)
-        return f"the budget {kind} <= {budget:g}" if budget is not None else f"the swept {kind} <= {float(solved['budget']):.6g} (a point of the sweep)"
+        if budget is not None:
+            return f"the budget {kind} <= {budget:g}"
+        return f"the sweep's own {kind} <= {float(solved['budget']):.6g} (no budget on {kind} was given)"
 
     return "bound by: " + (", ".join(map(name, held)) if held else "nothing (no wider bit-width is held back)") + other
 
