@@ -23,7 +23,8 @@ BUDGET_HELP = ("KIND=VALUE: a hard budget on a cost kind (weight_kib, flash_kib,
                "every budget. The additive kind the search sweeps is chosen for you: the target profile's cost kind when it is budgeted, else "
                "the first budgeted additive kind in `workbench costs` order, else (no budgeted kind is additive, such as ram_kib alone) the "
                "profile's cost kind with no value of its own, the chosen point then being the best measured within the budgets; with --max-drop "
-               "that kind is the cost minimised. VALUE alone is in the target's cost kind; --budget-kib V and --budget-bops V are "
+               "that kind is the cost minimised. A budget looser than one of the target's limits is refused, but on the swept kind, where the limit "
+               "binds (and the output says so). VALUE alone is in the target's cost kind; --budget-kib V and --budget-bops V are "
                "--budget weight_kib=V and --budget bops=V")
 TARGET_HELP = ("a target profile (cpu-int8-ort, fpga-dataflow, mcu, or a YAML file), or a deployment target with a cost source "
                "(workbench.search.cost_tables.COST_SOURCES, such as onnxruntime): then a per-layer cost table is measured on it, budgets may be in its "
@@ -205,7 +206,8 @@ def _search_plan(task, imports, budget, budget_kib, budget_bops, target, profile
     hard = {k: v for k, v in given if max_drop is not None or k != kind}
     on_target = {k: v for k, v in hard.items() if k in measured_ok}  # read from the target's cost table
     limits = {k: v for k, v in hard.items() if k not in on_target}
-    resolve_limits(profile, limits)  # limits the profile forbids (looser than its own) fail before any work
+    # a hard budget looser than the profile's limit fails before any work (on the swept kind the limit binds, and says so)
+    resolve_limits(profile, limits)
     wbits = None
     if widths:  # the width search's bits and options, checked now rather than after the bits search
         from ..search.width_search import WidthSearchConfig
