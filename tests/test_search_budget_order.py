@@ -66,3 +66,24 @@ def test_a_non_additive_budget_first_is_no_longer_refused(workdir):
 def test_the_help_says_budgets_come_in_any_order():
     helptext = " ".join(re.sub("[\u2500-\u257f]", " ", CliRunner().invoke(app, ["search", "--help"]).output).split())  # no box lines
     assert "in any order" in helptext and "first is the budget" not in helptext
+
+
+def test_a_ram_budget_before_a_latency_budget_on_onnxruntime(workdir):
+    # the issue's own example: refused before ("budget kind 'ram_kib' is not additive"); latency_ms is the kind swept in both orders
+    from workbench.search.cost_tables import COST_SOURCES
+
+    if "onnxruntime" not in COST_SOURCES or not COST_SOURCES["onnxruntime"].available():
+        pytest.skip("the onnxruntime cost source is not installed")
+    outs = []
+    for out, budgets in (("ort-one", ["ram_kib=64", "latency_ms=5"]), ("ort-two", ["latency_ms=5", "ram_kib=64"])):
+        args = [a for b in budgets for a in ("--budget", b)]
+        res = CliRunner().invoke(app, ["search", "digits-cnn", "--target", "onnxruntime", *args, "--out", str(workdir / out)])
+        assert res.exit_code == 0, (res.output, res.stderr)
+        lines = [x for x in res.stdout.splitlines() if x.startswith(("chosen ", "budget:"))]
+        outs.append((lines, (workdir / out / "pareto.csv").read_bytes(), (workdir / out / "recipe.yaml").read_bytes()))
+    assert outs[0] == outs[1]
+    lines = outs[0][0]
+    assert lines[0].startswith("chosen (") and " latency_ms " in lines[0]
+    assert lines[1].startswith("budget: latency_ms <= 5 ms; limits: ") and "ram_kib <= 64 KiB" in lines[1]
+    points = pd.read_csv(workdir / "ort-one" / "pareto.csv")
+    assert points["latency_ms"].notna().all() and (points["latency_ms_estimate"] > 0).all()
