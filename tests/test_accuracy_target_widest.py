@@ -7,6 +7,7 @@ import itertools
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from workbench.analysis.sensitivity import SensitivityConfig, sensitivity
@@ -148,3 +149,20 @@ def test_the_widest_within_a_budget_is_the_most_weight_bits_that_fits(digits, se
     assert size(choice) == size(best)
     free = _setup(task, model, sens, config, None, None, None, None).p
     assert widest_choice(free, s.costs) == [free.bits.index(8)] * len(free.layers)  # no budget: every layer at 8 bits
+
+
+def test_cli_unreachable_names_the_widest_point_and_exits_1(digits, cpu23, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from workbench.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(app, ["search", "digits-cnn", "--target", cpu23, "--max-drop", "0", "--out", "found"])
+    assert res.exit_code == 1, (res.output, res.stderr)
+    error = res.stderr.splitlines()[-1]  # after the sweep's progress bars
+    assert error.startswith("error: accuracy target unreachable: the widest configuration (every layer at 3 bits) measured ")
+    assert "; target max_drop 0 (" in error and res.stderr.count("error:") == 1
+    points = pd.read_csv(tmp_path / "found" / "pareto.csv")
+    widest = points[points["widest"]]
+    assert len(widest) == 1 and not points["met_drop"].any() and not (tmp_path / "found" / "recipe.yaml").exists()
+    assert f"measured {widest['measured_metric'].iloc[0]:.4f}, " in error
