@@ -180,7 +180,9 @@ def test_cli_budget_kind_value_with_a_limit_says_which_bound(digits, tmp_path):
     assert set(bits.values()) <= {4, 8}
     for args, message in [(["--budget", "flash_kb=10"], "error: --budget 'flash_kb=10': unknown cost kind 'flash_kb' (did you mean 'flash_kib'?)"),
                           (["--budget", "flash_kib=lots"], "error: --budget 'flash_kib=lots': expected KIND=VALUE with a number"),
-                          (["--budget-kib", "8", "--budget", "flash_kib=20", "--target", tgt], "error: limit flash_kib=20 is over target tiny-mcu's limit")]:
+                          # flash_kib, the profile's cost kind, is swept (its limit binds); weight_kib is a hard budget on top
+                          (["--budget", "weight_kib=20", "--budget", "flash_kib=8", "--target", tgt], "error: limit weight_kib=20 is over target tiny-mcu's limit"),
+                          (["--budget", "flash_kib=8", "--budget", "weight_kib=20", "--target", tgt], "error: limit weight_kib=20 is over target tiny-mcu's limit")]:
         bad = CliRunner().invoke(app, ["search", "digits-cnn", *args, "--out", str(tmp_path / "bad")])
         assert bad.exit_code == 2 and bad.stderr.startswith(message) and bad.stderr.count("\n") == 1, bad.stderr[-2000:]
         assert not (tmp_path / "bad").exists()

@@ -17,15 +17,21 @@ from .app import (EXECUTOR_HELP, IMPORT_HELP, MLFLOW_HELP, OVERWRITE_HELP, TASK_
 
 WIDTHS_HELP = ("after the bits search, a width-and-bits search (Optuna, per-stage channel widths) under the same budgets, in DIR/widths; "
                "its feasible trials join pareto.csv and the best point of both is promoted (a pruned one with its pruning section)")
-BUDGET_HELP = ("KIND=VALUE: a budget on a cost kind (weight_kib, flash_kib, bops, macs, peak_act_kib, ram_kib, or one you registered; "
-               "`workbench costs` lists them; latency_ms and cycles only with a --target that measures them); repeatable: the first is the "
-               "budget the point is chosen under (with --max-drop: the cost minimised, and a hard budget too), the others are hard budgets on top "
-               "of the target's limits (--budget-kib / --budget-bops, when given, come first); VALUE alone is in the target's cost kind")
+BUDGET_HELP = ("KIND=VALUE: a hard budget on a cost kind (weight_kib, flash_kib, bops, macs, peak_act_kib, ram_kib, or one you registered; "
+               "`workbench costs` lists them; latency_ms and cycles only with a --target that measures them), on top of the target's limits; "
+               "repeatable, in any order (the order changes nothing): the search maximises the measured metric and the chosen point meets "
+               "every budget. The additive kind the search sweeps is chosen for you: the target profile's cost kind when it is budgeted, else "
+               "the first budgeted additive kind in `workbench costs` order, else (no budgeted kind is additive, such as ram_kib alone) the "
+               "profile's cost kind with no value of its own, the chosen point then being the best measured within the budgets; with --max-drop "
+               "that kind is the cost minimised. A budget looser than one of the target's limits is refused, but on the swept kind, where the limit "
+               "binds (and the output says so). VALUE alone is in the target's cost kind; --budget-kib V and --budget-bops V are "
+               "--budget weight_kib=V and --budget bops=V")
 TARGET_HELP = ("a target profile (cpu-int8-ort, fpga-dataflow, mcu, or a YAML file), or a deployment target with a cost source "
                "(workbench.search.cost_tables.COST_SOURCES, such as onnxruntime): then a per-layer cost table is measured on it, budgets may be in its "
                "own units (--budget latency_ms=5), and every candidate is measured on it")
-MAX_DROP_HELP = ("accuracy target: the cheapest configuration (on the first budget's kind) whose MEASURED metric is at most this far below "
-                 "the float metric, an absolute drop in the metric's units (0.005 = half a point of accuracy), in [0, 1]; exit 1 when unreachable")
+MAX_DROP_HELP = ("accuracy target: the cheapest configuration (on the swept kind, see --budget) whose MEASURED metric is at most this far "
+                 "below the float metric, an absolute drop in the metric's units (0.005 = half a point of accuracy), in [0, 1], within every "
+                 "budget; before it gives up the widest configuration the target offers is measured too; exit 1 when even that misses it")
 
 
 def _parse_budget(text: str, default_kind: str, measured_ok: tuple = (), target: str = "") -> tuple[str, float]:
@@ -95,7 +101,7 @@ def search_cmd(task: str = typer.Argument(..., help=TASK_HELP),
     out = out or _default_out(f"{task}-search")
     resume = None
     if widths:  # a re-run with the same arguments continues the width study in DIR/widths
-        resume = "search-widths:" + hashlib.sha256(json.dumps([task, imports, budget, budget_kib, budget_bops, target, profile_name, max_drop,
+        resume = "search-widths:" + hashlib.sha256(json.dumps([task, imports, sorted(budget or ()), budget_kib, budget_bops, target, profile_name, max_drop,
                                                                act_bits, finetune_epochs, width_choices], default=str).encode()).hexdigest()[:16]
     run_dir = _run_dir(out, overwrite, "search", keep=("widths",) if widths else (), resume=resume)
     try:
@@ -106,23 +112,56 @@ def search_cmd(task: str = typer.Argument(..., help=TASK_HELP),
         bits_best, width_best, wdf = best, None, None
         if widths:
             df, best, width_best, wdf = _join_widths(p, model, df, best, run_dir, out, overwrite, resume, trials, finetune_epochs, act_bits, target)
-        kind, budget_value = p.kind, p.budget_value
-        recipe = None if best is None else promote(p.t, best, target=p.profile_target, act_bits=act_bits,
-                                                   name=f"{p.t.name}-{kind}-{budget_value:g}" if budget_value is not None else f"{p.t.name}-drop-{max_drop:g}")
+        recipe = None if best is None else promote(p.t, best, target=p.profile_target, act_bits=act_bits, name=_recipe_name(p))
     except WorkbenchError as exc:
         _fail(exc)
     _report_search(p, df, best, recipe, run_dir, out, tracker, target, act_bits, widths, (bits_best, width_best, wdf))
 
 
+def _recipe_name(p) -> str:
+    """The promoted recipe's name: the task and the swept budget (or the drop, or the budgets given)."""
+    if p.budget_value is not None:
+        return f"{p.t.name}-{p.kind}-{p.budget_value:g}"
+    if p.max_drop is not None:
+        return f"{p.t.name}-drop-{p.max_drop:g}"
+    return "-".join([p.t.name, *(f"{k}-{v:g}" for k, v in p.given)])
+
+
+def _within(budget_value: float | None) -> float:
+    """The swept kind's budget for :func:`best_within`: no value of its own (None) is no bound on it."""
+    return math.inf if budget_value is None else budget_value
+
+
+def _budgets_text(p) -> str:
+    """The budgets of plan ``p`` in words, in the registry's order: "weight_kib <= 8 KiB, ram_kib <= 64 KiB"."""
+    from ..core.cost import get_cost_kind
+
+    return ", ".join(f"{k} <= {v:g} {get_cost_kind(k).unit}" for k, v in p.given) or "no budget"
+
+
+def _sweep_kind(given: list[tuple[str, float]], profile) -> tuple[str, float | None]:
+    """The additive kind the search sweeps and its budget value, whatever the order of the budgets:
+    the profile's cost kind when it is budgeted, else the first budgeted additive kind in the
+    registry's order, else the profile's cost kind with no value (None) of its own."""
+    from ..core.cost import get_cost_kind
+
+    values = dict(given)
+    if profile.cost in values:
+        return profile.cost, values[profile.cost]
+    additive = [k for k, _ in given if get_cost_kind(k).additive]
+    return (additive[0], values[additive[0]]) if additive else (profile.cost, None)
+
+
 def _search_plan(task, imports, budget, budget_kib, budget_bops, target, profile_name, max_drop, act_bits, widths, trials, finetune_epochs,
                  width_choices):
     """What ``workbench search`` runs, from its options: the task, the cost source (a deployment
-    target) or None, the profile, the budget the point is chosen under, the hard budgets (on the
-    target's cost table) and limits, and the width search's bits and shares; every option is
-    checked before any work (one-line SpecError)."""
+    target) or None, the profile, the kind swept and its budget (:func:`_sweep_kind`), the hard
+    budgets (on the target's cost table) and limits, and the width search's bits and shares; the
+    same whatever the order of the ``--budget`` options (``given`` is in the cost-kind registry's
+    order); every option is checked before any work (one-line SpecError)."""
     from types import SimpleNamespace
 
-    from ..core.cost import budget_kind, get_cost_kind, list_targets, load_target
+    from ..core.cost import COST_KINDS, budget_kind, get_cost_kind, list_targets, load_target
     from ..infra.errors import SpecError
     from ..search.cost_tables import COST_SOURCES
     from ..search.config import SearchConfig
@@ -159,13 +198,16 @@ def _search_plan(task, imports, budget, budget_kib, budget_bops, target, profile
     kinds = [k for k, _ in given]
     if len(set(kinds)) < len(kinds):
         raise SpecError(f"--budget: {next(k for k in kinds if kinds.count(k) > 1)} is given twice; give each cost kind once")
-    (kind, budget_value), rest = (given[0], given[1:]) if given else ((profile.cost, None), [])
+    given.sort(key=lambda kv: list(COST_KINDS).index(kv[0]))  # the order of the options changes nothing
+    kind, budget_value = _sweep_kind(given, profile)
     if not get_cost_kind(kind).measured:
         budget_kind(kind)  # additive, so a search can budget it
-    hard = dict(given) if max_drop is not None else dict(rest)  # with --max-drop the first budget is hard too
+    # every budget is hard; without --max-drop the swept kind's budget holds through the sweep and best_within
+    hard = {k: v for k, v in given if max_drop is not None or k != kind}
     on_target = {k: v for k, v in hard.items() if k in measured_ok}  # read from the target's cost table
     limits = {k: v for k, v in hard.items() if k not in on_target}
-    resolve_limits(profile, limits)  # limits the profile forbids (looser than its own) fail before any work
+    # a hard budget looser than the profile's limit fails before any work (on the swept kind the limit binds, and says so)
+    resolve_limits(profile, limits)
     wbits = None
     if widths:  # the width search's bits and options, checked now rather than after the bits search
         from ..search.width_search import WidthSearchConfig
@@ -211,7 +253,8 @@ def _bits_search(p, executor: str, no_store: bool, act_bits: int, widths: bool):
         df = search(t, model, sens, config, budgets=on_target, limits=limits, cost_table=table, max_drop=max_drop, store=store)
         return model, df, (df.loc[df.attrs["chosen"]] if df.attrs["reached"] else None)
     try:
-        df = search(t, model, sens, config, budgets=on_target, extra_budgets=(budget_value,), limits=limits, cost_table=table, store=store,
+        df = search(t, model, sens, config, budgets=on_target, extra_budgets=() if budget_value is None else (budget_value,), limits=limits,
+                    cost_table=table, store=store,
                     executor=executor)
     except SpecError:
         if not widths:
@@ -222,7 +265,7 @@ def _bits_search(p, executor: str, no_store: bool, act_bits: int, widths: bool):
         lim, src = resolve_limits(p.profile, limits)
         df.attrs.update({"budget_kind": kind, "limits": lim, "limit_sources": src, "budgets": dict(on_target)})
     try:
-        best = best_within(df, budget_value, kind)
+        best = best_within(df, _within(budget_value), kind)
     except SpecError:
         if not widths:
             raise
@@ -246,13 +289,13 @@ def _join_widths(p, model, df, best, run_dir, out: Path, overwrite: bool, resume
                             objective_kind=objective, budgets=hard_w or None, target=None if p.source is None else target,
                             finetune_epochs=finetune_epochs, act_bits=act_bits)
     df = join_points(df, wdf[wdf["feasible"]].drop(columns=["state", "seconds", "reused", "feasible"]), kind)
-    width_best = _best_width(df, kind, budget_value, max_drop)
+    width_best = _best_width(df, kind, _within(budget_value), max_drop)
     if width_best is not None and (best is None or _better(width_best, best, kind, max_drop)):
         best = width_best
     if best is not None and "chosen" in df:
         df["chosen"] = df.index == best.name
     if best is None and max_drop is None:
-        raise SpecError(f"no bits-only point nor width point fits a budget of {budget_value:.6g} {kind}; "
+        raise SpecError(f"no bits-only point nor width point fits {_budgets_text(p)}; "
                         f"expected a looser budget, more --trials or smaller --width-choices")
     return df, best, width_best, wdf
 
@@ -283,7 +326,8 @@ def _report_search(p, df, best, recipe, run_dir, out: Path, tracker, target: str
                                  artifacts=[out / "pareto.csv", out / "recipe.yaml"]))
     typer.echo(df[shown].round(4).to_string(index=False))
     unit = get_cost_kind(kind).unit
-    why = f"the cheapest within {max_drop:g} of float, measured" if max_drop is not None else "best measured within the budget"
+    why = (f"the cheapest within {max_drop:g} of float, measured" if max_drop is not None else
+           "best measured within the budget" if budget is not None else "best measured within the budgets")
     typer.echo(f"chosen ({best['kind']}, {why}): {kind} {best[kind]:.6g} {unit}, {best['weight_kib']:.2f} KiB, {best['bops']:.3g} BOPs, "
                f"measured {best['measured_metric']:.4f}" + ("" if math.isnan(float(best["estimated_metric"])) else f" (estimate {best['estimated_metric']:.4f})")
                + (f", pruned to widths {best['widths']}" if str(best.get("pruning", "") or "") else ""))
@@ -297,24 +341,42 @@ def _report_search(p, df, best, recipe, run_dir, out: Path, tracker, target: str
             return f"{k} <= {budgets_used[k]:g} {unit_k} (--budget, on target {target}{also})"
         return f"{k} <= {limits_used[k]:g} {unit_k} ({sources.get(k, 'limit')})"
 
-    head = f"budget: {kind} <= {budget:g} {unit}; " if budget is not None else f"cost minimised: {kind}; "
+    head = (f"budget: {kind} <= {budget:g} {unit}; " if budget is not None else f"cost minimised: {kind}; " if max_drop is not None else
+            f"swept: {kind} (no budget on it: the best measured within the others); ")
     typer.echo(head + "limits: " + (", ".join(map(_limit, [*limits_used, *(k for k in budgets_used if k not in limits_used)])) or "none"))
     if max_drop is not None:
         typer.echo(df.attrs["message"])
     elif str(best.get("pruning", "") or ""):
         typer.echo("bound by: a width + bits trial (no per-layer estimate says what holds it back)")
     else:
-        # what held the search back at this budget: the ILP's point solved at it
-        at = df[(df["kind"] == "ilp") & ((df["budget"] - budget).abs() <= 1e-9 * abs(budget))]
-        solved = at.iloc[0] if len(at) else best
-        held = [h for h in str(solved.get("bound_by", "") or "").split(",") if h]
-        other = "" if solved["bits"] == best["bits"] else (f" (that is the ILP's point at this budget, {solved[kind]:.6g} {unit}; "
-                                                           f"the chosen {best['kind']} point measured better)")
-        typer.echo("bound by: " + (", ".join(f"the budget {kind} <= {budget:g}" if h == "budget" else _limit(h) for h in held) if held
-                                   else "nothing (no wider bit-width is held back)") + other)
+        typer.echo(_bound_line(df, best, kind, unit, budget, _limit))
     if widths:
         typer.echo(_width_line(bits_best, width_best, best, kind, unit, wdf))
     typer.echo(f"wrote {out / 'pareto.csv'}, {out / 'recipe.yaml'}" + (f", {out / 'widths'}" if widths else ""))
+
+
+
+def _bound_line(df, best, kind: str, unit: str, budget: float | None, limit_text) -> str:
+    """"bound by: ..." of a budget search: what held the ILP's point at ``budget`` back (or, with no
+    budget on the swept kind, the chosen point itself); ``limit_text(kind)`` words a limit."""
+    if budget is not None:  # what held the search back at this budget: the ILP's point solved at it
+        at = df[(df["kind"] == "ilp") & ((df["budget"] - budget).abs() <= 1e-9 * abs(budget))]
+        solved = at.iloc[0] if len(at) else best
+    else:
+        solved = best
+    held = [h for h in str(solved.get("bound_by", "") or "").split(",") if h]
+    other = "" if solved["bits"] == best["bits"] else (f" (that is the ILP's point at this budget, {solved[kind]:.6g} {unit}; "
+                                                       f"the chosen {best['kind']} point measured better)")
+
+    def name(h: str) -> str:
+        if h != "budget":
+            return limit_text(h)
+        if budget is not None:
+            return f"the budget {kind} <= {budget:g}"
+        return f"the sweep's own {kind} <= {float(solved['budget']):.6g} (no budget on {kind} was given)"
+
+    return "bound by: " + (", ".join(map(name, held)) if held else "nothing (no wider bit-width is held back)") + other
+
 
 WIDTH_BITS = (8, 6, 4)  # the width search's per-layer weight bits: these of the profile's, when it has two or more of them
 
