@@ -354,8 +354,7 @@ def resolve_task(ref: TaskRef, allow_code: bool | None = None):
         if not code_allowed(allow_code):
             raise CodeNotAllowedError(f"task.factory {ref.factory!r} would import module {module_name!r} and call {func_name}(); "
                                       f"run code from a recipe only if you trust it: --allow-code (CLI), allow_code=True (API) or {ALLOW_CODE_ENV}=1")
-        task = task_from_factory(ref.factory, RecipeError, "task.factory")
-        task.seed = ref.seed
+        task = task_from_factory(ref.factory, RecipeError, "task.factory", seed=ref.seed)  # seeded before the factory runs
     if ref.subset is not None:
         task = task.small(*ref.subset)
     if ref.epochs is not None:
