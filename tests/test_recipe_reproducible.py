@@ -5,6 +5,7 @@ byte-identical ONNX files."""
 
 import hashlib
 import json
+import math
 import os
 import subprocess
 import sys
@@ -95,3 +96,45 @@ def test_the_factory_route_gives_the_same_initial_weights_in_every_process(tmp_p
     assert first == second  # weights, data and seed alike whatever ran before
     assert first[:3] == [*first[:2], "0"] and first[3] == "True"  # the caller's generators are given back
     assert other_seed[0] != first[0] and other_seed[1] != first[1] and other_seed[2] == "1"  # the seed is what fixes them
+
+
+def _weight_dtypes(path: Path) -> set[str]:
+    """The element types of the integer weight tensors (initialisers of more than one element) of an ONNX file."""
+    import onnx
+
+    model = onnx.load(str(path))
+    names = {onnx.TensorProto.INT8: "int8", onnx.TensorProto.UINT8: "uint8"}
+    return {names[t.data_type] for t in model.graph.initializer
+            if t.data_type in names and len(t.dims) > 0 and math.prod(t.dims) > 1}
+
+
+def test_promote_writes_the_measured_encoding_never_auto(digits):
+    from workbench.core.cost import load_target
+    from workbench.export.qcdq import resolve_weight_encoding
+    from workbench.runs.recipe import promote
+
+    task, _ = digits
+    assert load_target("cpu-int8-ort").weight_encoding == "auto"  # the profile leaves it to the host
+    row = {"bits": json.dumps({"features.0": 8, "features.3": 4, "features.7": 8, "classifier": 8}), "measured_metric": 0.97}
+    host = resolve_weight_encoding("auto")
+    for kwargs in ({"target": "cpu-int8-ort"}, {"target": "cpu-int8-ort", "weight_encoding": "auto"}, {"weight_encoding": "auto"}):
+        recipe = promote(task, row, name="p", **kwargs)
+        assert recipe.export.weight_encoding == host and host in ("u8", "s8"), kwargs
+        assert "auto" not in recipe.to_yaml()
+    assert promote(task, row, name="p", target="cpu-int8-ort", weight_encoding="s8").export.weight_encoding == "s8"
+    assert promote(task, row, name="p").export.weight_encoding == "u8"  # no target: the recipe default
+
+
+def test_a_recipe_s_encoding_is_applied_as_written_on_any_host(tmp_path, digits):
+    """u8 and s8 applied on this one host each give their own encoding: at least one of them is not
+    what this host would probe, so neither was re-probed."""
+    from workbench.runs.job import apply_recipe
+
+    recipe = {"recipe_version": 1, "name": "enc", "task": {"name": "digits-cnn", "subset": [256, 128, 128], "epochs": 2},
+              "quantization": {"weight_bits": 8, "act_bits": 8}, "export": {"formats": ["qcdq"]}}
+    for encoding, dtype in (("s8", "int8"), ("u8", "uint8")):
+        path = tmp_path / f"{encoding}.yaml"
+        path.write_text(yaml.safe_dump({**recipe, "export": {"formats": ["qcdq"], "weight_encoding": encoding}}))
+        summary, failures = apply_recipe(path, tmp_path / encoding, progress=False, latency_runs=10)
+        assert failures == [] and summary["weight_encoding"] == encoding
+        assert _weight_dtypes(tmp_path / encoding / "model.onnx") == {dtype}

@@ -101,8 +101,10 @@ class DatasetRef(_Strict):
 
 class ExportSection(_Strict):
     formats: list[str] = Field(default_factory=lambda: ["qcdq"])  # names from the exporter registry (wb.list_exporters())
-    # u8 by default, not auto: the same recipe must give the same file on every machine; "auto" is
-    # allowed, and then the file depends on the exporting host's CPU (VNNI: s8, else u8)
+    # u8 by default, not auto: the same recipe must give the same file on every machine (promote
+    # writes the encoding resolved where it measured); "auto" is allowed in a hand-written recipe,
+    # and then the file depends on the exporting host's CPU (VNNI: s8, else u8); u8 and s8 are
+    # applied as written on every host, never re-probed
     weight_encoding: Literal["u8", "s8", "auto"] = "u8"
     # int4 (None, the default, means int4 too; left out of the YAML so older recipes reserialise
     # byte for byte): weights of at most 4 bits two a byte, QONNX weights stored as integers; none:
@@ -449,7 +451,10 @@ def promote(task, candidate, *, target: str | None = None, act_bits: int = 8, na
 
     ``weight_encoding``: the recipe's ``export.weight_encoding``; None: the ``target`` profile's
     (so ``workbench apply`` exports as the exploration on that target did), else the recipe
-    default ``u8``. ``pack``: ``export.pack`` (None: the default, int4)."""
+    default ``u8``. ``auto`` (given, or the profile's) is never written: it is resolved on this
+    host (:func:`workbench.export.qcdq.resolve_weight_encoding`: s8 with VNNI or on ARM, else u8),
+    the encoding the exploration here measured, so the recipe writes the same bytes on every
+    machine. ``pack``: ``export.pack`` (None: the default, int4)."""
     import json
 
     from ..core.spec import assignment_spec
@@ -464,6 +469,10 @@ def promote(task, candidate, *, target: str | None = None, act_bits: int = 8, na
         from ..core.cost import load_target
 
         weight_encoding = load_target(target).weight_encoding
+    if weight_encoding == "auto":
+        from ..export.qcdq import resolve_weight_encoding
+
+        weight_encoding = resolve_weight_encoding("auto")  # this host's, measured here; never "auto" in a recipe
     try:
         export = ExportSection(formats=list(formats), **({"weight_encoding": weight_encoding} if weight_encoding is not None else {}),
                                **({"pack": pack} if pack is not None else {}))
