@@ -51,3 +51,39 @@ def fixed_threads(n: int | None = None) -> Iterator[int]:
     finally:
         if torch.get_num_threads() != before:
             torch.set_num_threads(before)
+
+
+MAX_SEED = 2**32 - 1  # what numpy's, torch's and Python's seeding all accept
+
+
+def check_seed(seed, error: type = SpecError, label: str = "seed") -> int:
+    """``seed`` when it is an integer in 0-2**32-1; else a one-line ``error`` naming ``label``."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise error(f"{label} {seed!r}; expected an integer in 0-{MAX_SEED}")
+    return seed
+
+
+@contextmanager
+def seeded(seed: int) -> Iterator[int]:
+    """Run the block with Python's ``random``, numpy's global and torch's (CPU) generators seeded
+    with ``seed``, then give the caller's generator states back (also when the block raises).
+
+    What a user's task factory draws unseeded (``nn.Linear``'s initial weights, a shuffled split)
+    is then the same in every process: the workbench calls every task factory (``module:function``
+    on the command line, a recipe's ``task.factory``, a registered task) inside this block with the
+    task's seed, so a recipe's ``seed`` fixes the weights its factory builds, not only the training."""
+    import random
+
+    import numpy as np
+
+    check_seed(seed)
+    states = random.getstate(), np.random.get_state(), torch.random.get_rng_state()
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    try:
+        yield seed
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.random.set_rng_state(states[2])

@@ -101,8 +101,10 @@ class DatasetRef(_Strict):
 
 class ExportSection(_Strict):
     formats: list[str] = Field(default_factory=lambda: ["qcdq"])  # names from the exporter registry (wb.list_exporters())
-    # u8 by default, not auto: the same recipe must give the same file on every machine; "auto" is
-    # allowed, and then the file depends on the exporting host's CPU (VNNI: s8, else u8)
+    # u8 by default, not auto: the same recipe must give the same file on every machine (promote
+    # writes the encoding resolved where it measured); "auto" is allowed in a hand-written recipe,
+    # and then the file depends on the exporting host's CPU (VNNI: s8, else u8); u8 and s8 are
+    # applied as written on every host, never re-probed
     weight_encoding: Literal["u8", "s8", "auto"] = "u8"
     # int4 (None, the default, means int4 too; left out of the YAML so older recipes reserialise
     # byte for byte): weights of at most 4 bits two a byte, QONNX weights stored as integers; none:
@@ -354,8 +356,7 @@ def resolve_task(ref: TaskRef, allow_code: bool | None = None):
         if not code_allowed(allow_code):
             raise CodeNotAllowedError(f"task.factory {ref.factory!r} would import module {module_name!r} and call {func_name}(); "
                                       f"run code from a recipe only if you trust it: --allow-code (CLI), allow_code=True (API) or {ALLOW_CODE_ENV}=1")
-        task = task_from_factory(ref.factory, RecipeError, "task.factory")
-        task.seed = ref.seed
+        task = task_from_factory(ref.factory, RecipeError, "task.factory", seed=ref.seed)  # seeded before the factory runs
     if ref.subset is not None:
         task = task.small(*ref.subset)
     if ref.epochs is not None:
@@ -442,6 +443,49 @@ def _short(v) -> str:
     return str(v.model_dump(exclude_none=True) if hasattr(v, "model_dump") else v)
 
 
+def task_ref(task) -> TaskRef:
+    """The recipe's ``task:`` that rebuilds ``task``: its ``module:function`` factory or its
+    registered name, with its seed, training epochs and subset; a RecipeError for a task built
+    inline (no importable factory)."""
+    from ..tasks.registry import list_tasks
+
+    subset = None if task.subset is None else list(task.subset)
+    if task.factory is not None:
+        return TaskRef(factory=task.factory, seed=task.seed, epochs=task.train_epochs, subset=subset)
+    if task.name in list_tasks():
+        return TaskRef(name=task.name, seed=task.seed, epochs=task.train_epochs, subset=subset)
+    raise RecipeError(f"task {task.name!r} was built inline and has no importable factory, so a recipe could not rebuild it; "
+                      f"expected a registered task (@wb.register_task) or one built by a module:function "
+                      f"(put the make_task call in a function in a module and pass 'module:function' to the CLI or wb.task_from_factory)")
+
+
+def run_recipe(task, spec: QuantSpec, summary: dict, *, name: str = "recipe", ptq: PTQConfig | None = None, formats=("qcdq", "qonnx"),
+               weight_encoding: str = "u8", pack: bool | str | None = None, tolerance: float = 0.02) -> Recipe:
+    """A recipe that rebuilds what a quantisation run (``workbench quantize``: a uniform or
+    spec-file configuration) wrote: the task, ``spec``, ``ptq``, the export ``formats``,
+    ``weight_encoding`` (``auto`` resolved on this host, as the run's export did) and ``pack``, with
+    the run's ``summary`` metric as its expectation, so ``workbench apply`` writes the same ONNX bytes."""
+    from ..export.packing import resolve_pack
+    from ..export.qcdq import resolve_weight_encoding
+
+    packed = None if pack is None else resolve_pack(pack)
+    try:
+        export = ExportSection(formats=list(formats), weight_encoding=resolve_weight_encoding(weight_encoding),
+                               **({"pack": "none"} if packed == "none" else {}))
+    except ValidationError as exc:
+        raise RecipeError("export." + format_error(exc, ExportSection)) from None
+    return Recipe(
+        name=name,
+        task=task_ref(task),
+        dataset=DatasetRef(sha256=task.data.fingerprint(), source=task.data_source),
+        quantization=QuantSpec.parse(spec),
+        ptq=ptq if ptq is not None else PTQConfig(),
+        export=export,
+        expected={"quant_metric": Expectation(value=round(float(summary["quant_metric"]), 6), tolerance=tolerance),
+                  "onnx_agreement": Expectation(min=0.98)},
+    )
+
+
 def promote(task, candidate, *, target: str | None = None, act_bits: int = 8, name: str = "recipe", tolerance: float = 0.02,
             base: QuantSpec | None = None, formats=("qcdq", "qonnx"), pruning: PruningSpec | dict | None = None,
             weight_encoding: str | None = None, pack: bool | str | None = None) -> Recipe:
@@ -450,7 +494,10 @@ def promote(task, candidate, *, target: str | None = None, act_bits: int = 8, na
 
     ``weight_encoding``: the recipe's ``export.weight_encoding``; None: the ``target`` profile's
     (so ``workbench apply`` exports as the exploration on that target did), else the recipe
-    default ``u8``. ``pack``: ``export.pack`` (None: the default, int4)."""
+    default ``u8``. ``auto`` (given, or the profile's) is never written: it is resolved on this
+    host (:func:`workbench.export.qcdq.resolve_weight_encoding`: s8 with VNNI or on ARM, else u8),
+    the encoding the exploration here measured, so the recipe writes the same bytes on every
+    machine. ``pack``: ``export.pack`` (None: the default, int4)."""
     import json
 
     from ..core.spec import assignment_spec
@@ -459,29 +506,22 @@ def promote(task, candidate, *, target: str | None = None, act_bits: int = 8, na
     spec = assignment_spec(bits, act_bits, base)
     if pruning is None and isinstance(candidate.get("pruning"), str) and candidate.get("pruning"):
         pruning = json.loads(candidate["pruning"])
-    from ..tasks.registry import list_tasks
-
     if weight_encoding is None and target is not None:
         from ..core.cost import load_target
 
         weight_encoding = load_target(target).weight_encoding
+    if weight_encoding == "auto":
+        from ..export.qcdq import resolve_weight_encoding
+
+        weight_encoding = resolve_weight_encoding("auto")  # this host's, measured here; never "auto" in a recipe
     try:
         export = ExportSection(formats=list(formats), **({"weight_encoding": weight_encoding} if weight_encoding is not None else {}),
                                **({"pack": pack} if pack is not None else {}))
     except ValidationError as exc:
         raise RecipeError("export." + format_error(exc, ExportSection)) from None
-    subset = None if task.subset is None else list(task.subset)
-    if task.factory is not None:
-        ref = TaskRef(factory=task.factory, seed=task.seed, epochs=task.train_epochs, subset=subset)
-    elif task.name in list_tasks():
-        ref = TaskRef(name=task.name, seed=task.seed, epochs=task.train_epochs, subset=subset)
-    else:
-        raise RecipeError(f"task {task.name!r} was built inline and has no importable factory, so a recipe could not rebuild it; "
-                          f"expected a registered task (@wb.register_task) or one built by a module:function "
-                          f"(put the make_task call in a function in a module and pass 'module:function' to the CLI or wb.task_from_factory)")
     return Recipe(
         name=name,
-        task=ref,
+        task=task_ref(task),
         dataset=DatasetRef(sha256=task.data.fingerprint(), source=task.data_source),
         target=target,
         quantization=spec,

@@ -69,10 +69,12 @@ class Task:
     @property
     def data(self) -> TaskData:
         if self._data is None:
+            from ..infra.determinism import seeded
             from ..infra.usercode import first_line, where
 
             try:
-                self._data = self.data_factory()
+                with seeded(self.seed):  # a data factory that shuffles unseeded splits alike in every process
+                    self._data = self.data_factory()
             except WorkbenchError:
                 raise
             except Exception as exc:  # the user's data factory
@@ -189,7 +191,10 @@ def create_task(name: str, **kwargs) -> Task:
     seed = kwargs.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= 2**32 - 1:
         raise TaskError(f"seed {seed!r}; expected an integer in 0-{2**32 - 1}")
-    return _REGISTRY[name](**kwargs)
+    from ..infra.determinism import seeded
+
+    with seeded(seed):  # what a registered factory of the user's draws unseeded is fixed by the seed too
+        return _REGISTRY[name](**kwargs)
 
 
 FACTORY_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
@@ -200,18 +205,36 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:200] if text else "(no message)"
 
 
-def task_from_factory(ref: str, error: type = TaskError, label: str = "task") -> Task:
+def task_from_factory(ref: str, error: type = TaskError, label: str = "task", seed: int = 0) -> Task:
     """Import ``module`` and call ``function()`` of ``ref = "module:function"`` (the working
     directory is on the import path): a :class:`Task`, or ``(model, calibration inputs, (eval x,
     eval y), metric)`` made into one. This runs the user's code: callers ask for consent first
     (recipes) or act on an explicit command (the CLI's task argument). Every failure is one line of
-    ``error`` naming ``label`` and ``ref``."""
+    ``error`` naming ``label`` and ``ref``.
+
+    ``seed`` (0-2**32-1) seeds Python's, numpy's and torch's generators before the module is
+    imported and the function called (:func:`workbench.infra.determinism.seeded`; the caller's
+    generator states are restored afterwards), and becomes the task's ``seed``: a factory that
+    builds its model unseeded gives the same initial weights in every process, so a search and a
+    later ``workbench apply`` of its recipe (which records the seed) train the same baseline."""
+    from ..infra.determinism import check_seed, seeded
+
+    if not isinstance(ref, str) or not FACTORY_PATTERN.match(ref):
+        raise error(f"{label} {ref!r}; expected 'package.module:function'")
+    check_seed(seed, error, f"{label} seed")
+    with seeded(seed):
+        task = _call_factory(ref, error, label)
+    task.factory = ref
+    task.seed = seed
+    return task
+
+
+def _call_factory(ref: str, error: type, label: str) -> Task:
+    """Import and call the factory ``ref`` names; its result as a Task (see :func:`task_from_factory`)."""
     import importlib
     import os
     import sys
 
-    if not isinstance(ref, str) or not FACTORY_PATTERN.match(ref):
-        raise error(f"{label} {ref!r}; expected 'package.module:function'")
     module_name, func_name = ref.split(":")
     cwd = os.getcwd()
     if cwd not in sys.path and "" not in sys.path:
@@ -243,13 +266,13 @@ def task_from_factory(ref: str, error: type = TaskError, label: str = "task") ->
     if not isinstance(task, Task):
         raise error(f"{label}: {ref} returned {type(task).__name__}; expected a workbench Task "
                     f"or (model, calibration inputs, (eval x, eval y), metric)")
-    task.factory = ref
     return task
 
 
 def resolve_task_arg(spec: str, imports: tuple[str, ...] = (), **kwargs) -> Task:
     """A task named on the command line: a registered name (after importing the ``imports``
-    modules, whose ``@register_task`` decorators then run) or ``module:function``."""
+    modules, whose ``@register_task`` decorators then run) or ``module:function``; either factory
+    runs seeded with ``kwargs["seed"]`` (default 0), so what it draws is the same in every process."""
     import importlib
     import os
     import sys
@@ -265,7 +288,7 @@ def resolve_task_arg(spec: str, imports: tuple[str, ...] = (), **kwargs) -> Task
         except Exception as exc:
             raise TaskError(f"--import {module_name}: cannot import it ({type(exc).__name__}: {_first_line(exc)})") from None
     if ":" in spec:
-        return task_from_factory(spec)
+        return task_from_factory(spec, seed=kwargs.get("seed", 0))
     return create_task(spec, **kwargs)
 
 
