@@ -52,7 +52,7 @@ def test_bert_every_linear_layer_and_mixed_precision():
     assert len(layers) == 6 * 2 + 2 and all(kind == "Linear" for kind, _ in layers.values())
     sens = sensitivity(task, model, SensitivityConfig(weight_bits=(4, 8)), store=False, progress=False)
     assert len(sens) == 2 * len(layers) and sens["status"].eq("ok").all()
-    points = search(task, model, sens, SearchConfig(target="mcu", n_budgets=2, n_random=0, latency_runs=0), progress=False,
+    points = search(task, model, sens, SearchConfig(target="mcu", budget_kind="weight_kib", n_budgets=2, n_random=0, latency_runs=0), progress=False,
                     extra_budgets=(300.0,))
     # int8 everywhere (about 400 KiB) is over the mcu's 256 KiB of flash: no point passes it, and it binds a 300 KiB budget
     assert {"ilp", "uniform-4"} <= set(points["kind"]) and "uniform-8" not in set(points["kind"])

@@ -87,14 +87,21 @@ def test_overhead_is_stored_and_read_back(digits, tmp_path):
     assert COST_KINDS["onnx_kib"].value(full) == pytest.approx(full["onnx_bytes"].sum() / 1024 + first)
 
 
-def test_missing_toolchain_is_one_line_naming_the_extra(monkeypatch):
+def test_missing_toolchain_is_one_line_naming_the_extra(digits, monkeypatch):
+    import pandas as pd
+
     import workbench.search.realised as realised
+    from workbench.search.precision import search
 
     monkeypatch.setitem(realised.TOOLCHAINS, "tflite", (("no_such_litert_module",), "pip install 'workbench[targets]'"))
     with pytest.raises(wb.infra.ToolchainError, match=r"tflite_kib .*no_such_litert_module.*pip install 'workbench\[targets\]'") as e:
         check_toolchain("tflite_kib")
     assert "\n" not in str(e.value)
     check_toolchain("weight_kib")  # not realised: nothing to install
+    # a search on mcu (its realised tflite_kib by default) refuses before any work: the empty sensitivity table is never read
+    task, model = digits
+    with pytest.raises(wb.infra.ToolchainError, match=r"pip install 'workbench\[targets\]'"):
+        search(task, model, pd.DataFrame(), SearchConfig(target="mcu"), budgets=[100.0], progress=False, store=False)
 
 
 @pytest.fixture(scope="module")

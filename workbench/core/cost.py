@@ -75,8 +75,7 @@ class LayerCosts(dict):
     """:func:`layer_costs`'s ``{layer: LayerCost}`` with ``overhead``: per cost kind, the part of
     the whole-model figure no layer explains (a realised kind's artifact overhead: graph, names,
     tensors of no layer, measured from a written file by :mod:`workbench.search.realised`), in the
-    kind's unit. A
-    :func:`cost_table` of all of them carries it (``table.attrs["overhead"]``), so
+    kind's unit. A :func:`cost_table` of all of them carries it (``table.attrs["overhead"]``), so
     :meth:`CostKind.value` of a realised kind is the artifact's bytes, not only its layers'; a
     table of some layers (a plain dict) carries none."""
 
