@@ -6,8 +6,8 @@ quantise-one sensitivity sweep) and per target (``onnxruntime``: the QCDQ ONNX f
 ``tflite_kib``, profile ``mcu``), five rising realised budgets from the smallest reachable file to
 the uniform 8-bit file, searched in rising order against one result store (as a user raising the
 budget would). For each budget the chosen point (the best measured within the budget) is written as
-the target's artifact and its bytes read from the file. The uniform points (every layer at one
-width the target stores) are written too, for the comparison at equal file bytes.
+the target's artifact and its bytes read from the file. The uniform points (every layer at one of
+the profile's widths) are written and measured too, for the comparison at equal file bytes.
 
 One line per (task, target, budget): budget, chosen bits, measured metric, written file bytes; then
 
@@ -41,7 +41,9 @@ from workbench.analysis.sensitivity import SensitivityConfig, sensitivity
 from workbench.core.cost import load_target
 from workbench.infra.store import ResultStore
 from workbench.search.config import SearchConfig
+from workbench.export.pipeline import PTQConfig
 from workbench.search.front import best_within
+from workbench.search.measuring import measure
 from workbench.search.precision import search
 
 #: deployment target -> (target profile, realised budget kind)
@@ -67,7 +69,9 @@ def write_artifact(task, model, assignment: dict[str, int], target: str, folder:
 
 
 def run(task_name: str, targets: list[str], n_budgets: int, small: bool, tmp: Path, store: ResultStore) -> list[dict]:
-    task = wb.create_task(task_name, **({"subset": [512, 256, 512]} if small else {}))
+    task = wb.create_task(task_name)
+    if small:
+        task = task.small(512, 256, 512)
     model = wb.load_or_train_baseline(task)
     rows = []
     for target in targets:
@@ -79,13 +83,12 @@ def run(task_name: str, targets: list[str], n_budgets: int, small: bool, tmp: Pa
         low, high = float(probe[kind].min()), float(probe[kind].max())
         budgets = [float(b) for b in np.linspace(low, high, n_budgets)]
         layers = json.loads(probe["bits"].iloc[0])
-        uniform = {}
+        uniform = {}  # every width the profile offers, one everywhere: its written bytes and measured metric
         for b in sorted(set(profile.weight_bits)):
             assignment = {name: b for name in layers}
-            at = probe[probe["bits"] == json.dumps(assignment)]
-            if len(at):
-                uniform[b] = (write_artifact(task, model, assignment, target, tmp / task_name / target / "uniform"),
-                              float(at["measured_metric"].iloc[0]))
+            uniform[b] = (write_artifact(task, model, assignment, target, tmp / task_name / target / "uniform"),
+                          measure(task, model, assignment, 8, PTQConfig()))
+            print(f"{task_name:12s} {target:12s} uniform W{b}: file {uniform[b][0]:7d} B, measured {uniform[b][1]:.4f}", flush=True)
         for budget in budgets:
             df = search(task, model, sens, config, extra_budgets=(budget,), progress=False, store=store)
             chosen = best_within(df, budget, kind)

@@ -114,7 +114,10 @@ def _candidates(p: Problem, config: SearchConfig, sweep: list[float], uniform: d
     rng = np.random.default_rng(config.seed)
     for budget in [p.total_cost(c) for c in uniform.values()][: config.n_random]:
         for _ in range(1000):
-            choice = list(rng.integers(0, len(p.bits), len(p.layers)))
+            if p.allowed.all():
+                choice = list(rng.integers(0, len(p.bits), len(p.layers)))
+            else:  # forbidden widths (dominated on a realised kind, or out of a cap): drawn among each layer's allowed ones
+                choice = [int(rng.choice(np.flatnonzero(row))) for row in p.allowed]
             if p.total_cost(choice) <= budget and p.within_limits(choice):
                 candidates.append(("random", budget, [int(c) for c in choice]))
                 break
