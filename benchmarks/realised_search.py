@@ -27,6 +27,7 @@ simulation in PyTorch on this CPU); bytes are the files' sizes on disk.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -39,9 +40,10 @@ import numpy as np
 import workbench as wb
 from workbench.analysis.sensitivity import SensitivityConfig, sensitivity
 from workbench.core.cost import load_target
-from workbench.infra.store import ResultStore
-from workbench.search.config import SearchConfig
 from workbench.export.pipeline import PTQConfig
+from workbench.infra.store import ResultStore
+from workbench.search import realised
+from workbench.search.config import SearchConfig
 from workbench.search.front import best_within
 from workbench.search.measuring import measure
 from workbench.search.precision import search
@@ -51,21 +53,12 @@ TARGETS = {"onnxruntime": ("cpu-int8-ort", "onnx_kib"), "tflite-int8": ("mcu", "
 
 
 def write_artifact(task, model, assignment: dict[str, int], target: str, folder: Path) -> int:
-    """Bytes of the artifact ``target`` deploys for ``assignment``, written to ``folder``."""
-    from workbench.core.spec import assignment_spec
-    from workbench.export.pipeline import quantize_task
-    from workbench.export.qcdq import export_qcdq
-
+    """Bytes of the artifact ``target`` deploys for ``assignment``, written to ``folder`` by the
+    exporter the target uses (:func:`workbench.search.realised.write_artifact`)."""
+    fmt = "onnx" if target == "onnxruntime" else "tflite"
     folder.mkdir(parents=True, exist_ok=True)
-    name = "-".join(f"{b}" for b in assignment.values())
-    if target == "onnxruntime":
-        qmodel = quantize_task(task, model, assignment_spec(assignment, 8))
-        path = export_qcdq(qmodel, task.example_input()[:1], folder / f"{name}.onnx")
-    else:
-        from workbench.targets.tflite import tflite_for_assignment
-
-        path = tflite_for_assignment(task, model, assignment, folder / f"{name}.tflite", act_bits=8, weight_container="native")
-    return Path(path).stat().st_size
+    path = folder / f"{'-'.join(map(str, assignment.values()))}.{fmt}"
+    return Path(realised.write_artifact(fmt, task, model, assignment, path)).stat().st_size
 
 
 def run(task_name: str, targets: list[str], n_budgets: int, small: bool, tmp: Path, store: ResultStore) -> list[dict]:
@@ -124,7 +117,7 @@ def main() -> None:
     monotone = True
     for key in {(r["task"], r["target"]) for r in rows}:
         series = [r["metric"] for r in rows if (r["task"], r["target"]) == key]
-        monotone &= all(b >= a for a, b in zip(series, series[1:]))
+        monotone &= all(b >= a for a, b in itertools.pairwise(series))
     mixed = [r for r in rows if r["mixed"]]
     compared = [r for r in mixed if not np.isnan(r["best_uniform"])]  # a mixed file below every uniform one has no comparison
     wins = [r for r in compared if r["metric"] > r["best_uniform"]]
