@@ -28,7 +28,7 @@ def workdir(tmp_path_factory, digits):  # digits: the baseline trained once for 
 
 
 def test_the_order_of_the_budgets_changes_nothing(workdir):
-    # the profile's cost kind (weight_kib on mcu) given last or first: it is the kind swept, the others hard
+    # weight_kib given last or first: the first additive kind budgeted (mcu's own, tflite_kib, is not), so the kind swept; the others hard
     _, one, csv_one, recipe_one = run(workdir, "one", "--budget", "ram_kib=64", "--budget", f"bops={BOPS:g}", "--budget", "weight_kib=12")
     _, two, csv_two, recipe_two = run(workdir, "two", "--budget", "weight_kib=12", "--budget", f"bops={BOPS:g}", "--budget", "ram_kib=64")
     assert csv_one == csv_two and recipe_one == recipe_two and one == two
@@ -50,11 +50,12 @@ def test_a_non_additive_budget_first_is_no_longer_refused(workdir):
     assert one["budget:"].startswith("budget: bops <= 2.6e+07 BOPs; limits: ") and "ram_kib <= 60 KiB" in one["budget:"]
     # no additive budget at all: the profile's cost kind is swept with no value, the point is the best measured within the budgets
     res, alone, _, recipe = run(workdir, "ram", "--budget", "ram_kib=60")
-    assert alone["swept:"].startswith("swept: weight_kib (no budget on it") and "ram_kib <= 60 KiB" in alone["swept:"]
+    # (the mcu profile's cost kind is the realised tflite_kib: the TFLite file's bytes)
+    assert alone["swept:"].startswith("swept: tflite_kib (no budget on it") and "ram_kib <= 60 KiB" in alone["swept:"]
     points = pd.read_csv(workdir / "ram" / "pareto.csv")
     ok = points[(points["kind"] != "random") & points["within_budgets"]]
-    best = ok.sort_values(["measured_metric", "weight_kib"], ascending=[False, True], kind="stable").iloc[0]
-    assert f"measured {best['measured_metric']:.4f}" in alone["chosen"] and f"weight_kib {best['weight_kib']:.6g} KiB" in alone["chosen"]
+    best = ok.sort_values(["measured_metric", "tflite_kib"], ascending=[False, True], kind="stable").iloc[0]
+    assert f"measured {best['measured_metric']:.4f}" in alone["chosen"] and f"tflite_kib {best['tflite_kib']:.6g} KiB" in alone["chosen"]
     assert "best measured within the budgets" in alone["chosen"] and b"name: digits-cnn-ram_kib-60\n" in recipe
     # a RAM budget below what the model's activations need: one line before any work, in either place
     bad = CliRunner().invoke(app, ["search", "digits-cnn", "--target", "mcu", "--budget", "ram_kib=1", "--budget", "weight_kib=12",

@@ -248,7 +248,7 @@ def _bits_search(p, executor: str, no_store: bool, act_bits: int, widths: bool):
     # budgets, limits and bits the search would refuse, refused before the sensitivity sweep
     preflight(t, model, config, budgets=on_target, limits=limits, cost_table=table,
               extra_budgets=(budget_value,) if budget_value is not None and max_drop is None and not widths else ())
-    sens = sensitivity(t, model, SensitivityConfig(weight_bits=tuple(p.profile.weight_bits)), executor=executor, store=store)
+    sens = sensitivity(t, model, SensitivityConfig(weight_bits=_swept_bits(p, model, kind, act_bits)), executor=executor, store=store)
     if max_drop is not None:
         df = search(t, model, sens, config, budgets=on_target, limits=limits, cost_table=table, max_drop=max_drop, store=store)
         return model, df, (df.loc[df.attrs["chosen"]] if df.attrs["reached"] else None)
@@ -271,6 +271,19 @@ def _bits_search(p, executor: str, no_store: bool, act_bits: int, widths: bool):
             raise
         best = None  # the width search may reach what bits alone cannot (a MACs budget)
     return model, df, best
+
+
+def _swept_bits(p, model, kind: str, act_bits: int) -> tuple[int, ...]:
+    """The weight widths the sensitivity sweep needs: the profile's that the swept kind offers (a
+    realised kind never offers a width its artifact stores no smaller than a wider one: onnx_kib
+    sweeps 4 and 8 of 2-8); every profile width with --widths or a cost table (their searches read them)."""
+    from ..core.cost import layer_costs
+    from ..search.problem import offered_bits
+
+    bits = tuple(p.profile.weight_bits)
+    if p.wbits is not None or p.source is not None:
+        return bits
+    return offered_bits(layer_costs(model, p.t.example_input()), bits, kind, act_bits) or bits
 
 
 def _join_widths(p, model, df, best, run_dir, out: Path, overwrite: bool, resume: str, trials: int, finetune_epochs: int, act_bits: int,
@@ -328,7 +341,7 @@ def _report_search(p, df, best, recipe, run_dir, out: Path, tracker, target: str
     unit = get_cost_kind(kind).unit
     why = (f"the cheapest within {max_drop:g} of float, measured" if max_drop is not None else
            "best measured within the budget" if budget is not None else "best measured within the budgets")
-    typer.echo(f"chosen ({best['kind']}, {why}): {kind} {best[kind]:.6g} {unit}, {best['weight_kib']:.2f} KiB, {best['bops']:.3g} BOPs, "
+    typer.echo(f"chosen ({best['kind']}, {why}): {kind} {best[kind]:.6g} {unit}, {best['weight_kib']:.2f} KiB theoretical weights, {best['bops']:.3g} BOPs, "
                f"measured {best['measured_metric']:.4f}" + ("" if math.isnan(float(best["estimated_metric"])) else f" (estimate {best['estimated_metric']:.4f})")
                + (f", pruned to widths {best['widths']}" if str(best.get("pruning", "") or "") else ""))
     limits_used, sources = df.attrs.get("limits", {}), df.attrs.get("limit_sources", {})
@@ -366,7 +379,8 @@ def _bound_line(df, best, kind: str, unit: str, budget: float | None, limit_text
         solved = best
     held = [h for h in str(solved.get("bound_by", "") or "").split(",") if h]
     other = "" if solved["bits"] == best["bits"] else (f" (that is the ILP's point at this budget, {solved[kind]:.6g} {unit}; "
-                                                       f"the chosen {best['kind']} point measured better)")
+                                                       f"the chosen {best['kind']} point measured "
+                                                       f"{'better' if best['measured_metric'] > solved['measured_metric'] else 'as well, for less'})")
 
     def name(h: str) -> str:
         if h != "budget":

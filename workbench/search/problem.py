@@ -181,6 +181,23 @@ def dominated(cost: np.ndarray, bits: list[int], allowed: np.ndarray) -> np.ndar
 
 
 
+def offered(costs: dict[str, LayerCost], layers: list[str], bits: list[int], budget_kind: str, act_bits: int = 8) -> np.ndarray:
+    """(layers, bits): True where ``budget_kind`` offers the width: every width of a kind that is
+    not realised; of a realised kind (``onnx_kib``, ``tflite_kib``), the widths no wider width of
+    that layer stores in as few bytes (:func:`dominated`; onnxruntime: 4 and 8 bits)."""
+    cost = cost_matrix(costs, layers, list(bits), budget_kind, act_bits)
+    if not get_cost_kind(budget_kind).artifact:
+        return np.ones(cost.shape, bool)
+    return ~dominated(cost, list(bits), np.ones(cost.shape, bool))
+
+
+def offered_bits(costs: dict[str, LayerCost], bits, budget_kind: str, act_bits: int = 8) -> tuple[int, ...]:
+    """The widths of ``bits`` a search budgeting ``budget_kind`` offers some layer of ``costs``
+    (:func:`offered`): what its sensitivity sweep needs (onnx_kib: 4 and 8 of 2-8)."""
+    mask = offered(costs, list(costs), list(bits), budget_kind, act_bits)
+    return tuple(b for j, b in enumerate(bits) if mask[:, j].any())
+
+
 def kind_values(kind: str, costs: dict[str, LayerCost], layers: list[str], bits: list[int], act_bits: int = 8, table=None,
                 what: str = "budget") -> tuple[np.ndarray, float, float, str]:
     """One cost kind as the search reads it: ``(matrix, offset, floor, source)``.
@@ -238,12 +255,19 @@ def build_problem(sens: pd.DataFrame, costs: dict[str, LayerCost], bits: list[in
     layers = [layer for layer in sw.sort_values("depth")["layer"].drop_duplicates() if layer in costs]
     delta = np.zeros((len(layers), len(bits)))
     mse = np.zeros_like(delta)
+    realised = bk.artifact and not bk.measured and not (cost_table is not None and budget_kind in cost_table.kinds)
+    need = offered(costs, layers, list(bits), budget_kind, act_bits) if realised else np.ones(delta.shape, bool)
+    missing = np.zeros(delta.shape, bool)
     for i, layer in enumerate(layers):
         rows = sw[sw["layer"] == layer]
         for j, b in enumerate(bits):
             hit = rows[rows["weight_bits"] == b]
+            if hit.empty and not need[i, j]:  # a width the artifact stores no smaller than a wider one: never offered, no row needed
+                delta[i, j], mse[i, j], missing[i, j] = -1.0, 0.0, True
+                continue
             if hit.empty:
-                raise SpecError(f"the sensitivity table has no row for layer {layer} at {b} weight bits; sweep bits {', '.join(map(str, bits))}")
+                wanted = sorted({bits[k] for k in np.flatnonzero(need.any(axis=0))})
+                raise SpecError(f"the sensitivity table has no row for layer {layer} at {b} weight bits; sweep bits {', '.join(map(str, wanted))}")
             r = hit.iloc[0]
             d = r["metric_delta"] if math.isfinite(r["metric_delta"]) else -1.0  # a NaN case is the worst possible
             # A layer alone never improves the model: a positive change is evaluation noise, and
@@ -282,6 +306,10 @@ def build_problem(sens: pd.DataFrame, costs: dict[str, LayerCost], bits: list[in
 
         allowed = p.allowed
         p = replace(p, runs=(np.ones(cost.shape, bool) if runs is None else runs) & ~dominated(cost, list(bits), allowed))
+    if (missing & p.allowed).any():  # a limit forbade the wider width that made a missing row's width pointless
+        i, j = np.argwhere(missing & p.allowed)[0]
+        raise SpecError(f"the sensitivity table has no row for layer {layers[i]} at {bits[j]} weight bits, which the limits leave "
+                        f"as its cheapest; sweep bits {', '.join(map(str, bits))}")
     return p
 
 
