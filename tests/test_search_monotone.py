@@ -22,11 +22,8 @@ FAST = dict(budget_kind="weight_kib", uniform_bits=(8, 4), n_random=1, latency_r
 
 
 @pytest.fixture(scope="module")
-def small(digits):
-    task, model = digits
-    task = task.small(256, 64, 128)
-    sens = sensitivity(task, model, SensitivityConfig(weight_bits=BITS), store=False, progress=False)
-    return task, model, sens
+def small(digits_small_sweep):
+    return digits_small_sweep  # digits on 256/64/128 samples and its 2-8-bit sweep (conftest)
 
 
 def _widths(sens, task, model):

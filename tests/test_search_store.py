@@ -11,7 +11,6 @@ import torch
 
 from workbench.search.config import SearchConfig
 from workbench.search.precision import search
-from workbench.analysis.sensitivity import SensitivityConfig, sensitivity
 from workbench.infra.store import ResultStore
 
 BITS = (2, 3, 4, 5, 6, 7, 8)
@@ -19,11 +18,8 @@ SMALL = dict(n_budgets=2, uniform_bits=(8, 4), n_random=1)
 
 
 @pytest.fixture(scope="module")
-def small(digits):
-    task, model = digits
-    task = task.small(256, 64, 128)
-    sens = sensitivity(task, model, SensitivityConfig(weight_bits=BITS), store=False, progress=False)
-    return task, model, sens
+def small(digits_small_sweep):
+    return digits_small_sweep  # digits on 256/64/128 samples and its 2-8-bit sweep (conftest)
 
 
 def _run(small, store, **config):

@@ -443,6 +443,15 @@ def _short(v) -> str:
     return str(v.model_dump(exclude_none=True) if hasattr(v, "model_dump") else v)
 
 
+def _export_section(formats, weight_encoding: str | None, pack) -> ExportSection:
+    """A recipe's ``export:`` (None: the section's default); a bad value is a one-line RecipeError."""
+    try:
+        return ExportSection(formats=list(formats), **({"weight_encoding": weight_encoding} if weight_encoding is not None else {}),
+                             **({"pack": pack} if pack is not None else {}))
+    except ValidationError as exc:
+        raise RecipeError("export." + format_error(exc, ExportSection)) from None
+
+
 def task_ref(task) -> TaskRef:
     """The recipe's ``task:`` that rebuilds ``task``: its ``module:function`` factory or its
     registered name, with its seed, training epochs and subset; a RecipeError for a task built
@@ -469,11 +478,7 @@ def run_recipe(task, spec: QuantSpec, summary: dict, *, name: str = "recipe", pt
     from ..export.qcdq import resolve_weight_encoding
 
     packed = None if pack is None else resolve_pack(pack)
-    try:
-        export = ExportSection(formats=list(formats), weight_encoding=resolve_weight_encoding(weight_encoding),
-                               **({"pack": "none"} if packed == "none" else {}))
-    except ValidationError as exc:
-        raise RecipeError("export." + format_error(exc, ExportSection)) from None
+    export = _export_section(formats, resolve_weight_encoding(weight_encoding), "none" if packed == "none" else None)
     return Recipe(
         name=name,
         task=task_ref(task),
@@ -514,11 +519,7 @@ def promote(task, candidate, *, target: str | None = None, act_bits: int = 8, na
         from ..export.qcdq import resolve_weight_encoding
 
         weight_encoding = resolve_weight_encoding("auto")  # this host's, measured here; never "auto" in a recipe
-    try:
-        export = ExportSection(formats=list(formats), **({"weight_encoding": weight_encoding} if weight_encoding is not None else {}),
-                               **({"pack": pack} if pack is not None else {}))
-    except ValidationError as exc:
-        raise RecipeError("export." + format_error(exc, ExportSection)) from None
+    export = _export_section(formats, weight_encoding, pack)
     return Recipe(
         name=name,
         task=task_ref(task),

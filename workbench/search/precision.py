@@ -76,7 +76,7 @@ from .constraints import _setup, check_budget, check_budget_value, check_max_dro
 from .front import front_on
 from .measuring import _check_sendable, _finish, _Measured, _over_computed, _row
 from .problem import Problem, smallest_budget
-from .solvers import _milp, solve_greedy, solve_ilp
+from .solvers import _milp, no_good_cuts, solve_greedy, solve_ilp
 
 
 def _budget_sweep(s, config: SearchConfig, sweep: list[float] | None, extra_budgets: tuple, uniform: dict) -> list[float]:
@@ -178,15 +178,7 @@ def _correction(p: Problem, delta: np.ndarray, choice: list[int], miss: float) -
 def _solve_excluding(p: Problem, budget: float, cuts: list[list[int]]) -> list[int] | None:
     """The ILP's choice at ``budget`` (every limit and cap held) unlike every choice of ``cuts``
     (no-good cuts); None when none is left."""
-    from scipy.optimize import LinearConstraint
-
-    n, k = p.cost.shape
-    extra = []
-    for cut in cuts:
-        row = np.zeros(n * k)
-        row[[i * k + c for i, c in enumerate(cut)]] = 1
-        extra.append(LinearConstraint(row[None, :], -np.inf, n - 1))
-    return _milp(p, -p.gain.ravel() * (1e3 / p._eps), budget, extra)
+    return _milp(p, -p.gain.ravel() * (1e3 / p._eps), budget, no_good_cuts(p, cuts))
 
 
 

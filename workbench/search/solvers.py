@@ -56,25 +56,27 @@ def solve_min_cost(p: Problem, min_estimate: float, cuts: list[list[int]] = ()) 
     n, k = p.cost.shape
     span = max(float(np.abs(p.cost).max()), 1e-30)
     objective = p.cost.ravel() / span + 1e-7 * p.mse_norm.ravel() / n
-    extra = [LinearConstraint(p.delta.ravel()[None, :], min_estimate - p.fp_metric - 1e-12, np.inf)]
+    extra = [LinearConstraint(p.delta.ravel()[None, :], min_estimate - p.fp_metric - 1e-12, np.inf), *no_good_cuts(p, cuts)]
+    return _milp(p, objective, None, extra)
+
+
+
+def no_good_cuts(p: Problem, cuts) -> list:
+    """One linear constraint per assignment of ``cuts`` (a choice index per layer) that excludes
+    exactly that assignment from the program's solutions (at most n - 1 of its n choices)."""
+    n, k = p.cost.shape
+    out = []
     for cut in cuts:
         row = np.zeros(n * k)
         row[[i * k + c for i, c in enumerate(cut)]] = 1
-        extra.append(LinearConstraint(row[None, :], -np.inf, n - 1))
-    return _milp(p, objective, None, extra)
-
+        out.append(LinearConstraint(row[None, :], -np.inf, n - 1))
+    return out
 
 
 def _best_estimate(p: Problem, cuts: list[list[int]] = ()) -> float | None:
     """The highest estimated metric of an assignment within every limit and cap, unlike every
     assignment of ``cuts``; None when none is left."""
-    n, k = p.cost.shape
-    extra = []
-    for cut in cuts:
-        row = np.zeros(n * k)
-        row[[i * k + c for i, c in enumerate(cut)]] = 1
-        extra.append(LinearConstraint(row[None, :], -np.inf, n - 1))
-    choice = _milp(p, -p.delta.ravel(), None, extra)
+    choice = _milp(p, -p.delta.ravel(), None, no_good_cuts(p, cuts))
     return None if choice is None else p.estimate(choice)
 
 
