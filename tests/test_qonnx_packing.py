@@ -232,7 +232,10 @@ def test_promote_copies_the_target_encoding_and_apply_uses_it(digits, tmp_path):
     target.write_text("name: vnni-box\nweight_bits: [4, 8]\nact_bits: [8]\nweight_encoding: s8\n")
     row = {"bits": json.dumps({"features.0": 8, "features.3": 4, "features.7": 4, "classifier": 8}), "measured_metric": 0.9}
     assert promote(task, row).export.weight_encoding == "u8"  # no target: the recipe default
-    assert promote(task, row, target="cpu-int8-ort").export.weight_encoding == "auto"  # what that profile says
+    from workbench.export.qcdq import resolve_weight_encoding
+
+    # that profile says auto: the recipe holds what auto is on this host (u8 or s8), never auto itself
+    assert promote(task, row, target="cpu-int8-ort").export.weight_encoding == resolve_weight_encoding("auto") != "auto"
     assert promote(task, row, target=str(target), weight_encoding="u8").export.weight_encoding == "u8"  # asked for
     recipe = promote(task, row, target=str(target), name="vnni", formats=("qcdq", "qonnx"), pack="none", tolerance=1.0)
     assert recipe.export.weight_encoding == "s8" and recipe.export.pack == "none"
